@@ -1,0 +1,5 @@
+"""`python -m camcli` runs the command line."""
+
+from camcli.cli import main
+
+main()

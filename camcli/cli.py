@@ -1,0 +1,220 @@
+"""The command line: parse options, call the library, print. TensorFlow is imported only inside the
+commands that need a model, so `camcli --help` and `camcli models` stay fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from camcli import __version__, catalog
+from camcli.errors import CamcliError, UsageError
+from camcli.methods import REGISTRY
+
+EXIT_FAILED_IMAGES = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CamcliGroup(click.Group):
+    """Turns library errors into one line on stderr and an exit status; tracebacks only with --debug."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except CamcliError as error:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"camcli: error: {error}", err=True)
+            ctx.exit(EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED_IMAGES)
+        except KeyboardInterrupt:
+            click.echo("camcli: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"camcli: internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)",
+                       err=True)
+            ctx.exit(EXIT_FAILED_IMAGES)
+
+
+@click.group(cls=CamcliGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="camcli")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx, debug):
+    """Class activation maps (CAM, Grad-CAM) for Keras image classifiers.
+
+    \b
+    Example:
+      camcli explain cat.jpg --layer block5_conv3
+      camcli explain photos/ --model demo --out results/
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def model_options(function):
+    """--model, --weights, --preprocess, --labels, --unsafe-load: shared by every command that loads a model."""
+    options = [
+        click.option("--model", "model_spec", default="vgg16", show_default=True, metavar="NAME|FILE",
+                     help="A built-in model (see `camcli models`) or a .keras/.h5 file."),
+        click.option("--weights", metavar="FILE|none",
+                     help="Built-in models: a local weights file, or `none` for random weights "
+                          "(smoke tests, benchmarks). Default: Keras' ImageNet weights from $KERAS_HOME/models."),
+        click.option("--preprocess", type=click.Choice(catalog.PREPROCESS_MODES),
+                     help="Model files: how pixels are scaled (keras.applications modes, scale01 = x/255, "
+                          "none = raw 0..255). Default: none."),
+        click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
+                     help="Model files: class names, one per line."),
+        click.option("--unsafe-load", is_flag=True,
+                     help="Allow model files that contain code (Lambda layers). Only for files you trust."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def load(model_spec, weights, preprocess, labels_file, unsafe_load):
+    from camcli.loading import load_model
+
+    return load_model(model_spec, weights=weights, preprocess=preprocess, labels_file=labels_file,
+                      unsafe=unsafe_load)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@click.option("--layer", help="Layer to explain; `outer/inner` inside nested models. Default: the last "
+                              "spatial layer before the head (see `camcli layers`).")
+@click.option("--method", type=click.Choice(list(REGISTRY), case_sensitive=False), default="gradcam",
+              show_default=True, help="Mapping method (see `camcli methods`).")
+@click.option("--class", "classes", multiple=True, metavar="CLASS",
+              help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
+                   "each class gets its own map. Default: top1.")
+@click.option("--top-k", type=click.IntRange(min=1),
+              help="Predictions recorded per image. Default: 5 (or every class, when there are fewer).")
+@click.option("--head", type=click.Choice(["auto", "softmax", "sigmoid"]), default="auto", show_default=True,
+              help="How scores come from the model's output; auto reads the final activation.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("camcli_out"),
+              show_default=True, help="Output folder (mirrors the input tree).")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Heatmap opacity in the overlays.")
+@click.option("--colormap", default="jet", show_default=True, help="Any matplotlib colour map name.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per compiled step.")
+@click.option("--save-heatmap", is_flag=True,
+              help="Also write each map as float32 .npy at the image's resolution, values in [0, 1].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
+@click.option("--json", "print_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, layer, method, classes, top_k, head,
+            out_dir, alpha, colormap, batch_size, save_heatmap, quiet, print_json):
+    """Write heatmap overlays and top-k predictions for images and folders.
+
+    PATHS are image files or folders (searched recursively; images are recognised by content). For
+    `<root>/a/cat.jpg` the outputs are `OUT/a/cat.json` and `OUT/a/cat.<method>.<class>.png`.
+    Exit status: 0 all images explained, 1 some failed (the rest are written), 2 usage error.
+
+    \b
+    Example:
+      camcli explain cat.jpg --layer block5_conv3 --class tabby --class top2
+    """
+    from tqdm import tqdm
+
+    from camcli.discovery import discover
+    from camcli.explainer import Explainer
+    from camcli.overlay import colormap_lut
+    from camcli.runner import RunOptions, run, summary_record
+
+    colormap_lut(colormap)  # fail on a bad name before the model loads
+    tasks, skipped = discover(paths, out_dir)
+    if not tasks and not skipped:
+        raise UsageError(f"no images found in {', '.join(map(str, paths))}")
+    loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
+    explainer = Explainer(loaded, layer=layer, method=method, classes=classes, top_k=top_k, head=head)
+    bar = tqdm(total=len(tasks) + len(skipped), unit="img", file=sys.stderr,
+               disable=quiet or not sys.stderr.isatty())
+    with bar:
+        summary = run(
+            explainer, tasks, RunOptions(out_dir, batch_size, alpha, colormap, save_heatmap), skipped,
+            on_failure=lambda image, reason: bar.write(f"camcli: failed: {image}: {reason}", file=sys.stderr),
+            on_progress=bar.update,
+        )
+    if print_json:
+        click.echo(json.dumps(summary_record(explainer, summary), indent=2))
+    if not quiet:
+        click.echo(f"camcli: explained {summary.ok} of {summary.images} images ({summary.failed} failed) with "
+                   f"{explainer.method.name} at {explainer.layer} in {summary.elapsed_seconds:.1f} s "
+                   f"({summary.images_per_second:.1f} images/s) -> {out_dir}", err=True)
+        if not loaded.pretrained:
+            click.echo("camcli: warning: random weights (--weights none): the predictions are meaningless", err=True)
+    sys.exit(EXIT_FAILED_IMAGES if summary.failed else 0)
+
+
+@cli.command()
+@model_options
+def layers(model_spec, weights, preprocess, labels_file, unsafe_load):
+    """List the layers that can be explained (4-D outputs); `*` marks the default.
+
+    \b
+    Example:
+      camcli layers --model resnet50
+    """
+    entry = catalog.lookup(model_spec)
+    if entry is not None and entry.name != catalog.DEMO_NAME and weights is None:
+        weights = "none"  # the layer list does not depend on the weights: skip the download
+    loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
+    from camcli.layers import default_layer, spatial_layers
+
+    default = default_layer(loaded.model)
+    rows = [(("*" if info.path == default else " "), info.path, info.type_name,
+             "x".join("?" if d is None else str(d) for d in info.output_shape[1:]))
+            for info in spatial_layers(loaded.model)]
+    width = max(len(row[1]) for row in rows)
+    type_width = max(len(row[2]) for row in rows)
+    for mark, path, type_name, shape in rows:
+        click.echo(f"{mark} {path:<{width}}  {type_name:<{type_width}}  {shape}")
+
+
+@cli.command()
+def models():
+    """List the built-in models: input size, default layer, and whether CAM applies.
+
+    \b
+    Example:
+      camcli models
+    """
+    entries = [catalog.demo_entry(), *catalog.BUILTIN_MODELS.values()]
+    width = max(len(e.name) for e in entries)
+    layer_width = max(len(e.default_layer) for e in entries)
+    click.echo(f"{'name':<{width}}  {'input':>7}  {'default layer':<{layer_width}}  cam  description")
+    for e in entries:
+        size = f"{e.input_size}x{e.input_size}"
+        click.echo(f"{e.name:<{width}}  {size:>7}  {e.default_layer:<{layer_width}}  {'yes' if e.cam else 'no ':<3}  "
+                   f"{e.summary}")
+
+
+@cli.command()
+def methods():
+    """List the mapping methods, their papers, and whether they need gradients.
+
+    \b
+    Example:
+      camcli methods
+    """
+    width = max(len(name) for name in REGISTRY)
+    for method in REGISTRY.values():
+        needs = "gradients" if method.needs_gradients else "forward pass only"
+        extra = "; needs a GAP -> dense head" if method.needs_gap_head else ""
+        click.echo(f"{method.name:<{width}}  {method.summary} ({method.paper}; {needs}{extra})")
+
+
+def main():
+    cli(prog_name="camcli", obj={})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Loading a classifier: a built-in `keras.applications` model, the embedded demo, or a user's file.
+
+Every failure becomes a one-line `ModelLoadError` / `WeightsUnavailableError` saying what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from camcli import catalog
+from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError
+
+WEIGHTS_IMAGENET = "imagenet"
+WEIGHTS_NONE = "none"
+
+
+def import_keras():
+    """Import Keras on the TensorFlow backend with TensorFlow's C++ start-up chatter turned down."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    return keras
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready to explain. `model` is the caller's object and is never modified."""
+
+    model: object  # keras.Model
+    name: str
+    input_size: tuple[int, int]  # (height, width)
+    preprocess: str
+    labels: list[str]
+    pretrained: bool  # False when the weights are random: predictions mean nothing
+    builtin: catalog.BuiltinModel | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+def keras_cache_dir() -> Path:
+    """Where Keras looks for downloaded weights: $KERAS_HOME/models, else ~/.keras/models."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet class names, in index order (from the class index Keras uses, shipped)."""
+    text = resources.files("camcli").joinpath("data/imagenet_class_index.json").read_text("utf-8")
+    index = json.loads(text)
+    return [index[str(i)][1] for i in range(len(index))]
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    try:
+        lines = Path(path).read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read labels file {path}: {error}; give a UTF-8 text file, one class name per line")
+    labels = [line.strip() for line in lines if line.strip()]
+    if not labels:
+        raise UsageError(f"labels file {path} is empty; give one class name per line")
+    return labels
+
+
+def _weights_missing(entry: catalog.BuiltinModel, reason: str) -> WeightsUnavailableError:
+    cached = keras_cache_dir() / entry.weights_file
+    return WeightsUnavailableError(
+        f"{entry.name}: ImageNet weights not found at {cached} and could not be downloaded ({reason}); "
+        f"either pass --weights /path/to/{entry.weights_file}, or copy that file to {cached.parent}/ "
+        f"(or point KERAS_HOME at a folder whose models/ holds it); --weights none runs with random weights"
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("CAMCLI_OFFLINE", "") not in ("", "0")
+
+
+def load_builtin(entry: catalog.BuiltinModel, weights: str | None) -> LoadedModel:
+    keras = import_keras()
+    constructor = getattr(keras.applications, entry.constructor)
+    weights = weights or WEIGHTS_IMAGENET
+    # classifier_activation=None makes the model we build output logits (the score before the
+    # softmax that Grad-CAM differentiates); camcli applies the softmax itself.
+    if weights == WEIGHTS_IMAGENET:
+        if _offline() and not (keras_cache_dir() / entry.weights_file).is_file():
+            raise _weights_missing(entry, "CAMCLI_OFFLINE is set")
+        try:
+            model = constructor(weights=WEIGHTS_IMAGENET, classifier_activation=None)
+        except Exception as error:  # Keras' download raises a bare Exception on network failure
+            if (keras_cache_dir() / entry.weights_file).is_file():
+                raise ModelLoadError(f"{entry.name}: cached weights {keras_cache_dir() / entry.weights_file} "
+                                     f"are unusable ({_first_line(error)}); delete the file and retry")
+            raise _weights_missing(entry, _first_line(error)) from error
+    else:
+        model = constructor(weights=None, classifier_activation=None)
+        if weights != WEIGHTS_NONE:
+            _load_weights_file(model, weights, entry.name)
+    return LoadedModel(model, entry.name, (entry.input_size, entry.input_size), entry.preprocess,
+                       imagenet_labels(), pretrained=weights != WEIGHTS_NONE, builtin=entry)
+
+
+def _load_weights_file(model, path: str, name: str) -> None:
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"weights file {path} does not exist; give the path of a Keras .h5 weights file for {name}")
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise ModelLoadError(f"cannot load weights {path} into {name}: {_first_line(error)}") from error
+
+
+def load_demo() -> LoadedModel:
+    from camcli import demo
+    from camcli.demo.model import load_demo_model
+
+    entry = catalog.demo_entry()
+    return LoadedModel(load_demo_model(), entry.name, (demo.INPUT_SIZE, demo.INPUT_SIZE), demo.PREPROCESS,
+                       list(demo.CLASSES), pretrained=True, builtin=entry)
+
+
+def load_user_model(path: str, preprocess: str | None, labels_file: str | None, unsafe: bool = False) -> LoadedModel:
+    keras = import_keras()
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"model file {path} does not exist")
+    try:
+        # safe_mode refuses Lambda layers and other code stored inside the file.
+        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as error:
+        message = _first_line(error)
+        if "safe_mode" in message or "Lambda" in message or "unsafe" in message.lower():
+            raise ModelLoadError(
+                f"{path} contains code (e.g. a Lambda layer) that Keras will not run in safe mode; "
+                f"if you trust this file, rerun with --unsafe-load"
+            ) from error
+        raise ModelLoadError(f"cannot load model {path}: {message}") from error
+    return wrap_model(model, preprocess=preprocess or "none", labels_file=labels_file, name=path)
+
+
+def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
+               labels_file: str | None = None, name: str | None = None) -> LoadedModel:
+    """Describe an in-memory Keras classifier for an Explainer (notebooks, tests, user files)."""
+    from camcli.layers import analyse_head
+
+    name = name or model.name
+    shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
+    if shape is None or len(shape) != 4 or shape[-1] != 3:
+        raise ModelLoadError(f"model {name} takes input of shape {shape}; camcli explains (batch, height, width, 3) images")
+    height, width = shape[1], shape[2]
+    if height is None or width is None:
+        raise ModelLoadError(f"model {name} has no fixed input size {tuple(shape)}; rebuild it with a fixed height and width")
+    if preprocess not in catalog.PREPROCESS_MODES:
+        raise UsageError(f"unknown preprocessing {preprocess!r}: choose one of {', '.join(catalog.PREPROCESS_MODES)}")
+    head = analyse_head(model)
+    if labels is None:
+        labels = read_labels(labels_file) if labels_file else [str(i) for i in range(head.num_classes)]
+    if len(labels) != head.num_classes:
+        source = labels_file or "labels"
+        raise UsageError(f"{source} has {len(labels)} names but the model has {head.num_classes} classes")
+    return LoadedModel(model, name, (int(height), int(width)), preprocess, list(labels), pretrained=True)
+
+
+def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
+               labels_file: str | None = None, unsafe: bool = False) -> LoadedModel:
+    """Load `spec`: a built-in name (see `camcli models`), "demo", or a .keras/.h5 file."""
+    entry = catalog.lookup(spec)
+    if entry is not None:
+        if preprocess or labels_file:
+            raise UsageError(f"--preprocess and --labels apply to model files; {spec!r} is built in")
+        if entry.name == catalog.DEMO_NAME:
+            if weights not in (None, WEIGHTS_IMAGENET):
+                raise UsageError("the demo model ships its own weights; drop --weights")
+            return load_demo()
+        return load_builtin(entry, weights)
+    if spec.lower().endswith((".keras", ".h5")) or os.path.exists(spec):
+        if weights is not None:
+            raise UsageError("--weights applies to built-in models; a model file carries its own weights")
+        return load_user_model(spec, preprocess, labels_file, unsafe=unsafe)
+    close = difflib.get_close_matches(spec.lower(), catalog.builtin_names(), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UsageError(f"unknown model {spec!r}: {hint}use a name from `camcli models` or a .keras/.h5 file")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,248 @@
+"""The maths of the one TensorFlow step, on tiny models whose answers are computed by hand in numpy."""
+
+import keras
+import numpy as np
+import pytest
+
+import tiny_models
+from camcli.errors import UsageError
+from camcli.explainer import Explainer, parse_class_requests
+from camcli.loading import wrap_model
+
+
+def explainer_for(model, **options):
+    return Explainer(wrap_model(model, preprocess="none"), **options)
+
+
+def activations_of(model, layer_name, batch):
+    return keras.Model(model.inputs, model.get_layer(layer_name).output).predict(batch, verbose=0)
+
+
+def unit(raw):
+    """ReLU then scale to [0, 1], as camcli does."""
+    positive = np.maximum(raw, 0)
+    return positive / positive.max()
+
+
+def test_gradcam_on_gap_head_matches_hand_computed_reference():
+    model = tiny_models.gap_dense()
+    batch = tiny_models.images(3)
+    activations = activations_of(model, "target", batch)  # (3, 8, 8, 5)
+    kernel = model.get_layer("head").kernel.numpy()  # (5, 3)
+    [result, *_] = explainer_for(model, layer="target", classes=["2"]).explain_batch(batch)
+    # y^2 = sum_k W[k, 2] * mean_ij A^k_ij + b, so dy^2/dA^k_ij = W[k, 2] / 64 (before the softmax;
+    # after it, the gradient would also depend on the other classes' probabilities).
+    alpha = kernel[:, 2] / 64.0
+    expected = unit(np.einsum("hwk,k->hw", activations[0], alpha))
+    np.testing.assert_allclose(result.maps[0].heatmap, expected, atol=1e-5)
+    assert result.maps[0].class_index == 2
+
+
+def test_gradcam_on_flatten_head_matches_hand_computed_reference():
+    model = tiny_models.flatten_dense()
+    batch = tiny_models.images(2, seed=3)
+    activations = activations_of(model, "target", batch)  # (2, 4, 4, 5)
+    kernel = model.get_layer("head").kernel.numpy()  # (80, 3)
+    results = explainer_for(model, layer="target", classes=["0"]).explain_batch(batch)
+    # Flatten -> dense: dy^0/dA_ijk is the dense weight of that position, so alpha_k is its mean.
+    alpha = kernel[:, 0].reshape(4, 4, 5).mean(axis=(0, 1))
+    for image, result in zip(activations, results):
+        np.testing.assert_allclose(result.maps[0].heatmap, unit(np.einsum("hwk,k->hw", image, alpha)), atol=1e-5)
+
+
+def test_batch_equals_single_images():
+    model = tiny_models.flatten_dense()
+    batch = tiny_models.images(6, seed=5)
+    explainer = explainer_for(model, layer="target", classes=["top1", "1"])
+    together = explainer.explain_batch(batch)
+    for image, joint in zip(batch, together):
+        [alone] = explainer.explain_batch(image[np.newaxis])
+        for a, b in zip(alone.maps, joint.maps):
+            assert a.class_index == b.class_index
+            np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)
+        np.testing.assert_allclose([p.score for p in alone.predictions], [p.score for p in joint.predictions], atol=1e-6)
+
+
+def test_gradcam_equals_cam_up_to_scale_on_gap_dense_head():
+    model = tiny_models.gap_dense(classes=4, seed=7)
+    batch = tiny_models.images(4, seed=7)
+    grad = explainer_for(model, method="gradcam", classes=["top1", "top2"]).explain_batch(batch)
+    cam = explainer_for(model, method="cam", classes=["top1", "top2"]).explain_batch(batch)
+    for g, c in zip(grad, cam):
+        for gm, cm in zip(g.maps, c.maps):
+            assert gm.class_index == cm.class_index
+            if gm.empty:
+                assert cm.empty
+                continue
+            corr = np.corrcoef(gm.heatmap.ravel(), cm.heatmap.ravel())[0, 1]
+            assert corr >= 0.9999
+            # Grad-CAM's weights are CAM's divided by the number of positions (h * w = 64).
+            assert gm.raw_max == pytest.approx(cm.raw_max / 64, rel=1e-4)
+
+
+def test_predictions_and_maps_come_from_one_pass_and_match_the_model():
+    model = tiny_models.gap_dense(classes=6)
+    batch = tiny_models.images(5, seed=2)
+    probabilities = model.predict(batch, verbose=0)
+    results = explainer_for(model, top_k=3).explain_batch(batch)
+    for probs, result in zip(probabilities, results):
+        order = np.argsort(-probs)[:3]
+        assert [p.index for p in result.predictions] == order.tolist()
+        np.testing.assert_allclose([p.score for p in result.predictions], probs[order], rtol=1e-5)
+        assert result.maps[0].class_index == order[0]  # default class: top-1
+
+
+def snapshot(model):
+    return (
+        [layer.get_config() for layer in model.layers],
+        [w.copy() for w in model.get_weights()],
+        [getattr(layer, "activation", None) for layer in model.layers],
+    )
+
+
+def test_user_model_is_never_modified():
+    model = tiny_models.gap_dense()
+    batch = tiny_models.images(2)
+    before_output = model.predict(batch, verbose=0)
+    configs, weights, activations = snapshot(model)
+    explainer_for(model, classes=["0", "1"]).explain_batch(batch)
+    explainer_for(model, method="cam").explain_batch(batch)
+    after_configs, after_weights, after_activations = snapshot(model)
+    assert after_configs == configs
+    assert after_activations == activations
+    for a, b in zip(weights, after_weights):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(model.predict(batch, verbose=0), before_output)
+    np.testing.assert_allclose(before_output.sum(axis=1), 1.0, rtol=1e-5)  # still a softmax
+
+
+def test_separate_softmax_layer_is_read_as_logits():
+    flat = tiny_models.gap_dense(activation=None, seed=4)
+    x = keras.Input((8, 8, 3))
+    with_layer = keras.Model(x, keras.layers.Softmax(name="probs")(flat(x)), name="wrapped")
+    batch = tiny_models.images(2, seed=4)
+    # The nested model's final Dense is linear: a separate Softmax layer follows it.
+    a = explainer_for(flat, layer="target").explain_batch(batch)
+    b = explainer_for(with_layer, layer="gap_dense/target").explain_batch(batch)
+    probabilities = with_layer.predict(batch, verbose=0)
+    for ra, rb, probs in zip(a, b, probabilities):
+        np.testing.assert_allclose(ra.maps[0].heatmap, rb.maps[0].heatmap, atol=1e-5)
+        assert rb.predictions[0].score == pytest.approx(float(probs.max()), rel=1e-5)
+
+
+def test_nested_backbone_gives_the_same_maps_as_the_flat_model():
+    flat = tiny_models.gap_dense(seed=9)
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+    y = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="target")(y)
+    backbone = keras.Model(x, y, name="backbone")
+    nested = keras.Sequential([keras.Input((8, 8, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
+                               keras.layers.Dense(3, activation="softmax", name="head")])
+    nested.set_weights(flat.get_weights())
+    batch = tiny_models.images(3, seed=9)
+    nested_explainer = explainer_for(nested, method="cam")
+    assert nested_explainer.layer == "backbone/target"  # the default looks inside the backbone
+    for method in ("gradcam", "cam"):
+        a = explainer_for(flat, layer="target", method=method).explain_batch(batch)
+        b = explainer_for(nested, layer="backbone/target", method=method).explain_batch(batch)
+        for ra, rb in zip(a, b):
+            np.testing.assert_allclose(ra.maps[0].heatmap, rb.maps[0].heatmap, atol=1e-5)
+
+
+def test_inner_layer_of_nested_model_that_is_not_its_output():
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="early")(x)
+    y = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="late")(y)
+    backbone = keras.Model(x, y, name="backbone")
+    nested = keras.Sequential([keras.Input((8, 8, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
+                               keras.layers.Dense(3, activation="softmax")])
+    [result] = explainer_for(nested, layer="backbone/early").explain_batch(tiny_models.images(1))
+    assert result.maps[0].layer == "backbone/early"
+    assert result.maps[0].heatmap.shape == (8, 8)
+    with pytest.raises(UsageError, match="global-average-pooling"):
+        explainer_for(nested, layer="backbone/early", method="cam")
+
+
+def test_binary_sigmoid_head_class0_is_the_negated_logit():
+    model = tiny_models.gap_dense(classes=1, activation="sigmoid", seed=11)
+    batch = tiny_models.images(2, seed=11)
+    activations = activations_of(model, "target", batch)
+    kernel = model.get_layer("head").kernel.numpy()[:, 0] / 64.0
+    results = explainer_for(model, classes=["0", "1"], top_k=2).explain_batch(batch)
+    probability = model.predict(batch, verbose=0)[:, 0]
+    for image, p, result in zip(activations, probability, results):
+        signed = np.einsum("hwk,k->hw", image, kernel)
+        class0, class1 = result.maps
+        if not class1.empty:
+            np.testing.assert_allclose(class1.heatmap, unit(signed), atol=1e-5)
+        if not class0.empty:
+            np.testing.assert_allclose(class0.heatmap, unit(-signed), atol=1e-5)
+        assert class1.score == pytest.approx(p, rel=1e-5)
+        assert class0.score == pytest.approx(1 - p, rel=1e-4)
+
+
+def test_multilabel_sigmoid_scores_are_independent():
+    model = tiny_models.gap_dense(classes=4, activation="sigmoid", seed=12)
+    batch = tiny_models.images(2, seed=12)
+    results = explainer_for(model, top_k=4).explain_batch(batch)
+    expected = model.predict(batch, verbose=0)
+    for probs, result in zip(expected, results):
+        by_index = {p.index: p.score for p in result.predictions}
+        np.testing.assert_allclose([by_index[i] for i in range(4)], probs, rtol=1e-5)
+    assert sum(p.score for p in results[0].predictions) != pytest.approx(1.0, abs=1e-3)
+
+
+def test_all_zero_map_is_reported_empty_without_nan():
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="dead",
+                            kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-1.0))(x)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    y = keras.layers.Dense(3, activation="softmax")(y)
+    model = keras.Model(x, y)
+    for method in ("gradcam", "cam"):
+        [result] = explainer_for(model, method=method).explain_batch(tiny_models.images(1))
+        assert result.maps[0].empty is True
+        assert result.maps[0].raw_max == 0.0
+        assert not np.isnan(result.maps[0].heatmap).any()
+        assert not result.maps[0].heatmap.any()
+
+
+def test_frozen_model_still_gets_gradients():
+    model = tiny_models.gap_dense(seed=13)
+    reference = explainer_for(model).explain_batch(tiny_models.images(1, seed=13))
+    model.trainable = False
+    frozen = explainer_for(model).explain_batch(tiny_models.images(1, seed=13))
+    np.testing.assert_allclose(frozen[0].maps[0].heatmap, reference[0].maps[0].heatmap, atol=1e-6)
+    assert frozen[0].maps[0].raw_max > 0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"layer": "targte"}, "closest: target"),
+        ({"layer": "head"}, "not (batch, height, width, channels)"),
+        ({"layer": "gap"}, "class activation maps need a spatial layer"),
+        ({"method": "gradcam+++"}, "choose one of gradcam, cam"),
+        ({"classes": ["7"]}, "out of range: class indices run from 0 to 2"),
+        ({"classes": ["top4"]}, "use top1..top3"),
+        ({"top_k": 0}, "--top-k 0 is out of range"),
+        ({"top_k": 4}, "--top-k 4 is out of range"),
+    ],
+)
+def test_usage_errors(options, message):
+    with pytest.raises(UsageError) as error:
+        explainer_for(tiny_models.gap_dense(), **options)
+    assert message in str(error.value)
+
+
+def test_cam_without_gap_head_suggests_gradcam():
+    with pytest.raises(UsageError, match="use --method gradcam"):
+        explainer_for(tiny_models.flatten_dense(), method="cam")
+
+
+def test_class_requests_parse_labels_case_insensitively():
+    labels = ["tabby", "Egyptian_cat", "tiger cat"]
+    parsed = parse_class_requests(["TABBY", "egyptian_cat", "Egyptian cat", "tiger_cat", "2", "top3"], labels)
+    assert [(r.index, r.rank) for r in parsed] == [(0, None), (1, None), (1, None), (2, None), (2, None), (None, 3)]
+    with pytest.raises(UsageError, match="closest: tabby"):
+        parse_class_requests(["tabbby"], labels)
