@@ -1,0 +1,259 @@
+"""Turning the user's PATH arguments into an ordered list of images to explain.
+
+What is included
+    A file named on the command line is always included (the loader reports it if it is not an
+    image). A directory is walked recursively in a fixed order (names sorted by their bytes),
+    following directory symlinks; a directory already visited in the same walk (a symlink loop,
+    or a second link to the same folder) is skipped silently. Inside a directory a file is
+    included when its extension is in `IMAGE_EXTENSIONS` or its first bytes carry an image
+    signature, so `notes.txt` is ignored while a text file named `cat.jpg` is included and fails
+    loudly at load time. A broken symlink with an image extension is reported as skipped.
+
+    Nothing inside the output directory is ever read (real paths are compared, so symlinks do
+    not get around it, and the output directory need not exist yet). A PATH argument that lies
+    inside the output directory, or is it, is reported as skipped: explaining a folder into
+    itself would read last run's heatmaps back as photos. The same file reached twice (named
+    twice, or through a symlink) is included once, at its first occurrence.
+
+Where the outputs go: `out_stem`
+    Each task has a stem, a relative POSIX path without extension under the output directory to
+    which writers append ".json", ".gradcam.281.png" and so on. A file named on the command line
+    gets its own stem ("cat"); a file found under a directory gets its path relative to that
+    directory ("a/b/cat" for <root>/a/b/cat.jpg). Stems are compared ignoring case and Unicode
+    normalisation, since macOS and Windows file systems do too. When stems collide, the
+    colliding tasks are renamed in rounds, each applied only to tasks still colliding:
+      1. the file's extension is kept: "a/cat.jpg" and "a/cat.png" (-> a/cat.jpg.json ...);
+      2. the root's basename is prefixed (for a file named on the command line, its parent
+         folder's): "photos/cat.jpg" and "scans/cat.jpg";
+      3. the PATH argument's 1-based position is prefixed: "1-photos/cat.jpg", "2-photos/cat.jpg";
+      4. as a last resort, "~2", "~3"... is appended to all but the first.
+    Stem components are sanitised so a stem never escapes the output directory: no absolute
+    parts, no "." or "..", no empty components, no NUL or path separators (/ and \\ become _).
+"""
+
+import os
+import stat
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from camcli.images import IMAGE_EXTENSIONS, sniff_image
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to explain."""
+
+    source: Path  # as found (not resolved), exact bytes included, so the file can be opened
+    display: str  # the path as the user would type it, safe to print and to put in JSON
+    out_stem: str  # relative POSIX path without extension under the output directory
+
+
+@dataclass(frozen=True)
+class SkippedInput:
+    """An input that is bad before any decoding: missing, a broken symlink, unreadable..."""
+
+    display: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A file to include, with what collision handling needs to know about it."""
+
+    source: Path
+    real: str  # resolved path, to notice the same file reached twice
+    parts: tuple  # path relative to its root, as name components (the file name included)
+    root_name: str  # basename of the walked root, or of the parent of a file argument
+    arg_index: int  # 1-based position of the PATH argument it came from
+
+
+def discover(paths, out_dir):
+    """Expand PATH arguments into `(tasks, skipped)`, both in a deterministic order."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    out_real = os.path.realpath(out_dir)
+    found, skipped, seen = [], [], set()
+    for index, arg in enumerate(paths, start=1):
+        arg = os.fsdecode(arg)
+        for item in _expand(arg, index, out_real, skipped):
+            if item.real not in seen:
+                seen.add(item.real)
+                found.append(item)
+    return _make_tasks(found), skipped
+
+
+def _expand(arg, index, out_real, skipped):
+    """Yield the files one PATH argument stands for, appending what is wrong to `skipped`."""
+    try:
+        st = os.stat(arg)
+    except OSError as exc:
+        skipped.append(SkippedInput(printable(arg), _stat_reason(arg, exc)))
+        return
+    except ValueError:  # a NUL byte in the argument
+        skipped.append(SkippedInput(printable(arg), "invalid path"))
+        return
+    real = os.path.realpath(arg)
+    if _inside(real, out_real):
+        skipped.append(SkippedInput(printable(arg), "inside the output directory"))
+    elif stat.S_ISDIR(st.st_mode):
+        yield from _walk(arg, index, out_real, skipped)
+    elif stat.S_ISREG(st.st_mode):
+        parent_name = os.path.basename(os.path.dirname(os.path.abspath(arg)))
+        yield _Found(Path(arg), real, (os.path.basename(arg),), parent_name, index)
+    else:
+        skipped.append(SkippedInput(printable(arg), "not a regular file or directory"))
+
+
+def _walk(root, index, out_real, skipped):
+    """Depth-first walk of `root` in sorted order, with an explicit stack (no recursion limit)."""
+    root_real = os.path.realpath(root)
+    root_name = os.path.basename(os.path.abspath(root))
+    visited = {_dir_key(root)}
+    # Each frame: (entries still to visit, their path components relative to root, real dir path).
+    stack = [(iter(_sorted_entries(root, skipped)), (), root_real)]
+    while stack:
+        entries, rel, dir_real = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        parts = rel + (entry.name,)
+        # Only symlinks need resolving: anything else is really where its directory really is.
+        real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(dir_real, entry.name)
+        kind = _kind(entry)
+        if kind == "dir":
+            key = _dir_key(entry.path)  # (device, inode): the same folder by any path
+            if key is not None and key not in visited and not _inside(real, out_real):
+                visited.add(key)
+                stack.append((iter(_sorted_entries(entry.path, skipped)), parts, real))
+        elif kind == "broken":
+            if _has_image_extension(entry.name):
+                skipped.append(SkippedInput(printable(Path(entry.path)), "broken symlink"))
+        elif kind == "file" and not _inside(real, out_real):
+            if _has_image_extension(entry.name) or sniff_image(entry.path):
+                yield _Found(Path(entry.path), real, parts, root_name, index)
+
+
+def _sorted_entries(directory, skipped):
+    """Directory entries sorted by their name's bytes; an unreadable directory is reported."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(it, key=lambda entry: os.fsencode(entry.name))
+    except OSError as exc:
+        skipped.append(SkippedInput(printable(Path(directory)), _stat_reason(directory, exc)))
+        return []
+
+
+def _kind(entry):
+    """The kind of a directory entry: dir, file, broken (a dangling symlink) or other (FIFO...)."""
+    try:
+        mode = entry.stat(follow_symlinks=True).st_mode
+    except OSError:  # a dangling symlink, one pointing at itself (ELOOP), or a file just deleted
+        return "broken" if entry.is_symlink() else "other"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+def _dir_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _inside(real, out_real):
+    return real == out_real or real.startswith(out_real.rstrip(os.sep) + os.sep)
+
+
+def _has_image_extension(name):
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _stat_reason(path, exc):
+    if isinstance(exc, FileNotFoundError):
+        return "broken symlink" if os.path.islink(path) else "no such file or directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, NotADirectoryError):
+        return "not a directory"
+    return f"cannot access ({exc.strerror or exc})".lower()
+
+
+def printable(path):
+    """`path` as valid, printable text: undecodable bytes and control characters as \\x escapes."""
+    text = os.fspath(path)
+    if isinstance(text, str):
+        try:
+            # Undo Python's surrogateescape, so the original bytes are what gets escaped.
+            text = os.fsencode(text)
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace")
+    text = text.decode("utf-8", "backslashreplace")
+    # Not printable: control characters, and also invisible format characters such as the
+    # right-to-left override, which could make a name display as a different name.
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char):
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+# --- output stems --------------------------------------------------------------------------------
+
+
+def _make_tasks(found):
+    stems = _unique_stems(found)
+    return [ImageTask(item.source, printable(item.source), stem) for item, stem in zip(found, stems)]
+
+
+def _unique_stems(found):
+    """One stem per found file, unique ignoring case, following the rounds in the module doc."""
+    stems = [_join(item.parts[:-1] + (os.path.splitext(item.parts[-1])[0],)) for item in found]
+    rounds = (
+        lambda item, stem: _join(item.parts),  # keep the extension
+        lambda item, stem: _join((item.root_name or "root", *stem.split("/"))),
+        lambda item, stem: _join(f"{item.arg_index}-{stem}".split("/")),
+    )
+    for rename in rounds:
+        for group in _collisions(stems):
+            for i in group:
+                stems[i] = rename(found[i], stems[i])
+    for group in _collisions(stems):
+        for n, i in enumerate(group[1:], start=2):
+            stems[i] = _unique_suffix(stems, i, n)
+    return stems
+
+
+def _collisions(stems):
+    """Groups (lists of indexes, in order) of stems equal up to case and Unicode normalisation."""
+    groups = {}
+    for i, stem in enumerate(stems):
+        groups.setdefault(_fold(stem), []).append(i)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _unique_suffix(stems, i, n):
+    taken = {_fold(stem) for stem in stems}
+    while _fold(f"{stems[i]}~{n}") in taken:
+        n += 1
+    return f"{stems[i]}~{n}"
+
+
+def _fold(stem):
+    return unicodedata.normalize("NFC", stem).casefold()
+
+
+def _join(parts):
+    """A safe relative POSIX path from name components (each one sanitised)."""
+    return "/".join(_safe_component(part) for part in parts)
+
+
+def _safe_component(name):
+    name = name.replace("\x00", "_").replace("/", "_").replace("\\", "_")
+    if name in ("", ".", ".."):
+        return "_" * max(len(name), 1)
+    return name

@@ -1,0 +1,99 @@
+"""From a raw class-activation map to a coloured overlay: numpy and Pillow only.
+
+The pipeline for one image is `normalize_map` (on the layer's grid), `upsample` (to the image's
+size), then `blend` with a colour map's lookup table from `colormap_lut`. Every step is
+vectorised: this runs once per image, for thousands of images.
+"""
+
+import difflib
+import functools
+
+import numpy as np
+from PIL import Image
+
+from camcli.errors import UsageError
+
+
+def colormap_names():
+    """The colour map names matplotlib knows (its registry, sorted)."""
+    import matplotlib  # imported here: only runs that draw an overlay pay for it
+
+    return sorted(matplotlib.colormaps)
+
+
+@functools.cache
+def colormap_lut(name):
+    """The colour map `name` as a read-only uint8 (256, 3) lookup table, index 0 = coldest."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(_unknown_colormap_message(name)) from None
+    rgba = cmap(np.linspace(0.0, 1.0, 256))  # floats in 0..1, shape (256, 4)
+    lut = np.rint(rgba[:, :3] * 255.0).astype(np.uint8)
+    lut.flags.writeable = False  # shared by every caller through the cache
+    return lut
+
+
+def _unknown_colormap_message(name):
+    names = colormap_names()
+    by_lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(by_lower[c] for c in close)}?" if close else ""
+    return f"unknown colormap {name!r}{hint} (see `camcli explain --help`)"
+
+
+def normalize_map(raw):
+    """Scale a raw (h, w) map to [0, 1]: returns `(unit_map float32, raw_max, empty)`.
+
+    ReLU first: Grad-CAM keeps only the evidence *for* the class (Selvaraju et al. 2017, Eq. 2).
+    Then divide by the maximum. A map with no positive value, or with any NaN or infinity (a
+    numeric failure upstream, so no value in it can be trusted), is "empty": the unit map is all
+    zeros and `raw_max` is 0.0. The result never contains NaN.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    if raw.ndim != 2:
+        raise ValueError(f"expected a 2-D map, got shape {raw.shape}")
+    positive = np.maximum(raw, 0.0)
+    raw_max = float(positive.max()) if positive.size else 0.0
+    if not np.isfinite(raw).all() or not raw_max > 0.0:
+        return np.zeros(raw.shape, dtype=np.float32), 0.0, True
+    return (positive / raw_max).astype(np.float32), raw_max, False
+
+
+def upsample(unit_map, size_wh):
+    """Bilinear resize of a (h, w) map in [0, 1] to `size_wh` = (width, height), clipped to [0, 1]."""
+    width, height = (int(n) for n in size_wh)
+    image = Image.fromarray(np.ascontiguousarray(unit_map, dtype=np.float32))  # mode "F"
+    resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(resized, 0.0, 1.0).astype(np.float32)
+
+
+def peak_xy(heatmap):
+    """`[x, y]` of the hottest pixel (the first one in row-major order), or None if all zero."""
+    heatmap = np.asarray(heatmap)
+    if not heatmap.any():
+        return None
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return [int(x), int(y)]
+
+
+def blend(rgb, heatmap, alpha, lut):
+    """`(1 - alpha) * rgb + alpha * colour(heatmap)`, rounded to uint8 (H, W, 3).
+
+    An all-zero heatmap (no evidence) leaves the image as it is, rather than tinting it with the
+    colour map's coldest colour.
+    """
+    rgb = np.asarray(rgb)
+    heatmap = np.asarray(heatmap)
+    if heatmap.shape != rgb.shape[:2]:
+        raise ValueError(f"heatmap shape {heatmap.shape} does not match image shape {rgb.shape[:2]}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    if not heatmap.any():
+        return rgb.copy()
+    index = np.rint(np.clip(heatmap, 0.0, 1.0) * 255.0).astype(np.intp)
+    colour = np.asarray(lut)[index]  # (H, W, 3) by table lookup
+    mixed = (1.0 - alpha) * rgb.astype(np.float32) + alpha * colour.astype(np.float32)
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
