@@ -37,8 +37,8 @@ class CamcliGroup(click.Group):
         except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"camcli: internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)",
-                       err=True)
+            click.echo(f"camcli: internal error: {type(error).__name__}: {error} "
+                       "(rerun with --debug for the traceback)", err=True)
             ctx.exit(EXIT_FAILED_IMAGES)
 
 

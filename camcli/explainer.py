@@ -14,8 +14,8 @@ that step is numpy (camcli.methods, camcli.overlay).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -25,7 +25,6 @@ from camcli.loading import LoadedModel, import_keras
 from camcli.methods import REGISTRY, MapInputs, Method
 from camcli.overlay import normalize_map
 from camcli.preprocess import preprocess
-
 
 DEFAULT_TOP_K = 5
 

@@ -15,6 +15,8 @@ import numpy as np
 from camcli.errors import UsageError
 
 SEPARATOR = "/"
+_POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+            keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,9 @@ def spatial_layers(model) -> list[LayerInfo]:
 def default_layer(model) -> str:
     """The last spatial layer before the head, looking inside a nested backbone when it is last.
 
-    Layers pooled down to 1x1 (MobileNet's keep-dims pooling and its 1x1 classifier) belong to
-    the head, so they are passed over while a larger spatial layer exists.
+    Pooling layers (VGG's block5_pool) and layers pooled down to 1x1 (MobileNet's keep-dims pooling
+    and its 1x1 classifier) belong to the head, so they are passed over while another spatial
+    layer exists: the map should come from the last layer that still computes features.
     """
     path = ""
     current = model
@@ -73,7 +76,8 @@ def default_layer(model) -> str:
         tops = [info for info in all_layers(current) if SEPARATOR not in info.path and is_spatial(info)]
         if not tops:
             raise UsageError(f"model {model.name!r} has no layer with a spatial (4-D) output to explain")
-        wide = [info for info in tops if tuple(info.output_shape[1:3]) != (1, 1)]
+        wide = [info for info in tops
+                if tuple(info.output_shape[1:3]) != (1, 1) and not isinstance(info.layer, _POOLING)]
         chosen = (wide or tops)[-1]
         path += chosen.path
         if not is_model(chosen.layer):
@@ -147,7 +151,9 @@ def _activation_name(layer) -> str | None:
 def final_layer(model) -> keras.layers.Layer:
     """The layer that produces the model's (single) output, looking inside a nested last model."""
     if len(model.outputs if hasattr(model, "outputs") and model.outputs else [None]) > 1:
-        raise UsageError(f"model {model.name!r} has {len(model.outputs)} outputs; camcli explains single-output classifiers")
+        raise UsageError(
+            f"model {model.name!r} has {len(model.outputs)} outputs; camcli explains single-output classifiers"
+        )
     if isinstance(model, keras.Sequential):
         last = model.layers[-1]
     else:
@@ -191,7 +197,8 @@ def analyse_head(model, override: str = "auto") -> Head:
         strip, activation = None, ("sigmoid" if num_outputs == 1 else "softmax")
     if override != "auto":
         activation = override
-    return Head(final, activation, strip, binary=(activation == "sigmoid" and num_outputs == 1), num_outputs=num_outputs)
+    binary = activation == "sigmoid" and num_outputs == 1
+    return Head(final, activation, strip, binary=binary, num_outputs=num_outputs)
 
 
 def cam_weights(model, path: str, head: Head) -> np.ndarray | None:

@@ -62,7 +62,9 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     try:
         lines = Path(path).read_text("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read labels file {path}: {error}; give a UTF-8 text file, one class name per line")
+        raise UsageError(
+            f"cannot read labels file {path}: {error}; give a UTF-8 text file, one class name per line"
+        ) from error
     labels = [line.strip() for line in lines if line.strip()]
     if not labels:
         raise UsageError(f"labels file {path} is empty; give one class name per line")
@@ -96,7 +98,7 @@ def load_builtin(entry: catalog.BuiltinModel, weights: str | None) -> LoadedMode
         except Exception as error:  # Keras' download raises a bare Exception on network failure
             if (keras_cache_dir() / entry.weights_file).is_file():
                 raise ModelLoadError(f"{entry.name}: cached weights {keras_cache_dir() / entry.weights_file} "
-                                     f"are unusable ({_first_line(error)}); delete the file and retry")
+                                     f"are unusable ({_first_line(error)}); delete the file and retry") from error
             raise _weights_missing(entry, _first_line(error)) from error
     else:
         model = constructor(weights=None, classifier_activation=None)
@@ -108,7 +110,9 @@ def load_builtin(entry: catalog.BuiltinModel, weights: str | None) -> LoadedMode
 
 def _load_weights_file(model, path: str, name: str) -> None:
     if not os.path.isfile(path):
-        raise ModelLoadError(f"weights file {path} does not exist; give the path of a Keras .h5 weights file for {name}")
+        raise ModelLoadError(
+            f"weights file {path} does not exist; give the path of a Keras .h5 weights file for {name}"
+        )
     try:
         model.load_weights(path)
     except Exception as error:
@@ -150,10 +154,14 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
     name = name or model.name
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
     if shape is None or len(shape) != 4 or shape[-1] != 3:
-        raise ModelLoadError(f"model {name} takes input of shape {shape}; camcli explains (batch, height, width, 3) images")
+        raise ModelLoadError(
+            f"model {name} takes input of shape {shape}; camcli explains (batch, height, width, 3) images"
+        )
     height, width = shape[1], shape[2]
     if height is None or width is None:
-        raise ModelLoadError(f"model {name} has no fixed input size {tuple(shape)}; rebuild it with a fixed height and width")
+        raise ModelLoadError(
+            f"model {name} has no fixed input size {tuple(shape)}; rebuild it with a fixed height and width"
+        )
     if preprocess not in catalog.PREPROCESS_MODES:
         raise UsageError(f"unknown preprocessing {preprocess!r}: choose one of {', '.join(catalog.PREPROCESS_MODES)}")
     head = analyse_head(model)

@@ -8,8 +8,8 @@ come from `REGISTRY`. This module imports only numpy, so `camcli --help` stays f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

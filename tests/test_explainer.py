@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 import pytest
-
 import tiny_models
+
 from camcli.errors import UsageError
 from camcli.explainer import Explainer, parse_class_requests
 from camcli.loading import wrap_model
@@ -47,7 +47,8 @@ def test_gradcam_on_flatten_head_matches_hand_computed_reference():
     # Flatten -> dense: dy^0/dA_ijk is the dense weight of that position, so alpha_k is its mean.
     alpha = kernel[:, 0].reshape(4, 4, 5).mean(axis=(0, 1))
     for image, result in zip(activations, results):
-        np.testing.assert_allclose(result.maps[0].heatmap, unit(np.einsum("hwk,k->hw", image, alpha)), atol=1e-5)
+        expected = unit(np.einsum("hwk,k->hw", image, alpha))
+        np.testing.assert_allclose(result.maps[0].heatmap, expected, atol=1e-5)
 
 
 def test_batch_equals_single_images():
@@ -60,7 +61,8 @@ def test_batch_equals_single_images():
         for a, b in zip(alone.maps, joint.maps):
             assert a.class_index == b.class_index
             np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)
-        np.testing.assert_allclose([p.score for p in alone.predictions], [p.score for p in joint.predictions], atol=1e-6)
+        scores_alone = [p.score for p in alone.predictions]
+        np.testing.assert_allclose(scores_alone, [p.score for p in joint.predictions], atol=1e-6)
 
 
 def test_gradcam_equals_cam_up_to_scale_on_gap_dense_head():
