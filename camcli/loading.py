@@ -5,9 +5,11 @@ Every failure becomes a one-line `ModelLoadError` / `WeightsUnavailableError` sa
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,13 +21,33 @@ WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
 
 
-def import_keras():
-    """Import Keras on the TensorFlow backend with TensorFlow's C++ start-up chatter turned down."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null. TensorFlow's C++ start-up lines ("All log messages
+    before absl::InitializeLog()...", oneDNN notices) ignore TF_CPP_MIN_LOG_LEVEL in recent builds,
+    and would land in every CLI run's stderr. Python exceptions are unaffected."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
-    return keras
+
+def import_keras():
+    """Import Keras on the TensorFlow backend, quietly. Set CAMCLI_TF_LOGS=1 to see TF's own logs."""
+    if "keras" not in sys.modules or "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        quiet = os.environ.get("CAMCLI_TF_LOGS", "") in ("", "0")
+        with _native_stderr_silenced() if quiet else contextlib.nullcontext():
+            import tensorflow  # noqa: F401
+            import keras  # noqa: F401
+    return sys.modules["keras"]
 
 
 @dataclass
