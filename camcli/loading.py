@@ -45,8 +45,8 @@ def import_keras():
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         quiet = os.environ.get("CAMCLI_TF_LOGS", "") in ("", "0")
         with _native_stderr_silenced() if quiet else contextlib.nullcontext():
-            import tensorflow  # noqa: F401
             import keras  # noqa: F401
+            import tensorflow  # noqa: F401
     return sys.modules["keras"]
 
 

@@ -10,13 +10,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import SHARED_PHOTOS, needs_shared_imagenet
 
 from camcli.cli import cli
 from camcli.explainer import Explainer
 from camcli.images import load_rgb
 from camcli.loading import load_model
 from camcli.overlay import peak_xy, upsample
-from conftest import SHARED_PHOTOS, needs_shared_imagenet
 
 pytestmark = needs_shared_imagenet
 
