@@ -4,3 +4,15 @@ Importing this package is cheap: TensorFlow is imported only when a model is loa
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Explainer", "load_model", "wrap_model", "__version__"]
+
+_LAZY = {"Explainer": "camcli.explainer", "load_model": "camcli.loading", "wrap_model": "camcli.loading"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'camcli' has no attribute {name!r}")
