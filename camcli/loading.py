@@ -197,7 +197,16 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
 
 def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
                labels_file: str | None = None, unsafe: bool = False) -> LoadedModel:
-    """Load `spec`: a built-in name (see `camcli models`), "demo", or a .keras/.h5 file."""
+    """Load `spec`: a built-in name (see `camcli models`), "demo", or a .keras/.h5 file.
+
+    Whatever Keras prints while loading ("Downloading data from ...") goes to stderr, so that stdout
+    stays clean for `--json`.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        return _load_model(spec, weights, preprocess, labels_file, unsafe)
+
+
+def _load_model(spec, weights, preprocess, labels_file, unsafe) -> LoadedModel:
     entry = catalog.lookup(spec)
     if entry is not None:
         if preprocess or labels_file:

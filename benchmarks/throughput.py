@@ -1,0 +1,299 @@
+"""Throughput benchmark: camcli end to end against plain prediction and the keras.io tutorial loop.
+
+Measured side by side in one run, on the same generated images (JPEG files at the model's own size):
+  1. predict-only: decode + resize + preprocess + a compiled forward pass, in batches, with decoding
+     overlapped in a thread pool: the fastest way to just classify the folder;
+  2. camcli end to end: the CLI's own code path (camcli.runner.run) with gradcam, then cam,
+     including overlays, PNG and JSON writing;
+  3. tutorial loop: the keras.io Grad-CAM example's `make_gradcam_heatmap`, re-implemented faithfully
+     (eager, one image at a time), plus its overlay.
+It also measures cold start (a fresh `camcli explain` of one image), `camcli --help` and
+`camcli models` wall times, and resident memory over a long run.
+
+    python benchmarks/throughput.py                 # the full table (make bench)
+    python benchmarks/throughput.py --quick         # a smaller run to try things
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from camcli.loading import import_keras  # noqa: E402
+
+TARGETS = {
+    "gradcam_vs_predict": 0.85,
+    "cam_vs_predict": 0.90,
+    "gradcam_vs_tutorial": 10.0,
+    "help_seconds": 0.3,
+    "memory_growth": 0.05,
+}
+
+
+def rss_mb() -> float:
+    """Current resident set size, from /proc (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path]:
+    """Generated scenes (shapes on clutter) saved as JPEG, so decoding costs what it costs for photos."""
+    from PIL import Image
+
+    from camcli.demo.scenes import make_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        scene = make_scene(rng, size=(size, size))
+        path = folder / f"img_{i:05d}.jpg"
+        Image.fromarray(scene.image).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+# -- 1. predict-only ----------------------------------------------------------------------------
+
+def predict_only(loaded, paths: list[Path], batch_size: int) -> float:
+    """images/s for decode + resize + preprocess + compiled forward, decoding overlapped."""
+    import tensorflow as tf
+
+    from camcli.images import load_rgb, resize_rgb
+    from camcli.preprocess import preprocess
+
+    height, width = loaded.input_size
+    forward = tf.function(lambda x: loaded.model(x, training=False),
+                          input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
+
+    def decode(path):
+        return preprocess(resize_rgb(load_rgb(path), (height, width)), loaded.preprocess)
+
+    forward(np.zeros((batch_size, height, width, 3), np.float32))  # compile outside the timing
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        decoded = pool.map(decode, paths)
+        batch = []
+        for x in decoded:
+            batch.append(x)
+            if len(batch) == batch_size:
+                forward(np.stack(batch)).numpy()
+                batch = []
+        if batch:
+            forward(np.stack(batch)).numpy()
+    return len(paths) / (time.perf_counter() - started)
+
+
+# -- 2. camcli end to end -------------------------------------------------------------------------
+
+def camcli_end_to_end(loaded, paths: list[Path], batch_size: int, method: str, out: Path) -> float:
+    from camcli.discovery import discover
+    from camcli.explainer import Explainer
+    from camcli.runner import RunOptions, run
+
+    explainer = Explainer(loaded, method=method)
+    explainer.explain_batch(np.zeros((batch_size, *loaded.input_size, 3), np.float32))  # compile
+    tasks, _ = discover([paths[0].parent], out)
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    summary = run(explainer, tasks, RunOptions(out, batch_size=batch_size))
+    elapsed = time.perf_counter() - started
+    assert summary.failed == 0 and summary.ok == len(paths), summary.failures[:3]
+    return len(paths) / elapsed
+
+
+# -- 3. the keras.io tutorial loop ----------------------------------------------------------------
+
+def tutorial_loop(loaded, paths: list[Path], layer: str, out: Path) -> float:
+    """The keras.io `make_gradcam_heatmap` (examples/vision/grad_cam.py), one image at a time, eager.
+
+    Re-implemented from its description: a model returning (conv output, predictions), a tape around
+    the call, the gradient of the top class, pooled over batch and space, a weighted sum, ReLU and
+    division by the max; then a jet overlay saved as an image. The tutorial sets the last activation
+    to None; our built-in models already output logits, so nothing is modified here.
+    """
+    import matplotlib
+    import tensorflow as tf
+    from PIL import Image
+
+    keras = import_keras()
+    from camcli.preprocess import preprocess
+
+    model = loaded.model
+    grad_model = keras.models.Model(model.inputs, [model.get_layer(layer).output, model.output])
+    jet = (matplotlib.colormaps["jet"](np.arange(256))[:, :3] * 255).astype(np.uint8)
+    out.mkdir(parents=True, exist_ok=True)
+    height, width = loaded.input_size
+    started = time.perf_counter()
+    for i, path in enumerate(paths):
+        image = keras.utils.load_img(path, target_size=(height, width))
+        array = preprocess(np.expand_dims(keras.utils.img_to_array(image), 0), loaded.preprocess)
+        with tf.GradientTape() as tape:
+            last_conv_layer_output, preds = grad_model(array)
+            pred_index = tf.argmax(preds[0])
+            class_channel = preds[:, pred_index]
+        grads = tape.gradient(class_channel, last_conv_layer_output)
+        pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
+        heatmap = last_conv_layer_output[0] @ pooled_grads[..., tf.newaxis]
+        heatmap = tf.squeeze(heatmap)
+        heatmap = tf.maximum(heatmap, 0) / tf.math.reduce_max(heatmap)
+        heatmap = np.uint8(255 * np.nan_to_num(heatmap.numpy()))
+        original = np.asarray(Image.open(path).convert("RGB"))
+        colour = Image.fromarray(jet[heatmap]).resize((original.shape[1], original.shape[0]))
+        overlay = (np.asarray(colour) * 0.4 + original).clip(0, 255).astype(np.uint8)
+        Image.fromarray(overlay).save(out / f"{i}.jpg")
+    return len(paths) / (time.perf_counter() - started)
+
+
+# -- process-level figures ----------------------------------------------------------------------
+
+def wall(command: list[str], repeat: int = 3) -> float:
+    """Best-of wall time of a command, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def camcli_command() -> list[str]:
+    return [sys.executable, "-m", "camcli"]
+
+
+def cold_start(model: str, image: Path, out: Path) -> float:
+    """Seconds for a fresh process to explain one image: import, model build, compile, one image."""
+    return wall([*camcli_command(), "explain", str(image), "--model", model, "--weights", "none",
+                 "--quiet", "--out", str(out)], repeat=1)
+
+
+def memory_run(count: int, work: Path) -> tuple[float, float, float]:
+    """RSS (MB) after 100 images and at the end of a `count`-image demo-model run, and the growth."""
+    from camcli.discovery import discover
+    from camcli.explainer import Explainer
+    from camcli.loading import load_model
+    from camcli.runner import RunOptions, run
+
+    from camcli import demo
+
+    folder = work / "memory"
+    make_images(folder, count, 160, seed=3)
+    loaded = load_model("demo")
+    explainer = Explainer(loaded)
+    tasks, _ = discover([folder], work / "memory_out")
+    samples = {}
+    done = [0]
+
+    def progress(n):
+        done[0] += n
+        if done[0] >= 100 and "at100" not in samples:
+            samples["at100"] = rss_mb()
+
+    run(explainer, tasks, RunOptions(work / "memory_out", batch_size=8), on_progress=progress)
+    end = rss_mb()
+    assert demo.INPUT_SIZE  # the demo model is the one measured
+    return samples["at100"], end, (end - samples["at100"]) / samples["at100"]
+
+
+# -- the table ------------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="vgg16,resnet50,xception")
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--images", type=int, default=96, help="images per measurement (default 96)")
+    parser.add_argument("--tutorial-images", type=int, default=16)
+    parser.add_argument("--memory-images", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="resnet50 only, batch 8, 32 images, 500 for memory")
+    args = parser.parse_args()
+    if args.quick:
+        args.models, args.batch_sizes, args.images, args.tutorial_images, args.memory_images = (
+            "resnet50", "8", 32, 8, 500)
+
+    from camcli.catalog import BUILTIN_MODELS
+    from camcli.explainer import Explainer
+    from camcli.loading import load_model
+
+    work = Path(tempfile.mkdtemp(prefix="camcli-bench-"))
+    held = []
+
+    def check(name, value, target, higher_is_better=True):
+        ok = value >= target if higher_is_better else value <= target
+        held.append(ok)
+        sign = ">=" if higher_is_better else "<="
+        return f"{value:.2f} (target {sign} {target}: {'held' if ok else 'MISSED'})"
+
+    print(f"camcli throughput benchmark: {os.cpu_count()} cores, images per measurement {args.images}")
+    print("images/s; ratios are camcli end to end over predict-only (or over the tutorial loop)\n")
+    header = f"{'model':<10} {'batch':>5} {'predict':>8} {'gradcam':>8} {'cam':>8} {'grad/pred':>10} {'cam/pred':>9}"
+    rows = []
+    for name in args.models.split(","):
+        entry = BUILTIN_MODELS[name]
+        paths = make_images(work / name, args.images, entry.input_size)
+        loaded = load_model(name, weights="none")
+        tutorial = tutorial_loop(loaded, paths[: args.tutorial_images], entry.default_layer, work / "tutorial")
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            predict = predict_only(loaded, paths, batch_size)
+            gradcam = camcli_end_to_end(loaded, paths, batch_size, "gradcam", work / "out")
+            cam = camcli_end_to_end(loaded, paths, batch_size, "cam", work / "out") if entry.cam else float("nan")
+            rows.append((name, batch_size, predict, gradcam, cam, tutorial))
+        del loaded
+        Explainer  # noqa: B018 (imported for its side effect of loading TF once)
+
+    print(header)
+    for name, batch_size, predict, gradcam, cam, tutorial in rows:
+        cam_ratio = f"{cam / predict:9.2f}" if cam == cam else f"{'n/a':>9}"
+        print(f"{name:<10} {batch_size:>5} {predict:8.1f} {gradcam:8.1f} {cam:8.1f} {gradcam / predict:10.2f} {cam_ratio}")
+    print()
+    tutorials = {}
+    for name, _, _, _, _, tutorial in rows:
+        tutorials[name] = tutorial
+    print("tutorial loop (keras.io make_gradcam_heatmap, eager, one image at a time):")
+    for name, tutorial in tutorials.items():
+        best = max(g for n, b, p, g, c, t in rows if n == name)
+        print(f"  {name:<10} {tutorial:6.2f} images/s; camcli gradcam best {best:6.1f} images/s = "
+              f"{check(f'{name} vs tutorial', best / tutorial, TARGETS['gradcam_vs_tutorial'])}x")
+    print()
+    print("targets at batch 8 and 32:")
+    for name, batch_size, predict, gradcam, cam, _ in rows:
+        if batch_size not in (8, 32):
+            continue
+        print(f"  {name:<10} batch {batch_size:>2}: gradcam/predict "
+              f"{check('g', gradcam / predict, TARGETS['gradcam_vs_predict'])}")
+        if cam == cam:
+            print(f"  {name:<10} batch {batch_size:>2}: cam/predict     "
+                  f"{check('c', cam / predict, TARGETS['cam_vs_predict'])}")
+    print()
+    sample = make_images(work / "single", 1, 224)[0]
+    print(f"cold start, resnet50, one image (import + build + compile + explain): "
+          f"{cold_start('resnet50', sample, work / 'cold'):.1f} s")
+    print(f"camcli --help: {check('help', wall([*camcli_command(), '--help']), TARGETS['help_seconds'], False)} s")
+    print(f"camcli models: {check('models', wall([*camcli_command(), 'models']), TARGETS['help_seconds'], False)} s")
+    at100, end, growth = memory_run(args.memory_images, work)
+    print(f"memory, {args.memory_images}-image demo-model run: RSS {at100:.0f} MB after 100 images, {end:.0f} MB at "
+          f"the end: growth {check('memory', growth, TARGETS['memory_growth'], False)}")
+    print(f"peak RSS of this benchmark process: {peak_rss_mb():.0f} MB")
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{sum(held)} of {len(held)} targets held")
+    return 0 if all(held) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
