@@ -220,12 +220,14 @@ def main():
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--images", type=int, default=96, help="images per measurement (default 96)")
     parser.add_argument("--tutorial-images", type=int, default=16)
-    parser.add_argument("--memory-images", type=int, default=2000)
+    parser.add_argument("--memory-images", type=int, default=None,
+                        help="images in the memory run (default 2000; 500 with --quick; 0 skips it)")
     parser.add_argument("--quick", action="store_true", help="resnet50 only, batch 8, 32 images, 500 for memory")
     args = parser.parse_args()
     if args.quick:
-        args.models, args.batch_sizes, args.images, args.tutorial_images, args.memory_images = (
-            "resnet50", "8", 32, 8, 500)
+        args.models, args.batch_sizes, args.images, args.tutorial_images = "resnet50", "8", 32, 8
+    if args.memory_images is None:
+        args.memory_images = 500 if args.quick else 2000
 
     from camcli.catalog import BUILTIN_MODELS
     from camcli.explainer import Explainer
@@ -286,9 +288,10 @@ def main():
           f"{cold_start('resnet50', sample, work / 'cold'):.1f} s")
     print(f"camcli --help: {check('help', wall([*camcli_command(), '--help']), TARGETS['help_seconds'], False)} s")
     print(f"camcli models: {check('models', wall([*camcli_command(), 'models']), TARGETS['help_seconds'], False)} s")
-    at100, end, growth = memory_run(args.memory_images, work)
-    print(f"memory, {args.memory_images}-image demo-model run: RSS {at100:.0f} MB after 100 images, {end:.0f} MB at "
-          f"the end: growth {check('memory', growth, TARGETS['memory_growth'], False)}")
+    if args.memory_images:
+        at100, end, growth = memory_run(args.memory_images, work)
+        print(f"memory, {args.memory_images}-image demo-model run: RSS {at100:.0f} MB after 100 images, {end:.0f} MB at "
+              f"the end: growth {check('memory', growth, TARGETS['memory_growth'], False)}")
     print(f"peak RSS of this benchmark process: {peak_rss_mb():.0f} MB")
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n{sum(held)} of {len(held)} targets held")

@@ -4,6 +4,7 @@ commands that need a model, so `camcli --help` and `camcli models` stay fast."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,17 @@ def model_options(function):
     return function
 
 
+def check_output_folder(out_dir: Path) -> None:
+    """Fail early if --out cannot be created or written, without creating anything yet."""
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot create output folder {out_dir}: {existing} is not a folder; choose another --out")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"cannot write to output folder {out_dir}: {existing} is not writable; choose another --out")
+
+
 def load(model_spec, weights, preprocess, labels_file, unsafe_load):
     from camcli.loading import load_model
 
@@ -129,7 +141,8 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     from camcli.overlay import colormap_lut
     from camcli.runner import RunOptions, run, summary_record
 
-    colormap_lut(colormap)  # fail on a bad name before the model loads
+    colormap_lut(colormap)  # fail on a bad name, or an unusable --out, before the model loads
+    check_output_folder(out_dir)
     tasks, skipped = discover(paths, out_dir)
     if not tasks and not skipped:
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")

@@ -32,6 +32,7 @@ Where the outputs go: `out_stem`
 """
 
 import os
+import re
 import stat
 import unicodedata
 from dataclasses import dataclass
@@ -228,12 +229,18 @@ def _unique_stems(found):
     return stems
 
 
+# Top-level names the run writes itself (summary.json, shard summaries summary.K-of-N.json,
+# evaluation.json): an image stem equal to one of them collides with the run's own file.
+_RESERVED_STEM = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?")
+
+
 def _collisions(stems):
-    """Groups (lists of indexes, in order) of stems equal up to case and Unicode normalisation."""
+    """Groups (lists of indexes, in order) of stems equal up to case and Unicode normalisation,
+    plus a group of one for each stem that would overwrite one of the run's own files."""
     groups = {}
     for i, stem in enumerate(stems):
         groups.setdefault(_fold(stem), []).append(i)
-    return [group for group in groups.values() if len(group) > 1]
+    return [group for key, group in groups.items() if len(group) > 1 or _RESERVED_STEM.fullmatch(key)]
 
 
 def _unique_suffix(stems, i, n):

@@ -218,8 +218,10 @@ class Explainer:
             )
             raw_maps = self.method.compute(inputs)
             for b, raw in enumerate(raw_maps):
-                heatmap, raw_max, empty = normalize_map(raw)
                 index = int(ids[b])
+                if any(m.class_index == index for m in results[b].maps):
+                    continue  # e.g. --class top1 --class tabby when tabby is the top class
+                heatmap, raw_max, empty = normalize_map(raw)
                 results[b].maps.append(ClassMap(self.method.name, self.layer, index, labels[index],
                                                 float(scores[b, index]), heatmap, raw_max, empty))
         return results

@@ -82,7 +82,7 @@ def imagenet_labels() -> list[str]:
 
 def read_labels(path: str | os.PathLike) -> list[str]:
     try:
-        lines = Path(path).read_text("utf-8").splitlines()
+        lines = Path(path).read_text("utf-8-sig").splitlines()  # -sig: tolerate a BOM
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(
             f"cannot read labels file {path}: {error}; give a UTF-8 text file, one class name per line"
@@ -123,6 +123,10 @@ def load_builtin(entry: catalog.BuiltinModel, weights: str | None) -> LoadedMode
                                      f"are unusable ({_first_line(error)}); delete the file and retry") from error
             raise _weights_missing(entry, _first_line(error)) from error
     else:
+        if weights != WEIGHTS_NONE and not os.path.isfile(weights):  # before the (slow) build
+            raise ModelLoadError(
+                f"weights file {weights} does not exist; give the path of a Keras .h5 weights file for {entry.name}"
+            )
         model = constructor(weights=None, classifier_activation=None)
         if weights != WEIGHTS_NONE:
             _load_weights_file(model, weights, entry.name)
@@ -131,10 +135,6 @@ def load_builtin(entry: catalog.BuiltinModel, weights: str | None) -> LoadedMode
 
 
 def _load_weights_file(model, path: str, name: str) -> None:
-    if not os.path.isfile(path):
-        raise ModelLoadError(
-            f"weights file {path} does not exist; give the path of a Keras .h5 weights file for {name}"
-        )
     try:
         model.load_weights(path)
     except Exception as error:
@@ -164,8 +164,20 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
                 f"{path} contains code (e.g. a Lambda layer) that Keras will not run in safe mode; "
                 f"if you trust this file, rerun with --unsafe-load"
             ) from error
+        if not _looks_like_model_file(path):
+            raise ModelLoadError(
+                f"cannot load model {path}: not a Keras model file (a .keras file is a zip archive, an .h5 "
+                f"file is HDF5); check the path, or re-save the model with model.save('model.keras')"
+            ) from error
         raise ModelLoadError(f"cannot load model {path}: {message}") from error
     return wrap_model(model, preprocess=preprocess or "none", labels_file=labels_file, name=path)
+
+
+def _looks_like_model_file(path: str) -> bool:
+    """Whether the file starts like a zip archive (.keras) or an HDF5 file (.h5)."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+    return head.startswith(b"PK\x03\x04") or head == b"\x89HDF\r\n\x1a\n"
 
 
 def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,

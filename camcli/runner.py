@@ -24,7 +24,7 @@ import numpy as np
 
 from camcli import __version__
 from camcli.discovery import ImageTask, SkippedInput
-from camcli.errors import CamcliError
+from camcli.errors import CamcliError, UsageError
 from camcli.explainer import Explainer, ImageExplanation
 from camcli.images import load_rgb
 from camcli.outputs import save_json, save_npy, save_png
@@ -135,7 +135,10 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
     on_failure(image, reason) is called once per failed image as it happens; on_progress(n) after
     every n images finished (written or failed).
     """
-    options.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        options.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output folder {options.out_dir}: {error}; choose another --out") from error
     colormap_lut(options.colormap)  # an unknown colour map fails before any work is done
     summary = RunSummary(images=len(tasks))
     started = time.perf_counter()

@@ -1,0 +1,761 @@
+"""The command line end to end, through Click: exit codes, messages, output files and JSON.
+
+Every model is tiny, built in code once per module and saved to a temporary folder; images are a
+few pixels wide. Nothing downloads (conftest sets CAMCLI_OFFLINE and an empty KERAS_HOME).
+"""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tiny_models
+from click.testing import CliRunner
+from PIL import Image
+
+from camcli import __version__
+from camcli.cli import cli
+from camcli.errors import UsageError
+
+LABELS = ["Cat", "Dog", "bird_of_prey"]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def invoke(*args):
+    """Run `camcli ARGS` in this process; stdout and stderr are kept apart (Click 8.2+)."""
+    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
+
+
+def write_image(path, size=(20, 30), mode="RGB", seed=0):
+    """A random image of `size` = (width, height) in Pillow `mode`, saved by extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode).save(path)
+    return path
+
+
+def read_json(path):
+    return json.loads(path.read_text("utf-8"))
+
+
+def model_input(path):
+    """What camcli feeds an 8x8 model with --preprocess scale01: the image squashed to 8x8, /255."""
+    rgb = Image.open(path).convert("RGB").resize((tiny_models.SIZE,) * 2, Image.Resampling.BILINEAR)
+    return (np.asarray(rgb, dtype=np.float32) / 255.0)[np.newaxis]
+
+
+def error_line(result):
+    """The one line that explains a failed command: camcli's own, or Click's "Error: ..." line."""
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if lines and lines[0].startswith("camcli: error:"):
+        assert len(lines) == 1, result.stderr
+        return lines[0]
+    # Click's usage errors: "Usage: ...", "Try '... --help' for help.", then exactly one "Error: ..." line.
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def overlays(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+
+
+# --- fixtures: models and images, built once per module -------------------------------------------
+
+
+def _lambda_model():
+    x = keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3))
+    y = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    y = keras.layers.Dense(3, activation="softmax", name="head")(y)
+    return keras.Model(x, y, name="with_lambda")
+
+
+def _nested_model():
+    inputs = keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="bconv1")(inputs)
+    y = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="bconv2")(y)
+    backbone = keras.Model(inputs, y, name="backbone")
+    model = keras.Sequential([
+        keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3)),
+        backbone,
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(3, activation="softmax", name="head"),
+    ], name="nested")
+    return tiny_models._seeded(model, seed=4)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Paths (as str) of the saved models and the label files, plus the in-memory models by name."""
+    folder = tmp_path_factory.mktemp("models")
+    built = {
+        "gap": tiny_models.gap_dense(),
+        "flat": tiny_models.flatten_dense(),
+        "binary": tiny_models.gap_dense(classes=1, activation="sigmoid", seed=2),
+        "multilabel": tiny_models.gap_dense(classes=4, activation="sigmoid", seed=3),
+        "lambda": _lambda_model(),
+        "nested": _nested_model(),
+    }
+    paths = {name: str(folder / f"{name}.keras") for name in built}
+    paths["gap_h5"] = str(folder / "gap.h5")
+    with warnings.catch_warnings():  # Keras' own numpy-2 DeprecationWarning while saving: not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for name, model in built.items():
+            model.save(paths[name])
+        built["gap"].save(paths["gap_h5"])
+    paths["corrupt"] = str(folder / "model.keras")
+    (folder / "model.keras").write_bytes(np.random.default_rng(0).bytes(2048))
+    paths["missing"] = str(folder / "missing.keras")
+    paths["labels"] = str(folder / "labels.txt")
+    (folder / "labels.txt").write_text("\n".join(LABELS) + "\n", "utf-8")
+    paths["labels2"] = str(folder / "two_labels.txt")
+    (folder / "two_labels.txt").write_text("cat\ndog\n", "utf-8")
+    paths["binary_labels"] = str(folder / "binary_labels.txt")
+    (folder / "binary_labels.txt").write_text("negative\npositive\n", "utf-8")
+    return {"path": paths, "model": built}
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    """One 20x30 RGB image."""
+    return write_image(tmp_path_factory.mktemp("one") / "img.png")
+
+
+# --- 1. the output contract ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def contract(tmp_path_factory, models):
+    """One run over a tree with RGB, greyscale and RGBA images and a README to ignore."""
+    root = tmp_path_factory.mktemp("tree")
+    write_image(root / "a" / "b" / "x.png", (20, 30), "RGB", seed=1)
+    write_image(root / "grey.png", (30, 20), "L", seed=2)
+    write_image(root / "c" / "alpha.png", (17, 11), "RGBA", seed=3)
+    (root / "README.txt").write_text("not an image\n", "utf-8")
+    out = tmp_path_factory.mktemp("contract_out")
+    result = invoke("explain", root, "--model", models["path"]["gap"], "--labels", models["path"]["labels"],
+                    "--save-heatmap", "--top-k", 2, "--out", out)
+    return root, out, result
+
+
+def test_run_over_a_tree_succeeds_and_ignores_non_images_silently(contract):
+    root, out, result = contract
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert "README" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("camcli: explained 3 of 3 images (0 failed) with gradcam at target in ")
+    assert result.stderr.rstrip().endswith(f"-> {out}")
+
+
+def test_output_files_mirror_the_input_tree(contract):
+    root, out, _ = contract
+    jsons = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.json"))
+    assert jsons == ["a/b/x.json", "c/alpha.json", "grey.json", "summary.json"]
+    for stem in ("a/b/x", "c/alpha", "grey"):
+        [explanation] = read_json(out / f"{stem}.json")["explanations"]
+        index = explanation["class_index"]
+        assert (out / f"{stem}.gradcam.{index}.png").is_file()
+        assert (out / f"{stem}.gradcam.{index}.npy").is_file()
+    assert len(overlays(out)) == 3
+    assert len(list(out.rglob("*.npy"))) == 3
+
+
+@pytest.mark.parametrize("stem, size", [("a/b/x", (20, 30)), ("grey", (30, 20)), ("c/alpha", (17, 11))])
+def test_overlay_and_heatmap_have_the_original_size(contract, stem, size):
+    _, out, _ = contract
+    record = read_json(out / f"{stem}.json")
+    assert (record["width"], record["height"]) == size
+    [explanation] = record["explanations"]
+    with Image.open(out / explanation["overlay"]) as overlay:
+        assert overlay.size == size
+        assert overlay.mode == "RGB"
+    heatmap = np.load(out / explanation["heatmap"])
+    assert heatmap.dtype == np.float32
+    assert heatmap.shape == (size[1], size[0])
+    assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+    assert heatmap.max() > 0.0
+    # The peak is the heatmap's hottest pixel (the first one, in row-major order), as [x, y].
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    assert explanation["peak"] == [int(x), int(y)]
+    assert 0 <= explanation["peak"][0] < size[0] and 0 <= explanation["peak"][1] < size[1]
+
+
+def test_image_json_record(contract, models):
+    root, out, _ = contract
+    record = read_json(out / "a" / "b" / "x.json")
+    assert list(record) == ["image", "width", "height", "model", "layer", "predictions", "explanations"]
+    assert record["image"] == str(root / "a" / "b" / "x.png")
+    assert record["model"] == models["path"]["gap"]
+    assert record["layer"] == "target"
+    predictions = record["predictions"]
+    assert len(predictions) == 2  # --top-k 2
+    assert [p["rank"] for p in predictions] == [1, 2]
+    assert all(set(p) == {"rank", "index", "label", "score"} for p in predictions)
+    assert all(p["label"] == LABELS[p["index"]] for p in predictions)
+    assert predictions[0]["score"] >= predictions[1]["score"]
+    assert len({p["index"] for p in predictions}) == 2
+    [explanation] = record["explanations"]
+    top = predictions[0]
+    assert explanation == {
+        "method": "gradcam",
+        "layer": "target",
+        "class_index": top["index"],
+        "label": LABELS[top["index"]],
+        "score": top["score"],
+        "overlay": f"a/b/x.gradcam.{top['index']}.png",
+        "heatmap": f"a/b/x.gradcam.{top['index']}.npy",
+        "peak": explanation["peak"],
+        "raw_max": explanation["raw_max"],
+        "empty": False,
+    }
+    assert explanation["raw_max"] > 0.0
+
+
+def test_summary_json(contract, models):
+    _, out, _ = contract
+    summary = read_json(out / "summary.json")
+    assert summary["images"] == 3
+    assert summary["ok"] == 3
+    assert summary["failed"] == 0
+    assert summary["failures"] == []
+    assert summary["model"] == models["path"]["gap"]
+    assert summary["layer"] == "target"
+    assert summary["method"] == "gradcam"
+    assert summary["classes"] == ["top1"]
+    assert summary["pretrained"] is True
+    assert summary["camcli_version"] == __version__
+    assert summary["images_per_second"] > 0
+    assert "warning" not in summary
+
+
+def test_heatmap_is_null_without_save_heatmap(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0
+    [explanation] = read_json(tmp_path / "img.json")["explanations"]
+    assert explanation["heatmap"] is None
+    assert not list(tmp_path.rglob("*.npy"))
+
+
+def test_alpha_zero_leaves_the_image_unchanged(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path, "--alpha", 0, "-q")
+    assert result.exit_code == 0
+    [explanation] = read_json(tmp_path / "img.json")["explanations"]
+    original = np.asarray(Image.open(image).convert("RGB"))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / explanation["overlay"])), original)
+
+
+def test_batch_size_does_not_change_the_results(models, contract, tmp_path):
+    root = contract[0]
+    records = []
+    for batch_size in (1, 2):
+        result = invoke("explain", root, "--model", models["path"]["gap"], "--labels", models["path"]["labels"],
+                        "--top-k", 2, "--batch-size", batch_size, "--out", tmp_path / str(batch_size), "-q")
+        assert result.exit_code == 0, result.stderr
+        records.append({stem: read_json(tmp_path / str(batch_size) / f"{stem}.json")
+                        for stem in ("a/b/x", "c/alpha", "grey")})
+    for stem, record in records[0].items():
+        assert record["predictions"] == records[1][stem]["predictions"]
+        assert record["explanations"][0]["peak"] == records[1][stem]["explanations"][0]["peak"]
+        # The contract run used the default batch size (8): all three images in one batch.
+        assert record["predictions"] == read_json(contract[1] / f"{stem}.json")["predictions"]
+
+
+def test_legacy_h5_model_gives_the_same_results_as_keras_file(models, image, tmp_path):
+    for name in ("gap", "gap_h5"):
+        result = invoke("explain", image, "--model", models["path"][name], "--out", tmp_path / name, "-q",
+                        "--save-heatmap", "--class", "0")
+        assert result.exit_code == 0, result.stderr
+    keras_record, h5_record = (read_json(tmp_path / name / "img.json") for name in ("gap", "gap_h5"))
+    assert h5_record["model"].endswith("gap.h5")
+    assert h5_record["predictions"] == keras_record["predictions"]
+    np.testing.assert_allclose(np.load(tmp_path / "gap_h5" / "img.gradcam.0.npy"),
+                               np.load(tmp_path / "gap" / "img.gradcam.0.npy"), atol=1e-6)
+
+
+# --- 2. exit codes ----------------------------------------------------------------------------------
+
+
+def test_one_bad_image_exits_1_and_the_others_are_written(models, tmp_path):
+    root = tmp_path / "in"
+    write_image(root / "good.png", seed=1)
+    write_image(root / "sub" / "good2.jpg", (12, 9), seed=2)
+    bad = root / "bad.jpg"
+    bad.write_text("this is not a JPEG\n", "utf-8")
+    out = tmp_path / "out"
+    result = invoke("explain", root, "--model", models["path"]["gap"], "--out", out)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    naming_bad = [line for line in result.stderr.splitlines() if "bad.jpg" in line]
+    assert naming_bad == [f"camcli: failed: {bad}: not an image (content is text)"]
+    assert "camcli: explained 2 of 3 images (1 failed)" in result.stderr
+    assert (out / "good.json").is_file() and (out / "sub" / "good2.json").is_file()
+    assert len(overlays(out)) == 2
+    assert not (out / "bad.json").exists()
+    summary = read_json(out / "summary.json")
+    assert (summary["images"], summary["ok"], summary["failed"]) == (3, 2, 1)
+    assert summary["failures"] == [{"image": str(bad), "error": "not an image (content is text)"}]
+
+
+def test_missing_input_path_is_a_failed_image_not_a_crash(models, image, tmp_path):
+    missing = tmp_path / "nope.png"
+    result = invoke("explain", image, missing, "--model", models["path"]["gap"], "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 1
+    assert result.stderr == f"camcli: failed: {missing}: no such file or directory\n"
+    assert (tmp_path / "out" / "img.json").is_file()
+
+
+# Each case: explain one image with these arguments ({name} is a path from the `models` fixture);
+# the command must exit 2 with exactly this one-line message (or one containing every fragment).
+USAGE_ERRORS = [
+    pytest.param(["--model", "{gap}", "--layer", "targt"],
+                 "camcli: error: no layer named 'targt' in model 'gap_dense' (closest: target)", id="unknown-layer"),
+    pytest.param(["--model", "{gap}", "--layer", "head"],
+                 ("camcli: error: layer 'head' (Dense) has output shape (None, 3), not (batch, height, width, "
+                  "channels): class activation maps need a spatial layer; try 'target'"), id="dense-layer"),
+    pytest.param(["--model", "{gap}", "--labels", "{labels}", "--class", "cta"],
+                 "camcli: error: unknown class 'cta' (closest: cat)", id="unknown-class-label"),
+    pytest.param(["--model", "{gap}", "--class", "3"],
+                 "camcli: error: --class 3 is out of range: class indices run from 0 to 2", id="class-index-range"),
+    pytest.param(["--model", "{gap}", "--class", "-1"],
+                 "camcli: error: --class -1 is out of range: class indices run from 0 to 2", id="class-negative"),
+    pytest.param(["--model", "{gap}", "--class", "top4"],
+                 "camcli: error: --class top4: the model has 3 classes, so use top1..top3", id="class-rank-range"),
+    pytest.param(["--model", "{gap}", "--top-k", "0"],
+                 "Error: Invalid value for '--top-k': 0 is not in the range x>=1.", id="top-k-0"),
+    pytest.param(["--model", "{gap}", "--top-k", "4"],
+                 "camcli: error: --top-k 4 is out of range: the model has 3 classes", id="top-k-too-large"),
+    pytest.param(["--model", "{binary}", "--top-k", "3"],
+                 "camcli: error: --top-k 3 is out of range: the model has 2 classes", id="top-k-binary"),
+    pytest.param(["--model", "{gap}", "--alpha", "1.5"],
+                 "Error: Invalid value for '--alpha': 1.5 is not in the range 0<=x<=1.", id="alpha"),
+    pytest.param(["--model", "{gap}", "--batch-size", "0"],
+                 "Error: Invalid value for '--batch-size': 0 is not in the range x>=1.", id="batch-size-0"),
+    pytest.param(["--model", "{gap}", "--colormap", "viridiss"],
+                 ("camcli: error: unknown colormap 'viridiss'; did you mean viridis", "(see `camcli explain --help`)"),
+                 id="unknown-colormap"),
+    pytest.param(["--model", "{gap}", "--method", "gradcm"],
+                 "Error: Invalid value for '--method': 'gradcm' is not one of 'gradcam', 'cam'.", id="unknown-method"),
+    pytest.param(["--model", "{flat}", "--method", "cam"],
+                 ("camcli: error: --method cam needs the layer to feed global-average-pooling -> dense, and 'target' "
+                  "in {flat} does not; use --method gradcam, which works at any conv layer"), id="cam-without-gap"),
+    pytest.param(["--model", "{nested}", "--method", "cam", "--layer", "backbone/bconv1"],
+                 ("camcli: error: --method cam needs", "'backbone/bconv1'", "use --method gradcam"),
+                 id="cam-at-inner-layer"),
+    pytest.param(["--model", "vgg61"],
+                 ("camcli: error: unknown model 'vgg61': did you mean ", "vgg16",
+                  "use a name from `camcli models` or a .keras/.h5 file"), id="unknown-model"),
+    pytest.param(["--model", "{missing}"], "camcli: error: model file {missing} does not exist", id="missing-file"),
+    pytest.param(["--model", "{corrupt}"], ("camcli: error: cannot load model {corrupt}: ",), id="corrupt-file"),
+    pytest.param(["--model", "{gap}", "--weights", "{gap_h5}"],
+                 "camcli: error: --weights applies to built-in models; a model file carries its own weights",
+                 id="weights-with-model-file"),
+    pytest.param(["--model", "vgg16"],
+                 ("camcli: error: vgg16: ImageNet weights not found at ",
+                  "/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5", "CAMCLI_OFFLINE is set",
+                  "pass --weights /path/to/vgg16_weights_tf_dim_ordering_tf_kernels.h5", "--weights none"),
+                 id="vgg16-offline-no-cache"),
+    pytest.param(["--model", "vgg16", "--weights", "/nonexistent.h5"],
+                 ("camcli: error: weights file /nonexistent.h5 does not exist; give the path of a Keras .h5 "
+                  "weights file for vgg16"), id="vgg16-missing-weights-file"),
+    pytest.param(["--model", "vgg16", "--labels", "{labels}"],
+                 "camcli: error: --preprocess and --labels apply to model files; 'vgg16' is built in",
+                 id="labels-with-builtin"),
+    pytest.param(["--model", "demo", "--weights", "none"],
+                 "camcli: error: the demo model ships its own weights; drop --weights", id="weights-with-demo"),
+    pytest.param(["--model", "{gap}", "--labels", "{labels2}"],
+                 "camcli: error: {labels2} has 2 names but the model has 3 classes", id="labels-wrong-count"),
+    pytest.param(["--model", "{lambda}"],
+                 ("camcli: error: {lambda} contains code (e.g. a Lambda layer) that Keras will not run in safe mode; "
+                  "if you trust this file, rerun with --unsafe-load"), id="lambda-safe-mode"),
+]
+
+
+@pytest.mark.parametrize("args, expected", USAGE_ERRORS)
+def test_usage_errors_exit_2_with_one_line_and_write_nothing(models, image, tmp_path, args, expected):
+    paths = models["path"]
+    out = tmp_path / "out"
+    result = invoke("explain", image, *(arg.format(**paths) for arg in args), "--out", out)
+    assert result.exit_code == 2, result.stderr
+    assert result.stdout == ""
+    line = error_line(result)
+    if isinstance(expected, str):
+        assert line == expected.format(**paths)
+    else:
+        for fragment in expected:
+            assert fragment.format(**paths) in line
+    assert not out.exists()  # usage errors are found before anything is written
+
+
+def test_folder_without_images_is_a_usage_error(models, tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "README.txt").write_text("hello\n", "utf-8")
+    result = invoke("explain", tmp_path / "docs", "--model", models["path"]["gap"], "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert error_line(result) == f"camcli: error: no images found in {tmp_path / 'docs'}"
+
+
+def test_out_that_is_a_file_is_a_usage_error(models, image, tmp_path):
+    (tmp_path / "taken").write_text("", "utf-8")
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path / "taken")
+    assert result.exit_code == 2
+    assert error_line(result) == f"Error: Invalid value for '--out': Directory '{tmp_path / 'taken'}' is a file."
+
+
+def test_corrupt_model_message_does_not_claim_the_file_is_missing(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["corrupt"], "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "not found" not in error_line(result).lower()
+
+
+def test_output_folder_that_cannot_be_created_is_a_usage_error(models, image, tmp_path):
+    (tmp_path / "file").write_text("", "utf-8")
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path / "file" / "out")
+    assert "internal error" not in result.stderr
+    assert result.exit_code == 2
+    assert error_line(result).startswith("camcli: error: ")
+
+
+def test_labels_file_with_a_byte_order_mark(models, image, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(LABELS) + "\n", "utf-8-sig")  # as Windows Notepad saves it
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--labels", labels, "--class", "cat",
+                    "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert read_json(tmp_path / "out" / "img.json")["explanations"][0]["label"] == "Cat"
+
+
+def test_unexpected_error_is_one_line_exit_1(models, image, tmp_path, monkeypatch):
+    def broken(self, batch):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("camcli.explainer.Explainer.explain_batch", broken)
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr == "camcli: internal error: RuntimeError: boom (rerun with --debug for the traceback)\n"
+
+
+def test_interrupt_exits_130(models, image, tmp_path, monkeypatch):
+    def interrupted(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("camcli.explainer.Explainer.explain_batch", interrupted)
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path)
+    assert result.exit_code == 130
+    assert result.stderr == "camcli: interrupted\n"
+
+
+def test_lambda_model_loads_with_unsafe_load(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["lambda"], "--unsafe-load", "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ""
+    assert read_json(tmp_path / "img.json")["layer"] == "conv"
+
+
+def test_layers_command_refuses_lambda_model_without_unsafe_load(models):
+    result = invoke("layers", "--model", models["path"]["lambda"])
+    assert result.exit_code == 2
+    assert error_line(result).endswith("if you trust this file, rerun with --unsafe-load")
+
+
+# --- 3. repeated --class ----------------------------------------------------------------------------
+
+
+def test_repeated_classes_each_get_their_own_overlay(models, image, tmp_path):
+    # top1 is one of 0, 1, 2, so it repeats one of the fixed indices: that class is explained once.
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path, "--save-heatmap",
+                    "--class", "top1", "--class", "0", "--class", "1", "--class", "2", "-q")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(tmp_path / "img.json")
+    explanations = record["explanations"]
+    top1 = record["predictions"][0]["index"]
+    assert [e["class_index"] for e in explanations] == [top1, *(i for i in (0, 1, 2) if i != top1)]
+    for e in explanations:
+        assert e["overlay"] == f"img.gradcam.{e['class_index']}.png"
+        assert e["heatmap"] == f"img.gradcam.{e['class_index']}.npy"
+        heatmap = np.load(tmp_path / e["heatmap"])
+        assert e["peak"] is None or heatmap[e["peak"][1], e["peak"][0]] == heatmap.max()
+    assert overlays(tmp_path) == ["img.gradcam.0.png", "img.gradcam.1.png", "img.gradcam.2.png"]
+    assert read_json(tmp_path / "summary.json")["classes"] == ["top1", "0", "1", "2"]
+
+
+def test_top1_and_a_different_class_write_two_overlays(models, image, tmp_path):
+    probe = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path / "probe", "-q")
+    top1 = read_json(tmp_path / "probe" / "img.json")["predictions"][0]["index"]
+    other = (top1 + 1) % 3
+    out = tmp_path / "out"
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", out,
+                    "--class", "top1", "--class", other, "-q")
+    assert probe.exit_code == result.exit_code == 0
+    assert [e["class_index"] for e in read_json(out / "img.json")["explanations"]] == [top1, other]
+    assert overlays(out) == sorted([f"img.gradcam.{top1}.png", f"img.gradcam.{other}.png"])
+
+
+def test_class_labels_are_case_insensitive(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--labels", models["path"]["labels"],
+                    "--out", tmp_path, "-q", "--class", "DOG", "--class", "Bird Of Prey", "--class", "cat")
+    assert result.exit_code == 0, result.stderr
+    explanations = read_json(tmp_path / "img.json")["explanations"]
+    assert [(e["class_index"], e["label"]) for e in explanations] == [(1, "Dog"), (2, "bird_of_prey"), (0, "Cat")]
+    assert overlays(tmp_path) == ["img.gradcam.0.png", "img.gradcam.1.png", "img.gradcam.2.png"]
+
+
+# --- 4. sigmoid heads ---------------------------------------------------------------------------------
+
+
+def test_binary_sigmoid_model_explains_both_classes(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["binary"], "--preprocess", "scale01",
+                    "--labels", models["path"]["binary_labels"], "--class", "0", "--class", "Positive",
+                    "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(tmp_path / "img.json")
+    p1 = float(models["model"]["binary"].predict(model_input(image), verbose=0)[0, 0])  # P(class 1)
+    scores = {p["index"]: p["score"] for p in record["predictions"]}
+    assert len(record["predictions"]) == 2
+    assert scores[1] == pytest.approx(p1, abs=1e-5)
+    assert scores[0] + scores[1] == pytest.approx(1.0, abs=1e-6)
+    explanations = record["explanations"]
+    assert [(e["class_index"], e["label"]) for e in explanations] == [(0, "negative"), (1, "positive")]
+    assert explanations[0]["score"] + explanations[1]["score"] == pytest.approx(1.0, abs=1e-6)
+    assert overlays(tmp_path) == ["img.gradcam.0.png", "img.gradcam.1.png"]
+
+
+def test_multilabel_sigmoid_scores_are_the_model_outputs(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["multilabel"], "--preprocess", "scale01",
+                    "--top-k", 4, "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.stderr
+    predictions = read_json(tmp_path / "img.json")["predictions"]
+    expected = models["model"]["multilabel"].predict(model_input(image), verbose=0)[0]
+    assert [p["index"] for p in predictions] == list(np.argsort(-expected))
+    np.testing.assert_allclose([p["score"] for p in predictions], np.sort(expected)[::-1], atol=1e-5)
+
+
+# --- 5. nested models ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer_args, expected", [
+    ([], "backbone/bconv2"),
+    (["--layer", "backbone/bconv1"], "backbone/bconv1"),
+    (["--layer", "bconv1"], "backbone/bconv1"),  # a unique inner name is enough
+    (["--layer", "backbone"], "backbone/bconv2"),  # a nested model stands for its own default layer
+    (["--method", "cam"], "backbone/bconv2"),
+])
+def test_nested_model_layers(models, image, tmp_path, layer_args, expected):
+    result = invoke("explain", image, "--model", models["path"]["nested"], *layer_args, "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(tmp_path / "img.json")
+    assert record["layer"] == expected
+    assert [e["layer"] for e in record["explanations"]] == [expected]
+
+
+def test_layers_command_lists_nested_paths_and_marks_the_default(models):
+    result = invoke("layers", "--model", models["path"]["nested"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "  backbone/bconv1  Conv2D  8x8x4",
+        "* backbone/bconv2  Conv2D  8x8x5",
+    ]
+
+
+def test_layers_command_on_a_plain_model(models):
+    result = invoke("layers", "--model", models["path"]["flat"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["  conv1   Conv2D  8x8x4", "* target  Conv2D  4x4x5"]
+
+
+# --- 6 and 8. listing commands, and no TensorFlow for them ---------------------------------------------
+
+
+def test_models_lists_the_builtin_models_with_sizes_and_layers():
+    result = invoke("models")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["name", "input", "default", "layer"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert list(rows)[0] == "demo"
+    expected = {
+        "demo": ("96x96", "conv5", "yes"),
+        "vgg16": ("224x224", "block5_conv3", "no"),
+        "resnet50": ("224x224", "conv5_block3_out", "yes"),
+        "xception": ("299x299", "block14_sepconv2_act", "yes"),
+        "mobilenet": ("224x224", "conv_pw_13_relu", "yes"),
+        "mobilenetv2": ("224x224", "out_relu", "yes"),
+        "inceptionv3": ("299x299", "mixed10", "yes"),
+    }
+    for name, (size, layer, cam) in expected.items():
+        assert tuple(rows[name][1:4]) == (size, layer, cam), name
+
+
+def test_methods_lists_gradcam_and_cam():
+    result = invoke("methods")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["gradcam", "cam"]
+    assert "arXiv:1610.02391; gradients)" in lines[0]
+    assert "arXiv:1512.04150; forward pass only; needs a GAP -> dense head)" in lines[1]
+
+
+@pytest.mark.parametrize("command", [[], ["explain"], ["layers"], ["models"], ["methods"]])
+def test_every_command_has_help_with_an_example(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0
+    assert "Example:" in result.stdout
+    assert result.stdout.startswith("Usage: camcli ")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--help"], "Class activation maps (CAM, Grad-CAM) for Keras image classifiers."),
+    (["models"], "mobilenetv2"),
+    (["methods"], "gradcam"),
+    (["--version"], f"camcli, version {__version__}"),
+])
+def test_python_m_camcli_without_importing_tensorflow(args, expected):
+    """`python -m camcli` works, and the commands that need no model never import TensorFlow or Keras."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "camcli", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout
+    # -X importtime writes one "import time: self | cumulative | module" line per imported module.
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+    assert "click" in imported and "camcli.cli" in imported  # the lines were read
+    assert "tensorflow" not in imported
+    assert "keras" not in imported
+
+
+def test_version_option():
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"camcli, version {__version__}\n"
+
+
+# --- 7. --json and --quiet ----------------------------------------------------------------------------
+
+
+def test_json_prints_the_summary_on_stdout(models, image, tmp_path):
+    bad = tmp_path / "in" / "bad.jpg"
+    bad.parent.mkdir()
+    bad.write_text("text\n", "utf-8")
+    result = invoke("explain", image, bad, "--model", models["path"]["gap"], "--out", tmp_path / "out", "--json")
+    assert result.exit_code == 1
+    printed = json.loads(result.stdout)
+    saved = read_json(tmp_path / "out" / "summary.json")
+    assert (printed["images"], printed["ok"], printed["failed"]) == (2, 1, 1)
+    for key in ("images", "ok", "failed", "failures", "model", "layer", "method", "classes", "pretrained"):
+        assert printed[key] == saved[key]
+    # The closing line stays on stderr, so stdout is nothing but the JSON.
+    assert "camcli: explained 1 of 2 images (1 failed)" in result.stderr
+
+
+def test_quiet_prints_nothing_on_success(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    assert result.stdout == ""
+    assert (tmp_path / "img.json").is_file()
+
+
+def test_quiet_still_reports_failures(models, image, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("text\n", "utf-8")
+    result = invoke("explain", image, bad, "--model", models["path"]["gap"], "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 1
+    assert result.stderr == f"camcli: failed: {bad}: not an image (content is text)\n"
+
+
+# --- 9. tracebacks only with --debug ------------------------------------------------------------------
+
+
+def test_debug_raises_the_error_with_its_traceback(models, image, tmp_path):
+    with pytest.raises(UsageError, match="no layer named 'nope'"):
+        invoke("--debug", "explain", image, "--model", models["path"]["gap"], "--layer", "nope", "--out", tmp_path)
+
+
+def test_without_debug_the_same_error_is_one_line(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--layer", "nope", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert error_line(result) == (
+        "camcli: error: no layer named 'nope' in model 'gap_dense' (see `camcli layers --model ...`)"
+    )
+
+
+# --- 10 and 11. output names ----------------------------------------------------------------------------
+
+
+def test_same_stem_different_extensions_keep_their_extension(models, tmp_path):
+    root = tmp_path / "in"
+    write_image(root / "x.png", seed=1)
+    write_image(root / "x.jpg", seed=2)
+    out = tmp_path / "out"
+    result = invoke("explain", root, "--model", models["path"]["gap"], "--out", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.glob("*.json")) == ["summary.json", "x.jpg.json", "x.png.json"]
+    for name in ("x.jpg", "x.png"):
+        record = read_json(out / f"{name}.json")
+        assert record["image"] == str(root / name)
+        [explanation] = record["explanations"]
+        assert explanation["overlay"] == f"{name}.gradcam.{explanation['class_index']}.png"
+        assert (out / explanation["overlay"]).is_file()
+    assert len(overlays(out)) == 2
+
+
+def test_an_image_named_summary_keeps_its_record(models, tmp_path):
+    root = tmp_path / "in"
+    write_image(root / "summary.png")
+    out = tmp_path / "out"
+    result = invoke("explain", root, "--model", models["path"]["gap"], "--out", out, "-q")
+    assert result.exit_code == 0
+    records = [read_json(p) for p in out.rglob("*.json")]
+    assert any(record.get("image") == str(root / "summary.png") for record in records)
+    assert read_json(out / "summary.json")["images"] == 1
+
+
+def test_output_folder_inside_the_input_is_not_read_back(models, tmp_path):
+    root = tmp_path / "photos"
+    write_image(root / "a.png", seed=1)
+    write_image(root / "sub" / "b.png", seed=2)
+    counts = []
+    for _ in range(2):
+        result = invoke("explain", root, "--model", models["path"]["gap"], "--out", root / "results", "-q")
+        assert result.exit_code == 0, result.stderr
+        counts.append(read_json(root / "results" / "summary.json")["images"])
+    assert counts == [2, 2]
+    records = [read_json(root / "results" / f"{stem}.json") for stem in ("a", "sub/b")]
+    assert overlays(root / "results") == [record["explanations"][0]["overlay"] for record in records]
+
+
+def test_default_output_folder_in_the_working_directory_is_not_read_back(models, tmp_path, monkeypatch):
+    write_image(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        result = invoke("explain", ".", "--model", models["path"]["gap"], "-q")
+        assert result.exit_code == 0, result.stderr
+        summary = read_json(tmp_path / "camcli_out" / "summary.json")
+        assert (summary["images"], summary["ok"]) == (1, 1)
+
+
+# --- 12. a built-in model with random weights -----------------------------------------------------------
+
+
+def test_builtin_model_with_random_weights_warns(image, tmp_path):
+    result = invoke("explain", image, "--model", "mobilenet", "--weights", "none", "--out", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "camcli: warning: random weights (--weights none): the predictions are meaningless"
+    )
+    record = read_json(tmp_path / "img.json")
+    assert record["warning"] == "random weights (--weights none): the predictions and maps are meaningless"
+    assert record["model"] == "mobilenet"
+    assert record["layer"] == "conv_pw_13_relu"
+    assert len(record["predictions"]) == 5
+    summary = read_json(tmp_path / "summary.json")
+    assert summary["pretrained"] is False
+    assert "meaningless" in summary["warning"]
