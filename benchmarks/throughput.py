@@ -191,8 +191,6 @@ def memory_run(count: int, work: Path) -> tuple[float, float, float]:
     from camcli.loading import load_model
     from camcli.runner import RunOptions, run
 
-    from camcli import demo
-
     folder = work / "memory"
     make_images(folder, count, 160, seed=3)
     loaded = load_model("demo")
@@ -208,7 +206,6 @@ def memory_run(count: int, work: Path) -> tuple[float, float, float]:
 
     run(explainer, tasks, RunOptions(work / "memory_out", batch_size=8), on_progress=progress)
     end = rss_mb()
-    assert demo.INPUT_SIZE  # the demo model is the one measured
     return samples["at100"], end, (end - samples["at100"]) / samples["at100"]
 
 
@@ -230,7 +227,6 @@ def main():
         args.memory_images = 500 if args.quick else 2000
 
     from camcli.catalog import BUILTIN_MODELS
-    from camcli.explainer import Explainer
     from camcli.loading import load_model
 
     work = Path(tempfile.mkdtemp(prefix="camcli-bench-"))
@@ -257,21 +253,19 @@ def main():
             cam = camcli_end_to_end(loaded, paths, batch_size, "cam", work / "out") if entry.cam else float("nan")
             rows.append((name, batch_size, predict, gradcam, cam, tutorial))
         del loaded
-        Explainer  # noqa: B018 (imported for its side effect of loading TF once)
 
     print(header)
-    for name, batch_size, predict, gradcam, cam, tutorial in rows:
+    for name, batch_size, predict, gradcam, cam, _ in rows:
         cam_ratio = f"{cam / predict:9.2f}" if cam == cam else f"{'n/a':>9}"
-        print(f"{name:<10} {batch_size:>5} {predict:8.1f} {gradcam:8.1f} {cam:8.1f} {gradcam / predict:10.2f} {cam_ratio}")
+        print(f"{name:<10} {batch_size:>5} {predict:8.1f} {gradcam:8.1f} {cam:8.1f} "
+              f"{gradcam / predict:10.2f} {cam_ratio}")
     print()
-    tutorials = {}
-    for name, _, _, _, _, tutorial in rows:
-        tutorials[name] = tutorial
     print("tutorial loop (keras.io make_gradcam_heatmap, eager, one image at a time):")
-    for name, tutorial in tutorials.items():
-        best = max(g for n, b, p, g, c, t in rows if n == name)
-        print(f"  {name:<10} {tutorial:6.2f} images/s; camcli gradcam best {best:6.1f} images/s = "
-              f"{check(f'{name} vs tutorial', best / tutorial, TARGETS['gradcam_vs_tutorial'])}x")
+    for name in dict.fromkeys(row[0] for row in rows):
+        tutorial = next(row[5] for row in rows if row[0] == name)
+        best = max(row[3] for row in rows if row[0] == name)
+        speedup = check(f"{name} vs tutorial", best / tutorial, TARGETS["gradcam_vs_tutorial"])
+        print(f"  {name:<10} {tutorial:6.2f} images/s; camcli gradcam best {best:6.1f} images/s = {speedup}x")
     print()
     print("targets at batch 8 and 32:")
     for name, batch_size, predict, gradcam, cam, _ in rows:
@@ -290,8 +284,8 @@ def main():
     print(f"camcli models: {check('models', wall([*camcli_command(), 'models']), TARGETS['help_seconds'], False)} s")
     if args.memory_images:
         at100, end, growth = memory_run(args.memory_images, work)
-        print(f"memory, {args.memory_images}-image demo-model run: RSS {at100:.0f} MB after 100 images, {end:.0f} MB at "
-              f"the end: growth {check('memory', growth, TARGETS['memory_growth'], False)}")
+        print(f"memory, {args.memory_images}-image demo-model run: RSS {at100:.0f} MB after 100 images, "
+              f"{end:.0f} MB at the end: growth {check('memory', growth, TARGETS['memory_growth'], False)}")
     print(f"peak RSS of this benchmark process: {peak_rss_mb():.0f} MB")
     shutil.rmtree(work, ignore_errors=True)
     print(f"\n{sum(held)} of {len(held)} targets held")
