@@ -104,3 +104,16 @@ def test_cli_on_real_photos(tmp_path):
     assert camera["predictions"][0]["label"] == "tripod"
     assert (camera["width"], camera["height"]) == (512, 512)
     assert "warning" not in chelsea
+
+
+def test_weights_file_for_a_builtin_model(tmp_path):
+    """--weights FILE loads local weights, bypassing Keras' cache."""
+    from conftest import MOBILENET_V2_WEIGHTS, SHARED_IMAGENET
+
+    local = tmp_path / "my-weights.h5"
+    local.write_bytes((SHARED_IMAGENET / MOBILENET_V2_WEIGHTS).read_bytes())
+    result = CliRunner().invoke(cli, ["explain", str(SHARED_PHOTOS / "coffee.png"), "--model", "mobilenetv2",
+                                      "--weights", str(local), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "coffee.json").read_text())
+    assert record["predictions"][0]["label"] == "espresso"
