@@ -162,28 +162,37 @@ class Explainer:
             return logits, tf.sigmoid(logits)
         return logits, tf.nn.softmax(logits, axis=-1)
 
-    def _compute(self, images):
+    def _select(self, logits):
+        """Scores, the top-k, each image's class per request, and those classes' logits y^c."""
         import tensorflow as tf
 
         k = max(self.top_k, *(r.rank or 1 for r in self.requests))
         fixed = tf.constant([r.index if r.index is not None else -1 for r in self.requests], tf.int32)
         rank_positions = [(r.rank or 1) - 1 for r in self.requests]
+        class_logits, scores = self._class_logits_and_scores(logits)
+        top_scores, top_indices = tf.math.top_k(scores, k=k)
+        ranked = tf.gather(top_indices, rank_positions, axis=1)
+        class_ids = tf.where(fixed[tf.newaxis, :] >= 0, fixed[tf.newaxis, :], ranked)  # (batch, requests)
+        selected = tf.gather(class_logits, class_ids, batch_dims=1)  # y^c per image and request
+        return scores, top_scores, top_indices, class_ids, selected
+
+    def _compute(self, images):
+        import tensorflow as tf
+
+        if not self.method.needs_gradients:  # one forward pass and nothing else
+            activations, logits = self._forward(images)
+            scores, top_scores, top_indices, class_ids, _ = self._select(logits)
+            gradients = tf.zeros((0,), tf.float32)
+            return tf.cast(activations, tf.float32), gradients, scores, top_scores, top_indices, class_ids
         with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
             # Watching the activations records the head even in frozen models, whose weights the
             # tape would otherwise ignore.
             activations, logits = self._forward(images, watch=tape.watch)
-            class_logits, scores = self._class_logits_and_scores(logits)
-            top_scores, top_indices = tf.math.top_k(scores, k=k)
-            ranked = tf.gather(top_indices, rank_positions, axis=1)
-            class_ids = tf.where(fixed[tf.newaxis, :] >= 0, fixed[tf.newaxis, :], ranked)  # (batch, requests)
-            selected = tf.gather(class_logits, class_ids, batch_dims=1)  # y^c per image and request
+            scores, top_scores, top_indices, class_ids, selected = self._select(logits)
             # Summing y^c over the batch and differentiating gives each image its own gradient, as
             # the images do not interact at inference; nothing is averaged across the batch.
             totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
-        if self.method.needs_gradients:
-            gradients = tf.stack([tf.cast(tape.gradient(total, activations), tf.float32) for total in totals], axis=1)
-        else:
-            gradients = tf.zeros((0,), tf.float32)
+        gradients = tf.stack([tf.cast(tape.gradient(total, activations), tf.float32) for total in totals], axis=1)
         return tf.cast(activations, tf.float32), gradients, scores, top_scores, top_indices, class_ids
 
     # -- the numpy side -------------------------------------------------------------------------
