@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -56,6 +58,22 @@ def cli(ctx, debug):
       camcli explain photos/ --model demo --out results/
     """
     ctx.ensure_object(dict)["debug"] = debug
+
+
+def parse_shard(ctx, param, value):
+    """--shard K/N -> (K, N), 1 <= K <= N."""
+    if value is None:
+        return None
+    try:
+        k, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not K/N, e.g. 1/4") from None
+    if n < 1 or not 1 <= k <= n:
+        raise click.BadParameter(
+            f"{value!r}: shards are numbered 1 to N; for a 0-based job index i (Slurm --array=0-3, Kubernetes "
+            "JOB_COMPLETION_INDEX) pass $((i+1))/N"
+        )
+    return k, n
 
 
 def model_options(function):
@@ -120,10 +138,16 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
               help="Images per compiled step.")
 @click.option("--save-heatmap", is_flag=True,
               help="Also write each map as float32 .npy at the image's resolution, values in [0, 1].")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first image that fails (exit 1).")
+@click.option("--resume", is_flag=True,
+              help="Skip images whose outputs an earlier run (same model, layer, method) completed.")
+@click.option("--shard", callback=parse_shard, metavar="K/N",
+              help="Explain only shard K of N (1 <= K <= N), split by relative path: N processes (job "
+                   "array tasks, GPUs) cover every image once. Writes summary.K-of-N.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
 @click.option("--json", "print_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, layer, method, classes, top_k, head,
-            out_dir, alpha, colormap, batch_size, save_heatmap, quiet, print_json):
+            out_dir, alpha, colormap, batch_size, save_heatmap, fail_fast, resume, shard, quiet, print_json):
     """Write heatmap overlays and top-k predictions for images and folders.
 
     PATHS are image files or folders (searched recursively; images are recognised by content). For
@@ -148,23 +172,70 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")
     loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
     explainer = Explainer(loaded, layer=layer, method=method, classes=classes, top_k=top_k, head=head)
-    bar = tqdm(total=len(tasks) + len(skipped), unit="img", file=sys.stderr,
-               disable=quiet or not sys.stderr.isatty())
-    with bar:
-        summary = run(
-            explainer, tasks, RunOptions(out_dir, batch_size, alpha, colormap, save_heatmap), skipped,
-            on_failure=lambda image, reason: bar.write(f"camcli: failed: {image}: {reason}", file=sys.stderr),
-            on_progress=bar.update,
-        )
+    options = RunOptions(out_dir, batch_size, alpha, colormap, save_heatmap, fail_fast=fail_fast, resume=resume,
+                         shard=shard)
+    total = len(tasks) + len(skipped) if shard is None else None
+    bar = tqdm(total=total, unit="img", file=sys.stderr, disable=quiet or not sys.stderr.isatty())
+    stop = threading.Event()
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        stop.set()
+        bar.write("camcli: interrupted: finishing the current batch (Ctrl-C again to stop now)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with bar:
+            summary = run(
+                explainer, tasks, options, skipped,
+                on_failure=lambda image, reason: bar.write(f"camcli: failed: {image}: {reason}", file=sys.stderr),
+                on_progress=bar.update, stop=stop,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if print_json:
-        click.echo(json.dumps(summary_record(explainer, summary), indent=2))
+        click.echo(json.dumps(summary_record(explainer, summary, shard), indent=2))
     if not quiet:
         click.echo(f"camcli: explained {summary.ok} of {summary.images} images ({summary.failed} failed) with "
                    f"{explainer.method.name} at {explainer.layer} in {summary.elapsed_seconds:.1f} s "
                    f"({summary.images_per_second:.1f} images/s) -> {out_dir}", err=True)
         if not loaded.pretrained:
             click.echo("camcli: warning: random weights (--weights none): the predictions are meaningless", err=True)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(EXIT_FAILED_IMAGES if summary.failed else 0)
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "print_json", is_flag=True, help="Print the merged summary as JSON on stdout.")
+def summary(out_dir, print_json):
+    """Merge the shard summaries in OUT_DIR into summary.json and report missing shards.
+
+    Exit status 0 when every shard is present and no image failed, 1 otherwise.
+
+    \b
+    Example:
+      camcli summary results/
+    """
+    from camcli.outputs import save_json
+    from camcli.runner import SUMMARY_NAME, merge_summaries
+
+    merged = merge_summaries(out_dir)
+    if merged.get("shards"):
+        save_json(out_dir / SUMMARY_NAME, merged)
+    if print_json:
+        click.echo(json.dumps(merged, indent=2))
+    else:
+        shards = f" from {merged['shards']} shards" if merged.get("shards") else ""
+        click.echo(f"{merged['images']} images{shards}: {merged['ok']} ok, {merged['failed']} failed")
+        for failure in merged["failures"]:
+            click.echo(f"  failed: {failure['image']}: {failure['error']}")
+        if merged["missing_shards"]:
+            missing = ", ".join(f"{k}/{merged['shards']}" for k in merged["missing_shards"])
+            click.echo(f"missing shards: {missing}")
+    sys.exit(EXIT_FAILED_IMAGES if merged["failed"] or merged["missing_shards"] else 0)
 
 
 @cli.command()

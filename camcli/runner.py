@@ -12,7 +12,11 @@ image is complete.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -31,6 +35,7 @@ from camcli.outputs import save_json, save_npy, save_png
 from camcli.overlay import blend, colormap_lut, peak_xy, upsample
 
 SUMMARY_NAME = "summary.json"
+_TEMP_FILE = re.compile(r"\..+\.tmp")  # camcli.outputs' temporary names: ".<name>.<random>.tmp"
 
 
 @dataclass
@@ -41,6 +46,13 @@ class RunOptions:
     colormap: str = "jet"
     save_heatmap: bool = False
     png_compress_level: int = 1  # zlib level 1: several times faster than 6, files ~10-20% larger
+    fail_fast: bool = False  # stop at the first failed image
+    resume: bool = False  # skip images whose outputs are already complete
+    shard: tuple[int, int] | None = None  # (k, n), 1 <= k <= n: this process's share of the images
+
+    @property
+    def summary_name(self) -> str:
+        return SUMMARY_NAME if self.shard is None else f"summary.{self.shard[0]}-of-{self.shard[1]}.json"
 
 
 @dataclass
@@ -49,6 +61,8 @@ class RunSummary:
     ok: int = 0
     failures: list[dict] = field(default_factory=list)
     elapsed_seconds: float = 0.0
+    resumed: int = 0  # images found complete from an earlier run (counted in ok)
+    interrupted: bool = False
 
     @property
     def failed(self) -> int:
@@ -56,7 +70,46 @@ class RunSummary:
 
     @property
     def images_per_second(self) -> float:
-        return self.ok / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        explained = self.ok - self.resumed
+        return explained / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+
+def in_shard(out_stem: str, shard: tuple[int, int]) -> bool:
+    """Whether an image belongs to shard k of n. The split depends only on the image's relative path,
+    so n processes that list the same tree cover every image exactly once, whatever their order."""
+    k, n = shard
+    digest = hashlib.sha1(out_stem.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % n == k - 1
+
+
+def is_complete(task: ImageTask, explainer: Explainer, options: RunOptions) -> bool:
+    """An earlier run finished this image with the same model, layer and method: its JSON (written
+    last) parses and every file it lists exists."""
+    try:
+        record = json.loads(json_path(options.out_dir, task).read_text("utf-8"))
+        explanations = record["explanations"]
+        if (record["model"], record["layer"]) != (explainer.loaded.name, explainer.layer):
+            return False
+        if not explanations or any(e["method"] != explainer.method.name for e in explanations):
+            return False
+        files = [e["overlay"] for e in explanations] + [e["heatmap"] for e in explanations if options.save_heatmap]
+        return all(name and (options.out_dir / name).is_file() for name in files)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def remove_stale_temporary_files(out_dir: Path) -> int:
+    """Delete the temporary files a killed run left behind (never a finished output)."""
+    removed = 0
+    for folder, _, names in os.walk(out_dir):
+        for name in names:
+            if _TEMP_FILE.fullmatch(name):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def output_paths(out_dir: Path, task: ImageTask, method: str, class_index: int) -> tuple[Path, Path]:
@@ -129,12 +182,17 @@ def _decode(task: ImageTask, explainer: Explainer):
 
 def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
         skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
-        on_progress: Callable[[int], None] | None = None) -> RunSummary:
-    """Explain every task, write the outputs and `summary.json`; return the summary.
+        on_progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> RunSummary:
+    """Explain every task, write the outputs and the summary JSON; return the summary.
 
     on_failure(image, reason) is called once per failed image as it happens; on_progress(n) after
-    every n images finished (written or failed).
+    every n images finished (written, failed or found complete). Setting `stop` (e.g. on SIGINT)
+    ends the run after the current batch, with its outputs and the summary written.
     """
+    stop = stop or threading.Event()
+    if options.shard is not None:
+        tasks = [task for task in tasks if in_shard(task.out_stem, options.shard)]
+        skipped = [item for item in skipped if in_shard(item.display, options.shard)]
     try:
         options.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -147,10 +205,19 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
         summary.failures.append({"image": display, "error": reason})
         if on_failure:
             on_failure(display, reason)
+        if options.fail_fast:
+            stop.set()
 
     for item in skipped:
         summary.images += 1
         fail(item.display, item.reason)
+    if options.resume:
+        remove_stale_temporary_files(options.out_dir)
+        remaining = [task for task in tasks if not is_complete(task, explainer, options)]
+        summary.resumed = summary.ok = len(tasks) - len(remaining)
+        if on_progress and summary.resumed:
+            on_progress(summary.resumed)
+        tasks = remaining
 
     lookahead = max(2 * options.batch_size, 4)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="camcli-decode") as decoders, \
@@ -178,7 +245,7 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
                     on_progress(1)
 
         top_up()
-        while decoding:
+        while decoding and not stop.is_set():
             batch_tasks, batch_rgb, batch_inputs = [], [], []
             while decoding and len(batch_tasks) < options.batch_size:
                 task, future = decoding.popleft()
@@ -199,13 +266,16 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
                 writing.append((task, writers.submit(write_image_outputs, task, rgb, result, explainer, options)))
             drain_writes(limit=lookahead)
         drain_writes(limit=0)
+        summary.interrupted = stop.is_set() and not options.fail_fast
+        for _, future in decoding:  # stopped early: decoded images not yet explained are dropped
+            future.cancel()
 
     summary.elapsed_seconds = time.perf_counter() - started
-    write_summary(options.out_dir, explainer, summary)
+    write_summary(options, explainer, summary)
     return summary
 
 
-def summary_record(explainer: Explainer, summary: RunSummary) -> dict:
+def summary_record(explainer: Explainer, summary: RunSummary, shard: tuple[int, int] | None = None) -> dict:
     loaded = explainer.loaded
     record = {
         "camcli_version": __version__,
@@ -220,11 +290,62 @@ def summary_record(explainer: Explainer, summary: RunSummary) -> dict:
         "failures": summary.failures,
         "elapsed_seconds": round(summary.elapsed_seconds, 3),
         "images_per_second": round(summary.images_per_second, 3),
+        "resumed": summary.resumed,
+        "interrupted": summary.interrupted,
     }
+    if shard is not None:
+        record["shard"] = {"index": shard[0], "count": shard[1]}
     if not loaded.pretrained:
         record["warning"] = RANDOM_WEIGHTS_WARNING
     return record
 
 
-def write_summary(out_dir: Path, explainer: Explainer, summary: RunSummary) -> None:
-    save_json(out_dir / SUMMARY_NAME, summary_record(explainer, summary))
+def write_summary(options: RunOptions, explainer: Explainer, summary: RunSummary) -> None:
+    save_json(options.out_dir / options.summary_name, summary_record(explainer, summary, options.shard))
+
+
+_SHARD_SUMMARY = re.compile(r"summary\.(\d+)-of-(\d+)\.json")
+
+
+def merge_summaries(out_dir: Path) -> dict:
+    """Combine the shard summaries (summary.K-of-N.json) in `out_dir` into one record.
+
+    The record lists `missing_shards`; a folder with only a plain summary.json is returned as is.
+    Raises UsageError when there is nothing to merge or the shards disagree on N.
+    """
+    shards = {}
+    for path in sorted(out_dir.glob("summary.*-of-*.json")):
+        match = _SHARD_SUMMARY.fullmatch(path.name)
+        if match:
+            try:
+                shards[(int(match[1]), int(match[2]))] = json.loads(path.read_text("utf-8"))
+            except (OSError, ValueError) as error:
+                raise UsageError(f"cannot read shard summary {path}: {error}") from error
+    if not shards:
+        plain = out_dir / SUMMARY_NAME
+        if plain.is_file():
+            return {**json.loads(plain.read_text("utf-8")), "missing_shards": []}
+        raise UsageError(f"no summary.json or summary.K-of-N.json in {out_dir}; is it a camcli --out folder?")
+    counts = {n for _, n in shards}
+    if len(counts) != 1:
+        raise UsageError(f"shard summaries in {out_dir} disagree on the shard count: {sorted(counts)}")
+    (count,) = counts
+    records = [shards[key] for key in sorted(shards)]
+    first = records[0]
+    elapsed = max(r.get("elapsed_seconds", 0.0) for r in records)  # shards run side by side
+    ok = sum(r["ok"] for r in records)
+    resumed = sum(r.get("resumed", 0) for r in records)
+    return {
+        **{key: first[key] for key in ("camcli_version", "model", "layer", "method", "classes", "pretrained")
+           if key in first},
+        "images": sum(r["images"] for r in records),
+        "ok": ok,
+        "failed": sum(r["failed"] for r in records),
+        "failures": [failure for r in records for failure in r["failures"]],
+        "elapsed_seconds": elapsed,
+        "images_per_second": round((ok - resumed) / elapsed, 3) if elapsed else 0.0,
+        "resumed": resumed,
+        "interrupted": any(r.get("interrupted") for r in records),
+        "shards": count,
+        "missing_shards": [k for k in range(1, count + 1) if (k, count) not in shards],
+    }

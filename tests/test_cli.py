@@ -16,7 +16,7 @@ import tiny_models
 from click.testing import CliRunner
 from PIL import Image
 
-from camcli import __version__
+from camcli import __version__, demo
 from camcli.cli import cli
 from camcli.errors import UsageError
 
@@ -583,7 +583,7 @@ def test_models_lists_the_builtin_models_with_sizes_and_layers():
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert list(rows)[0] == "demo"
     expected = {
-        "demo": ("96x96", "conv5", "yes"),
+        "demo": (f"{demo.INPUT_SIZE}x{demo.INPUT_SIZE}", demo.LAST_CONV_LAYER, "yes"),
         "vgg16": ("224x224", "block5_conv3", "no"),
         "resnet50": ("224x224", "conv5_block3_out", "yes"),
         "xception": ("299x299", "block14_sepconv2_act", "yes"),
