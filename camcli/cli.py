@@ -140,7 +140,7 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
               help="Also write each map as float32 .npy at the image's resolution, values in [0, 1].")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first image that fails (exit 1).")
 @click.option("--resume", is_flag=True,
-              help="Skip images whose outputs an earlier run (same model, layer, method) completed.")
+              help="Skip images whose outputs an earlier run (same model, layer, method, classes) completed.")
 @click.option("--shard", callback=parse_shard, metavar="K/N",
               help="Explain only shard K of N (1 <= K <= N), split by relative path: N processes (job "
                    "array tasks, GPUs) cover every image once. Writes summary.K-of-N.json.")

@@ -236,11 +236,28 @@ _RESERVED_STEM = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?")
 
 def _collisions(stems):
     """Groups (lists of indexes, in order) of stems equal up to case and Unicode normalisation,
-    plus a group of one for each stem that would overwrite one of the run's own files."""
+    plus a group of one for each stem whose outputs would land on one of the run's own files or
+    on a folder that other images' outputs go into (`a.png` next to a folder `a.json/`)."""
     groups = {}
     for i, stem in enumerate(stems):
         groups.setdefault(_fold(stem), []).append(i)
-    return [group for key, group in groups.items() if len(group) > 1 or _RESERVED_STEM.fullmatch(key)]
+    blocked = _stems_blocked_by_folders(groups)
+    return [group for key, group in groups.items()
+            if len(group) > 1 or _RESERVED_STEM.fullmatch(key) or key in blocked]
+
+
+def _stems_blocked_by_folders(folded_stems):
+    """Stems S for which some output folder is named "S.<anything>": S's own outputs ("S.json",
+    "S.<method>.<class>.png") could be that folder."""
+    blocked = set()
+    for stem in folded_stems:
+        parts = stem.split("/")
+        for depth in range(1, len(parts)):
+            parent, folder = "/".join(parts[: depth - 1]), parts[depth - 1]
+            for position, char in enumerate(folder):
+                if char == "." and position:
+                    blocked.add(f"{parent}/{folder[:position]}" if parent else folder[:position])
+    return blocked
 
 
 def _unique_suffix(stems, i, n):

@@ -3,7 +3,7 @@
 Every file is written under a temporary name in its own directory, then renamed into place with
 `os.replace`, which is atomic within one file system. A reader (or a resumed run checking
 `is_complete`) sees either the previous file or the whole new one, never half of it, and a run
-killed mid-write leaves at worst a hidden `.<name>.<random>.tmp` file, never a truncated result.
+killed mid-write leaves at worst a hidden `.camcli.<name>.<random>.tmp` file, never a truncated result.
 
 Files are not fsync'ed: that would cost a disk flush per file across thousands of images. After
 a power cut a just-renamed file can come back empty, which `is_complete` reports as not done.
@@ -31,12 +31,18 @@ def _current_umask():
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
+# Temporary names are ".camcli.<name>.<random>.tmp": recognisable, so that `--resume` can remove the
+# ones a killed run left behind without touching anything else.
+TEMP_PREFIX = ".camcli."
+TEMP_SUFFIX = ".tmp"
+
+
 def write_bytes_atomic(path, data):
     """Write `data` to `path` atomically, creating parent directories as needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The name is cut short so that the temporary name stays within the 255-byte name limit.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name[:40]}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fp:
             if hasattr(os, "fchmod"):

@@ -31,11 +31,10 @@ from camcli.discovery import ImageTask, SkippedInput
 from camcli.errors import CamcliError, UsageError
 from camcli.explainer import Explainer, ImageExplanation
 from camcli.images import load_rgb
-from camcli.outputs import save_json, save_npy, save_png
+from camcli.outputs import TEMP_PREFIX, TEMP_SUFFIX, save_json, save_npy, save_png
 from camcli.overlay import blend, colormap_lut, peak_xy, upsample
 
 SUMMARY_NAME = "summary.json"
-_TEMP_FILE = re.compile(r"\..+\.tmp")  # camcli.outputs' temporary names: ".<name>.<random>.tmp"
 
 
 @dataclass
@@ -83,8 +82,8 @@ def in_shard(out_stem: str, shard: tuple[int, int]) -> bool:
 
 
 def is_complete(task: ImageTask, explainer: Explainer, options: RunOptions) -> bool:
-    """An earlier run finished this image with the same model, layer and method: its JSON (written
-    last) parses and every file it lists exists."""
+    """An earlier run finished this image with the same model, layer, method and classes: its JSON
+    (written last) parses and every file it lists exists."""
     try:
         record = json.loads(json_path(options.out_dir, task).read_text("utf-8"))
         explanations = record["explanations"]
@@ -92,9 +91,13 @@ def is_complete(task: ImageTask, explainer: Explainer, options: RunOptions) -> b
             return False
         if not explanations or any(e["method"] != explainer.method.name for e in explanations):
             return False
+        ranked = [p["index"] for p in record["predictions"]]
+        wanted = {r.index if r.index is not None else ranked[r.rank - 1] for r in explainer.requests}
+        if wanted != {e["class_index"] for e in explanations}:
+            return False
         files = [e["overlay"] for e in explanations] + [e["heatmap"] for e in explanations if options.save_heatmap]
         return all(name and (options.out_dir / name).is_file() for name in files)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return False
 
 
@@ -103,7 +106,7 @@ def remove_stale_temporary_files(out_dir: Path) -> int:
     removed = 0
     for folder, _, names in os.walk(out_dir):
         for name in names:
-            if _TEMP_FILE.fullmatch(name):
+            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
                 try:
                     os.unlink(os.path.join(folder, name))
                     removed += 1
@@ -189,10 +192,13 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
     every n images finished (written, failed or found complete). Setting `stop` (e.g. on SIGINT)
     ends the run after the current batch, with its outputs and the summary written.
     """
-    stop = stop or threading.Event()
+    stop = stop or threading.Event()  # set from outside: an interruption
+    halt = threading.Event()  # set by --fail-fast
     if options.shard is not None:
         tasks = [task for task in tasks if in_shard(task.out_stem, options.shard)]
-        skipped = [item for item in skipped if in_shard(item.display, options.shard)]
+        # Inputs that were never images have no output path to split by, and their spelling may
+        # differ between processes: shard 1 reports them all, so each is reported exactly once.
+        skipped = list(skipped) if options.shard[0] == 1 else []
     try:
         options.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -206,7 +212,7 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
         if on_failure:
             on_failure(display, reason)
         if options.fail_fast:
-            stop.set()
+            halt.set()
 
     for item in skipped:
         summary.images += 1
@@ -245,7 +251,7 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
                     on_progress(1)
 
         top_up()
-        while decoding and not stop.is_set():
+        while decoding and not stop.is_set() and not halt.is_set():
             batch_tasks, batch_rgb, batch_inputs = [], [], []
             while decoding and len(batch_tasks) < options.batch_size:
                 task, future = decoding.popleft()
@@ -266,7 +272,7 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
                 writing.append((task, writers.submit(write_image_outputs, task, rgb, result, explainer, options)))
             drain_writes(limit=lookahead)
         drain_writes(limit=0)
-        summary.interrupted = stop.is_set() and not options.fail_fast
+        summary.interrupted = stop.is_set()
         for _, future in decoding:  # stopped early: decoded images not yet explained are dropped
             future.cancel()
 
