@@ -9,11 +9,13 @@ What is included
     signature, so `notes.txt` is ignored while a text file named `cat.jpg` is included and fails
     loudly at load time. A broken symlink with an image extension is reported as skipped.
 
-    Nothing inside the output directory is ever read (real paths are compared, so symlinks do
-    not get around it, and the output directory need not exist yet). A PATH argument that lies
-    inside the output directory, or is it, is reported as skipped: explaining a folder into
-    itself would read last run's heatmaps back as photos. The same file reached twice (named
-    twice, or through a symlink) is included once, at its first occurrence.
+    When the output directory lies inside an input folder, nothing inside it is read (real paths
+    are compared, so symlinks do not get around it, and it need not exist yet). When an input
+    folder is the output directory or lies inside it (`--out` = the photo folder), the folder is
+    walked all the same, and camcli's own overlays are recognised by the marker in their PNG
+    text chunk (`camcli.outputs.is_camcli_png`), so last run's heatmaps are never read back as
+    photos. The same file reached twice (named twice, or through a symlink) is included once, at
+    its first occurrence.
 
 Where the outputs go: `out_stem`
     Each task has a stem, a relative POSIX path without extension under the output directory to
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camcli.images import IMAGE_EXTENSIONS, sniff_image
+from camcli.outputs import is_camcli_png
 
 
 @dataclass(frozen=True)
@@ -95,10 +98,13 @@ def _expand(arg, index, out_real, skipped):
         skipped.append(SkippedInput(printable(arg), "invalid path"))
         return
     real = os.path.realpath(arg)
-    if _inside(real, out_real):
-        skipped.append(SkippedInput(printable(arg), "inside the output directory"))
+    in_out = _inside(real, out_real)
+    if in_out and stat.S_ISREG(st.st_mode) and is_camcli_png(arg):
+        skipped.append(SkippedInput(printable(arg), "an output of camcli, not an input"))
     elif stat.S_ISDIR(st.st_mode):
-        yield from _walk(arg, index, out_real, skipped)
+        # A folder inside (or equal to) the output folder is walked for inputs all the same, but
+        # camcli's own outputs in it are recognised by content and left alone.
+        yield from _walk(arg, index, None if in_out else out_real, skipped)
     elif stat.S_ISREG(st.st_mode):
         parent_name = os.path.basename(os.path.dirname(os.path.abspath(arg)))
         yield _Found(Path(arg), real, (os.path.basename(arg),), parent_name, index)
@@ -132,7 +138,7 @@ def _walk(root, index, out_real, skipped):
             if _has_image_extension(entry.name):
                 skipped.append(SkippedInput(printable(Path(entry.path)), "broken symlink"))
         elif kind == "file" and not _inside(real, out_real):
-            if _has_image_extension(entry.name) or sniff_image(entry.path):
+            if (_has_image_extension(entry.name) or sniff_image(entry.path)) and not is_camcli_png(entry.path):
                 yield _Found(Path(entry.path), real, parts, root_name, index)
 
 
@@ -166,6 +172,8 @@ def _dir_key(path):
 
 
 def _inside(real, out_real):
+    if out_real is None:
+        return False
     return real == out_real or real.startswith(out_real.rstrip(os.sep) + os.sep)
 
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 
 def _current_umask():
@@ -56,6 +56,11 @@ def write_bytes_atomic(path, data):
         raise
 
 
+PNG_MARKER_KEY = "Software"
+PNG_MARKER_VALUE = "camcli"
+_MARKER_CHUNK = b"tEXt" + PNG_MARKER_KEY.encode() + b"\x00" + PNG_MARKER_VALUE.encode()
+
+
 def save_png(path, rgb_uint8, compress_level=1):
     """Save an RGB (or greyscale) uint8 array as a PNG, atomically.
 
@@ -63,8 +68,24 @@ def save_png(path, rgb_uint8, compress_level=1):
     several times faster; for heatmap overlays written by the thousand, speed wins.
     """
     buffer = io.BytesIO()
-    Image.fromarray(np.asarray(rgb_uint8, dtype=np.uint8)).save(buffer, format="PNG", compress_level=compress_level)
+    # A text chunk marks the file as camcli's output, so that a later run over the same folder
+    # never takes it for an input photo (see is_camcli_png).
+    marker = PngImagePlugin.PngInfo()
+    marker.add_text(PNG_MARKER_KEY, PNG_MARKER_VALUE)
+    image = Image.fromarray(np.asarray(rgb_uint8, dtype=np.uint8))
+    image.save(buffer, format="PNG", compress_level=compress_level, pnginfo=marker)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def is_camcli_png(path) -> bool:
+    """Whether `path` is a PNG that camcli wrote: Pillow puts the marker before the pixel data,
+    within the first hundred bytes."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and _MARKER_CHUNK in head
 
 
 def save_json(path, obj):

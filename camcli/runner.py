@@ -130,18 +130,26 @@ def _relative(path: Path, out_dir: Path) -> str:
     return path.relative_to(out_dir).as_posix()
 
 
+def _refuse_input(path: Path, inputs: frozenset[str]) -> Path:
+    """`path`, unless writing there would replace one of the run's input images."""
+    if os.path.realpath(path) in inputs:
+        raise CamcliError(f"output {path} would overwrite an input image; choose another --out")
+    return path
+
+
 def write_image_outputs(task: ImageTask, rgb: np.ndarray, result: ImageExplanation, explainer: Explainer,
-                        options: RunOptions) -> None:
-    """Overlays (and heatmaps), then the image's JSON record."""
+                        options: RunOptions, inputs: frozenset[str] = frozenset()) -> None:
+    """Overlays (and heatmaps), then the image's JSON record. Never replaces a file in `inputs`."""
     height, width = rgb.shape[:2]
     lut = colormap_lut(options.colormap)
     explanations = []
     for class_map in result.maps:
         heatmap = upsample(class_map.heatmap, (width, height))
         overlay_path, heatmap_path = output_paths(options.out_dir, task, class_map.method, class_map.class_index)
-        save_png(overlay_path, blend(rgb, heatmap, options.alpha, lut), compress_level=options.png_compress_level)
+        save_png(_refuse_input(overlay_path, inputs), blend(rgb, heatmap, options.alpha, lut),
+                 compress_level=options.png_compress_level)
         if options.save_heatmap:
-            save_npy(heatmap_path, heatmap.astype(np.float32))
+            save_npy(_refuse_input(heatmap_path, inputs), heatmap.astype(np.float32))
         explanations.append({
             "method": class_map.method,
             "layer": class_map.layer,
@@ -168,7 +176,7 @@ def write_image_outputs(task: ImageTask, rgb: np.ndarray, result: ImageExplanati
     }
     if not loaded.pretrained:
         record["warning"] = RANDOM_WEIGHTS_WARNING
-    save_json(json_path(options.out_dir, task), record)
+    save_json(_refuse_input(json_path(options.out_dir, task), inputs), record)
 
 
 RANDOM_WEIGHTS_WARNING = "random weights (--weights none): the predictions and maps are meaningless"
@@ -194,6 +202,7 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
     """
     stop = stop or threading.Event()  # set from outside: an interruption
     halt = threading.Event()  # set by --fail-fast
+    inputs = frozenset(os.path.realpath(task.source) for task in tasks)  # never overwritten
     if options.shard is not None:
         tasks = [task for task in tasks if in_shard(task.out_stem, options.shard)]
         # Inputs that were never images have no output path to split by, and their spelling may
@@ -269,7 +278,8 @@ def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
                 continue
             results = explainer.explain_batch(np.stack(batch_inputs))
             for task, rgb, result in zip(batch_tasks, batch_rgb, results):
-                writing.append((task, writers.submit(write_image_outputs, task, rgb, result, explainer, options)))
+                writing.append((task, writers.submit(write_image_outputs, task, rgb, result, explainer, options,
+                                                     inputs)))
             drain_writes(limit=lookahead)
         drain_writes(limit=0)
         summary.interrupted = stop.is_set()

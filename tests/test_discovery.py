@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 from camcli.discovery import ImageTask, SkippedInput, discover, printable
@@ -124,14 +125,16 @@ def test_output_dir_may_not_exist_yet(in_tmp):
     assert stems(tasks) == ["cat"]
 
 
-def test_input_inside_or_equal_to_output_dir_is_skipped(in_tmp):
+def test_input_equal_to_output_dir_is_walked_but_camcli_outputs_are_not(in_tmp):
+    from camcli.outputs import save_png
+
     touch(in_tmp / "photos" / "cat.png")
-    tasks, skipped = discover(["photos", "photos/cat.png"], "photos")
-    assert tasks == []
-    assert skipped == [
-        SkippedInput("photos", "inside the output directory"),
-        SkippedInput("photos/cat.png", "inside the output directory"),
-    ]
+    save_png(in_tmp / "photos" / "cat.gradcam.3.png", np.zeros((4, 4, 3), np.uint8))  # last run's overlay
+    tasks, skipped = discover(["photos"], "photos")
+    assert [t.display for t in tasks] == ["photos/cat.png"]
+    assert skipped == []
+    tasks, skipped = discover(["photos/cat.gradcam.3.png"], "photos")
+    assert tasks == [] and skipped == [SkippedInput("photos/cat.gradcam.3.png", "an output of camcli, not an input")]
 
 
 def test_same_file_twice_is_included_once(in_tmp):

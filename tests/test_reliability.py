@@ -598,17 +598,31 @@ def test_out_equal_to_the_input_folder_never_touches_the_inputs(model, tmp_path)
     write_png(photos / "sub" / "q.png", seed=9)
     (photos / "notes.tmp").write_text("user data\n", "utf-8")
     before = snapshot(photos, skip=None)
-    # What camcli does: the folder (or a file in it) named as input inside --out is refused as
-    # "inside the output directory" (exit 1); only summary.json is written.
-    for args in ([photos], [photos / "p0.png", photos]):
-        result = invoke("explain", *args, "--model", model, "--out", photos, "-q")
-        assert result.exit_code == 1
+    # The folder is explained into itself: outputs land beside the inputs, which stay byte for
+    # byte; a second run does not read the first run's overlays back as photos.
+    for _ in range(2):
+        result = invoke("explain", photos, "--model", model, "--out", photos, "-q")
+        assert result.exit_code == 0, result.stderr
         assert "Traceback" not in result.stderr
-        assert failed_lines(result.stderr) == [f"camcli: failed: {arg}: inside the output directory" for arg in args]
         after = snapshot(photos, skip=None)
-        assert set(after) == set(before) | {"summary.json"}
         assert all(after[name] == data for name, data in before.items())
-        assert read_json(photos / "summary.json")["ok"] == 0
+        summary = read_json(photos / "summary.json")
+        assert (summary["images"], summary["ok"]) == (4, 4)
+        assert {"p0.json", "p1.json", "p2.json", "sub/q.json"} <= set(after)
+
+
+def test_an_output_that_would_replace_an_input_fails_that_image_only(model, tmp_path):
+    photos = tmp_path / "photos"
+    write_png(photos / "x.png", seed=1)
+    for index in range(3):  # an input named like x.png's overlay for any of the 3 classes
+        write_png(photos / f"x.gradcam.{index}.png", seed=2 + index)
+    before = snapshot(photos, skip=None)
+    result = invoke("explain", photos / "x.png", *(photos / f"x.gradcam.{i}.png" for i in range(3)),
+                    "--model", model, "--out", photos, "-q")
+    assert result.exit_code == 1
+    assert "would overwrite an input image; choose another --out" in result.stderr
+    after = snapshot(photos, skip=None)
+    assert all(after[name] == data for name, data in before.items())
 
 
 def test_out_folder_holding_user_files_keeps_them_byte_for_byte(model, tmp_path):
