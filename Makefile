@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv lint test demo demo-model samples bench clean
+.PHONY: all venv lint test demo demo-model samples bench soak clean
 
 all: lint test
 
@@ -38,6 +38,10 @@ samples: venv
 
 bench: venv
 	$(BIN)/python benchmarks/throughput.py
+
+# 5,000 generated images through the demo model: failures, completeness, memory growth.
+soak: venv
+	$(BIN)/python benchmarks/soak.py
 
 clean:
 	rm -rf $(DEMO_OUT) camcli_out .pytest_cache

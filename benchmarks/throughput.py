@@ -33,6 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from camcli.loading import import_keras  # noqa: E402
 
@@ -193,27 +194,10 @@ def cold_start(model: str, image: Path, out: Path) -> float:
 
 def memory_run(count: int, work: Path) -> tuple[float, float, float]:
     """RSS (MB) after 100 images and at the end of a `count`-image demo-model run, and the growth."""
-    from camcli.discovery import discover
-    from camcli.explainer import Explainer
-    from camcli.loading import load_model
-    from camcli.runner import RunOptions, run
+    from soak import soak
 
-    folder = work / "memory"
-    make_images(folder, count, 160, seed=3)
-    loaded = load_model("demo")
-    explainer = Explainer(loaded)
-    tasks, _ = discover([folder], work / "memory_out")
-    samples = {}
-    done = [0]
-
-    def progress(n):
-        done[0] += n
-        if done[0] >= 100 and "at100" not in samples:
-            samples["at100"] = rss_mb()
-
-    run(explainer, tasks, RunOptions(work / "memory_out", batch_size=8), on_progress=progress)
-    end = rss_mb()
-    return samples["at100"], end, (end - samples["at100"]) / samples["at100"]
+    figures = soak(count, work / "memory")
+    return figures["rss_at_100"], figures["rss_end"], figures["growth"]
 
 
 # -- the table ------------------------------------------------------------------------------------
