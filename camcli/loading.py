@@ -215,6 +215,7 @@ def load_model(spec: str, weights: str | None = None, preprocess: str | None = N
     stays clean for `--json`.
     """
     with contextlib.redirect_stdout(sys.stderr):
+        import_keras()  # first, so that no path (the demo's module imports keras) imports it loudly
         return _load_model(spec, weights, preprocess, labels_file, unsafe)
 
 

@@ -759,3 +759,15 @@ def test_builtin_model_with_random_weights_warns(image, tmp_path):
     summary = read_json(tmp_path / "summary.json")
     assert summary["pretrained"] is False
     assert "meaningless" in summary["warning"]
+
+
+@pytest.mark.parametrize("model_name", ["file", "demo"])
+def test_a_real_process_prints_only_camcli_lines_on_stderr(models, image, tmp_path, model_name):
+    """TensorFlow's C++ start-up lines (absl, oneDNN) must not reach the user's terminal or CI log."""
+    model = models["path"]["gap"] if model_name == "file" else "demo"
+    done = subprocess.run([sys.executable, "-m", "camcli", "explain", str(image), "--model", model,
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines and all(line.startswith("camcli: ") for line in lines), lines
+    assert done.stdout == ""
