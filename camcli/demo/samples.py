@@ -1,0 +1,104 @@
+"""Write the project's sample images: generated demo scenes with their boxes, and small photos.
+
+    python -m camcli.demo.samples [--out sample_images] [--photos ../shared/photos]
+
+`<out>/generated/` gets one scene per demo class (`<label>_<n>.png`) and `truth.csv` with each
+object's box; `<out>/photos/` gets small copies (longest side at most 320 px) of four CC0 /
+public-domain photos from scikit-image's sample data, with a LICENSE.md. Without the photo
+folder only the generated scenes are written. Numpy and Pillow only.
+"""
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from camcli.demo import CLASSES
+from camcli.demo.scenes import make_scene
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SEED = 2024
+# (width, height) of each generated scene, one per class in CLASSES order.
+SIZES = ((176, 128), (144, 144), (128, 176), (200, 150), (120, 160), (168, 168))
+MAX_PHOTO_SIDE = 320
+# file -> (subject, licence)
+PHOTOS = {
+    "chelsea.png": ("a cat (Chelsea)", "CC0 (Stefan van der Walt)"),
+    "coffee.png": ("a cup of coffee", "CC0 (Rachel Michetti)"),
+    "rocket.jpg": ("a rocket on the launch pad", "public domain (SpaceX)"),
+    "camera.png": ("a man with a camera, grayscale", "CC0"),
+}
+
+
+def write_generated(out_dir, seed=SEED):
+    """One scene per class as `<label>_1.png`, plus `truth.csv`; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows, written = [], []
+    for class_index, size in enumerate(SIZES[: len(CLASSES)]):
+        scene = make_scene(rng, size=size, class_index=class_index)
+        name = f"{scene.label}_1.png"
+        Image.fromarray(scene.image).save(out_dir / name, optimize=True)
+        rows.append([name, *scene.box, scene.label])
+        written.append(out_dir / name)
+    with open(out_dir / "truth.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "x0", "y0", "x1", "y1", "label"])
+        writer.writerows(rows)
+    written.append(out_dir / "truth.csv")
+    return written
+
+
+def write_photos(source_dir, out_dir):
+    """Small copies of the sample photos found in `source_dir`, plus LICENSE.md; returns the paths."""
+    present = [name for name in PHOTOS if (source_dir / name).is_file()]
+    if not present:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in present:
+        with Image.open(source_dir / name) as photo:
+            photo.load()
+            image = photo if photo.mode in ("L", "RGB") else photo.convert("RGB")
+            image.thumbnail((MAX_PHOTO_SIDE, MAX_PHOTO_SIDE), Image.LANCZOS)  # keeps the mode: L stays grayscale
+            if name.endswith(".jpg"):
+                image.save(out_dir / name, quality=90)
+            else:
+                image.save(out_dir / name, optimize=True)
+        written.append(out_dir / name)
+    lines = [
+        "# Sample photos",
+        "",
+        "Small copies (longest side at most 320 px) of images from scikit-image's bundled sample",
+        "data (`skimage.data`, https://scikit-image.org/docs/stable/api/skimage.data.html).",
+        "",
+        "| file | subject | source | licence |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {PHOTOS[name][0]} | scikit-image sample data | {PHOTOS[name][1]} |" for name in present]
+    (out_dir / "LICENSE.md").write_text("\n".join(lines) + "\n")
+    written.append(out_dir / "LICENSE.md")
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m camcli.demo.samples", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="sample_images", help="output folder (default: %(default)s)")
+    parser.add_argument("--photos", default=str(REPO_ROOT.parent / "shared" / "photos"),
+                        help="folder holding the source photos (default: %(default)s)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    written = write_generated(out / "generated")
+    photos = write_photos(Path(args.photos), out / "photos")
+    if not photos:
+        print(f"no photos found in {args.photos}: wrote the generated scenes only", file=sys.stderr)
+    for path in written + photos:
+        print(f"{path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Deterministic scenes for the demo model: one shape on a cluttered background.
+
+Each scene is a random-size RGB image holding exactly one object from `CLASSES` (random position,
+scale, rotation and colour) on a gradient background with pixel noise and a few distractor
+strokes, arcs and small blobs that are none of the classes. The ground-truth box of the object is
+known exactly, which is what lets the training script (and tests) measure whether a heatmap peaks
+on the object.
+
+Numpy and Pillow only; everything is drawn from the `numpy.random.Generator` passed in, so the
+same seed always gives the same pixels and boxes.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from camcli.demo import CLASSES
+
+# Default scene sizes: the short side in pixels, and the long side / short side ratio.
+SHORT_SIDE_RANGE = (96, 320)
+ASPECT_RANGE = (1.0, 1.5)
+# The object's circumscribed circle spans this fraction of the image's short side; its tight box
+# (what `Scene.box` holds) is 0.7 to 1 times that, so about 18% to 65% of the short side.
+OBJECT_SCALE_RANGE = (0.25, 0.65)
+DISTRACTOR_COUNT_RANGE = (3, 9)
+
+# Standard normal noise, made once from a fixed seed; every scene adds a window of it.
+_NOISE = np.random.default_rng(20240601).standard_normal((320, 320, 3), dtype=np.float32)
+
+
+class Scene(NamedTuple):
+    image: np.ndarray  # uint8, H x W x 3
+    class_index: int
+    label: str
+    box: tuple  # (x0, y0, x1, y1) in image pixels, inclusive-exclusive
+
+
+def make_scene(rng, size=None, class_index=None):
+    """Draw one scene.
+
+    `size` is None (a random size, short side 96..320 and not always square), an int (a square
+    image) or a `(width, height)` pair. `class_index` is None for a random class.
+    """
+    width, height = _scene_size(rng, size)
+    if min(width, height) < 32:
+        raise ValueError(f"a scene needs at least 32 pixels a side, not {width}x{height}")
+    if class_index is None:
+        class_index = int(rng.integers(len(CLASSES)))
+    short = min(width, height)
+
+    # The object: circumradius, centre (fully inside the image) and rotation.
+    radius = rng.uniform(*OBJECT_SCALE_RANGE) * short / 2
+    cx = rng.uniform(radius + 1, width - radius - 1)
+    cy = rng.uniform(radius + 1, height - radius - 1)
+    angle = rng.uniform(0, 2 * np.pi)
+    mask = Image.new("L", (width, height), 0)
+    _draw_shape(ImageDraw.Draw(mask), CLASSES[class_index], cx, cy, radius, angle, rng)
+    box = _mask_box(np.asarray(mask))
+
+    canvas, ramp, palette = _background(rng, width, height)
+    object_colour = _contrasting_colour(rng, ramp, palette, box)
+    _draw_distractors(ImageDraw.Draw(canvas), rng, width, height, box)
+    canvas.paste(object_colour, mask=mask)
+
+    # Sensor-like noise over everything, object included: a random window of a fixed texture of
+    # standard normal noise (drawing fresh normals for every pixel would be most of the cost).
+    noise = _noise_window(rng, width, height) * np.float32(rng.uniform(2, 12))
+    image = np.clip(np.asarray(canvas, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    return Scene(image, class_index, CLASSES[class_index], box)
+
+
+def make_dataset(n, seed, size=None, out_size=None):
+    """`n` scenes from `seed`, with the classes balanced (counts differ by at most one).
+
+    Returns `(images, labels, boxes)`: `labels` is an int array (n,), `boxes` an int array (n, 4).
+    Without `out_size`, `images` is a list of arrays of the scene sizes. With `out_size` every
+    scene is resized to `out_size` x `out_size` (Pillow bilinear), its box scaled to match, and
+    `images` is one uint8 array (n, out_size, out_size, 3).
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n) % len(CLASSES))
+    images, boxes = [], []
+    for class_index in labels:
+        scene = make_scene(rng, size=size, class_index=int(class_index))
+        image, box = scene.image, scene.box
+        if out_size is not None:
+            image, box = resize_scene(image, box, out_size)
+        images.append(image)
+        boxes.append(box)
+    if out_size is not None:
+        images = np.stack(images) if images else np.zeros((0, out_size, out_size, 3), np.uint8)
+    return images, labels.astype(np.int64), np.array(boxes, dtype=np.int64).reshape(-1, 4)
+
+
+def resize_scene(image, box, out_size):
+    """Resize an image to `out_size` x `out_size` (bilinear) and scale its box to stay covering."""
+    height, width = image.shape[:2]
+    resized = np.asarray(Image.fromarray(image).resize((out_size, out_size), Image.BILINEAR))
+    sx, sy = out_size / width, out_size / height
+    x0, y0, x1, y1 = box
+    scaled = (
+        int(np.floor(x0 * sx)),
+        int(np.floor(y0 * sy)),
+        min(out_size, int(np.ceil(x1 * sx))),
+        min(out_size, int(np.ceil(y1 * sy))),
+    )
+    return resized, scaled
+
+
+def _scene_size(rng, size):
+    if size is None:
+        short = int(rng.integers(SHORT_SIDE_RANGE[0], SHORT_SIDE_RANGE[1] + 1))
+        long = min(SHORT_SIDE_RANGE[1], int(round(short * rng.uniform(*ASPECT_RANGE))))
+        return (long, short) if rng.random() < 0.5 else (short, long)
+    if isinstance(size, (int, np.integer)):
+        return int(size), int(size)
+    width, height = size
+    return int(width), int(height)
+
+
+def _noise_window(rng, width, height):
+    """A random (height, width, 3) window of the fixed noise texture, tiled for large scenes."""
+    texture = _NOISE
+    if height > texture.shape[0] or width > texture.shape[1]:
+        reps = (-(-height // texture.shape[0]), -(-width // texture.shape[1]), 1)
+        texture = np.tile(texture, reps)
+    oy = int(rng.integers(texture.shape[0] - height + 1))
+    ox = int(rng.integers(texture.shape[1] - width + 1))
+    return texture[oy:oy + height, ox:ox + width]
+
+
+def _polygon(cx, cy, radii, angles, angle):
+    """Vertices at the given radii and angles around (cx, cy), all turned by `angle`."""
+    theta = np.asarray(angles) + angle
+    radii = np.asarray(radii)
+    return list(zip((cx + radii * np.cos(theta)).tolist(), (cy + radii * np.sin(theta)).tolist()))
+
+
+def _draw_shape(draw, label, cx, cy, radius, angle, rng):
+    """Draw one class's shape, filled with 255, inside the circle of `radius` around (cx, cy)."""
+    if label == "circle":
+        r = radius * rng.uniform(0.8, 1.0)
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+    elif label == "ring":
+        r = radius * rng.uniform(0.8, 1.0)
+        width = max(2, int(round(r * rng.uniform(0.25, 0.45))))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=width)
+    elif label == "square":
+        draw.polygon(_polygon(cx, cy, [radius] * 4, np.arange(4) * np.pi / 2, angle), fill=255)
+    elif label == "triangle":
+        draw.polygon(_polygon(cx, cy, [radius] * 3, np.arange(3) * 2 * np.pi / 3, angle), fill=255)
+    elif label == "star":
+        inner = radius * rng.uniform(0.38, 0.5)
+        radii = [radius, inner] * 5
+        draw.polygon(_polygon(cx, cy, radii, np.arange(10) * np.pi / 5, angle), fill=255)
+    elif label == "cross":
+        # A plus sign whose outer corners lie on the circle.
+        half = radius * rng.uniform(0.2, 0.3)
+        arm = np.sqrt(radius**2 - half**2)
+        corners = [(half, arm), (half, half), (arm, half), (arm, -half), (half, -half), (half, -arm),
+                   (-half, -arm), (-half, -half), (-arm, -half), (-arm, half), (-half, half), (-half, arm)]
+        xy = np.array(corners)
+        cos, sin = np.cos(angle), np.sin(angle)
+        xs = cx + xy[:, 0] * cos - xy[:, 1] * sin
+        ys = cy + xy[:, 0] * sin + xy[:, 1] * cos
+        draw.polygon(list(zip(xs.tolist(), ys.tolist())), fill=255)
+    else:
+        raise ValueError(f"unknown demo class {label!r}")
+
+
+def _mask_box(mask):
+    """Tight (x0, y0, x1, y1) box, inclusive-exclusive, of a mask's nonzero pixels."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _background(rng, width, height):
+    """A linear gradient between two nearby random colours, at a random angle.
+
+    Returns `(image, ramp, palette)`: the RGB image, the uint8 (H, W) ramp position of every pixel
+    and the (256, 3) colour of each ramp position.
+    """
+    start = rng.uniform(0, 255, 3)
+    end = np.clip(start + rng.uniform(-80, 80, 3), 0, 255)
+    theta = rng.uniform(0, 2 * np.pi)
+    ramp_x = np.linspace(0, 1, width, dtype=np.float32) * np.float32(np.cos(theta))
+    ramp_y = np.linspace(0, 1, height, dtype=np.float32) * np.float32(np.sin(theta))
+    low = min(0.0, float(ramp_x[-1])) + min(0.0, float(ramp_y[-1]))
+    span = max(abs(float(ramp_x[-1])) + abs(float(ramp_y[-1])), 1e-6)
+    ramp = ((ramp_y[:, None] + (ramp_x[None, :] - low)) * np.float32(255 / span)).astype(np.uint8)
+    steps = np.linspace(0, 1, 256)[:, None]
+    palette = np.rint(start + steps * (end - start)).astype(np.uint8)
+    # Colour the ramp through a lookup table per channel: C passes instead of float maths on H x W x 3.
+    grey = Image.fromarray(ramp)
+    image = Image.merge("RGB", [grey.point(palette[:, c].tolist()) for c in range(3)])
+    return image, ramp, palette
+
+
+def _contrasting_colour(rng, ramp, palette, box):
+    """A random colour far (in RGB distance) from the background under the object's box."""
+    x0, y0, x1, y1 = box
+    local = palette[int(ramp[y0:y1, x0:x1].mean())].astype(np.float32)
+    best, best_distance = None, -1.0
+    for _ in range(20):
+        colour = rng.integers(0, 256, 3)
+        distance = float(np.linalg.norm(colour - local))
+        if distance >= 120:
+            return tuple(int(c) for c in colour)
+        if distance > best_distance:
+            best, best_distance = colour, distance
+    return tuple(int(c) for c in best)
+
+
+def _draw_distractors(draw, rng, width, height, box):
+    """Thin lines, scribbles, short arcs and small blobs, kept off the object's box."""
+    short = min(width, height)
+    x0, y0, x1, y1 = box
+    margin = max(2, short // 40)
+    count = int(rng.integers(*DISTRACTOR_COUNT_RANGE))
+    for _ in range(count):
+        kind = int(rng.integers(4))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        line_width = int(rng.integers(1, max(2, short // 60) + 1))
+        for _attempt in range(8):
+            if kind == 0:  # a straight line
+                points = rng.uniform(0, 1, (2, 2)) * (width, height)
+            elif kind == 1:  # a scribble: a short random walk
+                start = rng.uniform(0, 1, 2) * (width, height)
+                steps = rng.normal(0, 0.12 * short, (int(rng.integers(2, 5)), 2))
+                points = np.vstack([start, start + np.cumsum(steps, axis=0)])
+            elif kind == 2:  # an arc of less than half a turn
+                r = rng.uniform(0.05, 0.25) * short
+                centre = rng.uniform(0, 1, 2) * (width, height)
+                points = np.vstack([centre - r, centre + r])
+            else:  # a small blob, far smaller than any object
+                r = rng.uniform(0.015, 0.035) * short * np.array([1.0, rng.uniform(0.4, 1.0)])
+                centre = rng.uniform(0, 1, 2) * (width, height)
+                points = np.vstack([centre - r, centre + r])
+            lo = points.min(axis=0) - line_width - margin
+            hi = points.max(axis=0) + line_width + margin
+            if hi[0] <= x0 or lo[0] >= x1 or hi[1] <= y0 or lo[1] >= y1:
+                break
+        else:
+            continue  # no place found off the object: skip this distractor
+        xy = [tuple(p) for p in points.tolist()]
+        if kind in (0, 1):
+            draw.line(xy, fill=colour, width=line_width)
+        elif kind == 2:
+            start_angle = rng.uniform(0, 360)
+            draw.arc(xy, start_angle, start_angle + rng.uniform(60, 170), fill=colour, width=line_width)
+        else:
+            draw.ellipse(xy, fill=colour)
