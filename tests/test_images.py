@@ -1,6 +1,5 @@
 """Decoding: every file either becomes an RGB uint8 array or an ImageLoadError with a reason."""
 
-import io
 import os
 import struct
 import sys
@@ -11,20 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from image_fixtures import damaged_images, encode, noise
 from PIL import Image, features
 
 from camcli.errors import ImageLoadError
 from camcli.images import IMAGE_EXTENSIONS, _to_rgb, load_rgb, resize_rgb, sniff_image
-
-
-def encode(image, fmt, **params):
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
-def noise(h, w, channels=3, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
 
 
 def write(tmp_path, name, data):
@@ -299,23 +289,6 @@ def test_resize_rejects_bad_input():
 def scratch(tmp_path_factory):
     # Module-scoped: hypothesis runs many examples per test call, each overwriting one file.
     return tmp_path_factory.mktemp("fuzz")
-
-
-def _valid_images():
-    pixels = Image.fromarray(noise(6, 5))
-    return [encode(pixels, fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP", "TIFF", "PPM")]
-
-
-_SEEDS = _valid_images()
-
-
-@st.composite
-def damaged_images(draw):
-    """A real small image with a few bytes changed and maybe cut short: reaches the decoders."""
-    data = bytearray(draw(st.sampled_from(_SEEDS)))
-    for _ in range(draw(st.integers(0, 4))):
-        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
-    return bytes(data[: draw(st.integers(1, len(data)))])
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,6 @@ Runs go through Click's CliRunner in this process, except where a real process i
 only two. The model is tiny (8x8 input), built in code and saved once for the module.
 """
 
-import io
 import json
 import os
 import random
@@ -27,6 +26,7 @@ import tiny_models
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from image_fixtures import damaged_images, encode, noise
 from PIL import Image
 
 from camcli.cli import cli
@@ -45,16 +45,6 @@ MANY = 200  # images in the kill / Ctrl-C runs
 def invoke(*args):
     """Run `camcli ARGS` in this process; stdout and stderr are kept apart (Click 8.2+)."""
     return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
-
-
-def noise(h, w, channels=3, seed=0, dtype=np.uint8, high=256):
-    return np.random.default_rng(seed).integers(0, high, (h, w, channels), dtype=dtype)
-
-
-def encode(image, fmt, **params):
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **params)
-    return buffer.getvalue()
 
 
 def write_png(path, size=(12, 9), seed=0):
@@ -666,22 +656,6 @@ def test_image_and_folder_whose_outputs_collide_both_succeed(model, tmp_path):
 # --- 8. fuzzed files through the CLI ----------------------------------------------------------------------------
 # tests/test_images.py already checks load_rgb on random bytes and every Pillow mode; here the same
 # kinds of files go through a whole run.
-
-
-def _seed_images():
-    pixels = Image.fromarray(noise(6, 5, seed=7))
-    return [encode(pixels, fmt) for fmt in ("PNG", "JPEG", "GIF", "BMP")]
-
-
-_SEEDS = _seed_images()
-
-
-@st.composite
-def damaged_images(draw):
-    data = bytearray(draw(st.sampled_from(_SEEDS)))
-    for _ in range(draw(st.integers(0, 4))):
-        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
-    return bytes(data[: draw(st.integers(1, len(data)))])
 
 
 @pytest.fixture(scope="module")
