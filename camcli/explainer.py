@@ -23,7 +23,7 @@ from camcli.errors import UsageError
 from camcli.images import resize_rgb
 from camcli.loading import LoadedModel, import_keras
 from camcli.methods import REGISTRY, MapInputs, Method
-from camcli.overlay import normalize_map
+from camcli.overlay import normalize_map, upsample
 from camcli.preprocess import preprocess
 
 DEFAULT_TOP_K = 5
@@ -56,6 +56,8 @@ class ClassMap:
     heatmap: np.ndarray  # (h, w) float32 in [0, 1] at the layer's resolution; all zero when empty
     raw_max: float  # the map's maximum before scaling (after removing negative evidence)
     empty: bool  # no positive evidence at all: the map is all zero
+    layers: list[str] = field(default_factory=list)  # every explained layer (several with a repeated --layer)
+    image: np.ndarray | None = None  # guided methods: (H, W, 3) float32 RGB in [0, 1] at the input size
 
 
 @dataclass
@@ -102,18 +104,27 @@ def resolve_method(name: str) -> Method:
     return method
 
 
-class Explainer:
-    """Explains batches of images with one model, one layer and one method.
+def _unique(items):
+    return list(dict.fromkeys(items))
 
-    loaded: from `camcli.load_model`. layer: a layer name or "outer/inner" path; None picks the last
+
+class Explainer:
+    """Explains batches of images with one model, one or more layers and one method.
+
+    loaded: from `camcli.load_model`. layer: a layer name or "outer/inner" path, or a list of them
+    (their maps are fused: the mean of the per-layer maps scaled to [0, 1]); None picks the last
     spatial layer before the head. classes: `--class` style requests (default: the top-1 class).
     top_k: predictions reported per image (default: 5, or every class when there are fewer).
     head: "auto" reads softmax/sigmoid from the model; "softmax" or "sigmoid" overrides it for models
-    that output logits.
+    that output logits. eigen_smooth: reduce the method's weighted activations by their first
+    principal component. aug_smooth: average the maps of flipped and zoomed copies. max_channels:
+    Score-CAM scores only this many channels. score_batch_size: masked images per Score-CAM pass.
     """
 
-    def __init__(self, loaded: LoadedModel, layer: str | None = None, method: str = "gradcam",
-                 classes: Sequence[str] | None = None, top_k: int | None = None, head: str = "auto"):
+    def __init__(self, loaded: LoadedModel, layer: str | Sequence[str] | None = None, method: str = "gradcam",
+                 classes: Sequence[str] | None = None, top_k: int | None = None, head: str = "auto",
+                 eigen_smooth: bool = False, aug_smooth: bool = False, max_channels: int | None = None,
+                 score_batch_size: int = 32):
         import_keras()
         import tensorflow as tf
 
@@ -123,7 +134,9 @@ class Explainer:
         self.loaded = loaded
         model = loaded.model
         self.method = resolve_method(method)
-        self.layer = resolve_layer(model, layer)
+        requested = [layer] if layer is None or isinstance(layer, str) else list(layer) or [None]
+        self.layers = _unique(resolve_layer(model, name) for name in requested)
+        self.layer = "+".join(self.layers)
         self.head = analyse_head(model, head)
         if self.head.num_classes != loaded.num_classes:
             raise UsageError(f"the model has {self.head.num_classes} classes but {loaded.num_classes} labels")
@@ -133,22 +146,49 @@ class Explainer:
             raise UsageError(f"--top-k {top_k} is out of range: the model has {loaded.num_classes} classes")
         self.top_k = top_k
         self.requests = parse_class_requests(classes, loaded.labels)
+        self._check_options(eigen_smooth, aug_smooth, max_channels, score_batch_size)
+        self.eigen_smooth, self.aug_smooth = eigen_smooth, aug_smooth
+        self.max_channels, self.score_batch_size = max_channels, score_batch_size
+        self.masked_images_scored = 0  # Score-CAM's cost: masked copies run through the model so far
         self.class_weights = None
         if self.method.needs_gap_head:
-            self.class_weights = cam_weights(model, self.layer, self.head)
-            if self.class_weights is None:
-                raise UsageError(
-                    f"--method {self.method.name} needs the layer to feed global-average-pooling -> dense, and "
-                    f"{self.layer!r} in {loaded.name} does not; use --method gradcam, which works at any conv layer"
-                )
-        self._forward = TappedForward(model, self.layer, self.head)
+            self.class_weights = [cam_weights(model, path, self.head) for path in self.layers]
+            for path, weights in zip(self.layers, self.class_weights):
+                if weights is None:
+                    raise UsageError(
+                        f"--method {self.method.name} needs the layer to feed global-average-pooling -> dense, and "
+                        f"{path!r} in {loaded.name} does not; use --method gradcam, which works at any conv layer"
+                    )
+        self._forward = TappedForward(model, self.layers, self.head)
         height, width = loaded.input_size
-        self._step = tf.function(
-            self._compute, input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
-            reduce_retracing=True,
-        )
+        images_spec = tf.TensorSpec((None, height, width, 3), tf.float32)
+        ids_spec = tf.TensorSpec((None, len(self.requests)), tf.int32)
+        self._step = tf.function(self._compute, input_signature=[images_spec, ids_spec], reduce_retracing=True)
+        self._scores_step = tf.function(self._scores, input_signature=[images_spec], reduce_retracing=True)
+        if self.method.guided:
+            self._guided_forward = TappedForward(model, [], self.head, guided=True)
+            self._guided_step = tf.function(self._guided_gradients, input_signature=[images_spec, ids_spec],
+                                            reduce_retracing=True)
+        if self.method.needs_masked_scores:
+            self._masked_step = tf.function(self._masked_scores, reduce_retracing=True, input_signature=[
+                tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None, None), tf.float32),
+                tf.TensorSpec((), tf.int32)])
 
-    # -- the TensorFlow step ------------------------------------------------------------------
+    def _check_options(self, eigen_smooth, aug_smooth, max_channels, score_batch_size):
+        name = self.method.name
+        if aug_smooth and self.method.guided == "backprop":
+            raise UsageError(f"--aug-smooth smooths class activation maps; {name} has none (try guidedgradcam)")
+        if eigen_smooth and self.method.guided == "backprop":
+            raise UsageError(f"--eigen-smooth applies to layer maps; {name} has none (try guidedgradcam)")
+        if max_channels is not None:
+            if not self.method.needs_masked_scores:
+                raise UsageError(f"--max-channels applies to --method scorecam, not {name}")
+            if max_channels < 1:
+                raise UsageError(f"--max-channels {max_channels} must be at least 1")
+        if score_batch_size < 1:
+            raise UsageError(f"the Score-CAM batch size must be at least 1, not {score_batch_size}")
+
+    # -- the TensorFlow steps -------------------------------------------------------------------
 
     def _class_logits_and_scores(self, logits):
         """Per-class logits (what is differentiated) and scores (what is reported)."""
@@ -162,8 +202,12 @@ class Explainer:
             return logits, tf.sigmoid(logits)
         return logits, tf.nn.softmax(logits, axis=-1)
 
-    def _select(self, logits):
-        """Scores, the top-k, each image's class per request, and those classes' logits y^c."""
+    def _select(self, logits, forced_ids):
+        """Scores, the top-k, each image's class per request, and those classes' logits y^c.
+
+        `forced_ids` (batch, requests) overrides the class where it is >= 0: augmented copies of an
+        image are explained for the original's class, whatever their own top class is.
+        """
         import tensorflow as tf
 
         k = max(self.top_k, *(r.rank or 1 for r in self.requests))
@@ -173,27 +217,58 @@ class Explainer:
         top_scores, top_indices = tf.math.top_k(scores, k=k)
         ranked = tf.gather(top_indices, rank_positions, axis=1)
         class_ids = tf.where(fixed[tf.newaxis, :] >= 0, fixed[tf.newaxis, :], ranked)  # (batch, requests)
+        class_ids = tf.where(forced_ids >= 0, forced_ids, class_ids)
         selected = tf.gather(class_logits, class_ids, batch_dims=1)  # y^c per image and request
         return scores, top_scores, top_indices, class_ids, selected
 
-    def _compute(self, images):
+    def _scores(self, images):
+        _, logits = self._forward(images)
+        return self._class_logits_and_scores(logits)[1]
+
+    def _compute(self, images, forced_ids):
         import tensorflow as tf
 
         if not self.method.needs_gradients:  # one forward pass and nothing else
             activations, logits = self._forward(images)
-            scores, top_scores, top_indices, class_ids, _ = self._select(logits)
-            gradients = tf.zeros((0,), tf.float32)
-            return tf.cast(activations, tf.float32), gradients, scores, top_scores, top_indices, class_ids
+            scores, top_scores, top_indices, class_ids, _ = self._select(logits, forced_ids)
+            activations = [tf.cast(a, tf.float32) for a in activations]
+            return activations, [], scores, top_scores, top_indices, class_ids
         with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
             # Watching the activations records the head even in frozen models, whose weights the
             # tape would otherwise ignore.
             activations, logits = self._forward(images, watch=tape.watch)
-            scores, top_scores, top_indices, class_ids, selected = self._select(logits)
+            scores, top_scores, top_indices, class_ids, selected = self._select(logits, forced_ids)
             # Summing y^c over the batch and differentiating gives each image its own gradient, as
             # the images do not interact at inference; nothing is averaged across the batch.
             totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
-        gradients = tf.stack([tf.cast(tape.gradient(total, activations), tf.float32) for total in totals], axis=1)
-        return tf.cast(activations, tf.float32), gradients, scores, top_scores, top_indices, class_ids
+        per_request = [tape.gradient(total, activations) for total in totals]  # [request][layer]
+        gradients = [
+            tf.stack([tf.cast(per_request[r][i], tf.float32) for r in range(len(totals))], axis=1)
+            for i in range(len(activations))
+        ]  # [layer]: (batch, requests, h, w, channels)
+        activations = [tf.cast(a, tf.float32) for a in activations]
+        return activations, gradients, scores, top_scores, top_indices, class_ids
+
+    def _guided_gradients(self, images, class_ids):
+        """d y^c / d input through the guided-ReLU stand-ins: (batch, requests, H, W, 3)."""
+        import tensorflow as tf
+
+        with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
+            tape.watch(images)
+            _, logits = self._guided_forward(images)
+            class_logits, _ = self._class_logits_and_scores(logits)
+            selected = tf.gather(class_logits, class_ids, batch_dims=1)
+            totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
+        return tf.stack([tape.gradient(total, images) for total in totals], axis=1)
+
+    def _masked_scores(self, image, masks, class_index):
+        """Score-CAM: the class score of `image` multiplied by each upsampled mask, (n,)."""
+        import tensorflow as tf
+
+        height, width = self.loaded.input_size
+        upsampled = tf.image.resize(masks[..., tf.newaxis], (height, width), method="bilinear")
+        _, logits = self._forward(image[tf.newaxis] * upsampled)
+        return self._class_logits_and_scores(logits)[1][:, class_index]
 
     # -- the numpy side -------------------------------------------------------------------------
 
@@ -202,14 +277,68 @@ class Explainer:
         batch = np.stack([resize_rgb(image, self.loaded.input_size) for image in images_rgb])
         return preprocess(batch, self.loaded.preprocess)
 
+    def class_scores(self, batch: np.ndarray) -> np.ndarray:
+        """The model's scores (probabilities) for every class, (B, num_classes), of a preprocessed batch.
+
+        One forward pass and nothing else; used by Score-CAM and the faithfulness metrics, which score
+        masked copies of the images.
+        """
+        return self._scores_step(np.asarray(batch, dtype=np.float32)).numpy()
+
     def explain(self, images_rgb: Sequence[np.ndarray]) -> list[ImageExplanation]:
         """Explain RGB uint8 images of any size (H, W, 3)."""
         return self.explain_batch(self.preprocess(images_rgb))
 
+    def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray) -> np.ndarray:
+        scores = []
+        for start in range(0, len(masks), self.score_batch_size):
+            chunk = masks[start: start + self.score_batch_size]
+            scores.append(self._masked_step(image, chunk, np.int32(class_index)).numpy())
+            self.masked_images_scored += len(chunk)
+        return np.concatenate(scores) if scores else np.zeros((0,), np.float32)
+
+    def _layer_maps(self, batch, activations, gradients, class_ids) -> list[list[tuple[np.ndarray, float]]]:
+        """[request][image] -> (unit map on the finest layer's grid, raw max over the layers)."""
+        from camcli.methods import layer_map
+
+        grid = max((a.shape[1:3] for a in activations), key=lambda hw: hw[0] * hw[1])
+        out = []
+        for r in range(len(self.requests)):
+            ids = class_ids[:, r]
+            per_layer = []
+            for i, layer_activations in enumerate(activations):
+                inputs = MapInputs(
+                    layer_activations,
+                    gradients[i][:, r] if self.method.needs_gradients else None,
+                    self.class_weights[i][:, ids].T if self.class_weights is not None else None,
+                    (lambda b, masks, ids=ids: self._score_masks(batch[b], int(ids[b]), masks))
+                    if self.method.needs_masked_scores else None,
+                    self.max_channels,
+                )
+                per_layer.append(layer_map(self.method, inputs, self.eigen_smooth))
+            images = []
+            for b in range(len(batch)):
+                units, raw_max = [], 0.0
+                for raw in per_layer:
+                    unit, layer_max, _ = normalize_map(raw[b])
+                    units.append(unit if unit.shape == tuple(grid) else upsample(unit, (grid[1], grid[0])))
+                    raw_max = max(raw_max, layer_max)
+                images.append((units[0] if len(units) == 1 else np.mean(units, axis=0), raw_max))
+            out.append(images)
+        return out
+
+    def _run(self, batch, forced_ids):
+        outputs = self._step(batch, forced_ids)
+        activations, gradients = ([t.numpy() for t in group] for group in outputs[:2])
+        return (activations, gradients, *(t.numpy() for t in outputs[2:]))
+
     def explain_batch(self, batch: np.ndarray) -> list[ImageExplanation]:
         """Explain a preprocessed float32 batch (B, height, width, 3)."""
-        outputs = self._step(np.asarray(batch, dtype=np.float32))
-        activations, gradients, scores, top_scores, top_indices, class_ids = (t.numpy() for t in outputs)
+        from camcli.augment import AUGMENTATIONS, augment_batch, average_maps, restore_map
+
+        batch = np.asarray(batch, dtype=np.float32)
+        unforced = np.full((len(batch), len(self.requests)), -1, dtype=np.int32)
+        activations, gradients, scores, top_scores, top_indices, class_ids = self._run(batch, unforced)
         labels = self.loaded.labels
         results = [
             ImageExplanation([
@@ -218,19 +347,47 @@ class Explainer:
             ])
             for b in range(len(batch))
         ]
+        if self.method.guided == "backprop":
+            maps = None
+        elif not self.aug_smooth:
+            maps = self._layer_maps(batch, activations, gradients, class_ids)
+        else:
+            maps = self._layer_maps(batch, activations, gradients, class_ids)
+            collected = [[[restore_map(unit, False, 1.0)] for unit, _ in row] for row in maps]
+            for flip, zoom in AUGMENTATIONS[1:]:
+                augmented = augment_batch(batch, flip, zoom)
+                a, g, *_ = self._run(augmented, class_ids.astype(np.int32))
+                for r, row in enumerate(self._layer_maps(augmented, a, g, class_ids)):
+                    for b, (unit, _) in enumerate(row):
+                        collected[r][b].append(restore_map(unit, flip, zoom))
+            maps = [[(average_maps(collected[r][b]), maps[r][b][1]) for b in range(len(batch))]
+                    for r in range(len(self.requests))]
+        guided = self._guided_step(batch, class_ids.astype(np.int32)).numpy() if self.method.guided else None
         for r in range(len(self.requests)):
-            ids = class_ids[:, r]
-            inputs = MapInputs(
-                activations,
-                gradients[:, r] if self.method.needs_gradients else None,
-                self.class_weights[:, ids].T if self.class_weights is not None else None,
-            )
-            raw_maps = self.method.compute(inputs)
-            for b, raw in enumerate(raw_maps):
-                index = int(ids[b])
+            for b in range(len(batch)):
+                index = int(class_ids[b, r])
                 if any(m.class_index == index for m in results[b].maps):
                     continue  # e.g. --class top1 --class tabby when tabby is the top class
-                heatmap, raw_max, empty = normalize_map(raw)
-                results[b].maps.append(ClassMap(self.method.name, self.layer, index, labels[index],
-                                                float(scores[b, index]), heatmap, raw_max, empty))
+                results[b].maps.append(self._class_map(index, float(scores[b, index]),
+                                                       maps[r][b] if maps else None,
+                                                       guided[b, r] if guided is not None else None))
         return results
+
+    def _class_map(self, index, score, unit_and_max, input_gradient) -> ClassMap:
+        from camcli.methods import gradient_image, guided_gradcam, guided_magnitude
+
+        label = self.loaded.labels[index]
+        image = None
+        if self.method.guided == "backprop":
+            heatmap, raw_max, _ = normalize_map(guided_magnitude(input_gradient))
+            image, empty = gradient_image(input_gradient)
+            return ClassMap(self.method.name, self.layer, index, label, score, heatmap, raw_max, empty,
+                            list(self.layers), image)
+        unit, raw_max = unit_and_max
+        heatmap, _, empty = normalize_map(unit)  # rescale fused or averaged maps to a maximum of 1
+        if self.method.guided == "gradcam":
+            height, width = self.loaded.input_size
+            image, guided_empty = gradient_image(guided_gradcam(input_gradient, upsample(heatmap, (width, height))))
+            empty = empty or guided_empty
+        return ClassMap(self.method.name, self.layer, index, label, score, heatmap, raw_max if not empty else 0.0,
+                        empty, list(self.layers), image)

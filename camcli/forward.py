@@ -37,32 +37,94 @@ def _path_to(model, target) -> list | None:
     return None
 
 
+def _is_relu(function) -> bool:
+    return getattr(function, "__name__", "") in ("relu", "relu6")
+
+
+def _guided(function):
+    """`function` (a ReLU-like map) with the guided-backprop gradient: the usual local derivative,
+    applied only to the positive part of the incoming gradient (Springenberg et al. 2014, Eq. in
+    Fig. 1c: R_l = (f_l > 0) * (R_{l+1} > 0) * R_{l+1})."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def apply(x):
+        def gradient(upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = function(x)
+            return tape.gradient(y, x, output_gradients=tf.nn.relu(upstream))
+
+        return function(x), gradient
+
+    return apply
+
+
+def _guided_override(layer):
+    """A stand-in for `layer` with guided ReLU gradients, or None when the layer applies no ReLU.
+
+    ReLU and Activation("relu") layers keep their own forward computation; a conv or dense layer with
+    a built-in ReLU is replaced by a linear copy (same weights) followed by the guided ReLU. The
+    user's layer is never changed.
+    """
+    relu_layer = isinstance(layer, keras.layers.ReLU)
+    if relu_layer or (isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)):
+        guided = _guided(layer)
+        return lambda x, *args, **kwargs: guided(x)
+    if not is_model(layer) and _is_relu(getattr(layer, "activation", None)):
+        linear = _linear_copy(layer)
+        guided = _guided(layer.activation)
+        return lambda x, *args, **kwargs: guided(linear(x, *args, **kwargs))
+    return None
+
+
+def _walk(model):
+    for layer in model.layers:
+        yield layer
+        if is_model(layer):
+            yield from _walk(layer)
+
+
 class TappedForward:
     """Callable: `activations, logits = forward(images, watch)`; works inside `tf.function`.
 
-    `watch`, when given, is called with the activations the moment they exist (pass
-    `tape.watch`), so that a gradient tape records everything computed from them.
+    `activations` lists the outputs of the tapped layers, in the order of `layer_paths`. `watch`,
+    when given, is called with each of them the moment it exists (pass `tape.watch`), so that a
+    gradient tape records everything computed from them. With `guided=True` every ReLU in the model
+    passes back only positive gradients (guided backpropagation), on stand-in layers.
     """
 
-    def __init__(self, model, layer_path: str, head: Head):
+    def __init__(self, model, layer_paths, head: Head, guided: bool = False):
         self.model = model
-        target = layer_chain(model, layer_path)[-1]
-        self._captured = None
+        targets = [layer_chain(model, path)[-1] for path in layer_paths]
+        self._slots = {id(target): i for i, target in enumerate(targets)}
+        self._captured = [None] * len(targets)
         self._watch = None
-        self._overrides = {id(target): self._recorder(target)}
+        self._overrides = {}
+        replay_below = [*targets, head.final]
+        if guided:
+            for layer in _walk(model):
+                override = _guided_override(layer)
+                if override is not None:
+                    self._overrides[id(layer)] = override
+                    replay_below.append(layer)
+        for target in targets:
+            self._overrides[id(target)] = self._recorder(target, self._overrides.get(id(target), target))
         if head.strip == "layer":  # a separate Softmax/sigmoid layer: its input is the logits
             self._overrides[id(head.final)] = lambda x, *args, **kwargs: x
         elif head.strip == "activation":
             self._overrides[id(head.final)] = _linear_copy(head.final)
         # Nested models that hold an overridden layer are replayed call by call too.
-        self._replayed = {id(m) for layer in (target, head.final) for m in (_path_to(model, layer) or [])}
+        self._replayed = {id(m) for layer in replay_below for m in (_path_to(model, layer) or [])}
 
-    def _recorder(self, layer):
+    def _recorder(self, layer, run):
+        slot = self._slots[id(layer)]
+
         def call(*args, **kwargs):
-            output = layer(*args, **kwargs)
+            output = run(*args, **kwargs)
             if self._watch is not None:
                 self._watch(output)
-            self._captured = output
+            self._captured[slot] = output
             return output
 
         return call
@@ -88,9 +150,9 @@ class TappedForward:
         )
 
     def __call__(self, images, watch=None):
-        self._captured, self._watch = None, watch
+        self._captured, self._watch = [None] * len(self._slots), watch
         try:
             logits = self._replay(self.model, images)
-            return self._captured, logits
+            return list(self._captured), logits
         finally:
-            self._captured, self._watch = None, None
+            self._captured, self._watch = [None] * len(self._slots), None

@@ -1,9 +1,16 @@
 """The method registry: each CAM method is a small numpy function of activations and gradients.
 
-The one TensorFlow step (camcli.explainer) hands every method the same `MapInputs`; a method returns
-raw maps at the layer's resolution, and the shared code afterwards removes negative evidence (ReLU),
-scales to [0, 1] and resizes. The CLI's `--method` choices, `camcli methods` and the README table all
-come from `REGISTRY`. This module imports only numpy, so `camcli --help` stays fast.
+The one TensorFlow step (camcli.explainer) hands every method the same `MapInputs`. Most methods
+return the per-channel *contributions* (batch, h, w, channels) whose sum over channels is the map,
+for example alpha_k * A^k for Grad-CAM. Summing them gives the map; `--eigen-smooth` instead takes
+their first principal component. The shared code afterwards removes negative evidence (ReLU),
+scales to [0, 1] and resizes.
+
+Two methods work at the input instead of a layer: guided backpropagation returns an RGB gradient
+image, and guided Grad-CAM multiplies it by the upsampled Grad-CAM map.
+
+The CLI's `--method` choices, `camcli methods` and the README table all come from `REGISTRY`. This
+module imports only numpy, so `camcli --help` stays fast.
 """
 
 from __future__ import annotations
@@ -16,32 +23,66 @@ import numpy as np
 
 @dataclass(frozen=True)
 class MapInputs:
-    """What a method sees, for one requested class per image.
+    """What a method sees, for one requested class per image, at one layer.
 
     activations: (batch, h, w, channels) activations A of the explained layer.
     gradients: (batch, h, w, channels) d y^c / d A of each image's own class score y^c (before the
         softmax); None for gradient-free methods.
     class_weights: (batch, channels) dense weights w^c of each image's class; only for CAM.
+    masked_scores: for Score-CAM, `masked_scores(b, masks)` takes masks (n, h, w) in [0, 1] at the
+        layer's resolution, upsamples them to the input, multiplies image b by each and returns the
+        model's score (probability) for image b's class on each masked copy, shape (n,).
+    max_channels: for Score-CAM, score only this many channels (those with the most activation).
     """
 
     activations: np.ndarray
     gradients: np.ndarray | None = None
     class_weights: np.ndarray | None = None
+    masked_scores: Callable[[int, np.ndarray], np.ndarray] | None = None
+    max_channels: int | None = None
 
 
 @dataclass(frozen=True)
 class Method:
+    """A registered method.
+
+    contributions: MapInputs -> (batch, h, w, channels), summed over channels for the map.
+    principal_component: the map is the first principal component of the contributions instead of
+        their sum (Eigen-CAM); `--eigen-smooth` turns this on for any method.
+    guided: None for layer maps; "backprop" or "gradcam" for the two input-resolution methods.
+    """
+
     name: str
     summary: str
     paper: str
-    compute: Callable[[MapInputs], np.ndarray]
+    contributions: Callable[[MapInputs], np.ndarray] | None
     needs_gradients: bool
     needs_gap_head: bool = False
+    needs_masked_scores: bool = False
+    principal_component: bool = False
+    guided: str | None = None
+
+    @property
+    def cost(self) -> str:
+        if self.needs_masked_scores:
+            return "one forward pass per scored channel (batched; see --max-channels)"
+        if self.guided:
+            return "gradients, plus a second backward pass to the input"
+        return "gradients" if self.needs_gradients else "forward pass only"
 
 
-def weighted_channel_sum(activations: np.ndarray, channel_weights: np.ndarray) -> np.ndarray:
-    """sum_k weights[b, k] * A[b, :, :, k], per image b."""
-    return np.einsum("bhwk,bk->bhw", activations, channel_weights, optimize=True)
+# -- the methods ----------------------------------------------------------------------------------
+
+
+def _scale_channels(activations: np.ndarray, channel_weights: np.ndarray) -> np.ndarray:
+    """w[b, k] * A[b, :, :, k]: the contributions of a method that weights whole channels."""
+    return activations * channel_weights[:, np.newaxis, np.newaxis, :]
+
+
+def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, and 0 wherever the denominator is 0 (no NaN, no warning)."""
+    out = np.zeros(np.broadcast_shapes(numerator.shape, denominator.shape), dtype=np.float64)
+    return np.divide(numerator, denominator, out=out, where=denominator != 0)
 
 
 def gradcam(inputs: MapInputs) -> np.ndarray:
@@ -49,13 +90,142 @@ def gradcam(inputs: MapInputs) -> np.ndarray:
     # gradient, taken per image (axes 1, 2 only: never across the batch).
     alpha = inputs.gradients.mean(axis=(1, 2))
     # Eq. 2: L^c = ReLU(sum_k alpha_k^c A^k); the ReLU is applied by the shared normalisation.
-    return weighted_channel_sum(inputs.activations, alpha)
+    return _scale_channels(inputs.activations, alpha)
+
+
+def gradcam_plus_plus(inputs: MapInputs) -> np.ndarray:
+    # Chattopadhyay et al. 2018, Eqs. 10 and 19. With the class score taken as Y = exp(S), the
+    # second and third derivatives of Y are exp(S) times the powers g^2 and g^3 of the first
+    # derivative g = dS/dA (exact for piecewise-linear networks), so
+    #   a_ij^k = g_ij^2 / (2 g_ij^2 + sum_ab A_ab^k g_ij^3),
+    #   w_k = sum_ij a_ij^k ReLU(exp(S) g_ij^k).
+    # exp(S) is one positive number per image, so it only scales the map and is dropped before the
+    # scaling to [0, 1] (the closed form needs no extra backward pass).
+    g = inputs.gradients.astype(np.float64)
+    activation_sums = inputs.activations.sum(axis=(1, 2), keepdims=True, dtype=np.float64)
+    alpha = _safe_divide(g**2, 2.0 * g**2 + activation_sums * g**3)
+    weights = (alpha * np.maximum(g, 0.0)).sum(axis=(1, 2))
+    return _scale_channels(inputs.activations, weights)
+
+
+def xgradcam(inputs: MapInputs) -> np.ndarray:
+    # Fu et al. 2020 (Axiom-based Grad-CAM), Eq. 13: w_k = sum_ij (A_ij^k / sum_ab A_ab^k) dy^c/dA_ij^k,
+    # the gradient averaged with the activation as weights instead of uniformly. Channels with no
+    # activation get weight 0.
+    activations = inputs.activations.astype(np.float64)
+    activation_sums = activations.sum(axis=(1, 2), keepdims=True)
+    weights = (_safe_divide(activations, activation_sums) * inputs.gradients).sum(axis=(1, 2))
+    return _scale_channels(inputs.activations, weights)
+
+
+def layercam(inputs: MapInputs) -> np.ndarray:
+    # Jiang et al. 2021, Eqs. 5-6: each location keeps its own weight, ReLU(dy^c/dA_ij^k), so
+    # M = ReLU(sum_k ReLU(g_ij^k) A_ij^k). This is what lets it work at early, fine layers.
+    return np.maximum(inputs.gradients, 0.0) * inputs.activations
+
+
+def hirescam(inputs: MapInputs) -> np.ndarray:
+    # Draelos & Carin 2020, Sec. 3.2: the gradient multiplies the activation element-wise instead of
+    # being averaged first, M = sum_k g^k * A^k, so the map shows the locations the score used.
+    return inputs.gradients * inputs.activations
+
+
+def eigengradcam(inputs: MapInputs) -> np.ndarray:
+    # The gradient-weighted activations g * A, reduced by their first principal component (the
+    # Eigen-CAM projection applied to the class-discriminative product, as pytorch-grad-cam does).
+    return inputs.gradients * inputs.activations
+
+
+def eigencam(inputs: MapInputs) -> np.ndarray:
+    # Muhammad & Yeasin 2020: the projection of the activations on their first principal component;
+    # no class and no gradient (see first_principal_component for the sign).
+    return inputs.activations
 
 
 def cam(inputs: MapInputs) -> np.ndarray:
     # Zhou et al. 2016, Eq. 2 (Sec. 2): M_c(x, y) = sum_k w_k^c f_k(x, y), with w^c the weights of the
     # dense layer that follows global average pooling. No gradient and no extra pass are needed.
-    return weighted_channel_sum(inputs.activations, inputs.class_weights)
+    return _scale_channels(inputs.activations, inputs.class_weights)
+
+
+def scorecam(inputs: MapInputs) -> np.ndarray:
+    # Wang et al. 2020, Sec. 3 and Algorithm 1. Each channel A^k is upsampled and scaled to [0, 1]
+    # (min-max, Eq. 9) into a mask H^k; the weight of channel k is the model's softmax score for
+    # class c on the masked input X * H^k, and the map is ReLU(sum_k alpha_k A^k). As in the authors'
+    # code, the softmax score itself is the weight (the baseline score f(X_b) of Eq. 7 is not
+    # subtracted). With --max-channels N only the N channels with the largest total activation are
+    # scored (Faster Score-CAM) and the others weigh 0: the cost is N forward passes per image.
+    activations = inputs.activations
+    batch, height, width, channels = activations.shape
+    keep = channels if inputs.max_channels is None else min(inputs.max_channels, channels)
+    weights = np.zeros((batch, channels), dtype=np.float64)
+    for b in range(batch):
+        per_channel = activations[b].reshape(height * width, channels)
+        chosen = np.sort(np.argsort(-per_channel.sum(axis=0), kind="stable")[:keep])
+        maps = per_channel[:, chosen].T.reshape(keep, height, width).astype(np.float64)
+        low = maps.min(axis=(1, 2), keepdims=True)
+        masks = _safe_divide(maps - low, maps.max(axis=(1, 2), keepdims=True) - low)  # flat channel: 0
+        weights[b, chosen] = inputs.masked_scores(b, masks.astype(np.float32))
+    return _scale_channels(activations, weights)
+
+
+def first_principal_component(contributions: np.ndarray) -> np.ndarray:
+    """(batch, h, w, k) -> (batch, h, w): each image's projection on its first principal component.
+
+    The locations are the samples and the channels the features; the data are centred per channel
+    (a principal component is defined on centred data; Muhammad & Yeasin 2020 project without
+    centring). An eigenvector's sign is arbitrary, so it is fixed here: the projection must correlate
+    positively with the plain channel sum (the map the method would give without this step), and,
+    failing that, its largest-magnitude value must be positive. So the same image gives the same map.
+    """
+    batch, height, width, channels = contributions.shape
+    maps = np.zeros((batch, height, width), dtype=np.float64)
+    for b in range(batch):
+        data = contributions[b].reshape(height * width, channels).astype(np.float64)
+        centred = data - data.mean(axis=0)
+        if not np.any(centred):
+            continue  # no variation at all: no component, an empty map
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        projection = centred @ vt[0]
+        reference = data.sum(axis=1)
+        agreement = float(np.dot(projection - projection.mean(), reference - reference.mean()))
+        if agreement < 0 or (agreement == 0 and projection[np.argmax(np.abs(projection))] < 0):
+            projection = -projection
+        maps[b] = projection.reshape(height, width)
+    return maps
+
+
+def layer_map(method: Method, inputs: MapInputs, eigen_smooth: bool = False) -> np.ndarray:
+    """The raw (batch, h, w) map of a layer method, before ReLU and scaling."""
+    contributions = method.contributions(inputs)
+    if method.principal_component or eigen_smooth:
+        return first_principal_component(contributions)
+    return contributions.sum(axis=-1)
+
+
+def gradient_image(input_gradients: np.ndarray) -> tuple[np.ndarray, bool]:
+    """An (H, W, 3) input gradient as an RGB image in [0, 1]: `(image, empty)`.
+
+    The usual way to show a guided-backprop gradient (Springenberg et al. 2014, Fig. 1): centre it,
+    scale to a standard deviation of 0.1 and shift to mid-grey, then clip. A zero gradient is
+    reported as empty and shown as plain grey; nothing is divided by zero.
+    """
+    g = np.asarray(input_gradients, dtype=np.float64)
+    spread = float(g.std())
+    if not np.isfinite(g).all() or not spread > 0.0:
+        return np.full(g.shape, 0.5, dtype=np.float32), True
+    return np.clip(0.5 + 0.1 * (g - g.mean()) / spread, 0.0, 1.0).astype(np.float32), False
+
+
+def guided_gradcam(input_gradients: np.ndarray, gradcam_map: np.ndarray) -> np.ndarray:
+    # Selvaraju et al. 2017, Sec. 3.1: Guided Grad-CAM is the element-wise product of guided
+    # backpropagation and the Grad-CAM map upsampled to the input (bilinear), per colour channel.
+    return input_gradients * gradcam_map[..., np.newaxis]
+
+
+def guided_magnitude(input_gradients: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W): where the gradient is large, for the peak, box and empty flag."""
+    return np.abs(input_gradients).max(axis=-1)
 
 
 REGISTRY: dict[str, Method] = {
@@ -63,8 +233,28 @@ REGISTRY: dict[str, Method] = {
     for method in [
         Method("gradcam", "gradient-weighted class activation map; works at any conv layer",
                "Selvaraju et al. 2017, arXiv:1610.02391", gradcam, needs_gradients=True),
+        Method("gradcam++", "Grad-CAM with per-location weights from higher-order terms; better with several objects",
+               "Chattopadhyay et al. 2018, arXiv:1710.11063", gradcam_plus_plus, needs_gradients=True),
+        Method("xgradcam", "Grad-CAM with activation-weighted gradient averages (axiom-based)",
+               "Fu et al. 2020, arXiv:2008.02312", xgradcam, needs_gradients=True),
+        Method("layercam", "per-location positive gradients times activations; works at early layers",
+               "Jiang et al. 2021, IEEE TIP 30:5875", layercam, needs_gradients=True),
+        Method("hirescam", "element-wise gradient times activation; shows the locations the score used",
+               "Draelos & Carin 2020, arXiv:2011.08891", hirescam, needs_gradients=True),
+        Method("eigencam", "first principal component of the activations; class-agnostic, no gradients",
+               "Muhammad & Yeasin 2020, arXiv:2008.00299", eigencam, needs_gradients=False,
+               principal_component=True),
+        Method("eigengradcam", "first principal component of gradient times activation",
+               "Muhammad & Yeasin 2020, arXiv:2008.00299 (on Grad-CAM's product)", eigengradcam,
+               needs_gradients=True, principal_component=True),
+        Method("scorecam", "gradient-free: channels weighted by the score of the image masked by them",
+               "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_gradients=False, needs_masked_scores=True),
         Method("cam", "class activation map from the dense weights after global average pooling",
                "Zhou et al. 2016, arXiv:1512.04150", cam, needs_gradients=False, needs_gap_head=True),
+        Method("guidedbackprop", "input gradient with negative gradients stopped at every ReLU (RGB, full resolution)",
+               "Springenberg et al. 2014, arXiv:1412.6806", None, needs_gradients=False, guided="backprop"),
+        Method("guidedgradcam", "guided backprop times the upsampled Grad-CAM map (RGB, full resolution)",
+               "Selvaraju et al. 2017, arXiv:1610.02391", gradcam, needs_gradients=True, guided="gradcam"),
     ]
 }
 

@@ -70,6 +70,12 @@ def upsample(unit_map, size_wh):
     return np.clip(resized, 0.0, 1.0).astype(np.float32)
 
 
+def resize_unit_rgb(image, size_wh):
+    """An (h, w, 3) float image in [0, 1] as uint8 RGB resized to `size_wh` = (width, height)."""
+    pixels = Image.fromarray(np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8))
+    return np.asarray(pixels.resize(tuple(int(n) for n in size_wh), Image.Resampling.BILINEAR))
+
+
 def peak_xy(heatmap):
     """`[x, y]` of the hottest pixel (the first one in row-major order), or None if all zero."""
     heatmap = np.asarray(heatmap)

@@ -32,7 +32,7 @@ from camcli.errors import CamcliError, UsageError
 from camcli.explainer import Explainer, ImageExplanation
 from camcli.images import load_rgb
 from camcli.outputs import TEMP_PREFIX, TEMP_SUFFIX, save_json, save_npy, save_png
-from camcli.overlay import blend, colormap_lut, peak_xy, upsample
+from camcli.overlay import blend, colormap_lut, peak_xy, resize_unit_rgb, upsample
 
 SUMMARY_NAME = "summary.json"
 
@@ -146,13 +146,17 @@ def write_image_outputs(task: ImageTask, rgb: np.ndarray, result: ImageExplanati
     for class_map in result.maps:
         heatmap = upsample(class_map.heatmap, (width, height))
         overlay_path, heatmap_path = output_paths(options.out_dir, task, class_map.method, class_map.class_index)
-        save_png(_refuse_input(overlay_path, inputs), blend(rgb, heatmap, options.alpha, lut),
-                 compress_level=options.png_compress_level)
+        if class_map.image is not None:  # guided methods: the RGB gradient image, not a blend
+            picture = resize_unit_rgb(class_map.image, (width, height))
+        else:
+            picture = blend(rgb, heatmap, options.alpha, lut)
+        save_png(_refuse_input(overlay_path, inputs), picture, compress_level=options.png_compress_level)
         if options.save_heatmap:
             save_npy(_refuse_input(heatmap_path, inputs), heatmap.astype(np.float32))
         explanations.append({
             "method": class_map.method,
             "layer": class_map.layer,
+            "layers": class_map.layers,
             "class_index": class_map.class_index,
             "label": class_map.label,
             "score": class_map.score,
