@@ -118,10 +118,19 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
-@click.option("--layer", help="Layer to explain; `outer/inner` inside nested models. Default: the last "
-                              "spatial layer before the head (see `camcli layers`).")
+@click.option("--layer", "layers", multiple=True,
+              help="Layer to explain; `outer/inner` inside nested models. Repeatable: the maps of several "
+                   "layers are fused (mean of the per-layer maps). Default: the last spatial layer before "
+                   "the head (see `camcli layers`).")
 @click.option("--method", type=click.Choice(list(REGISTRY), case_sensitive=False), default="gradcam",
               show_default=True, help="Mapping method (see `camcli methods`).")
+@click.option("--aug-smooth", is_flag=True,
+              help="Average the maps of flipped and zoomed copies (6 passes per image): smoother, better centred.")
+@click.option("--eigen-smooth", is_flag=True,
+              help="Reduce the method's weighted activations by their first principal component (less noise).")
+@click.option("--max-channels", type=int, metavar="N",
+              help="scorecam: score only the N channels with the most activation (N forward passes per "
+                   "image, batched). Default: every channel.")
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
                    "each class gets its own map. Default: top1.")
@@ -146,8 +155,9 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
                    "array tasks, GPUs) cover every image once. Writes summary.K-of-N.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
 @click.option("--json", "print_json", is_flag=True, help="Print the run summary as JSON on stdout.")
-def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, layer, method, classes, top_k, head,
-            out_dir, alpha, colormap, batch_size, save_heatmap, fail_fast, resume, shard, quiet, print_json):
+def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, layers, method, aug_smooth,
+            eigen_smooth, max_channels, classes, top_k, head, out_dir, alpha, colormap, batch_size, save_heatmap,
+            fail_fast, resume, shard, quiet, print_json):
     """Write heatmap overlays and top-k predictions for images and folders.
 
     PATHS are image files or folders (searched recursively; images are recognised by content). For
@@ -171,7 +181,9 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     if not tasks and not skipped:
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")
     loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
-    explainer = Explainer(loaded, layer=layer, method=method, classes=classes, top_k=top_k, head=head)
+    explainer = Explainer(loaded, layer=list(layers) or None, method=method, classes=classes, top_k=top_k,
+                          head=head, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, max_channels=max_channels,
+                          score_batch_size=batch_size * 4)
     options = RunOptions(out_dir, batch_size, alpha, colormap, save_heatmap, fail_fast=fail_fast, resume=resume,
                          shard=shard)
     total = len(tasks) + len(skipped) if shard is None else None
@@ -291,7 +303,7 @@ def methods():
     """
     width = max(len(name) for name in REGISTRY)
     for method in REGISTRY.values():
-        needs = "gradients" if method.needs_gradients else "forward pass only"
+        needs = method.cost
         extra = "; needs a GAP -> dense head" if method.needs_gap_head else ""
         click.echo(f"{method.name:<{width}}  {method.summary} ({method.paper}; {needs}{extra})")
 

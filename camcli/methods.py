@@ -66,8 +66,10 @@ class Method:
     def cost(self) -> str:
         if self.needs_masked_scores:
             return "one forward pass per scored channel (batched; see --max-channels)"
+        if self.guided == "backprop":
+            return "a guided backward pass to the input"
         if self.guided:
-            return "gradients, plus a second backward pass to the input"
+            return "gradients, plus a guided backward pass to the input"
         return "gradients" if self.needs_gradients else "forward pass only"
 
 

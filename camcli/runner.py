@@ -173,6 +173,7 @@ def write_image_outputs(task: ImageTask, rgb: np.ndarray, result: ImageExplanati
         "height": height,
         "model": loaded.name,
         "layer": explainer.layer,
+        "layers": explainer.layers,
         "predictions": [
             {"rank": p.rank, "index": p.index, "label": p.label, "score": p.score} for p in result.predictions
         ],

@@ -193,7 +193,7 @@ def test_overlay_and_heatmap_have_the_original_size(contract, stem, size):
 def test_image_json_record(contract, models):
     root, out, _ = contract
     record = read_json(out / "a" / "b" / "x.json")
-    assert list(record) == ["image", "width", "height", "model", "layer", "predictions", "explanations"]
+    assert list(record) == ["image", "width", "height", "model", "layer", "layers", "predictions", "explanations"]
     assert record["image"] == str(root / "a" / "b" / "x.png")
     assert record["model"] == models["path"]["gap"]
     assert record["layer"] == "target"
@@ -209,6 +209,7 @@ def test_image_json_record(contract, models):
     assert explanation == {
         "method": "gradcam",
         "layer": "target",
+        "layers": ["target"],
         "class_index": top["index"],
         "label": LABELS[top["index"]],
         "score": top["score"],
@@ -344,7 +345,9 @@ USAGE_ERRORS = [
                  ("camcli: error: unknown colormap 'viridiss'; did you mean viridis", "(see `camcli explain --help`)"),
                  id="unknown-colormap"),
     pytest.param(["--model", "{gap}", "--method", "gradcm"],
-                 "Error: Invalid value for '--method': 'gradcm' is not one of 'gradcam', 'cam'.", id="unknown-method"),
+                 "Error: Invalid value for '--method': 'gradcm' is not one of 'gradcam', 'gradcam++', 'xgradcam', "
+                 "'layercam', 'hirescam', 'eigencam', 'eigengradcam', 'scorecam', 'cam', 'guidedbackprop', "
+                 "'guidedgradcam'.", id="unknown-method"),
     pytest.param(["--model", "{flat}", "--method", "cam"],
                  ("camcli: error: --method cam needs the layer to feed global-average-pooling -> dense, and 'target' "
                   "in {flat} does not; use --method gradcam, which works at any conv layer"), id="cam-without-gap"),
@@ -595,13 +598,18 @@ def test_models_lists_the_builtin_models_with_sizes_and_layers():
         assert tuple(rows[name][1:4]) == (size, layer, cam), name
 
 
-def test_methods_lists_gradcam_and_cam():
+def test_methods_lists_every_registered_method_with_paper_and_cost():
+    from camcli.methods import REGISTRY
+
     result = invoke("methods")
     assert result.exit_code == 0
-    lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["gradcam", "cam"]
-    assert "arXiv:1610.02391; gradients)" in lines[0]
-    assert "arXiv:1512.04150; forward pass only; needs a GAP -> dense head)" in lines[1]
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert list(lines) == list(REGISTRY)
+    assert "arXiv:1610.02391; gradients)" in lines["gradcam"]
+    assert "arXiv:1512.04150; forward pass only; needs a GAP -> dense head)" in lines["cam"]
+    assert "arXiv:1910.01279; one forward pass per scored channel" in lines["scorecam"]
+    assert "arXiv:2008.00299; forward pass only)" in lines["eigencam"]
+    assert "arXiv:1412.6806; a guided backward pass to the input)" in lines["guidedbackprop"]
 
 
 @pytest.mark.parametrize("command", [[], ["explain"], ["layers"], ["models"], ["methods"]])
