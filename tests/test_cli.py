@@ -779,3 +779,64 @@ def test_a_real_process_prints_only_camcli_lines_on_stderr(models, image, tmp_pa
     lines = done.stderr.strip().splitlines()
     assert lines and all(line.startswith("camcli: ") for line in lines), lines
     assert done.stdout == ""
+
+
+# --- the CAM family through the CLI ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "eigengradcam",
+                                    "scorecam", "guidedbackprop", "guidedgradcam"])
+def test_every_method_writes_its_outputs(models, image, tmp_path, method):
+    out = tmp_path / "out"
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--preprocess", "scale01", "--layer",
+                    "target", "--method", method, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(out / "img.json")
+    [explanation] = record["explanations"]
+    assert explanation["method"] == method
+    assert explanation["overlay"] == f"img.{method}.{explanation['class_index']}.png"
+    with Image.open(out / explanation["overlay"]) as picture:
+        assert picture.size == (20, 30) and picture.mode == "RGB"
+        pixels = np.asarray(picture)
+    original = np.asarray(Image.open(image).convert("RGB"))
+    if method.startswith("guided"):  # an RGB gradient image centred on grey, not a blend of the photo
+        assert abs(float(pixels.mean()) - 127.5) < 20
+        assert not np.array_equal(pixels, original)
+
+
+def test_repeated_layer_fuses_and_lists_every_layer(models, image, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--preprocess", "scale01", "--layer",
+                    "conv1", "--layer", "target", "--out", out, "--quiet", "--json")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(out / "img.json")
+    assert record["layer"] == "conv1+target" and record["layers"] == ["conv1", "target"]
+    assert record["explanations"][0]["layers"] == ["conv1", "target"]
+    assert json.loads(result.stdout)["layer"] == "conv1+target"
+
+
+@pytest.mark.parametrize("flag", ["--aug-smooth", "--eigen-smooth"])
+def test_smoothing_flags_change_the_map(models, image, tmp_path, flag):
+    common = [image, "--model", models["path"]["gap"], "--preprocess", "scale01", "--layer", "target",
+              "--save-heatmap", "--quiet"]
+    assert invoke("explain", *common, "--out", tmp_path / "plain").exit_code == 0
+    result = invoke("explain", *common, flag, "--out", tmp_path / "smooth")
+    assert result.exit_code == 0, result.stderr
+    [plain] = (tmp_path / "plain").glob("*.npy")
+    smooth = tmp_path / "smooth" / plain.name
+    a, b = np.load(plain), np.load(smooth)
+    assert a.shape == b.shape == (30, 20) and 0 <= b.min() and b.max() <= 1
+    assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "gradcam", "--max-channels", "3"], "camcli: error: --max-channels applies to --method scorecam"),
+    (["--method", "scorecam", "--max-channels", "0"], "camcli: error: --max-channels 0 must be at least 1"),
+    (["--method", "guidedbackprop", "--aug-smooth"], "camcli: error: --aug-smooth smooths class activation maps"),
+])
+def test_method_option_errors_exit_2(models, image, tmp_path, args, message):
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--preprocess", "scale01", *args,
+                    "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert error_line(result).startswith(message)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -16,6 +16,7 @@ from camcli.cli import cli
 from camcli.explainer import Explainer
 from camcli.images import load_rgb
 from camcli.loading import load_model
+from camcli.methods import REGISTRY
 from camcli.overlay import peak_xy, upsample
 
 pytestmark = needs_shared_imagenet
@@ -73,6 +74,19 @@ def test_heatmap_peak_lies_on_the_object(mobilenet, name, method):
     # Most of the map's mass is on the object, not just its single hottest pixel.
     x0, y0, x1, y1 = box
     assert heatmap[y0:y1, x0:x1].sum() / heatmap.sum() > 0.7
+
+
+@pytest.mark.parametrize("method", list(REGISTRY))
+def test_every_method_points_at_the_cat(mobilenet, method):
+    """Every registered method, on real weights: the peak of the cat's map lies on the cat. Score-CAM
+    scores the 256 most active of out_relu's 1280 channels, to keep the suite fast."""
+    rgb = load_rgb(SHARED_PHOTOS / "chelsea.png")
+    options = {"max_channels": 256} if REGISTRY[method].needs_masked_scores else {}
+    [result] = Explainer(mobilenet, method=method, classes=["Egyptian_cat"], **options).explain([rgb])
+    class_map = result.maps[0]
+    assert not class_map.empty
+    heatmap = upsample(class_map.heatmap, (rgb.shape[1], rgb.shape[0]))
+    assert inside(peak_xy(heatmap), PHOTOS["chelsea.png"][1]), (method, peak_xy(heatmap))
 
 
 def test_cat_map_and_espresso_map_differ_on_the_cat_photo(mobilenet):

@@ -1,0 +1,389 @@
+"""The CAM family: one contract every registered method meets, a hand-computed numpy reference per
+method (written loop by loop from each paper's formula, independently of camcli.methods), the
+identities between methods, smoothing and multi-layer fusion."""
+
+import keras
+import numpy as np
+import pytest
+import tiny_models
+
+from camcli.augment import AUGMENTATIONS, augment_batch, restore_map
+from camcli.errors import UsageError
+from camcli.explainer import Explainer
+from camcli.loading import wrap_model
+from camcli.methods import REGISTRY, first_principal_component
+
+GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop"}
+
+
+def explainer_for(model, **options):
+    return Explainer(wrap_model(model, preprocess="none"), **options)
+
+
+def activations_of(model, layer_name, batch):
+    return keras.Model(model.inputs, model.get_layer(layer_name).output).predict(batch, verbose=0)
+
+
+def unit(raw):
+    """ReLU, then scale to [0, 1] (camcli's normalisation, restated); all zero when nothing is positive."""
+    positive = np.maximum(raw, 0.0)
+    return positive / positive.max() if positive.max() > 0 else positive
+
+
+def guided_model(seed=3):
+    """8x8x3 -> 1x1 conv 'target' (relu) -> Flatten -> Dense(6, relu) -> Dense(3, softmax).
+
+    Every step is a matrix product, so guided backpropagation can be written out in numpy.
+    """
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 1, activation="relu", name="target")(x)
+    y = keras.layers.Flatten(name="flatten")(y)
+    y = keras.layers.Dense(6, activation="relu", name="hidden")(y)
+    y = keras.layers.Dense(3, activation="softmax", name="head")(y)
+    model = keras.Model(x, y, name="guided")
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def zero_activation_model():
+    """gap_dense whose target layer outputs exactly zero everywhere (zero kernel and bias)."""
+    model = tiny_models.gap_dense(name="zeros")
+    target = model.get_layer("target")
+    target.set_weights([np.zeros_like(w) for w in target.get_weights()])
+    return model
+
+
+def one_channel_model(seed=4):
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(1, 3, padding="same", activation="relu", name="target")(x)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    y = keras.layers.Dense(3, activation="softmax", name="head")(y)
+    model = keras.Model(x, y, name="one_channel")
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def method_options(name):
+    return {"layer": "target", "method": name, "classes": ["top1", "2"]}
+
+
+def weights_and_config(model):
+    return model.get_config(), [w.copy() for w in model.get_weights()]
+
+
+# -- the contract ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_method_meets_the_contract(name):
+    model = tiny_models.gap_dense(seed=7)
+    config, weights = weights_and_config(model)
+    batch = tiny_models.images(4, seed=11)
+    explainer = explainer_for(model, **method_options(name))
+    together = explainer.explain_batch(batch)
+    for b, result in enumerate(together):
+        assert len(result.maps) >= 1
+        for class_map in result.maps:
+            assert class_map.method == name
+            assert class_map.heatmap.shape == (8, 8) and class_map.heatmap.dtype == np.float32
+            assert np.isfinite(class_map.heatmap).all()
+            assert class_map.heatmap.min() >= 0.0 and class_map.heatmap.max() <= 1.0
+            assert class_map.empty or class_map.heatmap.max() == pytest.approx(1.0)
+            if REGISTRY[name].guided:
+                assert class_map.image.shape == (8, 8, 3)
+                assert 0.0 <= class_map.image.min() and class_map.image.max() <= 1.0
+            else:
+                assert class_map.image is None
+        # Batch results equal single-image results: nothing is shared across the batch.
+        [alone] = explainer.explain_batch(batch[b: b + 1])
+        assert [m.class_index for m in alone.maps] == [m.class_index for m in result.maps]
+        for joint, single in zip(result.maps, alone.maps):
+            np.testing.assert_allclose(joint.heatmap, single.heatmap, atol=1e-5)
+            if joint.image is not None:
+                np.testing.assert_allclose(joint.image, single.image, atol=1e-5)
+    # The user's model is untouched: same config, same weights.
+    after_config, after_weights = weights_and_config(model)
+    assert after_config == config
+    for before, now in zip(weights, after_weights):
+        np.testing.assert_array_equal(before, now)
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_method_reports_an_all_zero_map_as_empty_without_nan(name):
+    explainer = explainer_for(zero_activation_model(), **method_options(name))
+    for result in explainer.explain_batch(tiny_models.images(2, seed=3)):
+        for class_map in result.maps:
+            assert np.isfinite(class_map.heatmap).all()
+            if REGISTRY[name].guided == "backprop":
+                continue  # the input gradient does not pass through a zero layer's map... it is zero too
+            assert class_map.empty, name
+            assert class_map.raw_max == 0.0
+            assert not class_map.heatmap.any()
+            if class_map.image is not None:
+                np.testing.assert_allclose(class_map.image, 0.5)  # plain grey, not NaN
+
+
+def test_guided_backprop_through_a_zero_layer_is_empty_grey():
+    [result] = explainer_for(zero_activation_model(), layer="target", method="guidedbackprop").explain_batch(
+        tiny_models.images(1))
+    # Every path from the input to the score crosses the all-zero ReLU layer: no gradient at all.
+    assert result.maps[0].empty and not result.maps[0].heatmap.any()
+    np.testing.assert_allclose(result.maps[0].image, 0.5)
+
+
+# -- hand-computed references on Flatten -> dense, where dy^c/dA is the dense kernel -----------------
+
+
+@pytest.fixture(scope="module")
+def flatten_case():
+    model = tiny_models.flatten_dense(seed=5)
+    batch = tiny_models.images(3, seed=8)
+    activations = activations_of(model, "target", batch).astype(np.float64)  # (3, 4, 4, 5)
+    kernel = model.get_layer("head").kernel.numpy().astype(np.float64)  # (80, 3)
+    gradient = kernel[:, 1].reshape(4, 4, 5)  # dy^1 / dA_ijk: Flatten keeps (i, j, k) order
+    return model, batch, activations, gradient
+
+
+def explained(model, batch, method, **options):
+    results = explainer_for(model, layer="target", method=method, classes=["1"], **options).explain_batch(batch)
+    return [result.maps[0] for result in results]
+
+
+def reference_gradcam_plus_plus(a, g):
+    """Chattopadhyay et al. 2018, Eq. 19, term by term (exp(S) dropped: a positive per-image scale)."""
+    h, w, channels = a.shape
+    weights = np.zeros(channels)
+    for k in range(channels):
+        total_activation = sum(a[i, j, k] for i in range(h) for j in range(w))
+        for i in range(h):
+            for j in range(w):
+                denominator = 2 * g[i, j, k] ** 2 + total_activation * g[i, j, k] ** 3
+                alpha = g[i, j, k] ** 2 / denominator if denominator != 0 else 0.0
+                weights[k] += alpha * max(g[i, j, k], 0.0)
+    return sum(weights[k] * a[:, :, k] for k in range(channels))
+
+
+def reference_xgradcam(a, g):
+    """Fu et al. 2020, Eq. 13."""
+    channels = a.shape[-1]
+    weights = [(a[:, :, k] / a[:, :, k].sum() * g[:, :, k]).sum() if a[:, :, k].sum() else 0.0
+               for k in range(channels)]
+    return sum(weights[k] * a[:, :, k] for k in range(channels))
+
+
+def reference_eigen(data):
+    """The top eigenvector of the channel covariance (eigh, not the SVD camcli uses), sign matched
+    to the channel sum."""
+    h, w, channels = data.shape
+    samples = data.reshape(h * w, channels)
+    centred = samples - samples.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    projection = centred @ vectors[:, -1]
+    if np.corrcoef(projection, samples.sum(axis=1))[0, 1] < 0:
+        projection = -projection
+    return projection.reshape(h, w)
+
+
+REFERENCES = {
+    "gradcam": lambda a, g: np.einsum("hwk,k->hw", a, g.mean(axis=(0, 1))),
+    "gradcam++": reference_gradcam_plus_plus,
+    "xgradcam": reference_xgradcam,
+    "layercam": lambda a, g: (np.maximum(g, 0) * a).sum(axis=-1),  # Jiang et al. 2021, Eq. 6
+    "hirescam": lambda a, g: (g * a).sum(axis=-1),  # Draelos & Carin 2020, Eq. 4
+    "eigencam": lambda a, g: reference_eigen(a),  # Muhammad & Yeasin 2020
+    "eigengradcam": lambda a, g: reference_eigen(g * a),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_method_matches_hand_computed_reference(flatten_case, name):
+    model, batch, activations, gradient = flatten_case
+    maps = explained(model, batch, name)
+    assert sum(not m.empty for m in maps) >= 2  # the comparison is not between empty maps
+    for a, class_map in zip(activations, maps):
+        np.testing.assert_allclose(class_map.heatmap, unit(REFERENCES[name](a, gradient)), atol=1e-5)
+
+
+def test_cam_matches_hand_computed_reference():
+    model = tiny_models.gap_dense(seed=9)
+    batch = tiny_models.images(2, seed=1)
+    activations = activations_of(model, "target", batch)
+    kernel = model.get_layer("head").kernel.numpy()
+    for a, class_map in zip(activations, explained(model, batch, "cam")):
+        np.testing.assert_allclose(class_map.heatmap, unit(np.einsum("hwk,k->hw", a, kernel[:, 1])), atol=1e-5)
+
+
+def test_scorecam_matches_hand_computed_reference(flatten_case):
+    model, batch, activations, _ = flatten_case
+    for image, a, class_map in zip(batch, activations, explained(model, batch, "scorecam")):
+        weights = []
+        for k in range(a.shape[-1]):  # Wang et al. 2020, Algorithm 1: one masked forward pass per channel
+            channel = a[:, :, k]
+            spread = channel.max() - channel.min()
+            mask = (channel - channel.min()) / spread if spread else np.zeros_like(channel)
+            upsampled = keras.ops.convert_to_numpy(
+                keras.ops.image.resize(mask[None, :, :, None].astype("float32"), (8, 8), interpolation="bilinear"))[0]
+            probabilities = model.predict((image * upsampled)[None], verbose=0)[0]  # the softmax output
+            weights.append(probabilities[1])
+        expected = unit(sum(w * a[:, :, k] for k, w in enumerate(weights)))
+        np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-5)
+
+
+def test_scorecam_max_channels_scores_the_most_active_channels_only(flatten_case):
+    model, batch, activations, _ = flatten_case
+    explainer = explainer_for(model, layer="target", method="scorecam", classes=["1"], max_channels=2)
+    results = explainer.explain_batch(batch)
+    assert explainer.masked_images_scored == 2 * len(batch)  # N masked passes per image, no more
+    for a, result in zip(activations, results):
+        kept = set(np.argsort(-a.sum(axis=(0, 1)))[:2])
+        heatmap = result.maps[0].heatmap
+        # Only the kept channels contribute: the map is a combination of those two channels.
+        basis = np.stack([a[:, :, k].ravel() for k in sorted(kept)], axis=1)
+        target = np.maximum(heatmap.ravel(), 0)
+        support = target > 0
+        coefficients, *_ = np.linalg.lstsq(basis[support], target[support], rcond=None)
+        np.testing.assert_allclose(basis[support] @ coefficients, target[support], atol=1e-4)
+
+
+def test_guided_backprop_and_guided_gradcam_match_numpy():
+    model = guided_model()
+    batch = tiny_models.images(2, seed=6)
+    k1, b1 = (w.numpy().astype(np.float64) for w in model.get_layer("target").weights)  # (1,1,3,4), (4,)
+    w2, b2 = (w.numpy().astype(np.float64) for w in model.get_layer("hidden").weights)  # (256, 6)
+    w3 = model.get_layer("head").kernel.numpy().astype(np.float64)  # (6, 3)
+    backprop = explained(model, batch, "guidedbackprop")
+    guided_cam = explained(model, batch, "guidedgradcam")
+    assert not any(m.empty for m in backprop + guided_cam)
+    for x, gb, ggc in zip(batch.astype(np.float64), backprop, guided_cam):
+        z1 = x @ k1[0, 0] + b1  # (8, 8, 4)
+        z2 = np.maximum(z1, 0).ravel() @ w2 + b2  # (6,)
+        # Springenberg et al. 2014: at each ReLU keep the gradient where the input was positive AND
+        # the incoming gradient is positive. y^1 is the logit before the softmax.
+        g_z2 = (z2 > 0) * np.maximum(w3[:, 1], 0)
+        g_z1 = (z1 > 0) * np.maximum((w2 @ g_z2).reshape(8, 8, 4), 0)
+        guided_gradient = g_z1 @ k1[0, 0].T  # (8, 8, 3)
+        expected_image = np.clip(0.5 + 0.1 * (guided_gradient - guided_gradient.mean()) / guided_gradient.std(), 0, 1)
+        np.testing.assert_allclose(gb.image, expected_image, atol=1e-5)
+        np.testing.assert_allclose(gb.heatmap, unit(np.abs(guided_gradient).max(axis=-1)), atol=1e-5)
+        # Guided Grad-CAM: the ordinary (not guided) gradient at 'target' gives Grad-CAM; the product
+        # with the guided gradient is the picture (Selvaraju et al. 2017, Sec. 3.1).
+        plain = ((w2 @ ((z2 > 0) * w3[:, 1])).reshape(8, 8, 4))
+        cam_map = unit(np.einsum("hwk,k->hw", np.maximum(z1, 0), plain.mean(axis=(0, 1))))
+        product = guided_gradient * cam_map[..., None]
+        expected = np.clip(0.5 + 0.1 * (product - product.mean()) / product.std(), 0, 1)
+        np.testing.assert_allclose(ggc.heatmap, cam_map, atol=1e-5)
+        np.testing.assert_allclose(ggc.image, expected, atol=1e-5)
+
+
+def test_guided_backprop_does_not_touch_the_model_and_differs_from_plain_gradient():
+    model = guided_model()
+    config, weights = weights_and_config(model)
+    explained(model, tiny_models.images(1), "guidedbackprop")
+    assert model.get_layer("hidden").activation.__name__ == "relu"
+    assert model.get_config() == config
+    for before, now in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, now)
+
+
+# -- identities ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["hirescam", "xgradcam"])
+def test_equals_gradcam_when_the_gradient_is_constant_over_space(name):
+    # At a layer that feeds GAP -> dense, dy^c/dA_ij^k = w_k^c / (h w) at every location: HiResCAM's
+    # element-wise product and XGrad-CAM's activation-weighted average both reduce to Grad-CAM.
+    model = tiny_models.gap_dense(seed=12)
+    batch = tiny_models.images(3, seed=2)
+    for ours, gradcam in zip(explained(model, batch, name), explained(model, batch, "gradcam")):
+        np.testing.assert_allclose(ours.heatmap, gradcam.heatmap, atol=1e-5)
+
+
+def test_xgradcam_and_gradcam_weights_coincide_on_a_gap_head():
+    # With a constant gradient g, XGrad-CAM's weight sum_ij (A_ij / sum A) g = g is Grad-CAM's mean
+    # gradient itself: the scale factor is 1, so even the raw maxima agree.
+    model = tiny_models.gap_dense(seed=12)
+    batch = tiny_models.images(2, seed=2)
+    for x, g in zip(explained(model, batch, "xgradcam"), explained(model, batch, "gradcam")):
+        assert not g.empty
+        assert x.raw_max == pytest.approx(g.raw_max, rel=1e-4)
+
+
+def test_scorecam_with_one_channel_is_that_channels_normalised_activation():
+    model = one_channel_model()
+    batch = tiny_models.images(3, seed=4)
+    activations = activations_of(model, "target", batch)[..., 0]
+    for a, class_map in zip(activations, explained(model, batch, "scorecam")):
+        np.testing.assert_allclose(class_map.heatmap, unit(a), atol=1e-5)
+
+
+def test_eigen_sign_is_fixed_by_the_channel_sum():
+    rng = np.random.default_rng(0)
+    data = rng.uniform(0, 1, (1, 5, 5, 6))
+    data[0, 1:3, 1:3, :] += 4.0  # a strong blob in every channel
+    flipped = first_principal_component(-data)  # the sign of the data flips, the rule follows the sum
+    projection = first_principal_component(data)
+    assert np.unravel_index(np.argmax(projection[0]), (5, 5)) in {(1, 1), (1, 2), (2, 1), (2, 2)}
+    np.testing.assert_allclose(flipped, -projection, atol=1e-9)
+    assert not first_principal_component(np.ones((1, 3, 3, 2))).any()  # no variation: empty, no NaN
+
+
+def test_eigen_smooth_applies_the_principal_component_to_any_method(flatten_case):
+    model, batch, activations, gradient = flatten_case
+    for a, class_map in zip(activations, explained(model, batch, "gradcam", eigen_smooth=True)):
+        contributions = a * gradient.mean(axis=(0, 1))
+        np.testing.assert_allclose(class_map.heatmap, unit(reference_eigen(contributions)), atol=1e-5)
+
+
+# -- aug smoothing and several layers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flip, zoom", AUGMENTATIONS)
+def test_augmentation_is_undone_on_the_map(flip, zoom):
+    # A bright square in the image, seen through an "identity layer": the restored map puts it back
+    # where it was.
+    image = np.zeros((1, 32, 32, 3), np.float32)
+    image[0, 8:14, 18:24] = 1.0
+    augmented = augment_batch(image, flip, zoom)
+    restored = restore_map(augmented[0, :, :, 0], flip, zoom)
+    covered = np.isfinite(restored)
+    assert covered[8:14, 18:24].all()
+    assert np.abs(np.where(covered, restored, 0) - image[0, :, :, 0]).max() < 0.6
+    y, x = np.unravel_index(np.nanargmax(restored), restored.shape)
+    assert 7 <= y <= 14 and 17 <= x <= 24
+
+
+def test_aug_smooth_explains_each_copy_for_the_original_class():
+    model = tiny_models.gap_dense(seed=3)
+    batch = tiny_models.images(3, seed=9)
+    plain = explainer_for(model, layer="target", method="gradcam").explain_batch(batch)
+    smooth = explainer_for(model, layer="target", method="gradcam", aug_smooth=True).explain_batch(batch)
+    for p, s in zip(plain, smooth):
+        assert [m.class_index for m in s.maps] == [m.class_index for m in p.maps]
+        assert s.maps[0].heatmap.shape == p.maps[0].heatmap.shape
+        assert 0 < s.maps[0].heatmap.max() <= 1.0
+        assert not np.allclose(s.maps[0].heatmap, p.maps[0].heatmap)  # it did average something
+
+
+def test_several_layers_fuse_as_the_mean_of_per_layer_unit_maps():
+    model = tiny_models.gap_dense(seed=4)
+    batch = tiny_models.images(2, seed=5)
+    fused = explainer_for(model, layer=["conv1", "target"], method="gradcam", classes=["0"]).explain_batch(batch)
+    first = explainer_for(model, layer="conv1", method="gradcam", classes=["0"]).explain_batch(batch)
+    second = explainer_for(model, layer="target", method="gradcam", classes=["0"]).explain_batch(batch)
+    for f, a, b in zip(fused, first, second):
+        assert f.maps[0].layers == ["conv1", "target"] and f.maps[0].layer == "conv1+target"
+        np.testing.assert_allclose(f.maps[0].heatmap, unit((a.maps[0].heatmap + b.maps[0].heatmap) / 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"method": "gradcam", "max_channels": 4}, "--max-channels applies to --method scorecam"),
+    ({"method": "scorecam", "max_channels": 0}, "--max-channels 0 must be at least 1"),
+    ({"method": "guidedbackprop", "aug_smooth": True}, "--aug-smooth smooths class activation maps"),
+    ({"method": "cam", "layer": ["conv1", "target"]}, "needs the layer to feed global-average-pooling"),
+])
+def test_option_errors(options, message):
+    options.setdefault("layer", "target")
+    with pytest.raises(UsageError, match=message.replace("+", r"\+")):
+        explainer_for(tiny_models.gap_dense(), **options)
