@@ -4,24 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tiny_models
+from tiny_models import activations_of, explainer_for, unit
 
 from camcli.errors import UsageError
-from camcli.explainer import Explainer, parse_class_requests
-from camcli.loading import wrap_model
-
-
-def explainer_for(model, **options):
-    return Explainer(wrap_model(model, preprocess="none"), **options)
-
-
-def activations_of(model, layer_name, batch):
-    return keras.Model(model.inputs, model.get_layer(layer_name).output).predict(batch, verbose=0)
-
-
-def unit(raw):
-    """ReLU then scale to [0, 1], as camcli does."""
-    positive = np.maximum(raw, 0)
-    return positive / positive.max()
+from camcli.explainer import parse_class_requests
 
 
 def test_gradcam_on_gap_head_matches_hand_computed_reference():

@@ -6,28 +6,13 @@ import keras
 import numpy as np
 import pytest
 import tiny_models
+from tiny_models import activations_of, explainer_for, unit
 
 from camcli.augment import AUGMENTATIONS, augment_batch, restore_map
 from camcli.errors import UsageError
-from camcli.explainer import Explainer
-from camcli.loading import wrap_model
 from camcli.methods import REGISTRY, first_principal_component
 
 GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop"}
-
-
-def explainer_for(model, **options):
-    return Explainer(wrap_model(model, preprocess="none"), **options)
-
-
-def activations_of(model, layer_name, batch):
-    return keras.Model(model.inputs, model.get_layer(layer_name).output).predict(batch, verbose=0)
-
-
-def unit(raw):
-    """ReLU, then scale to [0, 1] (camcli's normalisation, restated); all zero when nothing is positive."""
-    positive = np.maximum(raw, 0.0)
-    return positive / positive.max() if positive.max() > 0 else positive
 
 
 def guided_model(seed=3):

@@ -35,3 +35,22 @@ def flatten_dense(classes=3, seed=1):
 def images(count, seed=0):
     """Float images in 0..1 at the tiny models' input size (the scores stay well spread)."""
     return np.random.default_rng(seed).uniform(0, 1, (count, SIZE, SIZE, 3)).astype("float32")
+
+
+def explainer_for(model, **options):
+    """An Explainer on an in-memory model that takes its input as it is (no preprocessing)."""
+    from camcli.explainer import Explainer
+    from camcli.loading import wrap_model
+
+    return Explainer(wrap_model(model, preprocess="none"), **options)
+
+
+def activations_of(model, layer_name, batch):
+    """The layer's activations, from a plain Keras sub-model (independent of camcli's forward pass)."""
+    return keras.Model(model.inputs, model.get_layer(layer_name).output).predict(batch, verbose=0)
+
+
+def unit(raw):
+    """ReLU, then scale to [0, 1] (camcli's normalisation, restated); all zero when nothing is positive."""
+    positive = np.maximum(raw, 0.0)
+    return positive / positive.max() if positive.max() > 0 else positive
