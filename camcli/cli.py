@@ -37,6 +37,9 @@ class CamcliGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("camcli: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # `camcli methods | head`: the reader left; stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(EXIT_FAILED_IMAGES)
         except Exception as error:  # a bug: say so in one line, keep the traceback behind --debug
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -294,18 +297,22 @@ def models():
 
 
 @cli.command()
-def methods():
-    """List the mapping methods, their papers, and whether they need gradients.
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in the README).")
+def methods(markdown):
+    """List the mapping methods, their papers, and what each costs.
 
     \b
     Example:
       camcli methods
     """
+    from camcli.methods import describe, markdown_table
+
+    if markdown:
+        click.echo(markdown_table())
+        return
     width = max(len(name) for name in REGISTRY)
     for method in REGISTRY.values():
-        needs = method.cost
-        extra = "; needs a GAP -> dense head" if method.needs_gap_head else ""
-        click.echo(f"{method.name:<{width}}  {method.summary} ({method.paper}; {needs}{extra})")
+        click.echo(f"{method.name:<{width}}  {method.summary} ({method.paper}; {describe(method)})")
 
 
 def main():

@@ -263,3 +263,15 @@ REGISTRY: dict[str, Method] = {
 
 def method_names() -> list[str]:
     return list(REGISTRY)
+
+
+def describe(method: Method) -> str:
+    """What the method costs and needs, in words (for `camcli methods` and the README)."""
+    return method.cost + ("; needs a GAP -> dense head" if method.needs_gap_head else "")
+
+
+def markdown_table() -> str:
+    """The README's methods table (`camcli methods --markdown`); a test keeps the README in step."""
+    rows = ["| method | what it computes | paper | cost |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{m.name}` | {m.summary} | {m.paper} | {describe(m)} |" for m in REGISTRY.values()]
+    return "\n".join(rows)

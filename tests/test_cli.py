@@ -840,3 +840,13 @@ def test_method_option_errors_exit_2(models, image, tmp_path, args, message):
     assert result.exit_code == 2
     assert error_line(result).startswith(message)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_readme_methods_table_is_the_registrys():
+    from conftest import REPO
+
+    from camcli.methods import markdown_table
+
+    result = invoke("methods", "--markdown")
+    assert result.exit_code == 0 and result.stdout.strip() == markdown_table()
+    assert markdown_table() in (REPO / "README.md").read_text("utf-8")
