@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv lint test demo demo-model samples bench soak clean
+.PHONY: all venv lint test demo demo-model samples bench bench-methods soak clean
 
 all: lint test
 
@@ -38,6 +38,10 @@ samples: venv
 
 bench: venv
 	$(BIN)/python benchmarks/throughput.py
+
+# Every CAM method's images/s and its ratio to predict-only (resnet50, batch 8); no targets.
+bench-methods: venv
+	$(BIN)/python benchmarks/throughput.py --only methods
 
 # 5,000 generated images through the demo model: failures, completeness, memory growth.
 soak: venv

@@ -13,8 +13,16 @@ Each measurement runs the modes interleaved over --rounds rounds and keeps each 
 It also measures cold start (a fresh `camcli explain` of one image), `camcli --help` and
 `camcli models` wall times, and resident memory over a long run.
 
+The methods section (no targets) runs every registered method end to end the same way, on one model
+(--methods-model, resnet50) at batch 8, interleaved with predict-only, and prints each method's
+images/s, its ratio to predict-only and its cost; Score-CAM runs with --max-channels
+(--scorecam-channels, 64) and --aug-smooth gradcam is one extra row. The two slow rows run on fewer
+images (--methods-slow-images).
+
     python benchmarks/throughput.py                 # the full table (make bench)
     python benchmarks/throughput.py --quick         # a smaller run to try things
+    python benchmarks/throughput.py --only methods  # just the methods section (make bench-methods)
+    python benchmarks/throughput.py --skip-methods  # everything but the methods section
 """
 
 from __future__ import annotations
@@ -104,12 +112,18 @@ def predict_only(loaded, paths: list[Path], batch_size: int) -> float:
 # -- 2. camcli end to end -------------------------------------------------------------------------
 
 def camcli_end_to_end(loaded, paths: list[Path], batch_size: int, method: str, out: Path) -> float:
-    from camcli.discovery import discover
     from camcli.explainer import Explainer
-    from camcli.runner import RunOptions, run
 
     explainer = Explainer(loaded, method=method)
     explainer.explain_batch(np.zeros((batch_size, *loaded.input_size, 3), np.float32))  # compile
+    return timed_run(explainer, paths, batch_size, out)
+
+
+def timed_run(explainer, paths: list[Path], batch_size: int, out: Path) -> float:
+    """images/s of the CLI's code path (discover + camcli.runner.run) over the folder of `paths`."""
+    from camcli.discovery import discover
+    from camcli.runner import RunOptions, run
+
     tasks, _ = discover([paths[0].parent], out)
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -176,6 +190,103 @@ def tutorial_loop(loaded, paths: list[Path], layer: str, out: Path) -> float:
     return len(paths) / (time.perf_counter() - started)
 
 
+# -- 4. every method ------------------------------------------------------------------------------
+
+def layer_channels(model, path: str) -> int:
+    from camcli.layers import all_layers
+
+    return int(next(info.output_shape[-1] for info in all_layers(model) if info.path == path))
+
+
+def methods_section(args, work: Path) -> None:
+    """Every registered method end to end (the CLI's code path), interleaved with predict-only.
+
+    One model, one batch size, the same generated images for every row; the slow rows (Score-CAM,
+    --aug-smooth) use the first --methods-slow-images of them. Each mode keeps its best round. The
+    Explainer is built once per row, as the CLI builds it once per run, with the CLI's Score-CAM
+    batch (4 x --batch-size masked copies per pass). No targets: it only prints.
+    """
+    from camcli.augment import AUGMENTATIONS
+    from camcli.catalog import BUILTIN_MODELS
+    from camcli.errors import UsageError
+    from camcli.explainer import Explainer
+    from camcli.loading import load_model
+    from camcli.methods import REGISTRY
+
+    name, batch_size = args.methods_model, args.methods_batch_size
+    entry = BUILTIN_MODELS[name]
+    folder = work / "methods" / "all"
+    paths = make_images(folder, args.methods_images, entry.input_size)
+    slow_paths = []  # the same images, the first few, in a folder of their own
+    for path in paths[: args.methods_slow_images]:
+        slow_paths.append(work / "methods" / "slow" / path.name)
+        slow_paths[-1].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, slow_paths[-1])
+    loaded = load_model(name, weights="none")
+    score_batch = batch_size * 4  # what `camcli explain --batch-size N` passes (camcli.cli)
+
+    # (label, Explainer keyword arguments, slow)
+    rows = [(method, {"method": method}, False) for method in REGISTRY if method != "scorecam"]
+    rows.insert(list(REGISTRY).index("scorecam"), (
+        f"scorecam --max-channels {args.scorecam_channels}",
+        {"method": "scorecam", "max_channels": args.scorecam_channels}, True))
+    rows.append(("gradcam --aug-smooth", {"method": "gradcam", "aug_smooth": True}, True))
+
+    explainers, skipped = {}, {}
+    for label, kwargs, _ in rows:
+        try:
+            explainer = Explainer(loaded, score_batch_size=score_batch, **kwargs)
+        except UsageError as error:  # e.g. cam on a model without a GAP -> dense head
+            skipped[label] = str(error)
+            continue
+        # compile outside the timing; Score-CAM on one image (its masked passes are the costly part)
+        warm = 1 if kwargs.get("max_channels") else batch_size
+        explainer.explain_batch(np.zeros((warm, *loaded.input_size, 3), np.float32))
+        explainers[label] = explainer
+
+    best = {"predict": 0.0, **{label: 0.0 for label in explainers}}
+    masked_per_image = {}
+    for _ in range(args.rounds):
+        best["predict"] = max(best["predict"], predict_only(loaded, paths, batch_size))
+        for label, _, slow in rows:
+            if label not in explainers:
+                continue
+            explainer = explainers[label]
+            use = slow_paths if slow else paths
+            before = explainer.masked_images_scored
+            best[label] = max(best[label], timed_run(explainer, use, batch_size, work / "methods" / "out"))
+            masked_per_image[label] = (explainer.masked_images_scored - before) / len(use)
+
+    predict = best["predict"]
+    print(f"methods: {name} at batch {batch_size}, every registered method end to end (the CLI's code path),")
+    print(f"interleaved with predict-only ({predict:.1f} images/s on the {len(paths)} images), best of "
+          f"{args.rounds} round(s); relative = method images/s / predict-only images/s")
+    print(f"  {'method':<28} {'images':>6} {'images/s':>9} {'relative':>9}  cost")
+    for label, kwargs, slow in rows:
+        if label in skipped:
+            print(f"  {label:<28} {'':>6} {'n/a':>9} {'n/a':>9}  {skipped[label]}")
+            continue
+        method = REGISTRY[kwargs["method"]]
+        cost = method.cost
+        if method.needs_masked_scores:
+            masked = masked_per_image[label]
+            cost = (f"1 pass + {masked:.0f} masked copies per image (masked_images_scored / images), "
+                    f"in {masked / score_batch:.1f} passes of {score_batch}")
+        elif kwargs.get("aug_smooth"):
+            cost = (f"{len(AUGMENTATIONS)} gradient passes per image (the image + "
+                    f"{len(AUGMENTATIONS) - 1} flipped/zoomed copies)")
+        images = len(slow_paths if slow else paths)
+        print(f"  {label:<28} {images:>6} {best[label]:9.2f} {best[label] / predict:8.2f}x  {cost}")
+    scorecam = next((e for label, e in explainers.items() if e.method.needs_masked_scores), None)
+    if scorecam is not None:
+        channels = layer_channels(loaded.model, scorecam.layers[0])
+        print(f"  scorecam on all {channels} channels of {scorecam.layer} (computed, not measured): "
+              f"{channels} masked copies = {channels} / {score_batch} = {channels / score_batch:.0f} "
+              f"forward passes of {score_batch} per image, {channels / min(channels, args.scorecam_channels):.0f}x "
+              f"the masked work of the --max-channels {args.scorecam_channels} row")
+    del explainers, loaded
+
+
 # -- process-level figures ----------------------------------------------------------------------
 
 def wall(command: list[str], repeat: int = 3) -> float:
@@ -215,12 +326,30 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement; best kept")
     parser.add_argument("--memory-images", type=int, default=None,
                         help="images in the memory run (default 2000; 500 with --quick; 0 skips it)")
-    parser.add_argument("--quick", action="store_true", help="resnet50 only, batch 8, 32 images, 500 for memory")
+    parser.add_argument("--quick", action="store_true",
+                        help="resnet50 only, batch 8, 32 images, 500 for memory; methods: 16 images, 4 slow")
+    parser.add_argument("--only", choices=["methods"], help="run only this section (no targets)")
+    parser.add_argument("--skip-methods", action="store_true", help="leave out the methods section")
+    parser.add_argument("--methods-model", default="resnet50", help="model of the methods section (default resnet50)")
+    parser.add_argument("--methods-batch-size", type=int, default=8, help="batch size of the methods section")
+    parser.add_argument("--methods-images", type=int, default=None,
+                        help="images per method row (default 48; 16 with --quick)")
+    parser.add_argument("--methods-slow-images", type=int, default=None,
+                        help="images for the Score-CAM and --aug-smooth rows (default 8; 4 with --quick)")
+    parser.add_argument("--scorecam-channels", type=int, default=64,
+                        help="Score-CAM's --max-channels in the methods section (default 64)")
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.images, args.tutorial_images = "resnet50", "8", 32, 8
     if args.memory_images is None:
         args.memory_images = 500 if args.quick else 2000
+    if args.methods_images is None:
+        args.methods_images = 16 if args.quick else 48
+    if args.methods_slow_images is None:
+        args.methods_slow_images = 4 if args.quick else 8
+    args.methods_slow_images = min(args.methods_slow_images, args.methods_images)
+    if args.only == "methods" and args.skip_methods:
+        parser.error("--only methods and --skip-methods exclude each other")
 
     from camcli.catalog import BUILTIN_MODELS
     from camcli.loading import load_model
@@ -233,6 +362,13 @@ def main():
         held.append(ok)
         sign = ">=" if higher_is_better else "<="
         return f"{value:.2f} (target {sign} {target}: {'held' if ok else 'MISSED'})"
+
+    if args.only == "methods":
+        print(f"camcli throughput benchmark, methods section only: {os.cpu_count()} cores\n")
+        methods_section(args, work)
+        shutil.rmtree(work, ignore_errors=True)
+        print("\nthe methods section has no targets")
+        return 0
 
     print(f"camcli throughput benchmark: {os.cpu_count()} cores, images per measurement {args.images}")
     print("images/s; ratios are camcli end to end over predict-only (or over the tutorial loop)\n")
@@ -282,6 +418,9 @@ def main():
             print(f"  {name:<10} batch {batch_size:>2}: cam/predict     "
                   f"{check(cam / predict, TARGETS['cam_vs_predict'])}")
     print()
+    if not args.skip_methods:
+        methods_section(args, work)
+        print()
     sample = make_images(work / "single", 1, 224)[0]
     print(f"cold start, resnet50, one image (import + build + compile + explain): "
           f"{cold_start('resnet50', sample, work / 'cold'):.1f} s")

@@ -150,6 +150,13 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
               help="Images per compiled step.")
 @click.option("--save-heatmap", is_flag=True,
               help="Also write each map as float32 .npy at the image's resolution, values in [0, 1].")
+@click.option("--box-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="The JSON's bbox: the largest connected region at or above this fraction of the map's maximum.")
+@click.option("--save-mask", is_flag=True, help="Also write each map's thresholded region as a binary PNG mask.")
+@click.option("--draw-box", is_flag=True, help="Draw the box on the overlay.")
+@click.option("--panel", is_flag=True,
+              help="Also write a panel per map: the original, the heatmap with a colour bar, and the overlay.")
+@click.option("--report", is_flag=True, help="Write OUT/index.html, a page of every image, map and failure.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first image that fails (exit 1).")
 @click.option("--resume", is_flag=True,
               help="Skip images whose outputs an earlier run (same model, layer, method, classes) completed.")
@@ -160,7 +167,7 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
 @click.option("--json", "print_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, layers, method, aug_smooth,
             eigen_smooth, max_channels, classes, top_k, head, out_dir, alpha, colormap, batch_size, save_heatmap,
-            fail_fast, resume, shard, quiet, print_json):
+            box_threshold, save_mask, draw_box, panel, report, fail_fast, resume, shard, quiet, print_json):
     """Write heatmap overlays and top-k predictions for images and folders.
 
     PATHS are image files or folders (searched recursively; images are recognised by content). For
@@ -188,7 +195,8 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
                           head=head, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, max_channels=max_channels,
                           score_batch_size=batch_size * 4)
     options = RunOptions(out_dir, batch_size, alpha, colormap, save_heatmap, fail_fast=fail_fast, resume=resume,
-                         shard=shard)
+                         shard=shard, box_threshold=box_threshold, save_mask=save_mask, draw_box=draw_box,
+                         panel=panel)
     total = len(tasks) + len(skipped) if shard is None else None
     bar = tqdm(total=total, unit="img", file=sys.stderr, disable=quiet or not sys.stderr.isatty())
     stop = threading.Event()
@@ -209,6 +217,12 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
             )
     finally:
         signal.signal(signal.SIGINT, previous)
+    if report:
+        from camcli.report import write_report
+
+        page = write_report(out_dir)
+        if not quiet:
+            click.echo(f"camcli: report: {page}", err=True)
     if print_json:
         click.echo(json.dumps(summary_record(explainer, summary, shard), indent=2))
     if not quiet:
@@ -313,6 +327,92 @@ def methods(markdown):
     width = max(len(name) for name in REGISTRY)
     for method in REGISTRY.values():
         click.echo(f"{method.name:<{width}}  {method.summary} ({method.paper}; {describe(method)})")
+
+
+@cli.command("evaluate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--truth", "truth_path", required=True, type=click.Path(path_type=Path), metavar="FILE|DIR",
+              help="Ground-truth boxes: CSV image,x0,y0,x1,y1[,label] (pixels, x1/y1 exclusive), JSON "
+                   "{\"img.jpg\": [{\"box\": [x0, y0, x1, y1], \"label\": \"cat\"}]}, or a folder of Pascal VOC XML.")
+@model_options
+@click.option("--method", "methods", multiple=True, type=click.Choice(list(REGISTRY), case_sensitive=False),
+              help="Mapping method; repeat to compare methods in one run. Default: gradcam.")
+@click.option("--layer", "layers", multiple=True,
+              help="Layer to explain, as for `camcli explain` (repeatable: maps are fused). Default: the last "
+                   "spatial layer before the head.")
+@click.option("--head", type=click.Choice(["auto", "softmax", "sigmoid"]), default="auto", show_default=True,
+              help="How scores come from the model's output; auto reads the final activation.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("camcli_out"),
+              show_default=True, help="Folder for evaluation.json and evaluation.csv.")
+@click.option("--steps", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Deletion/insertion steps (2 x (steps + 1) forward passes per image and method); 0 skips them.")
+@click.option("--box-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="The map's box covers its largest region above this fraction of its maximum (CAM paper).")
+@click.option("--pointing-tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Pointing game: a peak this many pixels outside a box still hits (Zhang et al. use 15).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per compiled step.")
+@click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
+              help="Exit 1 when a higher-is-better metric (pointing, energy, iou, corloc, insertion, "
+                   "confidence_increase) is below VALUE for any method. Repeatable.")
+@click.option("--fail-over", multiple=True, metavar="METRIC=VALUE",
+              help="Exit 1 when a lower-is-better metric (loc_error, deletion, average_drop) is above VALUE "
+                   "for any method. Repeatable.")
+def evaluate_command(paths, truth_path, model_spec, weights, preprocess, labels_file, unsafe_load, methods, layers,
+                     head, out_dir, steps, box_threshold, pointing_tolerance, batch_size, fail_under, fail_over):
+    """Score heatmaps against ground-truth boxes (localization and faithfulness) and gate CI on them.
+
+    Prints a table of metrics per method (fractions in [0, 1]) and writes OUT/evaluation.json and
+    OUT/evaluation.csv. Each image is explained for its boxes' class when the model knows the label,
+    else for its top-1 class; images without truth are listed and skipped.
+    Exit status: 0 every gate passed, 1 a gate failed or an image could not be read, 2 usage error.
+
+    \b
+    Example:
+      camcli evaluate sample_images/generated --truth sample_images/generated/truth.csv \\
+          --model demo --method gradcam --method cam --fail-under pointing=0.8
+    """
+    from tqdm import tqdm
+
+    from camcli import evaluation
+    from camcli.discovery import discover
+    from camcli.explainer import Explainer
+    from camcli.truth import load_truth
+
+    gates = [evaluation.parse_gate(text, "under") for text in fail_under]
+    gates += [evaluation.parse_gate(text, "over") for text in fail_over]
+    check_output_folder(out_dir)
+    truth = load_truth(truth_path)
+    tasks, skipped = discover(paths, out_dir)
+    if not tasks and not skipped:
+        raise UsageError(f"no images found in {', '.join(map(str, paths))}")
+    options = evaluation.EvaluationOptions(out_dir, box_threshold, steps, batch_size, score_batch_size=batch_size * 4,
+                                pointing_tolerance=pointing_tolerance, gates=gates, truth_name=str(truth_path))
+    evaluation.check_computable(gates, options, truth)
+    evaluation.check_matches(truth, tasks, str(truth_path))
+    loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
+    classes = evaluation.evaluation_classes(truth, loaded.labels, tasks)
+    explainers = [Explainer(loaded, layer=list(layers) or None, method=method, classes=classes, head=head,
+                            score_batch_size=batch_size * 4) for method in dict.fromkeys(methods or ["gradcam"])]
+    bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, disable=not sys.stderr.isatty())
+    with bar:
+        report = evaluation.evaluate(explainers, tasks, truth, options, skipped,
+                          on_failure=lambda image, reason: bar.write(f"camcli: failed: {image}: {reason}",
+                                                                     file=sys.stderr),
+                          on_progress=bar.update)
+    click.echo(evaluation.format_table(report))
+    for item in report.without_truth[:5]:
+        click.echo(f"camcli: skipped: {item['image']}: {item['reason']}", err=True)
+    if len(report.without_truth) > 5:
+        click.echo(f"camcli: skipped {len(report.without_truth) - 5} more images without truth "
+                   f"(listed in {out_dir / 'evaluation.json'})", err=True)
+    for warning in report.warnings:
+        click.echo(f"camcli: warning: {warning}", err=True)
+    for result in report.failed_gates:
+        click.echo(f"camcli: {result.message()}", err=True)
+    click.echo(f"camcli: evaluated {report.evaluated} of {report.images} images ({len(report.failures)} failed, "
+               f"{len(report.without_truth)} without truth) -> {out_dir}", err=True)
+    sys.exit(EXIT_FAILED_IMAGES if report.failed_gates or report.failures else 0)
 
 
 def main():

@@ -13,9 +13,9 @@ What is included
     are compared, so symlinks do not get around it, and it need not exist yet). When an input
     folder is the output directory or lies inside it (`--out` = the photo folder), the folder is
     walked all the same, and camcli's own overlays are recognised by the marker in their PNG
-    text chunk (`camcli.outputs.is_camcli_png`), so last run's heatmaps are never read back as
-    photos. The same file reached twice (named twice, or through a symlink) is included once, at
-    its first occurrence.
+    text chunk (`camcli.outputs.is_camcli_output`; the report's JPEG thumbnails carry it as a
+    comment), so last run's heatmaps and thumbnails are never read back as photos. The same file
+    reached twice (named twice, or through a symlink) is included once, at its first occurrence.
 
 Where the outputs go: `out_stem`
     Each task has a stem, a relative POSIX path without extension under the output directory to
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camcli.images import IMAGE_EXTENSIONS, sniff_image
-from camcli.outputs import is_camcli_png
+from camcli.outputs import is_camcli_output
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def _expand(arg, index, out_real, skipped):
         return
     real = os.path.realpath(arg)
     in_out = _inside(real, out_real)
-    if in_out and stat.S_ISREG(st.st_mode) and is_camcli_png(arg):
+    if in_out and stat.S_ISREG(st.st_mode) and is_camcli_output(arg):
         skipped.append(SkippedInput(printable(arg), "an output of camcli, not an input"))
     elif stat.S_ISDIR(st.st_mode):
         # A folder inside (or equal to) the output folder is walked for inputs all the same, but
@@ -138,7 +138,7 @@ def _walk(root, index, out_real, skipped):
             if _has_image_extension(entry.name):
                 skipped.append(SkippedInput(printable(Path(entry.path)), "broken symlink"))
         elif kind == "file" and not _inside(real, out_real):
-            if (_has_image_extension(entry.name) or sniff_image(entry.path)) and not is_camcli_png(entry.path):
+            if (_has_image_extension(entry.name) or sniff_image(entry.path)) and not is_camcli_output(entry.path):
                 yield _Found(Path(entry.path), real, parts, root_name, index)
 
 

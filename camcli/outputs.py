@@ -88,6 +88,31 @@ def is_camcli_png(path) -> bool:
     return head.startswith(b"\x89PNG") and _MARKER_CHUNK in head
 
 
+# JPEGs (the report's thumbnails) carry the same marker as a comment segment, which Pillow writes
+# right after the JFIF header.
+_JPEG_MARKER = b"\xff\xfe" + (2 + len(PNG_MARKER_VALUE)).to_bytes(2, "big") + PNG_MARKER_VALUE.encode()
+
+
+def save_jpeg(path, rgb_uint8, quality=80):
+    """Save an RGB uint8 array (or a Pillow image) as a marked JPEG, atomically."""
+    image = rgb_uint8 if isinstance(rgb_uint8, Image.Image) else Image.fromarray(np.asarray(rgb_uint8, np.uint8))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality, comment=PNG_MARKER_VALUE.encode())
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def is_camcli_output(path) -> bool:
+    """Whether `path` is an image camcli wrote: a marked PNG (overlay, panel) or JPEG (thumbnail)."""
+    if is_camcli_png(path):
+        return True
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)
+    except OSError:
+        return False
+    return head.startswith(b"\xff\xd8") and _JPEG_MARKER in head
+
+
 def save_json(path, obj):
     """Save `obj` as UTF-8 JSON (indented, NaN refused), converting numpy values, atomically."""
     text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False, default=_to_json) + "\n"

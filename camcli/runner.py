@@ -31,8 +31,10 @@ from camcli.discovery import ImageTask, SkippedInput
 from camcli.errors import CamcliError, UsageError
 from camcli.explainer import Explainer, ImageExplanation
 from camcli.images import load_rgb
+from camcli.localization import box_from_map, draw_box, threshold_mask
 from camcli.outputs import TEMP_PREFIX, TEMP_SUFFIX, save_json, save_npy, save_png
 from camcli.overlay import blend, colormap_lut, peak_xy, resize_unit_rgb, upsample
+from camcli.panel import panel_title, save_panel
 
 SUMMARY_NAME = "summary.json"
 
@@ -48,6 +50,10 @@ class RunOptions:
     fail_fast: bool = False  # stop at the first failed image
     resume: bool = False  # skip images whose outputs are already complete
     shard: tuple[int, int] | None = None  # (k, n), 1 <= k <= n: this process's share of the images
+    box_threshold: float = 0.2  # the box keeps pixels >= this fraction of the map's maximum (CAM paper)
+    save_mask: bool = False  # write each map's thresholded mask as a binary PNG
+    draw_box: bool = False  # draw the box on the overlay
+    panel: bool = False  # write a side-by-side panel (original, heatmap with colour bar, overlay) per map
 
     @property
     def summary_name(self) -> str:
@@ -95,7 +101,10 @@ def is_complete(task: ImageTask, explainer: Explainer, options: RunOptions) -> b
         wanted = {r.index if r.index is not None else ranked[r.rank - 1] for r in explainer.requests}
         if wanted != {e["class_index"] for e in explanations}:
             return False
-        files = [e["overlay"] for e in explanations] + [e["heatmap"] for e in explanations if options.save_heatmap]
+        files = [e["overlay"] for e in explanations]
+        files += [e["heatmap"] for e in explanations if options.save_heatmap]
+        files += [e["mask"] for e in explanations if options.save_mask]
+        files += [e["panel"] for e in explanations if options.panel]
         return all(name and (options.out_dir / name).is_file() for name in files)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return False
@@ -115,10 +124,19 @@ def remove_stale_temporary_files(out_dir: Path) -> int:
     return removed
 
 
-def output_paths(out_dir: Path, task: ImageTask, method: str, class_index: int) -> tuple[Path, Path]:
-    """(overlay PNG, heatmap NPY) for one explained class of one image."""
+@dataclass(frozen=True)
+class OutputPaths:
+    """The files of one explained class of one image: `<stem>.<method>.<class>` + a suffix."""
+
+    overlay: Path  # .png
+    heatmap: Path  # .npy, with --save-heatmap
+    mask: Path  # .mask.png, with --save-mask
+    panel: Path  # .panel.png, with --panel
+
+
+def output_paths(out_dir: Path, task: ImageTask, method: str, class_index: int) -> OutputPaths:
     base = out_dir / f"{task.out_stem}.{method}.{class_index}"
-    return base.with_name(base.name + ".png"), base.with_name(base.name + ".npy")
+    return OutputPaths(*(base.with_name(base.name + suffix) for suffix in (".png", ".npy", ".mask.png", ".panel.png")))
 
 
 def json_path(out_dir: Path, task: ImageTask) -> Path:
@@ -145,14 +163,25 @@ def write_image_outputs(task: ImageTask, rgb: np.ndarray, result: ImageExplanati
     explanations = []
     for class_map in result.maps:
         heatmap = upsample(class_map.heatmap, (width, height))
-        overlay_path, heatmap_path = output_paths(options.out_dir, task, class_map.method, class_map.class_index)
+        paths = output_paths(options.out_dir, task, class_map.method, class_map.class_index)
+        box = box_from_map(heatmap, options.box_threshold)
         if class_map.image is not None:  # guided methods: the RGB gradient image, not a blend
             picture = resize_unit_rgb(class_map.image, (width, height))
         else:
             picture = blend(rgb, heatmap, options.alpha, lut)
-        save_png(_refuse_input(overlay_path, inputs), picture, compress_level=options.png_compress_level)
+        if options.draw_box:
+            picture = draw_box(picture, box)
+        save_png(_refuse_input(paths.overlay, inputs), picture, compress_level=options.png_compress_level)
         if options.save_heatmap:
-            save_npy(_refuse_input(heatmap_path, inputs), heatmap.astype(np.float32))
+            save_npy(_refuse_input(paths.heatmap, inputs), heatmap.astype(np.float32))
+        if options.save_mask:
+            mask = threshold_mask(heatmap, options.box_threshold)
+            save_png(_refuse_input(paths.mask, inputs), mask.astype(np.uint8) * 255,
+                     compress_level=options.png_compress_level)
+        if options.panel:
+            title = panel_title(class_map.label, class_map.score, class_map.method, class_map.layers)
+            save_panel(_refuse_input(paths.panel, inputs), rgb, None if class_map.image is not None else heatmap,
+                       picture, title, options.colormap)
         explanations.append({
             "method": class_map.method,
             "layer": class_map.layer,
@@ -160,9 +189,12 @@ def write_image_outputs(task: ImageTask, rgb: np.ndarray, result: ImageExplanati
             "class_index": class_map.class_index,
             "label": class_map.label,
             "score": class_map.score,
-            "overlay": _relative(overlay_path, options.out_dir),
-            "heatmap": _relative(heatmap_path, options.out_dir) if options.save_heatmap else None,
+            "overlay": _relative(paths.overlay, options.out_dir),
+            "heatmap": _relative(paths.heatmap, options.out_dir) if options.save_heatmap else None,
             "peak": peak_xy(heatmap),
+            "bbox": list(box) if box is not None else None,
+            "mask": _relative(paths.mask, options.out_dir) if options.save_mask else None,
+            "panel": _relative(paths.panel, options.out_dir) if options.panel else None,
             "raw_max": class_map.raw_max,
             "empty": class_map.empty,
         })

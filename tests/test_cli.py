@@ -216,10 +216,20 @@ def test_image_json_record(contract, models):
         "overlay": f"a/b/x.gradcam.{top['index']}.png",
         "heatmap": f"a/b/x.gradcam.{top['index']}.npy",
         "peak": explanation["peak"],
+        "bbox": explanation["bbox"],
+        "mask": None,
+        "panel": None,
         "raw_max": explanation["raw_max"],
         "empty": False,
     }
     assert explanation["raw_max"] > 0.0
+    heatmap = np.load(out / explanation["heatmap"])
+    from camcli.localization import box_from_map
+
+    assert explanation["bbox"] == list(box_from_map(heatmap, 0.2))  # the default --box-threshold
+    x0, y0, x1, y1 = explanation["bbox"]
+    assert 0 <= x0 < x1 <= record["width"] and 0 <= y0 < y1 <= record["height"]
+    assert x0 <= explanation["peak"][0] < x1 and y0 <= explanation["peak"][1] < y1
 
 
 def test_summary_json(contract, models):
@@ -850,3 +860,43 @@ def test_readme_methods_table_is_the_registrys():
     result = invoke("methods", "--markdown")
     assert result.exit_code == 0 and result.stdout.strip() == markdown_table()
     assert markdown_table() in (REPO / "README.md").read_text("utf-8")
+
+
+# --- boxes, masks and panels -----------------------------------------------------------------------------
+
+
+def test_save_mask_draw_box_and_panel(models, tmp_path):
+    from camcli.localization import box_from_map, threshold_mask
+
+    image = write_image(tmp_path / "in" / "img.png", size=(40, 30), seed=3)
+    out = tmp_path / "out"
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--preprocess", "scale01", "--out", out,
+                    "--save-heatmap", "--save-mask", "--draw-box", "--panel", "--box-threshold", "0.5", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    [explanation] = read_json(out / "img.json")["explanations"]
+    heatmap = np.load(out / explanation["heatmap"])
+    # The mask is every pixel at or above 0.5 x the maximum; the box bounds the largest connected part.
+    mask = np.asarray(Image.open(out / explanation["mask"]))
+    assert explanation["mask"].endswith(".mask.png") and set(np.unique(mask)) <= {0, 255}
+    np.testing.assert_array_equal(mask == 255, threshold_mask(heatmap, 0.5))
+    assert explanation["bbox"] == list(box_from_map(heatmap, 0.5))
+    # The box is drawn in green on the overlay's edges.
+    x0, y0, x1, y1 = explanation["bbox"]
+    overlay = np.asarray(Image.open(out / explanation["overlay"]))
+    assert (overlay[y0, x0:x1] == [0, 255, 0]).all() and (overlay[y0:y1, x1 - 1] == [0, 255, 0]).all()
+    # The panel: original, heatmap with colour bar, overlay, side by side, wider than tall.
+    with Image.open(out / explanation["panel"]) as panel:
+        assert explanation["panel"].endswith(".panel.png") and panel.width > 2 * panel.height > 300
+    # --resume checks that the mask and the panel exist too.
+    (out / explanation["panel"]).unlink()
+    again = invoke("explain", image, "--model", models["path"]["gap"], "--preprocess", "scale01", "--out", out,
+                   "--save-heatmap", "--save-mask", "--draw-box", "--panel", "--box-threshold", "0.5", "--quiet",
+                   "--resume", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["resumed"] == 0
+    assert (out / explanation["panel"]).is_file()
+
+
+def test_box_threshold_out_of_range_is_a_usage_error(models, image, tmp_path):
+    result = invoke("explain", image, "--model", models["path"]["gap"], "--box-threshold", "1.5", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "--box-threshold" in error_line(result)

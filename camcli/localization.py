@@ -1,0 +1,273 @@
+"""What a heatmap says about where the object is, and how faithful it is: numpy and scipy.ndimage only.
+
+Coordinates follow the rest of camcli: a box is `(x0, y0, x1, y1)` in pixels of the array it was
+measured on, x to the right and y down, with x0, y0 INCLUSIVE and x1, y1 EXCLUSIVE, so
+`heatmap[y0:y1, x0:x1]` is the box and its area is `(x1 - x0) * (y1 - y0)`. Truth boxes may hold
+floats; a pixel belongs to a box when its centre `(x + 0.5, y + 0.5)` lies inside it, which for
+integer boxes is the same as the slice above.
+
+Every function takes a map in [0, 1] (any non-negative map works: only ratios to its maximum
+matter) and never divides by zero: an all-zero ("empty") map has no box, no peak and no energy.
+
+Localization
+    `threshold_mask`, `box_from_map` (the CAM paper's box), `pointing_hit` (pointing game),
+    `energy_in_boxes` (energy-based pointing game), `box_iou`, `best_iou`, `draw_box`.
+Faithfulness
+    `deletion_insertion_curves` (RISE's deletion and insertion), `average_drop_increase`
+    (Grad-CAM++'s Average Drop and Increase in Confidence), `multiply_by_map` (the image those score).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+Box = tuple[int, int, int, int]
+
+DEFAULT_BOX_THRESHOLD = 0.2  # the CAM paper's 20% of the map's maximum
+DEFAULT_BLUR_SIGMA = 5.0  # RISE's insertion starts from the image blurred by a Gaussian of sigma 5 pixels
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)  # diagonal neighbours count as connected
+
+
+# --- masks and boxes --------------------------------------------------------------------------------
+
+
+def threshold_mask(heatmap: np.ndarray, threshold: float = DEFAULT_BOX_THRESHOLD) -> np.ndarray:
+    """Pixels whose value is at least `threshold` times the map's maximum, as a bool (h, w) array.
+
+    Zero pixels are never kept (not even with threshold 0): they carry no evidence. An empty map
+    (maximum 0, or not finite) gives an all-False mask.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    peak = float(heatmap.max()) if heatmap.size else 0.0
+    if not (math.isfinite(peak) and peak > 0.0):
+        return np.zeros(heatmap.shape, dtype=bool)
+    return (heatmap >= threshold * peak) & (heatmap > 0.0)
+
+
+def box_from_map(heatmap: np.ndarray, threshold: float = DEFAULT_BOX_THRESHOLD) -> Box | None:
+    """The CAM paper's box (Zhou et al. 2016, Sec. 4.1): `(x0, y0, x1, y1)`, x1 and y1 exclusive.
+
+    Keep the pixels at or above `threshold` x the map's maximum, split them into connected components
+    (8-connectivity), and return the bounding box of the largest one. Between components of the same
+    size, the one holding the map's peak wins, else the first in row-major order. None for an empty map.
+    """
+    mask = threshold_mask(heatmap, threshold)
+    if not mask.any():
+        return None
+    components, count = ndimage.label(mask, structure=_EIGHT_NEIGHBOURS)
+    sizes = np.bincount(components.ravel(), minlength=count + 1)
+    sizes[0] = 0  # label 0 is the background
+    largest = np.flatnonzero(sizes == sizes.max())  # labels are numbered in row-major order of their first pixel
+    chosen = int(largest[0])
+    peak_label = int(components.flat[int(np.argmax(heatmap))])
+    if peak_label in largest:
+        chosen = peak_label
+    rows, cols = ndimage.find_objects((components == chosen).astype(np.int32))[0]
+    return int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)
+
+
+def draw_box(rgb_uint8: np.ndarray, box: Sequence[float] | None, color: Sequence[int] = (0, 255, 0),
+             width: int | None = None) -> np.ndarray:
+    """A copy of the RGB image with the box's outline drawn inside its edges.
+
+    width: line width in pixels; None picks about 1% of the image's short side (at least 1).
+    A box partly outside the image is clipped; None (no box) returns an unchanged copy.
+    """
+    image = np.array(rgb_uint8, dtype=np.uint8, copy=True)
+    if box is None:
+        return image
+    height, width_px = image.shape[:2]
+    if width is None:
+        width = max(1, min(height, width_px) // 100)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, x1 = max(0, x0), min(width_px, x1)
+    y0, y1 = max(0, y0), min(height, y1)
+    if x1 <= x0 or y1 <= y0:
+        return image
+    colour = np.asarray(color, dtype=np.uint8)
+    image[y0:min(y1, y0 + width), x0:x1] = colour  # top edge
+    image[max(y0, y1 - width):y1, x0:x1] = colour  # bottom edge
+    image[y0:y1, x0:min(x1, x0 + width)] = colour  # left edge
+    image[y0:y1, max(x0, x1 - width):x1] = colour  # right edge
+    return image
+
+
+# --- localization metrics -----------------------------------------------------------------------
+
+
+def _peak_xy(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """(x, y) of the hottest pixel, the first in row-major order; None for an empty map."""
+    peak = float(heatmap.max()) if heatmap.size else 0.0
+    if not (math.isfinite(peak) and peak > 0.0):
+        return None
+    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    return int(x), int(y)
+
+
+def pointing_hit(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], tolerance: float = 0.0) -> bool:
+    """Pointing game (Zhang et al. 2018, "Top-down neural attention by excitation backprop", IJCV).
+
+    A hit when the map's peak pixel lies in one of the boxes, or within `tolerance` pixels of one
+    (distance from the pixel's centre to the box; the paper allows 15 pixels). An empty map misses.
+    """
+    peak = _peak_xy(np.asarray(heatmap))
+    if peak is None:
+        return False
+    cx, cy = peak[0] + 0.5, peak[1] + 0.5  # the pixel's centre
+    for x0, y0, x1, y1 in boxes:
+        dx = max(x0 - cx, 0.0, cx - x1)
+        dy = max(y0 - cy, 0.0, cy - y1)
+        inside = x0 <= cx < x1 and y0 <= cy < y1
+        if inside or (tolerance > 0 and math.hypot(dx, dy) <= tolerance):
+            return True
+    return False
+
+
+def _pixel_span(low: float, high: float, size: int) -> slice:
+    """The pixels (as a slice, clipped to 0..size) whose centres lie in [low, high)."""
+    start = max(0, math.ceil(low - 0.5))
+    stop = min(size, math.ceil(high - 0.5))
+    return slice(start, max(start, stop))
+
+
+def boxes_mask(shape: tuple[int, int], boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    """The union of the boxes as a bool (h, w) mask (pixel centres inside a box)."""
+    mask = np.zeros(shape, dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        mask[_pixel_span(y0, y1, shape[0]), _pixel_span(x0, x1, shape[1])] = True
+    return mask
+
+
+def energy_in_boxes(heatmap: np.ndarray, boxes: Sequence[Sequence[float]]) -> float | None:
+    """Energy-based pointing game (Wang et al. 2020, "Score-CAM", CVPR workshops): the share of the map's
+    mass that falls inside the union of the boxes, sum(map inside) / sum(map). None for an empty map."""
+    heatmap = np.maximum(np.asarray(heatmap, dtype=np.float64), 0.0)
+    total = float(heatmap.sum())
+    if not (math.isfinite(total) and total > 0.0):
+        return None
+    return float(heatmap[boxes_mask(heatmap.shape, boxes)].sum()) / total
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes; 0.0 when both are empty."""
+    overlap_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    overlap_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    intersection = overlap_w * overlap_h
+    area_a = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1])
+    area_b = max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+    union = area_a + area_b - intersection
+    return float(intersection / union) if union > 0 else 0.0
+
+
+def best_iou(pred_box: Sequence[float] | None, boxes: Sequence[Sequence[float]]) -> float:
+    """The highest IoU between the predicted box and any truth box; 0.0 without a prediction or truth."""
+    if pred_box is None:
+        return 0.0
+    return max((box_iou(pred_box, box) for box in boxes), default=0.0)
+
+
+# --- faithfulness ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FaithfulnessCurves:
+    """RISE's two curves for one image and class, sampled at `fractions` of the pixels changed."""
+
+    fractions: np.ndarray  # (steps + 1,) from 0 to 1
+    deletion: np.ndarray  # class score as the most salient pixels are removed (lower AUC = more faithful)
+    insertion: np.ndarray  # class score as they are put back into a blurred copy (higher AUC = more faithful)
+    deletion_auc: float
+    insertion_auc: float
+
+
+def area_under_curve(fractions: np.ndarray, values: np.ndarray) -> float:
+    """Trapezoid rule over the fraction axis (0..1), as RISE's `auc` does."""
+    fractions = np.asarray(fractions, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.sum((fractions[1:] - fractions[:-1]) * (values[1:] + values[:-1]) / 2.0))
+
+
+def blurred(image: np.ndarray, sigma: float = DEFAULT_BLUR_SIGMA) -> np.ndarray:
+    """A Gaussian blur of an (H, W, C) image, each channel on its own."""
+    return ndimage.gaussian_filter(np.asarray(image, dtype=np.float32), sigma=(sigma, sigma, 0))
+
+
+def _scores_of_mixes(score_fn, start, end, rank, counts, class_index, batch_size) -> np.ndarray:
+    """The class score of each image that shows `end` on the `counts[k]` top-ranked pixels and
+    `start` everywhere else, scored `batch_size` images at a time."""
+    height, width = start.shape[:2]
+    scores = []
+    for first in range(0, len(counts), batch_size):
+        chunk = np.asarray(counts[first:first + batch_size])
+        switched = (rank[np.newaxis, :] < chunk[:, np.newaxis]).reshape(len(chunk), height, width, 1)
+        batch = np.where(switched, end[np.newaxis], start[np.newaxis]).astype(np.float32)
+        scores.append(np.asarray(score_fn(batch))[:, class_index])
+    return np.concatenate(scores).astype(np.float64)
+
+
+def deletion_insertion_curves(score_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
+                              saliency: np.ndarray, class_index: int, steps: int = 50, batch_size: int = 32,
+                              baseline: float = 0.0, blur_sigma: float = DEFAULT_BLUR_SIGMA) -> FaithfulnessCurves:
+    """Deletion and insertion (Petsiuk et al. 2018, "RISE: randomized input sampling", BMVC) for one image and class.
+
+    image: the model's input, (H, W, C) float32 as the model takes it (already preprocessed).
+    saliency: (H, W) map at the same resolution; pixels are ranked from the most salient down
+    (ties broken in row-major order, so the result is deterministic).
+    score_fn: (N, H, W, C) float32 batch -> (N, num_classes) probabilities.
+    Deletion replaces the top-ranked pixels (all channels) with `baseline` (0 in the model's input
+    space: black for inputs scaled to 0..1, the mean colour for mean-subtracted inputs); insertion
+    starts from the image blurred per channel (`blur_sigma` pixels) and puts the original pixels back
+    in the same order. Each curve has `steps` + 1 points, 0%, 1/steps, ..., 100% of the pixels, and
+    its AUC is the trapezoid area over the fraction axis 0..1.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.shape != image.shape[:2]:
+        raise ValueError(f"saliency shape {saliency.shape} does not match image shape {image.shape[:2]}")
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be at least 1, got {steps} and {batch_size}")
+    pixels = saliency.size
+    order = np.argsort(-saliency.ravel(), kind="stable")  # most salient first
+    rank = np.empty(pixels, dtype=np.int64)
+    rank[order] = np.arange(pixels)  # rank[p]: how many pixels come before pixel p
+    counts = np.rint(np.arange(steps + 1) * pixels / steps).astype(np.int64)  # pixels changed at each step
+    fractions = counts / pixels
+    removed = np.full_like(image, baseline)
+    deletion = _scores_of_mixes(score_fn, image, removed, rank, counts, class_index, batch_size)
+    insertion = _scores_of_mixes(score_fn, blurred(image, blur_sigma), image, rank, counts, class_index, batch_size)
+    return FaithfulnessCurves(fractions, deletion, insertion, area_under_curve(fractions, deletion),
+                              area_under_curve(fractions, insertion))
+
+
+def multiply_by_map(rgb_uint8: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The image multiplied pixel-wise by its explanation map in [0, 1] (same height and width),
+    as uint8 RGB: what Grad-CAM++'s Average Drop and Increase in Confidence score."""
+    heatmap = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    return np.rint(np.asarray(rgb_uint8, dtype=np.float32) * heatmap[..., np.newaxis]).astype(np.uint8)
+
+
+def average_drop_increase(original_scores: Sequence[float], masked_scores: Sequence[float]) -> tuple[float, float]:
+    """Average Drop and Increase in Confidence (Chattopadhyay et al. 2018, Grad-CAM++, Sec. 6.1).
+
+    original_scores: Y, the class score of each image; masked_scores: O, the score of the same
+    image multiplied by its explanation map (`multiply_by_map`). Average Drop = mean over images of
+    max(0, Y - O) / Y (lower is better); Increase in Confidence = the fraction of images with O > Y
+    (higher is better). Both are fractions in [0, 1]; the paper reports them as percentages. An
+    image with Y = 0 has no score to drop and counts as no drop. Raises ValueError for no images.
+    """
+    original = np.asarray(original_scores, dtype=np.float64)
+    masked = np.asarray(masked_scores, dtype=np.float64)
+    if original.shape != masked.shape:
+        raise ValueError(f"{original.shape[0]} original scores but {masked.shape[0]} masked scores")
+    if original.size == 0:
+        raise ValueError("Average Drop needs at least one image")
+    positive = original > 0
+    drops = np.where(positive, np.maximum(0.0, original - masked) / np.where(positive, original, 1.0), 0.0)
+    return float(drops.mean()), float(np.mean(masked > original))
