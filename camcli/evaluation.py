@@ -1,0 +1,559 @@
+"""`camcli evaluate`: score explanations against ground-truth boxes, per method, and gate a build on them.
+
+For every image with truth and every method, one class is explained per group of boxes: the boxes'
+label when the model knows it, else the image's top-1 class. Each (image, method, class) gives one
+row of metrics, measured on the map upsampled to the original image (localization) or to the
+model's input (faithfulness):
+
+    pointing             the map's peak lies in a box of the class (pointing game)
+    energy               share of the map's mass inside the class's boxes (energy-based pointing game;
+                         an empty map counts as 0)
+    iou                  IoU of the map's box (CAM paper: largest component above --box-threshold)
+                         with the best-matching truth box (0 without a box)
+    corloc               iou >= 0.5
+    loc_error            ILSVRC localization error: the top-1 class is not the box's class, or iou < 0.5;
+                         only for rows whose truth label the model knows
+    deletion/insertion   RISE AUCs over --steps steps (lower/higher is better); skipped with --steps 0
+    average_drop         Grad-CAM++: max(0, Y - O) / Y, where O scores the image times its map
+    confidence_increase  Grad-CAM++: O > Y
+
+Each method's figure is the mean over its rows (as a fraction; the papers print percentages).
+Gates: `--fail-under M=V` fails when a higher-is-better metric is below V, `--fail-over M=V` when a
+lower-is-better one (loc_error, deletion, average_drop) is above V; a metric with no value fails.
+
+Outputs: `evaluation.json` (options, per-method metrics, gates, per-row records) and
+`evaluation.csv` (one line per row), written atomically; `format_table` gives the stdout table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from camcli import __version__
+from camcli.discovery import ImageTask, SkippedInput
+from camcli.errors import CamcliError, ImageLoadError, UsageError
+from camcli.images import load_rgb
+from camcli.localization import (
+    DEFAULT_BLUR_SIGMA,
+    DEFAULT_BOX_THRESHOLD,
+    average_drop_increase,
+    best_iou,
+    box_from_map,
+    deletion_insertion_curves,
+    energy_in_boxes,
+    multiply_by_map,
+    pointing_hit,
+)
+from camcli.outputs import save_json, write_bytes_atomic
+from camcli.overlay import upsample
+from camcli.truth import Truth, TruthBox, match_images
+
+JSON_NAME = "evaluation.json"
+CSV_NAME = "evaluation.csv"
+CORLOC_IOU = 0.5  # a box "localizes" the object at IoU >= 0.5 (PASCAL VOC's criterion, used by CorLoc and ILSVRC)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+    summary: str
+
+
+METRICS: dict[str, Metric] = {metric.name: metric for metric in (
+    Metric("pointing", True, "share of maps whose peak lies in a box of the class (pointing game)"),
+    Metric("energy", True, "share of the map's mass inside the class's boxes (energy-based pointing game)"),
+    Metric("iou", True, "IoU of the map's box with the best truth box"),
+    Metric("corloc", True, "share of maps whose box has IoU >= 0.5 (CorLoc)"),
+    Metric("loc_error", False, "ILSVRC localization error: top-1 class wrong or IoU < 0.5"),
+    Metric("deletion", False, "deletion AUC (RISE): class score as the most salient pixels are removed"),
+    Metric("insertion", True, "insertion AUC (RISE): class score as they return into a blurred copy"),
+    Metric("average_drop", False, "Average Drop (Grad-CAM++): score lost on the image times its map"),
+    Metric("confidence_increase", True, "Increase in Confidence (Grad-CAM++): share whose score rises"),
+)}
+CURVE_METRICS = ("deletion", "insertion")
+
+
+# --- gates ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    """`--fail-under METRIC=VALUE` (kind "under") or `--fail-over METRIC=VALUE` (kind "over")."""
+
+    metric: str
+    bound: float
+    kind: str
+    text: str  # METRIC=VALUE as the user wrote the value
+
+    @property
+    def option(self) -> str:
+        return f"--fail-{self.kind}"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: Gate
+    method: str
+    value: float | None
+
+    @property
+    def passed(self) -> bool:
+        if self.value is None:
+            return False
+        return self.value >= self.gate.bound if self.gate.kind == "under" else self.value <= self.gate.bound
+
+    def message(self) -> str:
+        gate = self.gate
+        if self.value is None:
+            return f"{self.method} {gate.metric} has no value (no image was scored) for {gate.option} {gate.text}"
+        relation = "below" if gate.kind == "under" else "above"
+        if self.passed:
+            relation = "not " + relation
+        return f"{self.method} {gate.metric} {self.value:.4g} is {relation} {gate.option} {gate.text}"
+
+    def record(self) -> dict:
+        return {"option": self.gate.option, "metric": self.gate.metric, "bound": self.gate.bound,
+                "method": self.method, "value": self.value, "passed": self.passed}
+
+
+def parse_gate(text: str, kind: str = "under") -> Gate:
+    """Parse a `--fail-under` ("under") or `--fail-over` ("over") value, METRIC=VALUE with VALUE in [0, 1]."""
+    option = f"--fail-{kind}"
+    name, sep, value = str(text).partition("=")
+    if not sep:
+        raise UsageError(f"{option} {text!r} is not METRIC=VALUE, e.g. {option} pointing=0.8")
+    metric = name.strip().lower().replace("-", "_")
+    if metric not in METRICS:
+        raise UsageError(f"{option} {text}: unknown metric {name.strip()!r}; choose one of {', '.join(METRICS)}")
+    try:
+        bound = float(value)
+    except ValueError:
+        raise UsageError(f"{option} {text}: {value.strip()!r} is not a number; write e.g. {metric}=0.8") from None
+    if not 0.0 <= bound <= 1.0:
+        raise UsageError(f"{option} {text}: metrics are fractions in [0, 1]; for 80% write {metric}=0.8")
+    higher = METRICS[metric].higher_is_better
+    if higher != (kind == "under"):
+        better, other = ("higher", "under") if higher else ("lower", "over")
+        raise UsageError(f"{option} {text}: {better} is better for {metric}, so bound it with "
+                         f"--fail-{other} {metric}=VALUE")
+    return Gate(metric, bound, kind, f"{metric}={value.strip()}")
+
+
+def check_gates(methods: dict[str, dict], gates: Iterable[Gate]) -> list[GateResult]:
+    """Every gate against every method's metrics, in gate order then method order."""
+    return [GateResult(gate, name, summary["metrics"].get(gate.metric)) for gate in gates
+            for name, summary in methods.items()]
+
+
+# --- classes to explain ---------------------------------------------------------------------------
+
+
+def resolve_label(label: str | None, labels: Sequence[str]) -> int | None:
+    """A truth label as the model's class index: a class name (case-insensitive, `_` = space) or an
+    index; None when there is no label or the model has no such class."""
+    if label is None:
+        return None
+    wanted = label.strip().lower().replace("_", " ")
+    for index, name in enumerate(labels):
+        if name.lower().replace("_", " ") == wanted:
+            return index
+    if wanted.isdigit() and int(wanted) < len(labels):
+        return int(wanted)
+    return None
+
+
+@dataclass
+class Target:
+    """The boxes scored against one class's map. class_index None: the image's top-1 class."""
+
+    class_index: int | None
+    truth_label: str | None
+    boxes: list[tuple[float, float, float, float]]
+
+
+def image_targets(boxes: Sequence[TruthBox], labels: Sequence[str]) -> list[Target]:
+    """Group an image's boxes by the class they are scored against, in order of first appearance."""
+    groups: dict[tuple, Target] = {}
+    for box in boxes:
+        index = resolve_label(box.label, labels)
+        key = ("class", index) if index is not None else ("top1", box.label)
+        target = groups.setdefault(key, Target(index, box.label, []))
+        target.boxes.append(box.box)
+    return list(groups.values())
+
+
+def evaluation_classes(truth: Truth, labels: Sequence[str], tasks: Sequence[ImageTask] | None = None) -> list[str]:
+    """The `classes` to build each Explainer with, so that every image's truth class gets a map:
+    "top1" when some box has no label the model knows, then the known classes' indices. With
+    `tasks`, only the truth of those images counts. Every listed class is explained on every image,
+    so truth with many classes costs a gradient (or, for scorecam, a round of masked passes) each."""
+    keys = truth.keys() if tasks is None else [key for key, _ in match_images(truth, [t.source for t in tasks])
+                                               if key is not None]
+    indices, needs_top1 = set(), False
+    for key in keys:
+        for target in image_targets(truth[key], labels):
+            if target.class_index is None:
+                needs_top1 = True
+            else:
+                indices.add(target.class_index)
+    return (["top1"] if needs_top1 or not indices else []) + [str(index) for index in sorted(indices)]
+
+
+# --- options and report ---------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationOptions:
+    out_dir: Path | None = None  # where evaluation.json and evaluation.csv go; None writes nothing
+    box_threshold: float = DEFAULT_BOX_THRESHOLD
+    steps: int = 50  # deletion/insertion steps; 0 skips both curves (they cost 2 x (steps + 1) passes a row)
+    batch_size: int = 8  # images per explain call
+    score_batch_size: int = 32  # images per forward pass for the curves
+    pointing_tolerance: float = 0.0  # pixels; Zhang et al. use 15
+    blur_sigma: float = DEFAULT_BLUR_SIGMA
+    gates: Sequence[Gate] = ()
+    truth_name: str | None = None  # how to name the truth in messages and the JSON
+
+    def record(self) -> dict:
+        return {"box_threshold": self.box_threshold, "steps": self.steps, "pointing_tolerance": self.pointing_tolerance,
+                "blur_sigma": self.blur_sigma, "deletion_baseline": 0.0, "corloc_iou": CORLOC_IOU}
+
+
+@dataclass
+class EvaluationReport:
+    model: str
+    options: EvaluationOptions
+    methods: dict[str, dict]  # name -> {"layer": str, "rows": int, "metrics": {metric: float | None}}
+    rows: list[dict]
+    images: int
+    evaluated: int
+    without_truth: list[dict] = field(default_factory=list)  # {"image", "reason"}
+    failures: list[dict] = field(default_factory=list)  # {"image", "error"}
+    gates: list[GateResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [result for result in self.gates if not result.passed]
+
+    def record(self) -> dict:
+        """What evaluation.json holds. `methods` maps each method to {"layer", "rows", "metrics"} (every
+        name in METRICS, a fraction or null); `gates` lists {"option", "metric", "bound", "method",
+        "value", "passed"}; `rows` has one record per (image, method, class): image, method,
+        class_index, label, truth_label, class_source ("truth" or "top1"), top1_index, top1_label,
+        score (Y), truth_boxes, empty, box ([x0, y0, x1, y1] or null, original pixels, x1/y1
+        exclusive), the metrics (booleans for pointing, corloc, loc_error, confidence_increase;
+        null where not computed) and masked_score (O)."""
+        return {
+            "camcli_version": __version__,
+            "model": self.model,
+            "truth": self.options.truth_name,
+            "options": self.options.record(),
+            "images": self.images,
+            "evaluated": self.evaluated,
+            "without_truth": self.without_truth,
+            "failed": len(self.failures),
+            "failures": self.failures,
+            "methods": self.methods,
+            "gates": [result.record() for result in self.gates],
+            "passed": not self.failed_gates,
+            "warnings": self.warnings,
+            "rows": self.rows,
+        }
+
+
+# --- scoring --------------------------------------------------------------------------------------
+
+
+def clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float] | None:
+    """The box cut to the image, or None when nothing of it is inside."""
+    x0, y0, x1, y1 = max(0, box[0]), max(0, box[1]), min(width, box[2]), min(height, box[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+class TruthOutsideImage(CamcliError):
+    """A truth box that misses its image entirely: the boxes belong to another size of the image."""
+
+
+def clipped_targets(targets: list[Target], width: int, height: int) -> list[Target]:
+    """Targets with their boxes cut to the image; raises TruthOutsideImage for a box wholly outside it."""
+    for target in targets:
+        clipped = [clip_box(box, width, height) for box in target.boxes]
+        for box, inside in zip(target.boxes, clipped):
+            if inside is None:
+                raise TruthOutsideImage(f"truth box {list(box)} lies outside the {width}x{height} image; "
+                                        "are the boxes in this image's pixels?")
+        target.boxes = clipped
+    return targets
+
+
+def _find_map(result, class_index: int):
+    return next((m for m in result.maps if m.class_index == class_index), None)
+
+
+def _localization(heatmap: np.ndarray, target: Target, options: EvaluationOptions) -> dict:
+    """Pointing, energy, box and IoU of one map (at the original resolution) against its boxes."""
+    box = box_from_map(heatmap, options.box_threshold)
+    iou = best_iou(box, target.boxes)
+    energy = energy_in_boxes(heatmap, target.boxes)
+    return {
+        "box": list(box) if box is not None else None,
+        "pointing": pointing_hit(heatmap, target.boxes, options.pointing_tolerance),
+        "energy": 0.0 if energy is None else energy,  # an empty map puts no energy in the boxes
+        "iou": iou,
+        "corloc": iou >= CORLOC_IOU,
+    }
+
+
+def _curves(explainer, rgb: np.ndarray, heatmap: np.ndarray, class_index: int, options: EvaluationOptions) -> dict:
+    """RISE's deletion and insertion AUCs at the model's input resolution."""
+    if options.steps <= 0:
+        return {"deletion": None, "insertion": None}
+    height, width = explainer.loaded.input_size
+    model_input = explainer.preprocess([rgb])[0]
+    saliency = upsample(heatmap, (width, height))
+    curves = deletion_insertion_curves(explainer.class_scores, model_input, saliency, class_index, steps=options.steps,
+                                       batch_size=options.score_batch_size, blur_sigma=options.blur_sigma)
+    return {"deletion": curves.deletion_auc, "insertion": curves.insertion_auc}
+
+
+def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[Target],
+                options: EvaluationOptions, warn: Callable[[str], None]) -> list[dict]:
+    """The rows of one image for one method (one per target), with Average Drop filled in."""
+    height, width = rgb.shape[:2]
+    top1 = result.predictions[0]
+    rows, masked = [], []
+    for target in targets:
+        wanted = top1.index if target.class_index is None else target.class_index
+        class_map = _find_map(result, wanted)
+        if class_map is None:  # the explainer was built without this class: say so, score its first map
+            class_map = result.maps[0]
+            warn(f"{explainer.method.name} explained no map for class {wanted} of {display}: build the explainer "
+                 "with classes=evaluation_classes(...); scored its first map instead")
+        heatmap = upsample(class_map.heatmap, (width, height))
+        row = {
+            "image": display,
+            "method": explainer.method.name,
+            "class_index": class_map.class_index,
+            "label": class_map.label,
+            "truth_label": target.truth_label,
+            "class_source": "truth" if class_map.class_index == target.class_index else "top1",
+            "top1_index": top1.index,
+            "top1_label": top1.label,
+            "score": class_map.score,
+            "truth_boxes": [list(box) for box in target.boxes],
+            "empty": class_map.empty,
+            **_localization(heatmap, target, options),
+        }
+        known = target.class_index is not None
+        row["loc_error"] = (top1.index != target.class_index or not row["corloc"]) if known else None
+        row.update(_curves(explainer, rgb, class_map.heatmap, class_map.class_index, options))
+        rows.append(row)
+        masked.append(multiply_by_map(rgb, heatmap))
+    # O: the class score of each image multiplied by its map, all of this image's rows in one pass.
+    masked_scores = explainer.class_scores(explainer.preprocess(masked))
+    for row, scores in zip(rows, masked_scores):
+        row["masked_score"] = float(scores[row["class_index"]])
+        drop, increase = average_drop_increase([row["score"]], [row["masked_score"]])
+        row["average_drop"], row["confidence_increase"] = drop, bool(increase)
+    return rows
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(rows: Sequence[dict]) -> dict[str, float | None]:
+    """Each metric's mean over the rows (booleans as 0/1); None when no row has a value."""
+    metrics = {name: _mean(row.get(name) for row in rows) for name in METRICS}
+    if rows:
+        drop, increase = average_drop_increase([r["score"] for r in rows], [r["masked_score"] for r in rows])
+        metrics["average_drop"], metrics["confidence_increase"] = drop, increase
+    return metrics
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def match_tasks(truth: Truth, tasks: Sequence[ImageTask]) -> tuple[list[tuple[ImageTask, str]], list[dict]]:
+    """(tasks with their truth key, [{"image", "reason"}] for those without truth)."""
+    matched, without = [], []
+    for task, (key, reason) in zip(tasks, match_images(truth, [task.source for task in tasks])):
+        if key is None:
+            without.append({"image": task.display, "reason": reason})
+        else:
+            matched.append((task, key))
+    return matched, without
+
+
+def check_matches(truth: Truth, tasks: Sequence[ImageTask], truth_name: str = "the ground truth") -> None:
+    """Raise UsageError when no image has truth: the names in the truth file and the images differ."""
+    matched, _ = match_tasks(truth, tasks)
+    if tasks and not matched:
+        example = next(iter(truth), "")
+        raise UsageError(f"none of the {len(tasks)} images has boxes in {truth_name} (e.g. {tasks[0].display} vs "
+                         f"{example!r}); name images by file name or by path relative to the truth file")
+
+
+def check_computable(gates: Iterable[Gate], options: EvaluationOptions, truth: Truth) -> None:
+    """Refuse gates on metrics this run cannot compute, before any work is done."""
+    labelled = any(box.label is not None for boxes in truth.values() for box in boxes)
+    for gate in gates:
+        if gate.metric in CURVE_METRICS and options.steps <= 0:
+            raise UsageError(f"{gate.option} {gate.text} needs the deletion/insertion curves; drop --steps 0")
+        if gate.metric == "loc_error" and not labelled:
+            raise UsageError(f"{gate.option} {gate.text} needs class labels in the ground truth, and "
+                             f"{options.truth_name or 'it'} has none")
+
+
+def _method_names(explainers) -> list[str]:
+    names = [explainer.method.name for explainer in explainers]
+    if not names:
+        raise UsageError("evaluate needs at least one explainer (--method)")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise UsageError(f"--method {duplicates[0]} is given twice; give each method once")
+    return names
+
+
+def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str]):
+    """(rgb, targets) for one image, or (None, reason) when it cannot be read or its truth misses it."""
+    try:
+        rgb = load_rgb(task.source)
+        return rgb, clipped_targets(image_targets(boxes, labels), rgb.shape[1], rgb.shape[0])
+    except ImageLoadError as error:
+        return None, error.reason
+    except TruthOutsideImage as error:
+        return None, str(error)
+
+
+def evaluate(explainers: Sequence, tasks: Sequence[ImageTask], truth: Truth, options: EvaluationOptions,
+             skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
+             on_progress: Callable[[int], None] | None = None) -> EvaluationReport:
+    """Score every method's maps on every image that has truth; write the outputs; return the report.
+
+    explainers: `camcli.Explainer`s on the same model, one per method, built with
+    `classes=evaluation_classes(truth, loaded.labels, tasks)` so every truth class gets its map.
+    Images without truth are listed in `without_truth` and skipped; unreadable images (and `skipped`
+    inputs) are failures, reported through on_failure(image, reason) as they happen.
+    """
+    names = _method_names(explainers)
+    check_computable(options.gates, options, truth)
+    check_matches(truth, tasks, options.truth_name or "the ground truth")
+    labels = explainers[0].loaded.labels
+    matched, without_truth = match_tasks(truth, tasks)
+    failures, warnings = [], []
+    rows: dict[str, list[dict]] = {name: [] for name in names}
+
+    def fail(display: str, reason: str) -> None:
+        failures.append({"image": display, "error": reason})
+        if on_failure:
+            on_failure(display, reason)
+
+    def warn(message: str) -> None:
+        if message not in warnings:
+            warnings.append(message)
+
+    skipped = list(skipped)
+    for item in skipped:
+        fail(item.display, item.reason)
+    evaluated = 0
+    for start in range(0, len(matched), options.batch_size):
+        chunk = matched[start:start + options.batch_size]
+        batch = []  # (task, rgb, targets) of the images that decoded
+        for task, key in chunk:
+            rgb, targets = _decode(task, truth[key], labels)
+            if rgb is None:
+                fail(task.display, targets)
+            else:
+                batch.append((task, rgb, targets))
+        for explainer, name in zip(explainers, names if batch else []):
+            results = explainer.explain([rgb for _, rgb, _ in batch])
+            for (task, rgb, targets), result in zip(batch, results):
+                rows[name].extend(score_image(explainer, task.display, rgb, result, targets, options, warn))
+        evaluated += len(batch)
+        if on_progress:
+            on_progress(len(chunk))
+    _warn_unknown_labels(truth, matched, labels, warn)
+    methods = {name: {"layer": explainer.layer, "rows": len(rows[name]), "metrics": summarize(rows[name])}
+               for name, explainer in zip(names, explainers)}
+    report = EvaluationReport(explainers[0].loaded.name, options, methods,
+                              [row for name in names for row in rows[name]], images=len(tasks) + len(skipped),
+                              evaluated=evaluated, without_truth=without_truth, failures=failures,
+                              gates=check_gates(methods, options.gates), warnings=warnings)
+    if options.out_dir is not None:
+        write_report(report, options.out_dir)
+    return report
+
+
+def _warn_unknown_labels(truth: Truth, matched, labels: Sequence[str], warn) -> None:
+    unknown = sorted({box.label for _, key in matched for box in truth[key]
+                      if box.label is not None and resolve_label(box.label, labels) is None})
+    if unknown:
+        shown = ", ".join(repr(label) for label in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        warn(f"the model has no class {shown} (truth labels): their boxes were scored against each image's "
+             "top-1 class, without loc_error")
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+CSV_COLUMNS = ("image", "method", "class_index", "label", "truth_label", "class_source", "top1_label", "score",
+               "truth_boxes", "box_x0", "box_y0", "box_x1", "box_y1", "empty", *METRICS, "masked_score")
+
+
+def _csv_value(value):
+    if isinstance(value, bool):
+        return int(value)
+    return "" if value is None else value
+
+
+def csv_text(rows: Sequence[dict]) -> str:
+    """One CSV line per row; booleans as 1/0, missing values empty, the map's box in four columns."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        box = row["box"] or [None] * 4
+        flat = {**row, "truth_boxes": len(row["truth_boxes"]),
+                **dict(zip(("box_x0", "box_y0", "box_x1", "box_y1"), box))}
+        writer.writerow([_csv_value(flat.get(column)) for column in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def write_report(report: EvaluationReport, out_dir: Path) -> tuple[Path, Path]:
+    """evaluation.json and evaluation.csv in `out_dir`, each written atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_json(out_dir / JSON_NAME, report.record())
+    write_bytes_atomic(out_dir / CSV_NAME, csv_text(report.rows).encode("utf-8"))
+    return out_dir / JSON_NAME, out_dir / CSV_NAME
+
+
+def _format_value(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def format_table(report: EvaluationReport) -> str:
+    """Metrics down, methods across, with which direction is better; '-' where a metric has no value."""
+    names = list(report.methods)
+    width = max(len(name) for name in [*METRICS, "metric", "rows"])
+    columns = [max(6, len(name)) for name in names]
+    header = f"{'metric':<{width}}  " + "  ".join(f"{n:>{w}}" for n, w in zip(names, columns)) + "  better"
+    lines = [header]
+    for metric in METRICS.values():
+        values = [_format_value(report.methods[n]["metrics"].get(metric.name)) for n in names]
+        better = "higher" if metric.higher_is_better else "lower"
+        lines.append(f"{metric.name:<{width}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, columns))
+                     + f"  {better}")
+    counts = [str(report.methods[n]["rows"]) for n in names]
+    lines.append(f"{'rows':<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(counts, columns)))
+    return "\n".join(lines)
