@@ -191,20 +191,24 @@ def image_targets(boxes: Sequence[TruthBox], labels: Sequence[str]) -> list[Targ
 
 
 def evaluation_classes(truth: Truth, labels: Sequence[str], tasks: Sequence[ImageTask] | None = None) -> list[str]:
-    """The `classes` to build each Explainer with, so that every image's truth class gets a map:
-    "top1" when some box has no label the model knows, then the known classes' indices. With
-    `tasks`, only the truth of those images counts. Every listed class is explained on every image,
-    so truth with many classes costs a gradient (or, for scorecam, a round of masked passes) each."""
+    """The `classes` to build each Explainer with: one "top1" slot per class an image needs (the most
+    any image needs). `evaluate` fills the slots image by image with the truth classes (see
+    `class_slots`), so each image is explained for its own classes only, at the cost of one map each.
+    With `tasks`, only the truth of those images counts."""
     keys = truth.keys() if tasks is None else [key for key, _ in match_images(truth, [t.source for t in tasks])
                                                if key is not None]
-    indices, needs_top1 = set(), False
-    for key in keys:
-        for target in image_targets(truth[key], labels):
-            if target.class_index is None:
-                needs_top1 = True
-            else:
-                indices.add(target.class_index)
-    return (["top1"] if needs_top1 or not indices else []) + [str(index) for index in sorted(indices)]
+    most = max((len(image_targets(truth[key], labels)) for key in keys), default=1)
+    return ["top1"] * max(1, most)
+
+
+def class_slots(targets_per_image: Sequence[Sequence[Target]], slots: int) -> np.ndarray:
+    """(images, slots) class indices for `Explainer.explain`: each image's truth classes, -1 (its
+    top-1 class) for boxes without a known label, padded by repeating the first (repeats give no map)."""
+    ids = np.full((len(targets_per_image), slots), -1, dtype=np.int32)
+    for row, targets in zip(ids, targets_per_image):
+        wanted = [-1 if t.class_index is None else t.class_index for t in targets][:slots] or [-1]
+        row[:] = (wanted + [wanted[0]] * slots)[:slots]
+    return ids
 
 
 # --- options and report ---------------------------------------------------------------------------
@@ -477,7 +481,8 @@ def evaluate(explainers: Sequence, tasks: Sequence[ImageTask], truth: Truth, opt
             else:
                 batch.append((task, rgb, targets))
         for explainer, name in zip(explainers, names if batch else []):
-            results = explainer.explain([rgb for _, rgb, _ in batch])
+            slots = class_slots([targets for _, _, targets in batch], len(explainer.requests))
+            results = explainer.explain([rgb for _, rgb, _ in batch], slots)
             for (task, rgb, targets), result in zip(batch, results):
                 rows[name].extend(score_image(explainer, task.display, rgb, result, targets, options, warn))
         evaluated += len(batch)

@@ -285,9 +285,9 @@ class Explainer:
         """
         return self._scores_step(np.asarray(batch, dtype=np.float32)).numpy()
 
-    def explain(self, images_rgb: Sequence[np.ndarray]) -> list[ImageExplanation]:
-        """Explain RGB uint8 images of any size (H, W, 3)."""
-        return self.explain_batch(self.preprocess(images_rgb))
+    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
+        """Explain RGB uint8 images of any size (H, W, 3); see `explain_batch` for `class_ids`."""
+        return self.explain_batch(self.preprocess(images_rgb), class_ids)
 
     def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray) -> np.ndarray:
         scores = []
@@ -332,13 +332,22 @@ class Explainer:
         activations, gradients = ([t.numpy() for t in group] for group in outputs[:2])
         return (activations, gradients, *(t.numpy() for t in outputs[2:]))
 
-    def explain_batch(self, batch: np.ndarray) -> list[ImageExplanation]:
-        """Explain a preprocessed float32 batch (B, height, width, 3)."""
+    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
+        """Explain a preprocessed float32 batch (B, height, width, 3).
+
+        class_ids: optional (B, requests) class indices that replace the requests image by image
+        (-1 keeps the request), e.g. each image's ground-truth class; repeats give one map.
+        """
         from camcli.augment import AUGMENTATIONS, augment_batch, average_maps, restore_map
 
         batch = np.asarray(batch, dtype=np.float32)
-        unforced = np.full((len(batch), len(self.requests)), -1, dtype=np.int32)
-        activations, gradients, scores, top_scores, top_indices, class_ids = self._run(batch, unforced)
+        forced = np.full((len(batch), len(self.requests)), -1, dtype=np.int32)
+        if class_ids is not None:
+            forced = np.asarray(class_ids, dtype=np.int32).reshape(forced.shape)
+            if forced.max(initial=-1) >= self.loaded.num_classes:
+                raise UsageError(f"class index {forced.max()} is out of range: the model has "
+                                 f"{self.loaded.num_classes} classes")
+        activations, gradients, scores, top_scores, top_indices, class_ids = self._run(batch, forced)
         labels = self.loaded.labels
         results = [
             ImageExplanation([

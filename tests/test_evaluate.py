@@ -22,9 +22,11 @@ from camcli.errors import UsageError
 from camcli.evaluation import (
     METRICS,
     EvaluationOptions,
+    class_slots,
     evaluate,
     evaluation_classes,
     format_table,
+    image_targets,
     parse_gate,
 )
 from camcli.explainer import ClassMap, ImageExplanation, Prediction
@@ -56,7 +58,9 @@ class FakeExplainer:
         self.loaded = SimpleNamespace(name="fake-model", labels=["circle", "square"], input_size=(16, 16))
         self.method = SimpleNamespace(name=name)
         self.layer = "conv"
+        self.requests = ["top1"]
         self.scored = 0
+        self.asked = []  # the class slots evaluate passed, per call
 
     def preprocess(self, images):
         return np.stack(images).astype(np.float32) / 255.0
@@ -67,7 +71,8 @@ class FakeExplainer:
         red = batch[:, y0:y1, x0:x1, 0].mean(axis=(1, 2))
         return np.stack([red, 1.0 - red], axis=1)
 
-    def explain(self, images):
+    def explain(self, images, class_ids=None):
+        self.asked.append(None if class_ids is None else class_ids.tolist())
         results = []
         for image, scores in zip(images, self.class_scores(self.preprocess(images))):
             order = np.argsort(-scores, kind="stable")
@@ -242,13 +247,15 @@ def test_no_image_with_truth_is_a_usage_error(tmp_path):
         evaluate([FakeExplainer()], tasks, {"b.png": [TruthBox(0, 0, 1, 1)]}, EvaluationOptions(truth_name="t.csv"))
 
 
-def test_evaluation_classes_cover_the_truth_labels():
+def test_each_image_is_explained_for_its_own_truth_classes():
     labels = ["circle", "square", "bird_of_prey"]
     truth = {"a.png": [TruthBox(0, 0, 1, 1, "Bird of prey")], "b.png": [TruthBox(0, 0, 1, 1, "0")]}
-    assert evaluation_classes(truth, labels) == ["0", "2"]
-    truth["c.png"] = [TruthBox(0, 0, 1, 1, "kitten")]  # unknown to the model: its image's top-1 class
-    assert evaluation_classes(truth, labels) == ["top1", "0", "2"]
-    assert evaluation_classes({"d.png": [TruthBox(0, 0, 1, 1)]}, labels) == ["top1"]
+    assert evaluation_classes(truth, labels) == ["top1"]  # one slot: no image needs two classes
+    truth["c.png"] = [TruthBox(0, 0, 1, 1, "kitten"), TruthBox(0, 0, 1, 1, "square")]
+    assert evaluation_classes(truth, labels) == ["top1", "top1"]
+    targets = [image_targets(truth[name], labels) for name in ("a.png", "b.png", "c.png")]
+    # kitten is unknown to the model: -1, the image's top-1 class; a single class is repeated (no extra map)
+    assert class_slots(targets, 2).tolist() == [[2, 2], [0, 0], [-1, 1]]
 
 
 @pytest.mark.parametrize(("kind", "text", "message"), [

@@ -234,3 +234,17 @@ def test_class_requests_parse_labels_case_insensitively():
     assert [(r.index, r.rank) for r in parsed] == [(0, None), (1, None), (1, None), (2, None), (2, None), (None, 3)]
     with pytest.raises(UsageError, match="closest: tabby"):
         parse_class_requests(["tabbby"], labels)
+
+
+def test_class_ids_per_image_replace_the_requests():
+    model = tiny_models.flatten_dense()
+    batch = tiny_models.images(3, seed=2)
+    explainer = explainer_for(model, layer="target", classes=["top1"])
+    forced = explainer.explain_batch(batch, np.array([[2], [0], [-1]]))
+    plain = explainer.explain_batch(batch)
+    assert [r.maps[0].class_index for r in forced[:2]] == [2, 0]
+    assert forced[2].maps[0].class_index == plain[2].maps[0].class_index  # -1 keeps the request (top1)
+    by_hand = explainer_for(model, layer="target", classes=["2"]).explain_batch(batch[:1])
+    np.testing.assert_allclose(forced[0].maps[0].heatmap, by_hand[0].maps[0].heatmap, atol=1e-6)
+    with pytest.raises(UsageError, match="class index 3 is out of range"):
+        explainer.explain_batch(batch, np.array([[3], [0], [0]]))
