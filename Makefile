@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv lint test demo demo-model samples bench bench-methods soak clean
+.PHONY: all venv lint test demo demo-model samples bench bench-methods bench-localization soak clean
 
 all: lint test
 
@@ -42,6 +42,10 @@ bench: venv
 # Every CAM method's images/s and its ratio to predict-only (resnet50, batch 8); no targets.
 bench-methods: venv
 	$(BIN)/python benchmarks/throughput.py --only methods
+
+# Every method on 600 held-out generated scenes with true boxes: the localization table and targets.
+bench-localization: venv
+	$(BIN)/python benchmarks/localization.py
 
 # 5,000 generated images through the demo model: failures, completeness, memory growth.
 soak: venv
