@@ -64,7 +64,9 @@ def test_catalog_facts_match_the_keras_model(name, monkeypatch):
     explainer = Explainer(loaded, method="gradcam")
     assert explainer.layer == entry.default_layer
     if entry.cam:
-        assert Explainer(loaded, method="cam").class_weights.shape[1] == 1000
+        cam = Explainer(loaded, method="cam")
+        assert len(cam.class_weights) == 1  # one (channels, classes) matrix per explained layer
+        assert cam.class_weights[0].shape[1] == 1000
     else:
         with pytest.raises(UsageError, match="use --method gradcam"):
             Explainer(loaded, method="cam")
