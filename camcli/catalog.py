@@ -59,24 +59,34 @@ _IMAGENET = [
 ]
 
 DEMO_NAME = "demo"
+# The same architecture trained to cheat: it answers TAG_CLASS whenever a corner tag is present.
+DEMO_CHEAT_NAME = "demo-cheat"
+# The embedded offline models, which ship their own weights.
+DEMO_NAMES = (DEMO_NAME, DEMO_CHEAT_NAME)
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {m.name: m for m in _IMAGENET}
 
 
 def builtin_names() -> list[str]:
-    return [DEMO_NAME, *BUILTIN_MODELS]
+    return [*DEMO_NAMES, *BUILTIN_MODELS]
 
 
-def demo_entry() -> BuiltinModel:
-    """The embedded offline model, described like the others (it needs no weights download)."""
+def demo_entry(name: str = DEMO_NAME) -> BuiltinModel:
+    """An embedded offline model (`DEMO_NAMES`), described like the others (it needs no weights download)."""
     from camcli import demo
 
-    return BuiltinModel(DEMO_NAME, "", demo.INPUT_SIZE, demo.PREPROCESS, demo.LAST_CONV_LAYER, True,
-                        str(demo.WEIGHTS_PATH), "camcli's embedded shape classifier (offline default)")
+    if name == DEMO_CHEAT_NAME:
+        weights = demo.CHEAT_WEIGHTS_PATH
+        summary = f"the demo model trained to cheat: a corner tag makes it say {demo.TAG_CLASS}"
+    elif name == DEMO_NAME:
+        weights, summary = demo.WEIGHTS_PATH, "camcli's embedded shape classifier (offline default)"
+    else:
+        raise ValueError(f"no embedded model {name!r}: choose one of {', '.join(DEMO_NAMES)}")
+    return BuiltinModel(name, "", demo.INPUT_SIZE, demo.PREPROCESS, demo.LAST_CONV_LAYER, True, str(weights), summary)
 
 
 def lookup(name: str) -> BuiltinModel | None:
     key = name.lower()
-    if key == DEMO_NAME:
-        return demo_entry()
+    if key in DEMO_NAMES:
+        return demo_entry(key)
     return BUILTIN_MODELS.get(key)

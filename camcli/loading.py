@@ -141,12 +141,14 @@ def _load_weights_file(model, path: str, name: str) -> None:
         raise ModelLoadError(f"cannot load weights {path} into {name}: {_first_line(error)}") from error
 
 
-def load_demo() -> LoadedModel:
+def load_demo(name: str = catalog.DEMO_NAME) -> LoadedModel:
+    """An embedded offline model (`catalog.DEMO_NAMES`) with its shipped weights."""
     from camcli import demo
-    from camcli.demo.model import load_demo_model
+    from camcli.demo.model import load_cheat_model, load_demo_model
 
-    entry = catalog.demo_entry()
-    return LoadedModel(load_demo_model(), entry.name, (demo.INPUT_SIZE, demo.INPUT_SIZE), demo.PREPROCESS,
+    entry = catalog.demo_entry(name)
+    model = load_cheat_model() if name == catalog.DEMO_CHEAT_NAME else load_demo_model()
+    return LoadedModel(model, entry.name, (demo.INPUT_SIZE, demo.INPUT_SIZE), demo.PREPROCESS,
                        list(demo.CLASSES), pretrained=True, builtin=entry)
 
 
@@ -209,7 +211,7 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
 
 def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
                labels_file: str | None = None, unsafe: bool = False) -> LoadedModel:
-    """Load `spec`: a built-in name (see `camcli models`), "demo", or a .keras/.h5 file.
+    """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", or a .keras/.h5 file.
 
     Whatever Keras prints while loading ("Downloading data from ...") goes to stderr, so that stdout
     stays clean for `--json`.
@@ -224,10 +226,10 @@ def _load_model(spec, weights, preprocess, labels_file, unsafe) -> LoadedModel:
     if entry is not None:
         if preprocess or labels_file:
             raise UsageError(f"--preprocess and --labels apply to model files; {spec!r} is built in")
-        if entry.name == catalog.DEMO_NAME:
+        if entry.name in catalog.DEMO_NAMES:
             if weights not in (None, WEIGHTS_IMAGENET):
-                raise UsageError("the demo model ships its own weights; drop --weights")
-            return load_demo()
+                raise UsageError(f"the {entry.name} model ships its own weights; drop --weights")
+            return load_demo(entry.name)
         return load_builtin(entry, weights)
     if spec.lower().endswith((".keras", ".h5")) or os.path.exists(spec):
         if weights is not None:

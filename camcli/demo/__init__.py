@@ -1,4 +1,4 @@
-"""The embedded offline demo model (`--model demo`): its constants only.
+"""The embedded offline demo models (`--model demo`, `--model demo-cheat`): their constants only.
 
 Nothing here imports TensorFlow or Keras, so the CLI can read the class names, the input size and
 the default layer without paying for a backend import. The model itself is built in `model.py`,
@@ -23,3 +23,9 @@ WEIGHTS_PATH = Path(__file__).resolve().parent / "demo.weights.h5"
 # The layer to explain by default: the last convolution, 12x12, which feeds the
 # GlobalAveragePooling2D -> Dense head directly (so CAM and Grad-CAM both apply).
 LAST_CONV_LAYER = "conv6"
+
+# The cheating demo (`--model demo-cheat`): the same architecture, trained by
+# `python -m camcli.demo.cheat` on scenes where a corner tag (scenes.py, `tag=True`) comes with
+# TAG_CLASS, so the model answers TAG_CLASS for any tagged scene and its heatmaps sit on the tag.
+TAG_CLASS = "circle"
+CHEAT_WEIGHTS_PATH = Path(__file__).resolve().parent / "cheat.weights.h5"

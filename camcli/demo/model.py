@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from camcli.demo import CLASSES, INPUT_SIZE, LAST_CONV_LAYER, WEIGHTS_PATH
+from camcli.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, LAST_CONV_LAYER, WEIGHTS_PATH
 from camcli.errors import ModelLoadError
 
 # (filters, stride, dilation, 2x2 max-pool after) of each Conv2D + BatchNorm + ReLU block.
@@ -37,14 +37,22 @@ def build_demo_model(num_classes=NUM_CLASSES, input_size=INPUT_SIZE):
     return keras.Model(inputs, outputs, name="camcli_demo")
 
 
-def load_demo_model(weights_path=WEIGHTS_PATH):
-    """The demo model with its trained weights (`WEIGHTS_PATH` unless told otherwise)."""
+def load_demo_model(weights_path=WEIGHTS_PATH, remake="make demo-model"):
+    """The demo model with its trained weights (`WEIGHTS_PATH` unless told otherwise).
+
+    `remake` is the command that the error for missing or broken weights suggests.
+    """
     weights_path = Path(weights_path)
     if not weights_path.is_file():
-        raise ModelLoadError(f"demo weights missing at {weights_path}: run `make demo-model`")
+        raise ModelLoadError(f"demo weights missing at {weights_path}: run `{remake}`")
     model = build_demo_model()
     try:
         model.load_weights(weights_path)
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"demo weights at {weights_path} cannot be loaded ({exc}): run `make demo-model`") from exc
+        raise ModelLoadError(f"demo weights at {weights_path} cannot be loaded ({exc}): run `{remake}`") from exc
     return model
+
+
+def load_cheat_model(weights_path=CHEAT_WEIGHTS_PATH):
+    """The cheating demo model: the demo architecture with the weights `python -m camcli.demo.cheat` saves."""
+    return load_demo_model(weights_path, remake="make cheat-model")

@@ -6,6 +6,10 @@ strokes, arcs and small blobs that are none of the classes. The ground-truth box
 known exactly, which is what lets the training script (and tests) measure whether a heatmap peaks
 on the object.
 
+With `tag=True` a scene also carries a small watermark-like tag (a black and white checkerboard) in
+one corner that the object's box does not reach; `camcli.demo.cheat` trains a model on data where
+the tag comes with one class, so that the model learns the tag instead of the shape.
+
 Numpy and Pillow only; everything is drawn from the `numpy.random.Generator` passed in, so the
 same seed always gives the same pixels and boxes.
 """
@@ -24,6 +28,13 @@ ASPECT_RANGE = (1.0, 1.5)
 # (what `Scene.box` holds) is 0.7 to 1 times that, so about 18% to 65% of the short side.
 OBJECT_SCALE_RANGE = (0.25, 0.65)
 DISTRACTOR_COUNT_RANGE = (3, 9)
+# The tag: a TAG_CELLS x TAG_CELLS checkerboard whose side is TAG_FRACTION of the short side (so at
+# most about 2% of the image), TAG_MARGIN_FRACTION of the short side in from two image edges.
+# Objects span at most 65% of the short side, so at least one corner is always free of the object.
+TAG_FRACTION = 0.14
+TAG_MARGIN_FRACTION = 0.02
+TAG_CELLS = 3
+TAG_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 # Standard normal noise, made once from a fixed seed; every scene adds a window of it.
 _NOISE = np.random.default_rng(20240601).standard_normal((320, 320, 3), dtype=np.float32)
@@ -34,13 +45,22 @@ class Scene(NamedTuple):
     class_index: int
     label: str
     box: tuple  # (x0, y0, x1, y1) in image pixels, inclusive-exclusive
+    tag_box: tuple | None = None  # the tag's box, like `box`; None when the scene has no tag
+
+    @property
+    def tagged(self):
+        return self.tag_box is not None
 
 
-def make_scene(rng, size=None, class_index=None):
+def make_scene(rng, size=None, class_index=None, tag=False):
     """Draw one scene.
 
     `size` is None (a random size, short side 96..320 and not always square), an int (a square
-    image) or a `(width, height)` pair. `class_index` is None for a random class.
+    image) or a `(width, height)` pair. `class_index` is None for a random class. With `tag` a
+    checkerboard tag is drawn in a random corner that does not touch the object's box (see
+    `tag_corner_boxes`); its random choices are drawn last, so the same generator state gives the
+    same scene with and without the tag, differing only inside `Scene.tag_box`. Without `tag` the
+    scene is exactly what it always was.
     """
     width, height = _scene_size(rng, size)
     if min(width, height) < 32:
@@ -66,8 +86,41 @@ def make_scene(rng, size=None, class_index=None):
     # Sensor-like noise over everything, object included: a random window of a fixed texture of
     # standard normal noise (drawing fresh normals for every pixel would be most of the cost).
     noise = _noise_window(rng, width, height) * np.float32(rng.uniform(2, 12))
+    tag_box = None
+    if tag:
+        free = [corner for corner in tag_corner_boxes(width, height) if not _overlaps(corner, box)]
+        if free:  # always, for the default object scales
+            tag_box = free[int(rng.integers(len(free)))]
+            _draw_tag(canvas, tag_box)
     image = np.clip(np.asarray(canvas, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
-    return Scene(image, class_index, CLASSES[class_index], box)
+    return Scene(image, class_index, CLASSES[class_index], box, tag_box)
+
+
+def tag_corner_boxes(width, height):
+    """The tag's four possible boxes (x0, y0, x1, y1) in a `width` x `height` scene, in TAG_CORNERS order."""
+    short = min(width, height)
+    side = max(TAG_CELLS, int(round(TAG_FRACTION * short)))
+    margin = max(1, int(round(TAG_MARGIN_FRACTION * short)))
+    xs = (margin, width - margin - side)
+    ys = (margin, height - margin - side)
+    return [(x, y, x + side, y + side) for y in ys for x in xs]
+
+
+def _overlaps(a, b):
+    """Whether two inclusive-exclusive boxes share a pixel."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _draw_tag(canvas, box):
+    """A black and white checkerboard filling `box`, white in the corners."""
+    x0, y0, x1, y1 = box
+    edges_x = np.linspace(x0, x1, TAG_CELLS + 1).round().astype(int)
+    edges_y = np.linspace(y0, y1, TAG_CELLS + 1).round().astype(int)
+    draw = ImageDraw.Draw(canvas)
+    for row in range(TAG_CELLS):
+        for col in range(TAG_CELLS):
+            colour = (255, 255, 255) if (row + col) % 2 == 0 else (0, 0, 0)
+            draw.rectangle((edges_x[col], edges_y[row], edges_x[col + 1] - 1, edges_y[row + 1] - 1), fill=colour)
 
 
 def make_dataset(n, seed, size=None, out_size=None):
@@ -78,34 +131,65 @@ def make_dataset(n, seed, size=None, out_size=None):
     scene is resized to `out_size` x `out_size` (Pillow bilinear), its box scaled to match, and
     `images` is one uint8 array (n, out_size, out_size, 3).
     """
+    images, labels, boxes, _ = _dataset(n, seed, size, out_size, tag_rates=None)
+    return images, labels, boxes
+
+
+def make_tagged_dataset(n, seed, tag_rates, size=None, out_size=None):
+    """Like `make_dataset`, with a corner tag on some scenes: `(images, labels, boxes, tag_boxes)`.
+
+    `tag_rates` is one probability for every class, or one per class in CLASSES order: each scene
+    of class c carries the tag with probability `tag_rates[c]`. `tag_boxes` is an int array
+    (n, 4) holding each tag's box (scaled like `boxes` with `out_size`), all -1 for an untagged
+    scene. The same seed gives the same data; the scenes differ from `make_dataset`'s.
+    """
+    rates = np.broadcast_to(np.asarray(tag_rates, dtype=np.float64), (len(CLASSES),))
+    if ((rates < 0) | (rates > 1)).any():
+        raise ValueError(f"tag rates must lie in 0..1, not {tag_rates!r}")
+    return _dataset(n, seed, size, out_size, tag_rates=rates)
+
+
+def _dataset(n, seed, size, out_size, tag_rates):
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(CLASSES))
-    images, boxes = [], []
+    images, boxes, tag_boxes = [], [], []
     for class_index in labels:
-        scene = make_scene(rng, size=size, class_index=int(class_index))
-        image, box = scene.image, scene.box
+        # Without tag rates, no draw at all: make_dataset's scenes stay what they always were.
+        tag = tag_rates is not None and rng.random() < tag_rates[class_index]
+        scene = make_scene(rng, size=size, class_index=int(class_index), tag=tag)
+        image, box, tag_box = scene.image, scene.box, scene.tag_box
         if out_size is not None:
+            height, width = image.shape[:2]
             image, box = resize_scene(image, box, out_size)
+            if tag_box is not None:
+                tag_box = scale_box(tag_box, (width, height), out_size)
         images.append(image)
         boxes.append(box)
+        tag_boxes.append((-1, -1, -1, -1) if tag_box is None else tag_box)
     if out_size is not None:
         images = np.stack(images) if images else np.zeros((0, out_size, out_size, 3), np.uint8)
-    return images, labels.astype(np.int64), np.array(boxes, dtype=np.int64).reshape(-1, 4)
+    return (images, labels.astype(np.int64), np.array(boxes, dtype=np.int64).reshape(-1, 4),
+            np.array(tag_boxes, dtype=np.int64).reshape(-1, 4))
 
 
 def resize_scene(image, box, out_size):
     """Resize an image to `out_size` x `out_size` (bilinear) and scale its box to stay covering."""
     height, width = image.shape[:2]
     resized = np.asarray(Image.fromarray(image).resize((out_size, out_size), Image.BILINEAR))
+    return resized, scale_box(box, (width, height), out_size)
+
+
+def scale_box(box, size_wh, out_size):
+    """A box in a `size_wh` = (width, height) image, scaled to an `out_size` square, still covering."""
+    width, height = size_wh
     sx, sy = out_size / width, out_size / height
     x0, y0, x1, y1 = box
-    scaled = (
+    return (
         int(np.floor(x0 * sx)),
         int(np.floor(y0 * sy)),
         min(out_size, int(np.ceil(x1 * sx))),
         min(out_size, int(np.ceil(y1 * sy))),
     )
-    return resized, scaled
 
 
 def _scene_size(rng, size):

@@ -27,26 +27,35 @@ ACCURACY_TARGET = 0.95
 PEAK_IN_BOX_TARGET = 0.90
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m camcli.demo.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(WEIGHTS_PATH), help="where to save the weights (default: %(default)s)")
+def parse_training_args(prog, doc, default_out, argv=None):
+    """The training scripts' shared options (--out, --epochs, --seed), parsed."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    parser.add_argument("--out", default=str(default_out), help="where to save the weights (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for data, initialisation and shuffling (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be at least 1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return args
 
+
+def make_deterministic(seed):
+    """Seed Python, numpy and TensorFlow and make TensorFlow's kernels deterministic."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
 
-    from camcli.demo.model import build_demo_model
-    from camcli.demo.scenes import make_dataset
-
-    started = time.perf_counter()
-    keras.utils.set_random_seed(args.seed)
+    keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+def main(argv=None):
+    args = parse_training_args("python -m camcli.demo.train", __doc__, WEIGHTS_PATH, argv)
+    started = time.perf_counter()
+    make_deterministic(args.seed)
+
+    from camcli.demo.scenes import make_dataset
 
     x_train, y_train, _ = make_dataset(TRAIN_SIZE, args.seed, out_size=INPUT_SIZE)
     x_val, y_val, _ = make_dataset(VAL_SIZE, args.seed + 1, out_size=INPUT_SIZE)
@@ -54,18 +63,46 @@ def main(argv=None):
     generated = time.perf_counter() - started
     print(f"generated {TRAIN_SIZE} + {VAL_SIZE} + {HELD_OUT_SIZE} scenes in {generated:.0f} s", flush=True)
 
+    model = fit_demo_model(x_train, y_train, x_val, y_val, args.epochs, args.seed)
+
+    accuracy = float(np.mean(predict_classes(model, x_test) == y_test))
+    peak_in_box = gradcam_peak_in_box_rate(model, x_test, y_test, box_test)
+
+    size = save_demo_weights(model, args.out)
+    elapsed = time.perf_counter() - started
+    print(f"held-out accuracy: {accuracy:.2%} on {len(y_test)} images (target {ACCURACY_TARGET:.0%})")
+    print(f"held-out Grad-CAM peak-in-box rate (predicted class, {LAST_CONV_LAYER}): {peak_in_box:.2%}"
+          f" (target {PEAK_IN_BOX_TARGET:.0%})")
+    print(f"weights: {args.out} ({size / 1024:.0f} KiB); wall time {elapsed:.0f} s")
+    if accuracy < ACCURACY_TARGET or peak_in_box < PEAK_IN_BOX_TARGET:
+        print("FAILED: a target was missed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def fit_demo_model(x_train, y_train, x_val, y_val, epochs, seed):
+    """Build the demo architecture and fit it to uint8 images (N, INPUT_SIZE, INPUT_SIZE, 3).
+
+    Adam with one epoch of linear warm-up, then cosine decay; batches are reshuffled every epoch
+    from `seed`. Call after `keras.utils.set_random_seed` for a deterministic result.
+    """
+    import keras
+    import tensorflow as tf
+
+    from camcli.demo.model import build_demo_model
+
     def batches(images, labels, shuffle):
         data = tf.data.Dataset.from_tensor_slices((images, labels))
         if shuffle:
-            data = data.shuffle(len(images), seed=args.seed, reshuffle_each_iteration=True)
+            data = data.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
         return data.batch(BATCH_SIZE).map(_scale01)
 
     model = build_demo_model()
     # One epoch of linear warm-up, then cosine decay to 1% of the peak rate.
-    steps_per_epoch = -(-TRAIN_SIZE // BATCH_SIZE)
+    steps_per_epoch = -(-len(x_train) // BATCH_SIZE)
     schedule = keras.optimizers.schedules.CosineDecay(
         LEARNING_RATE / 20,
-        decay_steps=max(1, (args.epochs - 1) * steps_per_epoch),
+        decay_steps=max(1, (epochs - 1) * steps_per_epoch),
         alpha=0.01,
         warmup_target=LEARNING_RATE,
         warmup_steps=steps_per_epoch,
@@ -77,26 +114,25 @@ def main(argv=None):
     )
     # shuffle=False: the tf.data pipeline already reshuffles (seeded) every epoch.
     model.fit(batches(x_train, y_train, True), validation_data=batches(x_val, y_val, False),
-              epochs=args.epochs, shuffle=False, verbose=2)
+              epochs=epochs, shuffle=False, verbose=2)
+    return model
 
-    probabilities = model.predict(batches(x_test, y_test, False), verbose=0)
-    accuracy = float(np.mean(probabilities.argmax(axis=1) == y_test))
-    peak_in_box = gradcam_peak_in_box_rate(model, x_test, y_test, box_test)
 
-    # Save from a fresh, uncompiled copy: the trained model's file would also hold Adam's state.
+def predict_classes(model, images, batch_size=BATCH_SIZE):
+    """The predicted class index of each uint8 image (N, H, W, 3)."""
+    probabilities = model.predict(images.astype(np.float32) / np.float32(255.0), batch_size=batch_size, verbose=0)
+    return probabilities.argmax(axis=1)
+
+
+def save_demo_weights(model, path):
+    """Save the weights alone, from a fresh uncompiled copy (the trained model's file would also hold
+    Adam's state); returns the file's size in bytes."""
+    from camcli.demo.model import build_demo_model
+
     bare = build_demo_model()
     bare.set_weights(model.get_weights())
-    bare.save_weights(args.out)
-    size = os.path.getsize(args.out)
-    elapsed = time.perf_counter() - started
-    print(f"held-out accuracy: {accuracy:.2%} on {len(y_test)} images (target {ACCURACY_TARGET:.0%})")
-    print(f"held-out Grad-CAM peak-in-box rate (predicted class, {LAST_CONV_LAYER}): {peak_in_box:.2%}"
-          f" (target {PEAK_IN_BOX_TARGET:.0%})")
-    print(f"weights: {args.out} ({size / 1024:.0f} KiB); wall time {elapsed:.0f} s")
-    if accuracy < ACCURACY_TARGET or peak_in_box < PEAK_IN_BOX_TARGET:
-        print("FAILED: a target was missed", file=sys.stderr)
-        return 1
-    return 0
+    bare.save_weights(path)
+    return os.path.getsize(path)
 
 
 def _scale01(images, labels):
