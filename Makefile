@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv lint test demo demo-model samples bench bench-methods bench-localization soak clean
+.PHONY: all venv browser lint test demo demo-model samples bench bench-methods bench-localization soak clean
 
 all: lint test
 
@@ -21,7 +21,21 @@ venv: $(INSTALLED)
 lint: venv
 	$(BIN)/ruff check camcli tests benchmarks
 
-test: venv
+# Debian's chromium for the report's browser tests (tests/test_report_browser.py), installed with apt
+# as root or through passwordless sudo. Best effort: where it cannot be installed this says why and
+# succeeds, and those tests skip.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make browser: no apt-get here; the browser tests will skip"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "make browser: not root and no passwordless sudo; the browser tests will skip"; exit 0; fi; \
+	install="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium"; \
+	$$install >/dev/null 2>&1 || { $$sudo apt-get update -q >/dev/null 2>&1 && $$install >/dev/null 2>&1; } \
+		|| echo "make browser: apt-get could not install chromium; the browser tests will skip"
+
+test: venv browser
 	$(BIN)/pytest
 
 # The main job on the embedded offline model: overlays, heatmaps and JSON for the sample images.
@@ -32,6 +46,10 @@ demo: venv
 # Retrain the embedded demo model (deterministic; a few minutes on 2 cores).
 demo-model: venv
 	$(BIN)/python -m camcli.demo.train
+
+# Retrain the cheating demo model (`--model demo-cheat`; deterministic; a few minutes on 2 cores).
+cheat-model: venv
+	$(BIN)/python -m camcli.demo.cheat
 
 samples: venv
 	$(BIN)/python -m camcli.demo.samples

@@ -415,6 +415,24 @@ def evaluate_command(paths, truth_path, model_spec, weights, preprocess, labels_
     sys.exit(EXIT_FAILED_IMAGES if report.failed_gates or report.failures else 0)
 
 
+@cli.command("report")
+@click.argument("out_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--title", help="Page title. Default: \"camcli report: <folder name>\".")
+def report_command(out_dir, title):
+    """Write OUT_DIR/index.html: a self-contained page of the images, overlays, top-k and failures.
+
+    Works on any `camcli explain --out` folder, shards included; small JPEG thumbnails are written
+    next to the overlays (and reused on the next run). Open the page from disk; it needs no network.
+
+    \b
+    Example:
+      camcli report results/ --title "Holiday photos, VGG16"
+    """
+    from camcli.report import write_report
+
+    click.echo(write_report(out_dir, title))
+
+
 def main():
     cli(prog_name="camcli", obj={})
 

@@ -1,0 +1,683 @@
+"""`OUT/index.html`: one self-contained page for a finished (or sharded, or partial) run.
+
+The page is built from what a run leaves in OUT: the per-image JSON records (found by walking OUT),
+the failures from summary.json or the shard summaries, and evaluation.json when there is one. It
+uses no network: CSS and JavaScript are inline, and pictures are small JPEG thumbnails written next
+to the outputs (`cat.thumb.jpg` for the original, `cat.gradcam.285.thumb.jpg` per overlay), loaded
+lazily, so a run of 10,000 images gives a page that opens quickly. Clicking a thumbnail shows the
+full-size picture. Filters (top-1 class, method, empty maps) and sorting run in plain JavaScript
+over `data-*` attributes of the cards.
+
+Everything taken from JSON is escaped: file names may hold `<`, `&`, quotes, any Unicode, and even
+undecodable bytes (kept as lone surrogates, see camcli.discovery). No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from PIL import Image, ImageOps
+
+from camcli import __version__
+from camcli.errors import UsageError
+from camcli.outputs import TEMP_PREFIX, save_jpeg, write_bytes_atomic
+
+REPORT_NAME = "index.html"
+THUMB_SIDE = 256  # longest side of a thumbnail, in pixels
+THUMB_SUFFIX = ".thumb.jpg"
+# Top-level files a run writes that are not image records (cf. camcli.discovery._RESERVED_STEM).
+_RUN_FILE = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?\.json")
+_MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's records
+_GUIDED_METHODS = frozenset({"guidedbackprop", "guidedgradcam"})  # their overlay is a gradient picture
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows, read from an output folder."""
+
+    records: list[dict] = field(default_factory=list)  # per-image records, each with "_json" (its path in OUT)
+    failures: list[dict] = field(default_factory=list)  # [{"image", "error"}]
+    summary: dict | None = None  # summary.json, or the shard summaries merged
+    evaluation: dict | None = None
+    problems: list[str] = field(default_factory=list)  # missing shards, unreadable files...
+
+
+# --- reading OUT ----------------------------------------------------------------------------------
+
+
+def find_records(out_dir: Path, problems: list[str] | None = None) -> list[dict]:
+    """The per-image records under `out_dir` (JSON objects with "image" and "explanations" whose
+    overlays are named after the record, as the runner writes them), in path order; each gets
+    "_json", its path relative to `out_dir`. A subfolder with a run summary of its own is another
+    run's output folder and is left out. Unreadable .json files are noted in `problems`; JSON files
+    that are not records are skipped silently."""
+    records = []
+    for folder, dirs, names in os.walk(out_dir):
+        dirs.sort()
+        top = Path(folder) == out_dir
+        if not top and any(_RUN_FILE.fullmatch(name) and _is_run_summary(Path(folder, name)) for name in names
+                           if name.startswith("summary")):
+            dirs.clear()
+            continue
+        for name in sorted(names):
+            if not name.endswith(".json") or name.startswith(TEMP_PREFIX) or (top and _RUN_FILE.fullmatch(name)):
+                continue
+            path = Path(folder, name)
+            relative = path.relative_to(out_dir).as_posix()
+            try:
+                if path.stat().st_size > _MAX_RECORD_BYTES:
+                    continue
+                record = json.loads(path.read_bytes().decode("utf-8"))
+            except (OSError, ValueError) as error:
+                if problems is not None:
+                    problems.append(f"cannot read {relative}: {error}")
+                continue
+            if _is_record(record, relative):
+                record["_json"] = relative
+                records.append(record)
+    return records
+
+
+def _is_record(record, relative: str) -> bool:
+    """A camcli image record stored at `relative` (its overlays are `<stem>.<method>.<class>.png`)."""
+    if not isinstance(record, dict) or not isinstance(record.get("image"), str) \
+            or not isinstance(record.get("explanations"), list):
+        return False
+    prefix = relative[: -len(".json")] + "."
+    return all(not isinstance(e, dict) or not isinstance(e.get("overlay"), str) or e["overlay"].startswith(prefix)
+               for e in record["explanations"])
+
+
+def _is_run_summary(path: Path) -> bool:
+    """summary.json of a run (an image named summary.png below the top gets a record of that name)."""
+    try:
+        record = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "explanations" not in record and "failures" in record
+
+
+def read_summary(out_dir: Path, problems: list[str]) -> dict | None:
+    """summary.json, or the shard summaries merged (camcli.runner.merge_summaries); None when there
+    is none. Missing shards and unreadable summaries are noted in `problems`, never raised."""
+    from camcli.runner import merge_summaries  # imports no TensorFlow
+
+    try:
+        merged = merge_summaries(out_dir)
+    except UsageError as error:
+        if "no summary.json" not in str(error):
+            problems.append(str(error))
+        return None
+    except (OSError, ValueError) as error:
+        problems.append(f"cannot read summary.json: {error}")
+        return None
+    count = merged.get("shards")
+    for k in merged.get("missing_shards", []):
+        problems.append(f"shard {k} of {count} has no summary (summary.{k}-of-{count}.json is missing): "
+                        "its images and failures are not listed")
+    return merged
+
+
+def read_evaluation(out_dir: Path, problems: list[str]) -> dict | None:
+    path = out_dir / "evaluation.json"
+    if not path.is_file():
+        return None
+    try:
+        evaluation = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as error:
+        problems.append(f"cannot read evaluation.json: {error}")
+        return None
+    if not isinstance(evaluation, dict):
+        problems.append("evaluation.json is not a JSON object")
+        return None
+    return evaluation
+
+
+def load_report_data(out_dir: Path) -> ReportData:
+    """Read an output folder; UsageError when it holds no camcli outputs at all."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is not a folder; give the --out folder of `camcli explain`")
+    data = ReportData()
+    data.records = find_records(out_dir, data.problems)
+    data.summary = read_summary(out_dir, data.problems)
+    if not data.records and data.summary is None:
+        raise UsageError(f"no camcli outputs in {out_dir} (no image records, no summary.json); "
+                         f"run `camcli explain IMAGES --out {out_dir}` first")
+    if data.summary is not None:
+        data.failures = [f for f in data.summary.get("failures", []) if isinstance(f, dict)]
+    data.evaluation = read_evaluation(out_dir, data.problems)
+    return data
+
+
+# --- thumbnails -----------------------------------------------------------------------------------
+
+
+def thumbnail_path(picture: Path) -> Path:
+    """`a/cat.gradcam.285.png` -> `a/cat.gradcam.285.thumb.jpg`."""
+    return picture.with_name(picture.stem + THUMB_SUFFIX)
+
+
+def ensure_thumbnail(source: Path, thumb: Path, side: int = THUMB_SIDE) -> bool:
+    """Write `thumb`, a JPEG of `source` with its longest side at most `side`, unless it exists and is
+    not older than `source`. False when `source` cannot be read (the page then shows no picture)."""
+    try:
+        source_time = source.stat().st_mtime_ns
+    except OSError:
+        return False
+    try:
+        if thumb.stat().st_mtime_ns >= source_time:
+            return True
+    except OSError:
+        pass  # no thumbnail yet
+    try:
+        with Image.open(source) as image:
+            image.draft("RGB", (side, side))  # JPEG: decode at a fraction of the size, much faster
+            image = ImageOps.exif_transpose(image)  # upright, as camcli explained it
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                image = image.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+            image = image.convert("RGB")
+            image.thumbnail((side, side), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        save_jpeg(thumb, image, quality=82)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+    return True
+
+
+def _inside(out_dir: Path, relative) -> Path | None:
+    """out_dir / relative, or None when `relative` is not a plain relative path inside out_dir."""
+    if not isinstance(relative, str) or not relative:
+        return None
+    normal = os.path.normpath(relative)
+    if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
+        return None
+    return out_dir / normal
+
+
+def _original_source(record: dict) -> Path | None:
+    """The original image: the record's "source" (absolute path) when present, else its "image"
+    (the path as given on the command line, so relative to where camcli ran)."""
+    for key in ("source", "image"):
+        value = record.get(key)
+        if isinstance(value, str) and value:
+            try:
+                if Path(value).is_file():
+                    return Path(value)
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+# --- HTML -----------------------------------------------------------------------------------------
+
+
+def _printable(text) -> str:
+    """str(text) as valid Unicode: lone surrogates (undecodable bytes of a file name) decoded as
+    UTF-8 where they can be, else replaced by U+FFFD."""
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape" if _escapable(text) else "replace").decode("utf-8", "replace")
+
+
+def _escapable(text: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
+
+
+def _esc(text) -> str:
+    return html.escape(_printable(text), quote=True)
+
+
+def _url(relative: str) -> str:
+    """A relative URL for a path under OUT: every byte that is not a plain path character is
+    percent-encoded (`#`, `?`, `%`, quotes, spaces, non-ASCII, undecodable bytes)."""
+    data = relative.encode("utf-8", "surrogateescape") if _escapable(relative) else relative.encode("utf-8", "replace")
+    return quote(data, safe="/")
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) else None
+
+
+def _format(value) -> str:
+    """A cell: numbers to 4 significant digits, booleans as yes/no, nested values as JSON."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "\u2014"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)[:200]
+    return str(value)
+
+
+def _score(score: float | None) -> str:
+    """0.812; tiny scores in scientific notation rather than a misleading 0.000."""
+    if score is None:
+        return ""
+    return f"{score:.3f}" if score == 0 or abs(score) >= 0.001 else f"{score:.1e}"
+
+
+def _scalar(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _bbox_style(bbox, width, height) -> str | None:
+    """CSS placing [x0, y0, x1, y1] (original pixels, x1/y1 exclusive) over a picture, in percent."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        return None
+    values = [_number(v) for v in bbox]
+    width, height = _number(width), _number(height)
+    if None in values or not width or not height:
+        return None
+    x0, y0, x1, y1 = values
+
+    def percent(value, total):
+        return min(max(value / total * 100.0, 0.0), 100.0)
+
+    left, top = percent(x0, width), percent(y0, height)
+    right, bottom = percent(x1, width), percent(y1, height)
+    if right <= left or bottom <= top:
+        return None
+    return f"left:{left:.2f}%;top:{top:.2f}%;width:{right - left:.2f}%;height:{bottom - top:.2f}%"
+
+
+@dataclass
+class _Picture:
+    href: str  # the full-size picture, relative to OUT
+    thumb: str | None  # its thumbnail, relative to OUT; None when it could not be made
+
+
+def _card(record: dict, pictures: dict, out_dir: Path) -> str:
+    """One image's card: thumbnails, top-k table, badges; data-* attributes for the filters."""
+    name = record["image"]
+    predictions = [p for p in record.get("predictions") or [] if isinstance(p, dict)]
+    top1 = predictions[0] if predictions else {}
+    top1_label = str(top1.get("label", top1.get("index", "")))
+    top1_score = _number(top1.get("score"))
+    width, height = record.get("width"), record.get("height")
+    ratio = f"{width} / {height}" if _number(width) and _number(height) else "1 / 1"
+    explanations = [e for e in record["explanations"] if isinstance(e, dict)]
+    any_empty = any(e.get("empty") is True for e in explanations)
+
+    parts = [f'<article class="card" data-name="{_esc(name)}" data-top1="{_esc(top1_label)}" '
+             f'data-score="{top1_score if top1_score is not None else -1}" data-empty="{int(any_empty)}">',
+             f'<h2 title="{_esc(name)}">{_esc(name)}</h2>']
+    badges = []
+    if record.get("warning"):
+        badges.append(f'<span class="badge warn" title="{_esc(record["warning"])}">random weights</span>')
+    if any_empty:
+        badges.append('<span class="badge empty">empty map</span>')
+    model = f'{_esc(record.get("model", ""))} \u00b7 {_esc(record.get("layer", ""))}'
+    parts.append(f'<p class="meta">{model} \u00b7 {_esc(width)}\u00d7{_esc(height)} {"".join(badges)}</p>')
+
+    parts.append('<div class="thumbs">')
+    original = pictures.get(("original", record["_json"]))
+    if original is not None and original.thumb:
+        parts.append(f'<figure class="thumb"><a class="zoom" href="{_url(original.href)}" '
+                     f'data-caption="{_esc(name)} (original)"><span class="frame" style="aspect-ratio:{ratio}">'
+                     f'<img loading="lazy" src="{_url(original.thumb)}" alt="original"></span></a>'
+                     '<figcaption>original</figcaption></figure>')
+    for explanation in explanations:
+        parts.append(_overlay_figure(explanation, pictures, out_dir, name, width, height, ratio))
+    parts.append("</div>")
+
+    if predictions:
+        explained = {e.get("class_index") for e in explanations}
+        rows = []
+        for p in predictions:
+            score = _number(p.get("score"))
+            bar = min(max(score or 0.0, 0.0), 1.0) * 100
+            mark = ' class="explained"' if p.get("index") in explained else ""
+            rows.append(f'<tr{mark}><td>{_esc(p.get("rank", ""))}</td><td>{_esc(p.get("label", ""))}</td>'
+                        f'<td class="num">{_esc(p.get("index", ""))}</td>'
+                        f'<td class="num">{_score(score)}</td>'
+                        f'<td class="bar"><span style="width:{bar:.1f}%"></span></td></tr>')
+        parts.append('<table class="topk"><thead><tr><th>#</th><th>class</th><th>index</th><th>score</th><th></th>'
+                     f'</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    parts.append("</article>")
+    return "".join(parts)
+
+
+def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, width, height, ratio) -> str:
+    method = str(explanation.get("method", ""))
+    label = explanation.get("label", explanation.get("class_index", ""))
+    score = _number(explanation.get("score"))
+    layers = explanation.get("layers") if isinstance(explanation.get("layers"), list) else []
+    layer_text = " + ".join(map(str, layers)) if len(layers) > 1 else str(explanation.get("layer") or "")
+    empty = explanation.get("empty") is True
+    caption = f"{label} \u00b7 {method}" + (f" \u00b7 {score:.3f}" if score is not None else "")
+    full_caption = f"{name}: {caption} at {layer_text}"
+    picture = pictures.get(("overlay", explanation.get("overlay")))
+    parts = [f'<figure class="thumb" data-method="{_esc(method)}" data-empty="{int(empty)}" '
+             f'title="{_esc(full_caption)}">']
+    if picture is not None and picture.thumb:
+        box = _bbox_style(explanation.get("bbox"), width, height)
+        box_html = f'<span class="box" style="{box}"></span>' if box else ""
+        parts.append(f'<a class="zoom" href="{_url(picture.href)}" data-caption="{_esc(full_caption)}">'
+                     f'<span class="frame" style="aspect-ratio:{ratio}"><img loading="lazy" '
+                     f'src="{_url(picture.thumb)}" alt="{_esc(caption)}">{box_html}</span></a>')
+    else:
+        parts.append(f'<span class="frame missing" style="aspect-ratio:{ratio}">overlay missing</span>')
+    extras = []
+    if method in _GUIDED_METHODS:
+        extras.append('<span class="badge">gradients</span>')
+    if empty:
+        extras.append('<span class="badge empty">empty map</span>')
+    if len(layers) > 1:
+        extras.append(f'<span class="badge" title="{_esc(layer_text)}">{len(layers)} layers</span>')
+    links = []
+    for key, text in (("mask", "mask"), ("heatmap", "heatmap"), ("panel", "panel")):
+        target = explanation.get(key)
+        if key == "panel" and not target and picture is not None:
+            from camcli.panel import panel_path
+
+            candidate = panel_path(Path(picture.href))
+            target = candidate.as_posix() if (out_dir / candidate).is_file() else None
+        if isinstance(target, str) and _inside(out_dir, target) is not None:
+            links.append(f'<a href="{_url(target)}">{text}</a>')
+    parts.append(f'<figcaption>{_esc(caption)} {"".join(extras)}'
+                 f'{" <span class=links>" + " ".join(links) + "</span>" if links else ""}</figcaption></figure>')
+    return "".join(parts)
+
+
+def _flat(values: dict) -> dict:
+    """A mapping's scalar fields, with those of its nested mappings (one level) raised beside them."""
+    flat = {}
+    for key, value in values.items():
+        if _scalar(value):
+            flat.setdefault(key, value)
+        elif isinstance(value, dict):
+            for inner, inner_value in value.items():
+                if _scalar(inner_value):
+                    flat.setdefault(inner, inner_value)
+    return flat
+
+
+def _table(rows: list[tuple[str, dict]], first: str) -> str:
+    """A table with one row per (name, fields) and a column per field name met, in order."""
+    columns: list[str] = []
+    for _, fields in rows:
+        columns += [key for key in fields if key not in columns]
+    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    body = "".join(f"<tr><th>{_esc(name)}</th>" + "".join(f"<td>{_esc(_format(fields.get(c)))}</td>" for c in columns)
+                   + "</tr>" for name, fields in rows)
+    return f'<table class="grid"><thead><tr><th>{_esc(first)}</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _key_values(fields: dict) -> str:
+    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_format(v))}</td></tr>" for k, v in fields.items())
+    return f'<table class="grid"><tbody>{body}</tbody></table>'
+
+
+_MAX_LIST_ROWS = 100  # longer lists in evaluation.json (per-image rows) are counted, not shown
+
+
+def _evaluation_html(evaluation: dict) -> str:
+    """evaluation.json, whatever its exact schema: a methods x metrics table when it has a "methods"
+    mapping (nested metric mappings are flattened), its top-level scalars, short lists of objects
+    as tables, and the length of long ones."""
+    parts = ['<section id="evaluation"><h2>Evaluation</h2>']
+    methods = evaluation.get("methods")
+    if isinstance(methods, dict) and methods:
+        rows = [(name, _flat(values) if isinstance(values, dict) else {"value": values})
+                for name, values in methods.items()]
+        parts.append(_table(rows, "method"))
+    scalars = {k: v for k, v in evaluation.items() if _scalar(v)}
+    if scalars:
+        parts.append(_key_values(scalars))
+    for key, value in evaluation.items():
+        if key == "methods" or _scalar(value):
+            continue
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value) \
+                and len(value) <= _MAX_LIST_ROWS:
+            parts.append(f"<h3>{_esc(key)}</h3>" + _table([(str(i), _flat(v)) for i, v in enumerate(value, 1)], "#"))
+        elif isinstance(value, list):
+            parts.append(f'<p class="facts">{_esc(key)}: {len(value)} entries (see evaluation.json)</p>')
+        elif isinstance(value, dict) and value:
+            parts.append(f"<details><summary>{_esc(key)}</summary>"
+                         + _key_values(_flat(value)) + "</details>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _failures_html(failures: list[dict]) -> str:
+    if not failures:
+        return ""
+    rows = "".join(f'<tr><td>{_esc(f.get("image", ""))}</td><td>{_esc(f.get("error", ""))}</td></tr>'
+                   for f in failures)
+    return (f'<section id="failures"><h2>Failures ({len(failures)})</h2><table class="grid"><thead><tr><th>image</th>'
+            f"<th>error</th></tr></thead><tbody>{rows}</tbody></table></section>")
+
+
+def _header_html(data: ReportData, title: str) -> str:
+    summary = data.summary or {}
+    first = data.records[0] if data.records else {}
+    facts = []
+    for key in ("model", "layer", "method"):
+        value = summary.get(key, first.get(key))
+        if value is not None:
+            facts.append(f"{key} <b>{_esc(_format(value))}</b>")
+    facts.append(f"<b>{len(data.records)}</b> images explained")
+    facts.append(f"<b>{len(data.failures)}</b> failed")
+    if summary.get("shards"):
+        facts.append(f"{summary['shards']} shards")
+    notes = list(data.problems)
+    if summary.get("interrupted"):
+        notes.append("the run was interrupted: some images were never explained")
+    if summary.get("warning"):
+        notes.append(str(summary["warning"]))
+    notes_html = "".join(f'<p class="problem">{_esc(note)}</p>' for note in notes)
+    facts_html = " &middot; ".join(facts)
+    return f'<header><h1>{_esc(title)}</h1><p class="facts">{facts_html}</p>{notes_html}</header>'
+
+
+def _controls_html(records: list[dict]) -> str:
+    classes: dict[str, int] = {}
+    methods: list[str] = []
+    for record in records:
+        predictions = record.get("predictions") or []
+        if predictions and isinstance(predictions[0], dict):
+            label = str(predictions[0].get("label", predictions[0].get("index", "")))
+            classes[label] = classes.get(label, 0) + 1
+        for e in record["explanations"]:
+            if isinstance(e, dict) and str(e.get("method", "")) not in methods:
+                methods.append(str(e.get("method", "")))
+    class_options = "".join(f'<option value="{_esc(c)}">{_esc(c)} ({n})</option>'
+                            for c, n in sorted(classes.items(), key=lambda item: item[0].lower()))
+    method_options = "".join(f'<option value="{_esc(m)}">{_esc(m)}</option>' for m in sorted(methods))
+    return ('<nav id="controls">'
+            f'<label>top-1 class <select id="f-class"><option value="">all</option>{class_options}</select></label>'
+            f'<label>method <select id="f-method"><option value="">all</option>{method_options}</select></label>'
+            '<label><input type="checkbox" id="f-empty"> empty map only</label>'
+            '<label>sort <select id="sort"><option value="name">file name</option>'
+            '<option value="score-desc">top-1 score, high first</option>'
+            '<option value="score-asc">top-1 score, low first</option></select></label>'
+            f'<output id="count">{len(records)} of {len(records)} images</output></nav>')
+
+
+_CSS = """
+:root{--fg:#1d2329;--muted:#5f6b76;--line:#d6dbe0;--bg:#f4f6f8;--card:#fff;--accent:#0b63c4}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
+background:var(--bg)}
+header,#controls,main,section{padding:0 20px}
+h1{font-size:22px;margin:16px 0 4px}
+.facts{color:var(--muted);margin:0 0 8px}
+.problem{background:#fff4d6;border:1px solid #e8c767;padding:6px 10px;border-radius:4px;margin:6px 0}
+#controls{position:sticky;top:0;z-index:2;display:flex;flex-wrap:wrap;gap:16px;align-items:center;
+background:var(--bg);border-bottom:1px solid var(--line);padding-top:8px;padding-bottom:8px}
+#controls select{font:inherit;max-width:260px}
+#count{color:var(--muted);margin-left:auto}
+#cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:14px;padding:14px 0}
+[hidden]{display:none!important}
+.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:10px 12px;min-width:0;
+content-visibility:auto;contain-intrinsic-size:auto 420px}
+.card h2{font-size:15px;margin:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.meta{color:var(--muted);margin:2px 0 8px;font-size:12px}
+.thumbs{display:flex;flex-wrap:wrap;gap:8px}
+.thumb{margin:0;width:124px}
+.thumb a{display:block}
+.frame{position:relative;display:block;width:124px;background:#e9ecef;overflow:hidden;border-radius:3px}
+.frame img{display:block;width:100%;height:100%;object-fit:fill}
+.frame.missing{display:flex;align-items:center;justify-content:center;color:var(--muted);font-size:12px}
+.box{position:absolute;border:2px solid #00e5ff;box-shadow:0 0 0 1px #000;pointer-events:none}
+figcaption{font-size:12px;color:var(--muted);margin-top:3px;overflow-wrap:anywhere}
+.links a{color:var(--accent);margin-right:4px}
+.badge{display:inline-block;font-size:11px;padding:0 5px;border-radius:8px;background:#e3e8ee;color:var(--fg)}
+.badge.empty{background:#ffe1e1;color:#8a1111}
+.badge.warn{background:#fff0c2;color:#6b4e00}
+table{border-collapse:collapse}
+.topk{margin-top:8px;width:100%;font-size:12px}
+.topk th,.topk td{text-align:left;padding:1px 6px 1px 0;border-bottom:1px solid #eef0f2}
+.topk tr.explained td{font-weight:600}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.bar{width:30%}
+td.bar span{display:block;height:8px;background:var(--accent);border-radius:2px}
+.grid{background:var(--card);margin:8px 0 16px}
+.grid th,.grid td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
+#lightbox{position:fixed;inset:0;z-index:10;background:rgba(0,0,0,.85);display:flex;flex-direction:column;
+align-items:center;justify-content:center;cursor:zoom-out;color:#fff}
+#lightbox img{max-width:95vw;max-height:88vh;image-rendering:auto;background:#fff}
+#lightbox p{margin:8px;font-size:14px}
+pre{white-space:pre-wrap;font-size:12px}
+"""
+
+_JS = """
+(function () {
+  "use strict";
+  var grid = document.getElementById("cards");
+  var cards = Array.prototype.slice.call(grid.querySelectorAll(".card"));
+  var fClass = document.getElementById("f-class");
+  var fMethod = document.getElementById("f-method");
+  var fEmpty = document.getElementById("f-empty");
+  var sort = document.getElementById("sort");
+  var count = document.getElementById("count");
+
+  function applyFilters() {
+    var cls = fClass.value, method = fMethod.value, emptyOnly = fEmpty.checked, shown = 0;
+    cards.forEach(function (card) {
+      var anyMethod = false, anyEmpty = false;
+      card.querySelectorAll("figure[data-method]").forEach(function (fig) {
+        var match = !method || fig.dataset.method === method;
+        fig.hidden = !match;
+        if (match) { anyMethod = true; if (fig.dataset.empty === "1") anyEmpty = true; }
+      });
+      var visible = (!cls || card.dataset.top1 === cls) && (!method || anyMethod) && (!emptyOnly || anyEmpty);
+      card.hidden = !visible;
+      if (visible) shown += 1;
+    });
+    count.textContent = shown + " of " + cards.length + " images";
+  }
+
+  function applySort() {
+    var key = sort.value;
+    var sorted = cards.slice().sort(function (a, b) {
+      if (key !== "name") {
+        var d = parseFloat(a.dataset.score) - parseFloat(b.dataset.score);
+        if (d !== 0) return key === "score-asc" ? d : -d;
+      }
+      return a.dataset.name < b.dataset.name ? -1 : a.dataset.name > b.dataset.name ? 1 : 0;
+    });
+    grid.replaceChildren.apply(grid, sorted);  // one move: appending cards one by one is quadratic
+  }
+
+  function closeLightbox() {
+    var box = document.getElementById("lightbox");
+    if (box) box.remove();
+  }
+
+  function openLightbox(href, caption) {
+    closeLightbox();
+    var box = document.createElement("div");
+    box.id = "lightbox";
+    var img = document.createElement("img");
+    img.src = href;
+    img.alt = caption;
+    var text = document.createElement("p");
+    text.textContent = caption + " (click or Esc to close)";
+    box.appendChild(img);
+    box.appendChild(text);
+    box.addEventListener("click", closeLightbox);
+    document.body.appendChild(box);
+  }
+
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest("a.zoom") : null;
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+    event.preventDefault();
+    openLightbox(link.getAttribute("href"), link.dataset.caption || "");
+  });
+  document.addEventListener("keydown", function (event) { if (event.key === "Escape") closeLightbox(); });
+  [fClass, fMethod, fEmpty].forEach(function (el) { el.addEventListener("change", applyFilters); });
+  sort.addEventListener("change", applySort);
+  applyFilters();
+})();
+"""
+
+
+def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> str:
+    """The page, as text. `pictures` maps ("original", record json) and ("overlay", overlay path) to
+    the _Picture to show."""
+    cards = "\n".join(_card(record, pictures, out_dir) for record in data.records)
+    body = [_header_html(data, title)]
+    if data.evaluation is not None:
+        body.append(_evaluation_html(data.evaluation))
+    body.append(_failures_html(data.failures))
+    body.append(_controls_html(data.records))
+    body.append(f'<main><div id="cards">\n{cards}\n</div></main>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<meta name=\"generator\" content=\"camcli {__version__}\"><title>{_esc(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{''.join(body)}\n<script>{_JS}</script></body></html>\n")
+
+
+def _make_thumbnails(data: ReportData, out_dir: Path) -> dict:
+    """Thumbnail every original (when found) and overlay, several at a time; returns the pictures."""
+    jobs = {}  # key -> (source, href, thumb path relative to OUT)
+    for record in data.records:
+        source = _original_source(record)
+        if source is not None:
+            thumb = Path(record["_json"]).with_suffix("")
+            thumb = thumb.with_name(thumb.name + THUMB_SUFFIX).as_posix()
+            href = Path(os.path.relpath(os.path.abspath(source), os.path.abspath(out_dir))).as_posix()
+            jobs[("original", record["_json"])] = (source, href, thumb)
+        for explanation in record["explanations"]:
+            overlay = explanation.get("overlay") if isinstance(explanation, dict) else None
+            path = _inside(out_dir, overlay)
+            if path is not None and ("overlay", overlay) not in jobs:
+                thumb = thumbnail_path(Path(os.path.normpath(overlay))).as_posix()
+                jobs[("overlay", overlay)] = (path, overlay, thumb)
+
+    def make(job):
+        source, href, thumb = job
+        return _Picture(href, thumb if ensure_thumbnail(source, out_dir / thumb) else None)
+
+    # Pillow releases the GIL while decoding, resizing and encoding.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="camcli-thumb") as pool:
+        return dict(zip(jobs, pool.map(make, jobs.values())))
+
+
+def write_report(out_dir: Path, title: str | None = None) -> Path:
+    """Write OUT/index.html (and the thumbnails it needs) for the camcli outputs in `out_dir`; return
+    its path. Raises UsageError when `out_dir` holds no camcli outputs."""
+    out_dir = Path(out_dir)
+    data = load_report_data(out_dir)
+    pictures = _make_thumbnails(data, out_dir)
+    page = render_html(data, pictures, out_dir, title or f"camcli report: {out_dir.resolve().name}")
+    path = out_dir / REPORT_NAME
+    write_bytes_atomic(path, page.encode("utf-8"))
+    return path
