@@ -61,6 +61,8 @@ def main(argv=None) -> int:
                         help="deletion/insertion steps per curve; 0 skips them (default: %(default)s)")
     parser.add_argument("--box-threshold", type=float, default=None,
                         help="use this threshold instead of choosing one on the validation scenes")
+    parser.add_argument("--explain-class", choices=("predicted", "truth"), default="predicted",
+                        help="whose map is scored, as `camcli evaluate --explain-class` (default: %(default)s)")
     parser.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     args = parser.parse_args(argv)
 
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
         if threshold is None:
             truth = write_scenes(validation, args.validation_images, args.seed - 1000)
             tasks, _ = discover([validation], Path(tmp) / "out")
-            sweep = corloc_sweep(tasks, truth, gradcam)
+            sweep = corloc_sweep(tasks, truth, gradcam, args.explain_class)
             threshold = SWEEP[int(np.argmax(sweep))]
             print(f"box threshold chosen on {len(tasks)} validation scenes (seed {args.seed - 1000}): {threshold} "
                   f"(gradcam CorLoc {max(sweep):.3f}; at 0.2: {sweep[SWEEP.index(0.2)]:.3f})")
@@ -90,14 +92,15 @@ def main(argv=None) -> int:
         truth = write_scenes(test, args.images, args.seed)
         tasks, skipped = discover([test], Path(tmp) / "out")
         print(f"localization benchmark: {len(tasks)} held-out demo scenes (seed {args.seed}, sizes 96-480 px), "
-              f"demo model, --box-threshold {threshold}, {args.steps} deletion/insertion steps", flush=True)
+              f"demo model, --box-threshold {threshold}, {args.steps} deletion/insertion steps, "
+              f"--explain-class {args.explain_class}", flush=True)
         explainers = [gradcam if name == TARGET_METHOD else Explainer(loaded, method=name) for name in names]
-        report = evaluate(explainers, tasks, truth, EvaluationOptions(box_threshold=threshold, steps=args.steps),
-                          skipped)
+        options = EvaluationOptions(box_threshold=threshold, steps=args.steps, explain_class=args.explain_class)
+        report = evaluate(explainers, tasks, truth, options, skipped)
         print(format_table(report))
         print(f"({report.evaluated} images, {len(report.failures)} failed)")
         print(f"\n{TARGET_METHOD} CorLoc on the held-out scenes by --box-threshold (same maps, box only):")
-        sweep = corloc_sweep(tasks, truth, gradcam)
+        sweep = corloc_sweep(tasks, truth, gradcam, args.explain_class)
         print("  threshold " + "  ".join(f"{t:>5}" for t in SWEEP))
         print("  CorLoc    " + "  ".join(f"{v:5.3f}" for v in sweep))
     print(f"({time.perf_counter() - started:.0f} s in all)")
@@ -112,8 +115,8 @@ def main(argv=None) -> int:
     return 0 if held else 1
 
 
-def corloc_sweep(tasks, truth, explainer) -> list[float]:
-    """CorLoc at each SWEEP threshold, from one set of maps (each image's truth class)."""
+def corloc_sweep(tasks, truth, explainer, explain_class) -> list[float]:
+    """CorLoc at each SWEEP threshold, from one set of maps (each image's top-1 or truth class)."""
     from camcli.images import load_rgb
     from camcli.localization import best_iou, box_from_map
     from camcli.overlay import upsample
@@ -124,7 +127,8 @@ def corloc_sweep(tasks, truth, explainer) -> list[float]:
         chunk = tasks[start:start + 32]
         rgbs = [load_rgb(task.source) for task in chunk]
         boxes = [truth[task.source.name] for task in chunk]
-        ids = np.array([[labels.index(b[0].label)] for b in boxes], dtype=np.int32)
+        ids = np.array([[-1 if explain_class == "predicted" else labels.index(b[0].label)] for b in boxes],
+                       dtype=np.int32)  # -1: the top-1 class
         for rgb, result, truth_boxes in zip(rgbs, explainer.explain(rgbs, ids), boxes):
             heatmap = upsample(result.maps[0].heatmap, (rgb.shape[1], rgb.shape[0]))
             hits += [best_iou(box_from_map(heatmap, t), [b.box for b in truth_boxes]) >= 0.5 for t in SWEEP]

@@ -352,6 +352,9 @@ def methods(markdown):
               help="Pointing game: a peak this many pixels outside a box still hits (Zhang et al. use 15).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per compiled step.")
+@click.option("--explain-class", type=click.Choice(["predicted", "truth"]), default="predicted", show_default=True,
+              help="Whose map is scored against the boxes: the model's top-1 class (what it decided on; catches a "
+                   "model that looks at a watermark) or the truth label's (ground-truth-known pointing game).")
 @click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
               help="Exit 1 when a higher-is-better metric (pointing, energy, iou, corloc, insertion, "
                    "confidence_increase) is below VALUE for any method. Repeatable.")
@@ -359,12 +362,13 @@ def methods(markdown):
               help="Exit 1 when a lower-is-better metric (loc_error, deletion, average_drop) is above VALUE "
                    "for any method. Repeatable.")
 def evaluate_command(paths, truth_path, model_spec, weights, preprocess, labels_file, unsafe_load, methods, layers,
-                     head, out_dir, steps, box_threshold, pointing_tolerance, batch_size, fail_under, fail_over):
+                     head, out_dir, steps, box_threshold, pointing_tolerance, batch_size, explain_class, fail_under,
+                     fail_over):
     """Score heatmaps against ground-truth boxes (localization and faithfulness) and gate CI on them.
 
     Prints a table of metrics per method (fractions in [0, 1]) and writes OUT/evaluation.json and
-    OUT/evaluation.csv. Each image is explained for its boxes' class when the model knows the label,
-    else for its top-1 class; images without truth are listed and skipped.
+    OUT/evaluation.csv. Each image's boxes are scored against the map of its top-1 class, or with
+    --explain-class truth of the boxes' label; images without truth are listed and skipped.
     Exit status: 0 every gate passed, 1 a gate failed or an image could not be read, 2 usage error.
 
     \b
@@ -387,11 +391,12 @@ def evaluate_command(paths, truth_path, model_spec, weights, preprocess, labels_
     if not tasks and not skipped:
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")
     options = evaluation.EvaluationOptions(out_dir, box_threshold, steps, batch_size, score_batch_size=batch_size * 4,
-                                pointing_tolerance=pointing_tolerance, gates=gates, truth_name=str(truth_path))
+                                pointing_tolerance=pointing_tolerance, gates=gates, truth_name=str(truth_path),
+                                explain_class=explain_class)
     evaluation.check_computable(gates, options, truth)
     evaluation.check_matches(truth, tasks, str(truth_path))
     loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
-    classes = evaluation.evaluation_classes(truth, loaded.labels, tasks)
+    classes = evaluation.evaluation_classes(truth, loaded.labels, tasks, explain_class)
     explainers = [Explainer(loaded, layer=list(layers) or None, method=method, classes=classes, head=head,
                             score_batch_size=batch_size * 4) for method in dict.fromkeys(methods or ["gradcam"])]
     bar = tqdm(total=len(tasks), unit="img", file=sys.stderr, disable=not sys.stderr.isatty())

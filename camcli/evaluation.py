@@ -1,11 +1,19 @@
 """`camcli evaluate`: score explanations against ground-truth boxes, per method, and gate a build on them.
 
-For every image with truth and every method, one class is explained per group of boxes: the boxes'
-label when the model knows it, else the image's top-1 class. Each (image, method, class) gives one
-row of metrics, measured on the map upsampled to the original image (localization) or to the
-model's input (faithfulness):
+For every image with truth and every method, one map is scored per group of boxes (the boxes of one
+class). Which class's map, `--explain-class` decides:
 
-    pointing             the map's peak lies in a box of the class (pointing game)
+    predicted (default)  the image's top-1 class: what the model based its decision on, as in the CAM
+                         paper's localization protocol (Zhou et al. 2016, section 3). A model that
+                         answers from a watermark or a corner tag has its map there, not on the
+                         object, so this is what a CI gate on attention wants.
+    truth                the boxes' label when the model knows it, else the top-1 class: the
+                         "ground truth known" protocol of the pointing game (Zhang et al. 2016).
+
+Each (image, method, target) gives one row of metrics, measured on the map upsampled to the original
+image (localization) or to the model's input (faithfulness):
+
+    pointing             the map's peak lies in one of the boxes (pointing game)
     energy               share of the map's mass inside the class's boxes (energy-based pointing game;
                          an empty map counts as 0)
     iou                  IoU of the map's box (CAM paper: largest component above --box-threshold)
@@ -58,6 +66,8 @@ from camcli.truth import Truth, TruthBox, match_images
 JSON_NAME = "evaluation.json"
 CSV_NAME = "evaluation.csv"
 CORLOC_IOU = 0.5  # a box "localizes" the object at IoU >= 0.5 (PASCAL VOC's criterion, used by CorLoc and ILSVRC)
+EXPLAIN_PREDICTED, EXPLAIN_TRUTH = "predicted", "truth"
+EXPLAIN_CLASSES = (EXPLAIN_PREDICTED, EXPLAIN_TRUTH)  # whose map is scored (see the module's docstring)
 
 
 @dataclass(frozen=True)
@@ -68,8 +78,8 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
-    Metric("pointing", True, "share of maps whose peak lies in a box of the class (pointing game)"),
-    Metric("energy", True, "share of the map's mass inside the class's boxes (energy-based pointing game)"),
+    Metric("pointing", True, "share of maps whose peak lies in a truth box (pointing game)"),
+    Metric("energy", True, "share of the map's mass inside the truth boxes (energy-based pointing game)"),
     Metric("iou", True, "IoU of the map's box with the best truth box"),
     Metric("corloc", True, "share of maps whose box has IoU >= 0.5 (CorLoc)"),
     Metric("loc_error", False, "ILSVRC localization error: top-1 class wrong or IoU < 0.5"),
@@ -190,23 +200,40 @@ def image_targets(boxes: Sequence[TruthBox], labels: Sequence[str]) -> list[Targ
     return list(groups.values())
 
 
-def evaluation_classes(truth: Truth, labels: Sequence[str], tasks: Sequence[ImageTask] | None = None) -> list[str]:
-    """The `classes` to build each Explainer with: one "top1" slot per class an image needs (the most
-    any image needs). `evaluate` fills the slots image by image with the truth classes (see
-    `class_slots`), so each image is explained for its own classes only, at the cost of one map each.
-    With `tasks`, only the truth of those images counts."""
+def evaluation_classes(truth: Truth, labels: Sequence[str], tasks: Sequence[ImageTask] | None = None,
+                       explain_class: str = EXPLAIN_PREDICTED) -> list[str]:
+    """The `classes` to build each Explainer with. Explaining the predicted class needs one slot,
+    "top1". Explaining the truth needs one "top1" slot per class an image needs (the most any image
+    needs): `evaluate` fills the slots image by image with the truth classes (see `class_slots`), so
+    each image is explained for its own classes only, at the cost of one map each. With `tasks`,
+    only the truth of those images counts."""
+    _check_explain_class(explain_class)
+    if explain_class == EXPLAIN_PREDICTED:
+        return ["top1"]
     keys = truth.keys() if tasks is None else [key for key, _ in match_images(truth, [t.source for t in tasks])
                                                if key is not None]
     most = max((len(image_targets(truth[key], labels)) for key in keys), default=1)
     return ["top1"] * max(1, most)
 
 
-def class_slots(targets_per_image: Sequence[Sequence[Target]], slots: int) -> np.ndarray:
-    """(images, slots) class indices for `Explainer.explain`: each image's truth classes, -1 (its
-    top-1 class) for boxes without a known label, padded by repeating the first (repeats give no map)."""
+def _check_explain_class(explain_class: str) -> None:
+    if explain_class not in EXPLAIN_CLASSES:
+        raise UsageError(f"--explain-class {explain_class!r}: choose {' or '.join(EXPLAIN_CLASSES)}")
+
+
+def explains_top1(target: Target, explain_class: str) -> bool:
+    """Whether `target`'s boxes are scored against the top-1 class's map (else their own class's)."""
+    return explain_class == EXPLAIN_PREDICTED or target.class_index is None
+
+
+def class_slots(targets_per_image: Sequence[Sequence[Target]], slots: int,
+                explain_class: str = EXPLAIN_PREDICTED) -> np.ndarray:
+    """(images, slots) class indices for `Explainer.explain`: -1 (the image's top-1 class) when the
+    predicted class is explained; else each image's truth classes, -1 for boxes without a known
+    label, padded by repeating the first (repeats give no map)."""
     ids = np.full((len(targets_per_image), slots), -1, dtype=np.int32)
     for row, targets in zip(ids, targets_per_image):
-        wanted = [-1 if t.class_index is None else t.class_index for t in targets][:slots] or [-1]
+        wanted = [-1 if explains_top1(t, explain_class) else t.class_index for t in targets][:slots] or [-1]
         row[:] = (wanted + [wanted[0]] * slots)[:slots]
     return ids
 
@@ -225,10 +252,15 @@ class EvaluationOptions:
     blur_sigma: float = DEFAULT_BLUR_SIGMA
     gates: Sequence[Gate] = ()
     truth_name: str | None = None  # how to name the truth in messages and the JSON
+    explain_class: str = EXPLAIN_PREDICTED  # whose map is scored: the top-1 class, or the truth's
+
+    def __post_init__(self):
+        _check_explain_class(self.explain_class)
 
     def record(self) -> dict:
-        return {"box_threshold": self.box_threshold, "steps": self.steps, "pointing_tolerance": self.pointing_tolerance,
-                "blur_sigma": self.blur_sigma, "deletion_baseline": 0.0, "corloc_iou": CORLOC_IOU}
+        return {"explain_class": self.explain_class, "box_threshold": self.box_threshold, "steps": self.steps,
+                "pointing_tolerance": self.pointing_tolerance, "blur_sigma": self.blur_sigma,
+                "deletion_baseline": 0.0, "corloc_iou": CORLOC_IOU}
 
 
 @dataclass
@@ -336,7 +368,8 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[
     top1 = result.predictions[0]
     rows, masked = [], []
     for target in targets:
-        wanted = top1.index if target.class_index is None else target.class_index
+        from_top1 = explains_top1(target, options.explain_class)
+        wanted = top1.index if from_top1 else target.class_index
         class_map = _find_map(result, wanted)
         if class_map is None:  # the explainer was built without this class: say so, score its first map
             class_map = result.maps[0]
@@ -349,7 +382,7 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[
             "class_index": class_map.class_index,
             "label": class_map.label,
             "truth_label": target.truth_label,
-            "class_source": "truth" if class_map.class_index == target.class_index else "top1",
+            "class_source": "top1" if from_top1 else "truth",
             "top1_index": top1.index,
             "top1_label": top1.label,
             "score": class_map.score,
@@ -446,7 +479,8 @@ def evaluate(explainers: Sequence, tasks: Sequence[ImageTask], truth: Truth, opt
     """Score every method's maps on every image that has truth; write the outputs; return the report.
 
     explainers: `camcli.Explainer`s on the same model, one per method, built with
-    `classes=evaluation_classes(truth, loaded.labels, tasks)` so every truth class gets its map.
+    `classes=evaluation_classes(truth, loaded.labels, tasks, options.explain_class)`, so that every
+    class to score gets its map.
     Images without truth are listed in `without_truth` and skipped; unreadable images (and `skipped`
     inputs) are failures, reported through on_failure(image, reason) as they happen.
     """
@@ -481,7 +515,7 @@ def evaluate(explainers: Sequence, tasks: Sequence[ImageTask], truth: Truth, opt
             else:
                 batch.append((task, rgb, targets))
         for explainer, name in zip(explainers, names if batch else []):
-            slots = class_slots([targets for _, _, targets in batch], len(explainer.requests))
+            slots = class_slots([targets for _, _, targets in batch], len(explainer.requests), options.explain_class)
             results = explainer.explain([rgb for _, rgb, _ in batch], slots)
             for (task, rgb, targets), result in zip(batch, results):
                 rows[name].extend(score_image(explainer, task.display, rgb, result, targets, options, warn))

@@ -106,9 +106,10 @@ def fake_run(tmp_path):
         "broken.png": [TruthBox(*SQUARE, "circle")],
     }
     tasks, skipped = discover([tmp_path / "images"], tmp_path / "out")
+    # The truth's classes are explained (the ground-truth-known protocol), so wrong_class.png gets class 1's map.
     options = EvaluationOptions(tmp_path / "out", steps=16, score_batch_size=5, blur_sigma=1.0,
                                 gates=[parse_gate("pointing=0.7", "under"), parse_gate("loc_error=0.5", "over")],
-                                truth_name="truth.json")
+                                truth_name="truth.json", explain_class="truth")
     failures = []
     report = evaluate([FakeExplainer()], tasks, truth, options, skipped,
                       on_failure=lambda image, reason: failures.append((image, reason)))
@@ -233,7 +234,7 @@ def test_labels_the_model_does_not_know_are_scored_on_the_top1_class_with_a_warn
     save(tmp_path / "a.png", fake_image())
     tasks, _ = discover([tmp_path / "a.png"], tmp_path / "out")
     truth = {"a.png": [TruthBox(*SQUARE, "kitten"), TruthBox(0, 0, 2, 2, "square")]}
-    report = evaluate([FakeExplainer()], tasks, truth, EvaluationOptions(steps=0))
+    report = evaluate([FakeExplainer()], tasks, truth, EvaluationOptions(steps=0, explain_class="truth"))
     assert [(row["truth_label"], row["class_index"], row["class_source"], row["loc_error"]) for row in report.rows] == [
         ("kitten", 0, "top1", None), ("square", 1, "truth", True)]
     assert report.warnings == ["the model has no class 'kitten' (truth labels): their boxes were scored against "
@@ -250,12 +251,35 @@ def test_no_image_with_truth_is_a_usage_error(tmp_path):
 def test_each_image_is_explained_for_its_own_truth_classes():
     labels = ["circle", "square", "bird_of_prey"]
     truth = {"a.png": [TruthBox(0, 0, 1, 1, "Bird of prey")], "b.png": [TruthBox(0, 0, 1, 1, "0")]}
-    assert evaluation_classes(truth, labels) == ["top1"]  # one slot: no image needs two classes
+    assert evaluation_classes(truth, labels, explain_class="truth") == ["top1"]  # one slot: no image needs two
     truth["c.png"] = [TruthBox(0, 0, 1, 1, "kitten"), TruthBox(0, 0, 1, 1, "square")]
-    assert evaluation_classes(truth, labels) == ["top1", "top1"]
+    assert evaluation_classes(truth, labels, explain_class="truth") == ["top1", "top1"]
     targets = [image_targets(truth[name], labels) for name in ("a.png", "b.png", "c.png")]
     # kitten is unknown to the model: -1, the image's top-1 class; a single class is repeated (no extra map)
-    assert class_slots(targets, 2).tolist() == [[2, 2], [0, 0], [-1, 1]]
+    assert class_slots(targets, 2, "truth").tolist() == [[2, 2], [0, 0], [-1, 1]]
+    # Explaining the prediction needs one map per image, whatever the truth says: the top-1 class (-1).
+    assert evaluation_classes(truth, labels) == ["top1"]
+    assert class_slots(targets, 2).tolist() == [[-1, -1]] * 3
+    with pytest.raises(UsageError, match="--explain-class 'guess': choose predicted or truth"):
+        evaluation_classes(truth, labels, explain_class="guess")
+    with pytest.raises(UsageError, match="--explain-class 'guess'"):
+        EvaluationOptions(explain_class="guess")
+
+
+def test_by_default_the_predicted_class_is_scored_against_the_truth_boxes(tmp_path):
+    """A model that predicts circle for a square looks at the square when it does: its circle map is what
+    is scored, so pointing hits, and the wrong class still counts as a localization error."""
+    save(tmp_path / "wrong_class.png", fake_image())
+    tasks, _ = discover([tmp_path], tmp_path / "out")
+    explainer = FakeExplainer()
+    report = evaluate([explainer], tasks, {"wrong_class.png": [TruthBox(*SQUARE, "square")]},
+                      EvaluationOptions(steps=0))
+    (row,) = report.rows
+    assert explainer.asked == [[[-1]]]
+    assert (row["class_index"], row["label"], row["class_source"]) == (0, "circle", "top1")
+    assert row["truth_label"] == "square"
+    assert row["pointing"] and row["iou"] == 1.0 and row["corloc"] and row["loc_error"] is True
+    assert report.options.record()["explain_class"] == "predicted"
 
 
 @pytest.mark.parametrize(("kind", "text", "message"), [
@@ -344,7 +368,8 @@ def test_demo_json_numbers(demo_run, scenes):
         assert len(rows) == 6 and record["methods"][method]["layer"] == "conv6"
         for row in rows:
             name = row["image"].rsplit("/", 1)[1]
-            assert row["label"] == row["truth_label"] == name[:-4] and row["class_source"] == "truth"
+            # The predicted class is explained, and the demo model gets every scene right.
+            assert row["label"] == row["truth_label"] == name[:-4] and row["class_source"] == "top1"
             assert row["truth_boxes"] == [truth[name]]
             iou = box_iou(row["box"], truth[name]) if row["box"] else 0.0
             assert row["iou"] == pytest.approx(iou) and row["corloc"] == (iou >= 0.5)
@@ -449,4 +474,4 @@ def test_real_mobilenetv2_points_at_the_hand_drawn_boxes(tmp_path):
     assert result.exit_code == 0, result.stderr
     record = json.loads((tmp_path / "out" / "evaluation.json").read_text("utf-8"))
     assert [row["top1_label"] for row in record["rows"]] == ["Egyptian_cat", "espresso"]
-    assert all(row["class_source"] == "truth" and row["corloc"] for row in record["rows"])
+    assert all(row["class_source"] == "top1" and row["corloc"] for row in record["rows"])
