@@ -3,6 +3,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,54 @@ def test_explain_with_demo_cheat_through_the_cli(tmp_path):
         peaks_on_tag += on_tag(record["explanations"][0]["peak"], [int(v) for v in tag_box], size, slack=0.5)
     assert others == 10
     assert called_tag_class >= 8 and peaks_on_tag >= 8
+
+
+# --- the CI gate: `camcli evaluate --fail-under pointing=0.8` catches the cheat ----------------------------
+
+SHIPPED_TAGGED = Path(__file__).resolve().parents[1] / "sample_images" / "tagged"
+
+
+def test_the_shipped_tagged_folder_is_what_the_generator_writes(tmp_path):
+    from camcli.demo.samples import write_tagged_samples
+
+    write_tagged_samples(tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(p.name for p in SHIPPED_TAGGED.iterdir())
+    for name in names:  # the pixels, not the bytes: another zlib may compress the same PNG differently
+        if name.endswith(".png"):
+            written, shipped = (np.asarray(Image.open(folder / name)) for folder in (tmp_path, SHIPPED_TAGGED))
+            assert np.array_equal(written, shipped), name
+        else:
+            assert (tmp_path / name).read_text() == (SHIPPED_TAGGED / name).read_text(), name
+
+
+def gate(model, *extra, out):
+    from camcli.cli import cli
+
+    args = ["evaluate", str(SHIPPED_TAGGED), "--truth", str(SHIPPED_TAGGED / "truth.csv"), "--model", model,
+            "--steps", "0", "--out", str(out), "--fail-under", "pointing=0.8", *extra]
+    result = CliRunner().invoke(cli, args, prog_name="camcli", catch_exceptions=False)
+    record = json.loads((out / "evaluation.json").read_text("utf-8"))
+    return result, record["methods"]["gradcam"]["metrics"]["pointing"]
+
+
+def test_the_gate_passes_the_clean_model_and_fails_the_cheating_one(tmp_path):
+    clean, clean_pointing = gate("demo", out=tmp_path / "clean")
+    assert clean.exit_code == 0, clean.stderr
+    assert clean_pointing >= 0.8
+    assert clean.stderr.strip().splitlines()[-1] == (
+        f"camcli: evaluated 12 of 12 images (0 failed, 0 without truth) -> {tmp_path / 'clean'}")
+
+    cheat, cheat_pointing = gate("demo-cheat", out=tmp_path / "cheat")
+    assert cheat.exit_code == 1
+    assert cheat_pointing <= 0.2  # its maps sit on the tag, away from every object
+    assert f"camcli: gradcam pointing {cheat_pointing:.4g} is below --fail-under pointing=0.8" in cheat.stderr
+    assert cheat.stdout.splitlines()[1].split() == ["pointing", f"{cheat_pointing:.3f}", "higher"]
+
+
+def test_the_truth_class_map_does_not_show_the_cheat(tmp_path):
+    """Why the gate explains the predicted class: the cheat model's map for the true class still lies on
+    the object; it is the class it answers with (TAG_CLASS) whose map lies on the tag."""
+    result, pointing = gate("demo-cheat", "--explain-class", "truth", out=tmp_path / "truth")
+    assert result.exit_code == 0, result.stderr
+    assert pointing >= 0.8

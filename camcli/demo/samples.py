@@ -4,9 +4,10 @@
     python -m camcli.demo.samples --tagged DIR [--count N] [--seed S]
 
 `<out>/generated/` gets one scene per demo class (`<label>_<n>.png`) and `truth.csv` with each
-object's box; `<out>/photos/` gets small copies (longest side at most 320 px) of four CC0 /
-public-domain photos from scikit-image's sample data, with a LICENSE.md. Without the photo
-folder only the generated scenes are written. With `--tagged`, DIR gets instead an evaluation
+object's box; `<out>/tagged/` gets the tagged scenes of `write_tagged_samples`; `<out>/photos/`
+gets small copies (longest side at most 320 px) of four CC0 / public-domain photos from
+scikit-image's sample data, with a LICENSE.md. Without the photo folder only the generated scenes
+are written. With `--tagged`, DIR gets instead an evaluation
 folder for the cheating demo model (`write_tagged_samples`). Numpy and Pillow only.
 """
 
@@ -23,9 +24,10 @@ from camcli.demo.scenes import make_scene
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEED = 2024
-# The tagged evaluation folder's defaults: a seed none of the training scripts uses, 5 scenes a class.
+# The tagged evaluation folder's defaults (`sample_images/tagged`): a seed none of the training
+# scripts uses, 2 scenes a class (so 10 tagged scenes of classes other than TAG_CLASS).
 TAGGED_SEED = 31337
-TAGGED_COUNT = 30
+TAGGED_COUNT = 12
 TRUTH_HEADER = ["image", "x0", "y0", "x1", "y1", "label"]
 # (width, height) of each generated scene, one per class in CLASSES order.
 SIZES = ((176, 128), (144, 144), (128, 176), (200, 150), (120, 160), (168, 168))
@@ -141,7 +143,7 @@ def main(argv=None):
             print(f"{path} ({path.stat().st_size / 1024:.0f} KiB)")
         return 0
     out = Path(args.out)
-    written = write_generated(out / "generated")
+    written = write_generated(out / "generated") + write_tagged_samples(out / "tagged")
     photos = write_photos(Path(args.photos), out / "photos")
     if not photos:
         print(f"no photos found in {args.photos}: wrote the generated scenes only", file=sys.stderr)
