@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo demo-model samples bench bench-methods bench-localization soak clean
+.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-methods bench-localization soak clean
 
 all: lint test
 
@@ -19,7 +19,7 @@ $(INSTALLED): pyproject.toml
 venv: $(INSTALLED)
 
 lint: venv
-	$(BIN)/ruff check camcli tests benchmarks
+	$(BIN)/ruff check camcli tests benchmarks docs
 
 # Debian's chromium for the report's browser tests (tests/test_report_browser.py), installed with apt
 # as root or through passwordless sudo. Best effort: where it cannot be installed this says why and
@@ -38,10 +38,16 @@ browser:
 test: venv browser
 	$(BIN)/pytest
 
-# The main job on the embedded offline model: overlays, heatmaps and JSON for the sample images.
+# The main job on the embedded offline model: overlays, heatmaps, boxes, JSON and the report page
+# for the sample images.
 demo: venv
-	$(BIN)/camcli explain sample_images/generated --model demo --class top1 --class top2 --save-heatmap --out $(DEMO_OUT)
-	@echo "demo outputs in $(DEMO_OUT)/ (open $(DEMO_OUT)/summary.json)"
+	$(BIN)/camcli explain sample_images/generated --model demo --class top1 --class top2 --save-heatmap --report \
+		--out $(DEMO_OUT)
+	@echo "demo outputs in $(DEMO_OUT)/ (open $(DEMO_OUT)/index.html)"
+
+# The README's picture of the demo's report page (headless Chromium, see docs/screenshot.py).
+screenshot: demo browser
+	$(BIN)/python docs/screenshot.py $(DEMO_OUT)/index.html docs/report.png
 
 # Retrain the embedded demo model (deterministic; a few minutes on 2 cores).
 demo-model: venv

@@ -900,3 +900,29 @@ def test_box_threshold_out_of_range_is_a_usage_error(models, image, tmp_path):
     result = invoke("explain", image, "--model", models["path"]["gap"], "--box-threshold", "1.5", "--out", tmp_path)
     assert result.exit_code == 2
     assert "--box-threshold" in error_line(result)
+
+
+def test_every_option_and_command_the_readme_shows_exists():
+    """The README's `--options` and `camcli <command>` lines name only real options and commands."""
+    import re
+
+    import click
+    from conftest import REPO
+
+    from camcli.cli import cli
+
+    readme = (REPO / "README.md").read_text("utf-8")
+    commands = cli.commands
+    options = {"--help", "--version", "--debug"}
+    for command in commands.values():
+        options |= {name for param in command.params if isinstance(param, click.Option)
+                    for name in param.opts + param.secondary_opts}
+    # Commands in code only: code blocks and inline `camcli ...` spans (prose says "camcli explains").
+    code = re.findall(r"```.*?```", readme, flags=re.DOTALL) + re.findall(r"`[^`\n]+`", readme)
+    used_commands = set(re.findall(r"^[`$ ]*camcli ([a-z]+)\b", "\n".join(code), flags=re.MULTILINE))
+    assert {"explain", "evaluate", "report", "summary"} <= used_commands
+    assert used_commands <= set(commands), used_commands - set(commands)
+    used_options = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
+    make_and_pip = {"--array", "--markdown", "--tagged"}  # sbatch, `camcli methods --markdown`, the samples script
+    assert used_options - make_and_pip <= options, sorted(used_options - make_and_pip - options)
+    assert "--markdown" in options
