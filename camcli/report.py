@@ -149,12 +149,14 @@ def load_report_data(out_dir: Path) -> ReportData:
     data = ReportData()
     data.records = find_records(out_dir, data.problems)
     data.summary = read_summary(out_dir, data.problems)
-    if not data.records and data.summary is None:
-        raise UsageError(f"no camcli outputs in {out_dir} (no image records, no summary.json); "
-                         f"run `camcli explain IMAGES --out {out_dir}` first")
-    if data.summary is not None:
-        data.failures = [f for f in data.summary.get("failures", []) if isinstance(f, dict)]
     data.evaluation = read_evaluation(out_dir, data.problems)
+    if not data.records and data.summary is None and data.evaluation is None:
+        raise UsageError(f"no camcli outputs in {out_dir} (no image records, no summary.json, no evaluation.json); "
+                         f"run `camcli explain IMAGES --out {out_dir}` first")
+    # An `evaluate` run in its own folder has no summary.json: its failures are in evaluation.json.
+    source = data.summary if data.summary is not None else data.evaluation or {}
+    failures = source.get("failures", [])
+    data.failures = [f for f in failures if isinstance(f, dict)] if isinstance(failures, list) else []
     return data
 
 

@@ -216,6 +216,16 @@ def test_folder_without_outputs_is_a_usage_error(tmp_path):
     assert not (tmp_path / "index.html").exists()
 
 
+def test_an_evaluate_folder_gets_its_table_and_failures(tmp_path):
+    evaluation = {"model": "demo", "failures": [{"image": "bad.png", "error": "truncated PNG"}],
+                  "methods": {"gradcam": {"layer": "conv6", "rows": 3, "metrics": {"pointing": 0.6667}}}}
+    outputs.save_json(tmp_path / "evaluation.json", evaluation)
+    page = write_report(tmp_path).read_text("utf-8")
+    assert '<section id="evaluation">' in page and "<td>0.6667</td>" in page
+    assert "<h2>Failures (1)</h2>" in page and "<td>bad.png</td><td>truncated PNG</td>" in page
+    assert "<b>0</b> images explained" in page
+
+
 def test_summary_without_records_still_lists_failures(tmp_path):
     outputs.save_json(tmp_path / "summary.json", summary(1, [{"image": "a.jpg", "error": "truncated"}]))
     write_report(tmp_path)
@@ -324,7 +334,7 @@ def test_report_command_on_a_folder_without_outputs(tmp_path):
     result = invoke("report", tmp_path)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
-        f"camcli: error: no camcli outputs in {tmp_path} (no image records, no summary.json); "
+        f"camcli: error: no camcli outputs in {tmp_path} (no image records, no summary.json, no evaluation.json); "
         f"run `camcli explain IMAGES --out {tmp_path}` first"]
 
 
