@@ -7,6 +7,7 @@ can render panels side by side. matplotlib is imported on first use only.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,5 +90,6 @@ def render_panel(rgb: np.ndarray, heatmap: np.ndarray | None, overlay: np.ndarra
 def save_panel(path: Path, rgb: np.ndarray, heatmap: np.ndarray | None, overlay: np.ndarray, title: str,
                colormap: str = "jet") -> Path:
     """Render the panel and write it as a PNG, atomically (marked as camcli's, like the overlays)."""
-    save_png(path, render_panel(rgb, heatmap, overlay, title, colormap), compress_level=6)
+    save_png(path, render_panel(rgb, heatmap, overlay, title, colormap), compress_level=6,
+             strategy=zlib.Z_DEFAULT_STRATEGY)
     return Path(path)
