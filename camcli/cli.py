@@ -125,8 +125,9 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
               help="Layer to explain; `outer/inner` inside nested models. Repeatable: the maps of several "
                    "layers are fused (mean of the per-layer maps). Default: the last spatial layer before "
                    "the head (see `camcli layers`).")
-@click.option("--method", type=click.Choice(list(REGISTRY), case_sensitive=False), default="gradcam",
-              show_default=True, help="Mapping method (see `camcli methods`).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(list(REGISTRY), case_sensitive=False),
+              help="Mapping method (see `camcli methods`); repeat to write every method's maps in one run. "
+                   "Default: gradcam.")
 @click.option("--aug-smooth", is_flag=True,
               help="Average the maps of flipped and zoomed copies (6 passes per image): smoother, better centred.")
 @click.option("--eigen-smooth", is_flag=True,
@@ -165,7 +166,7 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
                    "array tasks, GPUs) cover every image once. Writes summary.K-of-N.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
 @click.option("--json", "print_json", is_flag=True, help="Print the run summary as JSON on stdout.")
-def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, layers, method, aug_smooth,
+def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, layers, methods, aug_smooth,
             eigen_smooth, max_channels, classes, top_k, head, out_dir, alpha, colormap, batch_size, save_heatmap,
             box_threshold, save_mask, draw_box, panel, report, fail_fast, resume, shard, quiet, print_json):
     """Write heatmap overlays and top-k predictions for images and folders.
@@ -181,7 +182,7 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     from tqdm import tqdm
 
     from camcli.discovery import discover
-    from camcli.explainer import Explainer
+    from camcli.explainer import Explainer, MethodSet
     from camcli.overlay import colormap_lut
     from camcli.runner import RunOptions, run, summary_record
 
@@ -191,9 +192,14 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     if not tasks and not skipped:
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")
     loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
-    explainer = Explainer(loaded, layer=list(layers) or None, method=method, classes=classes, top_k=top_k,
-                          head=head, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, max_channels=max_channels,
-                          score_batch_size=batch_size * 4)
+    methods = list(dict.fromkeys(name.lower() for name in methods)) or ["gradcam"]
+    if max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
+        raise UsageError(f"--max-channels applies to --method scorecam, not {', '.join(methods)}")
+    explainers = [Explainer(loaded, layer=list(layers) or None, method=name, classes=classes, top_k=top_k, head=head,
+                            eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, score_batch_size=batch_size * 4,
+                            max_channels=max_channels if REGISTRY[name].needs_masked_scores else None)
+                  for name in methods]
+    explainer = explainers[0] if len(explainers) == 1 else MethodSet(explainers)
     options = RunOptions(out_dir, batch_size, alpha, colormap, save_heatmap, fail_fast=fail_fast, resume=resume,
                          shard=shard, box_threshold=box_threshold, save_mask=save_mask, draw_box=draw_box,
                          panel=panel)
@@ -227,7 +233,7 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
         click.echo(json.dumps(summary_record(explainer, summary, shard), indent=2))
     if not quiet:
         click.echo(f"camcli: explained {summary.ok} of {summary.images} images ({summary.failed} failed) with "
-                   f"{explainer.method.name} at {explainer.layer} in {summary.elapsed_seconds:.1f} s "
+                   f"{'+'.join(explainer.method_names)} at {explainer.layer} in {summary.elapsed_seconds:.1f} s "
                    f"({summary.images_per_second:.1f} images/s) -> {out_dir}", err=True)
         if not loaded.pretrained:
             click.echo("camcli: warning: random weights (--weights none): the predictions are meaningless", err=True)

@@ -174,6 +174,11 @@ class Explainer:
                 tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None, None), tf.float32),
                 tf.TensorSpec((), tf.int32)])
 
+    @property
+    def method_names(self) -> list[str]:
+        """The methods whose maps `explain_batch` returns (one; see MethodSet for several)."""
+        return [self.method.name]
+
     def _check_options(self, eigen_smooth, aug_smooth, max_channels, score_batch_size):
         name = self.method.name
         if aug_smooth and self.method.guided == "backprop":
@@ -400,3 +405,44 @@ class Explainer:
             empty = empty or guided_empty
         return ClassMap(self.method.name, self.layer, index, label, score, heatmap, raw_max if not empty else 0.0,
                         empty, list(self.layers), image)
+
+
+class MethodSet:
+    """Several Explainers on one model, layer and classes, run as one: `camcli explain --method a
+    --method b`. Each image gets one ImageExplanation holding every method's maps, in method order,
+    with the predictions of the first (they are the same model's scores). Each method runs its own
+    compiled step on the batch, so the cost is the sum of the methods' costs.
+    """
+
+    def __init__(self, explainers: Sequence[Explainer]):
+        explainers = list(explainers)
+        if not explainers:
+            raise UsageError("give at least one --method")
+        first = explainers[0]
+        for other in explainers[1:]:
+            if other.loaded is not first.loaded or other.layers != first.layers or \
+                    [r.text for r in other.requests] != [r.text for r in first.requests]:
+                raise UsageError("the methods of one run must share the model, the layers and the classes")
+        names = [e.method.name for e in explainers]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise UsageError(f"--method {repeated[0]} is given twice; give each method once")
+        self.explainers = explainers
+        self.loaded, self.layer, self.layers = first.loaded, first.layer, first.layers
+        self.requests, self.top_k = first.requests, first.top_k
+        self.method_names = names
+
+    @property
+    def masked_images_scored(self) -> int:
+        return sum(e.masked_images_scored for e in self.explainers)
+
+    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
+        return self.explainers[0].preprocess(images_rgb)
+
+    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
+        return self.explain_batch(self.preprocess(images_rgb), class_ids)
+
+    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
+        per_method = [explainer.explain_batch(batch, class_ids) for explainer in self.explainers]
+        return [ImageExplanation(results[0].predictions, [m for result in results for m in result.maps])
+                for results in zip(*per_method)]

@@ -29,7 +29,7 @@ import numpy as np
 from camcli import __version__
 from camcli.discovery import ImageTask, SkippedInput
 from camcli.errors import CamcliError, UsageError
-from camcli.explainer import Explainer, ImageExplanation
+from camcli.explainer import Explainer, ImageExplanation, MethodSet
 from camcli.images import load_rgb
 from camcli.localization import box_from_map, draw_box, threshold_mask
 from camcli.outputs import TEMP_PREFIX, TEMP_SUFFIX, save_json, save_npy, save_png
@@ -88,18 +88,17 @@ def in_shard(out_stem: str, shard: tuple[int, int]) -> bool:
 
 
 def is_complete(task: ImageTask, explainer: Explainer, options: RunOptions) -> bool:
-    """An earlier run finished this image with the same model, layer, method and classes: its JSON
-    (written last) parses and every file it lists exists."""
+    """An earlier run finished this image with the same model, layer, methods and classes: its JSON
+    (written last) parses, holds one map per method and class, and every file it lists exists."""
     try:
         record = json.loads(json_path(options.out_dir, task).read_text("utf-8"))
         explanations = record["explanations"]
         if (record["model"], record["layer"]) != (explainer.loaded.name, explainer.layer):
             return False
-        if not explanations or any(e["method"] != explainer.method.name for e in explanations):
-            return False
         ranked = [p["index"] for p in record["predictions"]]
-        wanted = {r.index if r.index is not None else ranked[r.rank - 1] for r in explainer.requests}
-        if wanted != {e["class_index"] for e in explanations}:
+        classes = {r.index if r.index is not None else ranked[r.rank - 1] for r in explainer.requests}
+        wanted = {(method, index) for method in explainer.method_names for index in classes}
+        if not explanations or wanted != {(e["method"], e["class_index"]) for e in explanations}:
             return False
         files = [e["overlay"] for e in explanations]
         files += [e["heatmap"] for e in explanations if options.save_heatmap]
@@ -228,7 +227,7 @@ def _decode(task: ImageTask, explainer: Explainer):
         return None, None, str(getattr(error, "reason", error))
 
 
-def run(explainer: Explainer, tasks: list[ImageTask], options: RunOptions,
+def run(explainer: Explainer | MethodSet, tasks: list[ImageTask], options: RunOptions,
         skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
         on_progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> RunSummary:
     """Explain every task, write the outputs and the summary JSON; return the summary.
@@ -334,7 +333,8 @@ def summary_record(explainer: Explainer, summary: RunSummary, shard: tuple[int, 
         "camcli_version": __version__,
         "model": loaded.name,
         "layer": explainer.layer,
-        "method": explainer.method.name,
+        "method": "+".join(explainer.method_names),
+        "methods": explainer.method_names,
         "classes": [request.text for request in explainer.requests],
         "pretrained": loaded.pretrained,
         "images": summary.images,
@@ -389,7 +389,7 @@ def merge_summaries(out_dir: Path) -> dict:
     ok = sum(r["ok"] for r in records)
     resumed = sum(r.get("resumed", 0) for r in records)
     return {
-        **{key: first[key] for key in ("camcli_version", "model", "layer", "method", "classes", "pretrained")
+        **{key: first[key] for key in ("camcli_version", "model", "layer", "method", "methods", "classes", "pretrained")
            if key in first},
         "images": sum(r["images"] for r in records),
         "ok": ok,

@@ -839,8 +839,41 @@ def test_smoothing_flags_change_the_map(models, image, tmp_path, flag):
     assert not np.allclose(a, b)
 
 
+def test_several_methods_in_one_run_match_single_method_runs(models, image, tmp_path):
+    common = [image, "--model", models["path"]["gap"], "--preprocess", "scale01", "--class", "top1",
+              "--class", "top2", "--save-heatmap", "--quiet"]
+    methods = ["gradcam", "cam", "scorecam"]
+    result = invoke("explain", *common, *(arg for m in methods for arg in ("--method", m)), "--max-channels", "2",
+                    "--out", tmp_path / "all", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["method"] == "gradcam+cam+scorecam" and summary["methods"] == methods
+    record = read_json(tmp_path / "all" / "img.json")
+    pairs = [(e["method"], e["class_index"]) for e in record["explanations"]]
+    ranked = [p["index"] for p in record["predictions"]]
+    assert pairs == [(m, c) for m in methods for c in ranked[:2]]
+    for method in methods:
+        extra = ["--max-channels", "2"] if method == "scorecam" else []
+        single = invoke("explain", *common, "--method", method, *extra, "--out", tmp_path / method)
+        assert single.exit_code == 0, single.stderr
+        alone = read_json(tmp_path / method / "img.json")
+        assert alone["predictions"] == record["predictions"]
+        for explanation in alone["explanations"]:
+            np.testing.assert_allclose(np.load(tmp_path / "all" / explanation["heatmap"]),
+                                       np.load(tmp_path / method / explanation["heatmap"]), atol=1e-5)
+    # --resume knows the run is complete only with every method's maps.
+    again = invoke("explain", *common, "--method", "gradcam", "--method", "cam", "--method", "scorecam",
+                   "--max-channels", "2", "--out", tmp_path / "all", "--resume", "--json")
+    assert json.loads(again.stdout)["resumed"] == 1
+    more = invoke("explain", *common, "--method", "gradcam", "--method", "layercam", "--out", tmp_path / "gradcam",
+                  "--resume", "--json")
+    assert json.loads(more.stdout)["resumed"] == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "gradcam", "--max-channels", "3"], "camcli: error: --max-channels applies to --method scorecam"),
+    (["--method", "gradcam", "--method", "cam", "--max-channels", "3"],
+     "camcli: error: --max-channels applies to --method scorecam, not gradcam, cam"),
     (["--method", "scorecam", "--max-channels", "0"], "camcli: error: --max-channels 0 must be at least 1"),
     (["--method", "guidedbackprop", "--aug-smooth"], "camcli: error: --aug-smooth smooths class activation maps"),
 ])

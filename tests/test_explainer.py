@@ -248,3 +248,19 @@ def test_class_ids_per_image_replace_the_requests():
     np.testing.assert_allclose(forced[0].maps[0].heatmap, by_hand[0].maps[0].heatmap, atol=1e-6)
     with pytest.raises(UsageError, match="class index 3 is out of range"):
         explainer.explain_batch(batch, np.array([[3], [0], [0]]))
+
+
+def test_method_set_refuses_mismatched_or_repeated_methods():
+    from camcli.explainer import Explainer, MethodSet
+    from camcli.loading import wrap_model
+
+    loaded = wrap_model(tiny_models.gap_dense(), preprocess="none")
+    gradcam = Explainer(loaded, method="gradcam")
+    with pytest.raises(UsageError, match="--method gradcam is given twice"):
+        MethodSet([gradcam, Explainer(loaded, method="gradcam")])
+    with pytest.raises(UsageError, match="must share the model, the layers and the classes"):
+        MethodSet([gradcam, Explainer(loaded, method="cam", classes=["top2"])])
+    with pytest.raises(UsageError, match="at least one --method"):
+        MethodSet([])
+    both = MethodSet([gradcam, Explainer(loaded, method="cam")])
+    assert both.method_names == ["gradcam", "cam"] and both.layer == gradcam.layer

@@ -135,12 +135,13 @@ def test_page_loads_filters_sorts_and_zooms(browser, tmp_path):
 
 
 def test_report_of_a_real_demo_run(browser, tmp_path):
-    """`camcli explain --model demo` on the generated samples, then `camcli report`, in the browser."""
+    """`camcli explain --model demo` with two methods on the generated samples, then `camcli report`."""
     images = REPO / "sample_images" / "generated"
     out = tmp_path / "out"
     runner = CliRunner()
     result = runner.invoke(cli, ["explain", str(images), "--model", "demo", "--class", "top1", "--class", "top2",
-                                 "--out", str(out), "--quiet"], prog_name="camcli", catch_exceptions=False)
+                                 "--method", "gradcam", "--method", "cam", "--out", str(out), "--quiet"],
+                           prog_name="camcli", catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
     result = runner.invoke(cli, ["report", str(out)], prog_name="camcli", catch_exceptions=False)
     assert result.exit_code == 0, result.stderr
@@ -151,13 +152,18 @@ def test_report_of_a_real_demo_run(browser, tmp_path):
     try:
         assert page.js("document.querySelectorAll('.card').length") == count
         widths = page.load_every_image()
-        assert len(widths) == count * 3  # the original and two classes per image
+        assert len(widths) == count * 5  # the original, and two classes per image for each of two methods
         assert all(width > 0 for _, width in widths), widths
         labels = {r["image"]: r["predictions"][0]["label"] for r in records(out)}
         label = sorted(labels.values())[0]
         page.choose("f-class", label)
         assert sorted(page.visible_names()) == sorted(n for n, c in labels.items() if c == label)
         page.choose("f-class", "")
+        page.choose("f-method", "cam")  # every card stays, showing only its two cam overlays
+        shown = page.js("[...document.querySelectorAll('figure[data-method]')].filter(f => !f.hidden)"
+                        ".map(f => f.dataset.method)")
+        assert shown == ["cam"] * (count * 2) and len(page.visible_names()) == count
+        page.choose("f-method", "")
         picture = page.screenshot()
         assert_not_blank(picture)
         Image.fromarray(picture).save(tmp_path / "report.png")
