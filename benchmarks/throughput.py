@@ -1,7 +1,11 @@
 """Throughput benchmark: camcli end to end against plain prediction and the keras.io tutorial loop.
 
-Measured side by side in one run, on the same generated images (JPEG files at the model's own size):
-Each measurement runs the modes interleaved over --rounds rounds and keeps each mode's best round.
+Measured side by side in one run, on the same generated images (JPEG files at the model's own size).
+The modes run interleaved over --rounds rounds, in alternating order (predict, gradcam, cam, then
+cam, gradcam, predict, ...), and each ratio is the median over the rounds of the two modes' speeds
+in the same round. On a shared 2-core machine whose speed swings by 15% within seconds, a ratio of
+neighbouring measurements is steady where each mode's best (or mean) round is not: one fast burst
+during one mode's turn would otherwise decide the ratio. The images/s columns are medians too.
 
   1. predict-only: decode + resize + preprocess + a compiled forward pass, in batches, with decoding
      overlapped in a thread pool: the fastest way to just classify the folder;
@@ -31,11 +35,14 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +85,21 @@ def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path
     return paths
 
 
+def side_by_side(modes: dict[str, Callable[[], float]], rounds: int) -> tuple[dict, dict]:
+    """Run every mode (a callable returning images/s) once per round, in alternating order, so that a
+    drift in the machine's speed falls on all of them alike. Returns each mode's median images/s and
+    the median over rounds of its images/s divided by the "predict" mode's in the same round."""
+    speeds = {name: [] for name in modes}
+    names = list(modes)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else reversed(names):
+            speeds[name].append(modes[name]())
+    medians = {name: statistics.median(values) for name, values in speeds.items()}
+    ratios = {name: statistics.median(v / p for v, p in zip(values, speeds["predict"]))
+              for name, values in speeds.items()}
+    return medians, ratios
+
+
 # -- 1. predict-only ----------------------------------------------------------------------------
 
 def predict_only(loaded, paths: list[Path], batch_size: int) -> float:
@@ -111,12 +133,13 @@ def predict_only(loaded, paths: list[Path], batch_size: int) -> float:
 
 # -- 2. camcli end to end -------------------------------------------------------------------------
 
-def camcli_end_to_end(loaded, paths: list[Path], batch_size: int, method: str, out: Path) -> float:
+def compiled_explainer(loaded, method: str, batch_size: int):
+    """An Explainer as the CLI builds it once per run, with its step traced outside the timing."""
     from camcli.explainer import Explainer
 
     explainer = Explainer(loaded, method=method)
-    explainer.explain_batch(np.zeros((batch_size, *loaded.input_size, 3), np.float32))  # compile
-    return timed_run(explainer, paths, batch_size, out)
+    explainer.explain_batch(np.zeros((batch_size, *loaded.input_size, 3), np.float32))
+    return explainer
 
 
 def timed_run(explainer, paths: list[Path], batch_size: int, out: Path) -> float:
@@ -202,7 +225,7 @@ def methods_section(args, work: Path) -> None:
     """Every registered method end to end (the CLI's code path), interleaved with predict-only.
 
     One model, one batch size, the same generated images for every row; the slow rows (Score-CAM,
-    --aug-smooth) use the first --methods-slow-images of them. Each mode keeps its best round. The
+    --aug-smooth) use the first --methods-slow-images of them. Medians over rounds, as in the main table. The
     Explainer is built once per row, as the CLI builds it once per run, with the CLI's Score-CAM
     batch (4 x --batch-size masked copies per pass). No targets: it only prints.
     """
@@ -244,23 +267,26 @@ def methods_section(args, work: Path) -> None:
         explainer.explain_batch(np.zeros((warm, *loaded.input_size, 3), np.float32))
         explainers[label] = explainer
 
-    best = {"predict": 0.0, **{label: 0.0 for label in explainers}}
     masked_per_image = {}
-    for _ in range(args.rounds):
-        best["predict"] = max(best["predict"], predict_only(loaded, paths, batch_size))
-        for label, _, slow in rows:
-            if label not in explainers:
-                continue
-            explainer = explainers[label]
-            use = slow_paths if slow else paths
+
+    def method_run(label, explainer, use):
+        def measure():
             before = explainer.masked_images_scored
-            best[label] = max(best[label], timed_run(explainer, use, batch_size, work / "methods" / "out"))
+            speed = timed_run(explainer, use, batch_size, work / "methods" / "out")
             masked_per_image[label] = (explainer.masked_images_scored - before) / len(use)
+            return speed
+        return measure
+
+    modes = {"predict": partial(predict_only, loaded, paths, batch_size)}
+    for label, _, slow in rows:
+        if label in explainers:
+            modes[label] = method_run(label, explainers[label], slow_paths if slow else paths)
+    best, relative = side_by_side(modes, args.rounds)
 
     predict = best["predict"]
     print(f"methods: {name} at batch {batch_size}, every registered method end to end (the CLI's code path),")
-    print(f"interleaved with predict-only ({predict:.1f} images/s on the {len(paths)} images), best of "
-          f"{args.rounds} round(s); relative = method images/s / predict-only images/s")
+    print(f"interleaved with predict-only ({predict:.1f} images/s on the {len(paths)} images), medians of "
+          f"{args.rounds} rounds; relative = method images/s / predict-only images/s in the same round")
     print(f"  {'method':<28} {'images':>6} {'images/s':>9} {'relative':>9}  cost")
     for label, kwargs, slow in rows:
         if label in skipped:
@@ -276,7 +302,7 @@ def methods_section(args, work: Path) -> None:
             cost = (f"{len(AUGMENTATIONS)} gradient passes per image (the image + "
                     f"{len(AUGMENTATIONS) - 1} flipped/zoomed copies)")
         images = len(slow_paths if slow else paths)
-        print(f"  {label:<28} {images:>6} {best[label]:9.2f} {best[label] / predict:8.2f}x  {cost}")
+        print(f"  {label:<28} {images:>6} {best[label]:9.2f} {relative[label]:8.2f}x  {cost}")
     scorecam = next((e for label, e in explainers.items() if e.method.needs_masked_scores), None)
     if scorecam is not None:
         channels = layer_channels(loaded.model, scorecam.layers[0])
@@ -323,7 +349,8 @@ def main():
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--images", type=int, default=96, help="images per measurement (default 96)")
     parser.add_argument("--tutorial-images", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per measurement; best kept")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds per measurement; medians are reported (default 5)")
     parser.add_argument("--memory-images", type=int, default=None,
                         help="images in the memory run (default 2000; 500 with --quick; 0 skips it)")
     parser.add_argument("--quick", action="store_true",
@@ -380,43 +407,38 @@ def main():
         loaded = load_model(name, weights="none")
         tutorial = tutorial_loop(loaded, paths[: args.tutorial_images], entry.default_layer, work / "tutorial")
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            # The modes run interleaved, round after round, and each keeps its best round: a
-            # burst of load from another process then cannot favour one mode over another.
-            best = {"predict": 0.0, "gradcam": 0.0, "cam": float("nan") if not entry.cam else 0.0}
-            for _ in range(args.rounds):
-                best["predict"] = max(best["predict"], predict_only(loaded, paths, batch_size))
-                best["gradcam"] = max(best["gradcam"],
-                                      camcli_end_to_end(loaded, paths, batch_size, "gradcam", work / "out"))
-                if entry.cam:
-                    best["cam"] = max(best["cam"], camcli_end_to_end(loaded, paths, batch_size, "cam", work / "out"))
-            rows.append((name, batch_size, best["predict"], best["gradcam"], best["cam"], tutorial))
+            modes = {"predict": partial(predict_only, loaded, paths, batch_size)}
+            for method in ("gradcam", "cam") if entry.cam else ("gradcam",):
+                modes[method] = partial(timed_run, compiled_explainer(loaded, method, batch_size), paths, batch_size,
+                                        work / "out")
+            speeds, ratios = side_by_side(modes, args.rounds)
+            nan = float("nan")
+            rows.append((name, batch_size, speeds["predict"], speeds["gradcam"], speeds.get("cam", nan),
+                         ratios["gradcam"], ratios.get("cam", nan), tutorial))
         del loaded
 
     print(header)
-    for name, batch_size, predict, gradcam, cam, _ in rows:
-        cam_ratio = f"{cam / predict:9.2f}" if cam == cam else f"{'n/a':>9}"
-        print(f"{name:<10} {batch_size:>5} {predict:8.1f} {gradcam:8.1f} {cam:8.1f} "
-              f"{gradcam / predict:10.2f} {cam_ratio}")
+    for name, batch_size, predict, gradcam, cam, grad_ratio, cam_ratio, _ in rows:
+        cam_text = f"{cam_ratio:9.2f}" if cam_ratio == cam_ratio else f"{'n/a':>9}"
+        print(f"{name:<10} {batch_size:>5} {predict:8.1f} {gradcam:8.1f} {cam:8.1f} {grad_ratio:10.2f} {cam_text}")
     print()
     print("tutorial loop (keras.io Grad-CAM example, eager, one image at a time). No Grad-CAM can beat a")
     print("bare forward pass, so camcli/tutorial can reach at most predict/tutorial (the 'ceiling'):")
     for name in dict.fromkeys(row[0] for row in rows):
-        tutorial = next(row[5] for row in rows if row[0] == name)
+        tutorial = next(row[-1] for row in rows if row[0] == name)
         best = max(row[3] for row in rows if row[0] == name)
         fastest_predict = max(row[2] for row in rows if row[0] == name)
         speedup = check(best / tutorial, TARGETS["gradcam_vs_tutorial"])
-        print(f"  {name:<10} {tutorial:6.2f} images/s; camcli gradcam best {best:6.1f} images/s = {speedup}x; "
-              f"ceiling {fastest_predict / tutorial:.1f}x")
+        print(f"  {name:<10} {tutorial:6.2f} images/s; camcli gradcam at its fastest batch size {best:6.1f} images/s;"
+              f" camcli/tutorial {speedup}; ceiling predict/tutorial {fastest_predict / tutorial:.1f}")
     print()
     print("targets at batch 8 and 32:")
-    for name, batch_size, predict, gradcam, cam, _ in rows:
+    for name, batch_size, _, _, _, grad_ratio, cam_ratio, _ in rows:
         if batch_size not in (8, 32):
             continue
-        print(f"  {name:<10} batch {batch_size:>2}: gradcam/predict "
-              f"{check(gradcam / predict, TARGETS['gradcam_vs_predict'])}")
-        if cam == cam:
-            print(f"  {name:<10} batch {batch_size:>2}: cam/predict     "
-                  f"{check(cam / predict, TARGETS['cam_vs_predict'])}")
+        print(f"  {name:<10} batch {batch_size:>2}: gradcam/predict {check(grad_ratio, TARGETS['gradcam_vs_predict'])}")
+        if cam_ratio == cam_ratio:
+            print(f"  {name:<10} batch {batch_size:>2}: cam/predict     {check(cam_ratio, TARGETS['cam_vs_predict'])}")
     print()
     if not args.skip_methods:
         methods_section(args, work)
