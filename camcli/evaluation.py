@@ -47,6 +47,7 @@ import numpy as np
 from camcli import __version__
 from camcli.discovery import ImageTask, SkippedInput
 from camcli.errors import CamcliError, ImageLoadError, UsageError
+from camcli.explainer import distinct_method_names
 from camcli.images import load_rgb
 from camcli.localization import (
     DEFAULT_BLUR_SIGMA,
@@ -453,13 +454,9 @@ def check_computable(gates: Iterable[Gate], options: EvaluationOptions, truth: T
 
 
 def _method_names(explainers) -> list[str]:
-    names = [explainer.method.name for explainer in explainers]
-    if not names:
+    if not explainers:
         raise UsageError("evaluate needs at least one explainer (--method)")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise UsageError(f"--method {duplicates[0]} is given twice; give each method once")
-    return names
+    return distinct_method_names(explainers)
 
 
 def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str]):

@@ -407,6 +407,15 @@ class Explainer:
                         empty, list(self.layers), image)
 
 
+def distinct_method_names(explainers: Sequence[Explainer]) -> list[str]:
+    """The explainers' method names, in order; UsageError when one is given twice."""
+    names = [explainer.method.name for explainer in explainers]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"--method {repeated[0]} is given twice; give each method once")
+    return names
+
+
 class MethodSet:
     """Several Explainers on one model, layer and classes, run as one: `camcli explain --method a
     --method b`. Each image gets one ImageExplanation holding every method's maps, in method order,
@@ -423,10 +432,7 @@ class MethodSet:
             if other.loaded is not first.loaded or other.layers != first.layers or \
                     [r.text for r in other.requests] != [r.text for r in first.requests]:
                 raise UsageError("the methods of one run must share the model, the layers and the classes")
-        names = [e.method.name for e in explainers]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise UsageError(f"--method {repeated[0]} is given twice; give each method once")
+        names = distinct_method_names(explainers)
         self.explainers = explainers
         self.loaded, self.layer, self.layers = first.loaded, first.layer, first.layers
         self.requests, self.top_k = first.requests, first.top_k
