@@ -275,10 +275,17 @@ def test_batch_size_does_not_change_the_results(models, contract, tmp_path):
         records.append({stem: read_json(tmp_path / str(batch_size) / f"{stem}.json")
                         for stem in ("a/b/x", "c/alpha", "grey")})
     for stem, record in records[0].items():
-        assert record["predictions"] == records[1][stem]["predictions"]
+        # The same classes in the same order; scores within 1e-5 (a different batch shape may pick a
+        # different kernel, whose float sums round differently in the last bits).
+        assert_same_predictions(record["predictions"], records[1][stem]["predictions"])
         assert record["explanations"][0]["peak"] == records[1][stem]["explanations"][0]["peak"]
         # The contract run used the default batch size (8): all three images in one batch.
-        assert record["predictions"] == read_json(contract[1] / f"{stem}.json")["predictions"]
+        assert_same_predictions(record["predictions"], read_json(contract[1] / f"{stem}.json")["predictions"])
+
+
+def assert_same_predictions(first, second):
+    assert [(p["rank"], p["index"], p["label"]) for p in first] == [(p["rank"], p["index"], p["label"]) for p in second]
+    np.testing.assert_allclose([p["score"] for p in first], [p["score"] for p in second], rtol=0, atol=1e-5)
 
 
 def test_legacy_h5_model_gives_the_same_results_as_keras_file(models, image, tmp_path):
