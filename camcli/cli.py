@@ -14,11 +14,28 @@ import click
 
 from camcli import __version__, catalog
 from camcli.errors import CamcliError, UsageError
-from camcli.methods import REGISTRY
 
 EXIT_FAILED_IMAGES = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+class MethodChoice(click.Choice):
+    """`--method`'s choices, read from the method registry when first needed (parsing, `explain
+    --help`), so that `camcli --help` and `camcli models` never import numpy through camcli.methods."""
+
+    def __init__(self):
+        super().__init__((), case_sensitive=False)
+
+    @property
+    def choices(self):
+        from camcli.methods import REGISTRY
+
+        return tuple(REGISTRY)
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns the (empty) list given above
+        pass
 
 
 class CamcliGroup(click.Group):
@@ -125,7 +142,7 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
               help="Layer to explain; `outer/inner` inside nested models. Repeatable: the maps of several "
                    "layers are fused (mean of the per-layer maps). Default: the last spatial layer before "
                    "the head (see `camcli layers`).")
-@click.option("--method", "methods", multiple=True, type=click.Choice(list(REGISTRY), case_sensitive=False),
+@click.option("--method", "methods", multiple=True, type=MethodChoice(),
               help="Mapping method (see `camcli methods`); repeat to write every method's maps in one run. "
                    "Default: gradcam.")
 @click.option("--aug-smooth", is_flag=True,
@@ -192,6 +209,8 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     if not tasks and not skipped:
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")
     loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
+    from camcli.methods import REGISTRY
+
     methods = list(dict.fromkeys(name.lower() for name in methods)) or ["gradcam"]
     if max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
         raise UsageError(f"--max-channels applies to --method scorecam, not {', '.join(methods)}")
@@ -325,7 +344,7 @@ def methods(markdown):
     Example:
       camcli methods
     """
-    from camcli.methods import describe, markdown_table
+    from camcli.methods import REGISTRY, describe, markdown_table
 
     if markdown:
         click.echo(markdown_table())
@@ -341,7 +360,7 @@ def methods(markdown):
               help="Ground-truth boxes: CSV image,x0,y0,x1,y1[,label] (pixels, x1/y1 exclusive), JSON "
                    "{\"img.jpg\": [{\"box\": [x0, y0, x1, y1], \"label\": \"cat\"}]}, or a folder of Pascal VOC XML.")
 @model_options
-@click.option("--method", "methods", multiple=True, type=click.Choice(list(REGISTRY), case_sensitive=False),
+@click.option("--method", "methods", multiple=True, type=MethodChoice(),
               help="Mapping method; repeat to compare methods in one run. Default: gradcam.")
 @click.option("--layer", "layers", multiple=True,
               help="Layer to explain, as for `camcli explain` (repeatable: maps are fused). Default: the last "
