@@ -69,7 +69,7 @@ def box_from_map(heatmap: np.ndarray, threshold: float = DEFAULT_BOX_THRESHOLD) 
     peak_label = int(components.flat[int(np.argmax(heatmap))])
     if peak_label in largest:
         chosen = peak_label
-    rows, cols = ndimage.find_objects((components == chosen).astype(np.int32))[0]
+    rows, cols = ndimage.find_objects(components, max_label=chosen)[chosen - 1]  # one pass, no copy
     return int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)
 
 
