@@ -200,6 +200,7 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
 
     from camcli.discovery import discover
     from camcli.explainer import Explainer, MethodSet
+    from camcli.methods import REGISTRY
     from camcli.overlay import colormap_lut
     from camcli.runner import RunOptions, run, summary_record
 
@@ -209,8 +210,6 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     if not tasks and not skipped:
         raise UsageError(f"no images found in {', '.join(map(str, paths))}")
     loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
-    from camcli.methods import REGISTRY
-
     methods = list(dict.fromkeys(name.lower() for name in methods)) or ["gradcam"]
     if max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
         raise UsageError(f"--max-channels applies to --method scorecam, not {', '.join(methods)}")
