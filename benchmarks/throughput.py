@@ -21,7 +21,8 @@ The methods section (no targets) runs every registered method end to end the sam
 (--methods-model, resnet50) at batch 8, interleaved with predict-only, and prints each method's
 images/s, its ratio to predict-only and its cost; Score-CAM runs with --max-channels
 (--scorecam-channels, 64) and --aug-smooth gradcam is one extra row. The two slow rows run on fewer
-images (--methods-slow-images).
+images (--methods-slow-images). A last row runs every one-pass method in one run (`--method a --method
+b ...`, which shares one step per batch) against the same methods as separate runs.
 
     python benchmarks/throughput.py                 # the full table (make bench)
     python benchmarks/throughput.py --quick         # a smaller run to try things
@@ -232,7 +233,7 @@ def methods_section(args, work: Path) -> None:
     from camcli.augment import AUGMENTATIONS
     from camcli.catalog import BUILTIN_MODELS
     from camcli.errors import UsageError
-    from camcli.explainer import Explainer
+    from camcli.explainer import Explainer, MethodSet
     from camcli.loading import load_model
     from camcli.methods import REGISTRY
 
@@ -281,6 +282,12 @@ def methods_section(args, work: Path) -> None:
     for label, _, slow in rows:
         if label in explainers:
             modes[label] = method_run(label, explainers[label], slow_paths if slow else paths)
+    # `--method a --method b ...` with every one-pass method: one shared step per batch (MethodSet).
+    together = [label for label, kwargs, slow in rows if label in explainers and not slow
+                and not REGISTRY[kwargs["method"]].guided]
+    together_label = f"{len(together)} methods in one run"
+    modes[together_label] = partial(timed_run, MethodSet([explainers[label] for label in together]), paths,
+                                    batch_size, work / "methods" / "out")
     best, relative = side_by_side(modes, args.rounds)
 
     predict = best["predict"]
@@ -303,6 +310,11 @@ def methods_section(args, work: Path) -> None:
                     f"{len(AUGMENTATIONS) - 1} flipped/zoomed copies)")
         images = len(slow_paths if slow else paths)
         print(f"  {label:<28} {images:>6} {best[label]:9.2f} {relative[label]:8.2f}x  {cost}")
+    separate = 1.0 / sum(1.0 / best[label] for label in together)
+    print(f"  {together_label:<28} {len(paths):>6} {best[together_label]:9.2f} {relative[together_label]:8.2f}x  "
+          f"--method {' --method '.join(together)}: one shared step per batch; the same methods as "
+          f"{len(together)} separate runs: {separate:.2f} images/s, so one run is "
+          f"{best[together_label] / separate:.1f}x faster")
     scorecam = next((e for label, e in explainers.items() if e.method.needs_masked_scores), None)
     if scorecam is not None:
         channels = layer_channels(loaded.model, scorecam.layers[0])

@@ -143,8 +143,8 @@ def load(model_spec, weights, preprocess, labels_file, unsafe_load):
                    "layers are fused (mean of the per-layer maps). Default: the last spatial layer before "
                    "the head (see `camcli layers`).")
 @click.option("--method", "methods", multiple=True, type=MethodChoice(),
-              help="Mapping method (see `camcli methods`); repeat to write every method's maps in one run. "
-                   "Default: gradcam.")
+              help="Mapping method (see `camcli methods`); repeat to write every method's maps in one run "
+                   "(the methods share one forward and backward pass per batch). Default: gradcam.")
 @click.option("--aug-smooth", is_flag=True,
               help="Average the maps of flipped and zoomed copies (6 passes per image): smoother, better centred.")
 @click.option("--eigen-smooth", is_flag=True,

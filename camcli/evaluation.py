@@ -47,7 +47,7 @@ import numpy as np
 from camcli import __version__
 from camcli.discovery import ImageTask, SkippedInput
 from camcli.errors import CamcliError, ImageLoadError, UsageError
-from camcli.explainer import distinct_method_names
+from camcli.explainer import distinct_method_names, shared_steps
 from camcli.images import load_rgb
 from camcli.localization import (
     DEFAULT_BLUR_SIGMA,
@@ -511,9 +511,14 @@ def evaluate(explainers: Sequence, tasks: Sequence[ImageTask], truth: Truth, opt
                 fail(task.display, targets)
             else:
                 batch.append((task, rgb, targets))
-        for explainer, name in zip(explainers, names if batch else []):
+        # Each model's input is prepared once, and the methods share one compiled step per batch
+        # where they can (explainer.SharedStep).
+        inputs = {}
+        for explainer, name, step in zip(explainers, names if batch else [], shared_steps(explainers)):
             slots = class_slots([targets for _, _, targets in batch], len(explainer.requests), options.explain_class)
-            results = explainer.explain([rgb for _, rgb, _ in batch], slots)
+            if id(explainer.loaded) not in inputs:
+                inputs[id(explainer.loaded)] = explainer.preprocess([rgb for _, rgb, _ in batch])
+            results = explainer.explain_batch(inputs[id(explainer.loaded)], slots, step)
             for (task, rgb, targets), result in zip(batch, results):
                 rows[name].extend(score_image(explainer, task.display, rgb, result, targets, options, warn))
         evaluated += len(batch)

@@ -108,6 +108,12 @@ def _unique(items):
     return list(dict.fromkeys(items))
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """The step's outputs may be shared by several methods (SharedStep): none may change them."""
+    array.flags.writeable = False
+    return array
+
+
 class Explainer:
     """Explains batches of images with one model, one or more layers and one method.
 
@@ -150,6 +156,7 @@ class Explainer:
         self.eigen_smooth, self.aug_smooth = eigen_smooth, aug_smooth
         self.max_channels, self.score_batch_size = max_channels, score_batch_size
         self.masked_images_scored = 0  # Score-CAM's cost: masked copies run through the model so far
+        self.steps_run = 0  # compiled steps (forward, and backward for gradient methods) run so far
         self.class_weights = None
         if self.method.needs_gap_head:
             self.class_weights = [cam_weights(model, path, self.head) for path in self.layers]
@@ -332,27 +339,39 @@ class Explainer:
             out.append(images)
         return out
 
-    def _run(self, batch, forced_ids):
-        outputs = self._step(batch, forced_ids)
-        activations, gradients = ([t.numpy() for t in group] for group in outputs[:2])
-        return (activations, gradients, *(t.numpy() for t in outputs[2:]))
+    @property
+    def step_signature(self) -> tuple:
+        """Explainers with equal signatures compute the same step outputs for the same batch."""
+        head = self.head
+        return (id(self.loaded), tuple(self.layers), tuple(self.requests), self.top_k,
+                id(head.final), head.activation, head.strip, head.binary)
 
-    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
+    def _run(self, batch, forced_ids):
+        self.steps_run += 1
+        outputs = self._step(batch, forced_ids)
+        activations, gradients = ([_read_only(t.numpy()) for t in group] for group in outputs[:2])
+        return (activations, gradients, *(_read_only(t.numpy()) for t in outputs[2:]))
+
+    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None,
+                      shared: SharedStep | None = None) -> list[ImageExplanation]:
         """Explain a preprocessed float32 batch (B, height, width, 3).
 
         class_ids: optional (B, requests) class indices that replace the requests image by image
         (-1 keeps the request), e.g. each image's ground-truth class; repeats give one map.
+        shared: this batch's SharedStep when several explainers explain it (see `shared_steps`);
+        the compiled step then runs once for all of them.
         """
-        from camcli.augment import AUGMENTATIONS, augment_batch, average_maps, restore_map
+        from camcli.augment import AUGMENTATIONS, average_maps, restore_map
 
         batch = np.asarray(batch, dtype=np.float32)
+        shared = shared if shared is not None else SharedStep(self)
         forced = np.full((len(batch), len(self.requests)), -1, dtype=np.int32)
         if class_ids is not None:
             forced = np.asarray(class_ids, dtype=np.int32).reshape(forced.shape)
             if forced.max(initial=-1) >= self.loaded.num_classes:
                 raise UsageError(f"class index {forced.max()} is out of range: the model has "
                                  f"{self.loaded.num_classes} classes")
-        activations, gradients, scores, top_scores, top_indices, class_ids = self._run(batch, forced)
+        _, (activations, gradients, scores, top_scores, top_indices, class_ids) = shared.run(batch, forced)
         labels = self.loaded.labels
         results = [
             ImageExplanation([
@@ -369,8 +388,7 @@ class Explainer:
             maps = self._layer_maps(batch, activations, gradients, class_ids)
             collected = [[[restore_map(unit, False, 1.0)] for unit, _ in row] for row in maps]
             for flip, zoom in AUGMENTATIONS[1:]:
-                augmented = augment_batch(batch, flip, zoom)
-                a, g, *_ = self._run(augmented, class_ids.astype(np.int32))
+                augmented, (a, g, *_) = shared.run(batch, class_ids.astype(np.int32), (flip, zoom))
                 for r, row in enumerate(self._layer_maps(augmented, a, g, class_ids)):
                     for b, (unit, _) in enumerate(row):
                         collected[r][b].append(restore_map(unit, flip, zoom))
@@ -407,6 +425,46 @@ class Explainer:
                         empty, list(self.layers), image)
 
 
+class SharedStep:
+    """One batch's compiled step, run once for several Explainers.
+
+    Explainers with the same `step_signature` (model, layers, classes, head, top-k) compute the same
+    step outputs, and a gradient method's outputs (activations, gradients, scores) hold everything a
+    gradient-free method needs. The first explainer that asks runs `runner`'s step, on the batch and
+    then on each augmented copy (--aug-smooth); the others reuse the outputs. Make a fresh one per
+    batch, with `shared_steps`.
+    """
+
+    def __init__(self, runner: Explainer):
+        self.runner = runner
+        self._outputs = {}
+
+    def run(self, batch: np.ndarray, forced_ids: np.ndarray, augmentation: tuple[bool, float] | None = None):
+        """(the batch explained, its step outputs): `batch` itself, or its copy augmented by (flip, zoom)
+        for --aug-smooth. Computed on the first call for this batch, classes and augmentation."""
+        from camcli.augment import augment_batch
+
+        key = (id(batch), augmentation, forced_ids.tobytes())
+        if key not in self._outputs:
+            explained = batch if augmentation is None else augment_batch(batch, *augmentation)
+            # `batch` is kept with its outputs, so that its id is not reused while this step lives.
+            self._outputs[key] = (batch, explained, self.runner._run(explained, forced_ids))
+        return self._outputs[key][1:]
+
+
+def shared_steps(explainers: Sequence[Explainer]) -> list[SharedStep]:
+    """One fresh SharedStep per explainer, for one batch: explainers whose steps agree get the same
+    one, run by a gradient method among them if there is one."""
+    groups: dict[tuple, list[Explainer]] = {}
+    for explainer in explainers:
+        groups.setdefault(explainer.step_signature, []).append(explainer)
+    by_signature = {
+        signature: SharedStep(next((e for e in group if e.method.needs_gradients), group[0]))
+        for signature, group in groups.items()
+    }
+    return [by_signature[explainer.step_signature] for explainer in explainers]
+
+
 def distinct_method_names(explainers: Sequence[Explainer]) -> list[str]:
     """The explainers' method names, in order; UsageError when one is given twice."""
     names = [explainer.method.name for explainer in explainers]
@@ -419,8 +477,10 @@ def distinct_method_names(explainers: Sequence[Explainer]) -> list[str]:
 class MethodSet:
     """Several Explainers on one model, layer and classes, run as one: `camcli explain --method a
     --method b`. Each image gets one ImageExplanation holding every method's maps, in method order,
-    with the predictions of the first (they are the same model's scores). Each method runs its own
-    compiled step on the batch, so the cost is the sum of the methods' costs.
+    with the predictions of the first (they are the same model's scores). The methods share one
+    compiled step per batch (SharedStep): a run of several gradient methods costs one forward and
+    backward pass, plus each method's numpy work and outputs. Score-CAM's masked passes and the
+    guided methods' backward pass to the input come on top, per method.
     """
 
     def __init__(self, explainers: Sequence[Explainer]):
@@ -442,6 +502,10 @@ class MethodSet:
     def masked_images_scored(self) -> int:
         return sum(e.masked_images_scored for e in self.explainers)
 
+    @property
+    def steps_run(self) -> int:
+        return sum(e.steps_run for e in self.explainers)
+
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
         return self.explainers[0].preprocess(images_rgb)
 
@@ -449,6 +513,8 @@ class MethodSet:
         return self.explain_batch(self.preprocess(images_rgb), class_ids)
 
     def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
-        per_method = [explainer.explain_batch(batch, class_ids) for explainer in self.explainers]
+        batch = np.asarray(batch, dtype=np.float32)
+        per_method = [explainer.explain_batch(batch, class_ids, shared)
+                      for explainer, shared in zip(self.explainers, shared_steps(self.explainers))]
         return [ImageExplanation(results[0].predictions, [m for result in results for m in result.maps])
                 for results in zip(*per_method)]

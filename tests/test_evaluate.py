@@ -56,9 +56,10 @@ class FakeExplainer:
 
     def __init__(self, name="fake"):
         self.loaded = SimpleNamespace(name="fake-model", labels=["circle", "square"], input_size=(16, 16))
-        self.method = SimpleNamespace(name=name)
+        self.method = SimpleNamespace(name=name, needs_gradients=False)
         self.layer = "conv"
         self.requests = ["top1"]
+        self.step_signature = (name,)  # fakes share no step
         self.scored = 0
         self.asked = []  # the class slots evaluate passed, per call
 
@@ -71,14 +72,14 @@ class FakeExplainer:
         red = batch[:, y0:y1, x0:x1, 0].mean(axis=(1, 2))
         return np.stack([red, 1.0 - red], axis=1)
 
-    def explain(self, images, class_ids=None):
+    def explain_batch(self, batch, class_ids=None, shared=None):
         self.asked.append(None if class_ids is None else class_ids.tolist())
         results = []
-        for image, scores in zip(images, self.class_scores(self.preprocess(images))):
+        for image, scores in zip(batch, self.class_scores(batch)):
             order = np.argsort(-scores, kind="stable")
             predictions = [Prediction(rank + 1, int(i), self.loaded.labels[i], float(scores[i]))
                            for rank, i in enumerate(order)]
-            red = (image[..., 0] / 255.0).astype(np.float32)
+            red = image[..., 0].astype(np.float32)
             maps = [ClassMap(self.method.name, self.layer, 0, "circle", float(scores[0]), red, 1.0, False),
                     ClassMap(self.method.name, self.layer, 1, "square", float(scores[1]),
                              np.zeros_like(red), 0.0, True)]

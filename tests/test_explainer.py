@@ -264,3 +264,73 @@ def test_method_set_refuses_mismatched_or_repeated_methods():
         MethodSet([])
     both = MethodSet([gradcam, Explainer(loaded, method="cam")])
     assert both.method_names == ["gradcam", "cam"] and both.layer == gradcam.layer
+
+
+def _maps(results):
+    return [[(m.method, m.class_index, m.heatmap, m.image) for m in r.maps] for r in results]
+
+
+@pytest.mark.parametrize("aug_smooth", [False, True])
+def test_method_set_runs_one_step_per_batch_and_gives_each_method_its_own_maps(aug_smooth):
+    from camcli.augment import AUGMENTATIONS
+    from camcli.explainer import Explainer, MethodSet
+    from camcli.loading import wrap_model
+
+    loaded = wrap_model(tiny_models.gap_dense(classes=4, seed=3), preprocess="none")
+    batch = tiny_models.images(3, seed=4)
+    # A gradient-free method first; Score-CAM's masked passes and the guided pass stay per method.
+    names = ["cam", "gradcam", "gradcam++", "layercam", "eigencam", "scorecam", "guidedgradcam"]
+
+    def build(name):
+        return Explainer(loaded, method=name, classes=["top1", "top3"], aug_smooth=aug_smooth)
+
+    alone = [build(name) for name in names]
+    expected = [_maps(explainer.explain_batch(batch)) for explainer in alone]
+    assert [explainer.steps_run for explainer in alone] == [len(AUGMENTATIONS) if aug_smooth else 1] * len(names)
+
+    together = MethodSet([build(name) for name in names])
+    results = together.explain_batch(batch)
+    # One step per explained batch (and per augmented copy), run by the first gradient method for all.
+    assert together.steps_run == (len(AUGMENTATIONS) if aug_smooth else 1)
+    assert [e.steps_run for e in together.explainers][:2] == [0, together.steps_run]
+    for b, result in enumerate(results):
+        joint = [(m.method, m.class_index, m.heatmap) for m in result.maps]
+        separate = [entry for per_method in expected for entry in per_method[b]]
+        assert [entry[:2] for entry in joint] == [entry[:2] for entry in separate]
+        for (_, _, a), (_, _, b_map, _) in zip(joint, separate):
+            np.testing.assert_allclose(a, b_map, atol=1e-6)
+        np.testing.assert_allclose(result.maps[-1].image, expected[-1][b][-1][3], atol=1e-6)  # guided Grad-CAM
+    first = alone[0].explain_batch(batch)
+    assert [r.predictions for r in results] == [r.predictions for r in first]
+
+
+def test_shared_step_outputs_are_read_only_and_keyed_by_batch_and_classes():
+    from camcli.explainer import SharedStep
+
+    explainer = explainer_for(tiny_models.gap_dense(), classes=["top1"])
+    batch, other = tiny_models.images(2, seed=1), tiny_models.images(2, seed=2)
+    step = SharedStep(explainer)
+    top1 = np.full((2, 1), -1, np.int32)
+    explained, (activations, gradients, scores, *_) = step.run(batch, top1)
+    assert explained is batch and not activations[0].flags.writeable and not scores.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        activations[0][...] = 0.0  # a method that wrote into them would corrupt the next method's maps
+    step.run(batch, top1)
+    assert explainer.steps_run == 1
+    step.run(batch, np.zeros((2, 1), np.int32))  # other classes: another step
+    step.run(other, top1)  # another batch: another step
+    assert explainer.steps_run == 3
+
+
+def test_shared_steps_group_explainers_whose_steps_agree():
+    from camcli.explainer import Explainer, shared_steps
+    from camcli.loading import wrap_model
+
+    loaded = wrap_model(tiny_models.gap_dense(), preprocess="none")
+    cam, gradcam = Explainer(loaded, method="cam"), Explainer(loaded, method="gradcam")
+    top2 = Explainer(loaded, method="gradcam++", classes=["top2"])
+    other_k = Explainer(loaded, method="layercam", top_k=2)
+    steps = shared_steps([cam, gradcam, top2, other_k])
+    assert steps[0] is steps[1] and steps[0].runner is gradcam  # the gradient method runs it
+    assert len({id(step) for step in steps}) == 3
+    assert steps[2].runner is top2 and steps[3].runner is other_k
