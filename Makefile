@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-methods bench-localization soak clean
+.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-methods bench-png bench-localization soak clean
 
 all: lint test
 
@@ -66,6 +66,10 @@ bench: venv
 # Every CAM method's images/s and its ratio to predict-only (resnet50, batch 8); no targets.
 bench-methods: venv
 	$(BIN)/python benchmarks/throughput.py --only methods
+
+# camcli's PNG writer against Pillow's encoder: milliseconds and KiB per overlay, side by side.
+bench-png: venv
+	$(BIN)/python benchmarks/png_writer.py
 
 # Every method on 600 held-out generated scenes with true boxes: the localization table and targets.
 bench-localization: venv

@@ -97,6 +97,31 @@ def test_save_png_round_trip(tmp_path):
         np.testing.assert_array_equal(np.asarray(im), rgb)
 
 
+@pytest.mark.parametrize("shape", [(7, 5, 3), (7, 5), (1, 1, 3), (1, 9), (300, 451, 3)])
+def test_png_writer_round_trips_through_pillow_with_valid_checksums_and_the_marker(tmp_path, shape):
+    from camcli.outputs import encode_png, is_camcli_png
+
+    pixels = np.random.default_rng(len(shape)).integers(0, 256, shape, dtype=np.uint8)
+    pixels[..., : shape[1] // 2] = 200  # flat areas as well as noise
+    path = tmp_path / "a.png"
+    path.write_bytes(encode_png(pixels))
+    with Image.open(path) as im:
+        im.verify()  # every chunk's CRC, and the chunk layout
+    with Image.open(path) as im:
+        assert (im.format, im.mode, im.size) == ("PNG", "RGB" if len(shape) == 3 else "L", (shape[1], shape[0]))
+        assert im.info["Software"] == "camcli"
+        np.testing.assert_array_equal(np.asarray(im), pixels)
+    assert is_camcli_png(path)
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 4), (4, 4, 1), (0, 4, 3), (4,)])
+def test_png_writer_refuses_other_shapes(shape):
+    from camcli.outputs import encode_png
+
+    with pytest.raises(ValueError, match=r"expected a non-empty \(H, W\) or \(H, W, 3\) image"):
+        encode_png(np.zeros(shape, np.uint8))
+
+
 def test_save_npy_round_trip(tmp_path):
     heat = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     path = tmp_path / "cat.gradcam.281.npy"
