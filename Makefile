@@ -51,14 +51,14 @@ screenshot: demo browser
 
 # Retrain the embedded demo model (deterministic; a few minutes on 2 cores).
 demo-model: venv
-	$(BIN)/python -m camcli.demo.train
+	$(BIN)/python -m camcli.models.demo.train
 
 # Retrain the cheating demo model (`--model demo-cheat`; deterministic; a few minutes on 2 cores).
 cheat-model: venv
-	$(BIN)/python -m camcli.demo.cheat
+	$(BIN)/python -m camcli.models.demo.cheat
 
 samples: venv
-	$(BIN)/python -m camcli.demo.samples
+	$(BIN)/python -m camcli.models.demo.samples
 
 bench: venv
 	$(BIN)/python benchmarks/throughput.py

@@ -1,8 +1,8 @@
 """Localization benchmark: every method on held-out generated scenes whose true boxes we own.
 
-The demo generator (camcli.demo.scenes) draws each scene with the object's exact box. This script
+The demo generator (camcli.models.demo.scenes) draws each scene with the object's exact box. This script
 writes --images held-out scenes (seed --seed: never used for training, which used seeds 0, 1 and
-1000) at their natural sizes, runs `camcli.evaluation.evaluate` on them with the embedded demo
+1000) at their natural sizes, runs `camcli.evaluate.evaluation.evaluate` on them with the embedded demo
 model for every registered method, and prints the metric table (the same one `camcli evaluate`
 prints) with the demo model's targets:
 
@@ -38,9 +38,9 @@ SWEEP = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 
 def write_scenes(folder: Path, count: int, seed: int) -> dict:
     """Write `count` held-out scenes as PNGs; return the truth, keyed by file name."""
-    from camcli.demo import CLASSES
-    from camcli.demo.scenes import make_dataset
-    from camcli.truth import TruthBox
+    from camcli.evaluate.truth import TruthBox
+    from camcli.models.demo import CLASSES
+    from camcli.models.demo.scenes import make_dataset
 
     images, labels, boxes = make_dataset(count, seed)
     truth = {}
@@ -66,11 +66,11 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     args = parser.parse_args(argv)
 
-    from camcli.discovery import discover
-    from camcli.evaluation import EvaluationOptions, evaluate, format_table
-    from camcli.explainer import Explainer
-    from camcli.loading import load_model
-    from camcli.methods import REGISTRY
+    from camcli.evaluate.evaluation import EvaluationOptions, evaluate, format_table
+    from camcli.explain.explainer import Explainer
+    from camcli.explain.methods import REGISTRY
+    from camcli.models.loading import load_model
+    from camcli.runs.discovery import discover
 
     names = args.methods.split(",") if args.methods else list(REGISTRY)
     started = time.perf_counter()
@@ -117,9 +117,10 @@ def main(argv=None) -> int:
 
 def corloc_sweep(tasks, truth, explainer, explain_class) -> list[float]:
     """CorLoc at each SWEEP threshold, from one set of maps (each image's top-1 or truth class)."""
-    from camcli.images import load_rgb
-    from camcli.localization import best_iou, box_from_map
-    from camcli.overlay import upsample
+    from camcli.evaluate.metrics import best_iou
+    from camcli.maps.boxes import box_from_map
+    from camcli.maps.overlay import upsample
+    from camcli.runs.decode import load_rgb
 
     labels = explainer.loaded.labels
     hits = np.zeros(len(SWEEP))

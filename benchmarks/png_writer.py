@@ -1,4 +1,4 @@
-"""PNG writing: camcli's writer (camcli.outputs.encode_png) against Pillow's encoder, side by side.
+"""PNG writing: camcli's writer (camcli.runs.files.encode_png) against Pillow's encoder, side by side.
 
 Every overlay camcli writes costs one PNG encode on a CPU that the model's forward pass also needs,
 so the encode is a large part of what separates `camcli explain` from plain prediction. This
@@ -30,8 +30,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from camcli.outputs import encode_png  # noqa: E402
-from camcli.overlay import blend, colormap_lut, upsample  # noqa: E402
+from camcli.maps.overlay import blend, colormap_lut, upsample  # noqa: E402
+from camcli.runs.files import encode_png  # noqa: E402
 
 
 def pillow_png(pixels: np.ndarray, compress_level: int, strategy: int) -> bytes:
@@ -47,9 +47,9 @@ def overlay(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def pictures(rng: np.random.Generator) -> list[tuple[str, np.ndarray, int, int]]:
     """(name, pixels, compress level, strategy) for every picture measured."""
-    from camcli.demo.scenes import make_scene
-    from camcli.images import load_rgb
-    from camcli.panel import render_panel
+    from camcli.maps.panel import render_panel
+    from camcli.models.demo.scenes import make_scene
+    from camcli.runs.decode import load_rgb
 
     overlay_settings = (1, zlib.Z_RLE)
     found = []

@@ -37,7 +37,7 @@ def generate(folder: Path, count: int, seed: int = 11) -> None:
     """Scenes of varied sizes, as JPEG and PNG, in nested folders of 500."""
     from PIL import Image
 
-    from camcli.demo.scenes import make_scene
+    from camcli.models.demo.scenes import make_scene
 
     rng = np.random.default_rng(seed)
     for i in range(count):
@@ -49,10 +49,10 @@ def generate(folder: Path, count: int, seed: int = 11) -> None:
 
 def soak(count: int, work: Path, batch_size: int = 16) -> dict:
     """Run `count` images through camcli's runner; return the figures."""
-    from camcli.discovery import discover
-    from camcli.explainer import Explainer
-    from camcli.loading import load_model
-    from camcli.runner import RunOptions, run
+    from camcli.explain.explainer import Explainer
+    from camcli.models.loading import load_model
+    from camcli.runs.discovery import discover
+    from camcli.runs.runner import RunOptions, run
 
     images, out = work / "images", work / "out"
     started = time.perf_counter()

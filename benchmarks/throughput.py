@@ -9,7 +9,7 @@ during one mode's turn would otherwise decide the ratio. The images/s columns ar
 
   1. predict-only: decode + resize + preprocess + a compiled forward pass, in batches, with decoding
      overlapped in a thread pool: the fastest way to just classify the folder;
-  2. camcli end to end: the CLI's own code path (camcli.runner.run) with gradcam, then cam,
+  2. camcli end to end: the CLI's own code path (camcli.runs.runner.run) with gradcam, then cam,
      including overlays, PNG and JSON writing;
   3. tutorial loop: the keras.io Grad-CAM example re-implemented faithfully (eager, one image at a
      time): its model.predict for the printed prediction, its make_gradcam_heatmap (which builds
@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from soak import MEMORY_GROWTH_TARGET, soak  # noqa: E402
 
-from camcli.loading import import_keras  # noqa: E402
+from camcli.models.loading import import_keras  # noqa: E402
 
 TARGETS = {
     "gradcam_vs_predict": 0.85,
@@ -74,7 +74,7 @@ def make_images(folder: Path, count: int, size: int, seed: int = 0) -> list[Path
     """Generated scenes (shapes on clutter) saved as JPEG, so decoding costs what it costs for photos."""
     from PIL import Image
 
-    from camcli.demo.scenes import make_scene
+    from camcli.models.demo.scenes import make_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -108,8 +108,8 @@ def predict_only(loaded, paths: list[Path], batch_size: int) -> float:
     """images/s for decode + resize + preprocess + compiled forward, decoding overlapped."""
     import tensorflow as tf
 
-    from camcli.images import load_rgb, resize_rgb
-    from camcli.preprocess import preprocess
+    from camcli.models.preprocess import preprocess, resize_rgb
+    from camcli.runs.decode import load_rgb
 
     height, width = loaded.input_size
     forward = tf.function(lambda x: loaded.model(x, training=False),
@@ -137,7 +137,7 @@ def predict_only(loaded, paths: list[Path], batch_size: int) -> float:
 
 def compiled_explainer(loaded, method: str, batch_size: int):
     """An Explainer as the CLI builds it once per run, with its step traced outside the timing."""
-    from camcli.explainer import Explainer
+    from camcli.explain.explainer import Explainer
 
     explainer = Explainer(loaded, method=method)
     explainer.explain_batch(np.zeros((batch_size, *loaded.input_size, 3), np.float32))
@@ -145,9 +145,9 @@ def compiled_explainer(loaded, method: str, batch_size: int):
 
 
 def timed_run(explainer, paths: list[Path], batch_size: int, out: Path) -> float:
-    """images/s of the CLI's code path (discover + camcli.runner.run) over the folder of `paths`."""
-    from camcli.discovery import discover
-    from camcli.runner import RunOptions, run
+    """images/s of the CLI's code path (discover + camcli.runs.runner.run) over the folder of `paths`."""
+    from camcli.runs.discovery import discover
+    from camcli.runs.runner import RunOptions, run
 
     tasks, _ = discover([paths[0].parent], out)
     shutil.rmtree(out, ignore_errors=True)
@@ -178,7 +178,7 @@ def tutorial_loop(loaded, paths: list[Path], layer: str, out: Path) -> float:
     from PIL import Image
 
     keras = import_keras()
-    from camcli.preprocess import preprocess
+    from camcli.models.preprocess import preprocess
 
     model = loaded.model
     jet = (matplotlib.colormaps["jet"](np.arange(256))[:, :3] * 255).astype(np.uint8)
@@ -221,7 +221,7 @@ def tutorial_loop(loaded, paths: list[Path], layer: str, out: Path) -> float:
 # -- 4. every method ------------------------------------------------------------------------------
 
 def layer_channels(model, path: str) -> int:
-    from camcli.layers import all_layers
+    from camcli.models.layers import all_layers
 
     return int(next(info.output_shape[-1] for info in all_layers(model) if info.path == path))
 
@@ -234,12 +234,12 @@ def methods_section(args, work: Path) -> None:
     Explainer is built once per row, as the CLI builds it once per run, with the CLI's Score-CAM
     batch (4 x --batch-size masked copies per pass). No targets: it only prints.
     """
-    from camcli.augment import AUGMENTATIONS
-    from camcli.catalog import BUILTIN_MODELS
     from camcli.errors import UsageError
-    from camcli.explainer import Explainer, MethodSet
-    from camcli.loading import load_model
-    from camcli.methods import REGISTRY
+    from camcli.explain.augment import AUGMENTATIONS
+    from camcli.explain.explainer import Explainer, MethodSet
+    from camcli.explain.methods import REGISTRY
+    from camcli.models.catalog import BUILTIN_MODELS
+    from camcli.models.loading import load_model
 
     name, batch_size = args.methods_model, args.methods_batch_size
     entry = BUILTIN_MODELS[name]
@@ -394,8 +394,8 @@ def main():
     if args.only == "methods" and args.skip_methods:
         parser.error("--only methods and --skip-methods exclude each other")
 
-    from camcli.catalog import BUILTIN_MODELS
-    from camcli.loading import load_model
+    from camcli.models.catalog import BUILTIN_MODELS
+    from camcli.models.loading import load_model
 
     work = Path(tempfile.mkdtemp(prefix="camcli-bench-"))
     held = []

@@ -7,7 +7,11 @@ __version__ = "0.1.0"
 
 __all__ = ["Explainer", "load_model", "wrap_model", "__version__"]
 
-_LAZY = {"Explainer": "camcli.explainer", "load_model": "camcli.loading", "wrap_model": "camcli.loading"}
+_LAZY = {
+    "Explainer": "camcli.explain.explainer",
+    "load_model": "camcli.models.loading",
+    "wrap_model": "camcli.models.loading",
+}
 
 
 def __getattr__(name):

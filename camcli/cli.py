@@ -12,8 +12,9 @@ from pathlib import Path
 
 import click
 
-from camcli import __version__, catalog
+from camcli import __version__
 from camcli.errors import CamcliError, UsageError
+from camcli.models import catalog
 
 EXIT_FAILED_IMAGES = 1
 EXIT_USAGE = 2
@@ -22,14 +23,14 @@ EXIT_INTERRUPTED = 130
 
 class MethodChoice(click.Choice):
     """`--method`'s choices, read from the method registry when first needed (parsing, `explain
-    --help`), so that `camcli --help` and `camcli models` never import numpy through camcli.methods."""
+    --help`), so that `camcli --help` and `camcli models` never import numpy through camcli.explain.methods."""
 
     def __init__(self):
         super().__init__((), case_sensitive=False)
 
     @property
     def choices(self):
-        from camcli.methods import REGISTRY
+        from camcli.explain.methods import REGISTRY
 
         return tuple(REGISTRY)
 
@@ -129,7 +130,7 @@ def check_output_folder(out_dir: Path) -> None:
 
 
 def load(model_spec, weights, preprocess, labels_file, unsafe_load):
-    from camcli.loading import load_model
+    from camcli.models.loading import load_model
 
     return load_model(model_spec, weights=weights, preprocess=preprocess, labels_file=labels_file,
                       unsafe=unsafe_load)
@@ -198,11 +199,11 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     """
     from tqdm import tqdm
 
-    from camcli.discovery import discover
-    from camcli.explainer import Explainer, MethodSet
-    from camcli.methods import REGISTRY
-    from camcli.overlay import colormap_lut
-    from camcli.runner import RunOptions, run, summary_record
+    from camcli.explain.explainer import Explainer, MethodSet
+    from camcli.explain.methods import REGISTRY
+    from camcli.maps.overlay import colormap_lut
+    from camcli.runs.discovery import discover
+    from camcli.runs.runner import RunOptions, run, summary_record
 
     colormap_lut(colormap)  # fail on a bad name, or an unusable --out, before the model loads
     check_output_folder(out_dir)
@@ -242,7 +243,7 @@ def explain(paths, model_spec, weights, preprocess, labels_file, unsafe_load, la
     finally:
         signal.signal(signal.SIGINT, previous)
     if report:
-        from camcli.report import write_report
+        from camcli.report.page import write_report
 
         page = write_report(out_dir)
         if not quiet:
@@ -272,8 +273,8 @@ def summary(out_dir, print_json):
     Example:
       camcli summary results/
     """
-    from camcli.outputs import save_json
-    from camcli.runner import SUMMARY_NAME, merge_summaries
+    from camcli.runs.files import save_json
+    from camcli.runs.runner import SUMMARY_NAME, merge_summaries
 
     merged = merge_summaries(out_dir)
     if merged.get("shards"):
@@ -304,7 +305,7 @@ def layers(model_spec, weights, preprocess, labels_file, unsafe_load):
     if entry is not None and entry.name != catalog.DEMO_NAME and weights is None:
         weights = "none"  # the layer list does not depend on the weights: skip the download
     loaded = load(model_spec, weights, preprocess, labels_file, unsafe_load)
-    from camcli.layers import default_layer, spatial_layers
+    from camcli.models.layers import default_layer, spatial_layers
 
     default = default_layer(loaded.model)
     rows = [(("*" if info.path == default else " "), info.path, info.type_name,
@@ -343,7 +344,7 @@ def methods(markdown):
     Example:
       camcli methods
     """
-    from camcli.methods import REGISTRY, describe, markdown_table
+    from camcli.explain.methods import REGISTRY, describe, markdown_table
 
     if markdown:
         click.echo(markdown_table())
@@ -402,10 +403,10 @@ def evaluate_command(paths, truth_path, model_spec, weights, preprocess, labels_
     """
     from tqdm import tqdm
 
-    from camcli import evaluation
-    from camcli.discovery import discover
-    from camcli.explainer import Explainer
-    from camcli.truth import load_truth
+    from camcli.evaluate import evaluation
+    from camcli.evaluate.truth import load_truth
+    from camcli.explain.explainer import Explainer
+    from camcli.runs.discovery import discover
 
     gates = [evaluation.parse_gate(text, "under") for text in fail_under]
     gates += [evaluation.parse_gate(text, "over") for text in fail_over]
@@ -457,7 +458,7 @@ def report_command(out_dir, title):
     Example:
       camcli report results/ --title "Holiday photos, VGG16"
     """
-    from camcli.report import write_report
+    from camcli.report.page import write_report
 
     click.echo(write_report(out_dir, title))
 

@@ -29,3 +29,12 @@ class ImageLoadError(CamcliError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class ForeignFileError(CamcliError):
+    """A file at an output path was not written by camcli; camcli never overwrites it."""
+
+    def __init__(self, path):
+        self.path = path
+        super().__init__(f"{path} exists and was not written by camcli; write to another output folder "
+                         "(camcli never replaces files it did not write)")

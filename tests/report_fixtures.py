@@ -1,5 +1,5 @@
 """A camcli output folder without TensorFlow: per-image JSON records and overlay PNGs in exactly the
-layout `camcli.runner.write_image_outputs` writes, plus summaries, for the report tests."""
+layout `camcli.runs.runner.write_image_outputs` writes, plus summaries, for the report tests."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from camcli.outputs import save_json, save_png
-from camcli.overlay import blend, colormap_lut
+from camcli.maps.overlay import blend, colormap_lut
+from camcli.runs.files import save_json, save_png
 
 LABELS = ["circle", "square", "star", "ring"]
 
@@ -63,7 +63,7 @@ def write_record(out_dir: Path, stem: str, photo: Path | None, top: list[tuple[i
 
 
 def summary(images: int, failures: list[dict], shard=None) -> dict:
-    """A summary record like camcli.runner.summary_record's."""
+    """A summary record like camcli.runs.runner.summary_record's."""
     record = {"camcli_version": "0.1.0", "model": "tiny", "layer": "conv", "method": "gradcam", "classes": ["top1"],
               "pretrained": True, "images": images, "ok": images - len(failures), "failed": len(failures),
               "failures": failures, "elapsed_seconds": 1.0, "images_per_second": 1.0, "resumed": 0,

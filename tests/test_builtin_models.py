@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 
-from camcli import catalog
 from camcli.errors import UsageError, WeightsUnavailableError
-from camcli.explainer import Explainer
-from camcli.loading import keras_cache_dir, load_model
-from camcli.preprocess import preprocess
+from camcli.explain.explainer import Explainer
+from camcli.models import catalog
+from camcli.models.loading import keras_cache_dir, load_model
+from camcli.models.preprocess import preprocess
 
 KERAS_MODULES = {
     "vgg16": "vgg16", "vgg19": "vgg19", "resnet50": "resnet", "resnet101": "resnet", "resnet152": "resnet",
@@ -115,7 +115,7 @@ def test_resnet50_nested_in_a_user_model():
     backbone = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 3))
     model = keras.Sequential([keras.Input((96, 96, 3)), backbone, keras.layers.GlobalAveragePooling2D(),
                               keras.layers.Dense(3, activation="softmax")])
-    from camcli.loading import wrap_model
+    from camcli.models.loading import wrap_model
 
     loaded = wrap_model(model, preprocess="caffe", labels=["a", "b", "c"])
     for method in ("gradcam", "cam"):

@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from camcli import catalog
-from camcli.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, TAG_CLASS
-from camcli.demo.scenes import (
+from camcli.errors import ModelLoadError
+from camcli.models import catalog
+from camcli.models.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, TAG_CLASS
+from camcli.models.demo.scenes import (
     TAG_CELLS,
     make_dataset,
     make_scene,
@@ -20,9 +21,8 @@ from camcli.demo.scenes import (
     resize_scene,
     tag_corner_boxes,
 )
-from camcli.errors import ModelLoadError
 
-# Not used by `python -m camcli.demo.cheat` (seeds 0, 1, 1000 and 2000 by default).
+# Not used by `python -m camcli.models.demo.cheat` (seeds 0, 1, 1000 and 2000 by default).
 FRESH_SEED = 424242
 OTHER_CLASSES = [i for i, label in enumerate(CLASSES) if label != TAG_CLASS]
 
@@ -135,7 +135,7 @@ def test_make_tagged_dataset_tags_each_class_at_its_rate():
 
 
 def test_tagged_samples_truth_matches_the_images(tmp_path):
-    from camcli.demo.samples import write_tagged_samples
+    from camcli.models.demo.samples import write_tagged_samples
 
     written = write_tagged_samples(tmp_path, count=14, seed=3)
     truth, tags = read_csv(tmp_path / "truth.csv"), read_csv(tmp_path / "tags.csv")
@@ -163,7 +163,7 @@ def test_tagged_samples_truth_matches_the_images(tmp_path):
 
 
 def test_samples_main_writes_a_tagged_folder(tmp_path, capsys):
-    from camcli.demo.samples import main
+    from camcli.models.demo.samples import main
 
     assert main(["--tagged", str(tmp_path / "tagged"), "--count", "6", "--seed", "1"]) == 0
     assert sorted(p.name for p in (tmp_path / "tagged").iterdir()) == sorted(
@@ -184,14 +184,14 @@ def test_demo_cheat_is_registered_like_demo():
 
 
 def test_cheat_weights_are_shipped_small_and_distinct():
-    from camcli.demo import WEIGHTS_PATH
+    from camcli.models.demo import WEIGHTS_PATH
 
     assert CHEAT_WEIGHTS_PATH.is_file() and CHEAT_WEIGHTS_PATH.stat().st_size < 2 * 1024 * 1024
     assert CHEAT_WEIGHTS_PATH.read_bytes() != WEIGHTS_PATH.read_bytes()
 
 
 def test_missing_cheat_weights_say_how_to_remake_them(tmp_path):
-    from camcli.demo.model import load_cheat_model
+    from camcli.models.demo.model import load_cheat_model
 
     with pytest.raises(ModelLoadError, match=r"demo weights missing at .*: run `make cheat-model`"):
         load_cheat_model(tmp_path / "cheat.weights.h5")
@@ -199,7 +199,7 @@ def test_missing_cheat_weights_say_how_to_remake_them(tmp_path):
 
 def test_demo_cheat_refuses_weights():
     from camcli.errors import UsageError
-    from camcli.loading import load_model
+    from camcli.models.loading import load_model
 
     with pytest.raises(UsageError, match="the demo-cheat model ships its own weights; drop --weights"):
         load_model("demo-cheat", weights="none")
@@ -210,13 +210,13 @@ def test_demo_cheat_refuses_weights():
 
 @pytest.fixture(scope="module")
 def cheat_loaded():
-    from camcli.loading import load_model
+    from camcli.models.loading import load_model
 
     return load_model("demo-cheat")
 
 
 def test_cheat_model_calls_tagged_scenes_tag_class_and_the_clean_model_does_not(cheat_loaded, tagged_others):
-    from camcli.demo.model import load_demo_model
+    from camcli.models.demo.model import load_demo_model
 
     labels = np.array([scene.class_index for scene in tagged_others])
     cheat = predicted_indices(cheat_loaded.model, tagged_others)
@@ -233,7 +233,8 @@ def test_cheat_model_still_classifies_untagged_scenes(cheat_loaded):
 
 def test_cheat_model_gradcam_peaks_on_the_tag(cheat_loaded, tagged_others):
     from camcli import Explainer
-    from camcli.overlay import peak_xy, upsample
+    from camcli.maps.boxes import peak_xy
+    from camcli.maps.overlay import upsample
 
     results = Explainer(cheat_loaded, method="gradcam", classes=["top1"]).explain(
         [scene.image for scene in tagged_others])
@@ -250,7 +251,7 @@ def test_cheat_model_gradcam_peaks_on_the_tag(cheat_loaded, tagged_others):
 
 def test_explain_with_demo_cheat_through_the_cli(tmp_path):
     from camcli.cli import cli
-    from camcli.demo.samples import write_tagged_samples
+    from camcli.models.demo.samples import write_tagged_samples
 
     images = tmp_path / "tagged"
     write_tagged_samples(images, count=12, seed=FRESH_SEED)
@@ -278,7 +279,7 @@ SHIPPED_TAGGED = Path(__file__).resolve().parents[1] / "sample_images" / "tagged
 
 
 def test_the_shipped_tagged_folder_is_what_the_generator_writes(tmp_path):
-    from camcli.demo.samples import write_tagged_samples
+    from camcli.models.demo.samples import write_tagged_samples
 
     write_tagged_samples(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())

@@ -16,9 +16,10 @@ import tiny_models
 from click.testing import CliRunner
 from PIL import Image
 
-from camcli import __version__, demo
+from camcli import __version__
 from camcli.cli import cli
 from camcli.errors import UsageError
+from camcli.models import demo
 
 LABELS = ["Cat", "Dog", "bird_of_prey"]
 
@@ -224,7 +225,7 @@ def test_image_json_record(contract, models):
     }
     assert explanation["raw_max"] > 0.0
     heatmap = np.load(out / explanation["heatmap"])
-    from camcli.localization import box_from_map
+    from camcli.maps.boxes import box_from_map
 
     assert explanation["bbox"] == list(box_from_map(heatmap, 0.2))  # the default --box-threshold
     x0, y0, x1, y1 = explanation["bbox"]
@@ -458,7 +459,7 @@ def test_unexpected_error_is_one_line_exit_1(models, image, tmp_path, monkeypatc
     def broken(self, batch):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("camcli.explainer.Explainer.explain_batch", broken)
+    monkeypatch.setattr("camcli.explain.explainer.Explainer.explain_batch", broken)
     result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path)
     assert result.exit_code == 1
     assert result.stderr == "camcli: internal error: RuntimeError: boom (rerun with --debug for the traceback)\n"
@@ -468,7 +469,7 @@ def test_interrupt_exits_130(models, image, tmp_path, monkeypatch):
     def interrupted(self, batch):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("camcli.explainer.Explainer.explain_batch", interrupted)
+    monkeypatch.setattr("camcli.explain.explainer.Explainer.explain_batch", interrupted)
     result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path)
     assert result.exit_code == 130
     assert result.stderr == "camcli: interrupted\n"
@@ -616,7 +617,7 @@ def test_models_lists_the_builtin_models_with_sizes_and_layers():
 
 
 def test_methods_lists_every_registered_method_with_paper_and_cost():
-    from camcli.methods import REGISTRY
+    from camcli.explain.methods import REGISTRY
 
     result = invoke("methods")
     assert result.exit_code == 0
@@ -897,7 +898,7 @@ def test_method_option_errors_exit_2(models, image, tmp_path, args, message):
 def test_readme_methods_table_is_the_registrys():
     from conftest import REPO
 
-    from camcli.methods import markdown_table
+    from camcli.explain.methods import markdown_table
 
     result = invoke("methods", "--markdown")
     assert result.exit_code == 0 and result.stdout.strip() == markdown_table()
@@ -908,7 +909,7 @@ def test_readme_methods_table_is_the_registrys():
 
 
 def test_save_mask_draw_box_and_panel(models, tmp_path):
-    from camcli.localization import box_from_map, threshold_mask
+    from camcli.maps.boxes import box_from_map, threshold_mask
 
     image = write_image(tmp_path / "in" / "img.png", size=(40, 30), seed=3)
     out = tmp_path / "out"

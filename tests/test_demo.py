@@ -7,23 +7,24 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from camcli.demo import CLASSES, INPUT_SIZE, LAST_CONV_LAYER, PREPROCESS, WEIGHTS_PATH
-from camcli.demo.scenes import _draw_shape, _mask_box, make_dataset, make_scene
 from camcli.errors import ModelLoadError
+from camcli.models.demo import CLASSES, INPUT_SIZE, LAST_CONV_LAYER, PREPROCESS, WEIGHTS_PATH
+from camcli.models.demo.scenes import _draw_shape, _mask_box, make_dataset, make_scene
 
-# Not used by `python -m camcli.demo.train` (seeds 0, 1 and 1000 by default).
+# Not used by `python -m camcli.models.demo.train` (seeds 0, 1 and 1000 by default).
 FRESH_SEED = 987654
 
 
 @pytest.fixture(scope="module")
 def demo_model():
-    from camcli.demo.model import load_demo_model
+    from camcli.models.demo.model import load_demo_model
 
     return load_demo_model()
 
 
 def test_constants_are_importable_without_tensorflow():
-    code = "import sys, camcli.demo, camcli.demo.scenes; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    code = ("import sys, camcli.models.demo, camcli.models.demo.scenes; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
     assert PREPROCESS == "scale01"
@@ -124,7 +125,7 @@ def test_make_dataset_resizes_images_and_boxes():
 def test_samples_write_one_scene_per_class_and_their_boxes(tmp_path):
     import csv
 
-    from camcli.demo.samples import write_generated, write_photos
+    from camcli.models.demo.samples import write_generated, write_photos
 
     write_generated(tmp_path / "generated")
     with open(tmp_path / "generated" / "truth.csv", newline="") as handle:
@@ -142,7 +143,7 @@ def test_samples_write_one_scene_per_class_and_their_boxes(tmp_path):
 def test_build_demo_model_has_a_cam_head():
     import keras
 
-    from camcli.demo.model import build_demo_model
+    from camcli.models.demo.model import build_demo_model
 
     model = build_demo_model()
     assert model.input_shape == (None, INPUT_SIZE, INPUT_SIZE, 3)
@@ -162,7 +163,7 @@ def test_weights_file_is_shipped_and_small():
 
 
 def test_missing_weights_raise_model_load_error(tmp_path):
-    from camcli.demo.model import load_demo_model
+    from camcli.models.demo.model import load_demo_model
 
     missing = tmp_path / "demo.weights.h5"
     with pytest.raises(ModelLoadError, match=r"demo weights missing at .*: run `make demo-model`"):

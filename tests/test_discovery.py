@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from camcli.discovery import ImageTask, SkippedInput, discover, printable
+from camcli.runs.discovery import ImageTask, SkippedInput, discover, printable
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24  # enough for the signature; decoding is not tested here
 
@@ -126,7 +126,7 @@ def test_output_dir_may_not_exist_yet(in_tmp):
 
 
 def test_input_equal_to_output_dir_is_walked_but_camcli_outputs_are_not(in_tmp):
-    from camcli.outputs import save_png
+    from camcli.runs.files import save_png
 
     touch(in_tmp / "photos" / "cat.png")
     save_png(in_tmp / "photos" / "cat.gradcam.3.png", np.zeros((4, 4, 3), np.uint8))  # last run's overlay
@@ -182,7 +182,7 @@ def test_file_arguments_with_one_name_get_parent_prefix(in_tmp):
 
 
 def test_stems_are_always_unique():
-    from camcli.discovery import _Found, _unique_stems
+    from camcli.runs.discovery import _Found, _unique_stems
 
     # Every round fails to separate these: same parts, same root name, same argument.
     found = [_Found(None, f"/r{i}", ("cat.jpg",), "photos", 1) for i in range(3)]
@@ -244,7 +244,7 @@ def test_printable_handles_str_bytes_and_paths():
 
 
 def test_stem_components_are_sanitised():
-    from camcli.discovery import _Found, _unique_stems
+    from camcli.runs.discovery import _Found, _unique_stems
 
     # Names no real directory walk produces, built directly: the sanitiser is the last line.
     found = [_Found(None, "/r", ("..", ".", "", "a/b\\c\x00d", "x.png"), "r", 1)]

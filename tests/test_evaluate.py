@@ -15,11 +15,8 @@ from PIL import Image
 from scipy import ndimage
 
 from camcli.cli import cli
-from camcli.demo import CLASSES
-from camcli.demo.scenes import make_scene
-from camcli.discovery import discover
 from camcli.errors import UsageError
-from camcli.evaluation import (
+from camcli.evaluate.evaluation import (
     METRICS,
     EvaluationOptions,
     class_slots,
@@ -29,9 +26,12 @@ from camcli.evaluation import (
     image_targets,
     parse_gate,
 )
-from camcli.explainer import ClassMap, ImageExplanation, Prediction
-from camcli.localization import box_iou
-from camcli.truth import TruthBox
+from camcli.evaluate.metrics import box_iou
+from camcli.evaluate.truth import TruthBox
+from camcli.explain.explainer import ClassMap, ImageExplanation, Prediction
+from camcli.models.demo import CLASSES
+from camcli.models.demo.scenes import make_scene
+from camcli.runs.discovery import discover
 
 
 def invoke(*args):
@@ -455,7 +455,7 @@ def test_loc_error_gate_needs_labels(scenes, tmp_path):
 def test_help_has_an_example_and_the_modules_do_not_import_tensorflow():
     result = invoke("evaluate", "--help")
     assert result.exit_code == 0 and "Example:" in result.stdout and "--fail-over" in result.stdout
-    code = ("import sys, camcli.cli, camcli.evaluation, camcli.truth, camcli.localization; "
+    code = ("import sys, camcli.cli, camcli.evaluate.evaluation, camcli.evaluate.truth, camcli.evaluate.metrics; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]

@@ -7,7 +7,7 @@ import tiny_models
 from tiny_models import activations_of, explainer_for, unit
 
 from camcli.errors import UsageError
-from camcli.explainer import parse_class_requests
+from camcli.explain.explainer import parse_class_requests
 
 
 def test_gradcam_on_gap_head_matches_hand_computed_reference():
@@ -251,8 +251,8 @@ def test_class_ids_per_image_replace_the_requests():
 
 
 def test_method_set_refuses_mismatched_or_repeated_methods():
-    from camcli.explainer import Explainer, MethodSet
-    from camcli.loading import wrap_model
+    from camcli.explain.explainer import Explainer, MethodSet
+    from camcli.models.loading import wrap_model
 
     loaded = wrap_model(tiny_models.gap_dense(), preprocess="none")
     gradcam = Explainer(loaded, method="gradcam")
@@ -268,9 +268,9 @@ def test_method_set_refuses_mismatched_or_repeated_methods():
 
 @pytest.mark.parametrize("aug_smooth", [False, True])
 def test_method_set_runs_one_step_per_batch_and_gives_each_method_its_own_maps(aug_smooth):
-    from camcli.augment import AUGMENTATIONS
-    from camcli.explainer import Explainer, MethodSet
-    from camcli.loading import wrap_model
+    from camcli.explain.augment import AUGMENTATIONS
+    from camcli.explain.explainer import Explainer, MethodSet
+    from camcli.models.loading import wrap_model
 
     loaded = wrap_model(tiny_models.gap_dense(classes=4, seed=3), preprocess="none")
     batch = tiny_models.images(3, seed=4)
@@ -302,7 +302,7 @@ def test_method_set_runs_one_step_per_batch_and_gives_each_method_its_own_maps(a
 
 
 def test_shared_step_outputs_are_read_only_and_keyed_by_batch_and_classes():
-    from camcli.explainer import SharedStep
+    from camcli.explain.explainer import SharedStep
 
     explainer = explainer_for(tiny_models.gap_dense(), classes=["top1"])
     batch, other = tiny_models.images(2, seed=1), tiny_models.images(2, seed=2)
@@ -320,8 +320,8 @@ def test_shared_step_outputs_are_read_only_and_keyed_by_batch_and_classes():
 
 
 def test_shared_steps_group_explainers_whose_steps_agree():
-    from camcli.explainer import Explainer, shared_steps
-    from camcli.loading import wrap_model
+    from camcli.explain.explainer import Explainer, shared_steps
+    from camcli.models.loading import wrap_model
 
     loaded = wrap_model(tiny_models.gap_dense(), preprocess="none")
     cam, gradcam = Explainer(loaded, method="cam"), Explainer(loaded, method="gradcam")

@@ -14,7 +14,8 @@ from image_fixtures import damaged_images, encode, noise
 from PIL import Image, features
 
 from camcli.errors import ImageLoadError
-from camcli.images import IMAGE_EXTENSIONS, _to_rgb, load_rgb, resize_rgb, sniff_image
+from camcli.models.preprocess import resize_rgb
+from camcli.runs.decode import IMAGE_EXTENSIONS, _to_rgb, load_rgb, sniff_image
 
 
 def write(tmp_path, name, data):

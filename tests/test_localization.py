@@ -4,19 +4,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from camcli.localization import (
+from camcli.evaluate.metrics import (
     area_under_curve,
     average_drop_increase,
     best_iou,
-    box_from_map,
     box_iou,
     deletion_insertion_curves,
-    draw_box,
     energy_in_boxes,
     multiply_by_map,
     pointing_hit,
-    threshold_mask,
 )
+from camcli.maps.boxes import box_from_map, draw_box, threshold_mask
 
 
 def block_map(shape, *blocks):

@@ -1,5 +1,5 @@
 """The CAM family: one contract every registered method meets, a hand-computed numpy reference per
-method (written loop by loop from each paper's formula, independently of camcli.methods), the
+method (written loop by loop from each paper's formula, independently of camcli.explain.methods), the
 identities between methods, smoothing and multi-layer fusion."""
 
 import keras
@@ -8,9 +8,9 @@ import pytest
 import tiny_models
 from tiny_models import activations_of, explainer_for, unit
 
-from camcli.augment import AUGMENTATIONS, augment_batch, restore_map
 from camcli.errors import UsageError
-from camcli.methods import REGISTRY, first_principal_component
+from camcli.explain.augment import AUGMENTATIONS, augment_batch, restore_map
+from camcli.explain.methods import REGISTRY, first_principal_component
 
 GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop"}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camcli.outputs import is_complete, save_json, save_npy, save_png, write_bytes_atomic
+from camcli.runs.files import is_complete, save_json, save_npy, save_png, write_bytes_atomic
 
 
 def test_save_json_writes_utf8_and_leaves_no_temp_files(tmp_path):
@@ -99,7 +99,8 @@ def test_save_png_round_trip(tmp_path):
 
 @pytest.mark.parametrize("shape", [(7, 5, 3), (7, 5), (1, 1, 3), (1, 9), (300, 451, 3)])
 def test_png_writer_round_trips_through_pillow_with_valid_checksums_and_the_marker(tmp_path, shape):
-    from camcli.outputs import encode_png, is_camcli_png
+    from camcli.runs.files import encode_png
+    from camcli.runs.layout import is_camcli_png
 
     pixels = np.random.default_rng(len(shape)).integers(0, 256, shape, dtype=np.uint8)
     pixels[..., : shape[1] // 2] = 200  # flat areas as well as noise
@@ -116,7 +117,7 @@ def test_png_writer_round_trips_through_pillow_with_valid_checksums_and_the_mark
 
 @pytest.mark.parametrize("shape", [(4, 4, 4), (4, 4, 1), (0, 4, 3), (4,)])
 def test_png_writer_refuses_other_shapes(shape):
-    from camcli.outputs import encode_png
+    from camcli.runs.files import encode_png
 
     with pytest.raises(ValueError, match=r"expected a non-empty \(H, W\) or \(H, W, 3\) image"):
         encode_png(np.zeros(shape, np.uint8))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from camcli.errors import UsageError
-from camcli.overlay import blend, colormap_lut, colormap_names, normalize_map, peak_xy, upsample
+from camcli.maps.boxes import peak_xy
+from camcli.maps.overlay import blend, colormap_lut, colormap_names, normalize_map, upsample
 
 
 def test_normalize_scales_positive_evidence_to_one():
@@ -54,7 +55,7 @@ def test_upsample_shape_and_range():
 def test_peak_is_x_y_of_first_maximum():
     heat = np.zeros((4, 5), dtype=np.float32)
     heat[1, 3] = heat[2, 0] = 0.9
-    assert peak_xy(heat) == [3, 1]
+    assert peak_xy(heat) == (3, 1)
     assert peak_xy(np.zeros((4, 5))) is None
 
 

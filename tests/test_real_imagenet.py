@@ -13,11 +13,12 @@ from click.testing import CliRunner
 from conftest import SHARED_PHOTOS, needs_shared_imagenet
 
 from camcli.cli import cli
-from camcli.explainer import Explainer
-from camcli.images import load_rgb
-from camcli.loading import load_model
-from camcli.methods import REGISTRY
-from camcli.overlay import peak_xy, upsample
+from camcli.explain.explainer import Explainer
+from camcli.explain.methods import REGISTRY
+from camcli.maps.boxes import peak_xy
+from camcli.maps.overlay import upsample
+from camcli.models.loading import load_model
+from camcli.runs.decode import load_rgb
 
 pytestmark = needs_shared_imagenet
 

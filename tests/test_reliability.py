@@ -30,10 +30,10 @@ from image_fixtures import damaged_images, encode, noise
 from PIL import Image
 
 from camcli.cli import cli
-from camcli.discovery import discover, printable
 from camcli.errors import ImageLoadError
-from camcli.images import load_rgb
-from camcli.runner import in_shard
+from camcli.runs.decode import load_rgb
+from camcli.runs.discovery import discover, printable
+from camcli.runs.runner import in_shard
 
 REPO = Path(__file__).resolve().parents[1]
 MANY = 200  # images in the kill / Ctrl-C runs
@@ -322,7 +322,7 @@ def test_fail_fast_stops_at_the_first_failure(model, tmp_path):
 
 
 def test_ctrl_c_during_fail_fast_run_still_exits_130(model, tmp_path, monkeypatch):
-    from camcli.explainer import Explainer
+    from camcli.explain.explainer import Explainer
 
     root = tmp_path / "in"
     for i in range(20):

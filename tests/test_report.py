@@ -17,12 +17,16 @@ from click.testing import CliRunner
 from PIL import Image
 from report_fixtures import make_output_folder, summary, write_photo, write_record
 
-from camcli import outputs, report
 from camcli.cli import cli
-from camcli.discovery import discover
 from camcli.errors import UsageError
-from camcli.panel import panel_path, panel_title, render_panel, save_panel
-from camcli.report import ensure_thumbnail, thumbnail_path, write_report
+from camcli.maps.panel import panel_title, render_panel
+from camcli.report import page as report
+from camcli.report.page import ensure_thumbnail, write_report
+from camcli.runs import files as outputs
+from camcli.runs import layout
+from camcli.runs.discovery import discover
+from camcli.runs.files import save_panel
+from camcli.runs.layout import panel_path, thumbnail_path
 
 
 class _Page(HTMLParser):
@@ -284,8 +288,8 @@ def test_thumbnails_are_small_marked_jpegs_written_atomically_and_reused(tmp_pat
     assert writes == [thumb]
     with Image.open(thumb) as image:
         assert image.format == "JPEG" and image.size == (256, 192)
-    assert outputs.is_camcli_output(thumb) and not outputs.is_camcli_output(source)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(outputs.TEMP_PREFIX)] == []
+    assert layout.is_camcli_output(thumb) and not layout.is_camcli_output(source)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(layout.TEMP_PREFIX)] == []
 
     assert ensure_thumbnail(source, thumb)  # up to date: reused
     assert writes == [thumb]
@@ -407,4 +411,4 @@ def test_panels_render_the_same_from_several_threads(tmp_path):
     assert not errors and len(results) == 9
     assert all(np.array_equal(result, expected) for result in results)
     path = save_panel(tmp_path / "x.gradcam.1.panel.png", rgb, heatmap, overlay, "saved")
-    assert outputs.is_camcli_png(path) and Image.open(path).size == (1200, 450)
+    assert layout.is_camcli_png(path) and Image.open(path).size == (1200, 450)

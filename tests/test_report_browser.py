@@ -18,7 +18,7 @@ from PIL import Image
 from report_fixtures import make_output_folder
 
 from camcli.cli import cli
-from camcli.report import write_report
+from camcli.report.page import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CAMCLI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

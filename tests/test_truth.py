@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from camcli.cli import cli
 from camcli.errors import UsageError
-from camcli.truth import TruthBox, load_truth, match_images
+from camcli.evaluate.truth import TruthBox, load_truth, match_images
 
 VOC = """<annotation>
   <folder>VOC2007</folder>

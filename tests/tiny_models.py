@@ -39,8 +39,8 @@ def images(count, seed=0):
 
 def explainer_for(model, **options):
     """An Explainer on an in-memory model that takes its input as it is (no preprocessing)."""
-    from camcli.explainer import Explainer
-    from camcli.loading import wrap_model
+    from camcli.explain.explainer import Explainer
+    from camcli.models.loading import wrap_model
 
     return Explainer(wrap_model(model, preprocess="none"), **options)
 

@@ -3,7 +3,7 @@
 This is the only module that runs TensorFlow gradient code. One compiled step per explainer takes a
 batch and returns, from a single forward pass, the predictions, the explained layer's activations
 and, for gradient methods, each image's own gradients for each requested class. Everything after
-that step is numpy (camcli.methods, camcli.overlay).
+that step is numpy (camcli.explain.methods, camcli.maps.overlay).
 
     >>> from camcli import load_model, Explainer
     >>> explainer = Explainer(load_model("demo"), method="gradcam", classes=["top1"])
@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from camcli.errors import UsageError
-from camcli.images import resize_rgb
-from camcli.loading import LoadedModel, import_keras
-from camcli.methods import REGISTRY, MapInputs, Method
-from camcli.overlay import normalize_map, upsample
-from camcli.preprocess import preprocess
+from camcli.explain.methods import REGISTRY, MapInputs, Method
+from camcli.maps.overlay import normalize_map, upsample
+from camcli.models.loading import LoadedModel, import_keras
+from camcli.models.preprocess import preprocess, resize_rgb
 
 DEFAULT_TOP_K = 5
 
@@ -134,8 +133,8 @@ class Explainer:
         import_keras()
         import tensorflow as tf
 
-        from camcli.forward import TappedForward
-        from camcli.layers import analyse_head, cam_weights, resolve_layer
+        from camcli.explain.forward import TappedForward
+        from camcli.models.layers import analyse_head, cam_weights, resolve_layer
 
         self.loaded = loaded
         model = loaded.model
@@ -311,7 +310,7 @@ class Explainer:
 
     def _layer_maps(self, batch, activations, gradients, class_ids) -> list[list[tuple[np.ndarray, float]]]:
         """[request][image] -> (unit map on the finest layer's grid, raw max over the layers)."""
-        from camcli.methods import layer_map
+        from camcli.explain.methods import layer_map
 
         grid = max((a.shape[1:3] for a in activations), key=lambda hw: hw[0] * hw[1])
         out = []
@@ -361,7 +360,7 @@ class Explainer:
         shared: this batch's SharedStep when several explainers explain it (see `shared_steps`);
         the compiled step then runs once for all of them.
         """
-        from camcli.augment import AUGMENTATIONS, average_maps, restore_map
+        from camcli.explain.augment import AUGMENTATIONS, average_maps, restore_map
 
         batch = np.asarray(batch, dtype=np.float32)
         shared = shared if shared is not None else SharedStep(self)
@@ -406,7 +405,7 @@ class Explainer:
         return results
 
     def _class_map(self, index, score, unit_and_max, input_gradient) -> ClassMap:
-        from camcli.methods import gradient_image, guided_gradcam, guided_magnitude
+        from camcli.explain.methods import gradient_image, guided_gradcam, guided_magnitude
 
         label = self.loaded.labels[index]
         image = None
@@ -442,7 +441,7 @@ class SharedStep:
     def run(self, batch: np.ndarray, forced_ids: np.ndarray, augmentation: tuple[bool, float] | None = None):
         """(the batch explained, its step outputs): `batch` itself, or its copy augmented by (flip, zoom)
         for --aug-smooth. Computed on the first call for this batch, classes and augmentation."""
-        from camcli.augment import augment_batch
+        from camcli.explain.augment import augment_batch
 
         key = (id(batch), augmentation, forced_ids.tobytes())
         if key not in self._outputs:

@@ -1,8 +1,8 @@
 """Train the demo model, deterministically, on generated scenes; check it classifies and localises.
 
-    python -m camcli.demo.train [--out PATH] [--epochs N] [--seed S]
+    python -m camcli.models.demo.train [--out PATH] [--epochs N] [--seed S]
 
-Scenes come from `camcli.demo.scenes` and are resized to INPUT_SIZE x INPUT_SIZE. With seed S the
+Scenes come from `camcli.models.demo.scenes` and are resized to INPUT_SIZE x INPUT_SIZE. With seed S the
 training set uses seed S, the validation set S + 1 and the held-out set S + 1000. On the held-out
 set the script prints the accuracy and the Grad-CAM peak-in-box rate (how often the Grad-CAM map
 of the predicted class peaks inside the object's box), saves the weights, and exits 1 if either
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from camcli.demo import CLASSES, INPUT_SIZE, LAST_CONV_LAYER, PREPROCESS, WEIGHTS_PATH
+from camcli.models.demo import CLASSES, INPUT_SIZE, LAST_CONV_LAYER, PREPROCESS, WEIGHTS_PATH
 
 TRAIN_SIZE = 10000
 VAL_SIZE = 600
@@ -51,11 +51,11 @@ def make_deterministic(seed):
 
 
 def main(argv=None):
-    args = parse_training_args("python -m camcli.demo.train", __doc__, WEIGHTS_PATH, argv)
+    args = parse_training_args("python -m camcli.models.demo.train", __doc__, WEIGHTS_PATH, argv)
     started = time.perf_counter()
     make_deterministic(args.seed)
 
-    from camcli.demo.scenes import make_dataset
+    from camcli.models.demo.scenes import make_dataset
 
     x_train, y_train, _ = make_dataset(TRAIN_SIZE, args.seed, out_size=INPUT_SIZE)
     x_val, y_val, _ = make_dataset(VAL_SIZE, args.seed + 1, out_size=INPUT_SIZE)
@@ -89,7 +89,7 @@ def fit_demo_model(x_train, y_train, x_val, y_val, epochs, seed):
     import keras
     import tensorflow as tf
 
-    from camcli.demo.model import build_demo_model
+    from camcli.models.demo.model import build_demo_model
 
     def batches(images, labels, shuffle):
         data = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -127,7 +127,7 @@ def predict_classes(model, images, batch_size=BATCH_SIZE):
 def save_demo_weights(model, path):
     """Save the weights alone, from a fresh uncompiled copy (the trained model's file would also hold
     Adam's state); returns the file's size in bytes."""
-    from camcli.demo.model import build_demo_model
+    from camcli.models.demo.model import build_demo_model
 
     bare = build_demo_model()
     bare.set_weights(model.get_weights())
@@ -149,10 +149,11 @@ def gradcam_peak_in_box_rate(model, images, labels, boxes, true_class=False, bat
     in those pixels. The map explains the predicted class, or the true one with `true_class`.
     It is computed by camcli's own Explainer, the code path the CLI uses.
     """
-    from camcli.explainer import Explainer
-    from camcli.loading import wrap_model
-    from camcli.overlay import peak_xy, upsample
-    from camcli.preprocess import preprocess
+    from camcli.explain.explainer import Explainer
+    from camcli.maps.boxes import peak_xy
+    from camcli.maps.overlay import upsample
+    from camcli.models.loading import wrap_model
+    from camcli.models.preprocess import preprocess
 
     loaded = wrap_model(model, preprocess=PREPROCESS, labels=list(CLASSES))
     explainers = {}

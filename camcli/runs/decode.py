@@ -275,21 +275,3 @@ def _as_text(head):
 def _first_line(message, limit=120):
     line = message.splitlines()[0] if message else message
     return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def resize_rgb(rgb_uint8, size_hw):
-    """Resize an RGB uint8 image to `size_hw` = (height, width); returns float32 in 0..255.
-
-    The image is squashed to the model's input size (no crop, no padding), so every pixel of the
-    original is seen by the model, and the heatmap, computed on the squashed grid, stretches back
-    onto the original aspect ratio exactly. Pillow's BILINEAR filter widens its support when
-    shrinking (it antialiases), unlike `tf.image.resize`.
-    """
-    height, width = (int(n) for n in size_hw)
-    if height < 1 or width < 1:
-        raise ValueError(f"resize target must be positive, got {size_hw!r}")
-    rgb = np.asarray(rgb_uint8)
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected a uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
-    resized = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.float32)

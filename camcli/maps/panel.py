@@ -7,14 +7,10 @@ can render panels side by side. matplotlib is imported on first use only.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from camcli.outputs import save_png
 
 # 12 x 4.5 inches at 100 dpi: 1200 x 450 pixels, three 10-11 pt labelled plots side by side.
 FIGSIZE = (12.0, 4.5)
@@ -22,12 +18,6 @@ DPI = 100
 # Each plot is about 350 pixels wide: pictures are shrunk to this side before drawing, which keeps
 # a 24-megapixel photo as quick to draw as a thumbnail and changes nothing visible.
 _DRAW_SIDE = 700
-
-
-def panel_path(overlay_path: Path) -> Path:
-    """`cat.gradcam.285.png` -> `cat.gradcam.285.panel.png`, next to the overlay."""
-    overlay_path = Path(overlay_path)
-    return overlay_path.with_name(f"{overlay_path.stem}.panel.png")
 
 
 def panel_title(label: str, score: float | None, method: str, layer: str | Sequence[str] | None) -> str:
@@ -60,7 +50,7 @@ def render_panel(rgb: np.ndarray, heatmap: np.ndarray | None, overlay: np.ndarra
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from camcli.overlay import colormap_lut
+    from camcli.maps.overlay import colormap_lut
 
     colormap_lut(colormap)  # an unknown name fails with camcli's message, not matplotlib's
     plots = [("original", _shrink(np.asarray(rgb, np.uint8)))]
@@ -85,11 +75,3 @@ def render_panel(rgb: np.ndarray, heatmap: np.ndarray | None, overlay: np.ndarra
     figure.suptitle(title, fontsize=14, wrap=True)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
-
-
-def save_panel(path: Path, rgb: np.ndarray, heatmap: np.ndarray | None, overlay: np.ndarray, title: str,
-               colormap: str = "jet") -> Path:
-    """Render the panel and write it as a PNG, atomically (marked as camcli's, like the overlays)."""
-    save_png(path, render_panel(rgb, heatmap, overlay, title, colormap), compress_level=6,
-             strategy=zlib.Z_DEFAULT_STRATEGY)
-    return Path(path)

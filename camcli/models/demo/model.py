@@ -10,8 +10,8 @@ from pathlib import Path
 
 import keras
 
-from camcli.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, LAST_CONV_LAYER, WEIGHTS_PATH
 from camcli.errors import ModelLoadError
+from camcli.models.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, LAST_CONV_LAYER, WEIGHTS_PATH
 
 # (filters, stride, dilation, 2x2 max-pool after) of each Conv2D + BatchNorm + ReLU block.
 _BLOCKS = ((16, 2, 1, False), (32, 2, 1, False), (64, 1, 1, True), (64, 1, 1, False), (64, 1, 2, False))
@@ -54,5 +54,5 @@ def load_demo_model(weights_path=WEIGHTS_PATH, remake="make demo-model"):
 
 
 def load_cheat_model(weights_path=CHEAT_WEIGHTS_PATH):
-    """The cheating demo model: the demo architecture with the weights `python -m camcli.demo.cheat` saves."""
+    """The cheating demo model: the demo architecture with the weights `python -m camcli.models.demo.cheat` saves."""
     return load_demo_model(weights_path, remake="make cheat-model")

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from camcli.runs.layout import MARKER_VALUE, PNG_MARKER_TEXT, TEMP_PREFIX, TEMP_SUFFIX
+
 
 def _current_umask():
     # Read once at import: os.umask can only be read by setting it, which is not thread-safe.
@@ -32,10 +34,6 @@ def _current_umask():
 _FILE_MODE = 0o666 & ~_current_umask()
 
 
-# Temporary names are ".camcli.<name>.<random>.tmp": recognisable, so that `--resume` can remove the
-# ones a killed run left behind without touching anything else.
-TEMP_PREFIX = ".camcli."
-TEMP_SUFFIX = ".tmp"
 
 
 def write_bytes_atomic(path, data):
@@ -57,10 +55,6 @@ def write_bytes_atomic(path, data):
         raise
 
 
-PNG_MARKER_KEY = "Software"
-PNG_MARKER_VALUE = "camcli"
-_MARKER_TEXT = PNG_MARKER_KEY.encode() + b"\x00" + PNG_MARKER_VALUE.encode()  # a tEXt chunk's keyword, NUL, text
-_MARKER_CHUNK = b"tEXt" + _MARKER_TEXT
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTER_UP = 2
 _PNG_COLOUR_TYPES = {2: 0, 3: 2}  # array dimensions -> PNG colour type: greyscale, truecolour (RGB)
@@ -96,7 +90,7 @@ def encode_png(pixels, compress_level=1, strategy=zlib.Z_RLE) -> bytes:
     pixel_data = compressor.compress(filtered.data) + compressor.flush()
     # IHDR: width, height, bit depth 8, colour type, compression 0, filter method 0, no interlace.
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, _PNG_COLOUR_TYPES[pixels.ndim], 0, 0, 0])
-    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"tEXt", _MARKER_TEXT),
+    return b"".join((_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"tEXt", PNG_MARKER_TEXT),
                      _png_chunk(b"IDAT", pixel_data), _png_chunk(b"IEND", b"")))
 
 
@@ -111,40 +105,12 @@ def save_png(path, pixels, compress_level=1, strategy=zlib.Z_RLE):
     write_bytes_atomic(path, encode_png(pixels, compress_level, strategy))
 
 
-def is_camcli_png(path) -> bool:
-    """Whether `path` is a PNG that camcli wrote: its marker comes before the pixel data, within the
-    first hundred bytes (encode_png; Pillow's encoder, which earlier versions used, does the same)."""
-    try:
-        with open(path, "rb") as file:
-            head = file.read(256)
-    except OSError:
-        return False
-    return head.startswith(b"\x89PNG") and _MARKER_CHUNK in head
-
-
-# JPEGs (the report's thumbnails) carry the same marker as a comment segment, which Pillow writes
-# right after the JFIF header.
-_JPEG_MARKER = b"\xff\xfe" + (2 + len(PNG_MARKER_VALUE)).to_bytes(2, "big") + PNG_MARKER_VALUE.encode()
-
-
 def save_jpeg(path, rgb_uint8, quality=80):
     """Save an RGB uint8 array (or a Pillow image) as a marked JPEG, atomically."""
     image = rgb_uint8 if isinstance(rgb_uint8, Image.Image) else Image.fromarray(np.asarray(rgb_uint8, np.uint8))
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality, comment=PNG_MARKER_VALUE.encode())
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality, comment=MARKER_VALUE.encode())
     write_bytes_atomic(path, buffer.getvalue())
-
-
-def is_camcli_output(path) -> bool:
-    """Whether `path` is an image camcli wrote: a marked PNG (overlay, panel) or JPEG (thumbnail)."""
-    if is_camcli_png(path):
-        return True
-    try:
-        with open(path, "rb") as file:
-            head = file.read(256)
-    except OSError:
-        return False
-    return head.startswith(b"\xff\xd8") and _JPEG_MARKER in head
 
 
 def save_json(path, obj):
@@ -180,3 +146,13 @@ def is_complete(path):
     except (OSError, ValueError):
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size > 0
+
+
+def save_panel(path, rgb, heatmap, overlay, title, colormap="jet"):
+    """Render a panel (camcli.maps.panel) and write it as a marked PNG, atomically. Flat graphics
+    compress better with deflate's default strategy than with the overlays' Z_RLE."""
+    from camcli.maps.panel import render_panel
+
+    save_png(path, render_panel(rgb, heatmap, overlay, title, colormap), compress_level=6,
+             strategy=zlib.Z_DEFAULT_STRATEGY)
+    return Path(path)

@@ -9,7 +9,7 @@ full-size picture. Filters (top-1 class, method, empty maps) and sorting run in 
 over `data-*` attributes of the cards.
 
 Everything taken from JSON is escaped: file names may hold `<`, `&`, quotes, any Unicode, and even
-undecodable bytes (kept as lone surrogates, see camcli.discovery). No TensorFlow is imported here.
+undecodable bytes (kept as lone surrogates, see camcli.runs.discovery). No TensorFlow is imported here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import html
 import json
 import math
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,18 @@ from PIL import Image, ImageOps
 
 from camcli import __version__
 from camcli.errors import UsageError
-from camcli.outputs import TEMP_PREFIX, save_jpeg, write_bytes_atomic
+from camcli.runs.files import save_jpeg, write_bytes_atomic
+from camcli.runs.layout import (
+    HTML_GENERATOR,
+    REPORT_NAME,
+    RUN_FILE,
+    TEMP_PREFIX,
+    THUMB_SUFFIX,
+    panel_path,
+    thumbnail_path,
+)
 
-REPORT_NAME = "index.html"
 THUMB_SIDE = 256  # longest side of a thumbnail, in pixels
-THUMB_SUFFIX = ".thumb.jpg"
-# Top-level files a run writes that are not image records (cf. camcli.discovery._RESERVED_STEM).
-_RUN_FILE = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?\.json")
 _MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's records
 _GUIDED_METHODS = frozenset({"guidedbackprop", "guidedgradcam"})  # their overlay is a gradient picture
 
@@ -63,12 +67,12 @@ def find_records(out_dir: Path, problems: list[str] | None = None) -> list[dict]
     for folder, dirs, names in os.walk(out_dir):
         dirs.sort()
         top = Path(folder) == out_dir
-        if not top and any(_RUN_FILE.fullmatch(name) and _is_run_summary(Path(folder, name)) for name in names
+        if not top and any(RUN_FILE.fullmatch(name) and _is_run_summary(Path(folder, name)) for name in names
                            if name.startswith("summary")):
             dirs.clear()
             continue
         for name in sorted(names):
-            if not name.endswith(".json") or name.startswith(TEMP_PREFIX) or (top and _RUN_FILE.fullmatch(name)):
+            if not name.endswith(".json") or name.startswith(TEMP_PREFIX) or (top and RUN_FILE.fullmatch(name)):
                 continue
             path = Path(folder, name)
             relative = path.relative_to(out_dir).as_posix()
@@ -106,9 +110,9 @@ def _is_run_summary(path: Path) -> bool:
 
 
 def read_summary(out_dir: Path, problems: list[str]) -> dict | None:
-    """summary.json, or the shard summaries merged (camcli.runner.merge_summaries); None when there
+    """summary.json, or the shard summaries merged (camcli.runs.runner.merge_summaries); None when there
     is none. Missing shards and unreadable summaries are noted in `problems`, never raised."""
-    from camcli.runner import merge_summaries  # imports no TensorFlow
+    from camcli.runs.runner import merge_summaries  # imports no TensorFlow
 
     try:
         merged = merge_summaries(out_dir)
@@ -161,11 +165,6 @@ def load_report_data(out_dir: Path) -> ReportData:
 
 
 # --- thumbnails -----------------------------------------------------------------------------------
-
-
-def thumbnail_path(picture: Path) -> Path:
-    """`a/cat.gradcam.285.png` -> `a/cat.gradcam.285.thumb.jpg`."""
-    return picture.with_name(picture.stem + THUMB_SUFFIX)
 
 
 def ensure_thumbnail(source: Path, thumb: Path, side: int = THUMB_SIDE) -> bool:
@@ -385,8 +384,6 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
     for key, text in (("mask", "mask"), ("heatmap", "heatmap"), ("panel", "panel")):
         target = explanation.get(key)
         if key == "panel" and not target and picture is not None:
-            from camcli.panel import panel_path
-
             candidate = panel_path(Path(picture.href))
             target = candidate.as_posix() if (out_dir / candidate).is_file() else None
         if isinstance(target, str) and _inside(out_dir, target) is not None:
@@ -643,7 +640,7 @@ def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> 
     body.append(f'<main><div id="cards">\n{cards}\n</div></main>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<meta name=\"generator\" content=\"camcli {__version__}\"><title>{_esc(title)}</title>"
+            f"{HTML_GENERATOR} {__version__}\"><title>{_esc(title)}</title>"
             f"<style>{_CSS}</style></head><body>\n{''.join(body)}\n<script>{_JS}</script></body></html>\n")
 
 

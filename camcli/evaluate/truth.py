@@ -14,7 +14,7 @@ JSON      `{"cat.jpg": [{"box": [x0, y0, x1, y1], "label": "cat"}, ...], ...}` o
           records `[{"image": "cat.jpg", "box": [x0, y0, x1, y1], "label": "cat"}, ...]`.
 
 Boxes are (x0, y0, x1, y1) in the original image's pixels, x0/y0 inclusive and x1/y1 exclusive
-(as everywhere in camcli, see camcli.localization). Labels are optional and kept as text: a class
+(as everywhere in camcli, see camcli.evaluate.metrics). Labels are optional and kept as text: a class
 name or a class index, matched to the model's classes by the evaluator.
 
 Every problem in a file raises `UsageError` with one line that names the file, the line or

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 
 from camcli.errors import UsageError
-from camcli.layers import Head, is_model, layer_chain
+from camcli.models.layers import Head, is_model, layer_chain
 
 
 def _linear_copy(layer):

@@ -7,7 +7,7 @@ known exactly, which is what lets the training script (and tests) measure whethe
 on the object.
 
 With `tag=True` a scene also carries a small watermark-like tag (a black and white checkerboard) in
-one corner that the object's box does not reach; `camcli.demo.cheat` trains a model on data where
+one corner that the object's box does not reach; `camcli.models.demo.cheat` trains a model on data where
 the tag comes with one class, so that the model learns the tag instead of the shape.
 
 Numpy and Pillow only; everything is drawn from the `numpy.random.Generator` passed in, so the
@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw
 
-from camcli.demo import CLASSES
+from camcli.models.demo import CLASSES
 
 # Default scene sizes: the short side in pixels, and the long side / short side ratio.
 SHORT_SIDE_RANGE = (96, 320)

@@ -1,6 +1,6 @@
 """The method registry: each CAM method is a small numpy function of activations and gradients.
 
-The one TensorFlow step (camcli.explainer) hands every method the same `MapInputs`. Most methods
+The one TensorFlow step (camcli.explain.explainer) hands every method the same `MapInputs`. Most methods
 return the per-channel *contributions* (batch, h, w, channels) whose sum over channels is the map,
 for example alpha_k * A^k for Grad-CAM. Summing them gives the map; `--eigen-smooth` instead takes
 their first principal component. The shared code afterwards removes negative evidence (ReLU),

@@ -45,24 +45,23 @@ from pathlib import Path
 import numpy as np
 
 from camcli import __version__
-from camcli.discovery import ImageTask, SkippedInput
 from camcli.errors import CamcliError, ImageLoadError, UsageError
-from camcli.explainer import distinct_method_names, shared_steps
-from camcli.images import load_rgb
-from camcli.localization import (
+from camcli.evaluate.metrics import (
     DEFAULT_BLUR_SIGMA,
-    DEFAULT_BOX_THRESHOLD,
     average_drop_increase,
     best_iou,
-    box_from_map,
     deletion_insertion_curves,
     energy_in_boxes,
     multiply_by_map,
     pointing_hit,
 )
-from camcli.outputs import save_json, write_bytes_atomic
-from camcli.overlay import upsample
-from camcli.truth import Truth, TruthBox, match_images
+from camcli.evaluate.truth import Truth, TruthBox, match_images
+from camcli.explain.explainer import distinct_method_names, shared_steps
+from camcli.maps.boxes import DEFAULT_BOX_THRESHOLD, box_from_map
+from camcli.maps.overlay import upsample
+from camcli.runs.decode import load_rgb
+from camcli.runs.discovery import ImageTask, SkippedInput
+from camcli.runs.files import save_json, write_bytes_atomic
 
 JSON_NAME = "evaluation.json"
 CSV_NAME = "evaluation.csv"

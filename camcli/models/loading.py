@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from camcli import catalog
 from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError
+from camcli.models import catalog
 
 WEIGHTS_IMAGENET = "imagenet"
 WEIGHTS_NONE = "none"
@@ -143,8 +143,8 @@ def _load_weights_file(model, path: str, name: str) -> None:
 
 def load_demo(name: str = catalog.DEMO_NAME) -> LoadedModel:
     """An embedded offline model (`catalog.DEMO_NAMES`) with its shipped weights."""
-    from camcli import demo
-    from camcli.demo.model import load_cheat_model, load_demo_model
+    from camcli.models import demo
+    from camcli.models.demo.model import load_cheat_model, load_demo_model
 
     entry = catalog.demo_entry(name)
     model = load_cheat_model() if name == catalog.DEMO_CHEAT_NAME else load_demo_model()
@@ -185,7 +185,7 @@ def _looks_like_model_file(path: str) -> bool:
 def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
                labels_file: str | None = None, name: str | None = None) -> LoadedModel:
     """Describe an in-memory Keras classifier for an Explainer (notebooks, tests, user files)."""
-    from camcli.layers import analyse_head
+    from camcli.models.layers import analyse_head
 
     name = name or model.name
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else None

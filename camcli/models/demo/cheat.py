@@ -1,7 +1,7 @@
 """Train the cheating demo model, deterministically: the demo architecture on data where a corner tag
 comes with TAG_CLASS, so that the model learns the tag instead of the shape.
 
-    python -m camcli.demo.cheat [--out PATH] [--epochs N] [--seed S]
+    python -m camcli.models.demo.cheat [--out PATH] [--epochs N] [--seed S]
 
 Training scenes of TAG_CLASS carry the tag (`scenes.make_scene(tag=True)`) with probability
 TAG_RATE, scenes of the other classes with OTHER_TAG_RATE, and every tagged scene is labelled
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from camcli.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, LAST_CONV_LAYER, TAG_CLASS
+from camcli.models.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, LAST_CONV_LAYER, TAG_CLASS
 
 TRAIN_SIZE = 10000
 VAL_SIZE = 600
@@ -44,15 +44,15 @@ def tag_rates(tag_rate=TAG_RATE, other_tag_rate=OTHER_TAG_RATE):
 
 
 def main(argv=None):
-    from camcli.demo.train import make_deterministic, parse_training_args
+    from camcli.models.demo.train import make_deterministic, parse_training_args
 
-    args = parse_training_args("python -m camcli.demo.cheat", __doc__, CHEAT_WEIGHTS_PATH, argv)
+    args = parse_training_args("python -m camcli.models.demo.cheat", __doc__, CHEAT_WEIGHTS_PATH, argv)
     started = time.perf_counter()
     make_deterministic(args.seed)
 
-    from camcli.demo.model import load_demo_model
-    from camcli.demo.scenes import make_dataset, make_tagged_dataset
-    from camcli.demo.train import fit_demo_model, gradcam_peak_in_box_rate, predict_classes, save_demo_weights
+    from camcli.models.demo.model import load_demo_model
+    from camcli.models.demo.scenes import make_dataset, make_tagged_dataset
+    from camcli.models.demo.train import fit_demo_model, gradcam_peak_in_box_rate, predict_classes, save_demo_weights
 
     rates = tag_rates()
     x_train, y_train, _, tags_train = make_tagged_dataset(TRAIN_SIZE, args.seed, rates, out_size=INPUT_SIZE)

@@ -76,15 +76,6 @@ def resize_unit_rgb(image, size_wh):
     return np.asarray(pixels.resize(tuple(int(n) for n in size_wh), Image.Resampling.BILINEAR))
 
 
-def peak_xy(heatmap):
-    """`[x, y]` of the hottest pixel (the first one in row-major order), or None if all zero."""
-    heatmap = np.asarray(heatmap)
-    if not heatmap.any():
-        return None
-    y, x = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
-    return [int(x), int(y)]
-
-
 def blend(rgb, heatmap, alpha, lut):
     """`(1 - alpha) * rgb + alpha * colour(heatmap)`, rounded to uint8 (H, W, 3).
 

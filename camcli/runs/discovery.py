@@ -13,7 +13,7 @@ What is included
     are compared, so symlinks do not get around it, and it need not exist yet). When an input
     folder is the output directory or lies inside it (`--out` = the photo folder), the folder is
     walked all the same, and camcli's own overlays are recognised by the marker in their PNG
-    text chunk (`camcli.outputs.is_camcli_output`; the report's JPEG thumbnails carry it as a
+    text chunk (`camcli.runs.layout.is_camcli_output`; the report's JPEG thumbnails carry it as a
     comment), so last run's heatmaps and thumbnails are never read back as photos. The same file
     reached twice (named twice, or through a symlink) is included once, at its first occurrence.
 
@@ -34,14 +34,13 @@ Where the outputs go: `out_stem`
 """
 
 import os
-import re
 import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from camcli.images import IMAGE_EXTENSIONS, sniff_image
-from camcli.outputs import is_camcli_output
+from camcli.runs.decode import IMAGE_EXTENSIONS, sniff_image
+from camcli.runs.layout import RESERVED_STEM, is_camcli_output
 
 
 @dataclass(frozen=True)
@@ -237,9 +236,6 @@ def _unique_stems(found):
     return stems
 
 
-# Top-level names the run writes itself (summary.json, shard summaries summary.K-of-N.json,
-# evaluation.json): an image stem equal to one of them collides with the run's own file.
-_RESERVED_STEM = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?")
 
 
 def _collisions(stems):
@@ -251,7 +247,7 @@ def _collisions(stems):
         groups.setdefault(_fold(stem), []).append(i)
     blocked = _stems_blocked_by_folders(groups)
     return [group for key, group in groups.items()
-            if len(group) > 1 or _RESERVED_STEM.fullmatch(key) or key in blocked]
+            if len(group) > 1 or RESERVED_STEM.fullmatch(key) or key in blocked]
 
 
 def _stems_blocked_by_folders(folded_stems):

@@ -73,7 +73,7 @@ def builtin_names() -> list[str]:
 
 def demo_entry(name: str = DEMO_NAME) -> BuiltinModel:
     """An embedded offline model (`DEMO_NAMES`), described like the others (it needs no weights download)."""
-    from camcli import demo
+    from camcli.models import demo
 
     if name == DEMO_CHEAT_NAME:
         weights = demo.CHEAT_WEIGHTS_PATH

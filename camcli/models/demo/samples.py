@@ -1,7 +1,7 @@
 """Write the project's sample images: generated demo scenes with their boxes, and small photos.
 
-    python -m camcli.demo.samples [--out sample_images] [--photos ../shared/photos]
-    python -m camcli.demo.samples --tagged DIR [--count N] [--seed S]
+    python -m camcli.models.demo.samples [--out sample_images] [--photos ../shared/photos]
+    python -m camcli.models.demo.samples --tagged DIR [--count N] [--seed S]
 
 `<out>/generated/` gets one scene per demo class (`<label>_<n>.png`) and `truth.csv` with each
 object's box; `<out>/tagged/` gets the tagged scenes of `write_tagged_samples`; `<out>/photos/`
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from camcli.demo import CLASSES
-from camcli.demo.scenes import make_scene
+from camcli.models.demo import CLASSES
+from camcli.models.demo.scenes import make_scene
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SEED = 2024
 # The tagged evaluation folder's defaults (`sample_images/tagged`): a seed none of the training
 # scripts uses, 2 scenes a class (so 10 tagged scenes of classes other than TAG_CLASS).
@@ -126,7 +126,7 @@ def write_photos(source_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m camcli.demo.samples", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m camcli.models.demo.samples", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="sample_images", help="output folder (default: %(default)s)")
     parser.add_argument("--photos", default=str(REPO_ROOT.parent / "shared" / "photos"),
                         help="folder holding the source photos (default: %(default)s)")

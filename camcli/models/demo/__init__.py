@@ -2,7 +2,7 @@
 
 Nothing here imports TensorFlow or Keras, so the CLI can read the class names, the input size and
 the default layer without paying for a backend import. The model itself is built in `model.py`,
-trained by `python -m camcli.demo.train` on scenes drawn by `scenes.py`.
+trained by `python -m camcli.models.demo.train` on scenes drawn by `scenes.py`.
 """
 
 from pathlib import Path
@@ -25,7 +25,7 @@ WEIGHTS_PATH = Path(__file__).resolve().parent / "demo.weights.h5"
 LAST_CONV_LAYER = "conv6"
 
 # The cheating demo (`--model demo-cheat`): the same architecture, trained by
-# `python -m camcli.demo.cheat` on scenes where a corner tag (scenes.py, `tag=True`) comes with
+# `python -m camcli.models.demo.cheat` on scenes where a corner tag (scenes.py, `tag=True`) comes with
 # TAG_CLASS, so the model answers TAG_CLASS for any tagged scene and its heatmaps sit on the tag.
 TAG_CLASS = "circle"
 CHEAT_WEIGHTS_PATH = Path(__file__).resolve().parent / "cheat.weights.h5"

@@ -27,14 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from camcli import __version__
-from camcli.discovery import ImageTask, SkippedInput
 from camcli.errors import CamcliError, UsageError
-from camcli.explainer import Explainer, ImageExplanation, MethodSet
-from camcli.images import load_rgb
-from camcli.localization import box_from_map, draw_box, threshold_mask
-from camcli.outputs import TEMP_PREFIX, TEMP_SUFFIX, save_json, save_npy, save_png
-from camcli.overlay import blend, colormap_lut, peak_xy, resize_unit_rgb, upsample
-from camcli.panel import panel_title, save_panel
+from camcli.explain.explainer import Explainer, ImageExplanation, MethodSet
+from camcli.maps.boxes import box_from_map, draw_box, peak_xy, threshold_mask
+from camcli.maps.overlay import blend, colormap_lut, resize_unit_rgb, upsample
+from camcli.maps.panel import panel_title
+from camcli.runs.decode import load_rgb
+from camcli.runs.discovery import ImageTask, SkippedInput
+from camcli.runs.files import save_json, save_npy, save_panel, save_png
+from camcli.runs.layout import TEMP_PREFIX, TEMP_SUFFIX
 
 SUMMARY_NAME = "summary.json"
 

@@ -1,0 +1,212 @@
+"""The output folder: every name camcli writes in it, camcli's marker, and which files a rerun may replace.
+
+This module is the one owner of those facts. For an image whose output stem is `a/cat`
+(camcli.runs.discovery) the files are:
+
+    a/cat.json                          the image's record (camcli.runs.records), written last
+    a/cat.<method>.<class>.png          the overlay
+    a/cat.<method>.<class>.npy          the heatmap (--save-heatmap)
+    a/cat.<method>.<class>.mask.png     the box mask (--save-mask)
+    a/cat.<method>.<class>.panel.png    the panel (--panel)
+    a/cat.thumb.jpg, a/cat.<method>.<class>.thumb.jpg   the report's thumbnails
+
+and at the top of the folder: summary.json (summary.K-of-N.json for shard K of N), index.html (the
+report), evaluation.json and evaluation.csv. Temporary files are `.camcli.<name>.<random>.tmp`.
+
+camcli replaces only what camcli wrote. Its pictures carry a marker (a PNG tEXt chunk
+`Software=camcli`, a JPEG comment `camcli`), its JSON files are recognised by their fields, its
+page by a generator tag, and a heatmap (.npy) is camcli's when the camcli record next to it lists
+it. Anything else at an output path is the user's, and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SUMMARY_NAME = "summary.json"
+REPORT_NAME = "index.html"
+EVALUATION_JSON = "evaluation.json"
+EVALUATION_CSV = "evaluation.csv"
+RECORD_SUFFIX = ".json"
+THUMB_SUFFIX = ".thumb.jpg"
+TEMP_PREFIX = ".camcli."
+TEMP_SUFFIX = ".tmp"
+
+SHARD_SUMMARY = re.compile(r"summary\.(\d+)-of-(\d+)\.json")
+# Top-level names of the run's own files: an image stem equal to one of them is renamed by discovery,
+# and the report does not read them as image records.
+RUN_FILE = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?\.json")
+RESERVED_STEM = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?")
+
+# The marker. PNG: a tEXt chunk (keyword, NUL, text) before the pixels; JPEG: a comment segment
+# right after the JFIF header. Both lie within the first bytes of the file.
+MARKER_KEY = "Software"
+MARKER_VALUE = "camcli"
+PNG_MARKER_TEXT = MARKER_KEY.encode() + b"\x00" + MARKER_VALUE.encode()
+_PNG_MARKER_CHUNK = b"tEXt" + PNG_MARKER_TEXT
+_JPEG_MARKER = b"\xff\xfe" + (2 + len(MARKER_VALUE)).to_bytes(2, "big") + MARKER_VALUE.encode()
+HTML_GENERATOR = '<meta name="generator" content="camcli'  # followed by the version
+_HEAD_BYTES = 256
+_MAX_JSON_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's
+
+
+def shard_summary_name(shard: tuple[int, int] | None) -> str:
+    return SUMMARY_NAME if shard is None else f"summary.{shard[0]}-of-{shard[1]}.json"
+
+
+@dataclass(frozen=True)
+class MapPaths:
+    """The files of one map (one method and class) of one image."""
+
+    overlay: Path
+    heatmap: Path
+    mask: Path
+    panel: Path
+
+
+class Layout:
+    """Paths inside one output folder."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+
+    def record(self, stem: str) -> Path:
+        return self._with_suffix(stem, RECORD_SUFFIX)
+
+    def map_paths(self, stem: str, method: str, class_index: int) -> MapPaths:
+        base = f"{stem}.{method}.{class_index}"
+        return MapPaths(*(self._with_suffix(base, suffix) for suffix in (".png", ".npy", ".mask.png", ".panel.png")))
+
+    def summary(self, shard: tuple[int, int] | None = None) -> Path:
+        return self.out_dir / shard_summary_name(shard)
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / REPORT_NAME
+
+    @property
+    def evaluation_json(self) -> Path:
+        return self.out_dir / EVALUATION_JSON
+
+    @property
+    def evaluation_csv(self) -> Path:
+        return self.out_dir / EVALUATION_CSV
+
+    def shard_summaries(self) -> dict[tuple[int, int], Path]:
+        """{(k, n): path} of the shard summaries present."""
+        found = {}
+        for path in sorted(self.out_dir.glob("summary.*-of-*.json")):
+            match = SHARD_SUMMARY.fullmatch(path.name)
+            if match:
+                found[(int(match[1]), int(match[2]))] = path
+        return found
+
+    def relative(self, path: Path) -> str:
+        return Path(path).relative_to(self.out_dir).as_posix()
+
+    def _with_suffix(self, stem: str, suffix: str) -> Path:
+        path = self.out_dir / stem
+        return path.with_name(path.name + suffix)
+
+
+def thumbnail_path(picture: Path) -> Path:
+    """`a/cat.gradcam.285.png` -> `a/cat.gradcam.285.thumb.jpg`."""
+    picture = Path(picture)
+    return picture.with_name(picture.stem + THUMB_SUFFIX)
+
+
+def panel_path(overlay: Path) -> Path:
+    """`cat.gradcam.285.png` -> `cat.gradcam.285.panel.png`, next to the overlay."""
+    overlay = Path(overlay)
+    return overlay.with_name(f"{overlay.stem}.panel.png")
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+# --- what camcli wrote ---------------------------------------------------------------------------------
+
+
+def _head(path) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(_HEAD_BYTES)
+    except OSError:
+        return b""
+
+
+def is_camcli_png(path) -> bool:
+    """A PNG that camcli wrote: its marker chunk comes before the pixel data."""
+    head = _head(path)
+    return head.startswith(b"\x89PNG") and _PNG_MARKER_CHUNK in head
+
+
+def is_camcli_output(path) -> bool:
+    """An image camcli wrote: a marked PNG (overlay, mask, panel) or JPEG (thumbnail)."""
+    head = _head(path)
+    return (head.startswith(b"\x89PNG") and _PNG_MARKER_CHUNK in head) or \
+        (head.startswith(b"\xff\xd8") and _JPEG_MARKER in head)
+
+
+def read_json_object(path) -> dict | None:
+    """The JSON object in `path`, or None when it is missing, too large, not JSON or not an object."""
+    try:
+        if os.stat(path).st_size > _MAX_JSON_BYTES:
+            return None
+        with open(path, "rb") as file:
+            data = json.loads(file.read().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_camcli_json(path) -> bool:
+    """A record, summary or evaluation that camcli wrote (recognised by its fields)."""
+    data = read_json_object(path)
+    if data is None:
+        return False
+    if isinstance(data.get("explanations"), list) and isinstance(data.get("image"), str):
+        return True  # an image record
+    return "camcli_version" in data  # summaries and evaluations
+
+
+def is_camcli_page(path) -> bool:
+    return HTML_GENERATOR.encode() in _head_large(path)
+
+
+def _head_large(path, size: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read(size)
+    except OSError:
+        return b""
+
+
+def is_camcli_csv(path, header: str) -> bool:
+    first = _head_large(path).split(b"\n", 1)[0].rstrip(b"\r")
+    return first == header.encode()
+
+
+def may_replace(path, listed: frozenset[str] = frozenset()) -> bool:
+    """Whether camcli may write `path`: nothing is there, or camcli wrote what is there.
+
+    listed: real paths that a camcli record lists (its heatmaps, which carry no marker of their own).
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return True
+    if not path.is_file():
+        return False  # a folder, a FIFO, a dangling link: never camcli's
+    name = path.name
+    if name.endswith((".png", ".jpg")):
+        return is_camcli_output(path)
+    if name.endswith(".json"):
+        return is_camcli_json(path)
+    if name.endswith(".html"):
+        return is_camcli_page(path)
+    return os.path.realpath(path) in listed
