@@ -1,16 +1,41 @@
 """camcli: class activation maps (CAM, Grad-CAM and friends) for Keras image classifiers.
 
-Importing this package is cheap: TensorFlow is imported only when a model is loaded.
+The library behind the `camcli` command. Importing this package is cheap: TensorFlow is imported
+only when a model is loaded.
+
+    >>> import camcli
+    >>> summary = camcli.explain_paths(["photos/"], model="demo", out="results")
+    >>> explainer = camcli.Explainer(camcli.load_model("demo"), method="gradcam")
+    >>> [result] = explainer.explain([rgb_uint8_image])
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Explainer", "load_model", "wrap_model", "__version__"]
+__all__ = [
+    "Explainer",
+    "MethodSet",
+    "load_model",
+    "wrap_model",
+    "load_rgb",
+    "explain_paths",
+    "evaluate_paths",
+    "write_report",
+    "list_layers",
+    "merge_summaries",
+    "__version__",
+]
 
 _LAZY = {
     "Explainer": "camcli.explain.explainer",
+    "MethodSet": "camcli.explain.explainer",
     "load_model": "camcli.models.loading",
     "wrap_model": "camcli.models.loading",
+    "load_rgb": "camcli.runs.decode",
+    "explain_paths": "camcli.api",
+    "evaluate_paths": "camcli.api",
+    "write_report": "camcli.api",
+    "list_layers": "camcli.api",
+    "merge_summaries": "camcli.api",
 }
 
 

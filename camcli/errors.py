@@ -36,5 +36,49 @@ class ForeignFileError(CamcliError):
 
     def __init__(self, path):
         self.path = path
-        super().__init__(f"{path} exists and was not written by camcli; write to another output folder "
+        super().__init__(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
                          "(camcli never replaces files it did not write)")
+
+
+class MissingSummaryError(UsageError):
+    """An output folder has no run summary (summary.json or summary.K-of-N.json)."""
+
+    def __init__(self, path):
+        self.path = path
+        super().__init__(f"no run summary at {path}: is it an output folder of `camcli explain`?")
+
+
+class CorruptSummaryError(UsageError):
+    """A file where the run summary belongs is not a summary camcli wrote."""
+
+    def __init__(self, path, reason):
+        self.path = path
+        super().__init__(f"{path} is not a camcli run summary: {reason}; remove it, or use another output folder")
+
+
+class OutputUnwritableError(CamcliError):
+    """Writing outputs failed in a way that would repeat for every image (disk full, read-only, quota)."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """A model camcli cannot explain yet (several inputs, outputs that are not (batch, classes))."""
+
+
+# errno values after which every further write would fail the same way: stop at the first.
+REPEATING_WRITE_ERRORS = frozenset({28, 30, 122})  # ENOSPC, EROFS, EDQUOT
+
+
+def one_line(error: BaseException) -> str:
+    """The message of `error` as one line. TensorFlow's errors from inside a tf.function start with
+    "in user code:" and a stack of frames; their last line names the real exception, and is kept."""
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("in user code:"):
+        for line in reversed(lines):
+            head, _, rest = line.partition(":")
+            if head.endswith(("Error", "Exception")) and " " not in head and rest.strip():
+                return rest.strip() if head == type(error).__name__ else line
+        return lines[-1]
+    return lines[0]

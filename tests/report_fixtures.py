@@ -1,5 +1,6 @@
-"""A camcli output folder without TensorFlow: per-image JSON records and overlay PNGs in exactly the
-layout `camcli.runs.runner.write_image_outputs` writes, plus summaries, for the report tests."""
+"""A camcli output folder without TensorFlow: per-image JSON records and overlay PNGs built through
+the modules the runner writes with (camcli.runs.layout for the names, camcli.runs.records for the
+record and summary schema), for the report tests."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import numpy as np
 from PIL import Image
 
 from camcli.maps.overlay import blend, colormap_lut
+from camcli.runs import records
 from camcli.runs.files import save_json, save_png
+from camcli.runs.layout import Layout
+from camcli.runs.runner import RunSummary
 
 LABELS = ["circle", "square", "star", "ring"]
 
@@ -40,8 +44,9 @@ def write_record(out_dir: Path, stem: str, photo: Path | None, top: list[tuple[i
         np.exp(-((xx - width / 3) ** 2 + (yy - height / 3) ** 2) / (2 * (width / 5) ** 2)).astype(np.float32)
     explanations = []
     index, score = top[0]
+    layout = Layout(out_dir)
     for method in methods:
-        overlay = f"{stem}.{method}.{index}.png"
+        overlay = layout.relative(layout.map_paths(stem, method, index).overlay)
         picture = blend(rgb, heatmap, 0.5, colormap_lut("jet"))
         save_png(out_dir / overlay, picture)
         entry = {"method": method, "layer": "conv", "layers": ["conv"], "class_index": index, "label": LABELS[index],
@@ -51,26 +56,23 @@ def write_record(out_dir: Path, stem: str, photo: Path | None, top: list[tuple[i
         if bbox is not None:
             entry["bbox"] = bbox
         explanations.append(entry)
-    record = {
-        "image": display if display is not None else (str(photo) if photo is not None else f"{stem}.png"),
-        "width": width, "height": height, "model": "tiny", "layer": "conv",
-        "predictions": [{"rank": r, "index": i, "label": LABELS[i], "score": s} for r, (i, s) in enumerate(top, 1)],
-        "explanations": explanations,
-    }
+    record = records.image_record(
+        image=display if display is not None else (str(photo) if photo is not None else f"{stem}.png"),
+        width=width, height=height, model="tiny", layer="conv", layers=["conv"],
+        predictions=[{"rank": r, "index": i, "label": LABELS[i], "score": s} for r, (i, s) in enumerate(top, 1)],
+        explanations=explanations, fingerprint="sha256:fixture", pretrained=True,
+    )
     record.update(extra or {})
-    save_json(out_dir / f"{stem}.json", record)
+    save_json(layout.record(stem), record)
     return record
 
 
 def summary(images: int, failures: list[dict], shard=None) -> dict:
-    """A summary record like camcli.runs.runner.summary_record's."""
-    record = {"camcli_version": "0.1.0", "model": "tiny", "layer": "conv", "method": "gradcam", "classes": ["top1"],
-              "pretrained": True, "images": images, "ok": images - len(failures), "failed": len(failures),
-              "failures": failures, "elapsed_seconds": 1.0, "images_per_second": 1.0, "resumed": 0,
-              "interrupted": False}
-    if shard is not None:
-        record["shard"] = {"index": shard[0], "count": shard[1]}
-    return record
+    """A summary record as the runner writes it (RunSummary.as_record)."""
+    run = {"camcli_version": "0.1.0", "model": "tiny", "layer": "conv", "method": "gradcam", "methods": ["gradcam"],
+           "classes": ["top1"], "pretrained": True, "fingerprint": "sha256:fixture"}
+    return RunSummary(images=images, ok=images - len(failures), failures=failures, elapsed_seconds=1.0,
+                      run=run).as_record(shard)
 
 
 def make_output_folder(root: Path) -> tuple[Path, list[dict]]:

@@ -201,7 +201,7 @@ def test_demo_cheat_refuses_weights():
     from camcli.errors import UsageError
     from camcli.models.loading import load_model
 
-    with pytest.raises(UsageError, match="the demo-cheat model ships its own weights; drop --weights"):
+    with pytest.raises(UsageError, match="the demo-cheat model ships its own weights; drop `weights`"):
         load_model("demo-cheat", weights="none")
 
 

@@ -194,7 +194,11 @@ def test_overlay_and_heatmap_have_the_original_size(contract, stem, size):
 def test_image_json_record(contract, models):
     root, out, _ = contract
     record = read_json(out / "a" / "b" / "x.json")
-    assert list(record) == ["image", "width", "height", "model", "layer", "layers", "predictions", "explanations"]
+    assert list(record) == ["image", "width", "height", "model", "layer", "layers", "predictions", "explanations",
+                            "camcli_version", "fingerprint"]
+    assert record["camcli_version"] == __version__
+    assert record["fingerprint"] == read_json(out / "summary.json")["fingerprint"]
+    assert record["fingerprint"].startswith("sha256:") and len(record["fingerprint"]) == len("sha256:") + 64
     assert record["image"] == str(root / "a" / "b" / "x.png")
     assert record["model"] == models["path"]["gap"]
     assert record["layer"] == "target"
@@ -462,7 +466,9 @@ def test_unexpected_error_is_one_line_exit_1(models, image, tmp_path, monkeypatc
     monkeypatch.setattr("camcli.explain.explainer.Explainer.explain_batch", broken)
     result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path)
     assert result.exit_code == 1
-    assert result.stderr == "camcli: internal error: RuntimeError: boom (rerun with --debug for the traceback)\n"
+    assert result.stderr.splitlines()[0] == (f"camcli: failed: {image}: internal error while explaining: "
+                                             "RuntimeError: boom (rerun with --debug for the traceback)")
+    assert "Traceback" not in result.stderr and read_json(tmp_path / "summary.json")["failed"] == 1
 
 
 def test_interrupt_exits_130(models, image, tmp_path, monkeypatch):
@@ -780,7 +786,7 @@ def test_builtin_model_with_random_weights_warns(image, tmp_path):
         "camcli: warning: random weights (--weights none): the predictions are meaningless"
     )
     record = read_json(tmp_path / "img.json")
-    assert record["warning"] == "random weights (--weights none): the predictions and maps are meaningless"
+    assert record["warning"] == "random weights (weights='none'): the predictions and maps are meaningless"
     assert record["model"] == "mobilenet"
     assert record["layer"] == "conv_pw_13_relu"
     assert len(record["predictions"]) == 5
@@ -874,17 +880,19 @@ def test_several_methods_in_one_run_match_single_method_runs(models, image, tmp_
     # --resume knows the run is complete only with every method's maps.
     again = invoke("explain", *common, "--method", "gradcam", "--method", "cam", "--method", "scorecam",
                    "--max-channels", "2", "--out", tmp_path / "all", "--resume", "--json")
-    assert json.loads(again.stdout)["resumed"] == 1
+    assert json.loads(again.stdout)["skipped"] == 1
     more = invoke("explain", *common, "--method", "gradcam", "--method", "layercam", "--out", tmp_path / "gradcam",
                   "--resume", "--json")
-    assert json.loads(more.stdout)["resumed"] == 0
+    assert json.loads(more.stdout)["skipped"] == 0
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "gradcam", "--max-channels", "3"], "camcli: error: --max-channels applies to --method scorecam"),
+    (["--method", "gradcam", "--max-channels", "3"],
+     "camcli: error: --max-channels applies to the scorecam method, not gradcam"),
     (["--method", "gradcam", "--method", "cam", "--max-channels", "3"],
-     "camcli: error: --max-channels applies to --method scorecam, not gradcam, cam"),
-    (["--method", "scorecam", "--max-channels", "0"], "camcli: error: --max-channels 0 must be at least 1"),
+     "camcli: error: --max-channels applies to the scorecam method, not gradcam, cam"),
+    (["--method", "scorecam", "--max-channels", "0"],
+     "Error: Invalid value for '--max-channels': 0 is not in the range x>=1."),
     (["--method", "guidedbackprop", "--aug-smooth"], "camcli: error: --aug-smooth smooths class activation maps"),
 ])
 def test_method_option_errors_exit_2(models, image, tmp_path, args, message):
@@ -935,7 +943,7 @@ def test_save_mask_draw_box_and_panel(models, tmp_path):
     again = invoke("explain", image, "--model", models["path"]["gap"], "--preprocess", "scale01", "--out", out,
                    "--save-heatmap", "--save-mask", "--draw-box", "--panel", "--box-threshold", "0.5", "--quiet",
                    "--resume", "--json")
-    assert again.exit_code == 0 and json.loads(again.stdout)["resumed"] == 0
+    assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] == 0
     assert (out / explanation["panel"]).is_file()
 
 

@@ -261,9 +261,9 @@ def test_each_image_is_explained_for_its_own_truth_classes():
     # Explaining the prediction needs one map per image, whatever the truth says: the top-1 class (-1).
     assert evaluation_classes(truth, labels) == ["top1"]
     assert class_slots(targets, 2).tolist() == [[-1, -1]] * 3
-    with pytest.raises(UsageError, match="--explain-class 'guess': choose predicted or truth"):
+    with pytest.raises(UsageError, match="`explain_class` 'guess': choose predicted or truth"):
         evaluation_classes(truth, labels, explain_class="guess")
-    with pytest.raises(UsageError, match="--explain-class 'guess'"):
+    with pytest.raises(UsageError, match="`explain_class` 'guess'"):
         EvaluationOptions(explain_class="guess")
 
 

@@ -386,7 +386,7 @@ def test_kill_part_way_then_resume_gives_the_same_outputs(model, many, tmp_path)
     assert resumed.exit_code == 0, resumed.stderr
     summary = read_json(out / "summary.json")
     assert summary["ok"] == summary["images"] == MANY
-    assert summary["resumed"] >= 10
+    assert summary["skipped"] >= 10
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
     reference = tmp_path / "reference"
@@ -401,7 +401,7 @@ def test_kill_part_way_then_resume_gives_the_same_outputs(model, many, tmp_path)
             assert read_json(out / name) == read_json(reference / name), name
         else:
             assert (out / name).read_bytes() == (reference / name).read_bytes(), name
-    timing = ("elapsed_seconds", "images_per_second", "resumed")
+    timing = ("elapsed_seconds", "images_per_second", "skipped", "recomputed")
     reference_summary = read_json(reference / "summary.json")
     assert {k: v for k, v in summary.items() if k not in timing} == {
         k: v for k, v in reference_summary.items() if k not in timing}
@@ -410,15 +410,21 @@ def test_kill_part_way_then_resume_gives_the_same_outputs(model, many, tmp_path)
 # --- 4. SIGINT --------------------------------------------------------------------------------------------
 
 
-def test_sigint_finishes_the_batch_writes_the_summary_and_exits_130(model, many, tmp_path):
+@pytest.mark.parametrize("signum, code, said", [
+    (signal.SIGINT, 130, "camcli: interrupted: finishing the current batch"),
+    # What Slurm, Kubernetes, `docker stop` and `timeout` send: it ends the run as the first Ctrl-C does.
+    (signal.SIGTERM, 143, "camcli: terminated (SIGTERM): finishing the current batch"),
+], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_finishes_the_batch_writes_the_summary_and_exits_128_plus_n(model, many, tmp_path, signum, code,
+                                                                             said):
     out = tmp_path / "out"
     proc = camcli_process("explain", many, "--model", model, "--batch-size", 4, "--out", out, cwd=tmp_path)
     wait_for_outputs(proc, out, 10)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr
-    assert "camcli: interrupted: finishing the current batch" in stderr
+    assert said in stderr
     summary = read_json(out / "summary.json")
     assert summary["interrupted"] is True
     assert summary["images"] == MANY
@@ -610,7 +616,7 @@ def test_an_output_that_would_replace_an_input_fails_that_image_only(model, tmp_
     result = invoke("explain", photos / "x.png", *(photos / f"x.gradcam.{i}.png" for i in range(3)),
                     "--model", model, "--out", photos, "-q")
     assert result.exit_code == 1
-    assert "would overwrite an input image; choose another --out" in result.stderr
+    assert "would overwrite an input image; write to another output folder (--out)" in result.stderr
     after = snapshot(photos, skip=None)
     assert all(after[name] == data for name, data in before.items())
 

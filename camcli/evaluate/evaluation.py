@@ -62,9 +62,8 @@ from camcli.maps.overlay import upsample
 from camcli.runs.decode import load_rgb
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.files import save_json, write_bytes_atomic
+from camcli.runs.layout import Layout, is_camcli_csv, is_camcli_json
 
-JSON_NAME = "evaluation.json"
-CSV_NAME = "evaluation.csv"
 CORLOC_IOU = 0.5  # a box "localizes" the object at IoU >= 0.5 (PASCAL VOC's criterion, used by CorLoc and ILSVRC)
 EXPLAIN_PREDICTED, EXPLAIN_TRUTH = "predicted", "truth"
 EXPLAIN_CLASSES = (EXPLAIN_PREDICTED, EXPLAIN_TRUTH)  # whose map is scored (see the module's docstring)
@@ -218,7 +217,7 @@ def evaluation_classes(truth: Truth, labels: Sequence[str], tasks: Sequence[Imag
 
 def _check_explain_class(explain_class: str) -> None:
     if explain_class not in EXPLAIN_CLASSES:
-        raise UsageError(f"--explain-class {explain_class!r}: choose {' or '.join(EXPLAIN_CLASSES)}")
+        raise UsageError(f"`explain_class` {explain_class!r}: choose {' or '.join(EXPLAIN_CLASSES)}")
 
 
 def explains_top1(target: Target, explain_class: str) -> bool:
@@ -279,6 +278,18 @@ class EvaluationReport:
     @property
     def failed_gates(self) -> list[GateResult]:
         return [result for result in self.gates if not result.passed]
+
+    def closing_lines(self, out_dir: Path | None = None, shown: int = 5) -> list[str]:
+        """What a run ends by saying: images without truth (the first few), warnings, failed gates, counts."""
+        lines = [f"skipped: {item['image']}: {item['reason']}" for item in self.without_truth[:shown]]
+        if len(self.without_truth) > shown:
+            where = f" (listed in {Layout(out_dir).evaluation_json})" if out_dir is not None else ""
+            lines.append(f"skipped {len(self.without_truth) - shown} more images without truth{where}")
+        lines += [f"warning: {warning}" for warning in self.warnings]
+        lines += [result.message() for result in self.failed_gates]
+        lines.append(f"evaluated {self.evaluated} of {self.images} images ({len(self.failures)} failed, "
+                     f"{len(self.without_truth)} without truth)" + (f" -> {out_dir}" if out_dir is not None else ""))
+        return lines
 
     def record(self) -> dict:
         """What evaluation.json holds. `methods` maps each method to {"layer", "rows", "metrics"} (every
@@ -446,7 +457,7 @@ def check_computable(gates: Iterable[Gate], options: EvaluationOptions, truth: T
     labelled = any(box.label is not None for boxes in truth.values() for box in boxes)
     for gate in gates:
         if gate.metric in CURVE_METRICS and options.steps <= 0:
-            raise UsageError(f"{gate.option} {gate.text} needs the deletion/insertion curves; drop --steps 0")
+            raise UsageError(f"{gate.option} {gate.text} needs the deletion/insertion curves; drop `steps=0`")
         if gate.metric == "loc_error" and not labelled:
             raise UsageError(f"{gate.option} {gate.text} needs class labels in the ground truth, and "
                              f"{options.truth_name or 'it'} has none")
@@ -454,7 +465,7 @@ def check_computable(gates: Iterable[Gate], options: EvaluationOptions, truth: T
 
 def _method_names(explainers) -> list[str]:
     if not explainers:
-        raise UsageError("evaluate needs at least one explainer (--method)")
+        raise UsageError("evaluate needs at least one explainer (`methods`)")
     return distinct_method_names(explainers)
 
 
@@ -569,13 +580,24 @@ def csv_text(rows: Sequence[dict]) -> str:
     return buffer.getvalue()
 
 
+def check_output_files(out_dir: Path) -> None:
+    """UsageError before any work when evaluation.json or evaluation.csv in `out_dir` is not camcli's."""
+    layout = Layout(out_dir)
+    header = ",".join(CSV_COLUMNS)
+    for path, ours in ((layout.evaluation_json, is_camcli_json), (layout.evaluation_csv,
+                                                                  lambda p: is_camcli_csv(p, header))):
+        if path.exists() and not ours(path):
+            raise UsageError(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
+                             "(camcli never replaces files it did not write)")
+
+
 def write_report(report: EvaluationReport, out_dir: Path) -> tuple[Path, Path]:
     """evaluation.json and evaluation.csv in `out_dir`, each written atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_json(out_dir / JSON_NAME, report.record())
-    write_bytes_atomic(out_dir / CSV_NAME, csv_text(report.rows).encode("utf-8"))
-    return out_dir / JSON_NAME, out_dir / CSV_NAME
+    layout = Layout(out_dir)
+    layout.out_dir.mkdir(parents=True, exist_ok=True)
+    save_json(layout.evaluation_json, report.record())
+    write_bytes_atomic(layout.evaluation_csv, csv_text(report.rows).encode("utf-8"))
+    return layout.evaluation_json, layout.evaluation_csv
 
 
 def _format_value(value: float | None) -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
+import hashlib
 import json
 import os
 import sys
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError
+from camcli.errors import ModelLoadError, UnsupportedModelError, UsageError, WeightsUnavailableError
 from camcli.models import catalog
 
 WEIGHTS_IMAGENET = "imagenet"
@@ -61,10 +63,40 @@ class LoadedModel:
     labels: list[str]
     pretrained: bool  # False when the weights are random: predictions mean nothing
     builtin: catalog.BuiltinModel | None = None
+    weights_path: str | None = None  # the file the weights came from; None: in memory, or random
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @functools.cached_property
+    def weights_identity(self) -> str:
+        """What identifies the weights in a record's fingerprint: "none" for random weights, else a
+        digest of the weights file (or, for a model built in memory, of the weights themselves)."""
+        if not self.pretrained:
+            return WEIGHTS_NONE
+        if self.weights_path is not None:
+            return "sha256:" + file_digest(self.weights_path)
+        digest = hashlib.sha256()
+        for array in self.model.get_weights():
+            digest.update(str(array.shape).encode())
+            digest.update(array.tobytes())
+        return "sha256:" + digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, remembered per (path, size, modification time) within a process."""
+    st = os.stat(path)
+    return _cached_digest(os.path.realpath(path), st.st_size, st.st_mtime_ns)
 
 
 def keras_cache_dir() -> Path:
@@ -97,8 +129,8 @@ def _weights_missing(entry: catalog.BuiltinModel, reason: str) -> WeightsUnavail
     cached = keras_cache_dir() / entry.weights_file
     return WeightsUnavailableError(
         f"{entry.name}: ImageNet weights not found at {cached} and could not be downloaded ({reason}); "
-        f"either pass --weights /path/to/{entry.weights_file}, or copy that file to {cached.parent}/ "
-        f"(or point KERAS_HOME at a folder whose models/ holds it); --weights none runs with random weights"
+        f"either pass `weights=/path/to/{entry.weights_file}`, or copy that file to {cached.parent}/ "
+        f"(or point KERAS_HOME at a folder whose models/ holds it); `weights=none` runs with random weights"
     )
 
 
@@ -130,8 +162,13 @@ def load_builtin(entry: catalog.BuiltinModel, weights: str | None) -> LoadedMode
         model = constructor(weights=None, classifier_activation=None)
         if weights != WEIGHTS_NONE:
             _load_weights_file(model, weights, entry.name)
+    if weights == WEIGHTS_IMAGENET:
+        weights_path = str(keras_cache_dir() / entry.weights_file)
+    else:
+        weights_path = None if weights == WEIGHTS_NONE else weights
     return LoadedModel(model, entry.name, (entry.input_size, entry.input_size), entry.preprocess,
-                       imagenet_labels(), pretrained=weights != WEIGHTS_NONE, builtin=entry)
+                       imagenet_labels(), pretrained=weights != WEIGHTS_NONE, builtin=entry,
+                       weights_path=weights_path if weights_path and os.path.isfile(weights_path) else None)
 
 
 def _load_weights_file(model, path: str, name: str) -> None:
@@ -147,9 +184,11 @@ def load_demo(name: str = catalog.DEMO_NAME) -> LoadedModel:
     from camcli.models.demo.model import load_cheat_model, load_demo_model
 
     entry = catalog.demo_entry(name)
-    model = load_cheat_model() if name == catalog.DEMO_CHEAT_NAME else load_demo_model()
+    cheat = name == catalog.DEMO_CHEAT_NAME
+    model = load_cheat_model() if cheat else load_demo_model()
     return LoadedModel(model, entry.name, (demo.INPUT_SIZE, demo.INPUT_SIZE), demo.PREPROCESS,
-                       list(demo.CLASSES), pretrained=True, builtin=entry)
+                       list(demo.CLASSES), pretrained=True, builtin=entry,
+                       weights_path=str(demo.CHEAT_WEIGHTS_PATH if cheat else demo.WEIGHTS_PATH))
 
 
 def load_user_model(path: str, preprocess: str | None, labels_file: str | None, unsafe: bool = False) -> LoadedModel:
@@ -164,7 +203,7 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
         if "safe_mode" in message or "Lambda" in message or "unsafe" in message.lower():
             raise ModelLoadError(
                 f"{path} contains code (e.g. a Lambda layer) that Keras will not run in safe mode; "
-                f"if you trust this file, rerun with --unsafe-load"
+                f"if you trust this file, rerun with `unsafe_load`"
             ) from error
         if not _looks_like_model_file(path):
             raise ModelLoadError(
@@ -172,7 +211,9 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
                 f"file is HDF5); check the path, or re-save the model with model.save('model.keras')"
             ) from error
         raise ModelLoadError(f"cannot load model {path}: {message}") from error
-    return wrap_model(model, preprocess=preprocess or "none", labels_file=labels_file, name=path)
+    loaded = wrap_model(model, preprocess=preprocess or "none", labels_file=labels_file, name=path)
+    loaded.weights_path = path
+    return loaded
 
 
 def _looks_like_model_file(path: str) -> bool:
@@ -188,6 +229,7 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
     from camcli.models.layers import analyse_head
 
     name = name or model.name
+    check_supported(model, name)
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
     if shape is None or len(shape) != 4 or shape[-1] != 3:
         raise ModelLoadError(
@@ -209,6 +251,31 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
     return LoadedModel(model, name, (int(height), int(width)), preprocess, list(labels), pretrained=True)
 
 
+def _shape_text(shape) -> str:
+    return "(" + ", ".join("batch" if i == 0 else str(d) for i, d in enumerate(shape)) + ")"
+
+
+def check_supported(model, name: str) -> None:
+    """UnsupportedModelError, up front, for a model camcli cannot explain yet: several inputs, several
+    outputs, or an output that is not (batch, classes), such as a segmentation map."""
+    inputs = list(getattr(model, "inputs", None) or [])
+    outputs = list(getattr(model, "outputs", None) or [])
+    if len(inputs) > 1:
+        raise UnsupportedModelError(
+            f"model {name} has {len(inputs)} inputs ({', '.join(_shape_text(i.shape) for i in inputs)}); camcli "
+            "explains models with one image input for now"
+        )
+    if len(outputs) > 1:
+        raise UnsupportedModelError(
+            f"model {name} has {len(outputs)} outputs; camcli explains single-output classifiers for now"
+        )
+    if outputs and len(outputs[0].shape) != 2:
+        raise UnsupportedModelError(
+            f"model {name} outputs shape {_shape_text(outputs[0].shape)}, not (batch, classes); camcli explains "
+            "classifiers for now (segmentation and dense outputs are not supported yet)"
+        )
+
+
 def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
                labels_file: str | None = None, unsafe: bool = False) -> LoadedModel:
     """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", or a .keras/.h5 file.
@@ -225,15 +292,15 @@ def _load_model(spec, weights, preprocess, labels_file, unsafe) -> LoadedModel:
     entry = catalog.lookup(spec)
     if entry is not None:
         if preprocess or labels_file:
-            raise UsageError(f"--preprocess and --labels apply to model files; {spec!r} is built in")
+            raise UsageError(f"`preprocess` and `labels_file` apply to model files; {spec!r} is built in")
         if entry.name in catalog.DEMO_NAMES:
             if weights not in (None, WEIGHTS_IMAGENET):
-                raise UsageError(f"the {entry.name} model ships its own weights; drop --weights")
+                raise UsageError(f"the {entry.name} model ships its own weights; drop `weights`")
             return load_demo(entry.name)
         return load_builtin(entry, weights)
     if spec.lower().endswith((".keras", ".h5")) or os.path.exists(spec):
         if weights is not None:
-            raise UsageError("--weights applies to built-in models; a model file carries its own weights")
+            raise UsageError("`weights` applies to built-in models; a model file carries its own weights")
         return load_user_model(spec, preprocess, labels_file, unsafe=unsafe)
     close = difflib.get_close_matches(spec.lower(), catalog.builtin_names(), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""

@@ -20,13 +20,14 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
 from PIL import Image, ImageOps
 
 from camcli import __version__
-from camcli.errors import UsageError
+from camcli.errors import MissingSummaryError, UsageError
 from camcli.runs.files import save_jpeg, write_bytes_atomic
 from camcli.runs.layout import (
     HTML_GENERATOR,
@@ -34,9 +35,11 @@ from camcli.runs.layout import (
     RUN_FILE,
     TEMP_PREFIX,
     THUMB_SUFFIX,
+    Layout,
     panel_path,
     thumbnail_path,
 )
+from camcli.runs.records import is_image_record, merge_summaries
 
 THUMB_SIDE = 256  # longest side of a thumbnail, in pixels
 _MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's records
@@ -84,20 +87,10 @@ def find_records(out_dir: Path, problems: list[str] | None = None) -> list[dict]
                 if problems is not None:
                     problems.append(f"cannot read {relative}: {error}")
                 continue
-            if _is_record(record, relative):
+            if is_image_record(record, relative):
                 record["_json"] = relative
                 records.append(record)
     return records
-
-
-def _is_record(record, relative: str) -> bool:
-    """A camcli image record stored at `relative` (its overlays are `<stem>.<method>.<class>.png`)."""
-    if not isinstance(record, dict) or not isinstance(record.get("image"), str) \
-            or not isinstance(record.get("explanations"), list):
-        return False
-    prefix = relative[: -len(".json")] + "."
-    return all(not isinstance(e, dict) or not isinstance(e.get("overlay"), str) or e["overlay"].startswith(prefix)
-               for e in record["explanations"])
 
 
 def _is_run_summary(path: Path) -> bool:
@@ -110,15 +103,14 @@ def _is_run_summary(path: Path) -> bool:
 
 
 def read_summary(out_dir: Path, problems: list[str]) -> dict | None:
-    """summary.json, or the shard summaries merged (camcli.runs.runner.merge_summaries); None when there
+    """summary.json, or the shard summaries merged (camcli.runs.records.merge_summaries); None when there
     is none. Missing shards and unreadable summaries are noted in `problems`, never raised."""
-    from camcli.runs.runner import merge_summaries  # imports no TensorFlow
-
     try:
         merged = merge_summaries(out_dir)
+    except MissingSummaryError:
+        return None
     except UsageError as error:
-        if "no summary.json" not in str(error):
-            problems.append(str(error))
+        problems.append(str(error))
         return None
     except (OSError, ValueError) as error:
         problems.append(f"cannot read summary.json: {error}")
@@ -131,7 +123,7 @@ def read_summary(out_dir: Path, problems: list[str]) -> dict | None:
 
 
 def read_evaluation(out_dir: Path, problems: list[str]) -> dict | None:
-    path = out_dir / "evaluation.json"
+    path = Layout(out_dir).evaluation_json
     if not path.is_file():
         return None
     try:
@@ -149,7 +141,7 @@ def load_report_data(out_dir: Path) -> ReportData:
     """Read an output folder; UsageError when it holds no camcli outputs at all."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
-        raise UsageError(f"{out_dir} is not a folder; give the --out folder of `camcli explain`")
+        raise UsageError(f"{out_dir} is not a folder; give an output folder of `camcli explain`")
     data = ReportData()
     data.records = find_records(out_dir, data.problems)
     data.summary = read_summary(out_dir, data.problems)
@@ -508,124 +500,10 @@ def _controls_html(records: list[dict]) -> str:
             f'<output id="count">{len(records)} of {len(records)} images</output></nav>')
 
 
-_CSS = """
-:root{--fg:#1d2329;--muted:#5f6b76;--line:#d6dbe0;--bg:#f4f6f8;--card:#fff;--accent:#0b63c4}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
-background:var(--bg)}
-header,#controls,main,section{padding:0 20px}
-h1{font-size:22px;margin:16px 0 4px}
-.facts{color:var(--muted);margin:0 0 8px}
-.problem{background:#fff4d6;border:1px solid #e8c767;padding:6px 10px;border-radius:4px;margin:6px 0}
-#controls{position:sticky;top:0;z-index:2;display:flex;flex-wrap:wrap;gap:16px;align-items:center;
-background:var(--bg);border-bottom:1px solid var(--line);padding-top:8px;padding-bottom:8px}
-#controls select{font:inherit;max-width:260px}
-#count{color:var(--muted);margin-left:auto}
-#cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:14px;padding:14px 0}
-[hidden]{display:none!important}
-.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:10px 12px;min-width:0;
-content-visibility:auto;contain-intrinsic-size:auto 420px}
-.card h2{font-size:15px;margin:0;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-.meta{color:var(--muted);margin:2px 0 8px;font-size:12px}
-.thumbs{display:flex;flex-wrap:wrap;gap:8px}
-.thumb{margin:0;width:124px}
-.thumb a{display:block}
-.frame{position:relative;display:block;width:124px;background:#e9ecef;overflow:hidden;border-radius:3px}
-.frame img{display:block;width:100%;height:100%;object-fit:fill}
-.frame.missing{display:flex;align-items:center;justify-content:center;color:var(--muted);font-size:12px}
-.box{position:absolute;border:2px solid #00e5ff;box-shadow:0 0 0 1px #000;pointer-events:none}
-figcaption{font-size:12px;color:var(--muted);margin-top:3px;overflow-wrap:anywhere}
-.links a{color:var(--accent);margin-right:4px}
-.badge{display:inline-block;font-size:11px;padding:0 5px;border-radius:8px;background:#e3e8ee;color:var(--fg)}
-.badge.empty{background:#ffe1e1;color:#8a1111}
-.badge.warn{background:#fff0c2;color:#6b4e00}
-table{border-collapse:collapse}
-.topk{margin-top:8px;width:100%;font-size:12px}
-.topk th,.topk td{text-align:left;padding:1px 6px 1px 0;border-bottom:1px solid #eef0f2}
-.topk tr.explained td{font-weight:600}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.bar{width:30%}
-td.bar span{display:block;height:8px;background:var(--accent);border-radius:2px}
-.grid{background:var(--card);margin:8px 0 16px}
-.grid th,.grid td{border:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
-#lightbox{position:fixed;inset:0;z-index:10;background:rgba(0,0,0,.85);display:flex;flex-direction:column;
-align-items:center;justify-content:center;cursor:zoom-out;color:#fff}
-#lightbox img{max-width:95vw;max-height:88vh;image-rendering:auto;background:#fff}
-#lightbox p{margin:8px;font-size:14px}
-pre{white-space:pre-wrap;font-size:12px}
-"""
+def _asset(name: str) -> str:
+    """A file of the page (page.css, page.js) shipped in this package, inlined into every report."""
+    return resources.files("camcli.report").joinpath(name).read_text("utf-8")
 
-_JS = """
-(function () {
-  "use strict";
-  var grid = document.getElementById("cards");
-  var cards = Array.prototype.slice.call(grid.querySelectorAll(".card"));
-  var fClass = document.getElementById("f-class");
-  var fMethod = document.getElementById("f-method");
-  var fEmpty = document.getElementById("f-empty");
-  var sort = document.getElementById("sort");
-  var count = document.getElementById("count");
-
-  function applyFilters() {
-    var cls = fClass.value, method = fMethod.value, emptyOnly = fEmpty.checked, shown = 0;
-    cards.forEach(function (card) {
-      var anyMethod = false, anyEmpty = false;
-      card.querySelectorAll("figure[data-method]").forEach(function (fig) {
-        var match = !method || fig.dataset.method === method;
-        fig.hidden = !match;
-        if (match) { anyMethod = true; if (fig.dataset.empty === "1") anyEmpty = true; }
-      });
-      var visible = (!cls || card.dataset.top1 === cls) && (!method || anyMethod) && (!emptyOnly || anyEmpty);
-      card.hidden = !visible;
-      if (visible) shown += 1;
-    });
-    count.textContent = shown + " of " + cards.length + " images";
-  }
-
-  function applySort() {
-    var key = sort.value;
-    var sorted = cards.slice().sort(function (a, b) {
-      if (key !== "name") {
-        var d = parseFloat(a.dataset.score) - parseFloat(b.dataset.score);
-        if (d !== 0) return key === "score-asc" ? d : -d;
-      }
-      return a.dataset.name < b.dataset.name ? -1 : a.dataset.name > b.dataset.name ? 1 : 0;
-    });
-    grid.replaceChildren.apply(grid, sorted);  // one move: appending cards one by one is quadratic
-  }
-
-  function closeLightbox() {
-    var box = document.getElementById("lightbox");
-    if (box) box.remove();
-  }
-
-  function openLightbox(href, caption) {
-    closeLightbox();
-    var box = document.createElement("div");
-    box.id = "lightbox";
-    var img = document.createElement("img");
-    img.src = href;
-    img.alt = caption;
-    var text = document.createElement("p");
-    text.textContent = caption + " (click or Esc to close)";
-    box.appendChild(img);
-    box.appendChild(text);
-    box.addEventListener("click", closeLightbox);
-    document.body.appendChild(box);
-  }
-
-  document.addEventListener("click", function (event) {
-    var link = event.target.closest ? event.target.closest("a.zoom") : null;
-    if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
-    event.preventDefault();
-    openLightbox(link.getAttribute("href"), link.dataset.caption || "");
-  });
-  document.addEventListener("keydown", function (event) { if (event.key === "Escape") closeLightbox(); });
-  [fClass, fMethod, fEmpty].forEach(function (el) { el.addEventListener("change", applyFilters); });
-  sort.addEventListener("change", applySort);
-  applyFilters();
-})();
-"""
 
 
 def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> str:
@@ -641,7 +519,8 @@ def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> 
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"{HTML_GENERATOR} {__version__}\"><title>{_esc(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n{''.join(body)}\n<script>{_JS}</script></body></html>\n")
+            f"<style>{_asset('page.css')}</style></head><body>\n{''.join(body)}\n"
+            f"<script>{_asset('page.js')}</script></body></html>\n")
 
 
 def _make_thumbnails(data: ReportData, out_dir: Path) -> dict:

@@ -5,17 +5,24 @@ explains the current batch, and another pool colours, encodes and writes the fin
 (Pillow, numpy and TensorFlow release the GIL for the heavy parts). Both pools have bounded queues,
 so memory stays flat however many images there are, and results keep the input order.
 
-One bad image never costs the others: its failure is recorded and the run goes on. Every file is
-written atomically, and an image's JSON is written after its overlays, so a JSON file means the
-image is complete.
+How a run ends:
+- One bad image never costs the others: its failure is recorded (one line naming the image and the
+  stage) and the run goes on.
+- `fail_fast`: nothing is explained after the first failure.
+- `stop` (set on SIGINT or SIGTERM): the current batch is finished and written, then the run ends
+  with `interrupted: true`.
+- An error that would repeat for every image (disk full, read-only folder, quota) stops the run at
+  its first occurrence; the summary says why (`stopped`) wherever it can still be written.
+Every file is written atomically, and an image's record is written after its other files, so a
+record means the image is complete. `resume` skips the images whose record has this run's
+fingerprint and whose files exist, and recomputes the others.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -27,57 +34,75 @@ from pathlib import Path
 import numpy as np
 
 from camcli import __version__
-from camcli.errors import CamcliError, UsageError
-from camcli.explain.explainer import Explainer, ImageExplanation, MethodSet
-from camcli.maps.boxes import box_from_map, draw_box, peak_xy, threshold_mask
-from camcli.maps.overlay import blend, colormap_lut, resize_unit_rgb, upsample
-from camcli.maps.panel import panel_title
+from camcli.errors import REPEATING_WRITE_ERRORS, CamcliError, UsageError, one_line
+from camcli.runs import records
 from camcli.runs.decode import load_rgb
 from camcli.runs.discovery import ImageTask, SkippedInput
-from camcli.runs.files import save_json, save_npy, save_panel, save_png
-from camcli.runs.layout import TEMP_PREFIX, TEMP_SUFFIX
+from camcli.runs.layout import Layout, is_temporary, may_replace
+from camcli.runs.writer import ImageWriter, OutputOptions, RunIdentity
 
-SUMMARY_NAME = "summary.json"
+FailureCallback = Callable[[str, str], None]
+ProgressCallback = Callable[[int], None]
 
 
 @dataclass
 class RunOptions:
     out_dir: Path
     batch_size: int = 8
-    alpha: float = 0.5
-    colormap: str = "jet"
-    save_heatmap: bool = False
-    png_compress_level: int = 1  # with zlib's Z_RLE strategy (see outputs.encode_png)
-    fail_fast: bool = False  # stop at the first failed image
-    resume: bool = False  # skip images whose outputs are already complete
+    output: OutputOptions = field(default_factory=OutputOptions)
+    fail_fast: bool = False  # explain nothing after the first failed image
+    resume: bool = False  # skip images whose outputs an earlier run with the same fingerprint completed
     shard: tuple[int, int] | None = None  # (k, n), 1 <= k <= n: this process's share of the images
-    box_threshold: float = 0.2  # the box keeps pixels >= this fraction of the map's maximum (CAM paper)
-    save_mask: bool = False  # write each map's thresholded mask as a binary PNG
-    draw_box: bool = False  # draw the box on the overlay
-    panel: bool = False  # write a side-by-side panel (original, heatmap with colour bar, overlay) per map
-
-    @property
-    def summary_name(self) -> str:
-        return SUMMARY_NAME if self.shard is None else f"summary.{self.shard[0]}-of-{self.shard[1]}.json"
+    raise_unexpected: bool = False  # re-raise a bug instead of failing the image (--debug)
 
 
 @dataclass
 class RunSummary:
+    """What a run did. `as_record()` is what summary.json holds."""
+
     images: int = 0
-    ok: int = 0
-    failures: list[dict] = field(default_factory=list)
+    ok: int = 0  # explained now, or skipped as unchanged
+    failures: list[dict] = field(default_factory=list)  # [{"image", "error"}]
     elapsed_seconds: float = 0.0
-    resumed: int = 0  # images found complete from an earlier run (counted in ok)
+    skipped: int = 0  # found complete and unchanged (resume)
+    recomputed: int = 0  # had an earlier record whose fingerprint or files did not match (resume)
     interrupted: bool = False
+    stopped: str | None = None  # why the run ended early (a repeating write error), else None
+    summary_path: Path | None = None  # where the summary went; None when it could not be written
+    report_path: Path | None = None  # the report page, when one was asked for
+    run: dict = field(default_factory=dict)  # records.RUN_FIELDS of this run
 
     @property
     def failed(self) -> int:
         return len(self.failures)
 
     @property
+    def explained(self) -> int:
+        return self.ok - self.skipped
+
+    @property
     def images_per_second(self) -> float:
-        explained = self.ok - self.resumed
-        return explained / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        return self.explained / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+
+    def as_record(self, shard: tuple[int, int] | None = None) -> dict:
+        record = {
+            **self.run,
+            "images": self.images,
+            "ok": self.ok,
+            "failed": self.failed,
+            "failures": self.failures,
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "images_per_second": round(self.images_per_second, 3),
+            "skipped": self.skipped,
+            "recomputed": self.recomputed,
+            "interrupted": self.interrupted,
+            "stopped": self.stopped,
+        }
+        if shard is not None:
+            record["shard"] = {"index": shard[0], "count": shard[1]}
+        if not self.run.get("pretrained", True):
+            record["warning"] = records.RANDOM_WEIGHTS_WARNING
+        return record
 
 
 def in_shard(out_stem: str, shard: tuple[int, int]) -> bool:
@@ -88,26 +113,40 @@ def in_shard(out_stem: str, shard: tuple[int, int]) -> bool:
     return int.from_bytes(digest[:8], "big") % n == k - 1
 
 
-def is_complete(task: ImageTask, explainer: Explainer, options: RunOptions) -> bool:
-    """An earlier run finished this image with the same model, layer, methods and classes: its JSON
-    (written last) parses, holds one map per method and class, and every file it lists exists."""
-    try:
-        record = json.loads(json_path(options.out_dir, task).read_text("utf-8"))
-        explanations = record["explanations"]
-        if (record["model"], record["layer"]) != (explainer.loaded.name, explainer.layer):
-            return False
-        ranked = [p["index"] for p in record["predictions"]]
-        classes = {r.index if r.index is not None else ranked[r.rank - 1] for r in explainer.requests}
-        wanted = {(method, index) for method in explainer.method_names for index in classes}
-        if not explanations or wanted != {(e["method"], e["class_index"]) for e in explanations}:
-            return False
-        files = [e["overlay"] for e in explanations]
-        files += [e["heatmap"] for e in explanations if options.save_heatmap]
-        files += [e["mask"] for e in explanations if options.save_mask]
-        files += [e["panel"] for e in explanations if options.panel]
-        return all(name and (options.out_dir / name).is_file() for name in files)
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return False
+def explainer_settings(explainer) -> dict:
+    """Everything about the explainer (or MethodSet) that shapes its maps and predictions."""
+    first = getattr(explainer, "explainers", [explainer])[0]
+    loaded = explainer.loaded
+    head = getattr(first, "head", None)
+    return {
+        "model": loaded.name,
+        "weights": loaded.weights_identity,
+        "preprocess": loaded.preprocess,
+        "input_size": list(loaded.input_size),
+        "labels": hashlib.sha256("\n".join(loaded.labels).encode("utf-8", "surrogateescape")).hexdigest(),
+        "layers": list(explainer.layers),
+        "methods": list(explainer.method_names),
+        "classes": [request.text for request in explainer.requests],
+        "top_k": explainer.top_k,
+        "head": [getattr(head, "activation", None), getattr(head, "strip", None)],
+        "eigen_smooth": getattr(first, "eigen_smooth", False),
+        "aug_smooth": getattr(first, "aug_smooth", False),
+        "max_channels": [getattr(e, "max_channels", None) for e in getattr(explainer, "explainers", [explainer])],
+    }
+
+
+def run_fields(explainer, fingerprint: str) -> dict:
+    loaded = explainer.loaded
+    return {
+        "camcli_version": __version__,
+        "model": loaded.name,
+        "layer": explainer.layer,
+        "method": "+".join(explainer.method_names),
+        "methods": list(explainer.method_names),
+        "classes": [request.text for request in explainer.requests],
+        "pretrained": loaded.pretrained,
+        "fingerprint": fingerprint,
+    }
 
 
 def remove_stale_temporary_files(out_dir: Path) -> int:
@@ -115,7 +154,7 @@ def remove_stale_temporary_files(out_dir: Path) -> int:
     removed = 0
     for folder, _, names in os.walk(out_dir):
         for name in names:
-            if name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX):
+            if is_temporary(name):
                 try:
                     os.unlink(os.path.join(folder, name))
                     removed += 1
@@ -124,282 +163,226 @@ def remove_stale_temporary_files(out_dir: Path) -> int:
     return removed
 
 
-@dataclass(frozen=True)
-class OutputPaths:
-    """The files of one explained class of one image: `<stem>.<method>.<class>` + a suffix."""
-
-    overlay: Path  # .png
-    heatmap: Path  # .npy, with --save-heatmap
-    mask: Path  # .mask.png, with --save-mask
-    panel: Path  # .panel.png, with --panel
-
-
-def output_paths(out_dir: Path, task: ImageTask, method: str, class_index: int) -> OutputPaths:
-    base = out_dir / f"{task.out_stem}.{method}.{class_index}"
-    return OutputPaths(*(base.with_name(base.name + suffix) for suffix in (".png", ".npy", ".mask.png", ".panel.png")))
+def check_run_files(out_dir: Path, shard: tuple[int, int] | None = None, report: bool = False) -> None:
+    """UsageError before a run starts when its summary (or, with `report`, index.html) would replace a
+    file camcli did not write."""
+    layout = Layout(out_dir)
+    for path in [layout.summary(shard)] + ([layout.report] if report else []):
+        if not may_replace(path):
+            raise UsageError(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
+                             "(camcli never replaces files it did not write)")
 
 
-def json_path(out_dir: Path, task: ImageTask) -> Path:
-    stem = out_dir / task.out_stem
-    return stem.with_name(stem.name + ".json")
+class _Decoded:
+    __slots__ = ("task", "rgb", "model_input", "error")
+
+    def __init__(self, task, rgb=None, model_input=None, error=None):
+        self.task, self.rgb, self.model_input, self.error = task, rgb, model_input, error
 
 
-def _relative(path: Path, out_dir: Path) -> str:
-    return path.relative_to(out_dir).as_posix()
+def _stage_error(stage: str, error: BaseException) -> str:
+    if isinstance(error, CamcliError):
+        return str(getattr(error, "reason", None) or error)
+    return (f"internal error while {stage}: {type(error).__name__}: {one_line(error)} "
+            "(rerun with `debug` for the traceback)")
 
 
-def _refuse_input(path: Path, inputs: frozenset[str]) -> Path:
-    """`path`, unless writing there would replace one of the run's input images."""
-    if os.path.realpath(path) in inputs:
-        raise CamcliError(f"output {path} would overwrite an input image; choose another --out")
-    return path
+class BatchRun:
+    """One run's state: counts, the pools' queues, and why it stops."""
+
+    def __init__(self, explainer, options: RunOptions, writer: ImageWriter, summary: RunSummary,
+                 on_failure: FailureCallback | None, on_progress: ProgressCallback | None,
+                 stop: threading.Event):
+        self.explainer, self.options, self.writer, self.summary = explainer, options, writer, summary
+        self.on_failure, self.on_progress, self.stop = on_failure, on_progress, stop
+        self.halt = threading.Event()  # fail-fast or a repeating error: explain nothing more
+        self.lookahead = max(2 * options.batch_size, 4)
+        self.decoding: deque = deque()
+        self.writing: deque = deque()
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def fail(self, display: str, reason: str) -> None:
+        self.summary.failures.append({"image": display, "error": reason})
+        if self.on_failure:
+            self.on_failure(display, reason)
+        if self.options.fail_fast:
+            self.halt.set()
+
+    def progress(self, count: int = 1) -> None:
+        if self.on_progress and count:
+            self.on_progress(count)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop.is_set() or self.halt.is_set()
+
+    # -- the stages -----------------------------------------------------------------------------
+
+    def decode(self, task: ImageTask) -> _Decoded:
+        try:
+            rgb = load_rgb(task.source)
+            return _Decoded(task, rgb, self.explainer.preprocess([rgb])[0])
+        except Exception as error:  # noqa: BLE001 - every failure is one image's, named with its stage
+            if self.options.raise_unexpected and not isinstance(error, CamcliError):
+                raise
+            return _Decoded(task, error=_stage_error("decoding", error))
+
+    def top_up(self, pending, decoders) -> None:
+        while len(self.decoding) < self.lookahead and not self.stopping:
+            task = next(pending, None)
+            if task is None:
+                return
+            self.decoding.append(decoders.submit(self.decode, task))
+
+    def next_batch(self, pending, decoders) -> list[_Decoded]:
+        batch = []
+        while self.decoding and len(batch) < self.options.batch_size and not self.stopping:
+            item = self.decoding.popleft().result()
+            self.top_up(pending, decoders)
+            if item.error is not None:
+                self.fail(item.task.display, item.error)
+                self.progress()
+            else:
+                batch.append(item)
+        return [] if self.halt.is_set() else batch
+
+    def explain(self, batch: list[_Decoded]) -> list | None:
+        try:
+            return self.explainer.explain_batch(np.stack([item.model_input for item in batch]))
+        except Exception as error:  # noqa: BLE001 - a batch that cannot be explained fails its images
+            if self.options.raise_unexpected and not isinstance(error, CamcliError):
+                raise
+            reason = _stage_error("explaining", error)
+            for item in batch:
+                self.fail(item.task.display, reason)
+            self.progress(len(batch))
+            return None
+
+    def drain_writes(self, limit: int) -> None:
+        while len(self.writing) > limit:
+            task, future = self.writing.popleft()
+            try:
+                future.result()
+                self.summary.ok += 1
+            except OSError as error:
+                self.write_failed(task, error)
+            except Exception as error:  # noqa: BLE001
+                if self.options.raise_unexpected and not isinstance(error, CamcliError):
+                    raise
+                self.fail(task.display, _stage_error("writing outputs", error) if not isinstance(error, CamcliError)
+                          else str(error))
+            self.progress()
+
+    def write_failed(self, task: ImageTask, error: OSError) -> None:
+        reason = f"cannot write outputs: {one_line(error)}"
+        if error.errno in REPEATING_WRITE_ERRORS and self.summary.stopped is not None:
+            # The same error again, for an image already in flight: counted, not printed once more.
+            self.summary.failures.append({"image": task.display, "error": reason})
+            return
+        if error.errno in REPEATING_WRITE_ERRORS:
+            where = error.filename or self.options.out_dir
+            self.summary.stopped = (f"cannot write to {self.options.out_dir}: {os.strerror(error.errno)} "
+                                    f"({errno.errorcode.get(error.errno, error.errno)}, at {where}); "
+                                    "the run stopped: free space or fix the folder, then rerun with `resume`")
+            self.halt.set()
+        self.fail(task.display, reason)
+
+    def loop(self, tasks: list[ImageTask]) -> None:
+        pending = iter(tasks)
+        workers = min(4, os.cpu_count() or 2)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camcli-decode") as decoders, \
+                ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcli-write") as writers:
+            self.top_up(pending, decoders)
+            while self.decoding and not self.stopping:
+                batch = self.next_batch(pending, decoders)
+                results = self.explain(batch) if batch else None
+                for item, result in zip(batch, results or []):
+                    self.writing.append((item.task, writers.submit(self.writer.write, item.task, item.rgb, result)))
+                # With fail-fast, every write is checked before the next batch is explained.
+                self.drain_writes(limit=0 if self.options.fail_fast else self.lookahead)
+            self.drain_writes(limit=0)
+            for future in self.decoding:  # stopped early: decoded images not yet explained are dropped
+                future.cancel()
+        self.summary.interrupted = self.stop.is_set()
 
 
-def write_image_outputs(task: ImageTask, rgb: np.ndarray, result: ImageExplanation, explainer: Explainer,
-                        options: RunOptions, inputs: frozenset[str] = frozenset()) -> None:
-    """Overlays (and heatmaps), then the image's JSON record. Never replaces a file in `inputs`."""
-    height, width = rgb.shape[:2]
-    lut = colormap_lut(options.colormap)
-    explanations = []
-    for class_map in result.maps:
-        heatmap = upsample(class_map.heatmap, (width, height))
-        paths = output_paths(options.out_dir, task, class_map.method, class_map.class_index)
-        box = box_from_map(heatmap, options.box_threshold)
-        if class_map.image is not None:  # guided methods: the RGB gradient image, not a blend
-            picture = resize_unit_rgb(class_map.image, (width, height))
-        else:
-            picture = blend(rgb, heatmap, options.alpha, lut)
-        if options.draw_box:
-            picture = draw_box(picture, box)
-        save_png(_refuse_input(paths.overlay, inputs), picture, compress_level=options.png_compress_level)
-        if options.save_heatmap:
-            save_npy(_refuse_input(paths.heatmap, inputs), heatmap.astype(np.float32))
-        if options.save_mask:
-            mask = threshold_mask(heatmap, options.box_threshold)
-            save_png(_refuse_input(paths.mask, inputs), mask.astype(np.uint8) * 255,
-                     compress_level=options.png_compress_level)
-        if options.panel:
-            title = panel_title(class_map.label, class_map.score, class_map.method, class_map.layers)
-            save_panel(_refuse_input(paths.panel, inputs), rgb, None if class_map.image is not None else heatmap,
-                       picture, title, options.colormap)
-        explanations.append({
-            "method": class_map.method,
-            "layer": class_map.layer,
-            "layers": class_map.layers,
-            "class_index": class_map.class_index,
-            "label": class_map.label,
-            "score": class_map.score,
-            "overlay": _relative(paths.overlay, options.out_dir),
-            "heatmap": _relative(paths.heatmap, options.out_dir) if options.save_heatmap else None,
-            "peak": peak_xy(heatmap),
-            "bbox": list(box) if box is not None else None,
-            "mask": _relative(paths.mask, options.out_dir) if options.save_mask else None,
-            "panel": _relative(paths.panel, options.out_dir) if options.panel else None,
-            "raw_max": class_map.raw_max,
-            "empty": class_map.empty,
-        })
-    loaded = explainer.loaded
-    record = {
-        "image": task.display,
-        "width": width,
-        "height": height,
-        "model": loaded.name,
-        "layer": explainer.layer,
-        "layers": explainer.layers,
-        "predictions": [
-            {"rank": p.rank, "index": p.index, "label": p.label, "score": p.score} for p in result.predictions
-        ],
-        "explanations": explanations,
-    }
-    if not loaded.pretrained:
-        record["warning"] = RANDOM_WEIGHTS_WARNING
-    save_json(_refuse_input(json_path(options.out_dir, task), inputs), record)
+def select_for_resume(tasks: list[ImageTask], explainer, options: RunOptions, fingerprint: str
+                      ) -> tuple[list[ImageTask], int, int]:
+    """(tasks still to explain, how many are skipped as unchanged, how many will be recomputed)."""
+    layout = Layout(options.out_dir)
+    required = options.output.required_files()
+    remaining, recomputed = [], 0
+    for task in tasks:
+        record = records.read_image_record(layout.record(task.out_stem))
+        if records.is_unchanged(record, fingerprint, _wanted_maps(record, explainer), options.out_dir, required):
+            continue
+        remaining.append(task)
+        recomputed += record is not None
+    return remaining, len(tasks) - len(remaining), recomputed
 
 
-RANDOM_WEIGHTS_WARNING = "random weights (--weights none): the predictions and maps are meaningless"
-
-
-def _decode(task: ImageTask, explainer: Explainer):
-    """(rgb, model input) for a task, or the error that stops it."""
+def _wanted_maps(record: dict | None, explainer) -> set[tuple[str, int]] | None:
+    """The (method, class) maps a record must hold, from its own top-k for ranked classes."""
+    if record is None:
+        return None
     try:
-        rgb = load_rgb(task.source)
-        return rgb, explainer.preprocess([rgb])[0], None
-    except CamcliError as error:
-        return None, None, str(getattr(error, "reason", error))
+        ranked = [p["index"] for p in record["predictions"]]
+        classes = {r.index if r.index is not None else ranked[r.rank - 1] for r in explainer.requests}
+    except (KeyError, TypeError, IndexError):
+        return {("", -1)}  # matches nothing: recompute
+    return {(method, index) for method in explainer.method_names for index in classes}
 
 
-def run(explainer: Explainer | MethodSet, tasks: list[ImageTask], options: RunOptions,
-        skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
-        on_progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> RunSummary:
+def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterable[SkippedInput] = (),
+        on_failure: FailureCallback | None = None, on_progress: ProgressCallback | None = None,
+        stop: threading.Event | None = None) -> RunSummary:
     """Explain every task, write the outputs and the summary JSON; return the summary.
 
     on_failure(image, reason) is called once per failed image as it happens; on_progress(n) after
-    every n images finished (written, failed or found complete). Setting `stop` (e.g. on SIGINT)
-    ends the run after the current batch, with its outputs and the summary written.
+    every n images finished (written, failed or skipped). Setting `stop` ends the run after the
+    current batch, with its outputs and the summary written.
     """
-    stop = stop or threading.Event()  # set from outside: an interruption
-    halt = threading.Event()  # set by --fail-fast
+    stop = stop or threading.Event()
     inputs = frozenset(os.path.realpath(task.source) for task in tasks)  # never overwritten
     if options.shard is not None:
         tasks = [task for task in tasks if in_shard(task.out_stem, options.shard)]
         # Inputs that were never images have no output path to split by, and their spelling may
         # differ between processes: shard 1 reports them all, so each is reported exactly once.
         skipped = list(skipped) if options.shard[0] == 1 else []
+    check_run_files(options.out_dir, options.shard)
     try:
         options.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create output folder {options.out_dir}: {error}; choose another --out") from error
-    colormap_lut(options.colormap)  # an unknown colour map fails before any work is done
-    summary = RunSummary(images=len(tasks))
+        raise UsageError(f"cannot create output folder {options.out_dir}: {one_line(error)}") from error
+    fingerprint = records.fingerprint({**explainer_settings(explainer), **options.output.settings()})
+    summary = RunSummary(images=len(tasks), run=run_fields(explainer, fingerprint))
+    identity = RunIdentity(explainer.loaded.name, explainer.layer, list(explainer.layers),
+                           explainer.loaded.pretrained, fingerprint)
+    batch_run = BatchRun(explainer, options, ImageWriter(options.out_dir, options.output, identity, inputs),
+                         summary, on_failure, on_progress, stop)
     started = time.perf_counter()
-
-    def fail(display: str, reason: str) -> None:
-        summary.failures.append({"image": display, "error": reason})
-        if on_failure:
-            on_failure(display, reason)
-        if options.fail_fast:
-            halt.set()
-
     for item in skipped:
         summary.images += 1
-        fail(item.display, item.reason)
+        batch_run.fail(item.display, item.reason)
     if options.resume:
         remove_stale_temporary_files(options.out_dir)
-        remaining = [task for task in tasks if not is_complete(task, explainer, options)]
-        summary.resumed = summary.ok = len(tasks) - len(remaining)
-        if on_progress and summary.resumed:
-            on_progress(summary.resumed)
-        tasks = remaining
-
-    lookahead = max(2 * options.batch_size, 4)
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="camcli-decode") as decoders, \
-            ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcli-write") as writers:
-        decoding = deque()
-        writing = deque()
-        pending = iter(tasks)
-
-        def top_up():
-            while len(decoding) < lookahead:
-                task = next(pending, None)
-                if task is None:
-                    return
-                decoding.append((task, decoders.submit(_decode, task, explainer)))
-
-        def drain_writes(limit: int):
-            while len(writing) > limit:
-                task, future = writing.popleft()
-                try:
-                    future.result()
-                    summary.ok += 1
-                except (CamcliError, OSError) as error:
-                    fail(task.display, f"cannot write outputs: {error}")
-                if on_progress:
-                    on_progress(1)
-
-        top_up()
-        while decoding and not stop.is_set() and not halt.is_set():
-            batch_tasks, batch_rgb, batch_inputs = [], [], []
-            while decoding and len(batch_tasks) < options.batch_size:
-                task, future = decoding.popleft()
-                rgb, model_input, error = future.result()
-                top_up()
-                if error is not None:
-                    fail(task.display, error)
-                    if on_progress:
-                        on_progress(1)
-                    continue
-                batch_tasks.append(task)
-                batch_rgb.append(rgb)
-                batch_inputs.append(model_input)
-            if not batch_tasks:
-                continue
-            results = explainer.explain_batch(np.stack(batch_inputs))
-            for task, rgb, result in zip(batch_tasks, batch_rgb, results):
-                writing.append((task, writers.submit(write_image_outputs, task, rgb, result, explainer, options,
-                                                     inputs)))
-            drain_writes(limit=lookahead)
-        drain_writes(limit=0)
-        summary.interrupted = stop.is_set()
-        for _, future in decoding:  # stopped early: decoded images not yet explained are dropped
-            future.cancel()
-
+        tasks, summary.skipped, summary.recomputed = select_for_resume(tasks, explainer, options, fingerprint)
+        summary.ok = summary.skipped
+        batch_run.progress(summary.skipped)
+    if not batch_run.halt.is_set():
+        batch_run.loop(tasks)
     summary.elapsed_seconds = time.perf_counter() - started
-    write_summary(options, explainer, summary)
+    _write_summary(summary, options)
     return summary
 
 
-def summary_record(explainer: Explainer, summary: RunSummary, shard: tuple[int, int] | None = None) -> dict:
-    loaded = explainer.loaded
-    record = {
-        "camcli_version": __version__,
-        "model": loaded.name,
-        "layer": explainer.layer,
-        "method": "+".join(explainer.method_names),
-        "methods": explainer.method_names,
-        "classes": [request.text for request in explainer.requests],
-        "pretrained": loaded.pretrained,
-        "images": summary.images,
-        "ok": summary.ok,
-        "failed": summary.failed,
-        "failures": summary.failures,
-        "elapsed_seconds": round(summary.elapsed_seconds, 3),
-        "images_per_second": round(summary.images_per_second, 3),
-        "resumed": summary.resumed,
-        "interrupted": summary.interrupted,
-    }
-    if shard is not None:
-        record["shard"] = {"index": shard[0], "count": shard[1]}
-    if not loaded.pretrained:
-        record["warning"] = RANDOM_WEIGHTS_WARNING
-    return record
-
-
-def write_summary(options: RunOptions, explainer: Explainer, summary: RunSummary) -> None:
-    save_json(options.out_dir / options.summary_name, summary_record(explainer, summary, options.shard))
-
-
-_SHARD_SUMMARY = re.compile(r"summary\.(\d+)-of-(\d+)\.json")
-
-
-def merge_summaries(out_dir: Path) -> dict:
-    """Combine the shard summaries (summary.K-of-N.json) in `out_dir` into one record.
-
-    The record lists `missing_shards`; a folder with only a plain summary.json is returned as is.
-    Raises UsageError when there is nothing to merge or the shards disagree on N.
-    """
-    shards = {}
-    for path in sorted(out_dir.glob("summary.*-of-*.json")):
-        match = _SHARD_SUMMARY.fullmatch(path.name)
-        if match:
-            try:
-                shards[(int(match[1]), int(match[2]))] = json.loads(path.read_text("utf-8"))
-            except (OSError, ValueError) as error:
-                raise UsageError(f"cannot read shard summary {path}: {error}") from error
-    if not shards:
-        plain = out_dir / SUMMARY_NAME
-        if plain.is_file():
-            return {**json.loads(plain.read_text("utf-8")), "missing_shards": []}
-        raise UsageError(f"no summary.json or summary.K-of-N.json in {out_dir}; is it a camcli --out folder?")
-    counts = {n for _, n in shards}
-    if len(counts) != 1:
-        raise UsageError(f"shard summaries in {out_dir} disagree on the shard count: {sorted(counts)}")
-    (count,) = counts
-    records = [shards[key] for key in sorted(shards)]
-    first = records[0]
-    elapsed = max(r.get("elapsed_seconds", 0.0) for r in records)  # shards run side by side
-    ok = sum(r["ok"] for r in records)
-    resumed = sum(r.get("resumed", 0) for r in records)
-    return {
-        **{key: first[key] for key in ("camcli_version", "model", "layer", "method", "methods", "classes", "pretrained")
-           if key in first},
-        "images": sum(r["images"] for r in records),
-        "ok": ok,
-        "failed": sum(r["failed"] for r in records),
-        "failures": [failure for r in records for failure in r["failures"]],
-        "elapsed_seconds": elapsed,
-        "images_per_second": round((ok - resumed) / elapsed, 3) if elapsed else 0.0,
-        "resumed": resumed,
-        "interrupted": any(r.get("interrupted") for r in records),
-        "shards": count,
-        "missing_shards": [k for k in range(1, count + 1) if (k, count) not in shards],
-    }
+def _write_summary(summary: RunSummary, options: RunOptions) -> None:
+    path = Layout(options.out_dir).summary(options.shard)
+    try:
+        records.write_summary(path, summary.as_record(options.shard))
+        summary.summary_path = path
+    except OSError as error:
+        summary.summary_path = None
+        if summary.stopped is None:
+            summary.stopped = f"cannot write the summary {path}: {one_line(error)}"

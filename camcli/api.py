@@ -1,0 +1,223 @@
+"""The library calls behind the commands: what `camcli explain`, `evaluate`, `report` and `layers` do.
+
+A notebook, a batch engine or a test calls exactly what the CLI calls:
+
+    >>> import camcli
+    >>> summary = camcli.explain_paths(["photos/"], model="demo", out="results", methods=["gradcam"])
+    >>> summary.ok, summary.failed, summary.failures
+    >>> report = camcli.evaluate_paths(["scenes/"], truth="scenes/truth.csv", model="demo")
+    >>> camcli.write_report("results")
+
+`model` is a built-in name or model file (loaded with `weights`, `preprocess`, `labels_file` and
+`unsafe_load`), a `LoadedModel` from `camcli.load_model` / `camcli.wrap_model`, or a Keras model
+(wrapped with default preprocessing). Errors are `camcli.errors.CamcliError`s with one-line messages.
+TensorFlow is imported only here, on the first call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from camcli.errors import UsageError
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How to get the model: a spec to load, or a model in memory."""
+
+    model: object = "vgg16"
+    weights: str | None = None
+    preprocess: str | None = None
+    labels_file: str | None = None
+    unsafe_load: bool = False
+
+    def load(self):
+        from camcli.models.loading import LoadedModel, load_model, wrap_model
+
+        if isinstance(self.model, LoadedModel):
+            return self.model
+        if isinstance(self.model, (str, os.PathLike)):
+            return load_model(os.fspath(self.model), weights=self.weights, preprocess=self.preprocess,
+                              labels_file=self.labels_file, unsafe=self.unsafe_load)
+        return wrap_model(self.model, preprocess=self.preprocess or "none", labels_file=self.labels_file)
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Fail early if the output folder cannot be created or written, without creating anything yet."""
+    existing = Path(out_dir).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot create output folder {out_dir}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK):
+        raise UsageError(f"cannot write to output folder {out_dir}: {existing} is not writable")
+
+
+def _discover(paths: Sequence[PathLike], out_dir: Path):
+    from camcli.runs.discovery import discover
+
+    tasks, skipped = discover(list(paths), out_dir)
+    if not tasks and not skipped:
+        raise UsageError(f"no images found in {', '.join(map(str, paths))}")
+    return tasks, skipped
+
+
+def _method_names(methods: Sequence[str] | None) -> list[str]:
+    return list(dict.fromkeys(name.lower() for name in (methods or []))) or ["gradcam"]
+
+
+def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Sequence[str] | None = None,
+                    classes: Sequence[str] | None = None, top_k: int | None = None, head: str = "auto",
+                    eigen_smooth: bool = False, aug_smooth: bool = False, max_channels: int | None = None,
+                    batch_size: int = 8):
+    """One Explainer, or a MethodSet when several methods are asked for."""
+    from camcli.explain.explainer import Explainer, MethodSet
+    from camcli.explain.methods import REGISTRY
+
+    names = _method_names(methods)
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise UsageError(f"unknown method {unknown[0]!r}: choose one of {', '.join(REGISTRY)}")
+    if max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in names):
+        raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(names)}")
+    explainers = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, top_k=top_k,
+                            head=head, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
+                            score_batch_size=batch_size * 4,
+                            max_channels=max_channels if REGISTRY[name].needs_masked_scores else None)
+                  for name in names]
+    return explainers[0] if len(explainers) == 1 else MethodSet(explainers)
+
+
+def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: PathLike = "camcli_out",
+                  weights: str | None = None, preprocess: str | None = None, labels_file: str | None = None,
+                  unsafe_load: bool = False, layers: Sequence[str] | None = None,
+                  methods: Sequence[str] | None = None, classes: Sequence[str] | None = None,
+                  top_k: int | None = None, head: str = "auto", eigen_smooth: bool = False,
+                  aug_smooth: bool = False, max_channels: int | None = None, batch_size: int = 8,
+                  alpha: float = 0.5, colormap: str = "jet", box_threshold: float = 0.2, draw_box: bool = False,
+                  save_heatmap: bool = False, save_mask: bool = False, panel: bool = False, report: bool = False,
+                  fail_fast: bool = False, resume: bool = False, shard: tuple[int, int] | None = None,
+                  on_failure: Callable[[str, str], None] | None = None,
+                  on_progress: Callable[[int], None] | None = None,
+                  on_start: Callable[[int | None], None] | None = None,
+                  stop: threading.Event | None = None, debug: bool = False):
+    """Explain every image under `paths` and write overlays, records and the summary into `out`.
+
+    Returns the run's `RunSummary` (counts, failures, `as_record()` for summary.json). Images that
+    fail are listed there and the others are still written; setting `stop` ends the run after the
+    current batch. on_start(total) is called once the images are found (total None for a shard).
+    """
+    from camcli.maps.overlay import colormap_lut
+    from camcli.runs.runner import RunOptions, check_run_files, run
+    from camcli.runs.writer import OutputOptions
+
+    out_dir = Path(out)
+    colormap_lut(colormap)  # fail on a bad name, or an unusable output folder, before the model loads
+    check_output_folder(out_dir)
+    check_run_files(out_dir, shard, report=report)
+    tasks, skipped = _discover(paths, out_dir)
+    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
+    explainer = build_explainer(loaded, methods=methods, layers=layers, classes=classes, top_k=top_k, head=head,
+                                eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, max_channels=max_channels,
+                                batch_size=batch_size)
+    output = OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
+                           save_heatmap=save_heatmap, save_mask=save_mask, panel=panel)
+    options = RunOptions(out_dir, batch_size, output, fail_fast=fail_fast, resume=resume, shard=shard,
+                         raise_unexpected=debug)
+    if on_start:
+        on_start(len(tasks) + len(skipped) if shard is None else None)
+    summary = run(explainer, tasks, options, skipped, on_failure=on_failure, on_progress=on_progress, stop=stop)
+    if report and summary.summary_path is not None:
+        summary.report_path = write_report(out_dir)
+    return summary
+
+
+def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object = "vgg16",
+                   out: PathLike | None = "camcli_out", weights: str | None = None, preprocess: str | None = None,
+                   labels_file: str | None = None, unsafe_load: bool = False, methods: Sequence[str] | None = None,
+                   layers: Sequence[str] | None = None, head: str = "auto", steps: int = 50,
+                   box_threshold: float = 0.2, pointing_tolerance: float = 0.0, batch_size: int = 8,
+                   explain_class: str = "predicted", fail_under: Sequence[str] = (), fail_over: Sequence[str] = (),
+                   on_failure: Callable[[str, str], None] | None = None,
+                   on_progress: Callable[[int], None] | None = None,
+                   on_start: Callable[[int], None] | None = None):
+    """Score every method's maps against the ground-truth boxes in `truth`; write evaluation.json and
+    evaluation.csv into `out` (None writes nothing). Returns the `EvaluationReport`; its
+    `failed_gates` are the `fail_under` / `fail_over` gates ("metric=value") that did not hold."""
+    from camcli.evaluate import evaluation
+    from camcli.evaluate.truth import load_truth
+    from camcli.explain.explainer import Explainer
+
+    gates = [evaluation.parse_gate(text, "under") for text in fail_under]
+    gates += [evaluation.parse_gate(text, "over") for text in fail_over]
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        check_output_folder(out_dir)
+        evaluation.check_output_files(out_dir)
+    truth_boxes = load_truth(truth)
+    tasks, skipped = _discover(paths, out_dir if out_dir is not None else Path(os.devnull))
+    options = evaluation.EvaluationOptions(out_dir, box_threshold, steps, batch_size, score_batch_size=batch_size * 4,
+                                           pointing_tolerance=pointing_tolerance, gates=gates,
+                                           truth_name=str(truth), explain_class=explain_class)
+    evaluation.check_computable(gates, options, truth_boxes)
+    evaluation.check_matches(truth_boxes, tasks, str(truth))
+    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
+    classes = evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks, explain_class)
+    explainers = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
+                            score_batch_size=batch_size * 4) for name in _method_names(methods)]
+    if on_start:
+        on_start(len(tasks))
+    return evaluation.evaluate(explainers, tasks, truth_boxes, options, skipped, on_failure=on_failure,
+                               on_progress=on_progress)
+
+
+def write_report(out: PathLike, title: str | None = None) -> Path:
+    """Write OUT/index.html for the camcli outputs in `out`; returns its path."""
+    from camcli.report.page import write_report as write_page
+
+    return write_page(Path(out), title)
+
+
+def merge_summaries(out: PathLike, write: bool = True) -> dict:
+    """The shard summaries in `out` merged into one record (written as summary.json with `write`
+    when there are shards); lists `missing_shards`."""
+    from camcli.runs import records
+    from camcli.runs.layout import Layout
+
+    merged = records.merge_summaries(Path(out))
+    if write and merged.get("shards"):
+        records.write_summary(Layout(out).summary(), merged)
+    return merged
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    path: str
+    type_name: str
+    shape: str
+    default: bool
+
+
+def list_layers(model: object = "vgg16", *, weights: str | None = None, preprocess: str | None = None,
+                labels_file: str | None = None, unsafe_load: bool = False) -> list[LayerRow]:
+    """The layers that can be explained (4-D outputs), the default one marked. A built-in model is
+    built with random weights unless `weights` is given: its layers do not depend on them."""
+    from camcli.models import catalog
+
+    if isinstance(model, str) and weights is None:
+        entry = catalog.lookup(model)
+        if entry is not None and entry.name not in catalog.DEMO_NAMES:
+            weights = "none"
+    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
+    from camcli.models.layers import default_layer, spatial_layers
+
+    default = default_layer(loaded.model)
+    return [LayerRow(info.path, info.type_name, "x".join("?" if d is None else str(d) for d in info.output_shape[1:]),
+                     info.path == default)
+            for info in spatial_layers(loaded.model)]

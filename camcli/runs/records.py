@@ -1,0 +1,182 @@
+"""The JSON camcli writes and reads back: the per-image record and the run summary, with one schema.
+
+Image record (`<stem>.json`, written after the image's other files, so a record means the image is
+complete):
+
+    image, width, height          the input as the user named it, and its size in pixels
+    model, layer, layers          what explained it
+    predictions                   [{rank, index, label, score}], the top-k
+    explanations                  one entry per (method, class): method, layer, layers, class_index,
+                                  label, score, overlay, heatmap, peak, bbox, mask, panel, raw_max, empty
+                                  (file names relative to the output folder; null when not written)
+    camcli_version, fingerprint   who wrote it, and a digest of everything that shaped its outputs
+    warning                       only with random weights
+
+Summary (`summary.json`, `summary.K-of-N.json` for a shard): the run's settings and its counts:
+images, ok (explained now or skipped as unchanged), failed, failures [{image, error}], skipped
+(found complete and unchanged by --resume), recomputed (an earlier record whose fingerprint
+differed, or whose files were missing), interrupted, stopped (why the run ended early, or null).
+
+Everything here is plain JSON work; no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from camcli import __version__
+from camcli.errors import CorruptSummaryError, MissingSummaryError, UsageError
+from camcli.runs.files import save_json
+from camcli.runs.layout import Layout, read_json_object
+
+RANDOM_WEIGHTS_WARNING = "random weights (weights='none'): the predictions and maps are meaningless"
+
+# Files an explanation entry may name, by whether the run was asked for them.
+MAP_FILE_KEYS = ("overlay", "heatmap", "mask", "panel")
+
+# Summary fields that describe the run rather than count it; merged summaries take them from shard 1.
+RUN_FIELDS = ("camcli_version", "model", "layer", "method", "methods", "classes", "pretrained", "fingerprint")
+
+
+def fingerprint(settings: Mapping) -> str:
+    """A digest of everything that shapes an image's outputs (model, weights, layers, methods, classes,
+    top-k, overlay, box and output options, camcli's version): equal settings, equal fingerprint."""
+    text = json.dumps({**settings, "camcli_version": __version__}, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- image records -------------------------------------------------------------------------------------
+
+
+def image_record(*, image: str, width: int, height: int, model: str, layer: str, layers: list[str],
+                 predictions: list[dict], explanations: list[dict], fingerprint: str, pretrained: bool) -> dict:
+    record = {
+        "image": image,
+        "width": width,
+        "height": height,
+        "model": model,
+        "layer": layer,
+        "layers": layers,
+        "predictions": predictions,
+        "explanations": explanations,
+        "camcli_version": __version__,
+        "fingerprint": fingerprint,
+    }
+    if not pretrained:
+        record["warning"] = RANDOM_WEIGHTS_WARNING
+    return record
+
+
+def is_image_record(data, relative: str | None = None) -> bool:
+    """A camcli image record; with `relative` (its path in the output folder, e.g. "a/cat.json"), also
+    one whose overlays are named after it, as the runner writes them."""
+    if not isinstance(data, dict) or not isinstance(data.get("image"), str) \
+            or not isinstance(data.get("explanations"), list):
+        return False
+    if relative is None:
+        return True
+    prefix = relative[: -len(".json")] + "."
+    return all(not isinstance(e, dict) or not isinstance(e.get("overlay"), str) or e["overlay"].startswith(prefix)
+               for e in data["explanations"])
+
+
+def read_image_record(path: Path) -> dict | None:
+    """The image record at `path`, or None when there is none (missing, unreadable, not a record)."""
+    data = read_json_object(path)
+    return data if is_image_record(data) else None
+
+
+def listed_files(record: dict | None, out_dir: Path) -> frozenset[str]:
+    """Real paths of the files a record names (what the previous run of this image wrote)."""
+    import os
+
+    if record is None:
+        return frozenset()
+    found = set()
+    for entry in record.get("explanations", []):
+        if isinstance(entry, dict):
+            for key in MAP_FILE_KEYS:
+                name = entry.get(key)
+                if isinstance(name, str) and name:
+                    found.add(os.path.realpath(out_dir / name))
+    return frozenset(found)
+
+
+def is_unchanged(record: dict | None, wanted_fingerprint: str, wanted_maps: set[tuple[str, int]] | None,
+                 out_dir: Path, required: Iterable[str]) -> bool:
+    """Whether an earlier record can stand for this run: same fingerprint, one map per wanted
+    (method, class) when those are known, and every required file (MAP_FILE_KEYS) present."""
+    if record is None or record.get("fingerprint") != wanted_fingerprint:
+        return False
+    try:
+        explanations = record["explanations"]
+        if not explanations:
+            return False
+        if wanted_maps is not None and wanted_maps != {(e["method"], e["class_index"]) for e in explanations}:
+            return False
+        names = [e[key] for e in explanations for key in required]
+    except (KeyError, TypeError):
+        return False
+    return all(isinstance(name, str) and name and (out_dir / name).is_file() for name in names)
+
+
+# --- summaries -----------------------------------------------------------------------------------------
+
+
+def write_summary(path: Path, record: dict) -> None:
+    save_json(path, record)
+
+
+def read_summary(path: Path) -> dict:
+    """A summary camcli wrote; MissingSummaryError when there is none, CorruptSummaryError when the
+    file is not camcli's summary (unreadable, not JSON, or another program's file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingSummaryError(path)
+    data = read_json_object(path)
+    if data is None:
+        raise CorruptSummaryError(path, "it is not a JSON object (corrupt, or not camcli's)")
+    missing = [key for key in ("images", "ok", "failed", "failures") if key not in data]
+    if missing or "camcli_version" not in data or not isinstance(data.get("failures"), list):
+        raise CorruptSummaryError(path, f"it lacks camcli's fields ({', '.join(missing or ['camcli_version'])})")
+    return data
+
+
+def merge_summaries(out_dir: Path) -> dict:
+    """The run's summary: summary.json, or the shard summaries (summary.K-of-N.json) combined.
+
+    A merged record lists `missing_shards`. MissingSummaryError when there is no summary at all;
+    CorruptSummaryError for a summary that is not camcli's; UsageError when shards disagree on N.
+    """
+    layout = Layout(out_dir)
+    shard_paths = layout.shard_summaries()
+    if not shard_paths:
+        return {**read_summary(layout.summary()), "missing_shards": []}
+    shards = {key: read_summary(path) for key, path in shard_paths.items()}
+    counts = {n for _, n in shards}
+    if len(counts) != 1:
+        raise UsageError(f"shard summaries in {out_dir} disagree on the shard count: {sorted(counts)}")
+    (count,) = counts
+    records = [shards[key] for key in sorted(shards)]
+    elapsed = max(r.get("elapsed_seconds", 0.0) for r in records)  # shards run side by side
+    ok = sum(r["ok"] for r in records)
+    skipped = sum(r.get("skipped", 0) for r in records)
+    stopped = [r["stopped"] for r in records if r.get("stopped")]
+    return {
+        **{key: records[0][key] for key in RUN_FIELDS if key in records[0]},
+        "images": sum(r["images"] for r in records),
+        "ok": ok,
+        "failed": sum(r["failed"] for r in records),
+        "failures": [failure for r in records for failure in r["failures"]],
+        "elapsed_seconds": elapsed,
+        "images_per_second": round((ok - skipped) / elapsed, 3) if elapsed else 0.0,
+        "skipped": skipped,
+        "recomputed": sum(r.get("recomputed", 0) for r in records),
+        "interrupted": any(r.get("interrupted") for r in records),
+        "stopped": stopped[0] if stopped else None,
+        "shards": count,
+        "missing_shards": [k for k in range(1, count + 1) if (k, count) not in shards],
+    }

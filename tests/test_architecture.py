@@ -1,0 +1,142 @@
+"""The shape of the package: the library API the CLI calls, imports that go one way, a thin CLI, one
+owner for the output names, a distribution name of our own, and version bounds that say what is tested."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+from click.testing import CliRunner
+
+import camcli
+from camcli.cli import cli
+
+PACKAGE = Path(camcli.__file__).resolve().parent
+REPO = PACKAGE.parent
+
+# Imports go one way: a package may import those listed for it (and itself), never a higher one.
+ALLOWED = {
+    "errors": set(),
+    "maps": {"errors"},
+    "models": {"errors", "maps"},
+    "explain": {"errors", "maps", "models"},
+    "runs": {"errors", "maps", "models"},
+    "evaluate": {"errors", "maps", "models", "explain", "runs"},
+    "report": {"errors", "maps", "runs"},
+}
+# The demo's training scripts are tools on top of everything (they explain to check their models).
+SCRIPTS = {"models/demo/train.py", "models/demo/cheat.py", "models/demo/samples.py"}
+
+
+def camcli_imports(path: Path):
+    tree = ast.parse(path.read_text("utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("camcli"):
+            parts = node.module.split(".")
+            if len(parts) == 1:  # from camcli import x
+                yield from (f"camcli.{alias.name}" for alias in node.names)
+            else:
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names if alias.name.startswith("camcli"))
+
+
+def test_imports_go_one_way():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        layer = relative.split("/")[0].removesuffix(".py")
+        if layer not in ALLOWED or relative in SCRIPTS:
+            continue
+        for module in camcli_imports(path):
+            target = module.split(".")[1] if "." in module else ""
+            if target in ("", "__version__") or target == layer:
+                continue
+            if target not in ALLOWED[layer]:
+                wrong.append(f"{relative} imports {module}")
+    assert wrong == []
+
+
+def test_the_public_api_is_what_the_cli_calls():
+    for name in ("explain_paths", "evaluate_paths", "write_report", "list_layers", "merge_summaries", "Explainer",
+                 "MethodSet", "load_model", "wrap_model", "load_rgb"):
+        assert callable(getattr(camcli, name)), name
+    tree = ast.parse((PACKAGE / "cli.py").read_text("utf-8"))
+    called = {node.names[0].name for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module == "camcli.api"}
+    assert called == {"explain_paths", "evaluate_paths", "write_report", "list_layers", "merge_summaries"}
+
+
+def test_cli_commands_are_thin():
+    """Each command body: options in, one library call, printing out (the explain body was 75 lines)."""
+    tree = ast.parse((PACKAGE / "cli.py").read_text("utf-8"))
+    bodies = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and any(
+                isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "command" for d in node.decorator_list):
+            first = node.body[1] if isinstance(node.body[0], ast.Expr) else node.body[0]  # after the docstring
+            bodies[node.name] = node.end_lineno - first.lineno + 1
+    assert set(bodies) == {"explain", "evaluate_command", "summary", "report_command", "layers", "models", "methods"}
+    assert max(bodies.values()) <= 20, bodies
+
+
+def test_output_names_have_one_owner():
+    """No module but runs/layout.py spells an output name or the marker."""
+    names = r"summary\.json|index\.html|evaluation\.json|evaluation\.csv|\.thumb\.jpg|\.camcli\."
+    spelled = re.compile(rf"""["']({names})["']""")
+    found = [path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
+             if path.name != "layout.py" and spelled.search(path.read_text("utf-8"))]
+    assert found == []
+
+
+def test_the_distribution_has_a_name_of_its_own_and_bounded_keras():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]
+    assert project["name"] == "keras-camcli"  # `camcli` on PyPI is an unrelated 2020 package
+    assert project["scripts"] == {"camcli": "camcli.cli:main"}
+    keras = [d for d in project["dependencies"] if d.startswith("keras")]
+    assert keras == ["keras>=3.3,<4"]
+    readme = (REPO / "README.md").read_text("utf-8")
+    assert "pip install camcli" not in readme and 'pip install "camcli' not in readme
+    assert 'pip install "keras-camcli[cpu]"' in readme
+    assert (PACKAGE / "py.typed").is_file()
+
+
+def test_the_report_styles_and_script_are_package_files():
+    assert (PACKAGE / "report" / "page.css").stat().st_size > 500
+    assert (PACKAGE / "report" / "page.js").stat().st_size > 500
+    assert "_CSS = " not in (PACKAGE / "report" / "page.py").read_text("utf-8")
+
+
+def test_ci_runs_the_linter():
+    ci = (REPO / ".ci" / "run").read_text("utf-8")
+    assert "make lint" in ci or "ruff check" in ci
+    config = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["tool"]["ruff"]["lint"]
+    assert "C90" in config["select"] and config["mccabe"]["max-complexity"] <= 12
+
+
+@pytest.mark.parametrize("command", ["explain", "evaluate", "summary", "report", "layers", "models", "methods"])
+def test_debug_is_an_option_of_every_command(command):
+    result = CliRunner().invoke(cli, [command, "--help"])
+    assert result.exit_code == 0 and "--debug" in result.output
+
+
+def test_explain_paths_writes_what_the_cli_writes(tmp_path):
+    """A notebook's call and the command give the same records."""
+    from camcli.models.demo.samples import write_generated
+
+    write_generated(tmp_path / "in")
+    summary = camcli.explain_paths([tmp_path / "in"], model="demo", out=tmp_path / "lib", top_k=3)
+    assert (summary.images, summary.ok, summary.failed) == (6, 6, 0)
+    result = CliRunner().invoke(cli, ["explain", str(tmp_path / "in"), "--model", "demo", "--out",
+                                      str(tmp_path / "cli"), "--top-k", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.relative_to(tmp_path / "lib").as_posix() for p in (tmp_path / "lib").rglob("*"))
+    assert names == sorted(p.relative_to(tmp_path / "cli").as_posix() for p in (tmp_path / "cli").rglob("*"))
+    for name in names:
+        if name.endswith(".json") and name != "summary.json":
+            lib, cli_record = ((tmp_path / side / name).read_text() for side in ("lib", "cli"))
+            assert json.loads(lib) == json.loads(cli_record)
+    assert summary.as_record()["fingerprint"] == json.loads((tmp_path / "cli" / "summary.json").read_text())[
+        "fingerprint"]
