@@ -56,7 +56,7 @@ def test_catalog_facts_match_the_keras_model(name, monkeypatch):
             load_model(name)  # builds the model, then Keras asks for the weights file
         message = str(error.value)
         assert str(keras_cache_dir() / entry.weights_file) in message
-        assert f"--weights /path/to/{entry.weights_file}" in message and "\n" not in message
+        assert f"`weights=/path/to/{entry.weights_file}`" in message and "\n" not in message
     assert requested == [entry.weights_file]
 
     loaded = load_model(name, weights="none")
