@@ -226,6 +226,38 @@ def layer_channels(model, path: str) -> int:
     return int(next(info.output_shape[-1] for info in all_layers(model) if info.path == path))
 
 
+def compiled_explainers(loaded, rows, score_batch: int, batch_size: int) -> tuple[dict, dict]:
+    """({label: Explainer compiled outside the timing}, {label: why it does not apply})."""
+    from camcli.errors import UsageError
+    from camcli.explain.explainer import Explainer
+
+    explainers, skipped = {}, {}
+    for label, kwargs, _ in rows:
+        try:
+            explainer = Explainer(loaded, score_batch_size=score_batch, **kwargs)
+        except UsageError as error:  # e.g. cam on a model without a GAP -> dense head
+            skipped[label] = str(error)
+            continue
+        # compile outside the timing; Score-CAM on one image (its masked passes are the costly part)
+        warm = 1 if kwargs.get("max_channels") else batch_size
+        explainer.explain_batch(np.zeros((warm, *loaded.input_size, 3), np.float32))
+        explainers[label] = explainer
+    return explainers, skipped
+
+
+def row_cost(method, kwargs: dict, masked: float | None, score_batch: int) -> str:
+    """What one row of the methods section costs per image, in words."""
+    from camcli.explain.augment import AUGMENTATIONS
+
+    if method.needs_masked_scores:
+        return (f"1 pass + {masked:.0f} masked copies per image (masked_images_scored / images), "
+                f"in {masked / score_batch:.1f} passes of {score_batch}")
+    if kwargs.get("aug_smooth"):
+        return (f"{len(AUGMENTATIONS)} gradient passes per image (the image + "
+                f"{len(AUGMENTATIONS) - 1} flipped/zoomed copies)")
+    return method.cost
+
+
 def methods_section(args, work: Path) -> None:
     """Every registered method end to end (the CLI's code path), interleaved with predict-only.
 
@@ -234,9 +266,7 @@ def methods_section(args, work: Path) -> None:
     Explainer is built once per row, as the CLI builds it once per run, with the CLI's Score-CAM
     batch (4 x --batch-size masked copies per pass). No targets: it only prints.
     """
-    from camcli.errors import UsageError
-    from camcli.explain.augment import AUGMENTATIONS
-    from camcli.explain.explainer import Explainer, MethodSet
+    from camcli.explain.explainer import MethodSet
     from camcli.explain.methods import REGISTRY
     from camcli.models.catalog import BUILTIN_MODELS
     from camcli.models.loading import load_model
@@ -260,17 +290,7 @@ def methods_section(args, work: Path) -> None:
         {"method": "scorecam", "max_channels": args.scorecam_channels}, True))
     rows.append(("gradcam --aug-smooth", {"method": "gradcam", "aug_smooth": True}, True))
 
-    explainers, skipped = {}, {}
-    for label, kwargs, _ in rows:
-        try:
-            explainer = Explainer(loaded, score_batch_size=score_batch, **kwargs)
-        except UsageError as error:  # e.g. cam on a model without a GAP -> dense head
-            skipped[label] = str(error)
-            continue
-        # compile outside the timing; Score-CAM on one image (its masked passes are the costly part)
-        warm = 1 if kwargs.get("max_channels") else batch_size
-        explainer.explain_batch(np.zeros((warm, *loaded.input_size, 3), np.float32))
-        explainers[label] = explainer
+    explainers, skipped = compiled_explainers(loaded, rows, score_batch, batch_size)
 
     masked_per_image = {}
 
@@ -303,15 +323,7 @@ def methods_section(args, work: Path) -> None:
         if label in skipped:
             print(f"  {label:<28} {'':>6} {'n/a':>9} {'n/a':>9}  {skipped[label]}")
             continue
-        method = REGISTRY[kwargs["method"]]
-        cost = method.cost
-        if method.needs_masked_scores:
-            masked = masked_per_image[label]
-            cost = (f"1 pass + {masked:.0f} masked copies per image (masked_images_scored / images), "
-                    f"in {masked / score_batch:.1f} passes of {score_batch}")
-        elif kwargs.get("aug_smooth"):
-            cost = (f"{len(AUGMENTATIONS)} gradient passes per image (the image + "
-                    f"{len(AUGMENTATIONS) - 1} flipped/zoomed copies)")
+        cost = row_cost(REGISTRY[kwargs["method"]], kwargs, masked_per_image.get(label), score_batch)
         images = len(slow_paths if slow else paths)
         print(f"  {label:<28} {images:>6} {best[label]:9.2f} {relative[label]:8.2f}x  {cost}")
     separate = 1.0 / sum(1.0 / best[label] for label in together)
@@ -359,7 +371,7 @@ def memory_run(count: int, work: Path) -> tuple[float, float, float]:
 
 # -- the table ------------------------------------------------------------------------------------
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vgg16,resnet50,xception")
     parser.add_argument("--batch-sizes", default="1,8,32")
@@ -384,38 +396,34 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.images, args.tutorial_images = "resnet50", "8", 32, 8
-    if args.memory_images is None:
-        args.memory_images = 500 if args.quick else 2000
-    if args.methods_images is None:
-        args.methods_images = 16 if args.quick else 48
-    if args.methods_slow_images is None:
-        args.methods_slow_images = 4 if args.quick else 8
+    defaults = {"memory_images": (2000, 500), "methods_images": (48, 16), "methods_slow_images": (8, 4)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
     args.methods_slow_images = min(args.methods_slow_images, args.methods_images)
     if args.only == "methods" and args.skip_methods:
         parser.error("--only methods and --skip-methods exclude each other")
+    return args
 
-    from camcli.models.catalog import BUILTIN_MODELS
-    from camcli.models.loading import load_model
 
-    work = Path(tempfile.mkdtemp(prefix="camcli-bench-"))
-    held = []
+class Targets:
+    """Checks figures against their targets and remembers which held."""
 
-    def check(value, target, higher_is_better=True):
+    def __init__(self):
+        self.held = []
+
+    def check(self, value, target, higher_is_better=True):
         ok = value >= target if higher_is_better else value <= target
-        held.append(ok)
+        self.held.append(ok)
         sign = ">=" if higher_is_better else "<="
         return f"{value:.2f} (target {sign} {target}: {'held' if ok else 'MISSED'})"
 
-    if args.only == "methods":
-        print(f"camcli throughput benchmark, methods section only: {os.cpu_count()} cores\n")
-        methods_section(args, work)
-        shutil.rmtree(work, ignore_errors=True)
-        print("\nthe methods section has no targets")
-        return 0
 
-    print(f"camcli throughput benchmark: {os.cpu_count()} cores, images per measurement {args.images}")
-    print("images/s; ratios are camcli end to end over predict-only (or over the tutorial loop)\n")
-    header = f"{'model':<10} {'batch':>5} {'predict':>8} {'gradcam':>8} {'cam':>8} {'grad/pred':>10} {'cam/pred':>9}"
+def measure_models(args, work):
+    """One row per (model, batch size): predict-only, gradcam and cam images/s, side by side."""
+    from camcli.models.catalog import BUILTIN_MODELS
+    from camcli.models.loading import load_model
+
     rows = []
     for name in args.models.split(","):
         entry = BUILTIN_MODELS[name]
@@ -432,7 +440,11 @@ def main():
             rows.append((name, batch_size, speeds["predict"], speeds["gradcam"], speeds.get("cam", nan),
                          ratios["gradcam"], ratios.get("cam", nan), tutorial))
         del loaded
+    return rows
 
+
+def print_table(rows, targets):
+    header = f"{'model':<10} {'batch':>5} {'predict':>8} {'gradcam':>8} {'cam':>8} {'grad/pred':>10} {'cam/pred':>9}"
     print(header)
     for name, batch_size, predict, gradcam, cam, grad_ratio, cam_ratio, _ in rows:
         cam_text = f"{cam_ratio:9.2f}" if cam_ratio == cam_ratio else f"{'n/a':>9}"
@@ -444,7 +456,7 @@ def main():
         tutorial = next(row[-1] for row in rows if row[0] == name)
         best = max(row[3] for row in rows if row[0] == name)
         fastest_predict = max(row[2] for row in rows if row[0] == name)
-        speedup = check(best / tutorial, TARGETS["gradcam_vs_tutorial"])
+        speedup = targets.check(best / tutorial, TARGETS["gradcam_vs_tutorial"])
         print(f"  {name:<10} {tutorial:6.2f} images/s; camcli gradcam at its fastest batch size {best:6.1f} images/s;"
               f" camcli/tutorial {speedup}; ceiling predict/tutorial {fastest_predict / tutorial:.1f}")
     print()
@@ -452,26 +464,47 @@ def main():
     for name, batch_size, _, _, _, grad_ratio, cam_ratio, _ in rows:
         if batch_size not in (8, 32):
             continue
-        print(f"  {name:<10} batch {batch_size:>2}: gradcam/predict {check(grad_ratio, TARGETS['gradcam_vs_predict'])}")
+        print(f"  {name:<10} batch {batch_size:>2}: gradcam/predict "
+              f"{targets.check(grad_ratio, TARGETS['gradcam_vs_predict'])}")
         if cam_ratio == cam_ratio:
-            print(f"  {name:<10} batch {batch_size:>2}: cam/predict     {check(cam_ratio, TARGETS['cam_vs_predict'])}")
+            print(f"  {name:<10} batch {batch_size:>2}: cam/predict     "
+                  f"{targets.check(cam_ratio, TARGETS['cam_vs_predict'])}")
     print()
-    if not args.skip_methods:
-        methods_section(args, work)
-        print()
+
+
+def print_start_and_memory(args, work, targets):
     sample = make_images(work / "single", 1, 224)[0]
     print(f"cold start, resnet50, one image (import + build + compile + explain): "
           f"{cold_start('resnet50', sample, work / 'cold'):.1f} s")
-    print(f"camcli --help: {check(wall([*camcli_command(), '--help']), TARGETS['help_seconds'], False)} s")
-    print(f"camcli models: {check(wall([*camcli_command(), 'models']), TARGETS['help_seconds'], False)} s")
+    print(f"camcli --help: {targets.check(wall([*camcli_command(), '--help']), TARGETS['help_seconds'], False)} s")
+    print(f"camcli models: {targets.check(wall([*camcli_command(), 'models']), TARGETS['help_seconds'], False)} s")
     if args.memory_images:
         at100, end, growth = memory_run(args.memory_images, work)
         print(f"memory, {args.memory_images}-image demo-model run: RSS {at100:.0f} MB after 100 images, "
-              f"{end:.0f} MB at the end: growth {check(growth, TARGETS['memory_growth'], False)}")
+              f"{end:.0f} MB at the end: growth {targets.check(growth, TARGETS['memory_growth'], False)}")
+
+
+def main():
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="camcli-bench-"))
+    if args.only == "methods":
+        print(f"camcli throughput benchmark, methods section only: {os.cpu_count()} cores\n")
+        methods_section(args, work)
+        shutil.rmtree(work, ignore_errors=True)
+        print("\nthe methods section has no targets")
+        return 0
+    targets = Targets()
+    print(f"camcli throughput benchmark: {os.cpu_count()} cores, images per measurement {args.images}")
+    print("images/s; ratios are camcli end to end over predict-only (or over the tutorial loop)\n")
+    print_table(measure_models(args, work), targets)
+    if not args.skip_methods:
+        methods_section(args, work)
+        print()
+    print_start_and_memory(args, work, targets)
     print(f"peak RSS of this benchmark process: {peak_rss_mb():.0f} MB")
     shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{sum(held)} of {len(held)} targets held")
-    return 0 if all(held) else 1
+    print(f"\n{sum(targets.held)} of {len(targets.held)} targets held")
+    return 0 if all(targets.held) else 1
 
 
 if __name__ == "__main__":
