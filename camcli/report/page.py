@@ -39,10 +39,9 @@ from camcli.runs.layout import (
     panel_path,
     thumbnail_path,
 )
-from camcli.runs.records import is_image_record, merge_summaries
+from camcli.runs.records import is_run_summary, merge_summaries, scan_image_record
 
 THUMB_SIDE = 256  # longest side of a thumbnail, in pixels
-_MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's records
 _GUIDED_METHODS = frozenset({"guidedbackprop", "guidedgradcam"})  # their overlay is a gradient picture
 
 
@@ -70,7 +69,7 @@ def find_records(out_dir: Path, problems: list[str] | None = None) -> list[dict]
     for folder, dirs, names in os.walk(out_dir):
         dirs.sort()
         top = Path(folder) == out_dir
-        if not top and any(RUN_FILE.fullmatch(name) and _is_run_summary(Path(folder, name)) for name in names
+        if not top and any(RUN_FILE.fullmatch(name) and is_run_summary(Path(folder, name)) for name in names
                            if name.startswith("summary")):
             dirs.clear()
             continue
@@ -79,27 +78,13 @@ def find_records(out_dir: Path, problems: list[str] | None = None) -> list[dict]
                 continue
             path = Path(folder, name)
             relative = path.relative_to(out_dir).as_posix()
-            try:
-                if path.stat().st_size > _MAX_RECORD_BYTES:
-                    continue
-                record = json.loads(path.read_bytes().decode("utf-8"))
-            except (OSError, ValueError) as error:
-                if problems is not None:
-                    problems.append(f"cannot read {relative}: {error}")
-                continue
-            if is_image_record(record, relative):
+            record, problem = scan_image_record(path, relative)
+            if problem is not None and problems is not None:
+                problems.append(problem)
+            if record is not None:
                 record["_json"] = relative
                 records.append(record)
     return records
-
-
-def _is_run_summary(path: Path) -> bool:
-    """summary.json of a run (an image named summary.png below the top gets a record of that name)."""
-    try:
-        record = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and "explanations" not in record and "failures" in record
 
 
 def read_summary(out_dir: Path, problems: list[str]) -> dict | None:

@@ -34,6 +34,8 @@ from camcli.runs.layout import Layout, read_json_object
 
 RANDOM_WEIGHTS_WARNING = "random weights (weights='none'): the predictions and maps are meaningless"
 
+MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's records
+
 # Files an explanation entry may name, by whether the run was asked for them.
 MAP_FILE_KEYS = ("overlay", "heatmap", "mask", "panel")
 
@@ -83,6 +85,18 @@ def is_image_record(data, relative: str | None = None) -> bool:
                for e in data["explanations"])
 
 
+def scan_image_record(path: Path, relative: str) -> tuple[dict | None, str | None]:
+    """(the record at `path`, None) for a camcli image record stored at `relative`; (None, None) for
+    JSON that is not one (or a file too large to be one); (None, why) when the file cannot be read."""
+    try:
+        if path.stat().st_size > MAX_RECORD_BYTES:
+            return None, None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as error:
+        return None, f"cannot read {relative}: {error}"
+    return (data, None) if is_image_record(data, relative) else (None, None)
+
+
 def read_image_record(path: Path) -> dict | None:
     """The image record at `path`, or None when there is none (missing, unreadable, not a record)."""
     data = read_json_object(path)
@@ -124,6 +138,12 @@ def is_unchanged(record: dict | None, wanted_fingerprint: str, wanted_maps: set[
 
 
 # --- summaries -----------------------------------------------------------------------------------------
+
+
+def is_run_summary(path: Path) -> bool:
+    """A run's summary (an image named summary.png below the top of a folder gets a record of that name)."""
+    data = read_json_object(path)
+    return data is not None and "explanations" not in data and "failures" in data
 
 
 def write_summary(path: Path, record: dict) -> None:
