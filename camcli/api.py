@@ -165,14 +165,16 @@ def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object 
     options = evaluation.EvaluationOptions(out_dir, box_threshold, steps, batch_size, score_batch_size=batch_size * 4,
                                            pointing_tolerance=pointing_tolerance, gates=gates,
                                            truth_name=str(truth), explain_class=explain_class)
-    evaluation.check_computable(gates, options, truth_boxes)
-    evaluation.check_matches(truth_boxes, tasks, str(truth))
-    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
-    classes = evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks, explain_class)
-    explainers = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
-                            score_batch_size=batch_size * 4) for name in _method_names(methods)]
-    if on_start:
-        on_start(len(tasks))
+
+    def explainers():  # built once the truth and the gates are known to be usable
+        loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
+        classes = evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks, explain_class)
+        built = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
+                           score_batch_size=batch_size * 4) for name in _method_names(methods)]
+        if on_start:
+            on_start(len(tasks))
+        return built
+
     return evaluation.evaluate(explainers, tasks, truth_boxes, options, skipped, on_failure=on_failure,
                                on_progress=on_progress)
 

@@ -68,7 +68,7 @@ def test_catalog_facts_match_the_keras_model(name, monkeypatch):
         assert len(cam.class_weights) == 1  # one (channels, classes) matrix per explained layer
         assert cam.class_weights[0].shape[1] == 1000
     else:
-        with pytest.raises(UsageError, match="use --method gradcam"):
+        with pytest.raises(UsageError, match="use `methods=gradcam`"):
             Explainer(loaded, method="cam")
     pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     module = getattr(keras.applications, KERAS_MODULES[name])

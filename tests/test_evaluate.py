@@ -72,7 +72,7 @@ class FakeExplainer:
         red = batch[:, y0:y1, x0:x1, 0].mean(axis=(1, 2))
         return np.stack([red, 1.0 - red], axis=1)
 
-    def explain_batch(self, batch, class_ids=None, shared=None):
+    def explain_batch(self, batch, class_ids=None):
         self.asked.append(None if class_ids is None else class_ids.tolist())
         results = []
         for image, scores in zip(batch, self.class_scores(batch)):
@@ -227,7 +227,7 @@ def test_several_methods_are_compared_side_by_side(tmp_path):
     assert list(report.methods) == ["one", "two"]
     assert [row["method"] for row in report.rows] == ["one", "two"]
     assert format_table(report).splitlines()[0].split() == ["metric", "one", "two", "better"]
-    with pytest.raises(UsageError, match="--method one is given twice"):
+    with pytest.raises(UsageError, match="`methods=one` is given twice"):
         evaluate([FakeExplainer("one"), FakeExplainer("one")], tasks, truth, EvaluationOptions())
 
 

@@ -213,8 +213,8 @@ def test_frozen_model_still_gets_gradients():
         ({"method": "gradcam+++"}, "choose one of gradcam, gradcam++"),
         ({"classes": ["7"]}, "out of range: class indices run from 0 to 2"),
         ({"classes": ["top4"]}, "use top1..top3"),
-        ({"top_k": 0}, "--top-k 0 is out of range"),
-        ({"top_k": 4}, "--top-k 4 is out of range"),
+        ({"top_k": 0}, "`top_k=0` is out of range"),
+        ({"top_k": 4}, "`top_k=4` is out of range"),
     ],
 )
 def test_usage_errors(options, message):
@@ -224,7 +224,7 @@ def test_usage_errors(options, message):
 
 
 def test_cam_without_gap_head_suggests_gradcam():
-    with pytest.raises(UsageError, match="use --method gradcam"):
+    with pytest.raises(UsageError, match="use `methods=gradcam`"):
         explainer_for(tiny_models.flatten_dense(), method="cam")
 
 
@@ -256,11 +256,15 @@ def test_method_set_refuses_mismatched_or_repeated_methods():
 
     loaded = wrap_model(tiny_models.gap_dense(), preprocess="none")
     gradcam = Explainer(loaded, method="gradcam")
-    with pytest.raises(UsageError, match="--method gradcam is given twice"):
+    with pytest.raises(UsageError, match="`methods=gradcam` is given twice"):
         MethodSet([gradcam, Explainer(loaded, method="gradcam")])
-    with pytest.raises(UsageError, match="must share the model, the layers and the classes"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head and the classes"):
         MethodSet([gradcam, Explainer(loaded, method="cam", classes=["top2"])])
-    with pytest.raises(UsageError, match="at least one --method"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head and the classes"):
+        MethodSet([gradcam, Explainer(loaded, method="cam", head="sigmoid")])  # other scores: another step
+    with pytest.raises(UsageError, match="must share the model, the layers, the head and the classes"):
+        MethodSet([gradcam, Explainer(loaded, method="layercam", layer="conv1")])
+    with pytest.raises(UsageError, match=r"at least one method \(`methods`\)"):
         MethodSet([])
     both = MethodSet([gradcam, Explainer(loaded, method="cam")])
     assert both.method_names == ["gradcam", "cam"] and both.layer == gradcam.layer
@@ -274,60 +278,148 @@ def test_method_set_runs_one_step_per_batch_and_gives_each_method_its_own_maps(a
 
     loaded = wrap_model(tiny_models.gap_dense(classes=4, seed=3), preprocess="none")
     batch = tiny_models.images(3, seed=4)
-    # A gradient-free method first; Score-CAM's masked passes and the guided pass stay per method.
+    # A gradient-free method first; Score-CAM's masked passes stay per method, and the guided
+    # methods share one guided pass. Guided backprop has no layer map to smooth.
     names = ["cam", "gradcam", "gradcam++", "layercam", "eigencam", "scorecam", "guidedgradcam"]
+    names += [] if aug_smooth else ["guidedbackprop"]
 
     def build(name):
         return Explainer(loaded, method=name, classes=["top1", "top3"], aug_smooth=aug_smooth)
 
+    steps = len(AUGMENTATIONS) if aug_smooth else 1
     alone = [build(name) for name in names]
     alone_results = [explainer.explain_batch(batch) for explainer in alone]
-    assert [explainer.steps_run for explainer in alone] == [len(AUGMENTATIONS) if aug_smooth else 1] * len(names)
+    assert [explainer.steps_run for explainer in alone] == [steps] * len(names)
 
     together = MethodSet([build(name) for name in names])
+    assert together.step.gradients  # one gradient method among them is enough
     results = together.explain_batch(batch)
-    # One step per explained batch (and per augmented copy), run by the first gradient method for all.
-    assert together.steps_run == (len(AUGMENTATIONS) if aug_smooth else 1)
-    assert [e.steps_run for e in together.explainers][:2] == [0, together.steps_run]
+    # One step per explained batch (and per augmented copy), run by the set for all its methods.
+    assert together.step.runs == steps and together.steps_run == steps
+    assert [e.steps_run for e in together.explainers] == [0] * len(names)  # none ran a step of its own
+    assert together.masked_images_scored == sum(e.masked_images_scored for e in alone) > 0
     for b, result in enumerate(results):
         joint = result.maps
         separate = [m for per_method in alone_results for m in per_method[b].maps]
         assert [(m.method, m.class_index) for m in joint] == [(m.method, m.class_index) for m in separate]
         for shared_map, own_map in zip(joint, separate):
             np.testing.assert_allclose(shared_map.heatmap, own_map.heatmap, atol=1e-6)
+            assert shared_map.raw_max == pytest.approx(own_map.raw_max, rel=1e-5)
+            assert shared_map.empty == own_map.empty
             assert (shared_map.image is None) == (own_map.image is None)
-            if own_map.image is not None:  # guided Grad-CAM's RGB image
+            if own_map.image is not None:  # the guided methods' RGB images
                 np.testing.assert_allclose(shared_map.image, own_map.image, atol=1e-6)
     assert [r.predictions for r in results] == [r.predictions for r in alone_results[0]]
 
 
-def test_shared_step_outputs_are_read_only_and_keyed_by_batch_and_classes():
-    from camcli.explain.explainer import SharedStep
-
-    explainer = explainer_for(tiny_models.gap_dense(), classes=["top1"])
-    batch, other = tiny_models.images(2, seed=1), tiny_models.images(2, seed=2)
-    step = SharedStep(explainer)
-    top1 = np.full((2, 1), -1, np.int32)
-    explained, (activations, gradients, scores, *_) = step.run(batch, top1)
-    assert explained is batch and not activations[0].flags.writeable and not scores.flags.writeable
-    with pytest.raises(ValueError, match="read-only"):
-        activations[0][...] = 0.0  # a method that wrote into them would corrupt the next method's maps
-    step.run(batch, top1)
-    assert explainer.steps_run == 1
-    step.run(batch, np.zeros((2, 1), np.int32))  # other classes: another step
-    step.run(other, top1)  # another batch: another step
-    assert explainer.steps_run == 3
-
-
-def test_shared_steps_group_explainers_whose_steps_agree():
-    from camcli.explain.explainer import Explainer, shared_steps
+def test_method_set_explains_each_method_for_the_given_classes_with_its_own_top_k():
+    from camcli.explain.explainer import Explainer, MethodSet
     from camcli.models.loading import wrap_model
 
-    loaded = wrap_model(tiny_models.gap_dense(), preprocess="none")
-    cam, gradcam = Explainer(loaded, method="cam"), Explainer(loaded, method="gradcam")
-    top2 = Explainer(loaded, method="gradcam++", classes=["top2"])
-    other_k = Explainer(loaded, method="layercam", top_k=2)
-    steps = shared_steps([cam, gradcam, top2, other_k])
-    assert steps[0] is steps[1] and steps[0].runner is gradcam  # the gradient method runs it
-    assert len({id(step) for step in steps}) == 3
-    assert steps[2].runner is top2 and steps[3].runner is other_k
+    loaded = wrap_model(tiny_models.gap_dense(classes=4, seed=5), preprocess="none")
+    batch = tiny_models.images(3, seed=6)
+    truth = np.array([[3, 1], [0, -1], [2, 2]])  # -1 keeps the request; a repeat gives one map
+
+    def build(method, top_k):
+        return Explainer(loaded, method=method, classes=["top1", "top2"], top_k=top_k)
+
+    forward_only = MethodSet([build("cam", 2), build("eigencam", 4)])
+    assert not forward_only.step.gradients  # neither method differentiates anything
+    methods = [("cam", 2), ("layercam", 4), ("eigencam", 1)]
+    together = MethodSet([build(name, k) for name, k in methods])
+    per_method = together.explain_each(batch, truth)
+    assert together.steps_run == 1
+    for (name, k), results in zip(methods, per_method):
+        alone = build(name, k).explain_batch(batch, truth)
+        for shared, own in zip(results, alone):
+            assert len(shared.predictions) == k and shared.predictions == own.predictions
+            assert [(m.method, m.class_index) for m in shared.maps] == [(m.method, m.class_index) for m in own.maps]
+            for shared_map, own_map in zip(shared.maps, own.maps):
+                np.testing.assert_allclose(shared_map.heatmap, own_map.heatmap, atol=1e-6)
+                assert shared_map.score == pytest.approx(own_map.score, rel=1e-6)
+    assert [m.class_index for m in per_method[0][0].maps] == [3, 1]
+    assert [m.class_index for m in per_method[0][2].maps] == [2]
+
+
+def test_batch_run_outputs_are_named_read_only_and_computed_once():
+    from camcli.explain.step import BatchRun, Step, StepOutputs
+
+    model = tiny_models.gap_dense(seed=2)
+    explainer = explainer_for(model, classes=["top1", "0"])
+    step = Step(explainer.loaded, explainer.layers, explainer.head, explainer.requests, explainer.top_k,
+                gradients=True)
+    batch = tiny_models.images(2, seed=1)
+    run = BatchRun(step, batch, np.full((2, 2), -1, np.int32))
+    outputs = run.outputs
+    assert isinstance(outputs, StepOutputs)
+    assert outputs._fields == ("activations", "gradients", "scores", "top_scores", "top_indices", "class_ids")
+    assert [a.shape for a in outputs.activations] == [(2, 8, 8, 5)]
+    assert [g.shape for g in outputs.gradients] == [(2, 2, 8, 8, 5)]  # (batch, requests, h, w, channels)
+    probabilities = model.predict(batch, verbose=0)
+    np.testing.assert_allclose(outputs.scores, probabilities, rtol=1e-5)
+    np.testing.assert_array_equal(outputs.top_indices[:, 0], probabilities.argmax(axis=1))
+    np.testing.assert_array_equal(outputs.class_ids, np.stack([probabilities.argmax(axis=1), [0, 0]], axis=1))
+    # At a GAP -> dense layer, d y^c / dA_ij^k = W[k, c] / 64 everywhere, per image and request.
+    kernel = model.get_layer("head").kernel.numpy()
+    for b in range(2):
+        for r in range(2):
+            expected = np.broadcast_to(kernel[:, outputs.class_ids[b, r]] / 64.0, (8, 8, 5))
+            np.testing.assert_allclose(outputs.gradients[0][b, r], expected, rtol=1e-4, atol=1e-7)
+    for array in (*outputs.activations, *outputs.gradients, outputs.scores, outputs.top_scores,
+                  outputs.top_indices, outputs.class_ids):
+        assert not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        outputs.activations[0][...] = 0.0  # a method that wrote into them would corrupt the next method's maps
+    assert step.runs == 1
+    flipped, flipped_outputs = run.augmented(True, 1.0)
+    assert run.augmented(True, 1.0)[1] is flipped_outputs and step.runs == 2  # once per copy
+    np.testing.assert_allclose(flipped, batch[:, :, ::-1])
+    np.testing.assert_array_equal(flipped_outputs.class_ids, outputs.class_ids)  # the original's classes
+    guided = run.guided_gradients()
+    assert run.guided_gradients() is guided and guided.shape == (2, 2, 8, 8, 3) and not guided.flags.writeable
+    assert step.runs == 2  # the guided pass is not the step
+    BatchRun(step, batch, np.zeros((2, 2), np.int32))  # other classes: another run, another step
+    assert step.runs == 3
+
+
+def test_a_step_without_gradients_computes_none():
+    from camcli.explain.step import BatchRun
+
+    explainer = explainer_for(tiny_models.gap_dense(), method="cam")
+    assert explainer.step.gradients is False  # CAM reads the dense weights instead
+    outputs = BatchRun(explainer.step, tiny_models.images(2), np.full((2, 1), -1, np.int32)).outputs
+    assert outputs.gradients == () and outputs.activations[0].shape == (2, 8, 8, 5)
+    assert explainer.steps_run == 1
+
+
+# -- class requests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2", 2), (" 2 ", 2), ("TABBY", 0), ("egyptian cat", 1), ("Egyptian_Cat", 1), ("tiger_cat", 2),
+    ("3", None), ("-1", None), ("²", None), ("٣", None), ("tabbby", None), ("", None), (None, None),
+])
+def test_resolve_label(text, expected):
+    from camcli.explain.classes import resolve_label
+
+    assert resolve_label(text, ["tabby", "Egyptian_cat", "tiger cat"]) == expected
+
+
+def test_a_label_wins_over_an_index():
+    from camcli.explain.classes import resolve_label
+
+    labels = ["1", "2", "3"]
+    assert [resolve_label(text, labels) for text in ("1", "3", "0")] == [0, 2, 0]
+    assert [r.index for r in parse_class_requests(["3", "0"], labels)] == [2, 0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("²", "unknown class '²'"),  # "²".isdigit() is True, but it is no index
+    ("top²", "unknown class 'top²'"),
+    ("-1", "`classes=-1` is out of range: class indices run from 0 to 2"),
+    ("top0", "use top1..top3"),
+])
+def test_class_requests_that_are_no_class_are_usage_errors(text, message):
+    with pytest.raises(UsageError) as error:
+        parse_class_requests([text], ["tabby", "Egyptian_cat", "tiger cat"])
+    assert message in str(error.value)

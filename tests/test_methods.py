@@ -10,7 +10,7 @@ from tiny_models import activations_of, explainer_for, unit
 
 from camcli.errors import UsageError
 from camcli.explain.augment import AUGMENTATIONS, augment_batch, restore_map
-from camcli.explain.methods import REGISTRY, first_principal_component
+from camcli.explain.methods import REGISTRY, GuidedBackprop, LayerMethod, MethodMap, first_principal_component
 
 GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop"}
 
@@ -101,8 +101,8 @@ def test_every_method_reports_an_all_zero_map_as_empty_without_nan(name):
     for result in explainer.explain_batch(tiny_models.images(2, seed=3)):
         for class_map in result.maps:
             assert np.isfinite(class_map.heatmap).all()
-            if REGISTRY[name].guided == "backprop":
-                continue  # the input gradient does not pass through a zero layer's map... it is zero too
+            if isinstance(REGISTRY[name], GuidedBackprop):
+                continue  # no layer map (its input gradient through the zero layer: see the next test)
             assert class_map.empty, name
             assert class_map.raw_max == 0.0
             assert not class_map.heatmap.any()
@@ -363,12 +363,80 @@ def test_several_layers_fuse_as_the_mean_of_per_layer_unit_maps():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"method": "gradcam", "max_channels": 4}, "--max-channels applies to --method scorecam"),
-    ({"method": "scorecam", "max_channels": 0}, "--max-channels 0 must be at least 1"),
-    ({"method": "guidedbackprop", "aug_smooth": True}, "--aug-smooth smooths class activation maps"),
+    ({"method": "gradcam", "max_channels": 4}, "`max_channels` applies to the scorecam method"),
+    ({"method": "scorecam", "max_channels": 0}, "`max_channels=0` must be at least 1"),
+    ({"method": "guidedbackprop", "aug_smooth": True}, "`aug_smooth` smooths class activation maps"),
+    ({"method": "guidedbackprop", "eigen_smooth": True}, "`eigen_smooth` applies to layer maps"),
+    ({"method": "guidedbackprop", "max_channels": 2}, "applies to the scorecam method, not guidedbackprop"),
+    ({"method": "guidedgradcam", "max_channels": 2}, "applies to the scorecam method, not guidedgradcam"),
+    ({"method": "scorecam", "score_batch_size": 0}, "the Score-CAM batch size must be at least 1, not 0"),
     ({"method": "cam", "layer": ["conv1", "target"]}, "needs the layer to feed global-average-pooling"),
 ])
 def test_option_errors(options, message):
     options.setdefault("layer", "target")
     with pytest.raises(UsageError, match=message.replace("+", r"\+")):
         explainer_for(tiny_models.gap_dense(), **options)
+
+
+# -- the method objects, on numpy alone --------------------------------------------------------------
+
+
+class FakeEvidence:
+    """The shared code's side (methods.Evidence) with fixed numbers: one image, one request."""
+
+    input_size = (4, 4)
+
+    def __init__(self, heatmap, gradient):
+        self.heatmap, self.gradient = heatmap, gradient
+        self.asked = []
+
+    def layer_maps(self, method):
+        self.asked.append(method.name)
+        return [[MethodMap(self.heatmap, 2.5, not self.heatmap.any())]]
+
+    def guided_gradients(self):
+        self.asked.append("guided")
+        return self.gradient[np.newaxis, np.newaxis]
+
+
+def test_each_kind_of_method_asks_only_for_what_it_uses():
+    rng = np.random.default_rng(1)
+    heatmap = np.kron(np.array([[0.0, 1.0], [0.5, 0.25]], np.float32), np.ones((2, 2), np.float32))  # (4, 4)
+    gradient = rng.normal(0, 1, (4, 4, 3))
+    evidence = FakeEvidence(heatmap, gradient)
+    [[layer_map]] = REGISTRY["layercam"].maps(evidence)
+    assert evidence.asked == ["layercam"] and layer_map.raw_max == 2.5 and layer_map.image is None
+
+    evidence = FakeEvidence(heatmap, gradient)
+    [[backprop]] = REGISTRY["guidedbackprop"].maps(evidence)
+    assert evidence.asked == ["guided"]  # no layer map
+    magnitude = np.abs(gradient).max(axis=-1)
+    np.testing.assert_allclose(backprop.heatmap, magnitude / magnitude.max(), atol=1e-6)
+    assert backprop.raw_max == pytest.approx(magnitude.max())
+    np.testing.assert_allclose(backprop.image, np.clip(0.5 + 0.1 * (gradient - gradient.mean()) / gradient.std(), 0, 1),
+                               atol=1e-6)
+
+    evidence = FakeEvidence(heatmap, gradient)
+    [[guided_cam]] = REGISTRY["guidedgradcam"].maps(evidence)
+    assert evidence.asked == ["guided", "gradcam"]  # Grad-CAM's layer map, composed with guided backprop
+    np.testing.assert_array_equal(guided_cam.heatmap, heatmap)
+    assert guided_cam.raw_max == 2.5 and not guided_cam.empty
+    product = gradient * heatmap[..., np.newaxis]  # the map is already at the input size here
+    np.testing.assert_allclose(guided_cam.image, np.clip(0.5 + 0.1 * (product - product.mean()) / product.std(), 0, 1),
+                               atol=1e-5)
+
+
+def test_guided_gradcam_of_an_empty_map_is_empty_grey():
+    evidence = FakeEvidence(np.zeros((4, 4), np.float32), np.ones((4, 4, 3)))
+    [[guided_cam]] = REGISTRY["guidedgradcam"].maps(evidence)
+    assert guided_cam.empty and guided_cam.raw_max == 0.0
+    np.testing.assert_allclose(guided_cam.image, 0.5)
+
+
+def test_registry_kinds_and_costs():
+    kinds = {name: type(method).__name__ for name, method in REGISTRY.items()}
+    assert kinds.pop("guidedbackprop") == "GuidedBackprop" and kinds.pop("guidedgradcam") == "GuidedGradCAM"
+    assert set(kinds.values()) == {"LayerMethod"}
+    assert {name for name, method in REGISTRY.items() if not method.needs_gradients} == GRADIENT_FREE
+    assert all(isinstance(REGISTRY[name], LayerMethod) for name in REFERENCES)
+    assert REGISTRY["guidedgradcam"].cost == "gradients, plus a guided backward pass to the input"

@@ -56,7 +56,8 @@ from camcli.evaluate.metrics import (
     pointing_hit,
 )
 from camcli.evaluate.truth import Truth, TruthBox, match_images
-from camcli.explain.explainer import distinct_method_names, shared_steps
+from camcli.explain.classes import resolve_label
+from camcli.explain.explainer import distinct_method_names
 from camcli.maps.boxes import DEFAULT_BOX_THRESHOLD, box_from_map
 from camcli.maps.overlay import upsample
 from camcli.runs.decode import load_rgb
@@ -163,20 +164,6 @@ def check_gates(methods: dict[str, dict], gates: Iterable[Gate]) -> list[GateRes
 
 
 # --- classes to explain ---------------------------------------------------------------------------
-
-
-def resolve_label(label: str | None, labels: Sequence[str]) -> int | None:
-    """A truth label as the model's class index: a class name (case-insensitive, `_` = space) or an
-    index; None when there is no label or the model has no such class."""
-    if label is None:
-        return None
-    wanted = label.strip().lower().replace("_", " ")
-    for index, name in enumerate(labels):
-        if name.lower().replace("_", " ") == wanted:
-            return index
-    if wanted.isdigit() and int(wanted) < len(labels):
-        return int(wanted)
-    return None
 
 
 @dataclass
@@ -480,67 +467,105 @@ def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str]):
         return None, str(error)
 
 
-def evaluate(explainers: Sequence, tasks: Sequence[ImageTask], truth: Truth, options: EvaluationOptions,
+def _can_share(explainers: Sequence) -> bool:
+    from camcli.explain.explainer import Explainer
+
+    first = explainers[0]
+    return len(explainers) > 1 and all(
+        isinstance(e, Explainer) and e.loaded is first.loaded and e.layers == first.layers and e.head == first.head
+        and e.requests == first.requests for e in explainers)
+
+
+class _Evaluation:
+    """One evaluation run's state: the rows per method, failures and warnings."""
+
+    def __init__(self, explainers: Sequence, truth: Truth, options: EvaluationOptions,
+                 on_failure: Callable[[str, str], None] | None):
+        from camcli.explain.explainer import MethodSet
+
+        self.names = _method_names(explainers)
+        self.explainers, self.truth, self.options, self.on_failure = list(explainers), truth, options, on_failure
+        # One shared step per batch for every method, when they share the model, layers, head and
+        # classes (as `camcli evaluate` builds them); other explainers explain on their own.
+        self.methods = MethodSet(self.explainers) if _can_share(self.explainers) else None
+        self.labels = self.explainers[0].loaded.labels
+        self.rows: dict[str, list[dict]] = {name: [] for name in self.names}
+        self.failures: list[dict] = []
+        self.warnings: list[str] = []
+
+    def fail(self, display: str, reason: str) -> None:
+        self.failures.append({"image": display, "error": reason})
+        if self.on_failure:
+            self.on_failure(display, reason)
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    def decode(self, chunk) -> list[tuple]:
+        """(task, rgb, targets) of the images in `chunk` that decode; the others fail."""
+        batch = []
+        for task, key in chunk:
+            rgb, targets = _decode(task, self.truth[key], self.labels)
+            if rgb is None:
+                self.fail(task.display, targets)
+            else:
+                batch.append((task, rgb, targets))
+        return batch
+
+    def score(self, batch: list[tuple]) -> None:
+        first = self.explainers[0]
+        slots = class_slots([targets for _, _, targets in batch], len(first.requests), self.options.explain_class)
+        images = [rgb for _, rgb, _ in batch]
+        if self.methods is not None:  # the model's input prepared once, one step for every method
+            per_method = self.methods.explain_each(first.preprocess(images), slots)
+        else:
+            per_method = [explainer.explain_batch(explainer.preprocess(images), slots) for explainer in self.explainers]
+        for explainer, name, results in zip(self.explainers, self.names, per_method):
+            for (task, rgb, targets), result in zip(batch, results):
+                self.rows[name].extend(score_image(explainer, task.display, rgb, result, targets, self.options,
+                                                   self.warn))
+
+    def method_summaries(self) -> dict[str, dict]:
+        return {name: {"layer": explainer.layer, "rows": len(self.rows[name]), "metrics": summarize(self.rows[name])}
+                for name, explainer in zip(self.names, self.explainers)}
+
+
+def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[ImageTask], truth: Truth,
+             options: EvaluationOptions,
              skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
              on_progress: Callable[[int], None] | None = None) -> EvaluationReport:
     """Score every method's maps on every image that has truth; write the outputs; return the report.
 
     explainers: `camcli.Explainer`s on the same model, one per method, built with
     `classes=evaluation_classes(truth, loaded.labels, tasks, options.explain_class)`, so that every
-    class to score gets its map.
+    class to score gets its map; or a function that builds them, called once the truth and the
+    gates have been checked (so a bad gate fails before a model loads).
     Images without truth are listed in `without_truth` and skipped; unreadable images (and `skipped`
     inputs) are failures, reported through on_failure(image, reason) as they happen.
     """
-    names = _method_names(explainers)
     check_computable(options.gates, options, truth)
     check_matches(truth, tasks, options.truth_name or "the ground truth")
-    labels = explainers[0].loaded.labels
+    run = _Evaluation(explainers() if callable(explainers) else explainers, truth, options, on_failure)
     matched, without_truth = match_tasks(truth, tasks)
-    failures, warnings = [], []
-    rows: dict[str, list[dict]] = {name: [] for name in names}
-
-    def fail(display: str, reason: str) -> None:
-        failures.append({"image": display, "error": reason})
-        if on_failure:
-            on_failure(display, reason)
-
-    def warn(message: str) -> None:
-        if message not in warnings:
-            warnings.append(message)
-
     skipped = list(skipped)
     for item in skipped:
-        fail(item.display, item.reason)
+        run.fail(item.display, item.reason)
     evaluated = 0
     for start in range(0, len(matched), options.batch_size):
         chunk = matched[start:start + options.batch_size]
-        batch = []  # (task, rgb, targets) of the images that decoded
-        for task, key in chunk:
-            rgb, targets = _decode(task, truth[key], labels)
-            if rgb is None:
-                fail(task.display, targets)
-            else:
-                batch.append((task, rgb, targets))
-        # Each model's input is prepared once, and the methods share one compiled step per batch
-        # where they can (explainer.SharedStep).
-        inputs = {}
-        for explainer, name, step in zip(explainers, names if batch else [], shared_steps(explainers)):
-            slots = class_slots([targets for _, _, targets in batch], len(explainer.requests), options.explain_class)
-            if id(explainer.loaded) not in inputs:
-                inputs[id(explainer.loaded)] = explainer.preprocess([rgb for _, rgb, _ in batch])
-            results = explainer.explain_batch(inputs[id(explainer.loaded)], slots, step)
-            for (task, rgb, targets), result in zip(batch, results):
-                rows[name].extend(score_image(explainer, task.display, rgb, result, targets, options, warn))
+        batch = run.decode(chunk)
+        if batch:
+            run.score(batch)
         evaluated += len(batch)
         if on_progress:
             on_progress(len(chunk))
-    _warn_unknown_labels(truth, matched, labels, warn)
-    methods = {name: {"layer": explainer.layer, "rows": len(rows[name]), "metrics": summarize(rows[name])}
-               for name, explainer in zip(names, explainers)}
-    report = EvaluationReport(explainers[0].loaded.name, options, methods,
-                              [row for name in names for row in rows[name]], images=len(tasks) + len(skipped),
-                              evaluated=evaluated, without_truth=without_truth, failures=failures,
-                              gates=check_gates(methods, options.gates), warnings=warnings)
+    _warn_unknown_labels(truth, matched, run.labels, run.warn)
+    methods = run.method_summaries()
+    report = EvaluationReport(run.explainers[0].loaded.name, options, methods,
+                              [row for name in run.names for row in run.rows[name]], images=len(tasks) + len(skipped),
+                              evaluated=evaluated, without_truth=without_truth, failures=run.failures,
+                              gates=check_gates(methods, options.gates), warnings=run.warnings)
     if options.out_dir is not None:
         write_report(report, options.out_dir)
     return report

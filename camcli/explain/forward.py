@@ -5,17 +5,20 @@ Building a sub-model `Model(inputs, [layer.output, model.output])` breaks on nes
 Instead the model's own graph is replayed call by call: the explained layer's output is recorded on
 its way through, nested models on the way are replayed the same way, and the final softmax/sigmoid
 is skipped (or its layer run as a linear copy). The user's model and its layers are never changed.
+Keras replays a Functional model's graph through a private call, made in camcli.models.keras_internals.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+
 import keras
 
-from camcli.errors import UsageError
-from camcli.models.layers import Head, is_model, layer_chain
+from camcli.models.keras_internals import check_keras_internals, run_graph
+from camcli.models.layers import Head, is_model, layer_chain, require_graph_model
 
 
-def _linear_copy(layer):
+def _linear_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
     """A copy of `layer` with a linear activation and the same weights (for a Dense+softmax head)."""
     config = layer.get_config()
     config["activation"] = "linear"
@@ -25,7 +28,7 @@ def _linear_copy(layer):
     return copy
 
 
-def _path_to(model, target) -> list | None:
+def _path_to(model: keras.Model, target: keras.layers.Layer) -> list[keras.Model] | None:
     """The nested models from `model` down to the one holding `target` (empty if `model` holds it)."""
     for layer in model.layers:
         if layer is target:
@@ -37,11 +40,11 @@ def _path_to(model, target) -> list | None:
     return None
 
 
-def _is_relu(function) -> bool:
+def _is_relu(function: object) -> bool:
     return getattr(function, "__name__", "") in ("relu", "relu6")
 
 
-def _guided(function):
+def _guided(function: Callable) -> Callable:
     """`function` (a ReLU-like map) with the guided-backprop gradient: the usual local derivative,
     applied only to the positive part of the incoming gradient (Springenberg et al. 2014, Eq. in
     Fig. 1c: R_l = (f_l > 0) * (R_{l+1} > 0) * R_{l+1})."""
@@ -60,7 +63,7 @@ def _guided(function):
     return apply
 
 
-def _guided_override(layer):
+def _guided_override(layer: keras.layers.Layer) -> Callable | None:
     """A stand-in for `layer` with guided ReLU gradients, or None when the layer applies no ReLU.
 
     ReLU and Activation("relu") layers keep their own forward computation; a conv or dense layer with
@@ -78,7 +81,7 @@ def _guided_override(layer):
     return None
 
 
-def _walk(model):
+def _walk(model: keras.Model) -> Iterator[keras.layers.Layer]:
     for layer in model.layers:
         yield layer
         if is_model(layer):
@@ -94,7 +97,8 @@ class TappedForward:
     passes back only positive gradients (guided backpropagation), on stand-in layers.
     """
 
-    def __init__(self, model, layer_paths, head: Head, guided: bool = False):
+    def __init__(self, model: keras.Model, layer_paths: Sequence[str], head: Head, guided: bool = False):
+        check_keras_internals()
         self.model = model
         targets = [layer_chain(model, path)[-1] for path in layer_paths]
         self._slots = {id(target): i for i, target in enumerate(targets)}
@@ -143,13 +147,10 @@ class TappedForward:
             for layer in model.layers:
                 x = self._operation(layer)(x)
             return x
-        if hasattr(model, "_run_through_graph"):  # a Functional model: Keras runs its graph for us
-            return model._run_through_graph(inputs, operation_fn=self._operation)
-        raise UsageError(
-            f"model {model.name!r} is a subclassed model; camcli explains Functional and Sequential models"
-        )
+        require_graph_model(model)
+        return run_graph(model, inputs, self._operation)  # a Functional model: Keras runs its graph for us
 
-    def __call__(self, images, watch=None):
+    def __call__(self, images, watch: Callable | None = None) -> tuple[list, object]:
         self._captured, self._watch = [None] * len(self._slots), watch
         try:
             logits = self._replay(self.model, images)

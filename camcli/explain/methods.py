@@ -1,24 +1,28 @@
-"""The method registry: each CAM method is a small numpy function of activations and gradients.
+"""The method registry: each method is a small object that supplies its part of the maps.
 
-The one TensorFlow step (camcli.explain.explainer) hands every method the same `MapInputs`. Most methods
-return the per-channel *contributions* (batch, h, w, channels) whose sum over channels is the map,
-for example alpha_k * A^k for Grad-CAM. Summing them gives the map; `--eigen-smooth` instead takes
-their first principal component. The shared code afterwards removes negative evidence (ReLU),
-scales to [0, 1] and resizes.
+A layer method (`LayerMethod`) is a numpy function of one layer's `MapInputs`: the per-channel
+*contributions* (batch, h, w, channels) whose sum over channels is the map, for example
+alpha_k * A^k for Grad-CAM. Summing them gives the map; `--eigen-smooth` instead takes their first
+principal component. The shared code (camcli.explain.evidence) builds the inputs from the compiled
+step, removes negative evidence (ReLU), scales to [0, 1], fuses layers and smooths.
 
-Two methods work at the input instead of a layer: guided backpropagation returns an RGB gradient
-image, and guided Grad-CAM multiplies it by the upsampled Grad-CAM map.
+Two methods work at the input instead of a layer. `GuidedBackprop` needs guided backpropagation's
+input gradient and shows it as an RGB image; `GuidedGradCAM` composes Grad-CAM's layer map with it.
+Each method asks the shared code (`Evidence`) only for what it uses.
 
 The CLI's `--method` choices, `camcli methods` and the README table all come from `REGISTRY`. This
-module imports only numpy, so `camcli --help` stays fast.
+module imports only numpy (and camcli.errors), so `camcli --help` stays fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+from camcli.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class MapInputs:
 
     activations: (batch, h, w, channels) activations A of the explained layer.
     gradients: (batch, h, w, channels) d y^c / d A of each image's own class score y^c (before the
-        softmax); None for gradient-free methods.
+        softmax); None when the step computed none (gradient-free methods run on their own).
     class_weights: (batch, channels) dense weights w^c of each image's class; only for CAM.
     masked_scores: for Score-CAM, `masked_scores(b, masks)` takes masks (n, h, w) in [0, 1] at the
         layer's resolution, upsamples them to the input, multiplies image b by each and returns the
@@ -43,35 +47,34 @@ class MapInputs:
 
 
 @dataclass(frozen=True)
-class Method:
-    """A registered method.
+class MethodMap:
+    """A method's map of one class for one image, ready to report.
 
-    contributions: MapInputs -> (batch, h, w, channels), summed over channels for the map.
-    principal_component: the map is the first principal component of the contributions instead of
-        their sum (Eigen-CAM); `--eigen-smooth` turns this on for any method.
-    guided: None for layer maps; "backprop" or "gradcam" for the two input-resolution methods.
+    heatmap: (h, w) float32 in [0, 1]; all zero when empty. raw_max: the map's maximum before the
+    scaling (after removing negative evidence), 0.0 when empty. empty: no evidence at all.
+    image: guided methods only, (H, W, 3) float32 RGB in [0, 1] at the input size.
     """
 
-    name: str
-    summary: str
-    paper: str
-    contributions: Callable[[MapInputs], np.ndarray] | None
-    needs_gradients: bool
-    needs_gap_head: bool = False
-    needs_masked_scores: bool = False
-    principal_component: bool = False
-    guided: str | None = None
+    heatmap: np.ndarray
+    raw_max: float
+    empty: bool
+    image: np.ndarray | None = None
 
-    @property
-    def cost(self) -> str:
-        if self.needs_masked_scores:
-            return "one forward pass per scored channel (batched; see --max-channels)"
-        if self.guided == "backprop":
-            return "a guided backward pass to the input"
-        if self.guided:
-            return "gradients, plus a guided backward pass to the input"
-        return "gradients" if self.needs_gradients else "forward pass only"
 
+class Evidence(Protocol):
+    """What the shared code computes for one batch, on request: a method asks for what it uses.
+
+    `layer_maps(method)` runs the layer method on each explained layer's `MapInputs` (and on each
+    augmented copy with --aug-smooth), fuses the layers and returns [request][image] maps.
+    `guided_gradients()` is guided backpropagation's input gradient, (batch, requests, H, W, 3).
+    `input_size` is the model's (height, width).
+    """
+
+    input_size: tuple[int, int]
+
+    def layer_maps(self, method: LayerMethod) -> list[list[MethodMap]]: ...
+
+    def guided_gradients(self) -> np.ndarray: ...
 
 # -- the methods ----------------------------------------------------------------------------------
 
@@ -206,14 +209,6 @@ def first_principal_component(contributions: np.ndarray) -> np.ndarray:
     return maps
 
 
-def layer_map(method: Method, inputs: MapInputs, eigen_smooth: bool = False) -> np.ndarray:
-    """The raw (batch, h, w) map of a layer method, before ReLU and scaling."""
-    contributions = method.contributions(inputs)
-    if method.principal_component or eigen_smooth:
-        return first_principal_component(contributions)
-    return contributions.sum(axis=-1)
-
-
 def gradient_image(input_gradients: np.ndarray) -> tuple[np.ndarray, bool]:
     """An (H, W, 3) input gradient as an RGB image in [0, 1]: `(image, empty)`.
 
@@ -239,39 +234,190 @@ def guided_magnitude(input_gradients: np.ndarray) -> np.ndarray:
     return np.abs(input_gradients).max(axis=-1)
 
 
+# -- the method objects ---------------------------------------------------------------------------
+
+
+def _check_max_channels(name: str, max_channels: int | None, scores_channels: bool) -> None:
+    if max_channels is None:
+        return
+    if not scores_channels:
+        raise UsageError(f"`max_channels` applies to the scorecam method, not {name}")
+    if max_channels < 1:
+        raise UsageError(f"`max_channels={max_channels}` must be at least 1")
+
+
+@dataclass(frozen=True)
+class LayerMethod:
+    """A class activation map at a layer: the method supplies its contributions, the shared code
+    (Evidence.layer_maps) does the rest.
+
+    contributions: MapInputs -> (batch, h, w, channels), summed over channels for the map.
+    principal_component: the map is the first principal component of the contributions instead of
+        their sum (Eigen-CAM); `--eigen-smooth` turns this on for any method.
+    needs_gradients / needs_gap_head / needs_masked_scores: what the MapInputs must hold: the layer
+        gradients, the dense weights after global average pooling (CAM), masked scores (Score-CAM).
+    """
+
+    name: str
+    summary: str
+    paper: str
+    contributions: Callable[[MapInputs], np.ndarray]
+    needs_gradients: bool = False
+    needs_gap_head: bool = False
+    needs_masked_scores: bool = False
+    principal_component: bool = False
+    guided = False  # no guided backward pass to the input
+
+    @property
+    def cost(self) -> str:
+        if self.needs_masked_scores:
+            return "one forward pass per scored channel (batched; see --max-channels)"
+        return "gradients" if self.needs_gradients else "forward pass only"
+
+    def check_options(self, eigen_smooth: bool, aug_smooth: bool, max_channels: int | None) -> None:
+        """UsageError for an option this method cannot honour (every layer map can be smoothed)."""
+        _check_max_channels(self.name, max_channels, self.needs_masked_scores)
+
+    def raw_map(self, inputs: MapInputs, eigen_smooth: bool = False) -> np.ndarray:
+        """The raw (batch, h, w) map at one layer, before ReLU and scaling."""
+        contributions = self.contributions(inputs)
+        if self.principal_component or eigen_smooth:
+            return first_principal_component(contributions)
+        return contributions.sum(axis=-1)
+
+    def maps(self, evidence: Evidence) -> list[list[MethodMap]]:
+        return evidence.layer_maps(self)
+
+
+def guided_backprop_map(input_gradient: np.ndarray) -> MethodMap:
+    """One (H, W, 3) guided input gradient as a map: the gradient's magnitude as the heatmap (for
+    the peak and the box), the gradient itself as the image."""
+    from camcli.maps.overlay import normalize_map  # numpy and Pillow; imported here, when first used
+
+    heatmap, raw_max, _ = normalize_map(guided_magnitude(input_gradient))
+    image, empty = gradient_image(input_gradient)
+    return MethodMap(heatmap, raw_max, empty, image)
+
+
+@dataclass(frozen=True)
+class GuidedBackprop:
+    """Guided backpropagation (Springenberg et al. 2014): the input gradient through guided ReLUs,
+    shown as an RGB image. It has no layer map, so nothing smooths it."""
+
+    name: str
+    summary: str
+    paper: str
+    needs_gradients = False
+    needs_gap_head = False
+    needs_masked_scores = False
+    guided = True  # needs Evidence.guided_gradients
+
+    @property
+    def cost(self) -> str:
+        return "a guided backward pass to the input"
+
+    def check_options(self, eigen_smooth: bool, aug_smooth: bool, max_channels: int | None) -> None:
+        if aug_smooth:
+            raise UsageError(f"`aug_smooth` smooths class activation maps; {self.name} has none (try guidedgradcam)")
+        if eigen_smooth:
+            raise UsageError(f"`eigen_smooth` applies to layer maps; {self.name} has none (try guidedgradcam)")
+        _check_max_channels(self.name, max_channels, False)
+
+    def input_gradients(self, evidence: Evidence) -> np.ndarray:
+        return evidence.guided_gradients()
+
+    def maps(self, evidence: Evidence) -> list[list[MethodMap]]:
+        gradients = self.input_gradients(evidence)  # (batch, requests, H, W, 3)
+        return [[guided_backprop_map(gradient) for gradient in gradients[:, r]] for r in range(gradients.shape[1])]
+
+
+def guided_gradcam_map(cam_map: MethodMap, input_gradient: np.ndarray, input_size: tuple[int, int]) -> MethodMap:
+    """Grad-CAM's map of one image and class, with the guided Grad-CAM picture as its image."""
+    from camcli.maps.overlay import upsample  # numpy and Pillow; imported here, when first used
+
+    height, width = input_size
+    image, guided_empty = gradient_image(guided_gradcam(input_gradient, upsample(cam_map.heatmap, (width, height))))
+    empty = cam_map.empty or guided_empty
+    return MethodMap(cam_map.heatmap, 0.0 if empty else cam_map.raw_max, empty, image)
+
+
+@dataclass(frozen=True)
+class GuidedGradCAM:
+    """Guided Grad-CAM (Selvaraju et al. 2017, Sec. 3.1): a layer method's map (Grad-CAM's) times
+    guided backpropagation's input gradient. The heatmap is the layer map; the image is the product."""
+
+    name: str
+    summary: str
+    paper: str
+    cam: LayerMethod
+    backprop: GuidedBackprop
+    needs_gap_head = False
+    needs_masked_scores = False
+    guided = True
+
+    @property
+    def needs_gradients(self) -> bool:
+        return self.cam.needs_gradients
+
+    @property
+    def cost(self) -> str:
+        return f"{self.cam.cost}, plus {self.backprop.cost}"
+
+    def check_options(self, eigen_smooth: bool, aug_smooth: bool, max_channels: int | None) -> None:
+        _check_max_channels(self.name, max_channels, False)  # the layer map may be smoothed
+
+    def maps(self, evidence: Evidence) -> list[list[MethodMap]]:
+        gradients = self.backprop.input_gradients(evidence)  # (batch, requests, H, W, 3)
+        return [[guided_gradcam_map(cam_map, gradients[b, r], evidence.input_size) for b, cam_map in enumerate(row)]
+                for r, row in enumerate(self.cam.maps(evidence))]
+
+
+Method = LayerMethod | GuidedBackprop | GuidedGradCAM
+
+_GRADCAM = LayerMethod("gradcam", "gradient-weighted class activation map; works at any conv layer",
+                       "Selvaraju et al. 2017, arXiv:1610.02391", gradcam, needs_gradients=True)
+_GUIDED_BACKPROP = GuidedBackprop(
+    "guidedbackprop", "input gradient with negative gradients stopped at every ReLU (RGB, full resolution)",
+    "Springenberg et al. 2014, arXiv:1412.6806")
+
 REGISTRY: dict[str, Method] = {
     method.name: method
     for method in [
-        Method("gradcam", "gradient-weighted class activation map; works at any conv layer",
-               "Selvaraju et al. 2017, arXiv:1610.02391", gradcam, needs_gradients=True),
-        Method("gradcam++", "Grad-CAM with per-location weights from higher-order terms; better with several objects",
-               "Chattopadhyay et al. 2018, arXiv:1710.11063", gradcam_plus_plus, needs_gradients=True),
-        Method("xgradcam", "Grad-CAM with activation-weighted gradient averages (axiom-based)",
-               "Fu et al. 2020, arXiv:2008.02312", xgradcam, needs_gradients=True),
-        Method("layercam", "per-location positive gradients times activations; works at early layers",
-               "Jiang et al. 2021, IEEE TIP 30:5875", layercam, needs_gradients=True),
-        Method("hirescam", "element-wise gradient times activation; shows the locations the score used",
-               "Draelos & Carin 2020, arXiv:2011.08891", hirescam, needs_gradients=True),
-        Method("eigencam", "first principal component of the activations; class-agnostic, no gradients",
-               "Muhammad & Yeasin 2020, arXiv:2008.00299", eigencam, needs_gradients=False,
-               principal_component=True),
-        Method("eigengradcam", "first principal component of gradient times activation",
-               "Muhammad & Yeasin 2020, arXiv:2008.00299 (on Grad-CAM's product)", eigengradcam,
-               needs_gradients=True, principal_component=True),
-        Method("scorecam", "gradient-free: channels weighted by the score of the image masked by them",
-               "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_gradients=False, needs_masked_scores=True),
-        Method("cam", "class activation map from the dense weights after global average pooling",
-               "Zhou et al. 2016, arXiv:1512.04150", cam, needs_gradients=False, needs_gap_head=True),
-        Method("guidedbackprop", "input gradient with negative gradients stopped at every ReLU (RGB, full resolution)",
-               "Springenberg et al. 2014, arXiv:1412.6806", None, needs_gradients=False, guided="backprop"),
-        Method("guidedgradcam", "guided backprop times the upsampled Grad-CAM map (RGB, full resolution)",
-               "Selvaraju et al. 2017, arXiv:1610.02391", gradcam, needs_gradients=True, guided="gradcam"),
+        _GRADCAM,
+        LayerMethod("gradcam++", "Grad-CAM with per-location weights from higher-order terms; better with several "
+                    "objects", "Chattopadhyay et al. 2018, arXiv:1710.11063", gradcam_plus_plus, needs_gradients=True),
+        LayerMethod("xgradcam", "Grad-CAM with activation-weighted gradient averages (axiom-based)",
+                    "Fu et al. 2020, arXiv:2008.02312", xgradcam, needs_gradients=True),
+        LayerMethod("layercam", "per-location positive gradients times activations; works at early layers",
+                    "Jiang et al. 2021, IEEE TIP 30:5875", layercam, needs_gradients=True),
+        LayerMethod("hirescam", "element-wise gradient times activation; shows the locations the score used",
+                    "Draelos & Carin 2020, arXiv:2011.08891", hirescam, needs_gradients=True),
+        LayerMethod("eigencam", "first principal component of the activations; class-agnostic, no gradients",
+                    "Muhammad & Yeasin 2020, arXiv:2008.00299", eigencam, principal_component=True),
+        LayerMethod("eigengradcam", "first principal component of gradient times activation",
+                    "Muhammad & Yeasin 2020, arXiv:2008.00299 (on Grad-CAM's product)", eigengradcam,
+                    needs_gradients=True, principal_component=True),
+        LayerMethod("scorecam", "gradient-free: channels weighted by the score of the image masked by them",
+                    "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_masked_scores=True),
+        LayerMethod("cam", "class activation map from the dense weights after global average pooling",
+                    "Zhou et al. 2016, arXiv:1512.04150", cam, needs_gap_head=True),
+        _GUIDED_BACKPROP,
+        GuidedGradCAM("guidedgradcam", "guided backprop times the upsampled Grad-CAM map (RGB, full resolution)",
+                      "Selvaraju et al. 2017, arXiv:1610.02391", cam=_GRADCAM, backprop=_GUIDED_BACKPROP),
     ]
 }
 
 
 def method_names() -> list[str]:
     return list(REGISTRY)
+
+
+def resolve_method(name: str) -> Method:
+    """The registered method called `name` (any case); UsageError naming the choices otherwise."""
+    method = REGISTRY.get(name.lower())
+    if method is None:
+        raise UsageError(f"unknown method {name!r}: choose one of {', '.join(REGISTRY)}")
+    return method
 
 
 def describe(method: Method) -> str:

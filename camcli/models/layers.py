@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from camcli.errors import UsageError
+from camcli.models.keras_internals import is_functional, producing_layer
 
 SEPARATOR = "/"
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
@@ -30,18 +31,18 @@ class LayerInfo:
         return type(self.layer).__name__
 
 
-def is_model(layer) -> bool:
+def is_model(layer: object) -> bool:
     return isinstance(layer, keras.Model)
 
 
-def _output_shape(layer) -> tuple | None:
+def _output_shape(layer: keras.layers.Layer) -> tuple | None:
     try:
         return tuple(layer.output.shape)
     except (AttributeError, ValueError):  # shared layers have no single output; unbuilt layers none
         return None
 
 
-def all_layers(model, prefix: str = "") -> list[LayerInfo]:
+def all_layers(model: keras.Model, prefix: str = "") -> list[LayerInfo]:
     """Every layer, depth first, nested models expanded (the nested model itself is listed first)."""
     found = []
     for layer in model.layers:
@@ -58,12 +59,12 @@ def is_spatial(info: LayerInfo) -> bool:
     return info.output_shape is not None and len(info.output_shape) == 4
 
 
-def spatial_layers(model) -> list[LayerInfo]:
+def spatial_layers(model: keras.Model) -> list[LayerInfo]:
     """The layers that can be explained: every non-model layer with a 4-D (batch, h, w, c) output."""
     return [info for info in all_layers(model) if is_spatial(info) and not is_model(info.layer)]
 
 
-def default_layer(model) -> str:
+def default_layer(model: keras.Model) -> str:
     """The last spatial layer before the head, looking inside a nested backbone when it is last.
 
     Pooling layers (VGG's block5_pool) and layers pooled down to 1x1 (MobileNet's keep-dims pooling
@@ -86,7 +87,7 @@ def default_layer(model) -> str:
         current = chosen.layer
 
 
-def resolve_layer(model, name: str | None) -> str:
+def resolve_layer(model: keras.Model, name: str | None) -> str:
     """Return the full path of the layer to explain; raise a UsageError that suggests names."""
     if name is None:
         return default_layer(model)
@@ -113,7 +114,7 @@ def resolve_layer(model, name: str | None) -> str:
     return info.path
 
 
-def layer_chain(model, path: str) -> list[keras.layers.Layer]:
+def layer_chain(model: keras.Model, path: str) -> list[keras.layers.Layer]:
     """The layers along a path: [outer nested model, ..., target layer]."""
     chain = []
     current = model
@@ -131,13 +132,13 @@ _SCORE_ACTIVATIONS = {"softmax", "sigmoid"}
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Reshape, keras.layers.Flatten)
 
 
-def _passes_vector_through(layer) -> bool:
+def _passes_vector_through(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, _PASS_THROUGH):
         return True
     return isinstance(layer, keras.layers.Activation) and _activation_name(layer) == "linear"
 
 
-def _activation_name(layer) -> str | None:
+def _activation_name(layer: keras.layers.Layer) -> str | None:
     """'softmax', 'sigmoid', 'linear'... for layers with an activation; None for other layers."""
     if isinstance(layer, keras.layers.Softmax):
         return "softmax"
@@ -148,16 +149,25 @@ def _activation_name(layer) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def final_layer(model) -> keras.layers.Layer:
+def require_graph_model(model: keras.Model) -> None:
+    """UsageError unless `model` is Sequential or Functional: camcli reads and replays its graph of layers."""
+    if not isinstance(model, keras.Sequential) and not is_functional(model):
+        raise UsageError(
+            f"model {model.name!r} is a subclassed model; camcli explains Functional and Sequential models"
+        )
+
+
+def final_layer(model: keras.Model) -> keras.layers.Layer:
     """The layer that produces the model's (single) output, looking inside a nested last model."""
-    if len(model.outputs if hasattr(model, "outputs") and model.outputs else [None]) > 1:
+    require_graph_model(model)
+    if isinstance(model, keras.Sequential):
+        last = model.layers[-1]
+    elif len(model.outputs) > 1:
         raise UsageError(
             f"model {model.name!r} has {len(model.outputs)} outputs; camcli explains single-output classifiers"
         )
-    if isinstance(model, keras.Sequential):
-        last = model.layers[-1]
     else:
-        last = model.outputs[0]._keras_history.operation
+        last = producing_layer(model.outputs[0])
     return final_layer(last) if is_model(last) else last
 
 
@@ -183,7 +193,7 @@ class Head:
         return 2 if self.binary else self.num_outputs
 
 
-def analyse_head(model, override: str = "auto") -> Head:
+def analyse_head(model: keras.Model, override: str = "auto") -> Head:
     final = final_layer(model)
     name = _activation_name(final)
     num_outputs = int(model.outputs[0].shape[-1]) if not isinstance(model, keras.Sequential) else int(
@@ -201,7 +211,7 @@ def analyse_head(model, override: str = "auto") -> Head:
     return Head(final, activation, strip, binary=binary, num_outputs=num_outputs)
 
 
-def cam_weights(model, path: str, head: Head) -> np.ndarray | None:
+def cam_weights(model: keras.Model, path: str, head: Head) -> np.ndarray | None:
     """The (channels, classes) matrix W with class score y^c = sum_k W[k, c] * mean_ij A^k_ij + b_c.
 
     It exists when everything after the explained layer is global average pooling, layers that

@@ -114,24 +114,15 @@ def in_shard(out_stem: str, shard: tuple[int, int]) -> bool:
 
 
 def explainer_settings(explainer) -> dict:
-    """Everything about the explainer (or MethodSet) that shapes its maps and predictions."""
-    first = getattr(explainer, "explainers", [explainer])[0]
+    """Everything about the model and the explainer (or MethodSet) that shapes maps and predictions."""
     loaded = explainer.loaded
-    head = getattr(first, "head", None)
     return {
         "model": loaded.name,
         "weights": loaded.weights_identity,
         "preprocess": loaded.preprocess,
         "input_size": list(loaded.input_size),
         "labels": hashlib.sha256("\n".join(loaded.labels).encode("utf-8", "surrogateescape")).hexdigest(),
-        "layers": list(explainer.layers),
-        "methods": list(explainer.method_names),
-        "classes": [request.text for request in explainer.requests],
-        "top_k": explainer.top_k,
-        "head": [getattr(head, "activation", None), getattr(head, "strip", None)],
-        "eigen_smooth": getattr(first, "eigen_smooth", False),
-        "aug_smooth": getattr(first, "aug_smooth", False),
-        "max_channels": [getattr(e, "max_channels", None) for e in getattr(explainer, "explainers", [explainer])],
+        **explainer.settings(),
     }
 
 

@@ -1,0 +1,92 @@
+"""Which classes to explain: `--class` requests, and the one rule that turns a class given as text into
+the model's class index (used for `--class` and for the labels of ground-truth boxes alike).
+
+A class is given by its label, compared case-insensitively with `_` standing for a space
+("Egyptian_cat", "egyptian cat"), or by its index, written in ASCII digits ("281"). A label wins
+over an index: with labels "1".."10", "3" is the class named 3. `--class` also takes "top1".."topK",
+the k-th ranked prediction of each image.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from camcli.errors import UsageError
+
+_INDEX = re.compile(r"-?[0-9]+")  # only ASCII digits: "²".isdigit() is True, but int("²") fails
+_RANK = re.compile(r"top([0-9]+)")
+
+
+@dataclass(frozen=True)
+class ClassRequest:
+    """A class to explain: a fixed index, or the k-th ranked prediction of each image."""
+
+    text: str
+    index: int | None = None
+    rank: int | None = None  # 1-based
+
+
+def _spaced(text: str) -> str:
+    return text.strip().lower().replace("_", " ")
+
+
+def _label_index(text: str, labels: Sequence[str]) -> int | None:
+    """The first label equal to `text` ignoring case, else the first equal to it with `_` as a space."""
+    wanted = text.strip().lower()
+    for match in (lambda label: label.lower() == wanted, lambda label: _spaced(label) == _spaced(wanted)):
+        index = next((i for i, label in enumerate(labels) if match(label)), None)
+        if index is not None:
+            return index
+    return None
+
+
+def resolve_label(text: str | None, labels: Sequence[str]) -> int | None:
+    """The class index `text` names: a label (case-insensitive, `_` = space) or an index in ASCII
+    digits; None when `text` is None or names no class of `labels`."""
+    if text is None:
+        return None
+    index = _label_index(text, labels)
+    if index is None and _INDEX.fullmatch(text.strip()):
+        index = int(text.strip())
+    return index if index is not None and 0 <= index < len(labels) else None
+
+
+def _parse_one(text: str, labels: Sequence[str]) -> ClassRequest:
+    rank = _RANK.fullmatch(text.lower())
+    if rank:
+        if not 1 <= int(rank.group(1)) <= len(labels):
+            raise UsageError(f"`classes={text}`: the model has {len(labels)} classes, so use top1..top{len(labels)}")
+        return ClassRequest(text, rank=int(rank.group(1)))
+    index = resolve_label(text, labels)
+    if index is not None:
+        return ClassRequest(text, index=index)
+    if _INDEX.fullmatch(text):
+        raise UsageError(f"`classes={text}` is out of range: class indices run from 0 to {len(labels) - 1}")
+    close = difflib.get_close_matches(text.lower(), [label.lower() for label in labels], n=3, cutoff=0.6)
+    hint = f"closest: {', '.join(close)}" if close else "give a class index, a label or top1..topK"
+    raise UsageError(f"unknown class {text!r} ({hint})")
+
+
+def parse_class_requests(values: Sequence[str] | None, labels: Sequence[str]) -> list[ClassRequest]:
+    """Parse `--class` values: an index, a label (case-insensitive, `_` = space), or top1..topK.
+    No values: the top-1 class."""
+    if not values:
+        return [ClassRequest("top1", rank=1)]
+    return [_parse_one(str(value).strip(), labels) for value in values]
+
+
+def forced_class_ids(class_ids: np.ndarray | None, images: int, requests: int, num_classes: int) -> np.ndarray:
+    """(images, requests) int32 class indices that replace the requests image by image; -1 keeps the
+    request. None: keep every request."""
+    forced = np.full((images, requests), -1, dtype=np.int32)
+    if class_ids is None:
+        return forced
+    forced = np.asarray(class_ids, dtype=np.int32).reshape(forced.shape)
+    if forced.max(initial=-1) >= num_classes:
+        raise UsageError(f"class index {forced.max()} is out of range: the model has {num_classes} classes")
+    return forced

@@ -1,0 +1,226 @@
+"""The compiled TensorFlow step, the only code in camcli that computes gradients.
+
+One `Step` per model, layers, head and class requests. `Step.run` takes a preprocessed batch and
+returns, from a single forward pass, the predictions, the layers' activations and, when it was built
+with `gradients=True`, each image's own gradients for each requested class, as named, read-only
+numpy arrays (`StepOutputs`). It also scores batches (forward only), scores masked copies of an image
+(Score-CAM) and computes guided input gradients (guided backpropagation). Everything after it is numpy.
+
+A `BatchRun` is one batch through one step: its outputs, and on demand the outputs of its augmented
+copies (--aug-smooth) and its guided input gradients, each computed once however many methods read
+them; `MethodSet` hands one to every method it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from camcli.explain.augment import augment_batch
+from camcli.explain.classes import ClassRequest
+from camcli.models.loading import LoadedModel, import_keras
+
+if TYPE_CHECKING:  # camcli.models.layers imports Keras, which camcli imports only through import_keras
+    from camcli.models.layers import Head
+
+
+class StepOutputs(NamedTuple):
+    """What one step computes for a batch of B images and R class requests. Read-only numpy arrays."""
+
+    activations: tuple[np.ndarray, ...]  # per layer: (B, h, w, channels) float32
+    gradients: tuple[np.ndarray, ...]  # per layer: (B, R, h, w, channels) d y^c / d A; () without gradients
+    scores: np.ndarray  # (B, classes): the model's scores (probabilities)
+    top_scores: np.ndarray  # (B, k): the k best scores, best first
+    top_indices: np.ndarray  # (B, k): their class indices
+    class_ids: np.ndarray  # (B, R) int32: the class explained for each image and request
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """Step outputs may be read by several methods: none may change them."""
+    array.flags.writeable = False
+    return array
+
+
+def _to_numpy(value):
+    """A tensor, or a sequence of them (one per layer), as read-only numpy arrays."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_read_only(tensor.numpy()) for tensor in value)
+    return _read_only(value.numpy())
+
+
+class Step:
+    """The compiled steps of one model, its explained layers, its head and the class requests.
+
+    top_k: how many ranked predictions `run` returns (at least the highest requested rank).
+    gradients: whether `run` also differentiates each requested class's logit with respect to the
+    layers' activations (the gradient methods need it; CAM, Eigen-CAM and Score-CAM do not).
+    `runs` counts the calls to `run`.
+    """
+
+    def __init__(self, loaded: LoadedModel, layers: Sequence[str], head: Head, requests: Sequence[ClassRequest],
+                 top_k: int, gradients: bool):
+        import_keras()
+        import tensorflow as tf
+
+        from camcli.explain.forward import TappedForward
+
+        self.loaded, self.layers, self.head = loaded, list(layers), head
+        self.requests, self.gradients = list(requests), gradients
+        self.top_k = max(top_k, *(r.rank or 1 for r in self.requests))
+        self.runs = 0
+        self._forward = TappedForward(loaded.model, self.layers, head)
+        height, width = loaded.input_size
+        self._images_spec = tf.TensorSpec((None, height, width, 3), tf.float32)
+        self._ids_spec = tf.TensorSpec((None, len(self.requests)), tf.int32)
+        compute = self._forward_and_backward if gradients else self._forward_only
+        self._step = tf.function(compute, input_signature=[self._images_spec, self._ids_spec], reduce_retracing=True)
+        self._scores_step = tf.function(self._scores, input_signature=[self._images_spec], reduce_retracing=True)
+        self._masked_step = tf.function(self._masked_scores, reduce_retracing=True, input_signature=[
+            tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None, None), tf.float32),
+            tf.TensorSpec((), tf.int32)])
+
+    # -- the numpy interface ---------------------------------------------------------------------
+
+    def run(self, batch: np.ndarray, forced_ids: np.ndarray) -> StepOutputs:
+        """The step on a preprocessed (B, height, width, 3) batch. `forced_ids` (B, R) overrides the
+        requested class where it is >= 0."""
+        self.runs += 1
+        tensors = self._step(np.asarray(batch, dtype=np.float32), np.asarray(forced_ids, dtype=np.int32))
+        return StepOutputs(**{name: _to_numpy(value) for name, value in tensors._asdict().items()})
+
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """The model's scores (probabilities) for every class, (B, classes); one forward pass."""
+        return self._scores_step(np.asarray(batch, dtype=np.float32)).numpy()
+
+    def masked_scores(self, image: np.ndarray, masks: np.ndarray, class_index: int) -> np.ndarray:
+        """Score-CAM: the score of class `class_index` for `image` times each mask (n, h, w) in [0, 1]
+        upsampled to the input, (n,)."""
+        return self._masked_step(image, masks, np.int32(class_index)).numpy()
+
+    def guided_gradients(self, batch: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+        """d y^c / d input through guided ReLUs, for each image's class per request: (B, R, H, W, 3)."""
+        gradients = self._guided_step(np.asarray(batch, dtype=np.float32), np.asarray(class_ids, dtype=np.int32))
+        return _read_only(gradients.numpy())
+
+    # -- the TensorFlow side ---------------------------------------------------------------------
+
+    def _class_logits_and_scores(self, logits):
+        """Per-class logits (what is differentiated) and scores (what is reported)."""
+        import tensorflow as tf
+
+        logits = tf.cast(logits, tf.float32)
+        if self.head.binary:  # one sigmoid unit z: class 1 has logit z, class 0 has -z
+            class_logits = tf.concat([-logits, logits], axis=-1)
+            return class_logits, tf.sigmoid(class_logits)  # sigmoid(-z) = 1 - sigmoid(z)
+        if self.head.activation == "sigmoid":  # multi-label: independent per-class probabilities
+            return logits, tf.sigmoid(logits)
+        return logits, tf.nn.softmax(logits, axis=-1)
+
+    def _select(self, logits, forced_ids):
+        """The step's predictions (scores, top_scores, top_indices, class_ids by name), and each
+        image's logit y^c per request, (B, R).
+
+        `forced_ids` (B, R) overrides the class where it is >= 0: augmented copies of an image are
+        explained for the original's class, whatever their own top class is.
+        """
+        import tensorflow as tf
+
+        fixed = tf.constant([r.index if r.index is not None else -1 for r in self.requests], tf.int32)
+        rank_positions = [(r.rank or 1) - 1 for r in self.requests]
+        class_logits, scores = self._class_logits_and_scores(logits)
+        top_scores, top_indices = tf.math.top_k(scores, k=self.top_k)
+        ranked = tf.gather(top_indices, rank_positions, axis=1)
+        class_ids = tf.where(fixed[tf.newaxis, :] >= 0, fixed[tf.newaxis, :], ranked)  # (B, R)
+        class_ids = tf.where(forced_ids >= 0, forced_ids, class_ids)
+        selected = tf.gather(class_logits, class_ids, batch_dims=1)  # y^c per image and request
+        predictions = {"scores": scores, "top_scores": top_scores, "top_indices": top_indices, "class_ids": class_ids}
+        return predictions, selected
+
+    def _forward_only(self, images, forced_ids):
+        import tensorflow as tf
+
+        activations, logits = self._forward(images)
+        predictions, _ = self._select(logits, forced_ids)
+        return StepOutputs(activations=[tf.cast(a, tf.float32) for a in activations], gradients=[], **predictions)
+
+    def _forward_and_backward(self, images, forced_ids):
+        import tensorflow as tf
+
+        with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
+            # Watching the activations records the head even in frozen models, whose weights the
+            # tape would otherwise ignore.
+            activations, logits = self._forward(images, watch=tape.watch)
+            predictions, selected = self._select(logits, forced_ids)
+            # Summing y^c over the batch and differentiating gives each image its own gradient, as
+            # the images do not interact at inference; nothing is averaged across the batch.
+            totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
+        per_request = [tape.gradient(total, activations) for total in totals]  # [request][layer]
+        gradients = [
+            tf.stack([tf.cast(per_request[r][i], tf.float32) for r in range(len(totals))], axis=1)
+            for i in range(len(activations))
+        ]  # [layer]: (B, R, h, w, channels)
+        return StepOutputs(activations=[tf.cast(a, tf.float32) for a in activations], gradients=gradients,
+                           **predictions)
+
+    def _scores(self, images):
+        _, logits = self._forward(images)
+        return self._class_logits_and_scores(logits)[1]
+
+    def _masked_scores(self, image, masks, class_index):
+        import tensorflow as tf
+
+        height, width = self.loaded.input_size
+        upsampled = tf.image.resize(masks[..., tf.newaxis], (height, width), method="bilinear")
+        _, logits = self._forward(image[tf.newaxis] * upsampled)
+        return self._class_logits_and_scores(logits)[1][:, class_index]
+
+    @cached_property
+    def _guided_step(self):
+        """Built when first used: the guided forward pass copies every layer with a built-in ReLU."""
+        import tensorflow as tf
+
+        from camcli.explain.forward import TappedForward
+
+        guided_forward = TappedForward(self.loaded.model, [], self.head, guided=True)
+
+        def guided_gradients(images, class_ids):
+            with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
+                tape.watch(images)
+                _, logits = guided_forward(images)
+                class_logits, _ = self._class_logits_and_scores(logits)
+                selected = tf.gather(class_logits, class_ids, batch_dims=1)
+                totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
+            return tf.stack([tape.gradient(total, images) for total in totals], axis=1)
+
+        return tf.function(guided_gradients, input_signature=[self._images_spec, self._ids_spec],
+                           reduce_retracing=True)
+
+
+class BatchRun:
+    """One preprocessed batch through one Step: its outputs, and, when a method asks, the outputs of
+    its augmented copies and its guided input gradients. Each is computed once, however many methods
+    read it."""
+
+    def __init__(self, step: Step, batch: np.ndarray, forced_ids: np.ndarray):
+        self.step = step
+        self.batch = np.asarray(batch, dtype=np.float32)
+        self.outputs = step.run(self.batch, forced_ids)
+        self._augmented: dict[tuple[bool, float], tuple[np.ndarray, StepOutputs]] = {}
+        self._guided: np.ndarray | None = None
+
+    def augmented(self, flip: bool, zoom: float) -> tuple[np.ndarray, StepOutputs]:
+        """The batch flipped and zoomed (--aug-smooth), and its step outputs for the same classes."""
+        key = (bool(flip), float(zoom))
+        if key not in self._augmented:
+            copy = augment_batch(self.batch, flip, zoom)
+            self._augmented[key] = (copy, self.step.run(copy, self.outputs.class_ids))
+        return self._augmented[key]
+
+    def guided_gradients(self) -> np.ndarray:
+        """(B, R, H, W, 3): guided backpropagation's input gradient of each image's explained classes."""
+        if self._guided is None:
+            self._guided = self.step.guided_gradients(self.batch, self.outputs.class_ids)
+        return self._guided
