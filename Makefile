@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-methods bench-png bench-localization soak clean
+.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-methods bench-photos bench-png bench-localization soak clean
 
 all: lint test
 
@@ -66,6 +66,11 @@ bench: venv
 # Every CAM method's images/s and its ratio to predict-only (resnet50, batch 8); no targets.
 bench-methods: venv
 	$(BIN)/python benchmarks/throughput.py --only methods
+
+# 12 MP and 48 MP JPEG (and HEIC) photos: camcli against predict-only with full and reduced decode,
+# ms per image, MB per overlay, peak RSS, and the targets (resnet50, batch 8).
+bench-photos: venv
+	$(BIN)/python benchmarks/photos.py
 
 # camcli's PNG writer against Pillow's encoder: milliseconds and KiB per overlay, side by side.
 bench-png: venv

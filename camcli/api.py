@@ -102,6 +102,7 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: Pa
                   aug_smooth: bool = False, max_channels: int | None = None, batch_size: int = 8,
                   alpha: float = 0.5, colormap: str = "jet", box_threshold: float = 0.2, draw_box: bool = False,
                   save_heatmap: bool = False, save_mask: bool = False, panel: bool = False, report: bool = False,
+                  overlay_format: str = "auto", max_size: int | None = None, max_pixels: int | None = None,
                   fail_fast: bool = False, resume: bool = False, shard: tuple[int, int] | None = None,
                   on_failure: Callable[[str, str], None] | None = None,
                   on_progress: Callable[[int], None] | None = None,
@@ -112,12 +113,19 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: Pa
     Returns the run's `RunSummary` (counts, failures, `as_record()` for summary.json). Images that
     fail are listed there and the others are still written; setting `stop` ends the run after the
     current batch. on_start(total) is called once the images are found (total None for a shard).
+    overlay_format: "auto" (JPEG for photos, PNG for lossless inputs), "png", "jpg" or "webp".
+    max_size: the longest side of the pictures written (None: the original size). max_pixels: decode
+    images of up to this many pixels (None: Pillow's decompression-bomb limit).
     """
     from camcli.maps.overlay import colormap_lut
     from camcli.runs.runner import RunOptions, check_run_files, run
-    from camcli.runs.writer import OutputOptions
+    from camcli.runs.writer import OVERLAY_FORMATS, OutputOptions
 
     out_dir = Path(out)
+    if overlay_format not in OVERLAY_FORMATS:
+        raise UsageError(f"unknown overlay format {overlay_format!r}: choose one of {', '.join(OVERLAY_FORMATS)}")
+    if max_size is not None and max_size < 16:
+        raise UsageError(f"`max_size={max_size}` must be at least 16")
     colormap_lut(colormap)  # fail on a bad name, or an unusable output folder, before the model loads
     check_output_folder(out_dir)
     check_run_files(out_dir, shard, report=report)
@@ -127,9 +135,10 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: Pa
                                 eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, max_channels=max_channels,
                                 batch_size=batch_size)
     output = OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
-                           save_heatmap=save_heatmap, save_mask=save_mask, panel=panel)
+                           save_heatmap=save_heatmap, save_mask=save_mask, panel=panel,
+                           overlay_format=overlay_format, max_size=max_size)
     options = RunOptions(out_dir, batch_size, output, fail_fast=fail_fast, resume=resume, shard=shard,
-                         raise_unexpected=debug)
+                         raise_unexpected=debug, max_pixels=max_pixels)
     if on_start:
         on_start(len(tasks) + len(skipped) if shard is None else None)
     summary = run(explainer, tasks, options, skipped, on_failure=on_failure, on_progress=on_progress, stop=stop)

@@ -268,8 +268,20 @@ class Progress:
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Heatmap opacity in the overlays.")
 @click.option("--colormap", default="jet", show_default=True, help="Any matplotlib colour map name.")
+@click.option("--format", "overlay_format", type=click.Choice(["auto", "png", "jpg", "webp"]), default="auto",
+              show_default=True,
+              help="Overlay file format. auto: JPEG (quality 90) for JPEG, HEIC and AVIF photos, PNG for lossless "
+                   "inputs. Masks and panels are always PNG.")
+@click.option("--max-size", type=click.IntRange(min=16), metavar="N",
+              help="Longest side of overlays, masks, panels and saved heatmaps, in pixels (JPEG photos are then "
+                   "decoded at a reduced size, much faster). The JSON's peak and bbox stay in original pixels. "
+                   "Default: the original size.")
+@click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
+              help="Decode images of up to N pixels (default 89478485, Pillow's limit against decompression "
+                   "bombs): lifts the limit on purpose, e.g. for a panorama.")
 @click.option("--save-heatmap", is_flag=True,
-              help="Also write each map as float32 .npy at the image's resolution, values in [0, 1].")
+              help="Also write each map as float32 .npy at the output size (the image's, or --max-size), "
+                   "values in [0, 1].")
 @click.option("--save-mask", is_flag=True, help="Also write each map's thresholded region as a binary PNG mask.")
 @click.option("--draw-box", is_flag=True, help="Draw the box on the overlay.")
 @click.option("--panel", is_flag=True,

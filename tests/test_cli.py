@@ -65,7 +65,9 @@ def error_line(result):
 
 
 def overlays(folder):
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+    """Overlays and other pictures camcli wrote: PNG for lossless inputs, JPEG for JPEG photos."""
+    return sorted(p.relative_to(folder).as_posix() for pattern in ("*.png", "*.gradcam.*.jpg")
+                  for p in folder.rglob(pattern))
 
 
 # --- fixtures: models and images, built once per module -------------------------------------------
@@ -194,8 +196,9 @@ def test_overlay_and_heatmap_have_the_original_size(contract, stem, size):
 def test_image_json_record(contract, models):
     root, out, _ = contract
     record = read_json(out / "a" / "b" / "x.json")
-    assert list(record) == ["image", "width", "height", "model", "layer", "layers", "predictions", "explanations",
-                            "camcli_version", "fingerprint"]
+    assert list(record) == ["image", "width", "height", "output_width", "output_height", "model", "layer", "layers",
+                            "predictions", "explanations", "camcli_version", "fingerprint"]
+    assert (record["output_width"], record["output_height"]) == (record["width"], record["height"])
     assert record["camcli_version"] == __version__
     assert record["fingerprint"] == read_json(out / "summary.json")["fingerprint"]
     assert record["fingerprint"].startswith("sha256:") and len(record["fingerprint"]) == len("sha256:") + 64
@@ -736,7 +739,8 @@ def test_same_stem_different_extensions_keep_their_extension(models, tmp_path):
         record = read_json(out / f"{name}.json")
         assert record["image"] == str(root / name)
         [explanation] = record["explanations"]
-        assert explanation["overlay"] == f"{name}.gradcam.{explanation['class_index']}.png"
+        suffix = "jpg" if name.endswith(".jpg") else "png"  # photos get JPEG overlays, lossless inputs PNG
+        assert explanation["overlay"] == f"{name}.gradcam.{explanation['class_index']}.{suffix}"
         assert (out / explanation["overlay"]).is_file()
     assert len(overlays(out)) == 2
 

@@ -108,7 +108,7 @@ def test_decompression_bomb_header_is_refused_without_decoding(tmp_path):
 def test_decompression_bomb_warning_becomes_an_error(tmp_path, monkeypatch):
     path = write(tmp_path, "big.png", encode(Image.new("RGB", (15, 10)), "PNG"))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 150 pixels: only Pillow's warning
-    assert load_error(path) == "decompression bomb: 150 pixels exceeds the limit of 100"
+    assert load_error(path) == "decompression bomb: 150 pixels exceeds the limit of 100; allow it with `max_pixels=150`"
 
 
 def test_failures_change_no_global_warning_state(tmp_path, monkeypatch):
@@ -365,5 +365,6 @@ def test_concurrent_loads_refuse_bombs_and_restore_warning_filters(tmp_path, mon
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(outcome, range(400)))
     assert results[0::2] == [(9, 9, 3)] * 200
-    assert set(results[1::2]) == {"decompression bomb: 150 pixels exceeds the limit of 100"}
+    refused = "decompression bomb: 150 pixels exceeds the limit of 100; allow it with `max_pixels=150`"
+    assert set(results[1::2]) == {refused}
     assert warnings.filters == before

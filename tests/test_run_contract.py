@@ -145,7 +145,7 @@ def test_resume_skips_an_unchanged_run(scenes, resumed_folder, tmp_path):
 @pytest.mark.parametrize("options", [
     ["--alpha", "0.3"], ["--colormap", "viridis"], ["--top-k", "2"], ["--box-threshold", "0.5"],
     ["--save-heatmap"], ["--draw-box"], ["--class", "top2"], ["--method", "gradcam++"], ["--eigen-smooth"],
-    ["--layer", "conv5"],
+    ["--layer", "conv5"], ["--format", "webp"], ["--max-size", "32"],
 ], ids=lambda options: " ".join(options))
 def test_resume_recomputes_after_any_change_that_shapes_the_outputs(scenes, resumed_folder, tmp_path, options):
     folder = shutil.copytree(resumed_folder, tmp_path / "out")
@@ -204,19 +204,19 @@ def test_fail_fast_explains_nothing_after_the_first_failure(scenes, tmp_path):
 
 
 def _fill_disk_after(monkeypatch, writes):
-    """save_png raises ENOSPC once `writes` overlays have been written, as a full disk would."""
+    """Writing an overlay raises ENOSPC once `writes` overlays have been written, as a full disk would."""
     from camcli.runs import writer
 
     calls = {"count": 0}
-    real = writer.save_png
+    real = writer.save_picture
 
-    def save_png(path, *args, **kwargs):
+    def save_picture(path, *args, **kwargs):
         calls["count"] += 1
         if calls["count"] > writes:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(writer, "save_png", save_png)
+    monkeypatch.setattr(writer, "save_picture", save_picture)
     return calls
 
 
@@ -275,7 +275,7 @@ def test_an_unexpected_error_is_one_line_naming_the_image_and_the_stage(scenes, 
     def broken_blend(*args, **kwargs):
         raise ZeroDivisionError("float division by zero")
 
-    monkeypatch.setattr(writer, "blend", broken_blend)
+    monkeypatch.setattr(writer, "overlay_picture", broken_blend)
     out = tmp_path / "out"
     result = invoke("explain", scenes[0], "--model", "demo", "--out", out, "-q")
     assert result.exit_code == 1

@@ -60,7 +60,7 @@ from camcli.explain.classes import resolve_label
 from camcli.explain.explainer import distinct_method_names
 from camcli.maps.boxes import DEFAULT_BOX_THRESHOLD, box_from_map
 from camcli.maps.overlay import upsample
-from camcli.runs.decode import load_rgb
+from camcli.runs.decode import decode_image
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.files import save_json, write_bytes_atomic
 from camcli.runs.layout import Layout, is_camcli_csv, is_camcli_json
@@ -333,14 +333,15 @@ def _find_map(result, class_index: int):
     return next((m for m in result.maps if m.class_index == class_index), None)
 
 
-def _localization(heatmap: np.ndarray, target: Target, options: EvaluationOptions) -> dict:
-    """Pointing, energy, box and IoU of one map (at the original resolution) against its boxes."""
+def _localization(heatmap: np.ndarray, target: Target, options: EvaluationOptions, scale: float = 1.0) -> dict:
+    """Pointing, energy, box and IoU of one map against its boxes, both at the measured picture's
+    resolution (`scale` measured pixels per original pixel); the box is reported in original pixels."""
     box = box_from_map(heatmap, options.box_threshold)
     iou = best_iou(box, target.boxes)
     energy = energy_in_boxes(heatmap, target.boxes)
     return {
-        "box": list(box) if box is not None else None,
-        "pointing": pointing_hit(heatmap, target.boxes, options.pointing_tolerance),
+        "box": _in_original_pixels(box, scale) if box is not None else None,
+        "pointing": pointing_hit(heatmap, target.boxes, options.pointing_tolerance * scale),
         "energy": 0.0 if energy is None else energy,  # an empty map puts no energy in the boxes
         "iou": iou,
         "corloc": iou >= CORLOC_IOU,
@@ -359,9 +360,18 @@ def _curves(explainer, rgb: np.ndarray, heatmap: np.ndarray, class_index: int, o
     return {"deletion": curves.deletion_auc, "insertion": curves.insertion_auc}
 
 
+def _in_original_pixels(box, scale: float) -> list:
+    if scale == 1.0:
+        return list(box)
+    return [round(value / scale, 2) for value in box]
+
+
 def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[Target],
-                options: EvaluationOptions, warn: Callable[[str], None]) -> list[dict]:
-    """The rows of one image for one method (one per target), with Average Drop filled in."""
+                options: EvaluationOptions, warn: Callable[[str], None], scale: float = 1.0) -> list[dict]:
+    """The rows of one image for one method (one per target), with Average Drop filled in.
+
+    rgb: the picture the maps are measured on, `scale` of the original's size (photos larger than
+    EVALUATION_SIDE are measured smaller, as explain's boxes are); targets: boxes in its pixels."""
     height, width = rgb.shape[:2]
     top1 = result.predictions[0]
     rows, masked = [], []
@@ -384,9 +394,9 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[
             "top1_index": top1.index,
             "top1_label": top1.label,
             "score": class_map.score,
-            "truth_boxes": [list(box) for box in target.boxes],
+            "truth_boxes": [_in_original_pixels(box, scale) for box in target.boxes],
             "empty": class_map.empty,
-            **_localization(heatmap, target, options),
+            **_localization(heatmap, target, options, scale),
         }
         known = target.class_index is not None
         row["loc_error"] = (top1.index != target.class_index or not row["corloc"]) if known else None
@@ -456,15 +466,27 @@ def _method_names(explainers) -> list[str]:
     return distinct_method_names(explainers)
 
 
-def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str]):
-    """(rgb, targets) for one image, or (None, reason) when it cannot be read or its truth misses it."""
+# Maps are scored on a picture of at most this many pixels on its longest side (JPEG photos are
+# decoded at a reduced scale for it): the maps come from grids of 7x7 to 28x28 cells, so a finer
+# picture adds cost, not information. Smaller images are scored at their own size.
+EVALUATION_SIDE = 1024
+
+
+def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str], model_size=None):
+    """(rgb, targets, scale) for one image, or (None, reason, None) when it cannot be read or its truth
+    misses it. The targets' boxes are in the pixels of rgb, which is `scale` of the original's size."""
     try:
-        rgb = load_rgb(task.source)
-        return rgb, clipped_targets(image_targets(boxes, labels), rgb.shape[1], rgb.shape[0])
+        decoded = decode_image(task.source, max_side=EVALUATION_SIDE, model_size=model_size)
+        targets = clipped_targets(image_targets(boxes, labels), *decoded.original_size)
+        scale = decoded.scale
+        if scale != 1.0:
+            for target in targets:
+                target.boxes = [tuple(value * scale for value in box) for box in target.boxes]
+        return np.asarray(decoded.picture), targets, scale
     except ImageLoadError as error:
-        return None, error.reason
+        return None, error.reason, None
     except TruthOutsideImage as error:
-        return None, str(error)
+        return None, str(error), None
 
 
 def _can_share(explainers: Sequence) -> bool:
@@ -505,26 +527,27 @@ class _Evaluation:
     def decode(self, chunk) -> list[tuple]:
         """(task, rgb, targets) of the images in `chunk` that decode; the others fail."""
         batch = []
+        model_size = self.explainers[0].loaded.input_size
         for task, key in chunk:
-            rgb, targets = _decode(task, self.truth[key], self.labels)
+            rgb, targets, scale = _decode(task, self.truth[key], self.labels, model_size)
             if rgb is None:
                 self.fail(task.display, targets)
             else:
-                batch.append((task, rgb, targets))
+                batch.append((task, rgb, targets, scale))
         return batch
 
     def score(self, batch: list[tuple]) -> None:
         first = self.explainers[0]
-        slots = class_slots([targets for _, _, targets in batch], len(first.requests), self.options.explain_class)
-        images = [rgb for _, rgb, _ in batch]
+        slots = class_slots([targets for _, _, targets, _ in batch], len(first.requests), self.options.explain_class)
+        images = [rgb for _, rgb, _, _ in batch]
         if self.methods is not None:  # the model's input prepared once, one step for every method
             per_method = self.methods.explain_each(first.preprocess(images), slots)
         else:
             per_method = [explainer.explain_batch(explainer.preprocess(images), slots) for explainer in self.explainers]
         for explainer, name, results in zip(self.explainers, self.names, per_method):
-            for (task, rgb, targets), result in zip(batch, results):
+            for (task, rgb, targets, scale), result in zip(batch, results):
                 self.rows[name].extend(score_image(explainer, task.display, rgb, result, targets, self.options,
-                                                   self.warn))
+                                                   self.warn, scale))
 
     def method_summaries(self) -> dict[str, dict]:
         return {name: {"layer": explainer.layer, "rows": len(self.rows[name]), "metrics": summarize(self.rows[name])}

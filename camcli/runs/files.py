@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from camcli.runs.layout import MARKER_VALUE, PNG_MARKER_TEXT, TEMP_PREFIX, TEMP_SUFFIX
+from camcli.runs.layout import JPEG_MARKER_COMMENT, PNG_MARKER_TEXT, TEMP_PREFIX, TEMP_SUFFIX, WEBP_MARKER_XMP
 
 
 def _current_umask():
@@ -108,9 +108,36 @@ def save_png(path, pixels, compress_level=1, strategy=zlib.Z_RLE):
 def save_jpeg(path, rgb_uint8, quality=80):
     """Save an RGB uint8 array (or a Pillow image) as a marked JPEG, atomically."""
     image = rgb_uint8 if isinstance(rgb_uint8, Image.Image) else Image.fromarray(np.asarray(rgb_uint8, np.uint8))
+    write_bytes_atomic(path, encode_picture(image, "jpg", quality=quality))
+
+
+LOSSY_QUALITY = 90  # JPEG and WebP overlays: no visible loss on a blend, at a tenth of a PNG's size
+
+
+def encode_picture(image: Image.Image, overlay_format: str, quality: int = LOSSY_QUALITY,
+                   compress_level: int = 1) -> bytes:
+    """A Pillow image as marked PNG, JPEG or WebP bytes (`overlay_format` png, jpg or webp).
+
+    JPEG: 4:2:0 chroma subsampling (Pillow's default), baseline, with camcli's comment segment
+    right after the header. WebP: lossy, with camcli's XMP packet (layout.WEBP_MARKER_XMP).
+    """
+    if overlay_format == "png":
+        return encode_png(np.asarray(image), compress_level=compress_level)
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=quality, comment=MARKER_VALUE.encode())
-    write_bytes_atomic(path, buffer.getvalue())
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    if overlay_format == "jpg":
+        image.save(buffer, format="JPEG", quality=quality, comment=JPEG_MARKER_COMMENT)
+    elif overlay_format == "webp":
+        image.save(buffer, format="WEBP", quality=quality, xmp=WEBP_MARKER_XMP)
+    else:
+        raise ValueError(f"unknown overlay format {overlay_format!r}")
+    return buffer.getvalue()
+
+
+def save_picture(path, image: Image.Image, overlay_format: str, compress_level: int = 1) -> None:
+    """`encode_picture`, written atomically."""
+    write_bytes_atomic(path, encode_picture(image, overlay_format, compress_level=compress_level))
 
 
 def save_json(path, obj):

@@ -4,7 +4,8 @@ This module is the one owner of those facts. For an image whose output stem is `
 (camcli.runs.discovery) the files are:
 
     a/cat.json                          the image's record (camcli.runs.records), written last
-    a/cat.<method>.<class>.png          the overlay
+    a/cat.<method>.<class>.png          the overlay (.jpg or .webp with `overlay_format`; by
+                                        default .jpg for JPEG, HEIC and AVIF photos, .png otherwise)
     a/cat.<method>.<class>.npy          the heatmap (--save-heatmap)
     a/cat.<method>.<class>.mask.png     the box mask (--save-mask)
     a/cat.<method>.<class>.panel.png    the panel (--panel)
@@ -14,7 +15,8 @@ and at the top of the folder: summary.json (summary.K-of-N.json for shard K of N
 report), evaluation.json and evaluation.csv. Temporary files are `.camcli.<name>.<random>.tmp`.
 
 camcli replaces only what camcli wrote. Its pictures carry a marker (a PNG tEXt chunk
-`Software=camcli`, a JPEG comment `camcli`), its JSON files are recognised by their fields, its
+`Software=camcli`, a JPEG comment `camcli`, an XMP packet naming camcli as CreatorTool at the end
+of a WebP file), its JSON files are recognised by their fields, its
 page by a generator tag, and a heatmap (.npy) is camcli's when the camcli record next to it lists
 it. Anything else at an output path is the user's, and is never overwritten.
 """
@@ -49,6 +51,16 @@ MARKER_VALUE = "camcli"
 PNG_MARKER_TEXT = MARKER_KEY.encode() + b"\x00" + MARKER_VALUE.encode()
 _PNG_MARKER_CHUNK = b"tEXt" + PNG_MARKER_TEXT
 _JPEG_MARKER = b"\xff\xfe" + (2 + len(MARKER_VALUE)).to_bytes(2, "big") + MARKER_VALUE.encode()
+JPEG_MARKER_COMMENT = MARKER_VALUE.encode()
+# WebP keeps metadata chunks after the image data (Google's WebP container specification, "Extended
+# file format"), so this marker is looked for in the file's last bytes.
+WEBP_MARKER_XMP = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    f'<rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:CreatorTool="{MARKER_VALUE}"/>'
+    "</rdf:RDF></x:xmpmeta>").encode()
+_WEBP_MARKER = f'xmp:CreatorTool="{MARKER_VALUE}"'.encode()
+# Overlay formats and their file suffixes. Masks and panels are always PNG (lossless).
+OVERLAY_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 HTML_GENERATOR = '<meta name="generator" content="camcli'  # followed by the version
 _HEAD_BYTES = 256
 _MAX_JSON_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's
@@ -77,9 +89,10 @@ class Layout:
     def record(self, stem: str) -> Path:
         return self._with_suffix(stem, RECORD_SUFFIX)
 
-    def map_paths(self, stem: str, method: str, class_index: int) -> MapPaths:
+    def map_paths(self, stem: str, method: str, class_index: int, overlay_format: str = "png") -> MapPaths:
         base = f"{stem}.{method}.{class_index}"
-        return MapPaths(*(self._with_suffix(base, suffix) for suffix in (".png", ".npy", ".mask.png", ".panel.png")))
+        suffixes = (OVERLAY_SUFFIXES[overlay_format], ".npy", ".mask.png", ".panel.png")
+        return MapPaths(*(self._with_suffix(base, suffix) for suffix in suffixes))
 
     def summary(self, shard: tuple[int, int] | None = None) -> Path:
         return self.out_dir / shard_summary_name(shard)
@@ -147,10 +160,21 @@ def is_camcli_png(path) -> bool:
 
 
 def is_camcli_output(path) -> bool:
-    """An image camcli wrote: a marked PNG (overlay, mask, panel) or JPEG (thumbnail)."""
+    """An image camcli wrote: a marked PNG (overlay, mask, panel), JPEG (overlay, thumbnail) or WebP."""
     head = _head(path)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _WEBP_MARKER in _tail(path)
     return (head.startswith(b"\x89PNG") and _PNG_MARKER_CHUNK in head) or \
         (head.startswith(b"\xff\xd8") and _JPEG_MARKER in head)
+
+
+def _tail(path, size: int = 1024) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - size))
+            return file.read(size)
+    except OSError:
+        return b""
 
 
 def read_json_object(path) -> dict | None:
@@ -203,7 +227,7 @@ def may_replace(path, listed: frozenset[str] = frozenset()) -> bool:
     if not path.is_file():
         return False  # a folder, a FIFO, a dangling link: never camcli's
     name = path.name
-    if name.endswith((".png", ".jpg")):
+    if name.endswith((".png", ".jpg", ".webp")):
         return is_camcli_output(path)
     if name.endswith(".json"):
         return is_camcli_json(path)

@@ -4,6 +4,8 @@ Image record (`<stem>.json`, written after the image's other files, so a record 
 complete):
 
     image, width, height          the input as the user named it, and its size in pixels
+    output_width, output_height   the size of its pictures (smaller with --max-size); peak and
+                                  bbox are always in original pixels
     model, layer, layers          what explained it
     predictions                   [{rank, index, label, score}], the top-k
     explanations                  one entry per (method, class): method, layer, layers, class_index,
@@ -54,11 +56,14 @@ def fingerprint(settings: Mapping) -> str:
 
 
 def image_record(*, image: str, width: int, height: int, model: str, layer: str, layers: list[str],
-                 predictions: list[dict], explanations: list[dict], fingerprint: str, pretrained: bool) -> dict:
+                 predictions: list[dict], explanations: list[dict], fingerprint: str, pretrained: bool,
+                 output_size: tuple[int, int] | None = None) -> dict:
     record = {
         "image": image,
         "width": width,
         "height": height,
+        "output_width": (output_size or (width, height))[0],
+        "output_height": (output_size or (width, height))[1],
         "model": model,
         "layer": layer,
         "layers": layers,

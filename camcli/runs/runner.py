@@ -2,8 +2,13 @@
 
 Three stages overlap: a thread pool decodes and preprocesses the next images while the compiled step
 explains the current batch, and another pool colours, encodes and writes the finished ones
-(Pillow, numpy and TensorFlow release the GIL for the heavy parts). Both pools have bounded queues,
-so memory stays flat however many images there are, and results keep the input order.
+(Pillow, numpy and TensorFlow release the GIL for the heavy parts). Results keep the input order.
+
+Memory is bounded in bytes, not in images: every image holds its decoded picture from the moment
+its decode is queued until its files are written, and new decodes are queued only while the
+pictures held stay within `RunOptions.picture_budget` (one image is always allowed, however
+large). So a folder of 48 MP photos holds a few at a time where 224 px images fill the queues:
+the peak is set by the budget, the batch and the model, not by photo size times queue depth.
 
 How a run ends:
 - One bad image never costs the others: its failure is recorded (one line naming the image and the
@@ -36,7 +41,7 @@ import numpy as np
 from camcli import __version__
 from camcli.errors import REPEATING_WRITE_ERRORS, CamcliError, UsageError, one_line
 from camcli.runs import records
-from camcli.runs.decode import load_rgb
+from camcli.runs.decode import decode_image, picture_bytes
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.layout import Layout, is_temporary, may_replace
 from camcli.runs.writer import ImageWriter, OutputOptions, RunIdentity
@@ -54,6 +59,8 @@ class RunOptions:
     resume: bool = False  # skip images whose outputs an earlier run with the same fingerprint completed
     shard: tuple[int, int] | None = None  # (k, n), 1 <= k <= n: this process's share of the images
     raise_unexpected: bool = False  # re-raise a bug instead of failing the image (--debug)
+    max_pixels: int | None = None  # refuse to decode images with more pixels (None: decode.DEFAULT_MAX_PIXELS)
+    picture_budget: int = 640 * 2**20  # bytes of decoded pictures held at once (queued, explained, being written)
 
 
 @dataclass
@@ -165,10 +172,10 @@ def check_run_files(out_dir: Path, shard: tuple[int, int] | None = None, report:
 
 
 class _Decoded:
-    __slots__ = ("task", "rgb", "model_input", "error")
+    __slots__ = ("task", "cost", "image", "model_input", "error")
 
-    def __init__(self, task, rgb=None, model_input=None, error=None):
-        self.task, self.rgb, self.model_input, self.error = task, rgb, model_input, error
+    def __init__(self, task, cost, image=None, model_input=None, error=None):
+        self.task, self.cost, self.image, self.model_input, self.error = task, cost, image, model_input, error
 
 
 def _stage_error(stage: str, error: BaseException) -> str:
@@ -188,8 +195,11 @@ class BatchRun:
         self.on_failure, self.on_progress, self.stop = on_failure, on_progress, stop
         self.halt = threading.Event()  # fail-fast or a repeating error: explain nothing more
         self.lookahead = max(2 * options.batch_size, 4)
-        self.decoding: deque = deque()
-        self.writing: deque = deque()
+        self.decoding: deque = deque()  # futures of _Decoded, in input order
+        self.writing: deque = deque()  # (task, cost, future), in input order
+        self.held_bytes = 0  # of the pictures queued for decoding, explained or being written
+        self.waiting: ImageTask | None = None  # the next task, held back by the budget
+        self.input_size = tuple(explainer.loaded.input_size)
 
     # -- bookkeeping ----------------------------------------------------------------------------
 
@@ -210,33 +220,53 @@ class BatchRun:
 
     # -- the stages -----------------------------------------------------------------------------
 
-    def decode(self, task: ImageTask) -> _Decoded:
+    def decode(self, task: ImageTask, cost: int) -> _Decoded:
         try:
-            rgb = load_rgb(task.source)
-            return _Decoded(task, rgb, self.explainer.preprocess([rgb])[0])
+            image = decode_image(task.source, max_side=self.options.output.max_size, model_size=self.input_size,
+                                 max_pixels=self.options.max_pixels)
+            return _Decoded(task, cost, image, self.explainer.preprocess([image.model_view])[0])
         except Exception as error:  # noqa: BLE001 - every failure is one image's, named with its stage
             if self.options.raise_unexpected and not isinstance(error, CamcliError):
                 raise
-            return _Decoded(task, error=_stage_error("decoding", error))
+            return _Decoded(task, cost, error=_stage_error("decoding", error))
+
+    def release(self, cost: int) -> None:
+        self.held_bytes -= cost
 
     def top_up(self, pending, decoders) -> None:
+        """Queue decodes up to the lookahead, while the pictures held fit the budget (waiting for the
+        oldest write when they do not)."""
         while len(self.decoding) < self.lookahead and not self.stopping:
-            task = next(pending, None)
+            task = self.waiting or next(pending, None)
+            self.waiting = None
             if task is None:
                 return
-            self.decoding.append(decoders.submit(self.decode, task))
+            cost = picture_bytes(task.source, self.options.output.max_size)
+            if self.held_bytes and self.held_bytes + cost > self.options.picture_budget:
+                self.waiting = task
+                if not self.writing:
+                    return  # what is held is waiting to be explained: the batch goes on with it
+                self.drain_writes(limit=len(self.writing) - 1)
+                continue
+            self.held_bytes += cost
+            self.decoding.append(decoders.submit(self.decode, task, cost))
 
     def next_batch(self, pending, decoders) -> list[_Decoded]:
         batch = []
         while self.decoding and len(batch) < self.options.batch_size and not self.stopping:
             item = self.decoding.popleft().result()
-            self.top_up(pending, decoders)
             if item.error is not None:
+                self.release(item.cost)
                 self.fail(item.task.display, item.error)
                 self.progress()
             else:
                 batch.append(item)
-        return [] if self.halt.is_set() else batch
+            self.top_up(pending, decoders)
+        if self.halt.is_set():
+            for item in batch:
+                self.release(item.cost)
+            return []
+        return batch
 
     def explain(self, batch: list[_Decoded]) -> list | None:
         try:
@@ -246,13 +276,15 @@ class BatchRun:
                 raise
             reason = _stage_error("explaining", error)
             for item in batch:
+                self.release(item.cost)
                 self.fail(item.task.display, reason)
             self.progress(len(batch))
             return None
 
     def drain_writes(self, limit: int) -> None:
-        while len(self.writing) > limit:
-            task, future = self.writing.popleft()
+        while len(self.writing) > max(limit, 0):
+            task, cost, future = self.writing.popleft()
+            self.release(cost)
             try:
                 future.result()
                 self.summary.ok += 1
@@ -285,11 +317,14 @@ class BatchRun:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camcli-decode") as decoders, \
                 ThreadPoolExecutor(max_workers=2, thread_name_prefix="camcli-write") as writers:
             self.top_up(pending, decoders)
-            while self.decoding and not self.stopping:
+            while (self.decoding or self.waiting is not None) and not self.stopping:
+                if not self.decoding:  # the budget held the next image back until writes finished
+                    self.top_up(pending, decoders)
                 batch = self.next_batch(pending, decoders)
                 results = self.explain(batch) if batch else None
                 for item, result in zip(batch, results or []):
-                    self.writing.append((item.task, writers.submit(self.writer.write, item.task, item.rgb, result)))
+                    future = writers.submit(self.writer.write, item.task, item.image, result)
+                    self.writing.append((item.task, item.cost, future))
                 # With fail-fast, every write is checked before the next batch is explained.
                 self.drain_writes(limit=0 if self.options.fail_fast else self.lookahead)
             self.drain_writes(limit=0)

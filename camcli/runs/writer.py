@@ -3,24 +3,46 @@
 Before anything is written, every target path is checked: a file there that camcli did not write
 (a user's `cat.json` beside `cat.jpg`, their own `cat.gradcam.281.png`) fails the image with
 ForeignFileError and nothing of it is written. The run's inputs are never overwritten either.
+
+Sizes. Pictures (overlays, masks, panels, saved heatmaps) are drawn at the decoded picture's size:
+the original, or at most `max_size` on the longest side. Boxes and peaks are measured on the map
+upsampled to at most MEASURE_SIDE pixels (the original size for smaller images) and scaled back,
+so the record's `peak` and `bbox` are always in original-image pixels, whatever the output size.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from camcli.errors import CamcliError, ForeignFileError
-from camcli.maps.boxes import box_from_map, draw_box, peak_xy, threshold_mask
-from camcli.maps.overlay import blend, colormap_lut, resize_unit_rgb, upsample
+from camcli.maps.boxes import box_from_map, peak_xy, threshold_mask
+from camcli.maps.overlay import colormap_lut, overlay_picture, resize_unit_rgb, upsample
 from camcli.maps.panel import panel_title
 from camcli.runs import records
+from camcli.runs.decode import PHOTO_FORMATS, DecodedImage, output_size
 from camcli.runs.discovery import ImageTask
-from camcli.runs.files import save_json, save_npy, save_panel, save_png
-from camcli.runs.layout import Layout, MapPaths, may_replace
+from camcli.runs.files import save_json, save_npy, save_panel, save_picture, save_png
+from camcli.runs.layout import OVERLAY_SUFFIXES, Layout, MapPaths, may_replace
+
+# Boxes and peaks are measured on the map at most this many pixels on its longest side (the
+# map comes from a grid of 7x7 to 28x28 cells, so a finer grid adds no information; a 12 MP photo's
+# box costs 2 ms instead of 100), then scaled to original pixels.
+MEASURE_SIDE = 1024
+OVERLAY_FORMATS = ("auto", *OVERLAY_SUFFIXES)
+
+
+def overlay_format_for(requested: str, source_format: str | None) -> str:
+    """The overlay format of one image: `requested`, or for "auto" JPEG for photos (JPEG, HEIC, AVIF)
+    and PNG for everything else (lossless inputs get lossless overlays)."""
+    if requested != "auto":
+        return requested
+    return "jpg" if source_format in PHOTO_FORMATS else "png"
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,8 @@ class OutputOptions:
     save_mask: bool = False  # the thresholded region as a binary PNG
     panel: bool = False  # original, heatmap with colour bar, overlay side by side
     png_compress_level: int = 1  # with zlib's Z_RLE strategy (see files.encode_png)
+    overlay_format: str = "auto"  # png, jpg, webp, or auto (overlay_format_for)
+    max_size: int | None = None  # longest side of the pictures; None: the original size
 
     def required_files(self) -> tuple[str, ...]:
         """The file keys of an explanation entry (records.MAP_FILE_KEYS) this run writes."""
@@ -45,7 +69,8 @@ class OutputOptions:
         """The part of a record's fingerprint these options make."""
         return {"alpha": self.alpha, "colormap": self.colormap, "box_threshold": self.box_threshold,
                 "draw_box": self.draw_box, "files": list(self.required_files()),
-                "png_compress_level": self.png_compress_level}
+                "png_compress_level": self.png_compress_level, "overlay_format": self.overlay_format,
+                "max_size": self.max_size}
 
 
 @dataclass(frozen=True)
@@ -71,8 +96,9 @@ class ImageWriter:
         self.inputs = inputs  # real paths of the run's input images: never written
         colormap_lut(options.colormap)  # an unknown colour map fails before any image is written
 
-    def targets(self, task: ImageTask, maps) -> list[tuple[object, MapPaths]]:
-        return [(class_map, self.layout.map_paths(task.out_stem, class_map.method, class_map.class_index))
+    def targets(self, task: ImageTask, maps, overlay_format: str = "png") -> list[tuple[object, MapPaths]]:
+        return [(class_map, self.layout.map_paths(task.out_stem, class_map.method, class_map.class_index,
+                                                  overlay_format))
                 for class_map in maps]
 
     def check_targets(self, task: ImageTask, planned: list[tuple[object, MapPaths]]) -> None:
@@ -94,45 +120,55 @@ class ImageWriter:
         return [paths.overlay] + [paths.heatmap] * options.save_heatmap + [paths.mask] * options.save_mask \
             + [paths.panel] * options.panel
 
-    def write(self, task: ImageTask, rgb: np.ndarray, result) -> None:
-        """Every map's files, then the record (last: a record means the image is complete)."""
-        planned = self.targets(task, result.maps)
+    def write(self, task: ImageTask, decoded: DecodedImage | np.ndarray, result) -> None:
+        """Every map's files, then the record (last: a record means the image is complete).
+        `decoded` is the image as decode_image returned it (or an RGB uint8 array at full size)."""
+        if isinstance(decoded, np.ndarray):
+            picture = Image.fromarray(np.asarray(decoded, np.uint8))
+            decoded = DecodedImage(picture, picture, picture.size, None)
+        overlay_format = overlay_format_for(self.options.overlay_format, decoded.format)
+        planned = self.targets(task, result.maps, overlay_format)
         self.check_targets(task, planned)
-        height, width = rgb.shape[:2]
-        explanations = [self._write_map(rgb, class_map, paths) for class_map, paths in planned]
+        width, height = decoded.original_size
+        pictures = _Pictures(decoded.picture)
+        explanations = [self._write_map(decoded, pictures, class_map, paths, overlay_format)
+                        for class_map, paths in planned]
         identity = self.identity
         record = records.image_record(
             image=task.display, width=width, height=height, model=identity.model, layer=identity.layer,
             layers=identity.layers, explanations=explanations, fingerprint=identity.fingerprint,
-            pretrained=identity.pretrained,
+            pretrained=identity.pretrained, output_size=decoded.picture.size,
             predictions=[{"rank": p.rank, "index": p.index, "label": p.label, "score": p.score}
                          for p in result.predictions],
         )
         save_json(self.layout.record(task.out_stem), record)
 
-    def _write_map(self, rgb: np.ndarray, class_map, paths: MapPaths) -> dict:
+    def _write_map(self, decoded: DecodedImage, pictures: _Pictures, class_map, paths: MapPaths,
+                   overlay_format: str) -> dict:
         options = self.options
-        height, width = rgb.shape[:2]
-        heatmap = upsample(class_map.heatmap, (width, height))
-        box = box_from_map(heatmap, options.box_threshold)
+        picture = decoded.picture
+        box, peak = measure(class_map.heatmap, decoded.original_size, options.box_threshold)
         if class_map.image is not None:  # guided methods: the RGB gradient image, not a blend
-            picture = resize_unit_rgb(class_map.image, (width, height))
+            drawn = Image.fromarray(resize_unit_rgb(class_map.image, picture.size))
         else:
-            picture = blend(rgb, heatmap, options.alpha, colormap_lut(options.colormap))
+            drawn = overlay_picture(picture, class_map.heatmap, options.alpha, colormap_lut(options.colormap))
         if options.draw_box:
-            picture = draw_box(picture, box)
-        save_png(paths.overlay, picture, compress_level=options.png_compress_level)
-        if options.save_heatmap:
-            save_npy(paths.heatmap, heatmap.astype(np.float32))
-        if options.save_mask:
-            mask = threshold_mask(heatmap, options.box_threshold).astype(np.uint8) * 255
-            save_png(paths.mask, mask, compress_level=options.png_compress_level)
+            drawn = draw_box_on(drawn, box, decoded.scale)
+        save_picture(paths.overlay, drawn, overlay_format, compress_level=options.png_compress_level)
+        if options.save_heatmap or options.save_mask:
+            heatmap = upsample(class_map.heatmap, picture.size)
+            if options.save_heatmap:
+                save_npy(paths.heatmap, heatmap)
+            if options.save_mask:
+                mask = threshold_mask(heatmap, options.box_threshold).astype(np.uint8) * 255
+                save_png(paths.mask, mask, compress_level=options.png_compress_level)
         if options.panel:
             title = panel_title(class_map.label, class_map.score, class_map.method, class_map.layers)
-            save_panel(paths.panel, rgb, None if class_map.image is not None else heatmap, picture, title,
-                       options.colormap)
+            shown = None if class_map.image is not None else upsample(class_map.heatmap, pictures.small.size)
+            save_panel(paths.panel, np.asarray(pictures.small), shown,
+                       np.asarray(drawn.resize(pictures.small.size, Image.Resampling.BILINEAR, reducing_gap=3.0)),
+                       title, options.colormap)
         relative = self.layout.relative
-        peak = peak_xy(heatmap)
         return {
             "method": class_map.method,
             "layer": class_map.layer,
@@ -149,3 +185,58 @@ class ImageWriter:
             "raw_max": class_map.raw_max,
             "empty": class_map.empty,
         }
+
+
+class _Pictures:
+    """The picture of one image, and a small copy of it for panels, made once per image."""
+
+    PANEL_SIDE = 1024
+
+    def __init__(self, picture: Image.Image):
+        self.picture = picture
+        self._small = None
+
+    @property
+    def small(self) -> Image.Image:
+        if self._small is None:
+            size = output_size(self.picture.size, self.PANEL_SIDE)
+            self._small = self.picture if size == self.picture.size else \
+                self.picture.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        return self._small
+
+
+def measure(unit_map: np.ndarray, original_size: tuple[int, int], threshold: float):
+    """(box, peak) of a map, in original-image pixels, measured at up to MEASURE_SIDE pixels.
+
+    The box's edges are scaled outwards (floor and ceil), so the scaled box covers every original
+    pixel of the measured one; the peak is the centre of its measured pixel, scaled.
+    """
+    width, height = original_size
+    measured = upsample(unit_map, output_size(original_size, MEASURE_SIDE))
+    box, peak = box_from_map(measured, threshold), peak_xy(measured)
+    scale_x, scale_y = width / measured.shape[1], height / measured.shape[0]
+    if scale_x == 1.0 and scale_y == 1.0:
+        return box, peak
+    if box is not None:
+        x0, y0, x1, y1 = box
+        box = (math.floor(x0 * scale_x), math.floor(y0 * scale_y),
+               min(width, math.ceil(x1 * scale_x)), min(height, math.ceil(y1 * scale_y)))
+    if peak is not None:
+        peak = (min(width - 1, int((peak[0] + 0.5) * scale_x)), min(height - 1, int((peak[1] + 0.5) * scale_y)))
+    return box, peak
+
+
+def draw_box_on(image: Image.Image, box, scale: float = 1.0, colour=(0, 255, 0)) -> Image.Image:
+    """A copy of `image` with the box (original pixels, x1 and y1 exclusive, scaled by `scale` to
+    the image) drawn inside its edges, about 1% of the short side wide; None leaves it unchanged."""
+    image = image.copy()
+    if box is None:
+        return image
+    x0, y0, x1, y1 = (round(v * scale) for v in box)
+    x0, y0 = max(0, x0), max(0, y0)
+    x1, y1 = min(image.width, x1), min(image.height, y1)
+    if x1 <= x0 or y1 <= y0:
+        return image
+    line = max(1, min(image.size) // 100)
+    ImageDraw.Draw(image).rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
+    return image
