@@ -126,12 +126,12 @@ def test_max_size_bounds_the_pictures_and_keeps_coordinates_in_original_pixels(p
 def test_measure_scales_box_and_peak_back_to_original_pixels():
     unit = np.zeros((8, 8), np.float32)
     unit[2:4, 5:7] = 1.0
-    box, peak = measure(unit, (4096, 2048), 0.5)  # measured at 1024x512: a 4x scale
+    box, peak = measure(unit, (4096, 2048), 0.5)  # measured at 512x256: an 8x scale
     direct = upsample(unit, (4096, 2048))
     ys, xs = np.nonzero(direct >= 0.5)
     # The scaled box covers the full-resolution box, and exceeds it by less than one measured pixel.
     assert box[0] <= xs.min() and box[1] <= ys.min() and box[2] >= xs.max() + 1 and box[3] >= ys.max() + 1
-    assert box[0] > xs.min() - 4 and box[1] > ys.min() - 4 and box[2] < xs.max() + 5 and box[3] < ys.max() + 5
+    assert box[0] > xs.min() - 8 and box[1] > ys.min() - 8 and box[2] < xs.max() + 9 and box[3] < ys.max() + 9
     assert 0 <= peak[0] < 4096 and 0 <= peak[1] < 2048 and direct[peak[1], peak[0]] > 0.99
 
 
@@ -283,3 +283,43 @@ def test_a_tiny_picture_budget_explains_every_image_once_with_the_same_results(p
         np.testing.assert_allclose([p["score"] for p in a["predictions"]], [p["score"] for p in b["predictions"]],
                                    atol=1e-6)
         assert [e["bbox"] for e in a["explanations"]] == [e["bbox"] for e in b["explanations"]]
+
+
+def test_a_rerun_in_another_format_removes_the_overlays_it_replaced(photos, tmp_path):
+    out = tmp_path / "out"
+    photo = photos / "circle_1.jpg"
+    assert invoke("explain", photo, "--model", "demo", "--out", out, "--save-mask", "-q").exit_code == 0
+    before = read_json(out / "circle_1.json")["explanations"][0]
+    assert before["overlay"].endswith(".jpg") and (out / before["mask"]).is_file()
+    assert invoke("explain", photo, "--model", "demo", "--out", out, "--format", "png", "-q").exit_code == 0
+    after = read_json(out / "circle_1.json")["explanations"][0]
+    assert after["overlay"].endswith(".png") and after["mask"] is None
+    assert not (out / before["overlay"]).exists() and not (out / before["mask"]).exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["circle_1.json", after["overlay"], "summary.json"])
+
+
+def test_evaluate_scores_a_large_photo_in_original_pixels(scenes, tmp_path):
+    import camcli
+
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    rows = (scenes[0].parent / "truth.csv").read_text().splitlines()
+    header, small_rows = rows[0], {row.split(",")[0]: row for row in rows[1:]}
+    scale = 8
+    lines = [header]
+    for scene in scenes[:3]:
+        width, height = Image.open(scene).size
+        enlarge(scene, (width * scale, height * scale)).save(folder / f"{scene.stem}.jpg", quality=92)
+        name, *box, label = small_rows[scene.name].split(",")
+        lines.append(",".join([f"{scene.stem}.jpg", *(str(int(v) * scale) for v in box), label]))
+    (folder / "truth.csv").write_text("\n".join(lines) + "\n")
+    small = camcli.evaluate_paths(scenes[:3], truth=scenes[0].parent / "truth.csv", model="demo", out=None, steps=0)
+    large = camcli.evaluate_paths([folder], truth=folder / "truth.csv", model="demo", out=None, steps=0)
+    small_rows_out = {Path(r["image"]).stem: r for r in small.rows if r["method"] == "gradcam"}
+    for row in (r for r in large.rows if r["method"] == "gradcam"):
+        reference = small_rows_out[Path(row["image"]).stem]
+        # Boxes come back in the large photo's own pixels, and the scores match the small scene's.
+        assert row["truth_boxes"] == [[v * scale for v in box] for box in reference["truth_boxes"]]
+        assert row["pointing"] == reference["pointing"]
+        assert abs(row["iou"] - reference["iou"]) < 0.05 and abs(row["energy"] - reference["energy"]) < 0.05
+        assert max(abs(a - b * scale) for a, b in zip(row["box"], reference["box"])) <= 2 * scale

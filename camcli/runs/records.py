@@ -108,20 +108,37 @@ def read_image_record(path: Path) -> dict | None:
     return data if is_image_record(data) else None
 
 
+def pending_record(image: str, files: Iterable[str]) -> dict:
+    """What an image's record path holds while its unmarked files (.npy heatmaps) are written: the
+    files about to be written, so that a run killed in between can replace them when resumed. It is
+    not an image record: a reader sees the image as not done, and the real record replaces it."""
+    return {"image": image, "pending": list(files), "camcli_version": __version__}
+
+
+def read_listed_files(path: Path, out_dir: Path) -> frozenset[str]:
+    """Real paths of the files that the record at `path` names: an image record's, or a pending
+    record's (what the previous run of this image wrote, or was writing when it was stopped)."""
+    data = read_json_object(path)
+    if is_image_record(data):
+        return listed_files(data, out_dir)
+    if isinstance(data, dict) and "camcli_version" in data and isinstance(data.get("pending"), list):
+        return _real_paths(data["pending"], out_dir)
+    return frozenset()
+
+
 def listed_files(record: dict | None, out_dir: Path) -> frozenset[str]:
     """Real paths of the files a record names (what the previous run of this image wrote)."""
-    import os
-
     if record is None:
         return frozenset()
-    found = set()
-    for entry in record.get("explanations", []):
-        if isinstance(entry, dict):
-            for key in MAP_FILE_KEYS:
-                name = entry.get(key)
-                if isinstance(name, str) and name:
-                    found.add(os.path.realpath(out_dir / name))
-    return frozenset(found)
+    names = [entry.get(key) for entry in record.get("explanations", []) if isinstance(entry, dict)
+             for key in MAP_FILE_KEYS]
+    return _real_paths(names, out_dir)
+
+
+def _real_paths(names, out_dir: Path) -> frozenset[str]:
+    import os
+
+    return frozenset(os.path.realpath(out_dir / name) for name in names if isinstance(name, str) and name)
 
 
 def is_unchanged(record: dict | None, wanted_fingerprint: str, wanted_maps: set[tuple[str, int]] | None,

@@ -33,7 +33,7 @@ from camcli.runs.layout import OVERLAY_SUFFIXES, Layout, MapPaths, may_replace
 # Boxes and peaks are measured on the map at most this many pixels on its longest side (the
 # map comes from a grid of 7x7 to 28x28 cells, so a finer grid adds no information; a 12 MP photo's
 # box costs 2 ms instead of 100), then scaled to original pixels.
-MEASURE_SIDE = 1024
+MEASURE_SIDE = 512
 OVERLAY_FORMATS = ("auto", *OVERLAY_SUFFIXES)
 
 
@@ -101,12 +101,12 @@ class ImageWriter:
                                                   overlay_format))
                 for class_map in maps]
 
-    def check_targets(self, task: ImageTask, planned: list[tuple[object, MapPaths]]) -> None:
+    def check_targets(self, task: ImageTask, planned: list[tuple[object, MapPaths]]) -> frozenset[str]:
         """ForeignFileError (or CamcliError for an input) when a path this image would write holds a
-        file camcli did not write, checked before anything is written."""
+        file camcli did not write, checked before anything is written. Returns the real paths the
+        image's previous record lists."""
         record_path = self.layout.record(task.out_stem)
-        previous = records.read_image_record(record_path)
-        listed = records.listed_files(previous, self.layout.out_dir)
+        listed = records.read_listed_files(record_path, self.layout.out_dir)
         paths = [record_path] + [path for _, paths in planned for path in self._written(paths)]
         for path in paths:
             if os.path.realpath(path) in self.inputs:
@@ -114,6 +114,7 @@ class ImageWriter:
                                   "folder (`out`)")
             if not may_replace(path, listed):
                 raise ForeignFileError(path)
+        return listed
 
     def _written(self, paths: MapPaths) -> list[Path]:
         options = self.options
@@ -128,7 +129,12 @@ class ImageWriter:
             decoded = DecodedImage(picture, picture, picture.size, None)
         overlay_format = overlay_format_for(self.options.overlay_format, decoded.format)
         planned = self.targets(task, result.maps, overlay_format)
-        self.check_targets(task, planned)
+        previous = self.check_targets(task, planned)
+        if self.options.save_heatmap:
+            # Heatmaps carry no marker: a record naming them comes first, so that a run killed before
+            # the real record is written can still replace them when resumed.
+            pending = [self.layout.relative(paths.heatmap) for _, paths in planned]
+            save_json(self.layout.record(task.out_stem), records.pending_record(task.display, pending))
         width, height = decoded.original_size
         pictures = _Pictures(decoded.picture)
         explanations = [self._write_map(decoded, pictures, class_map, paths, overlay_format)
@@ -142,6 +148,8 @@ class ImageWriter:
                          for p in result.predictions],
         )
         save_json(self.layout.record(task.out_stem), record)
+        written = {os.path.realpath(path) for _, paths in planned for path in self._written(paths)}
+        _remove_replaced(previous - written)
 
     def _write_map(self, decoded: DecodedImage, pictures: _Pictures, class_map, paths: MapPaths,
                    overlay_format: str) -> dict:
@@ -185,6 +193,17 @@ class ImageWriter:
             "raw_max": class_map.raw_max,
             "empty": class_map.empty,
         }
+
+
+def _remove_replaced(paths) -> None:
+    """Delete the files an image's previous record listed that this run no longer writes (an overlay
+    now written as .jpg instead of .png, a mask no longer asked for), when camcli wrote them."""
+    for path in paths:
+        if may_replace(path, frozenset(paths)) and os.path.isfile(path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass  # a stale file left behind is harmless; the record no longer names it
 
 
 class _Pictures:
