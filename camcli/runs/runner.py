@@ -60,7 +60,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None  # (k, n), 1 <= k <= n: this process's share of the images
     raise_unexpected: bool = False  # re-raise a bug instead of failing the image (--debug)
     max_pixels: int | None = None  # refuse to decode images with more pixels (None: decode.DEFAULT_MAX_PIXELS)
-    picture_budget: int = 640 * 2**20  # bytes of decoded pictures held at once (queued, explained, being written)
+    picture_budget: int = 512 * 2**20  # bytes of decoded pictures held at once (queued, explained, being written)
 
 
 @dataclass
