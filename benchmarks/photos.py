@@ -2,7 +2,8 @@
 
 `make bench-photos`. It generates the photos once (cached under --cache): smooth upscales of
 ../shared/photos (or of demo scenes where that folder is missing) with a little sensor-like noise,
-saved as quality-92 JPEGs, some with an EXIF orientation, as phones write them. Then, side by side
+saved as quality-92 JPEGs, some with an EXIF orientation, as phones write them (and 4 HEIC, timed
+apart: a HEIC decode costs several JPEG decodes and would flatter the JPEG ratios). Then, side by side
 in one process, with ResNet50 (weights=None: the cost of a real model, without its download) at
 batch 8:
 
@@ -60,7 +61,7 @@ BATCH = 8
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "camcli-bench-photos")
-    parser.add_argument("--images", type=int, default=24, help="12 MP photos per round")
+    parser.add_argument("--images", type=int, default=32, help="12 MP JPEG photos per round")
     parser.add_argument("--large-images", type=int, default=8, help="48 MP photos for the memory run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="8 photos, 1 round, 4 large photos")
@@ -182,6 +183,51 @@ def run_rounds(modes: Modes, folder: Path, rounds: int) -> dict:
     return {"count": len(paths), "seconds": seconds, "overlay_mb": sizes}
 
 
+def stage_costs(explainer, path: Path, repeats: int = 5) -> dict:
+    """Milliseconds of each stage for one photo, on one core (best of `repeats`), and of the step
+    per image at batch 8 (both cores): where the time of a full-size overlay goes."""
+    from camcli.maps.overlay import colormap_lut, overlay_picture
+    from camcli.runs.decode import decode_image
+    from camcli.runs.files import encode_picture
+    from camcli.runs.writer import measure
+
+    def best(call):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - started)
+        return 1000 * min(times)
+
+    size = explainer.loaded.input_size
+    decoded = decode_image(path, model_size=size)
+    unit = np.random.default_rng(0).random((7, 7)).astype(np.float32)
+    lut = colormap_lut("jet")
+    drawn = overlay_picture(decoded.picture, unit, 0.5, lut)
+    batch = np.zeros((BATCH, *size, 3), np.float32)
+    return {
+        "decode": best(lambda: decode_image(path, model_size=size)),
+        "model input": best(lambda: explainer.preprocess([decoded.model_view])),
+        "forward per image": best(lambda: explainer.class_scores(batch)) / BATCH,
+        "Grad-CAM step per image": best(lambda: explainer.explain_batch(batch)) / BATCH,
+        "box and peak": best(lambda: measure(unit, decoded.original_size, 0.2)),
+        "overlay": best(lambda: overlay_picture(decoded.picture, unit, 0.5, lut)),
+        "JPEG encode": best(lambda: encode_picture(drawn, "jpg")),
+    }
+
+
+def print_stages(costs: dict) -> None:
+    print("one 12 MP photo, ms: " + ", ".join(f"{name} {ms:.1f}" for name, ms in costs.items()))
+    # Both cores are busy in both modes, so the ratio cannot exceed predict-only's CPU time over
+    # camcli's: the step runs on two cores (its wall time counts twice), the rest on one.
+    predict = costs["decode"] + costs["model input"] + 2 * costs["forward per image"]
+    outputs = costs["box and peak"] + costs["overlay"] + costs["JPEG encode"]
+    camcli = costs["decode"] + costs["model input"] + 2 * costs["Grad-CAM step per image"] + outputs
+    print(f"  CPU per photo: predict-only {predict:.0f} ms, camcli {camcli:.0f} ms (a full-size overlay is "
+          f"{outputs:.0f} of them): with both cores busy, camcli/predict-only cannot exceed "
+          f"{predict / camcli:.2f} here")
+
+
 def _ratio(result: dict, mode: str, against: str) -> float:
     pairs = zip(result["seconds"][mode], result["seconds"][against])
     return statistics.median(reference / took for took, reference in pairs)
@@ -240,6 +286,15 @@ def print_table(result: dict, image_label: str) -> None:
         print(f"{label:<34}{1000 * seconds / count:10.1f}{count / seconds:10.2f}{size_text}")
 
 
+def print_heic(result: dict) -> None:
+    count = result["count"]
+    per_image = {name: 1000 * statistics.median(times) / count for name, times in result["seconds"].items()}
+    print(f"12 MP HEIC ({count} photos, no reduced decode for HEIC): predict-only {per_image['predict_full']:.0f} "
+          f"ms/image, camcli {per_image['camcli_default']:.0f} ms/image "
+          f"({result['overlay_mb']['camcli_default']:.2f} MB JPEG overlays), "
+          f"ratio {per_image['predict_full'] / per_image['camcli_default']:.2f}")
+
+
 def print_targets(result: dict, memory: dict) -> int:
     default = _ratio(result, "camcli_default", "predict_full")
     reduced = _ratio(result, "camcli_max_size", "predict_reduced")
@@ -271,8 +326,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from camcli.runs.decode import heif_reader
 
-    heic = 2 if heif_reader() else 0
-    twelve = make_photos(args.cache / "12mp", SIZES["12mp"], args.images, heic=heic)
+    twelve = make_photos(args.cache / "12mp", SIZES["12mp"], args.images)
+    heic = make_photos(args.cache / "heic", SIZES["12mp"], 0, heic=4) if heif_reader() else None
     large = make_photos(args.cache / "48mp", SIZES["48mp"], args.large_images)
     import camcli
 
@@ -286,7 +341,12 @@ def main(argv=None) -> int:
     run_rounds(modes, warm, 1)  # compile the step and fill the caches before anything is timed
     result = run_rounds(modes, twelve, args.rounds)
     width, height = SIZES["12mp"]
-    print_table(result, f"12 MP ({width}x{height}) JPEGs" + (f", {heic} of them HEIC" if heic else ""))
+    print_table(result, f"12 MP ({width}x{height}) JPEGs")
+    if heic is not None:
+        print_heic(run_rounds(modes, heic, 1))
+    else:
+        print("HEIC: skipped (pillow-heif is not installed: pip install 'keras-camcli[heif]')")
+    print_stages(stage_costs(explainer, sorted(twelve.glob("*.jpg"))[0]))
     memory = {"12mp": peak_rss(twelve, out_root / "rss12"), "48mp": peak_rss(large, out_root / "rss48")}
     for name, figures in memory.items():
         print(f"peak RSS, camcli explain (defaults) on the {name[:2]} MP photos: {figures['peak_mb']:.0f} MB "
