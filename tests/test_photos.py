@@ -323,3 +323,29 @@ def test_evaluate_scores_a_large_photo_in_original_pixels(scenes, tmp_path):
         assert row["pointing"] == reference["pointing"]
         assert abs(row["iou"] - reference["iou"]) < 0.05 and abs(row["energy"] - reference["energy"]) < 0.05
         assert max(abs(a - b * scale) for a, b in zip(row["box"], reference["box"])) <= 2 * scale
+
+
+def test_a_bomb_is_refused_before_any_pixel_is_decoded(tmp_path, monkeypatch):
+    # A PNG header claiming 100,000 x 100,000 pixels: reading its EXIF (for the orientation) would
+    # make Pillow load it, and a 40 GB allocation was what the check is there to prevent.
+    import struct
+    import zlib
+
+    from PIL import ImageFile, PngImagePlugin
+
+    from camcli.errors import ImageLoadError
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: loads.append(1) or real_load(self))
+    with pytest.raises(ImageLoadError, match="decompression bomb: 10000000000 pixels exceeds the limit"):
+        decode_image(path)
+    assert picture_bytes(path) == 4 * 100_000 * 100_000
+    assert loads == []  # neither the decode nor the size estimate touched the pixels

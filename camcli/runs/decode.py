@@ -221,6 +221,9 @@ def decode_image(path, max_side: int | None = None, model_size: tuple[int, int] 
             # The warning filters and Pillow's limit change only while some thread is decoding.
             with _decoding_warnings, Image.open(fp, formats=_allowed_formats()) as im:
                 fmt = im.format or fmt
+                if im.format not in _DRAFT_FORMATS:
+                    # Before anything that may decode: reading a PNG's EXIF loads the whole image.
+                    _check_pixels(im, max_pixels)
                 original = _upright_size(im)
                 wanted = output_size(original, max_side) if outputs else (0, 0)
                 _reduce_on_decode(im, original, wanted, model_size)
@@ -244,7 +247,9 @@ def picture_bytes(path, max_side: int | None = None) -> int:
     pixel), from its header alone; 0 when the header cannot be read (its decode will fail)."""
     try:
         with _decoding_warnings, Image.open(path, formats=_allowed_formats()) as im:
-            width, height = output_size(_upright_size(im), max_side)
+            # The stored size: a turned picture has as many pixels, and reading the orientation
+            # of a PNG would decode it.
+            width, height = output_size(im.size, max_side)
     except Exception:  # noqa: BLE001 - any unreadable file: its decode reports it
         return 0
     return 4 * width * height
@@ -277,7 +282,7 @@ def _reduce_on_decode(im, original: tuple[int, int], wanted: tuple[int, int], mo
     input, and the outputs to within DRAFT_SLACK: a scale that lands just short of them (1000 px
     for 1024) is taken, and the picture is then enlarged by at most 1/DRAFT_SLACK, which cannot be
     seen, while the decode at 1/4 costs about two thirds of the one at 1/2."""
-    if im.format not in ("JPEG", "MPO") or wanted == original:
+    if im.format not in _DRAFT_FORMATS or wanted == original:
         return
     need_w, need_h = int(wanted[0] * DRAFT_SLACK), int(wanted[1] * DRAFT_SLACK)
     if model_size is not None:
@@ -290,6 +295,7 @@ def _reduce_on_decode(im, original: tuple[int, int], wanted: tuple[int, int], mo
 
 
 DRAFT_SLACK = 0.9
+_DRAFT_FORMATS = frozenset({"JPEG", "MPO"})  # their EXIF is read without decoding, and they decode reduced
 
 
 def _check_pixels(im, max_pixels: int | None) -> None:
