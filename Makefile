@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-methods bench-photos bench-png bench-localization soak clean
+.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization soak clean
 
 all: lint test
 
@@ -63,6 +63,10 @@ samples: venv
 bench: venv
 	$(BIN)/python benchmarks/throughput.py
 
+# Maps only: camcli's Grad-CAM against tf-keras-vis's Gradcam and the keras.io example, side by side.
+bench-peers: venv
+	$(BIN)/python benchmarks/peers.py
+
 # Every CAM method's images/s and its ratio to predict-only (resnet50, batch 8); no targets.
 bench-methods: venv
 	$(BIN)/python benchmarks/throughput.py --only methods
@@ -71,6 +75,14 @@ bench-methods: venv
 # ms per image, MB per overlay, peak RSS, and the targets (resnet50, batch 8).
 bench-photos: venv
 	$(BIN)/python benchmarks/photos.py
+
+# --max-channels: the two channel rules against full Score-CAM on the real MobileNetV2 photos.
+bench-scorecam: venv
+	$(BIN)/python benchmarks/scorecam_channels.py
+
+# Score-CAM's peak RSS at --batch-size 64 against 8 (target: within 1.5x).
+bench-scorecam-memory: venv
+	$(BIN)/python benchmarks/scorecam_memory.py
 
 # camcli's PNG writer against Pillow's encoder: milliseconds and KiB per overlay, side by side.
 bench-png: venv

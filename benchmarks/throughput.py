@@ -60,7 +60,9 @@ from camcli.models.loading import import_keras  # noqa: E402
 TARGETS = {
     "gradcam_vs_predict": 0.85,
     "cam_vs_predict": 0.90,
-    "gradcam_vs_tutorial": 10.0,
+    # camcli/tutorial is bounded by predict/tutorial (no Grad-CAM beats a bare forward pass), so the
+    # target is a share of that ceiling (issue 15, restating issue 3's 10x).
+    "tutorial_share_of_ceiling": 0.9,
     "help_seconds": 0.3,
     "memory_growth": MEMORY_GROWTH_TARGET,
 }
@@ -456,9 +458,10 @@ def print_table(rows, targets):
         tutorial = next(row[-1] for row in rows if row[0] == name)
         best = max(row[3] for row in rows if row[0] == name)
         fastest_predict = max(row[2] for row in rows if row[0] == name)
-        speedup = targets.check(best / tutorial, TARGETS["gradcam_vs_tutorial"])
+        share = targets.check(best / fastest_predict, TARGETS["tutorial_share_of_ceiling"])
         print(f"  {name:<10} {tutorial:6.2f} images/s; camcli gradcam at its fastest batch size {best:6.1f} images/s;"
-              f" camcli/tutorial {speedup}; ceiling predict/tutorial {fastest_predict / tutorial:.1f}")
+              f" camcli/tutorial {best / tutorial:.1f}, predict/tutorial {fastest_predict / tutorial:.1f}:"
+              f" camcli reaches {share} of that ceiling")
     print()
     print("targets at batch 8 and 32:")
     for name, batch_size, _, _, _, grad_ratio, cam_ratio, _ in rows:

@@ -181,7 +181,8 @@ map_options = _stack(
     click.option("--head", type=click.Choice(["auto", "softmax", "sigmoid"]), default="auto", show_default=True,
                  help="How scores come from the model's output; auto reads the final activation."),
     click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-                 help="Images per compiled step (Score-CAM scores 4x as many masked copies per pass)."),
+                 help="Images per compiled step. Memory grows with it; Score-CAM's masked copies go 32 per pass "
+                      "whatever it is."),
     click.option("--box-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True,
                  help="A map's box: its largest connected region at or above this fraction of its maximum "
                       "(CAM paper)."),
@@ -256,9 +257,9 @@ class Progress:
 @click.option("--eigen-smooth", is_flag=True,
               help="Reduce the method's weighted activations by their first principal component (less noise).")
 @click.option("--max-channels", type=click.IntRange(min=1), metavar="N",
-              help="scorecam: score only the N channels with the most activation (N forward passes per "
-                   "image, batched 4 x --batch-size at a time). Default: every channel. Memory grows with "
-                   "--batch-size: each masked copy is one model input.")
+              help="scorecam: score only the N channels whose activation varies most (Faster Score-CAM): N "
+                   "forward passes per image, 32 masked copies at a time, so memory does not grow with "
+                   "--batch-size. Default: every channel.")
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
                    "each class gets its own map. Default: top1.")

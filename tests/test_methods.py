@@ -205,24 +205,25 @@ def test_scorecam_matches_hand_computed_reference(flatten_case):
     for image, a, class_map in zip(batch, activations, explained(model, batch, "scorecam")):
         weights = []
         for k in range(a.shape[-1]):  # Wang et al. 2020, Algorithm 1: one masked forward pass per channel
-            channel = a[:, :, k]
-            spread = channel.max() - channel.min()
-            mask = (channel - channel.min()) / spread if spread else np.zeros_like(channel)
-            upsampled = keras.ops.convert_to_numpy(
-                keras.ops.image.resize(mask[None, :, :, None].astype("float32"), (8, 8), interpolation="bilinear"))[0]
-            probabilities = model.predict((image * upsampled)[None], verbose=0)[0]  # the softmax output
+            # Upsample first, then min-max (Eq. 9, and the authors' code): the other order would give
+            # masks that fall short of 0 and 1, and this test would fail.
+            upsampled = keras.ops.convert_to_numpy(keras.ops.image.resize(
+                a[None, :, :, k, None].astype("float32"), (8, 8), interpolation="bilinear"))[0]
+            spread = upsampled.max() - upsampled.min()
+            mask = (upsampled - upsampled.min()) / spread if spread else np.zeros_like(upsampled)
+            probabilities = model.predict((image * mask)[None], verbose=0)[0]  # the softmax output
             weights.append(probabilities[1])
         expected = unit(sum(w * a[:, :, k] for k, w in enumerate(weights)))
         np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-5)
 
 
-def test_scorecam_max_channels_scores_the_most_active_channels_only(flatten_case):
+def test_scorecam_max_channels_scores_the_most_varying_channels_only(flatten_case):
     model, batch, activations, _ = flatten_case
     explainer = explainer_for(model, layer="target", method="scorecam", classes=["1"], max_channels=2)
     results = explainer.explain_batch(batch)
     assert explainer.masked_images_scored == 2 * len(batch)  # N masked passes per image, no more
     for a, result in zip(activations, results):
-        kept = set(np.argsort(-a.sum(axis=(0, 1)))[:2])
+        kept = set(np.argsort(-a.reshape(-1, a.shape[-1]).var(axis=0))[:2])  # Faster Score-CAM's rule
         heatmap = result.maps[0].heatmap
         # Only the kept channels contribute: the map is a combination of those two channels.
         basis = np.stack([a[:, :, k].ravel() for k in sorted(kept)], axis=1)
@@ -293,6 +294,18 @@ def test_xgradcam_and_gradcam_weights_coincide_on_a_gap_head():
     for x, g in zip(explained(model, batch, "xgradcam"), explained(model, batch, "gradcam")):
         assert not g.empty
         assert x.raw_max == pytest.approx(g.raw_max, rel=1e-4)
+
+
+def test_score_channels_keeps_the_channels_that_vary_most():
+    from camcli.explain.methods import score_channels
+
+    locations = np.zeros((9, 4))
+    locations[:, 0] = 5.0  # the largest total, but flat: it masks nothing in particular
+    locations[:, 1] = np.linspace(0, 2, 9)  # varies a little
+    locations[4, 2] = 3.0  # one hot spot: varies most
+    locations[:, 3] = np.linspace(0, 1, 9)
+    np.testing.assert_array_equal(score_channels(locations, 2), [1, 2])
+    np.testing.assert_array_equal(score_channels(locations, 9), [0, 1, 2, 3])
 
 
 def test_scorecam_with_one_channel_is_that_channels_normalised_activation():

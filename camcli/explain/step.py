@@ -96,8 +96,9 @@ class Step:
         return self._scores_step(np.asarray(batch, dtype=np.float32)).numpy()
 
     def masked_scores(self, image: np.ndarray, masks: np.ndarray, class_index: int) -> np.ndarray:
-        """Score-CAM: the score of class `class_index` for `image` times each mask (n, h, w) in [0, 1]
-        upsampled to the input, (n,)."""
+        """Score-CAM: the score of class `class_index` for `image` times each mask, (n,). The masks are
+        channel maps (n, h, w) on the layer's grid, upsampled to the input and then min-max scaled to
+        [0, 1] (a flat one masks everything out)."""
         return self._masked_step(image, masks, np.int32(class_index)).numpy()
 
     def guided_gradients(self, batch: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
@@ -173,8 +174,14 @@ class Step:
         import tensorflow as tf
 
         height, width = self.loaded.input_size
+        # Wang et al. 2020, Eq. 9 and the authors' code: upsample each channel first, then scale it to
+        # [0, 1] by its own min and max (scaling first would leave the upsampled mask short of 0 and
+        # 1, since bilinear interpolation rarely lands on the extreme cells' centres).
         upsampled = tf.image.resize(masks[..., tf.newaxis], (height, width), method="bilinear")
-        _, logits = self._forward(image[tf.newaxis] * upsampled)
+        low = tf.reduce_min(upsampled, axis=(1, 2, 3), keepdims=True)
+        span = tf.reduce_max(upsampled, axis=(1, 2, 3), keepdims=True) - low
+        unit = tf.math.divide_no_nan(upsampled - low, span)  # a flat channel: span 0, mask 0
+        _, logits = self._forward(image[tf.newaxis] * unit)
         return self._class_logits_and_scores(logits)[1][:, class_index]
 
     @cached_property
