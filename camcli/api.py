@@ -39,16 +39,24 @@ class ModelSource:
     preprocess: str | None = None
     labels_file: str | None = None
     unsafe_load: bool = False
+    image_input: str | None = None
+    extra_inputs: object = None  # a table's path, or a callable: image key -> {input name: values}
+    output: str | None = None
 
     def load(self):
         from camcli.models.loading import LoadedModel, load_model, wrap_model
 
+        interface = {"image_input": self.image_input, "extra_inputs": self.extra_inputs, "output": self.output}
         if isinstance(self.model, LoadedModel):
+            given = [name for name, value in interface.items() if value is not None]
+            if given:
+                raise UsageError(f"`{given[0]}` goes to camcli.wrap_model or load_model, with the model")
             return self.model
         if isinstance(self.model, (str, os.PathLike)):
             return load_model(os.fspath(self.model), weights=self.weights, preprocess=self.preprocess,
-                              labels_file=self.labels_file, unsafe=self.unsafe_load)
-        return wrap_model(self.model, preprocess=self.preprocess or "none", labels_file=self.labels_file)
+                              labels_file=self.labels_file, unsafe=self.unsafe_load, **interface)
+        return wrap_model(self.model, preprocess=self.preprocess or "none", labels_file=self.labels_file,
+                          **interface)
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -78,7 +86,8 @@ def _method_names(methods: Sequence[str] | None) -> list[str]:
 def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Sequence[str] | None = None,
                     classes: Sequence[str] | None = None, top_k: int | None = None, head: str = "auto",
                     eigen_smooth: bool = False, aug_smooth: bool = False, max_channels: int | None = None,
-                    batch_size: int = 8):
+                    batch_size: int = 8, target: object = None, target_mask: object = None,
+                    token_grid: str | None = None):
     """One Explainer, or a MethodSet when several methods are asked for."""
     from camcli.explain.explainer import Explainer, MethodSet
     from camcli.explain.methods import REGISTRY
@@ -91,7 +100,8 @@ def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Seq
         raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(names)}")
     explainers = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, top_k=top_k,
                             head=head, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
-                            score_batch_size=MASKED_BATCH,
+                            score_batch_size=MASKED_BATCH, target=target, target_mask=target_mask,
+                            token_grid=token_grid,
                             max_channels=max_channels if REGISTRY[name].needs_masked_scores else None)
                   for name in names]
     return explainers[0] if len(explainers) == 1 else MethodSet(explainers)
@@ -99,7 +109,9 @@ def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Seq
 
 def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: PathLike = "camcli_out",
                   weights: str | None = None, preprocess: str | None = None, labels_file: str | None = None,
-                  unsafe_load: bool = False, layers: Sequence[str] | None = None,
+                  unsafe_load: bool = False, image_input: str | None = None, extra_inputs: object = None,
+                  output: str | None = None, target: object = None, target_mask: object = None,
+                  token_grid: str | None = None, layers: Sequence[str] | None = None,
                   methods: Sequence[str] | None = None, classes: Sequence[str] | None = None,
                   top_k: int | None = None, head: str = "auto", eigen_smooth: bool = False,
                   aug_smooth: bool = False, max_channels: int | None = None, batch_size: int = 8,
@@ -119,6 +131,10 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: Pa
     overlay_format: "auto" (JPEG for photos, PNG for lossless inputs), "png", "jpg" or "webp".
     max_size: the longest side of the pictures written (None: the original size). max_pixels: decode
     images of up to this many pixels (None: Pillow's decompression-bomb limit).
+    image_input, extra_inputs, output: for models with several inputs or outputs (see
+    camcli.wrap_model; extra_inputs may be a CSV/JSON table's path). target: "class" (default),
+    "region" (with an optional target_mask), "value", "increase", "decrease", or a callable
+    (camcli.explain.targets). token_grid: "HxW" for token layers whose grid cannot be inferred.
     """
     from camcli.maps.overlay import colormap_lut
     from camcli.runs.runner import RunOptions, check_run_files, run
@@ -133,10 +149,12 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: Pa
     check_output_folder(out_dir)
     check_run_files(out_dir, shard, report=report)
     tasks, skipped = _discover(paths, out_dir)
-    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
+    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load, image_input, extra_inputs,
+                         output).load()
     explainer = build_explainer(loaded, methods=methods, layers=layers, classes=classes, top_k=top_k, head=head,
                                 eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, max_channels=max_channels,
-                                batch_size=batch_size)
+                                batch_size=batch_size, target=target, target_mask=target_mask,
+                                token_grid=token_grid)
     output = OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
                            save_heatmap=save_heatmap, save_mask=save_mask, panel=panel,
                            overlay_format=overlay_format, max_size=max_size)
@@ -152,7 +170,8 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: Pa
 
 def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object = "vgg16",
                    out: PathLike | None = "camcli_out", weights: str | None = None, preprocess: str | None = None,
-                   labels_file: str | None = None, unsafe_load: bool = False, methods: Sequence[str] | None = None,
+                   labels_file: str | None = None, unsafe_load: bool = False, image_input: str | None = None,
+                   extra_inputs: object = None, output: str | None = None, methods: Sequence[str] | None = None,
                    layers: Sequence[str] | None = None, head: str = "auto", steps: int = 50,
                    box_threshold: float = 0.2, pointing_tolerance: float = 0.0, batch_size: int = 8,
                    explain_class: str = "predicted", fail_under: Sequence[str] = (), fail_over: Sequence[str] = (),
@@ -179,7 +198,11 @@ def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object 
                                            truth_name=str(truth), explain_class=explain_class)
 
     def explainers():  # built once the truth and the gates are known to be usable
-        loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
+        loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load, image_input, extra_inputs,
+                             output).load()
+        if loaded.extra_input_names:
+            raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
+                             f"{', '.join(loaded.extra_input_names)}; explain it with `camcli explain`")
         classes = evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks, explain_class)
         built = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
                            score_batch_size=MASKED_BATCH) for name in _method_names(methods)]
@@ -216,22 +239,29 @@ class LayerRow:
     type_name: str
     shape: str
     default: bool
+    reshape: str = ""  # token layers: how their tokens become a map ("197 tokens -> 14x14x768 grid, ...")
 
 
 def list_layers(model: object = "vgg16", *, weights: str | None = None, preprocess: str | None = None,
-                labels_file: str | None = None, unsafe_load: bool = False) -> list[LayerRow]:
-    """The layers that can be explained (4-D outputs), the default one marked. A built-in model is
-    built with random weights unless `weights` is given: its layers do not depend on them."""
+                labels_file: str | None = None, unsafe_load: bool = False, image_input: str | None = None,
+                extra_inputs: object = None, output: str | None = None,
+                token_grid: str | None = None) -> list[LayerRow]:
+    """The layers that can be explained (4-D outputs, and token layers whose tokens form a patch grid,
+    with how they are reshaped), the default one marked. A built-in model is built with random
+    weights unless `weights` is given: its layers do not depend on them."""
     from camcli.models import catalog
 
     if isinstance(model, str) and weights is None:
         entry = catalog.lookup(model)
         if entry is not None and entry.name not in catalog.DEMO_NAMES:
             weights = "none"
-    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load).load()
-    from camcli.models.layers import default_layer, spatial_layers
+    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load, image_input, extra_inputs,
+                         output).load()
+    from camcli.models.layers import default_layer, explainable_layers, parse_token_grid
 
-    default = default_layer(loaded.model)
+    given = parse_token_grid(token_grid)
+    default = default_layer(loaded.model, loaded.input_size, given)
     return [LayerRow(info.path, info.type_name, "x".join("?" if d is None else str(d) for d in info.output_shape[1:]),
-                     info.path == default)
-            for info in spatial_layers(loaded.model)]
+                     info.path == default,
+                     grid.describe(*info.output_shape[1:]) if grid is not None else "")
+            for info, grid in explainable_layers(loaded.model, loaded.input_size, given)]

@@ -167,8 +167,21 @@ model_options = _stack(
                  help="Model files: class names, one per line."),
     click.option("--unsafe-load", is_flag=True,
                  help="Allow model files that contain code (Lambda layers). Only for files you trust."),
+    click.option("--input", "image_input", metavar="NAME",
+                 help="Model files with several inputs: the image input; the others come from --extra-inputs."),
+    click.option("--extra-inputs", type=click.Path(dir_okay=False), metavar="FILE",
+                 help="The other inputs of each image: a CSV (an `image` column and one column per input, values "
+                      "separated by spaces) or JSON table, keyed by image path."),
+    click.option("--output", metavar="NAME",
+                 help="Model files with several outputs: the output to explain; the others are ignored."),
     debug_option,
 )
+
+token_grid_option = click.option(
+    "--token-grid", metavar="HxW",
+    help="Token layers (vision transformers): the patch grid their tokens are reshaped to; the tokens before "
+         "the last HxW (class, distillation, register tokens) are dropped. Default: from the input and patch "
+         "sizes.")
 
 map_options = _stack(
     click.option("--layer", "layers", multiple=True,
@@ -263,6 +276,15 @@ class Progress:
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
                    "each class gets its own map. Default: top1.")
+@click.option("--target", type=click.Choice(["class", "region", "value", "increase", "decrease"]), default="class",
+              show_default=True,
+              help="What the maps explain. class: the class score before the softmax. region (segmentation "
+                   "models): the class's pre-softmax scores summed over the pixels predicted as it, or over "
+                   "--target-mask. value, increase, decrease (regression outputs; the classes are the output's "
+                   "units): what supports the value as it is, what raises it, what lowers it.")
+@click.option("--target-mask", type=click.Path(dir_okay=False), metavar="FILE",
+              help="--target region: an image whose nonzero pixels are the region, for every image.")
+@token_grid_option
 @click.option("--top-k", type=click.IntRange(min=1),
               help="Predictions recorded per image. Default: 5 (or every class, when there are fewer).")
 @out_option("Output folder (mirrors the input tree). camcli never replaces a file it did not write.")
@@ -451,8 +473,10 @@ def report_command(out_dir, title):
 
 @cli.command()
 @model_options
+@token_grid_option
 def layers(**options):
-    """List the layers that can be explained (4-D outputs); `*` marks the default.
+    """List the layers that can be explained (4-D outputs, and token layers reshaped onto their patch
+    grid); `*` marks the default.
 
     \b
     Example:
@@ -463,8 +487,10 @@ def layers(**options):
     rows = list_layers(options.pop("model"), **options)
     width = max(len(row.path) for row in rows)
     type_width = max(len(row.type_name) for row in rows)
+    shape_width = max(len(row.shape) for row in rows)
     for row in rows:
-        click.echo(f"{'*' if row.default else ' '} {row.path:<{width}}  {row.type_name:<{type_width}}  {row.shape}")
+        line = f"{'*' if row.default else ' '} {row.path:<{width}}  {row.type_name:<{type_width}}  {row.shape}"
+        click.echo(f"{line:<{width + type_width + shape_width + 6}}  {row.reshape}".rstrip() if row.reshape else line)
 
 
 @cli.command()

@@ -197,7 +197,8 @@ def test_image_json_record(contract, models):
     root, out, _ = contract
     record = read_json(out / "a" / "b" / "x.json")
     assert list(record) == ["image", "width", "height", "output_width", "output_height", "model", "layer", "layers",
-                            "predictions", "explanations", "camcli_version", "fingerprint"]
+                            "target", "predictions", "explanations", "camcli_version", "fingerprint"]
+    assert record["target"] == {"kind": "class"}
     assert (record["output_width"], record["output_height"]) == (record["width"], record["height"])
     assert record["camcli_version"] == __version__
     assert record["fingerprint"] == read_json(out / "summary.json")["fingerprint"]
@@ -347,7 +348,8 @@ USAGE_ERRORS = [
                  "camcli: error: no layer named 'targt' in model 'gap_dense' (closest: target)", id="unknown-layer"),
     pytest.param(["--model", "{gap}", "--layer", "head"],
                  ("camcli: error: layer 'head' (Dense) has output shape (None, 3), not (batch, height, width, "
-                  "channels): class activation maps need a spatial layer; try 'target'"), id="dense-layer"),
+                  "channels) or (batch, tokens, dim): class activation maps need a spatial or token layer; try "
+                  "'target'"), id="dense-layer"),
     pytest.param(["--model", "{gap}", "--labels", "{labels}", "--class", "cta"],
                  "camcli: error: unknown class 'cta' (closest: cat)", id="unknown-class-label"),
     pytest.param(["--model", "{gap}", "--class", "3"],
@@ -463,7 +465,7 @@ def test_labels_file_with_a_byte_order_mark(models, image, tmp_path):
 
 
 def test_unexpected_error_is_one_line_exit_1(models, image, tmp_path, monkeypatch):
-    def broken(self, batch):
+    def broken(self, batch, *_, **__):
         raise RuntimeError("boom")
 
     monkeypatch.setattr("camcli.explain.explainer.Explainer.explain_batch", broken)
@@ -475,7 +477,7 @@ def test_unexpected_error_is_one_line_exit_1(models, image, tmp_path, monkeypatc
 
 
 def test_interrupt_exits_130(models, image, tmp_path, monkeypatch):
-    def interrupted(self, batch):
+    def interrupted(self, batch, *_, **__):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("camcli.explain.explainer.Explainer.explain_batch", interrupted)

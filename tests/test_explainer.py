@@ -209,7 +209,7 @@ def test_frozen_model_still_gets_gradients():
     [
         ({"layer": "targte"}, "closest: target"),
         ({"layer": "head"}, "not (batch, height, width, channels)"),
-        ({"layer": "gap"}, "class activation maps need a spatial layer"),
+        ({"layer": "gap"}, "class activation maps need a spatial or token layer"),
         ({"method": "gradcam+++"}, "choose one of gradcam, gradcam++"),
         ({"classes": ["7"]}, "out of range: class indices run from 0 to 2"),
         ({"classes": ["top4"]}, "use top1..top3"),

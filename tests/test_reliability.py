@@ -329,12 +329,12 @@ def test_ctrl_c_during_fail_fast_run_still_exits_130(model, tmp_path, monkeypatc
         write_png(root / f"img{i:02d}.png", seed=i)
     original, calls = Explainer.explain_batch, []
 
-    def explain_then_ctrl_c(self, batch):
+    def explain_then_ctrl_c(self, batch, *rest, **options):
         calls.append(1)
         if len(calls) == 3:
             assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # camcli's handler
             signal.raise_signal(signal.SIGINT)
-        return original(self, batch)
+        return original(self, batch, *rest, **options)
 
     monkeypatch.setattr(Explainer, "explain_batch", explain_then_ctrl_c)
     out = tmp_path / "out"

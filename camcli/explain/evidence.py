@@ -84,15 +84,15 @@ class BatchEvidence:
             outputs.activations[layer],
             outputs.gradients[layer][:, request] if outputs.gradients else None,
             self.class_weights[layer][:, ids].T if self.class_weights is not None else None,
-            lambda b, masks: self._score_masks(batch[b], int(ids[b]), masks),
+            lambda b, masks: self._score_masks(batch[b], int(ids[b]), masks, self.run.extras_of(b)),
             self.options.max_channels,
         )
 
-    def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray) -> np.ndarray:
+    def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray, extras) -> np.ndarray:
         scores = []
         for start in range(0, len(masks), self.options.score_batch_size):
             chunk = masks[start: start + self.options.score_batch_size]
-            scores.append(self.run.step.masked_scores(image, chunk, class_index))
+            scores.append(self.run.step.masked_scores(image, chunk, class_index, extras))
             self.masked_images_scored += len(chunk)
         return np.concatenate(scores) if scores else np.zeros((0,), np.float32)
 

@@ -13,7 +13,7 @@ camcli.explain.evidence; the explainer labels them. A `MethodSet` runs several m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,27 +76,46 @@ class Explainer:
     def __init__(self, loaded: LoadedModel, layer: str | Sequence[str] | None = None, method: str = "gradcam",
                  classes: Sequence[str] | None = None, top_k: int | None = None, head: str = "auto",
                  eigen_smooth: bool = False, aug_smooth: bool = False, max_channels: int | None = None,
-                 score_batch_size: int = 32):
+                 score_batch_size: int = 32, target: str | Callable | None = None, target_mask=None,
+                 token_grid: str | tuple[int, int] | None = None):
         import_keras()
-        from camcli.models.layers import analyse_head, resolve_layer
+        from camcli.explain.targets import resolve_target
+        from camcli.models.layers import layer_grid, parse_token_grid, resolve_layer
 
         self.loaded = loaded
         self.method: Method = resolve_method(method)
+        given_grid = parse_token_grid(token_grid)
         requested = [layer] if layer is None or isinstance(layer, str) else list(layer) or [None]
-        self.layers = list(dict.fromkeys(resolve_layer(loaded.model, name) for name in requested))
+        self.layers = list(dict.fromkeys(resolve_layer(loaded.model, name, loaded.input_size, given_grid)
+                                         for name in requested))
+        self.grids = [layer_grid(loaded.model, path, loaded.input_size, given_grid) for path in self.layers]
         self.layer = "+".join(self.layers)
-        self.head = analyse_head(loaded.model, head)
-        if self.head.num_classes != loaded.num_classes:
-            raise UsageError(f"the model has {self.head.num_classes} classes but {loaded.num_classes} labels")
-        self.top_k = _checked_top_k(top_k, loaded.num_classes)
-        self.requests = parse_class_requests(classes, loaded.labels)
+        self.target = resolve_target(target, target_mask)
+        self.labels = self._checked_target(head)
+        self.top_k = _checked_top_k(top_k, len(self.labels))
+        self.requests = parse_class_requests(classes, self.labels)
         self.method.check_options(eigen_smooth, aug_smooth, max_channels)
         if score_batch_size < 1:
             raise UsageError(f"the Score-CAM batch size must be at least 1, not {score_batch_size}")
         self.options = MapOptions(eigen_smooth, aug_smooth, max_channels, score_batch_size)
         self.masked_images_scored = 0  # Score-CAM's cost: masked copies run through the model so far
         self.class_weights = self._class_weights() if self.method.needs_gap_head else None
-        self.step = Step(loaded, self.layers, self.head, self.requests, self.top_k, self.method.needs_gradients)
+        self.step = Step(loaded, self.layers, self.head, self.requests, self.top_k, self.method.needs_gradients,
+                         self.target, self.grids)
+
+    def _checked_target(self, head: str) -> list[str]:
+        """Check the target against the explained output; set the head; return the target's labels."""
+        from camcli.models.layers import analyse_head
+
+        loaded = self.loaded
+        output_shape = tuple(loaded.model.outputs[0].shape)
+        where = f"model {loaded.name}" + (f" (output {loaded.output_name!r})" if loaded.output_name else "")
+        self.target.check(output_shape, where)
+        self.head = self.target.head_for(analyse_head(loaded.model, head))
+        labels = self.target.labels(loaded.labels, output_shape)
+        if not self.target.keeps_activation and self.head.num_classes != len(labels):
+            raise UsageError(f"the model has {self.head.num_classes} classes but {len(labels)} labels")
+        return labels
 
     @property
     def method_names(self) -> list[str]:
@@ -107,9 +126,21 @@ class Explainer:
         """Everything about this explainer that shapes its maps and predictions (records' fingerprints)."""
         options = self.options
         return {"methods": [self.method.name], "layers": list(self.layers),
+                "grids": [None if grid is None else [grid.prefix, grid.height, grid.width] for grid in self.grids],
+                "target": self.target_record(), "interface": self.loaded.interface(),
                 "classes": [request.text for request in self.requests], "top_k": self.top_k,
                 "head": [self.head.activation, self.head.strip], "eigen_smooth": options.eigen_smooth,
                 "aug_smooth": options.aug_smooth, "max_channels": [options.max_channels]}
+
+    def target_record(self) -> dict:
+        """The target, as records hold it: its kind, and for a region mask a digest of the mask."""
+        record = self.target.record()
+        mask = getattr(self.target, "mask", None)
+        if mask is not None:
+            import hashlib
+
+            record["mask_sha256"] = hashlib.sha256(np.ascontiguousarray(mask).tobytes()).hexdigest()
+        return record
 
     @property
     def steps_run(self) -> int:
@@ -120,6 +151,9 @@ class Explainer:
         """CAM's (channels, classes) dense weights per layer; UsageError where a layer has none."""
         from camcli.models.layers import cam_weights
 
+        if self.target.kind != "class":
+            raise UsageError(f"`methods={self.method.name}` explains class scores; for `target={self.target.kind}` "
+                             "use `methods=gradcam`")
         weights = [cam_weights(self.loaded.model, path, self.head) for path in self.layers]
         for path, layer_weights in zip(self.layers, weights):
             if layer_weights is None:
@@ -134,30 +168,39 @@ class Explainer:
         batch = np.stack([resize_rgb(image, self.loaded.input_size) for image in images_rgb])
         return preprocess(batch, self.loaded.preprocess)
 
-    def class_scores(self, batch: np.ndarray) -> np.ndarray:
+    def class_scores(self, batch: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The model's scores (probabilities) for every class, (B, num_classes), of a preprocessed batch.
 
         One forward pass and nothing else; used by the faithfulness metrics, which score masked
         copies of the images.
         """
-        return self.step.scores(batch)
+        return self.step.scores(batch, self.extra_tuple(extras, len(batch)))
 
-    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
-        """Explain RGB uint8 images of any size (H, W, 3); see `explain_batch` for `class_ids`."""
-        return self.explain_batch(self.preprocess(images_rgb), class_ids)
+    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None,
+                extras: Mapping[str, np.ndarray] | None = None) -> list[ImageExplanation]:
+        """Explain RGB uint8 images of any size (H, W, 3); see `explain_batch` for `class_ids` and `extras`."""
+        return self.explain_batch(self.preprocess(images_rgb), class_ids, extras)
+
+    def extra_tuple(self, extras: Mapping[str, np.ndarray] | None, size: int) -> tuple[np.ndarray, ...]:
+        """The model's extra inputs for a batch of `size` images, in the model's order; UsageError when
+        one is missing or has another number of rows."""
+        return extra_tuple(self.loaded, extras, size)
 
     def forced_ids(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> np.ndarray:
         """`class_ids` checked and shaped (B, requests) for the step; -1 everywhere when None."""
         return forced_class_ids(class_ids, len(batch), len(self.requests), self.loaded.num_classes)
 
-    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
+    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None,
+                      extras: Mapping[str, np.ndarray] | None = None) -> list[ImageExplanation]:
         """Explain a preprocessed float32 batch (B, height, width, 3).
 
         class_ids: optional (B, requests) class indices that replace the requests image by image
         (-1 keeps the request), e.g. each image's ground-truth class; repeats give one map.
+        extras: for a model with several inputs, {input name: (B, ...) array} for each other input.
         """
         batch = np.asarray(batch, dtype=np.float32)
-        return self.explain_run(BatchRun(self.step, batch, self.forced_ids(batch, class_ids)))
+        return self.explain_run(BatchRun(self.step, batch, self.forced_ids(batch, class_ids),
+                                         self.extra_tuple(extras, len(batch))))
 
     def explain_run(self, run: BatchRun) -> list[ImageExplanation]:
         """Explain a batch that has been through a step: this explainer's own, or the step a
@@ -175,11 +218,11 @@ class Explainer:
 
     def _predictions(self, outputs: StepOutputs, b: int) -> list[Prediction]:
         ranked = zip(outputs.top_indices[b, : self.top_k], outputs.top_scores[b, : self.top_k])
-        return [Prediction(rank + 1, int(index), self.loaded.labels[index], float(score))
+        return [Prediction(rank + 1, int(index), self.labels[index], float(score))
                 for rank, (index, score) in enumerate(ranked)]
 
     def _class_map(self, index: int, score: float, method_map: MethodMap) -> ClassMap:
-        return ClassMap(self.method.name, self.layer, index, self.loaded.labels[index], score, method_map.heatmap,
+        return ClassMap(self.method.name, self.layer, index, self.labels[index], score, method_map.heatmap,
                         method_map.raw_max, method_map.empty, list(self.layers), method_map.image)
 
 
@@ -189,6 +232,23 @@ def _checked_top_k(top_k: int | None, num_classes: int) -> int:
     if not 1 <= top_k <= num_classes:
         raise UsageError(f"`top_k={top_k}` is out of range: the model has {num_classes} classes")
     return top_k
+
+
+def extra_tuple(loaded: LoadedModel, extras: Mapping[str, np.ndarray] | None, size: int) -> tuple[np.ndarray, ...]:
+    names = loaded.extra_input_names
+    if not names:
+        if extras:
+            raise UsageError(f"model {loaded.name} takes only the image; drop `extras`")
+        return ()
+    missing = [name for name in names if name not in (extras or {})]
+    if missing:
+        raise UsageError(f"model {loaded.name} also takes {', '.join(missing)}; pass `extras` "
+                         "({input name: array with one row per image})")
+    arrays = tuple(np.asarray(extras[name]) for name in names)
+    for name, array in zip(names, arrays):
+        if len(array) != size:
+            raise UsageError(f"extra input {name!r} has {len(array)} rows for {size} images")
+    return arrays
 
 
 def distinct_method_names(explainers: Sequence[Explainer]) -> list[str]:
@@ -218,15 +278,18 @@ class MethodSet:
         first = explainers[0]
         for other in explainers[1:]:
             if (other.loaded is not first.loaded or other.layers != first.layers or other.head != first.head
-                    or other.requests != first.requests):
-                raise UsageError("the methods of one run must share the model, the layers, the head and the classes")
+                    or other.requests != first.requests or other.grids != first.grids
+                    or other.target_record() != first.target_record()):
+                raise UsageError("the methods of one run must share the model, the layers, the head, the target and "
+                                 "the classes")
         self.method_names = distinct_method_names(explainers)
         self.explainers = explainers
         self.loaded, self.layer, self.layers = first.loaded, first.layer, first.layers
-        self.requests, self.top_k = first.requests, first.top_k
+        self.requests, self.top_k, self.target, self.labels = first.requests, first.top_k, first.target, first.labels
         self.step = Step(first.loaded, first.layers, first.head, first.requests,
                          top_k=max(e.top_k for e in explainers),
-                         gradients=any(e.method.needs_gradients for e in explainers))
+                         gradients=any(e.method.needs_gradients for e in explainers), target=first.target,
+                         grids=first.grids)
 
     def settings(self) -> dict:
         """Every method's settings: those they share, with the methods and their Score-CAM channels listed."""
@@ -247,19 +310,26 @@ class MethodSet:
     def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
         return self.explainers[0].preprocess(images_rgb)
 
-    def class_scores(self, batch: np.ndarray) -> np.ndarray:
-        return self.step.scores(batch)
+    def class_scores(self, batch: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        return self.step.scores(batch, extra_tuple(self.loaded, extras, len(batch)))
 
-    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
-        return self.explain_batch(self.preprocess(images_rgb), class_ids)
+    def target_record(self) -> dict:
+        return self.explainers[0].target_record()
 
-    def explain_each(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> list[list[ImageExplanation]]:
+    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None,
+                extras: Mapping[str, np.ndarray] | None = None) -> list[ImageExplanation]:
+        return self.explain_batch(self.preprocess(images_rgb), class_ids, extras)
+
+    def explain_each(self, batch: np.ndarray, class_ids: np.ndarray | None = None,
+                     extras: Mapping[str, np.ndarray] | None = None) -> list[list[ImageExplanation]]:
         """[method][image]: each explainer's own results, all from one run of the shared step."""
         batch = np.asarray(batch, dtype=np.float32)
-        run = BatchRun(self.step, batch, self.explainers[0].forced_ids(batch, class_ids))
+        run = BatchRun(self.step, batch, self.explainers[0].forced_ids(batch, class_ids),
+                       extra_tuple(self.loaded, extras, len(batch)))
         return [explainer.explain_run(run) for explainer in self.explainers]
 
-    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None) -> list[ImageExplanation]:
+    def explain_batch(self, batch: np.ndarray, class_ids: np.ndarray | None = None,
+                      extras: Mapping[str, np.ndarray] | None = None) -> list[ImageExplanation]:
         """Like `Explainer.explain_batch`, with every method's maps for each image."""
         return [ImageExplanation(results[0].predictions, [m for result in results for m in result.maps])
-                for results in zip(*self.explain_each(batch, class_ids))]
+                for results in zip(*self.explain_each(batch, class_ids, extras))]

@@ -89,17 +89,21 @@ def _walk(model: keras.Model) -> Iterator[keras.layers.Layer]:
 
 
 class TappedForward:
-    """Callable: `activations, logits = forward(images, watch)`; works inside `tf.function`.
+    """Callable: `activations, logits = forward(images, extras, watch)`; works inside `tf.function`.
 
+    `extras` are the model's other inputs, in order (empty for a one-input model); the images go in
+    at position `image_input` among the model's inputs.
     `activations` lists the outputs of the tapped layers, in the order of `layer_paths`. `watch`,
     when given, is called with each of them the moment it exists (pass `tape.watch`), so that a
     gradient tape records everything computed from them. With `guided=True` every ReLU in the model
     passes back only positive gradients (guided backpropagation), on stand-in layers.
     """
 
-    def __init__(self, model: keras.Model, layer_paths: Sequence[str], head: Head, guided: bool = False):
+    def __init__(self, model: keras.Model, layer_paths: Sequence[str], head: Head, guided: bool = False,
+                 image_input: int = 0):
         check_keras_internals()
         self.model = model
+        self.image_input = image_input
         targets = [layer_chain(model, path)[-1] for path in layer_paths]
         self._slots = {id(target): i for i, target in enumerate(targets)}
         self._captured = [None] * len(targets)
@@ -112,12 +116,12 @@ class TappedForward:
                 if override is not None:
                     self._overrides[id(layer)] = override
                     replay_below.append(layer)
-        for target in targets:
-            self._overrides[id(target)] = self._recorder(target, self._overrides.get(id(target), target))
         if head.strip == "layer":  # a separate Softmax/sigmoid layer: its input is the logits
             self._overrides[id(head.final)] = lambda x, *args, **kwargs: x
         elif head.strip == "activation":
             self._overrides[id(head.final)] = _linear_copy(head.final)
+        for target in targets:  # an explained output layer (segmentation) is recorded as logits
+            self._overrides[id(target)] = self._recorder(target, self._overrides.get(id(target), target))
         # Nested models that hold an overridden layer are replayed call by call too.
         self._replayed = {id(m) for layer in replay_below for m in (_path_to(model, layer) or [])}
 
@@ -150,10 +154,12 @@ class TappedForward:
         require_graph_model(model)
         return run_graph(model, inputs, self._operation)  # a Functional model: Keras runs its graph for us
 
-    def __call__(self, images, watch: Callable | None = None) -> tuple[list, object]:
+    def __call__(self, images, extras: Sequence = (), watch: Callable | None = None) -> tuple[list, object]:
         self._captured, self._watch = [None] * len(self._slots), watch
+        inputs = list(extras)
+        inputs.insert(self.image_input, images)
         try:
-            logits = self._replay(self.model, images)
+            logits = self._replay(self.model, inputs if len(inputs) > 1 else images)
             return list(self._captured), logits
         finally:
             self._captured, self._watch = [None] * len(self._slots), None

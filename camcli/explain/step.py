@@ -24,15 +24,16 @@ from camcli.explain.classes import ClassRequest
 from camcli.models.loading import LoadedModel, import_keras
 
 if TYPE_CHECKING:  # camcli.models.layers imports Keras, which camcli imports only through import_keras
-    from camcli.models.layers import Head
+    from camcli.explain.targets import Target
+    from camcli.models.layers import Head, TokenGrid
 
 
 class StepOutputs(NamedTuple):
     """What one step computes for a batch of B images and R class requests. Read-only numpy arrays."""
 
-    activations: tuple[np.ndarray, ...]  # per layer: (B, h, w, channels) float32
+    activations: tuple[np.ndarray, ...]  # per layer: (B, h, w, channels) float32 (tokens: on their grid)
     gradients: tuple[np.ndarray, ...]  # per layer: (B, R, h, w, channels) d y^c / d A; () without gradients
-    scores: np.ndarray  # (B, classes): the model's scores (probabilities)
+    scores: np.ndarray  # (B, classes): the target's reported scores (for classes: probabilities)
     top_scores: np.ndarray  # (B, k): the k best scores, best first
     top_indices: np.ndarray  # (B, k): their class indices
     class_ids: np.ndarray  # (B, R) int32: the class explained for each image and request
@@ -51,74 +52,97 @@ def _to_numpy(value):
     return _read_only(value.numpy())
 
 
+def _extra_arrays(extras: Sequence[np.ndarray], dtypes: Sequence[str]) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(array, dtype=dtype) for array, dtype in zip(extras, dtypes))
+
+
 class Step:
-    """The compiled steps of one model, its explained layers, its head and the class requests.
+    """The compiled steps of one model, its explained layers, its head, target and class requests.
 
     top_k: how many ranked predictions `run` returns (at least the highest requested rank).
-    gradients: whether `run` also differentiates each requested class's logit with respect to the
-    layers' activations (the gradient methods need it; CAM, Eigen-CAM and Score-CAM do not).
-    `runs` counts the calls to `run`.
+    gradients: whether `run` also differentiates each requested class's target score with respect
+    to the layers' activations (the gradient methods need it; CAM, Eigen-CAM and Score-CAM do not).
+    target: what is differentiated (camcli.explain.targets; default: the class score). grids: per
+    layer, the token grid of a (batch, tokens, dim) layer, None for a spatial one: tokens are
+    reshaped onto it, activations and gradients alike. Every method takes the model's extra inputs
+    (`extras`, in LoadedModel.extra_input_names order) next to the images. `runs` counts `run`.
     """
 
     def __init__(self, loaded: LoadedModel, layers: Sequence[str], head: Head, requests: Sequence[ClassRequest],
-                 top_k: int, gradients: bool):
+                 top_k: int, gradients: bool, target: Target | None = None,
+                 grids: Sequence[TokenGrid | None] | None = None):
         import_keras()
         import tensorflow as tf
 
         from camcli.explain.forward import TappedForward
+        from camcli.explain.targets import Target
 
         self.loaded, self.layers, self.head = loaded, list(layers), head
+        self.target = target or Target()
+        self.grids = list(grids) if grids is not None else [None] * len(self.layers)
         self.requests, self.gradients = list(requests), gradients
         self.top_k = max(top_k, *(r.rank or 1 for r in self.requests))
         self.runs = 0
-        self._forward = TappedForward(loaded.model, self.layers, head)
+        self._forward = TappedForward(loaded.model, self.layers, head, image_input=loaded.image_input)
         height, width = loaded.input_size
+        extra_tensors = [tensor for i, tensor in enumerate(loaded.model.inputs) if i != loaded.image_input] \
+            if len(loaded.input_names) > 1 else []
+        self._extra_dtypes = [str(tensor.dtype) for tensor in extra_tensors]
+        extras_spec = tuple(tf.TensorSpec(tuple(t.shape), t.dtype) for t in extra_tensors)
         self._images_spec = tf.TensorSpec((None, height, width, 3), tf.float32)
         self._ids_spec = tf.TensorSpec((None, len(self.requests)), tf.int32)
         compute = self._forward_and_backward if gradients else self._forward_only
-        self._step = tf.function(compute, input_signature=[self._images_spec, self._ids_spec], reduce_retracing=True)
-        self._scores_step = tf.function(self._scores, input_signature=[self._images_spec], reduce_retracing=True)
+        self._step = tf.function(compute, input_signature=[self._images_spec, self._ids_spec, extras_spec],
+                                 reduce_retracing=True)
+        self._scores_step = tf.function(self._scores, input_signature=[self._images_spec, extras_spec],
+                                        reduce_retracing=True)
         self._masked_step = tf.function(self._masked_scores, reduce_retracing=True, input_signature=[
             tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None, None), tf.float32),
-            tf.TensorSpec((), tf.int32)])
+            tf.TensorSpec((), tf.int32), extras_spec])
+        self._extras_spec = extras_spec
 
     # -- the numpy interface ---------------------------------------------------------------------
 
-    def run(self, batch: np.ndarray, forced_ids: np.ndarray) -> StepOutputs:
+    def run(self, batch: np.ndarray, forced_ids: np.ndarray, extras: Sequence[np.ndarray] = ()) -> StepOutputs:
         """The step on a preprocessed (B, height, width, 3) batch. `forced_ids` (B, R) overrides the
         requested class where it is >= 0."""
         self.runs += 1
-        tensors = self._step(np.asarray(batch, dtype=np.float32), np.asarray(forced_ids, dtype=np.int32))
+        tensors = self._step(np.asarray(batch, dtype=np.float32), np.asarray(forced_ids, dtype=np.int32),
+                             _extra_arrays(extras, self._extra_dtypes))
         return StepOutputs(**{name: _to_numpy(value) for name, value in tensors._asdict().items()})
 
-    def scores(self, batch: np.ndarray) -> np.ndarray:
-        """The model's scores (probabilities) for every class, (B, classes); one forward pass."""
-        return self._scores_step(np.asarray(batch, dtype=np.float32)).numpy()
+    def scores(self, batch: np.ndarray, extras: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """The target's scores (for classes: probabilities) for every class, (B, classes); one forward pass."""
+        return self._scores_step(np.asarray(batch, dtype=np.float32), _extra_arrays(extras, self._extra_dtypes)).numpy()
 
-    def masked_scores(self, image: np.ndarray, masks: np.ndarray, class_index: int) -> np.ndarray:
+    def masked_scores(self, image: np.ndarray, masks: np.ndarray, class_index: int,
+                      extras: Sequence[np.ndarray] = ()) -> np.ndarray:
         """Score-CAM: the score of class `class_index` for `image` times each mask, (n,). The masks are
         channel maps (n, h, w) on the layer's grid, upsampled to the input and then min-max scaled to
-        [0, 1] (a flat one masks everything out)."""
-        return self._masked_step(image, masks, np.int32(class_index)).numpy()
+        [0, 1] (a flat one masks everything out). `extras`: the image's extra inputs, each (1, ...)."""
+        return self._masked_step(image, masks, np.int32(class_index), _extra_arrays(extras, self._extra_dtypes)).numpy()
 
-    def guided_gradients(self, batch: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    def guided_gradients(self, batch: np.ndarray, class_ids: np.ndarray,
+                         extras: Sequence[np.ndarray] = ()) -> np.ndarray:
         """d y^c / d input through guided ReLUs, for each image's class per request: (B, R, H, W, 3)."""
-        gradients = self._guided_step(np.asarray(batch, dtype=np.float32), np.asarray(class_ids, dtype=np.int32))
+        gradients = self._guided_step(np.asarray(batch, dtype=np.float32), np.asarray(class_ids, dtype=np.int32),
+                                      _extra_arrays(extras, self._extra_dtypes))
         return _read_only(gradients.numpy())
 
     # -- the TensorFlow side ---------------------------------------------------------------------
 
-    def _class_logits_and_scores(self, logits):
-        """Per-class logits (what is differentiated) and scores (what is reported)."""
+    def _on_grid(self, tensors):
+        """Token layers' (B, tokens, dim) tensors on their (B, h, w, dim) grid, the leading tokens
+        dropped; spatial layers' tensors as they are. Gradients go through it the same way."""
         import tensorflow as tf
 
-        logits = tf.cast(logits, tf.float32)
-        if self.head.binary:  # one sigmoid unit z: class 1 has logit z, class 0 has -z
-            class_logits = tf.concat([-logits, logits], axis=-1)
-            return class_logits, tf.sigmoid(class_logits)  # sigmoid(-z) = 1 - sigmoid(z)
-        if self.head.activation == "sigmoid":  # multi-label: independent per-class probabilities
-            return logits, tf.sigmoid(logits)
-        return logits, tf.nn.softmax(logits, axis=-1)
+        placed = []
+        for tensor, grid in zip(tensors, self.grids):
+            tensor = tf.cast(tensor, tf.float32)
+            if grid is not None:
+                tensor = tf.reshape(tensor[:, grid.prefix:, :], (-1, grid.height, grid.width, tensor.shape[-1]))
+            placed.append(tensor)
+        return placed
 
     def _select(self, logits, forced_ids):
         """The step's predictions (scores, top_scores, top_indices, class_ids by name), and each
@@ -131,46 +155,41 @@ class Step:
 
         fixed = tf.constant([r.index if r.index is not None else -1 for r in self.requests], tf.int32)
         rank_positions = [(r.rank or 1) - 1 for r in self.requests]
-        class_logits, scores = self._class_logits_and_scores(logits)
+        scores = self.target.scores(logits, self.head)
         top_scores, top_indices = tf.math.top_k(scores, k=self.top_k)
         ranked = tf.gather(top_indices, rank_positions, axis=1)
         class_ids = tf.where(fixed[tf.newaxis, :] >= 0, fixed[tf.newaxis, :], ranked)  # (B, R)
         class_ids = tf.where(forced_ids >= 0, forced_ids, class_ids)
-        selected = tf.gather(class_logits, class_ids, batch_dims=1)  # y^c per image and request
+        selected = self.target.selected(logits, class_ids, self.head)  # y^c per image and request
         predictions = {"scores": scores, "top_scores": top_scores, "top_indices": top_indices, "class_ids": class_ids}
         return predictions, selected
 
-    def _forward_only(self, images, forced_ids):
-        import tensorflow as tf
-
-        activations, logits = self._forward(images)
+    def _forward_only(self, images, forced_ids, extras):
+        activations, logits = self._forward(images, extras)
         predictions, _ = self._select(logits, forced_ids)
-        return StepOutputs(activations=[tf.cast(a, tf.float32) for a in activations], gradients=[], **predictions)
+        return StepOutputs(activations=self._on_grid(activations), gradients=[], **predictions)
 
-    def _forward_and_backward(self, images, forced_ids):
+    def _forward_and_backward(self, images, forced_ids, extras):
         import tensorflow as tf
 
         with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
             # Watching the activations records the head even in frozen models, whose weights the
             # tape would otherwise ignore.
-            activations, logits = self._forward(images, watch=tape.watch)
+            activations, logits = self._forward(images, extras, watch=tape.watch)
             predictions, selected = self._select(logits, forced_ids)
             # Summing y^c over the batch and differentiating gives each image its own gradient, as
             # the images do not interact at inference; nothing is averaged across the batch.
             totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
-        per_request = [tape.gradient(total, activations) for total in totals]  # [request][layer]
-        gradients = [
-            tf.stack([tf.cast(per_request[r][i], tf.float32) for r in range(len(totals))], axis=1)
-            for i in range(len(activations))
-        ]  # [layer]: (B, R, h, w, channels)
-        return StepOutputs(activations=[tf.cast(a, tf.float32) for a in activations], gradients=gradients,
-                           **predictions)
+        per_request = [self._on_grid(tape.gradient(total, activations)) for total in totals]  # [request][layer]
+        gradients = [tf.stack([per_request[r][i] for r in range(len(totals))], axis=1)
+                     for i in range(len(activations))]  # [layer]: (B, R, h, w, channels)
+        return StepOutputs(activations=self._on_grid(activations), gradients=gradients, **predictions)
 
-    def _scores(self, images):
-        _, logits = self._forward(images)
-        return self._class_logits_and_scores(logits)[1]
+    def _scores(self, images, extras):
+        _, logits = self._forward(images, extras)
+        return self.target.scores(logits, self.head)
 
-    def _masked_scores(self, image, masks, class_index):
+    def _masked_scores(self, image, masks, class_index, extras):
         import tensorflow as tf
 
         height, width = self.loaded.input_size
@@ -181,8 +200,13 @@ class Step:
         low = tf.reduce_min(upsampled, axis=(1, 2, 3), keepdims=True)
         span = tf.reduce_max(upsampled, axis=(1, 2, 3), keepdims=True) - low
         unit = tf.math.divide_no_nan(upsampled - low, span)  # a flat channel: span 0, mask 0
-        _, logits = self._forward(image[tf.newaxis] * unit)
-        return self._class_logits_and_scores(logits)[1][:, class_index]
+        copies = image[tf.newaxis] * unit
+        if self.target.needs_reference:  # e.g. a region: the pixels the unmasked image predicts as the class
+            copies = tf.concat([image[tf.newaxis], copies], axis=0)
+        _, logits = self._forward(copies, [tf.repeat(e, tf.shape(copies)[0], axis=0) for e in extras])
+        if self.target.needs_reference:
+            return self.target.masked(logits[1:], class_index, self.head, reference=logits[:1])
+        return self.target.masked(logits, class_index, self.head)
 
     @cached_property
     def _guided_step(self):
@@ -191,18 +215,18 @@ class Step:
 
         from camcli.explain.forward import TappedForward
 
-        guided_forward = TappedForward(self.loaded.model, [], self.head, guided=True)
+        guided_forward = TappedForward(self.loaded.model, [], self.head, guided=True,
+                                       image_input=self.loaded.image_input)
 
-        def guided_gradients(images, class_ids):
+        def guided_gradients(images, class_ids, extras):
             with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
                 tape.watch(images)
-                _, logits = guided_forward(images)
-                class_logits, _ = self._class_logits_and_scores(logits)
-                selected = tf.gather(class_logits, class_ids, batch_dims=1)
+                _, logits = guided_forward(images, extras)
+                selected = self.target.selected(logits, class_ids, self.head)
                 totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
             return tf.stack([tape.gradient(total, images) for total in totals], axis=1)
 
-        return tf.function(guided_gradients, input_signature=[self._images_spec, self._ids_spec],
+        return tf.function(guided_gradients, input_signature=[self._images_spec, self._ids_spec, self._extras_spec],
                            reduce_retracing=True)
 
 
@@ -211,10 +235,11 @@ class BatchRun:
     its augmented copies and its guided input gradients. Each is computed once, however many methods
     read it."""
 
-    def __init__(self, step: Step, batch: np.ndarray, forced_ids: np.ndarray):
+    def __init__(self, step: Step, batch: np.ndarray, forced_ids: np.ndarray, extras: Sequence[np.ndarray] = ()):
         self.step = step
         self.batch = np.asarray(batch, dtype=np.float32)
-        self.outputs = step.run(self.batch, forced_ids)
+        self.extras = tuple(extras)  # the model's other inputs, each (B, ...)
+        self.outputs = step.run(self.batch, forced_ids, self.extras)
         self._augmented: dict[tuple[bool, float], tuple[np.ndarray, StepOutputs]] = {}
         self._guided: np.ndarray | None = None
 
@@ -223,11 +248,15 @@ class BatchRun:
         key = (bool(flip), float(zoom))
         if key not in self._augmented:
             copy = augment_batch(self.batch, flip, zoom)
-            self._augmented[key] = (copy, self.step.run(copy, self.outputs.class_ids))
+            self._augmented[key] = (copy, self.step.run(copy, self.outputs.class_ids, self.extras))
         return self._augmented[key]
+
+    def extras_of(self, b: int) -> tuple[np.ndarray, ...]:
+        """Image b's extra inputs, each (1, ...)."""
+        return tuple(extra[b: b + 1] for extra in self.extras)
 
     def guided_gradients(self) -> np.ndarray:
         """(B, R, H, W, 3): guided backpropagation's input gradient of each image's explained classes."""
         if self._guided is None:
-            self._guided = self.step.guided_gradients(self.batch, self.outputs.class_ids)
+            self._guided = self.step.guided_gradients(self.batch, self.outputs.class_ids, self.extras)
         return self._guided

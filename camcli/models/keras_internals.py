@@ -35,6 +35,7 @@ class KerasIncompatibleError(CamcliError):
 
 _REPLAY = "replay a Functional model's graph"
 _OUTPUT_LAYER = "find the layer that computes a model's output"
+_INPUT_LAYERS = "find the layers that feed a layer (a transformer's last attention block)"
 
 
 def _functional_class() -> type:
@@ -65,6 +66,15 @@ def producing_layer(tensor: object) -> keras.layers.Layer:
         return tensor._keras_history.operation
     except AttributeError:
         raise KerasIncompatibleError("KerasTensor._keras_history.operation", _OUTPUT_LAYER) from None
+
+
+def input_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The layers whose outputs `layer` is called on, over every call of it in a graph."""
+    try:
+        nodes = layer._inbound_nodes
+        return [producing_layer(tensor) for node in nodes for tensor in node.input_tensors]
+    except AttributeError:
+        raise KerasIncompatibleError("Layer._inbound_nodes[].input_tensors", _INPUT_LAYERS) from None
 
 
 def check_keras_internals() -> None:

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from camcli.errors import UsageError
-from camcli.models.keras_internals import is_functional, producing_layer
+from camcli.models.keras_internals import input_layers, is_functional, producing_layer
 
 SEPARATOR = "/"
 _POOLING = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
@@ -59,24 +59,163 @@ def is_spatial(info: LayerInfo) -> bool:
     return info.output_shape is not None and len(info.output_shape) == 4
 
 
+def is_tokens(info: LayerInfo) -> bool:
+    """A (batch, tokens, dim) output with both sizes known: a transformer's sequence of tokens."""
+    shape = info.output_shape
+    return shape is not None and len(shape) == 3 and None not in shape[1:] and not is_model(info.layer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token layers (vision transformers): the tokens after the class, distillation and register tokens
+# are the patches, in row-major order, so they reshape into the patch grid (pytorch-grad-cam's
+# "reshape transform" for ViTs does the same by hand).
+
+MAX_PREFIX_TOKENS = 16  # class + distillation + register tokens looked for when inferring a grid
+
+
+@dataclass(frozen=True)
+class TokenGrid:
+    """How a (batch, tokens, dim) output becomes a (batch, height, width, dim) map: the first `prefix`
+    tokens (class, distillation, register tokens) are dropped, the rest fill the grid row by row."""
+
+    prefix: int
+    height: int
+    width: int
+
+    def describe(self, tokens: int, dim: int) -> str:
+        dropped = f", {self.prefix} leading token{'s' if self.prefix != 1 else ''} dropped" if self.prefix else ""
+        return f"{tokens} tokens -> {self.height}x{self.width}x{dim} grid{dropped}"
+
+
+def parse_token_grid(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """'14x14' (or (14, 14)) -> (14, 14); UsageError for anything else."""
+    if text is None or isinstance(text, tuple):
+        return text
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        height, width = (int(part) for part in parts)
+    except ValueError:
+        raise UsageError(f"`token_grid={text}` is not HEIGHTxWIDTH, e.g. 14x14") from None
+    if height < 1 or width < 1:
+        raise UsageError(f"`token_grid={text}`: both sizes must be at least 1")
+    return height, width
+
+
+def patch_size(model: keras.Model) -> tuple[int, int] | None:
+    """The patch size of a ViT's patch embedding: the first convolution whose stride equals its
+    kernel (non-overlapping patches), looking inside nested models; None when there is none."""
+    for info in all_layers(model):
+        layer = info.layer
+        if isinstance(layer, keras.layers.Conv2D) and not is_model(layer):
+            kernel, strides = tuple(layer.kernel_size), tuple(layer.strides)
+            if kernel == strides and max(strides) > 1:
+                return kernel
+    return None
+
+
+def token_grid(model: keras.Model, info: LayerInfo, input_size: tuple[int, int],
+               given: tuple[int, int] | None = None) -> TokenGrid | None:
+    """The grid of a token layer: `given` (the user's HxW), else the input size over the patch size,
+    else the grid with the input's aspect ratio left after the fewest leading tokens. None: no grid."""
+    tokens = int(info.output_shape[1])
+    if given is not None:
+        return TokenGrid(tokens - given[0] * given[1], *given) if tokens >= given[0] * given[1] else None
+    height, width = input_size
+    patch = patch_size(model)
+    if patch is not None and height % patch[0] == 0 and width % patch[1] == 0:
+        rows, columns = height // patch[0], width // patch[1]
+        if 0 <= tokens - rows * columns <= MAX_PREFIX_TOKENS:
+            return TokenGrid(tokens - rows * columns, rows, columns)
+    for prefix in range(min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
+        cells = tokens - prefix
+        rows = round((cells * height / width) ** 0.5)
+        if rows > 1 and cells % rows == 0 and rows * width == (cells // rows) * height:
+            return TokenGrid(prefix, rows, cells // rows)
+    return None
+
+
 def spatial_layers(model: keras.Model) -> list[LayerInfo]:
-    """The layers that can be explained: every non-model layer with a 4-D (batch, h, w, c) output."""
+    """The layers with a 4-D (batch, h, w, c) output, nested models excluded."""
     return [info for info in all_layers(model) if is_spatial(info) and not is_model(info.layer)]
 
 
-def default_layer(model: keras.Model) -> str:
-    """The last spatial layer before the head, looking inside a nested backbone when it is last.
+def explainable_layers(model: keras.Model, input_size: tuple[int, int],
+                       given_grid: tuple[int, int] | None = None) -> list[tuple[LayerInfo, TokenGrid | None]]:
+    """The layers that can be explained, each with its token grid (None for a spatial layer): the
+    spatial layers, and the token layers whose tokens form a patch grid."""
+    found = []
+    for info in all_layers(model):
+        if is_spatial(info) and not is_model(info.layer):
+            found.append((info, None))
+        elif is_tokens(info):
+            grid = token_grid(model, info, input_size, given_grid)
+            if grid is not None:
+                found.append((info, grid))
+    return found
+
+
+def _feeds_attention(layer: keras.layers.Layer, model: keras.Model) -> bool:
+    attention = [info.layer for info in all_layers(model)
+                 if isinstance(info.layer, keras.layers.MultiHeadAttention)]
+    return any(layer in input_layers(block) for block in attention)
+
+
+def default_token_layer(model: keras.Model, input_size: tuple[int, int],
+                        given_grid: tuple[int, int] | None = None) -> str | None:
+    """A transformer's layer to explain: the normalisation in front of the last attention block.
+
+    The last block's output is no good with a class-token head: only the class token reaches the
+    classifier from there, so the patch tokens' gradients are zero. In front of the last attention,
+    every patch token still reaches the class token (pytorch-grad-cam's advice for ViTs,
+    `model.blocks[-1].norm1`). Without such a layer: the last token layer that has a grid.
+    """
+    tokens = [(info, grid) for info, grid in explainable_layers(model, input_size, given_grid) if grid]
+    if not tokens:
+        return None
+    spatial = [info.path for info in spatial_layers(model)]
+    order = [info.path for info in all_layers(model)]
+    if spatial and order.index(spatial[-1]) > order.index(tokens[-1][0].path):
+        return None  # the tokens come before the convolutions: not a transformer's head
+    norms = [info.path for info, _ in tokens
+             if isinstance(info.layer, keras.layers.LayerNormalization) and _feeds_attention(info.layer, model)]
+    return norms[-1] if norms else tokens[-1][0].path
+
+
+def image_size_of(model: keras.Model) -> tuple[int, int] | None:
+    """(height, width) of the model's first (batch, height, width, channels) input, if fixed."""
+    for tensor in getattr(model, "inputs", None) or []:
+        shape = tuple(tensor.shape)
+        if len(shape) == 4 and None not in shape[1:3]:
+            return int(shape[1]), int(shape[2])
+    return None
+
+
+def default_layer(model: keras.Model, input_size: tuple[int, int] | None = None,
+                  given_grid: tuple[int, int] | None = None, backbone: bool = False) -> str:
+    """The last spatial layer before the head, looking inside a nested backbone when it is last; for
+    a vision transformer, the normalisation in front of its last attention block.
 
     Pooling layers (VGG's block5_pool) and layers pooled down to 1x1 (MobileNet's keep-dims pooling
     and its 1x1 classifier) belong to the head, so they are passed over while another spatial
-    layer exists: the map should come from the last layer that still computes features.
+    layer exists: the map should come from the last layer that still computes features. The layer
+    that computes a segmentation model's per-pixel output is its head too (not for a `backbone`,
+    a nested model given as the layer, whose last layer is its feature output).
     """
+    size = input_size or image_size_of(model)
+    tokens = default_token_layer(model, size, given_grid) if size is not None else None
+    if tokens is not None:
+        return tokens
     path = ""
     current = model
     while True:
+        outputs = {id(producing_layer(tensor)) for tensor in getattr(current, "outputs", None) or []
+                   if current is model and not backbone}
         tops = [info for info in all_layers(current) if SEPARATOR not in info.path and is_spatial(info)]
+        # A segmentation model's per-pixel output layer is the head, not a feature layer.
+        tops = [info for info in tops if id(info.layer) not in outputs] or tops
         if not tops:
-            raise UsageError(f"model {model.name!r} has no layer with a spatial (4-D) output to explain")
+            raise UsageError(f"model {model.name!r} has no layer with a spatial (4-D) or token (3-D) output to "
+                             "explain")
         wide = [info for info in tops
                 if tuple(info.output_shape[1:3]) != (1, 1) and not isinstance(info.layer, _POOLING)]
         chosen = (wide or tops)[-1]
@@ -87,10 +226,7 @@ def default_layer(model: keras.Model) -> str:
         current = chosen.layer
 
 
-def resolve_layer(model: keras.Model, name: str | None) -> str:
-    """Return the full path of the layer to explain; raise a UsageError that suggests names."""
-    if name is None:
-        return default_layer(model)
+def _find_layer(model: keras.Model, name: str) -> LayerInfo:
     layers = {info.path: info for info in all_layers(model)}
     info = layers.get(name)
     if info is None:
@@ -99,19 +235,51 @@ def resolve_layer(model: keras.Model, name: str | None) -> str:
         if len(matches) == 1:
             info = layers[matches[0]]
     if info is None:
-        spatial = [i.path for i in spatial_layers(model)]
-        close = difflib.get_close_matches(name, spatial, n=5, cutoff=0.5)
+        candidates = [i.path for i in all_layers(model) if is_spatial(i) or is_tokens(i)]
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
         hint = f"closest: {', '.join(close)}" if close else "see `camcli layers --model ...`"
         raise UsageError(f"no layer named {name!r} in model {model.name!r} ({hint})")
+    return info
+
+
+def resolve_layer(model: keras.Model, name: str | None, input_size: tuple[int, int] | None = None,
+                  given_grid: tuple[int, int] | None = None) -> str:
+    """Return the full path of the layer to explain; raise a UsageError that suggests names."""
+    if name is None:
+        return default_layer(model, input_size, given_grid)
+    info = _find_layer(model, name)
     if is_model(info.layer):  # a nested backbone stands for its own last spatial layer
-        return info.path + SEPARATOR + default_layer(info.layer)
+        return info.path + SEPARATOR + default_layer(info.layer, input_size, given_grid, backbone=True)
+    if is_tokens(info):
+        layer_grid(model, info.path, input_size or image_size_of(model) or (0, 0), given_grid)  # checks the grid
+        return info.path
     if not is_spatial(info):
         shape = "unknown" if info.output_shape is None else str(info.output_shape)
         raise UsageError(
             f"layer {info.path!r} ({info.type_name}) has output shape {shape}, not (batch, height, width, "
-            f"channels): class activation maps need a spatial layer; try {default_layer(model)!r}"
+            f"channels) or (batch, tokens, dim): class activation maps need a spatial or token layer; try "
+            f"{default_layer(model, input_size, given_grid)!r}"
         )
     return info.path
+
+
+def layer_grid(model: keras.Model, path: str, input_size: tuple[int, int],
+               given_grid: tuple[int, int] | None = None) -> TokenGrid | None:
+    """The token grid of the layer at `path` (None for a spatial layer); UsageError when its tokens
+    form no grid."""
+    info = _find_layer(model, path)
+    if not is_tokens(info):
+        return None
+    grid = token_grid(model, info, input_size, given_grid)
+    if grid is None:
+        tokens = info.output_shape[1]
+        if given_grid is not None:
+            reason = f"fewer than the {given_grid[0]}x{given_grid[1]} grid given"
+        else:
+            reason = f"which do not form a patch grid of the {input_size[0]}x{input_size[1]} input"
+        raise UsageError(f"layer {path!r} outputs {tokens} tokens, {reason}; give the patch grid with "
+                         "`token_grid=HxW` (its first tokens beyond HxW, e.g. a class token, are dropped)")
+    return grid
 
 
 def layer_chain(model: keras.Model, path: str) -> list[keras.layers.Layer]:

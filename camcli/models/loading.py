@@ -12,11 +12,12 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from camcli.errors import ModelLoadError, UnsupportedModelError, UsageError, WeightsUnavailableError
+from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError
 from camcli.models import catalog
 
 WEIGHTS_IMAGENET = "imagenet"
@@ -56,7 +57,7 @@ def import_keras():
 class LoadedModel:
     """A classifier ready to explain. `model` is the caller's object and is never modified."""
 
-    model: object  # keras.Model
+    model: object  # keras.Model: the caller's, or a view of it with the chosen output (same layers)
     name: str
     input_size: tuple[int, int]  # (height, width)
     preprocess: str
@@ -64,6 +65,43 @@ class LoadedModel:
     pretrained: bool  # False when the weights are random: predictions mean nothing
     builtin: catalog.BuiltinModel | None = None
     weights_path: str | None = None  # the file the weights came from; None: in memory, or random
+    source_model: object = None  # the caller's model, as given (`model` may be a view of it)
+    image_input: int = 0  # the image's position among model.inputs
+    input_names: tuple[str, ...] = ()  # every input's name, in model.inputs order
+    extra_inputs: Callable[[str], Mapping[str, object]] | None = None  # key -> the other inputs of one image
+    output_name: str | None = None  # the explained output, for a model with several
+
+    @property
+    def extra_input_names(self) -> list[str]:
+        return [name for i, name in enumerate(self.input_names) if i != self.image_input]
+
+    def extra_arrays(self, key: str) -> dict[str, object]:
+        """The extra inputs of one image, from `extra_inputs(key)`, each shaped as its input (without the
+        batch axis) in its dtype; UsageError naming what is missing or mis-shaped."""
+        import numpy as np
+
+        given = self.extra_inputs(key)
+        arrays = {}
+        for name in self.extra_input_names:
+            if name not in given:
+                raise UsageError(f"no value of input {name!r} for {key}; give every extra input "
+                                 f"({', '.join(self.extra_input_names)})")
+            tensor = self.model.inputs[self.input_names.index(name)]
+            shape = tuple(tensor.shape)[1:]
+            values = np.asarray(given[name], dtype=str(tensor.dtype))
+            if None not in shape and values.size != int(np.prod(shape, dtype=np.int64)):
+                raise UsageError(f"input {name!r} takes {int(np.prod(shape, dtype=np.int64))} values per image "
+                                 f"(shape {shape}), and {key} has {values.size}")
+            arrays[name] = values.reshape(shape) if None not in shape else values
+        return arrays
+
+    def interface(self) -> dict:
+        """How the model is fed and read, for records' fingerprints."""
+        identity = getattr(self.extra_inputs, "identity", None)
+        if identity is None and self.extra_inputs is not None:
+            identity = getattr(self.extra_inputs, "__qualname__", type(self.extra_inputs).__name__)
+        return {"image_input": self.input_names[self.image_input] if len(self.input_names) > 1 else None,
+                "extra_inputs": identity, "output": self.output_name}
 
     @property
     def num_classes(self) -> int:
@@ -191,7 +229,9 @@ def load_demo(name: str = catalog.DEMO_NAME) -> LoadedModel:
                        weights_path=str(demo.CHEAT_WEIGHTS_PATH if cheat else demo.WEIGHTS_PATH))
 
 
-def load_user_model(path: str, preprocess: str | None, labels_file: str | None, unsafe: bool = False) -> LoadedModel:
+def load_user_model(path: str, preprocess: str | None, labels_file: str | None, unsafe: bool = False,
+                    **interface) -> LoadedModel:
+    """A .keras/.h5 file; `interface`: wrap_model's image_input, extra_inputs and output."""
     keras = import_keras()
     if not os.path.isfile(path):
         raise ModelLoadError(f"model file {path} does not exist")
@@ -211,7 +251,7 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
                 f"file is HDF5); check the path, or re-save the model with model.save('model.keras')"
             ) from error
         raise ModelLoadError(f"cannot load model {path}: {message}") from error
-    loaded = wrap_model(model, preprocess=preprocess or "none", labels_file=labels_file, name=path)
+    loaded = wrap_model(model, preprocess=preprocess or "none", labels_file=labels_file, name=path, **interface)
     loaded.weights_path = path
     return loaded
 
@@ -224,13 +264,27 @@ def _looks_like_model_file(path: str) -> bool:
 
 
 def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
-               labels_file: str | None = None, name: str | None = None) -> LoadedModel:
-    """Describe an in-memory Keras classifier for an Explainer (notebooks, tests, user files)."""
+               labels_file: str | None = None, name: str | None = None, *, image_input: str | None = None,
+               extra_inputs: Callable[[str], Mapping[str, object]] | None = None,
+               output: str | None = None) -> LoadedModel:
+    """Describe an in-memory Keras model for an Explainer (notebooks, tests, user files).
+
+    image_input: the name of the image input, for a model with several inputs; `extra_inputs` then
+    gives the others for each image: called with the image's key (its path in a run) it returns
+    {input name: array without the batch axis}; `camcli.models.extra_inputs.read_table` reads one
+    from a CSV or JSON file. output: the name of the output to explain, for a model with several
+    (the others are ignored). The model itself is never changed: a chosen output is explained on a
+    view of the model that shares its layers and weights.
+    """
     from camcli.models.layers import analyse_head
 
     name = name or model.name
-    check_supported(model, name)
-    shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
+    if isinstance(extra_inputs, (str, os.PathLike)):
+        from camcli.models.extra_inputs import read_table
+
+        extra_inputs = read_table(extra_inputs)
+    image_index, input_names = _image_input(model, name, image_input, extra_inputs)
+    shape = model.inputs[image_index].shape if getattr(model, "inputs", None) else None
     if shape is None or len(shape) != 4 or shape[-1] != 3:
         raise ModelLoadError(
             f"model {name} takes input of shape {shape}; camcli explains (batch, height, width, 3) images"
@@ -242,54 +296,98 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
         )
     if preprocess not in catalog.PREPROCESS_MODES:
         raise UsageError(f"unknown preprocessing {preprocess!r}: choose one of {', '.join(catalog.PREPROCESS_MODES)}")
-    head = analyse_head(model)
+    view, output_name = _output_view(model, name, output)
+    head = analyse_head(view)
     if labels is None:
         labels = read_labels(labels_file) if labels_file else [str(i) for i in range(head.num_classes)]
     if len(labels) != head.num_classes:
         source = labels_file or "labels"
         raise UsageError(f"{source} has {len(labels)} names but the model has {head.num_classes} classes")
-    return LoadedModel(model, name, (int(height), int(width)), preprocess, list(labels), pretrained=True)
+    return LoadedModel(view, name, (int(height), int(width)), preprocess, list(labels), pretrained=True,
+                       source_model=model, image_input=image_index, input_names=input_names,
+                       extra_inputs=extra_inputs if len(input_names) > 1 else None, output_name=output_name)
 
 
 def _shape_text(shape) -> str:
     return "(" + ", ".join("batch" if i == 0 else str(d) for i, d in enumerate(shape)) + ")"
 
 
-def check_supported(model, name: str) -> None:
-    """UnsupportedModelError, up front, for a model camcli cannot explain yet: several inputs, several
-    outputs, or an output that is not (batch, classes), such as a segmentation map."""
+def input_name(tensor) -> str:
+    """An input's name: its Input layer's (what `keras.Input(name=...)` set)."""
+    from camcli.models.keras_internals import producing_layer
+
+    return producing_layer(tensor).name
+
+
+def _image_input(model, name: str, image_input: str | None, extra_inputs) -> tuple[int, tuple[str, ...]]:
+    """(position of the image among the model's inputs, every input's name); UsageError listing the
+    inputs when there are several and the image input or the others are not given."""
     inputs = list(getattr(model, "inputs", None) or [])
+    names = tuple(input_name(tensor) for tensor in inputs)
+    listed = ", ".join(f"{n}: {_shape_text(t.shape)}" for n, t in zip(names, inputs))
+    if len(inputs) <= 1:
+        if image_input is not None and image_input not in names:
+            raise UsageError(f"model {name} has no input named {image_input!r} (its input: {listed})")
+        return 0, names
+    if image_input is None:
+        raise UsageError(f"model {name} has {len(inputs)} inputs ({listed}); name the image input with "
+                         "`image_input=NAME` and give the others with `extra_inputs`")
+    if image_input not in names:
+        raise UsageError(f"model {name} has no input named {image_input!r}; its inputs are {listed}")
+    if extra_inputs is None:
+        others = ", ".join(n for n in names if n != image_input)
+        raise UsageError(f"model {name} also takes {others}; give them per image with `extra_inputs` "
+                         "(a CSV or JSON table keyed by image path)")
+    return names.index(image_input), names
+
+
+def output_names(model) -> list[str]:
+    names = getattr(model, "output_names", None)
     outputs = list(getattr(model, "outputs", None) or [])
-    if len(inputs) > 1:
-        raise UnsupportedModelError(
-            f"model {name} has {len(inputs)} inputs ({', '.join(_shape_text(i.shape) for i in inputs)}); camcli "
-            "explains models with one image input for now"
-        )
-    if len(outputs) > 1:
-        raise UnsupportedModelError(
-            f"model {name} has {len(outputs)} outputs; camcli explains single-output classifiers for now"
-        )
-    if outputs and len(outputs[0].shape) != 2:
-        raise UnsupportedModelError(
-            f"model {name} outputs shape {_shape_text(outputs[0].shape)}, not (batch, classes); camcli explains "
-            "classifiers for now (segmentation and dense outputs are not supported yet)"
-        )
+    if names and len(names) == len(outputs):
+        return list(names)
+    from camcli.models.keras_internals import producing_layer
+
+    return [producing_layer(tensor).name for tensor in outputs]
+
+
+def _output_view(model, name: str, output: str | None):
+    """(the model to explain, the chosen output's name): the model itself when it has one output, else
+    a Functional view of it that computes only the chosen output, on the same layers and weights."""
+    outputs = list(getattr(model, "outputs", None) or [])
+    names = output_names(model)
+    listed = ", ".join(f"{n}: {_shape_text(t.shape)}" for n, t in zip(names, outputs))
+    if output is not None and output not in names:
+        raise UsageError(f"model {name} has no output named {output!r}; its outputs are {listed}")
+    if len(outputs) <= 1:
+        return model, output
+    if output is None:
+        raise UsageError(f"model {name} has {len(outputs)} outputs ({listed}); choose the one to explain with "
+                         "`output=NAME`")
+    keras = import_keras()
+    view = keras.Model(model.inputs, outputs[names.index(output)], name=model.name)
+    return view, output
 
 
 def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
-               labels_file: str | None = None, unsafe: bool = False) -> LoadedModel:
+               labels_file: str | None = None, unsafe: bool = False, **interface) -> LoadedModel:
     """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", or a .keras/.h5 file.
 
     Whatever Keras prints while loading ("Downloading data from ...") goes to stderr, so that stdout
-    stays clean for `--json`.
+    stays clean for `--json`. `interface`: wrap_model's image_input, extra_inputs and output, for
+    model files with several inputs or outputs.
     """
     with contextlib.redirect_stdout(sys.stderr):
         import_keras()  # first, so that no path (the demo's module imports keras) imports it loudly
-        return _load_model(spec, weights, preprocess, labels_file, unsafe)
+        return _load_model(spec, weights, preprocess, labels_file, unsafe, interface)
 
 
-def _load_model(spec, weights, preprocess, labels_file, unsafe) -> LoadedModel:
+def _load_model(spec, weights, preprocess, labels_file, unsafe, interface) -> LoadedModel:
     entry = catalog.lookup(spec)
+    given = [name for name, value in interface.items() if value is not None]
+    if entry is not None and given:
+        raise UsageError(f"`{given[0]}` applies to model files with several inputs or outputs; {spec!r} is built in "
+                         "and has one of each")
     if entry is not None:
         if preprocess or labels_file:
             raise UsageError(f"`preprocess` and `labels_file` apply to model files; {spec!r} is built in")
@@ -301,7 +399,7 @@ def _load_model(spec, weights, preprocess, labels_file, unsafe) -> LoadedModel:
     if spec.lower().endswith((".keras", ".h5")) or os.path.exists(spec):
         if weights is not None:
             raise UsageError("`weights` applies to built-in models; a model file carries its own weights")
-        return load_user_model(spec, preprocess, labels_file, unsafe=unsafe)
+        return load_user_model(spec, preprocess, labels_file, unsafe=unsafe, **interface)
     close = difflib.get_close_matches(spec.lower(), catalog.builtin_names(), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UsageError(f"unknown model {spec!r}: {hint}use a name from `camcli models` or a .keras/.h5 file")

@@ -42,7 +42,8 @@ MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's reco
 MAP_FILE_KEYS = ("overlay", "heatmap", "mask", "panel")
 
 # Summary fields that describe the run rather than count it; merged summaries take them from shard 1.
-RUN_FIELDS = ("camcli_version", "model", "layer", "method", "methods", "classes", "pretrained", "fingerprint")
+RUN_FIELDS = ("camcli_version", "model", "layer", "method", "methods", "classes", "target", "pretrained",
+              "fingerprint")
 
 
 def fingerprint(settings: Mapping) -> str:
@@ -57,7 +58,7 @@ def fingerprint(settings: Mapping) -> str:
 
 def image_record(*, image: str, width: int, height: int, model: str, layer: str, layers: list[str],
                  predictions: list[dict], explanations: list[dict], fingerprint: str, pretrained: bool,
-                 output_size: tuple[int, int] | None = None) -> dict:
+                 output_size: tuple[int, int] | None = None, target: dict | None = None) -> dict:
     record = {
         "image": image,
         "width": width,
@@ -67,6 +68,7 @@ def image_record(*, image: str, width: int, height: int, model: str, layer: str,
         "model": model,
         "layer": layer,
         "layers": layers,
+        "target": target or {"kind": "class"},
         "predictions": predictions,
         "explanations": explanations,
         "camcli_version": __version__,

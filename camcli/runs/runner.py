@@ -133,6 +133,13 @@ def explainer_settings(explainer) -> dict:
     }
 
 
+def run_target(explainer) -> dict:
+    """What the maps explain, as records and the summary hold it: the target, and the explained output
+    of a model with several."""
+    output = explainer.loaded.output_name
+    return {**explainer.target_record(), **({"output": output} if output else {})}
+
+
 def run_fields(explainer, fingerprint: str) -> dict:
     loaded = explainer.loaded
     return {
@@ -142,6 +149,7 @@ def run_fields(explainer, fingerprint: str) -> dict:
         "method": "+".join(explainer.method_names),
         "methods": list(explainer.method_names),
         "classes": [request.text for request in explainer.requests],
+        "target": run_target(explainer),
         "pretrained": loaded.pretrained,
         "fingerprint": fingerprint,
     }
@@ -172,10 +180,11 @@ def check_run_files(out_dir: Path, shard: tuple[int, int] | None = None, report:
 
 
 class _Decoded:
-    __slots__ = ("task", "cost", "image", "model_input", "error")
+    __slots__ = ("task", "cost", "image", "model_input", "extras", "error")
 
-    def __init__(self, task, cost, image=None, model_input=None, error=None):
+    def __init__(self, task, cost, image=None, model_input=None, extras=None, error=None):
         self.task, self.cost, self.image, self.model_input, self.error = task, cost, image, model_input, error
+        self.extras = extras  # the model's other inputs for this image, {name: array}; None for one input
 
 
 def _stage_error(stage: str, error: BaseException) -> str:
@@ -222,9 +231,11 @@ class BatchRun:
 
     def decode(self, task: ImageTask, cost: int) -> _Decoded:
         try:
+            loaded = self.explainer.loaded
+            extras = loaded.extra_arrays(task.source) if loaded.extra_input_names else None
             image = decode_image(task.source, max_side=self.options.output.max_size, model_size=self.input_size,
                                  max_pixels=self.options.max_pixels)
-            return _Decoded(task, cost, image, self.explainer.preprocess([image.model_view])[0])
+            return _Decoded(task, cost, image, self.explainer.preprocess([image.model_view])[0], extras)
         except Exception as error:  # noqa: BLE001 - every failure is one image's, named with its stage
             if self.options.raise_unexpected and not isinstance(error, CamcliError):
                 raise
@@ -270,7 +281,10 @@ class BatchRun:
 
     def explain(self, batch: list[_Decoded]) -> list | None:
         try:
-            return self.explainer.explain_batch(np.stack([item.model_input for item in batch]))
+            extras = None
+            if batch[0].extras is not None:
+                extras = {name: np.stack([item.extras[name] for item in batch]) for name in batch[0].extras}
+            return self.explainer.explain_batch(np.stack([item.model_input for item in batch]), extras=extras)
         except Exception as error:  # noqa: BLE001 - a batch that cannot be explained fails its images
             if self.options.raise_unexpected and not isinstance(error, CamcliError):
                 raise
@@ -384,7 +398,7 @@ def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterabl
     fingerprint = records.fingerprint({**explainer_settings(explainer), **options.output.settings()})
     summary = RunSummary(images=len(tasks), run=run_fields(explainer, fingerprint))
     identity = RunIdentity(explainer.loaded.name, explainer.layer, list(explainer.layers),
-                           explainer.loaded.pretrained, fingerprint)
+                           explainer.loaded.pretrained, fingerprint, run_target(explainer))
     batch_run = BatchRun(explainer, options, ImageWriter(options.out_dir, options.output, identity, inputs),
                          summary, on_failure, on_progress, stop)
     started = time.perf_counter()

@@ -82,6 +82,7 @@ class RunIdentity:
     layers: list[str]
     pretrained: bool
     fingerprint: str
+    target: dict | None = None  # what the maps explain (explainer.target_record), with the output's name
 
 
 class ImageWriter:
@@ -143,7 +144,7 @@ class ImageWriter:
         record = records.image_record(
             image=task.display, width=width, height=height, model=identity.model, layer=identity.layer,
             layers=identity.layers, explanations=explanations, fingerprint=identity.fingerprint,
-            pretrained=identity.pretrained, output_size=decoded.picture.size,
+            pretrained=identity.pretrained, output_size=decoded.picture.size, target=identity.target,
             predictions=[{"rank": p.rank, "index": p.index, "label": p.label, "score": p.score}
                          for p in result.predictions],
         )

@@ -1,0 +1,107 @@
+"""The other inputs of a model with several (`--extra-inputs FILE`): one row per image, keyed by its path.
+
+CSV: a header with an `image` column and one column per extra input, named as the input; a cell holds
+that input's values for the image: one number, or several separated by spaces or semicolons, or a
+JSON list (`"[0.5, 1, 2]"`). JSON: `{"photos/cat.jpg": {"meta": [0.5, 1, 2]}, ...}` or
+`[{"image": "photos/cat.jpg", "meta": [0.5, 1, 2]}, ...]`.
+
+An image's key is matched, in this order, to the row with the same file (its path relative to the
+table's folder, or to the working folder), then to the one row with the same file name. Numpy only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from camcli.errors import UsageError
+
+IMAGE_COLUMN = "image"
+
+
+def _values(text: str, where: str) -> np.ndarray:
+    text = text.strip()
+    try:
+        if text.startswith("["):
+            return np.asarray(json.loads(text), dtype=np.float64)
+        return np.asarray([float(part) for part in text.replace(";", " ").split()], dtype=np.float64)
+    except (ValueError, TypeError):
+        raise UsageError(f"{where}: {text!r} is not a number, numbers separated by spaces, or a JSON list") from None
+
+
+def _csv_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
+    reader = csv.DictReader(text.splitlines())
+    columns = reader.fieldnames or []
+    if IMAGE_COLUMN not in columns:
+        raise UsageError(f"{path}: no `{IMAGE_COLUMN}` column in its header ({', '.join(columns) or 'empty'}); "
+                         "the first row must name the image column and one column per extra input")
+    rows = {}
+    for line, row in enumerate(reader, start=2):
+        image = (row.pop(IMAGE_COLUMN) or "").strip()
+        rows[image] = {name: _values(value or "", f"{path}, line {line}, column {name}")
+                       for name, value in row.items() if name is not None}
+    return rows
+
+
+def _json_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    if isinstance(data, list) and all(isinstance(row, dict) and IMAGE_COLUMN in row for row in data):
+        data = {str(row[IMAGE_COLUMN]): {k: v for k, v in row.items() if k != IMAGE_COLUMN} for row in data}
+    if not isinstance(data, dict) or not all(isinstance(row, dict) for row in data.values()):
+        raise UsageError(f"{path}: expected {{image path: {{input name: values}}}} or a list of "
+                         f"{{\"{IMAGE_COLUMN}\": path, input name: values}}")
+    return {image: {name: np.asarray(value, dtype=np.float64) for name, value in row.items()}
+            for image, row in data.items()}
+
+
+class ExtraInputsTable:
+    """Callable: table(image_key) -> {input name: values} for that image. `identity` is the file's
+    digest (records' fingerprints: editing the table recomputes the images on --resume)."""
+
+    def __init__(self, path: str | os.PathLike, rows: Mapping[str, Mapping[str, np.ndarray]], identity: str):
+        self.path = Path(path)
+        self.identity = identity
+        folder = self.path.parent
+        self._by_file = {os.path.realpath(folder / key): row for key, row in rows.items()}
+        self._by_cwd = {os.path.realpath(key): row for key, row in rows.items()}
+        self._by_name: dict[str, list] = {}
+        for key, row in rows.items():
+            self._by_name.setdefault(os.path.basename(key), []).append(row)
+
+    def __len__(self) -> int:
+        return len(self._by_file)
+
+    def __call__(self, key: str | os.PathLike) -> Mapping[str, np.ndarray]:
+        real = os.path.realpath(key)
+        row = self._by_file.get(real) or self._by_cwd.get(real)
+        if row is None:
+            named = self._by_name.get(os.path.basename(os.fspath(key)), [])
+            if len(named) == 1:
+                row = named[0]
+        if row is None:
+            raise UsageError(f"no row for {os.fspath(key)} in {self.path}: add one keyed by the image's path "
+                             "(relative to the table's folder) or its file name")
+        return row
+
+
+def read_table(path: str | os.PathLike) -> ExtraInputsTable:
+    """An ExtraInputsTable from a .csv or .json file; UsageError with one line when it cannot be read."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read extra inputs {path}: {error}; give a UTF-8 CSV or JSON file") from None
+    rows = _json_rows(path, text) if path.suffix.lower() == ".json" else _csv_rows(path, text)
+    if not rows:
+        raise UsageError(f"{path} has no rows; give one row per image")
+    return ExtraInputsTable(path, rows, "sha256:" + hashlib.sha256(raw).hexdigest())
