@@ -258,11 +258,11 @@ def test_method_set_refuses_mismatched_or_repeated_methods():
     gradcam = Explainer(loaded, method="gradcam")
     with pytest.raises(UsageError, match="`methods=gradcam` is given twice"):
         MethodSet([gradcam, Explainer(loaded, method="gradcam")])
-    with pytest.raises(UsageError, match="must share the model, the layers, the head and the classes"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target and the classes"):
         MethodSet([gradcam, Explainer(loaded, method="cam", classes=["top2"])])
-    with pytest.raises(UsageError, match="must share the model, the layers, the head and the classes"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target and the classes"):
         MethodSet([gradcam, Explainer(loaded, method="cam", head="sigmoid")])  # other scores: another step
-    with pytest.raises(UsageError, match="must share the model, the layers, the head and the classes"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target and the classes"):
         MethodSet([gradcam, Explainer(loaded, method="layercam", layer="conv1")])
     with pytest.raises(UsageError, match=r"at least one method \(`methods`\)"):
         MethodSet([])

@@ -169,16 +169,19 @@ def default_token_layer(model: keras.Model, input_size: tuple[int, int],
     every patch token still reaches the class token (pytorch-grad-cam's advice for ViTs,
     `model.blocks[-1].norm1`). Without such a layer: the last token layer that has a grid.
     """
-    tokens = [(info, grid) for info, grid in explainable_layers(model, input_size, given_grid) if grid]
+    tokens = [info for info in all_layers(model) if is_tokens(info)]
     if not tokens:
         return None
     spatial = [info.path for info in spatial_layers(model)]
     order = [info.path for info in all_layers(model)]
-    if spatial and order.index(spatial[-1]) > order.index(tokens[-1][0].path):
+    if spatial and order.index(spatial[-1]) > order.index(tokens[-1].path):
         return None  # the tokens come before the convolutions: not a transformer's head
-    norms = [info.path for info, _ in tokens
+    norms = [info.path for info in tokens
              if isinstance(info.layer, keras.layers.LayerNormalization) and _feeds_attention(info.layer, model)]
-    return norms[-1] if norms else tokens[-1][0].path
+    if norms:
+        return norms[-1]  # a transformer: its grid is checked (or refused, in one line) when it is explained
+    gridded = [info.path for info in tokens if token_grid(model, info, input_size, given_grid) is not None]
+    return gridded[-1] if gridded else None
 
 
 def image_size_of(model: keras.Model) -> tuple[int, int] | None:
