@@ -131,7 +131,7 @@ def corloc_sweep(tasks, truth, explainer, explain_class) -> list[float]:
         ids = np.array([[-1 if explain_class == "predicted" else labels.index(b[0].label)] for b in boxes],
                        dtype=np.int32)  # -1: the top-1 class
         for rgb, result, truth_boxes in zip(rgbs, explainer.explain(rgbs, ids), boxes):
-            heatmap = upsample(result.maps[0].heatmap, (rgb.shape[1], rgb.shape[0]))
+            heatmap = upsample(result.maps[0].heatmap, height=rgb.shape[0], width=rgb.shape[1])
             hits += [best_iou(box_from_map(heatmap, t), [b.box for b in truth_boxes]) >= 0.5 for t in SWEEP]
     return list(hits / max(len(tasks), 1))
 

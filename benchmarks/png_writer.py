@@ -42,7 +42,8 @@ def pillow_png(pixels: np.ndarray, compress_level: int, strategy: int) -> bytes:
 
 def overlay(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     height, width = rgb.shape[:2]
-    return blend(rgb, upsample(rng.random((7, 7)).astype(np.float32), (width, height)), 0.5, colormap_lut("jet"))
+    heatmap = upsample(rng.random((7, 7)).astype(np.float32), height=height, width=width)
+    return blend(rgb, heatmap, 0.5, colormap_lut("jet"))
 
 
 def pictures(rng: np.random.Generator) -> list[tuple[str, np.ndarray, int, int]]:
@@ -63,7 +64,7 @@ def pictures(rng: np.random.Generator) -> list[tuple[str, np.ndarray, int, int]]
         rgb = load_rgb(path)
         found.append((f"overlay, {path.name} {rgb.shape[1]}x{rgb.shape[0]}", overlay(rgb, rng), *overlay_settings))
     rgb = found[0][1]
-    heatmap = upsample(rng.random((7, 7)).astype(np.float32), rgb.shape[1::-1])
+    heatmap = upsample(rng.random((7, 7)).astype(np.float32), height=rgb.shape[0], width=rgb.shape[1])
     found.append(("panel (level 6, default strategy)", render_panel(rgb, heatmap, rgb, "tabby 0.81 gradcam"),
                   6, zlib.Z_DEFAULT_STRATEGY))
     return found

@@ -5,8 +5,9 @@ only when a model is loaded.
 
     >>> import camcli
     >>> summary = camcli.explain_paths(["photos/"], model="demo", out="results")
-    >>> explainer = camcli.Explainer(camcli.load_model("demo"), method="gradcam")
-    >>> [result] = explainer.explain([rgb_uint8_image])
+    >>> explainer = camcli.Explainer(camcli.load_model("demo"), method="gradcam")  # or a Keras model
+    >>> [result] = explainer.explain([image])  # uint8 or float [0, 1]; RGB, greyscale or RGBA
+    >>> camcli.overlay(image, result.maps[0])  # a PIL image at the image's size
 """
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ __all__ = [
     "load_model",
     "wrap_model",
     "load_rgb",
+    "overlay",
     "explain_paths",
     "evaluate_paths",
     "write_report",
@@ -31,6 +33,7 @@ _LAZY = {
     "load_model": "camcli.models.loading",
     "wrap_model": "camcli.models.loading",
     "load_rgb": "camcli.runs.decode",
+    "overlay": "camcli.explain.display",
     "explain_paths": "camcli.api",
     "evaluate_paths": "camcli.api",
     "write_report": "camcli.api",

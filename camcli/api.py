@@ -79,8 +79,10 @@ def _discover(paths: Sequence[PathLike], out_dir: Path):
     return tasks, skipped
 
 
-def _method_names(methods: Sequence[str] | None) -> list[str]:
-    return list(dict.fromkeys(name.lower() for name in (methods or []))) or ["gradcam"]
+def _method_names(methods: str | Sequence[str] | None) -> list[str]:
+    """The methods asked for, each once, lowercase; one string is one method; none: gradcam."""
+    names = [methods] if isinstance(methods, str) else list(methods or [])
+    return list(dict.fromkeys(name.lower() for name in names)) or ["gradcam"]
 
 
 def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Sequence[str] | None = None,

@@ -155,7 +155,7 @@ def parse_shard(ctx, param, value):
 
 
 model_options = _stack(
-    click.option("--model", default="vgg16", show_default=True, metavar="NAME|FILE",
+    click.option("--model", default=catalog.DEFAULT_MODEL, show_default=True, metavar="NAME|FILE",
                  help="A built-in model (see `camcli models`) or a .keras/.h5 file."),
     click.option("--weights", metavar="FILE|none",
                  help="Built-in models: a local weights file, or `none` for random weights "
@@ -496,20 +496,22 @@ def layers(**options):
 @cli.command()
 @debug_option
 def models():
-    """List the built-in models: input size, default layer, and whether CAM applies.
+    """List the built-in models: input size, default layer, and whether CAM applies; the default
+    `--model` says so.
 
     \b
     Example:
       camcli models
     """
-    entries = [catalog.demo_entry(), *catalog.BUILTIN_MODELS.values()]
+    entries = catalog.listed_models()
     width = max(len(e.name) for e in entries)
     layer_width = max(len(e.default_layer) for e in entries)
     click.echo(f"{'name':<{width}}  {'input':>7}  {'default layer':<{layer_width}}  cam  description")
     for e in entries:
         size = f"{e.input_size}x{e.input_size}"
+        default = "; the default --model" if e.name == catalog.DEFAULT_MODEL else ""
         click.echo(f"{e.name:<{width}}  {size:>7}  {e.default_layer:<{layer_width}}  {'yes' if e.cam else 'no ':<3}  "
-                   f"{e.summary}")
+                   f"{e.summary}{default}")
 
 
 @cli.command()

@@ -240,8 +240,8 @@ def test_cheat_model_gradcam_peaks_on_the_tag(cheat_loaded, tagged_others):
         [scene.image for scene in tagged_others])
     in_box = near_box = 0
     for scene, result in zip(tagged_others, results):
-        size = scene.image.shape[1::-1]
-        peak = peak_xy(upsample(result.maps[0].heatmap, size))
+        size = scene.image.shape[1::-1]  # (width, height), as on_tag takes it
+        peak = peak_xy(upsample(result.maps[0].heatmap, height=size[1], width=size[0]))
         in_box += on_tag(peak, scene.tag_box, size)
         # The map has 12x12 cells: a peak half a cell outside the tag's box is on the tag's edge.
         near_box += on_tag(peak, scene.tag_box, size, slack=0.5)

@@ -613,9 +613,12 @@ def test_models_lists_the_builtin_models_with_sizes_and_layers():
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["name", "input", "default", "layer"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert list(rows)[0] == "demo"
+    assert list(rows)[0] == "vgg16" and list(rows)[-2:] == ["demo", "demo-cheat"]
+    assert [name for name, line in zip(rows, lines[1:]) if "default" in line.split("  ")[-1]] == ["vgg16"]
+    assert lines[1].endswith("; the default --model")
     expected = {
         "demo": (f"{demo.INPUT_SIZE}x{demo.INPUT_SIZE}", demo.LAST_CONV_LAYER, "yes"),
+        "demo-cheat": (f"{demo.INPUT_SIZE}x{demo.INPUT_SIZE}", demo.LAST_CONV_LAYER, "yes"),
         "vgg16": ("224x224", "block5_conv3", "no"),
         "resnet50": ("224x224", "conv5_block3_out", "yes"),
         "xception": ("299x299", "block14_sepconv2_act", "yes"),

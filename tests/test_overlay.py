@@ -46,7 +46,7 @@ def test_normalize_rejects_non_2d():
 
 def test_upsample_shape_and_range():
     unit = np.array([[0.0, 1.0], [0.5, 0.25]], dtype=np.float32)
-    big = upsample(unit, (30, 20))  # (width, height)
+    big = upsample(unit, height=20, width=30)
     assert big.shape == (20, 30) and big.dtype == np.float32
     assert big.min() >= 0.0 and big.max() <= 1.0
     assert big[0, -1] == pytest.approx(1.0) and big[0, 0] == pytest.approx(0.0)
@@ -109,3 +109,11 @@ def test_unknown_colormap_suggests_close_names():
 def test_unknown_colormap_without_close_names():
     with pytest.raises(UsageError, match=r"^unknown colormap 'zzzzzzzz' \(see `camcli explain --help`\)$"):
         colormap_lut("zzzzzzzz")
+
+
+def test_upsample_takes_its_size_by_keyword_only():
+    """numpy's (h, w) and Pillow's (w, h) cannot be passed in the wrong order without a word."""
+    unit = np.zeros((2, 3), dtype=np.float32)
+    with pytest.raises(TypeError):
+        upsample(unit, (30, 20))
+    assert upsample(unit, height=20, width=30).shape == (20, 30)

@@ -127,7 +127,7 @@ def test_measure_scales_box_and_peak_back_to_original_pixels():
     unit = np.zeros((8, 8), np.float32)
     unit[2:4, 5:7] = 1.0
     box, peak = measure(unit, (4096, 2048), 0.5)  # measured at 512x256: an 8x scale
-    direct = upsample(unit, (4096, 2048))
+    direct = upsample(unit, height=2048, width=4096)
     ys, xs = np.nonzero(direct >= 0.5)
     # The scaled box covers the full-resolution box, and exceeds it by less than one measured pixel.
     assert box[0] <= xs.min() and box[1] <= ys.min() and box[2] >= xs.max() + 1 and box[3] >= ys.max() + 1
@@ -229,7 +229,7 @@ def test_the_pillow_overlay_matches_the_numpy_blend_within_one_level_or_two():
     lut = colormap_lut("jet")
     for alpha in (0.0, 0.3, 0.5, 1.0):
         drawn = np.asarray(overlay_picture(Image.fromarray(picture), unit, alpha, lut)).astype(int)
-        reference = blend(picture, upsample(unit, (900, 700)), alpha, lut).astype(int)
+        reference = blend(picture, upsample(unit, height=700, width=900), alpha, lut).astype(int)
         difference = np.abs(drawn - reference)
         # Pillow's blend truncates where numpy rounds (one level), and the map is rounded to 256 levels
         # first: half a level of the map moves the colour by up to one step of the lookup table, which

@@ -70,7 +70,7 @@ def test_heatmap_peak_lies_on_the_object(mobilenet, name, method):
     [result] = explainer(mobilenet, method=method).explain([rgb])
     class_map = result.maps[0]
     assert class_map.label == expected and not class_map.empty
-    heatmap = upsample(class_map.heatmap, (rgb.shape[1], rgb.shape[0]))
+    heatmap = upsample(class_map.heatmap, height=rgb.shape[0], width=rgb.shape[1])
     assert inside(peak_xy(heatmap), box)
     # Most of the map's mass is on the object, not just its single hottest pixel.
     x0, y0, x1, y1 = box
@@ -86,7 +86,7 @@ def test_every_method_points_at_the_cat(mobilenet, method):
     [result] = Explainer(mobilenet, method=method, classes=["Egyptian_cat"], **options).explain([rgb])
     class_map = result.maps[0]
     assert not class_map.empty
-    heatmap = upsample(class_map.heatmap, (rgb.shape[1], rgb.shape[0]))
+    heatmap = upsample(class_map.heatmap, height=rgb.shape[0], width=rgb.shape[1])
     assert inside(peak_xy(heatmap), PHOTOS["chelsea.png"][1]), (method, peak_xy(heatmap))
 
 

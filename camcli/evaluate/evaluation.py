@@ -354,7 +354,7 @@ def _curves(explainer, rgb: np.ndarray, heatmap: np.ndarray, class_index: int, o
         return {"deletion": None, "insertion": None}
     height, width = explainer.loaded.input_size
     model_input = explainer.preprocess([rgb])[0]
-    saliency = upsample(heatmap, (width, height))
+    saliency = upsample(heatmap, height=height, width=width)
     curves = deletion_insertion_curves(explainer.class_scores, model_input, saliency, class_index, steps=options.steps,
                                        batch_size=options.score_batch_size, blur_sigma=options.blur_sigma)
     return {"deletion": curves.deletion_auc, "insertion": curves.insertion_auc}
@@ -383,7 +383,7 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[
             class_map = result.maps[0]
             warn(f"{explainer.method.name} explained no map for class {wanted} of {display}: build the explainer "
                  "with classes=evaluation_classes(...); scored its first map instead")
-        heatmap = upsample(class_map.heatmap, (width, height))
+        heatmap = upsample(class_map.heatmap, height=height, width=width)
         row = {
             "image": display,
             "method": explainer.method.name,

@@ -72,9 +72,12 @@ def _parse_one(text: str, labels: Sequence[str]) -> ClassRequest:
     raise UsageError(f"unknown class {text!r} ({hint})")
 
 
-def parse_class_requests(values: Sequence[str] | None, labels: Sequence[str]) -> list[ClassRequest]:
+def parse_class_requests(values: str | Sequence[str] | None, labels: Sequence[str]) -> list[ClassRequest]:
     """Parse `--class` values: an index, a label (case-insensitive, `_` = space), or top1..topK.
-    No values: the top-1 class."""
+    One string is one request (`classes="tabby"` is ["tabby"], not five letters). No values: the
+    top-1 class."""
+    if isinstance(values, str):
+        values = [values]
     if not values:
         return [ClassRequest("top1", rank=1)]
     return [_parse_one(str(value).strip(), labels) for value in values]

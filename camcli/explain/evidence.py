@@ -103,7 +103,7 @@ def _fused(raw_maps: list[np.ndarray], grid: tuple[int, int]) -> Unit:
     units, raw_max = [], 0.0
     for raw in raw_maps:
         unit, layer_max, _ = normalize_map(raw)
-        units.append(unit if unit.shape == grid else upsample(unit, (grid[1], grid[0])))
+        units.append(unit if unit.shape == grid else upsample(unit, height=grid[0], width=grid[1]))
         raw_max = max(raw_max, layer_max)
     return (units[0] if len(units) == 1 else np.mean(units, axis=0)), raw_max
 

@@ -6,9 +6,11 @@ gradient methods, each image's own gradients for each requested class; the metho
 camcli.explain.evidence; the explainer labels them. A `MethodSet` runs several methods on one step.
 
     >>> from camcli import load_model, Explainer
-    >>> explainer = Explainer(load_model("demo"), method="gradcam", classes=["top1"])
-    >>> [result] = explainer.explain([rgb_uint8_image])
+    >>> explainer = Explainer(load_model("demo"), method="gradcam", classes="top1")
+    >>> [result] = explainer.explain([image])  # uint8 or float [0, 1]; RGB, greyscale or RGBA
     >>> result.maps[0].heatmap  # (h, w) float32 in [0, 1] at the layer's resolution
+    >>> result.maps[0].at_image_size()  # (H, W): the same map at the image's resolution
+    >>> result  # in Jupyter: each map over the image, captioned (camcli.explain.display)
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from camcli.errors import UsageError
 from camcli.explain.classes import ClassRequest, forced_class_ids, parse_class_requests
 from camcli.explain.evidence import BatchEvidence, MapOptions
 from camcli.explain.methods import Method, MethodMap, resolve_method
 from camcli.explain.step import BatchRun, Step, StepOutputs
-from camcli.models.loading import LoadedModel, import_keras
-from camcli.models.preprocess import preprocess, resize_rgb
+from camcli.maps.overlay import upsample
+from camcli.models.loading import LoadedModel, import_keras, wrap_model
+from camcli.models.preprocess import as_rgb_picture, image_height_width, preprocess, resize_rgb
 
 __all__ = ["ClassMap", "ClassRequest", "Explainer", "ImageExplanation", "MethodSet", "Prediction",
            "distinct_method_names", "parse_class_requests"]
@@ -52,6 +56,27 @@ class ClassMap:
     empty: bool  # no positive evidence at all: the map is all zero
     layers: list[str] = field(default_factory=list)  # every explained layer (several with a repeated --layer)
     image: np.ndarray | None = None  # guided methods: (H, W, 3) float32 RGB in [0, 1] at the input size
+    # The image explained, as the caller gave it to `explain`: the same object for all its maps, not
+    # a copy. None from `explain_batch`, which sees only the preprocessed batch.
+    source_image: object = field(default=None, repr=False, compare=False)
+
+    def resized(self, *, height: int, width: int) -> np.ndarray:
+        """The heatmap resized bilinearly to (height, width): float32 in [0, 1]."""
+        return upsample(self.heatmap, height=height, width=width)
+
+    def at_image_size(self) -> np.ndarray:
+        """The heatmap at the explained image's resolution: (H, W) float32 in [0, 1]."""
+        if self.source_image is None:
+            raise UsageError("this map does not know its image (maps from `explain_batch` do not); "
+                             "use resized(height=..., width=...)")
+        height, width = image_height_width(self.source_image)
+        return self.resized(height=height, width=width)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter's picture of the map: its overlay on the image, or the coloured heatmap."""
+        from camcli.explain.display import map_picture, png_bytes  # display imports this module
+
+        return png_bytes(map_picture(self))
 
 
 @dataclass
@@ -59,13 +84,22 @@ class ImageExplanation:
     predictions: list[Prediction]
     maps: list[ClassMap] = field(default_factory=list)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: every map, captioned with its method, class and score."""
+        from camcli.explain.display import explanation_html
+
+        return explanation_html(self)
+
 
 class Explainer:
     """Explains batches of images with one model, one or more layers and one method.
 
-    loaded: from `camcli.load_model`. layer: a layer name or "outer/inner" path, or a list of them
-    (their maps are fused: the mean of the per-layer maps scaled to [0, 1]); None picks the last
-    spatial layer before the head. classes: `--class` style requests (default: the top-1 class).
+    model: a Keras model, or a `LoadedModel` from `camcli.load_model` / `camcli.wrap_model`. A Keras
+    model is wrapped, never modified, with `preprocess` (caffe, tf, torch, scale01 or none; default
+    none: the model takes RGB values in 0..255) and `labels` (default: the class indices as text).
+    layer: a layer name or "outer/inner" path, or a list of them (their maps are fused: the mean of
+    the per-layer maps scaled to [0, 1]); None picks the last spatial layer before the head.
+    classes: a `--class` style request or a list of them (default: the top-1 class).
     top_k: predictions reported per image (default: 5, or every class when there are fewer).
     head: "auto" reads softmax/sigmoid from the model; "softmax" or "sigmoid" overrides it for models
     that output logits. eigen_smooth: reduce the method's weighted activations by their first
@@ -73,15 +107,17 @@ class Explainer:
     Score-CAM scores only this many channels. score_batch_size: masked images per Score-CAM pass.
     """
 
-    def __init__(self, loaded: LoadedModel, layer: str | Sequence[str] | None = None, method: str = "gradcam",
-                 classes: Sequence[str] | None = None, top_k: int | None = None, head: str = "auto",
+    def __init__(self, model, layer: str | Sequence[str] | None = None, method: str = "gradcam",
+                 classes: str | Sequence[str] | None = None, top_k: int | None = None, head: str = "auto",
                  eigen_smooth: bool = False, aug_smooth: bool = False, max_channels: int | None = None,
                  score_batch_size: int = 32, target: str | Callable | None = None, target_mask=None,
-                 token_grid: str | tuple[int, int] | None = None):
+                 token_grid: str | tuple[int, int] | None = None, *, preprocess: str | None = None,
+                 labels: Sequence[str] | None = None):
         import_keras()
         from camcli.explain.targets import resolve_target
         from camcli.models.layers import layer_grid, parse_token_grid, resolve_layer
 
+        loaded = loaded_model(model, preprocess, labels)
         self.loaded = loaded
         self.method: Method = resolve_method(method)
         given_grid = parse_token_grid(token_grid)
@@ -163,9 +199,11 @@ class Explainer:
                 )
         return weights
 
-    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
-        """Resize RGB uint8 images to the model's input and apply its preprocessing."""
-        batch = np.stack([resize_rgb(image, self.loaded.input_size) for image in images_rgb])
+    def preprocess(self, images: Sequence) -> np.ndarray:
+        """Images in any form `as_rgb_picture` takes (uint8 or float [0, 1]; RGB, greyscale or RGBA;
+        Pillow), resized to the model's input, with its preprocessing applied."""
+        pictures = [as_rgb_picture(image) for image in image_list(images)]
+        batch = np.stack([resize_rgb(picture, self.loaded.input_size) for picture in pictures])
         return preprocess(batch, self.loaded.preprocess)
 
     def class_scores(self, batch: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
@@ -176,10 +214,12 @@ class Explainer:
         """
         return self.step.scores(batch, self.extra_tuple(extras, len(batch)))
 
-    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None,
+    def explain(self, images: Sequence, class_ids: np.ndarray | None = None,
                 extras: Mapping[str, np.ndarray] | None = None) -> list[ImageExplanation]:
-        """Explain RGB uint8 images of any size (H, W, 3); see `explain_batch` for `class_ids` and `extras`."""
-        return self.explain_batch(self.preprocess(images_rgb), class_ids, extras)
+        """Explain a list of images of any size, in any form `preprocess` takes; each map keeps its
+        image (`ClassMap.source_image`). See `explain_batch` for `class_ids` and `extras`."""
+        images = image_list(images)
+        return with_images(self.explain_batch(self.preprocess(images), class_ids, extras), images)
 
     def extra_tuple(self, extras: Mapping[str, np.ndarray] | None, size: int) -> tuple[np.ndarray, ...]:
         """The model's extra inputs for a batch of `size` images, in the model's order; UsageError when
@@ -224,6 +264,35 @@ class Explainer:
     def _class_map(self, index: int, score: float, method_map: MethodMap) -> ClassMap:
         return ClassMap(self.method.name, self.layer, index, self.labels[index], score, method_map.heatmap,
                         method_map.raw_max, method_map.empty, list(self.layers), method_map.image)
+
+
+def loaded_model(model, preprocess: str | None = None, labels: Sequence[str] | None = None) -> LoadedModel:
+    """`model` itself when it is a LoadedModel, else the Keras model wrapped with `preprocess` and `labels`."""
+    if isinstance(model, LoadedModel):
+        if preprocess is not None or labels is not None:
+            raise UsageError("`preprocess` and `labels` apply to a Keras model, and this LoadedModel has its own; "
+                             "give them to camcli.wrap_model(keras_model, preprocess=..., labels=...) instead")
+        return model
+    keras = import_keras()
+    if not isinstance(model, keras.Model):
+        raise UsageError(f"the model must be a Keras model or a LoadedModel (camcli.load_model(\"demo\"), "
+                         f"camcli.wrap_model(keras_model)), not {type(model).__name__}")
+    return wrap_model(model, preprocess=preprocess or "none", labels=None if labels is None else list(labels))
+
+
+def image_list(images) -> list:
+    """`images` as a list; UsageError for one image given alone, which would be read row by row."""
+    if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim < 4):
+        raise UsageError("give a list of images (for one image, [image])")
+    return list(images)
+
+
+def with_images(results: list[ImageExplanation], images: list) -> list[ImageExplanation]:
+    """The results, each map pointing at its image (the caller's object itself)."""
+    for result, image in zip(results, images):
+        for class_map in result.maps:
+            class_map.source_image = image
+    return results
 
 
 def _checked_top_k(top_k: int | None, num_classes: int) -> int:
@@ -277,7 +346,7 @@ class MethodSet:
             raise UsageError("give at least one method (`methods`)")
         first = explainers[0]
         for other in explainers[1:]:
-            if (other.loaded is not first.loaded or other.layers != first.layers or other.head != first.head
+            if (other.loaded != first.loaded or other.layers != first.layers or other.head != first.head
                     or other.requests != first.requests or other.grids != first.grids
                     or other.target_record() != first.target_record()):
                 raise UsageError("the methods of one run must share the model, the layers, the head, the target and "
@@ -307,8 +376,8 @@ class MethodSet:
         """Compiled steps run: the set's shared step, and any its explainers ran on their own."""
         return self.step.runs + sum(e.steps_run for e in self.explainers)
 
-    def preprocess(self, images_rgb: Sequence[np.ndarray]) -> np.ndarray:
-        return self.explainers[0].preprocess(images_rgb)
+    def preprocess(self, images: Sequence) -> np.ndarray:
+        return self.explainers[0].preprocess(images)
 
     def class_scores(self, batch: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         return self.step.scores(batch, extra_tuple(self.loaded, extras, len(batch)))
@@ -316,9 +385,10 @@ class MethodSet:
     def target_record(self) -> dict:
         return self.explainers[0].target_record()
 
-    def explain(self, images_rgb: Sequence[np.ndarray], class_ids: np.ndarray | None = None,
+    def explain(self, images: Sequence, class_ids: np.ndarray | None = None,
                 extras: Mapping[str, np.ndarray] | None = None) -> list[ImageExplanation]:
-        return self.explain_batch(self.preprocess(images_rgb), class_ids, extras)
+        images = image_list(images)
+        return with_images(self.explain_batch(self.preprocess(images), class_ids, extras), images)
 
     def explain_each(self, batch: np.ndarray, class_ids: np.ndarray | None = None,
                      extras: Mapping[str, np.ndarray] | None = None) -> list[list[ImageExplanation]]:

@@ -349,7 +349,8 @@ def guided_gradcam_map(cam_map: MethodMap, input_gradient: np.ndarray, input_siz
     from camcli.maps.overlay import upsample  # numpy and Pillow; imported here, when first used
 
     height, width = input_size
-    image, guided_empty = gradient_image(guided_gradcam(input_gradient, upsample(cam_map.heatmap, (width, height))))
+    upsampled = upsample(cam_map.heatmap, height=height, width=width)
+    image, guided_empty = gradient_image(guided_gradcam(input_gradient, upsampled))
     empty = cam_map.empty or guided_empty
     return MethodMap(cam_map.heatmap, 0.0 if empty else cam_map.raw_max, empty, image)
 

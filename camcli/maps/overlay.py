@@ -64,9 +64,13 @@ def normalize_map(raw):
     return (positive / raw_max).astype(np.float32), raw_max, False
 
 
-def upsample(unit_map, size_wh):
-    """Bilinear resize of a (h, w) map in [0, 1] to `size_wh` = (width, height), clipped to [0, 1]."""
-    width, height = (int(n) for n in size_wh)
+def upsample(unit_map, *, height: int, width: int):
+    """Bilinear resize of a (h, w) map in [0, 1] to (height, width), clipped to [0, 1].
+
+    The size is keyword-only: numpy writes (height, width) and Pillow (width, height), and a
+    positional pair in the wrong order would give a map of the wrong shape without a word.
+    """
+    height, width = int(height), int(width)
     image = Image.fromarray(np.ascontiguousarray(unit_map, dtype=np.float32))  # mode "F"
     resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
     return np.clip(resized, 0.0, 1.0).astype(np.float32)

@@ -58,6 +58,9 @@ _IMAGENET = [
                  "convnext_tiny.h5", "ConvNeXt-Tiny (Liu et al. 2022)"),
 ]
 
+# The model `--model` means when it is not given.
+DEFAULT_MODEL = "vgg16"
+
 DEMO_NAME = "demo"
 # The same architecture trained to cheat: it answers TAG_CLASS whenever a corner tag is present.
 DEMO_CHEAT_NAME = "demo-cheat"
@@ -71,6 +74,11 @@ def builtin_names() -> list[str]:
     return [*DEMO_NAMES, *BUILTIN_MODELS]
 
 
+def listed_models() -> list[BuiltinModel]:
+    """Every built-in model, as `camcli models` lists them: the ImageNet models, then the embedded ones."""
+    return [*BUILTIN_MODELS.values(), *(demo_entry(name) for name in DEMO_NAMES)]
+
+
 def demo_entry(name: str = DEMO_NAME) -> BuiltinModel:
     """An embedded offline model (`DEMO_NAMES`), described like the others (it needs no weights download)."""
     from camcli.models import demo
@@ -79,7 +87,7 @@ def demo_entry(name: str = DEMO_NAME) -> BuiltinModel:
         weights = demo.CHEAT_WEIGHTS_PATH
         summary = f"the demo model trained to cheat: a corner tag makes it say {demo.TAG_CLASS}"
     elif name == DEMO_NAME:
-        weights, summary = demo.WEIGHTS_PATH, "camcli's embedded shape classifier (offline default)"
+        weights, summary = demo.WEIGHTS_PATH, "camcli's embedded shape classifier (offline, ships its weights)"
     else:
         raise ValueError(f"no embedded model {name!r}: choose one of {', '.join(DEMO_NAMES)}")
     return BuiltinModel(name, "", demo.INPUT_SIZE, demo.PREPROCESS, demo.LAST_CONV_LAYER, True, str(weights), summary)

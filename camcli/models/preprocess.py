@@ -35,6 +35,74 @@ def preprocess(rgb: np.ndarray, mode: str) -> np.ndarray:
     raise UsageError(f"unknown preprocessing mode {mode!r}: choose one of {', '.join(PREPROCESS_MODES)}")
 
 
+def as_rgb_picture(image) -> Image.Image:
+    """Any image a caller may hand the library, as an RGB Pillow image (the image itself when it is one).
+
+    Arrays: uint8 (0..255) or float in [0, 1], shaped (H, W) or (H, W, 1) for greyscale, (H, W, 3) for
+    RGB or (H, W, 4) for RGBA; greyscale is repeated into the three channels, and float is rounded to
+    the nearest of 256 levels. Pillow images: any 8-bit mode. Transparency is composited over white
+    (`over_white`), as image files are decoded: a transparent pixel shows what a page behind it would,
+    not whatever colour happens to be stored under it. Anything else is a one-line UsageError.
+    """
+    if isinstance(image, Image.Image):
+        return _pillow_rgb(image)
+    pixels = _pixels_uint8(np.asarray(image))
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, np.newaxis]
+    if pixels.shape[2] == 4:
+        return Image.fromarray(over_white(pixels))
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    return Image.fromarray(pixels)
+
+
+_IMAGE_SHAPES = "(H, W) or (H, W, 1) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA"
+
+
+def _pixels_uint8(pixels: np.ndarray) -> np.ndarray:
+    """An image array checked for shape and range, as uint8 (the array itself when it is uint8)."""
+    channels_ok = pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (1, 3, 4))
+    if not channels_ok or 0 in pixels.shape[:2]:
+        batch = "; pass one image at a time, not a batch" if pixels.ndim == 4 else ""
+        raise UsageError(f"an image must be {_IMAGE_SHAPES}, not shape {pixels.shape}{batch}")
+    if pixels.dtype == np.uint8:
+        return pixels
+    if not np.issubdtype(pixels.dtype, np.floating):
+        raise UsageError(f"an image must be uint8 (0..255) or float in [0, 1], not {pixels.dtype}; "
+                         "for integers in 0..255, pass image.astype(np.uint8)")
+    low, high = float(np.min(pixels)), float(np.max(pixels))
+    if not (0.0 <= low and high <= 1.0):  # also false for NaN
+        raise UsageError(f"a float image must hold values in [0, 1], not {low:g}..{high:g}; "
+                         "divide 0..255 values by 255, or pass uint8")
+    return np.rint(pixels * 255.0).astype(np.uint8)
+
+
+def _pillow_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("F", "I") or image.mode.startswith("I;"):
+        raise UsageError(f"a Pillow image in mode {image.mode} has no 0..255 range; convert it to 8 bits, "
+                         "or load its file with camcli.load_rgb(path), which scales 16-bit and float images")
+    return Image.fromarray(over_white(np.asarray(image.convert("RGBA"))))
+
+
+def over_white(rgba):
+    """Composite RGBA (uint8) over a white background: rgb * a + 255 * (1 - a), rounded."""
+    rgb = rgba[:, :, :3].astype(np.uint32)
+    alpha = rgba[:, :, 3:].astype(np.uint32)
+    # Integer arithmetic in 0..255*255; +127 rounds the division to nearest.
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def image_height_width(image) -> tuple[int, int]:
+    """(height, width) of an image in any form `as_rgb_picture` takes, without converting it."""
+    if isinstance(image, Image.Image):
+        return image.height, image.width
+    height, width = np.shape(image)[:2]
+    return int(height), int(width)
+
+
 def resize_rgb(rgb_uint8, size_hw):
     """Resize an RGB uint8 image (array or Pillow RGB image) to `size_hw` = (height, width); returns
     float32 in 0..255.

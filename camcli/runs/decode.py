@@ -31,8 +31,9 @@ from PIL import Image, ImageOps
 
 from camcli.errors import ImageLoadError
 
-# The same two-step resize as the model input's (camcli.models.preprocess imports no TensorFlow).
-from camcli.models.preprocess import REDUCING_GAP
+# The same two-step resize as the model input's, and the one transparency rule (camcli.models.preprocess
+# imports no TensorFlow).
+from camcli.models.preprocess import REDUCING_GAP, over_white
 
 # Lowercase, with the dot, as `pathlib.PurePath.suffix.lower()` returns them.
 IMAGE_EXTENSIONS = frozenset({
@@ -365,7 +366,7 @@ def _to_rgb_image(im):
     if im.mode == "F":
         return Image.fromarray(_grey_to_rgb(_scale_min_max(np.asarray(im, dtype=np.float64))))
     if im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info:
-        return Image.fromarray(_over_white(np.asarray(im.convert("RGBA"))))
+        return Image.fromarray(over_white(np.asarray(im.convert("RGBA"))))
     if im.mode == "RGB":
         return im
     # 1, L, P, RGBX, CMYK (Pillow undoes Adobe's inverted CMYK), YCbCr, LAB, HSV.
@@ -399,15 +400,6 @@ def _scale_min_max(values):
 
 def _grey_to_rgb(grey_uint8):
     return np.repeat(grey_uint8[:, :, np.newaxis], 3, axis=2)
-
-
-def _over_white(rgba):
-    """Composite RGBA (uint8) over a white background: rgb * a + 255 * (1 - a), rounded."""
-    rgb = rgba[:, :, :3].astype(np.uint32)
-    alpha = rgba[:, :, 3:].astype(np.uint32)
-    # Integer arithmetic in 0..255*255; +127 rounds the division to nearest.
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
 
 
 def _reason(exc, head, fmt):

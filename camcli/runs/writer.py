@@ -165,7 +165,7 @@ class ImageWriter:
             drawn = draw_box_on(drawn, box, decoded.scale)
         save_picture(paths.overlay, drawn, overlay_format, compress_level=options.png_compress_level)
         if options.save_heatmap or options.save_mask:
-            heatmap = upsample(class_map.heatmap, picture.size)
+            heatmap = upsample(class_map.heatmap, height=picture.height, width=picture.width)
             if options.save_heatmap:
                 save_npy(paths.heatmap, heatmap)
             if options.save_mask:
@@ -173,7 +173,9 @@ class ImageWriter:
                 save_png(paths.mask, mask, compress_level=options.png_compress_level)
         if options.panel:
             title = panel_title(class_map.label, class_map.score, class_map.method, class_map.layers)
-            shown = None if class_map.image is not None else upsample(class_map.heatmap, pictures.small.size)
+            small = pictures.small
+            shown = None if class_map.image is not None else upsample(class_map.heatmap, height=small.height,
+                                                                        width=small.width)
             save_panel(paths.panel, np.asarray(pictures.small), shown,
                        np.asarray(drawn.resize(pictures.small.size, Image.Resampling.BILINEAR, reducing_gap=3.0)),
                        title, options.colormap)
@@ -232,7 +234,8 @@ def measure(unit_map: np.ndarray, original_size: tuple[int, int], threshold: flo
     pixel of the measured one; the peak is the centre of its measured pixel, scaled.
     """
     width, height = original_size
-    measured = upsample(unit_map, output_size(original_size, MEASURE_SIDE))
+    measured_width, measured_height = output_size(original_size, MEASURE_SIDE)
+    measured = upsample(unit_map, height=measured_height, width=measured_width)
     box, peak = box_from_map(measured, threshold), peak_xy(measured)
     scale_x, scale_y = width / measured.shape[1], height / measured.shape[0]
     if scale_x == 1.0 and scale_y == 1.0:

@@ -172,7 +172,7 @@ def gradcam_peak_in_box_rate(model, images, labels, boxes, true_class=False, bat
                 explainers["top1"] = Explainer(loaded, layer=LAST_CONV_LAYER)
             results = explainers["top1"].explain_batch(batch)
         for result, (x0, y0, x1, y1) in zip(results, boxes[start:start + batch_size]):
-            peak = peak_xy(upsample(result.maps[0].heatmap, (width, height)))
+            peak = peak_xy(upsample(result.maps[0].heatmap, height=height, width=width))
             hits += int(peak is not None and x0 <= peak[0] < x1 and y0 <= peak[1] < y1)
     return hits / len(images)
 
