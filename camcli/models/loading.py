@@ -278,7 +278,8 @@ def check_supported(model, name: str) -> None:
 
 def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
                labels_file: str | None = None, unsafe: bool = False) -> LoadedModel:
-    """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", or a .keras/.h5 file.
+    """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", a .keras/.h5 file, or
+    "hub:PRESET", a KerasHub image classifier preset (camcli.models.hub).
 
     Whatever Keras prints while loading ("Downloading data from ...") goes to stderr, so that stdout
     stays clean for `--json`.
@@ -289,6 +290,10 @@ def load_model(spec: str, weights: str | None = None, preprocess: str | None = N
 
 
 def _load_model(spec, weights, preprocess, labels_file, unsafe) -> LoadedModel:
+    if spec.startswith(catalog.HUB_PREFIX):
+        from camcli.models.hub import load_hub_model
+
+        return load_hub_model(spec.removeprefix(catalog.HUB_PREFIX), weights, preprocess, labels_file)
     entry = catalog.lookup(spec)
     if entry is not None:
         if preprocess or labels_file:
@@ -304,7 +309,8 @@ def _load_model(spec, weights, preprocess, labels_file, unsafe) -> LoadedModel:
         return load_user_model(spec, preprocess, labels_file, unsafe=unsafe)
     close = difflib.get_close_matches(spec.lower(), catalog.builtin_names(), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UsageError(f"unknown model {spec!r}: {hint}use a name from `camcli models` or a .keras/.h5 file")
+    raise UsageError(f"unknown model {spec!r}: {hint}use a name from `camcli models`, a .keras/.h5 file "
+                     "or hub:PRESET (KerasHub)")
 
 
 def _first_line(error: BaseException) -> str:
