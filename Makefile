@@ -14,6 +14,11 @@ $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# keras-hub without tensorflow-text, whose wheel would install the full tensorflow over tensorflow-cpu
+	# (pyproject.toml: hub-without-tensorflow-text lists its other dependencies)
+	if $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then \
+		$(BIN)/python -m pip install --quiet --no-deps "keras-hub>=0.32"; \
+	else echo "make: keras-hub needs Python 3.11 or later; tests/test_hub.py will skip"; fi
 	touch $(INSTALLED)
 
 venv: $(INSTALLED)

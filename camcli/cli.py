@@ -155,16 +155,18 @@ def parse_shard(ctx, param, value):
 
 
 model_options = _stack(
-    click.option("--model", default=catalog.DEFAULT_MODEL, show_default=True, metavar="NAME|FILE",
-                 help="A built-in model (see `camcli models`) or a .keras/.h5 file."),
+    click.option("--model", default=catalog.DEFAULT_MODEL, show_default=True, metavar="NAME|FILE|hub:PRESET",
+                 help="A built-in model (see `camcli models`), a .keras/.h5 file, or hub:PRESET, a KerasHub "
+                      "image classifier (needs keras-camcli[hub]): a preset name such as resnet_50_imagenet, a "
+                      "kaggle:// or hf:// handle (from KerasHub's cache), or a folder save_to_preset wrote."),
     click.option("--weights", metavar="FILE|none",
                  help="Built-in models: a local weights file, or `none` for random weights "
                       "(smoke tests, benchmarks). Default: Keras' ImageNet weights from $KERAS_HOME/models."),
     click.option("--preprocess", type=click.Choice(catalog.PREPROCESS_MODES),
                  help="Model files: how pixels are scaled (keras.applications modes, scale01 = x/255, "
-                      "none = raw 0..255). Default: none."),
+                      "none = raw 0..255). Default: none; for hub: presets, their image converter's."),
     click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
-                 help="Model files: class names, one per line."),
+                 help="Model files and hub: presets: class names, one per line."),
     click.option("--unsafe-load", is_flag=True,
                  help="Allow model files that contain code (Lambda layers). Only for files you trust."),
     click.option("--input", "image_input", metavar="NAME",

@@ -383,7 +383,7 @@ USAGE_ERRORS = [
                  id="cam-at-inner-layer"),
     pytest.param(["--model", "vgg61"],
                  ("camcli: error: unknown model 'vgg61': did you mean ", "vgg16",
-                  "use a name from `camcli models` or a .keras/.h5 file"), id="unknown-model"),
+                  "use a name from `camcli models`, a .keras/.h5 file or hub:PRESET (KerasHub)"), id="unknown-model"),
     pytest.param(["--model", "{missing}"], "camcli: error: model file {missing} does not exist", id="missing-file"),
     pytest.param(["--model", "{corrupt}"], ("camcli: error: cannot load model {corrupt}: ",), id="corrupt-file"),
     pytest.param(["--model", "{gap}", "--weights", "{gap_h5}"],

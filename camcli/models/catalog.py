@@ -69,6 +69,9 @@ DEMO_NAMES = (DEMO_NAME, DEMO_CHEAT_NAME)
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {m.name: m for m in _IMAGENET}
 
+# `hub:PRESET` names a KerasHub image classifier preset (camcli.models.hub), outside this table.
+HUB_PREFIX = "hub:"
+
 
 def builtin_names() -> list[str]:
     return [*DEMO_NAMES, *BUILTIN_MODELS]

@@ -371,7 +371,8 @@ def _output_view(model, name: str, output: str | None):
 
 def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
                labels_file: str | None = None, unsafe: bool = False, **interface) -> LoadedModel:
-    """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", or a .keras/.h5 file.
+    """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", a .keras/.h5 file, or
+    "hub:PRESET", a KerasHub image classifier preset (camcli.models.hub).
 
     Whatever Keras prints while loading ("Downloading data from ...") goes to stderr, so that stdout
     stays clean for `--json`. `interface`: wrap_model's image_input, extra_inputs and output, for
@@ -383,8 +384,15 @@ def load_model(spec: str, weights: str | None = None, preprocess: str | None = N
 
 
 def _load_model(spec, weights, preprocess, labels_file, unsafe, interface) -> LoadedModel:
-    entry = catalog.lookup(spec)
     given = [name for name, value in interface.items() if value is not None]
+    if spec.startswith(catalog.HUB_PREFIX):
+        from camcli.models.hub import load_hub_model
+
+        if given:
+            raise UsageError(f"`{given[0]}` applies to model files with several inputs or outputs; a KerasHub "
+                             "image classifier has one of each")
+        return load_hub_model(spec.removeprefix(catalog.HUB_PREFIX), weights, preprocess, labels_file)
+    entry = catalog.lookup(spec)
     if entry is not None and given:
         raise UsageError(f"`{given[0]}` applies to model files with several inputs or outputs; {spec!r} is built in "
                          "and has one of each")
@@ -402,7 +410,8 @@ def _load_model(spec, weights, preprocess, labels_file, unsafe, interface) -> Lo
         return load_user_model(spec, preprocess, labels_file, unsafe=unsafe, **interface)
     close = difflib.get_close_matches(spec.lower(), catalog.builtin_names(), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise UsageError(f"unknown model {spec!r}: {hint}use a name from `camcli models` or a .keras/.h5 file")
+    raise UsageError(f"unknown model {spec!r}: {hint}use a name from `camcli models`, a .keras/.h5 file "
+                     "or hub:PRESET (KerasHub)")
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""Input preprocessing in numpy, one function per `keras.applications` mode.
+"""Input preprocessing in numpy, one function per `keras.applications` mode, and the affine mode
+(x * scale + offset per channel) that KerasHub's image converters apply.
 
 Doing this in numpy (rather than calling Keras) keeps decoding threads free of TensorFlow and lets
 the batch step receive ready float32 arrays. tests/test_preprocess.py checks every mode against
@@ -6,6 +7,9 @@ the batch step receive ready float32 arrays. tests/test_preprocess.py checks eve
 """
 
 from __future__ import annotations
+
+import functools
+import re
 
 import numpy as np
 from PIL import Image
@@ -19,9 +23,52 @@ _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+# A mode written out by `affine_mode`: x * scale + offset, three numbers each (one per channel).
+AFFINE = "affine"
+
+
+def affine_mode(scale, offset) -> str:
+    """The mode computing x * scale + offset per channel, as a KerasHub ImageConverter does (`scale` and
+    `offset`: a number, one per channel, or None). The numbers are written out in full, so that a
+    record's fingerprint (which holds the mode) tells apart models whose preprocessing differs."""
+    def numbers(value, default):
+        values = np.broadcast_to(np.asarray(default if value is None else value, dtype=np.float64), (3,))
+        return ",".join(repr(float(v)) for v in values)
+
+    return f"{AFFINE}:scale={numbers(scale, 1.0)};offset={numbers(offset, 0.0)}"
+
+
+_AFFINE_PATTERN = re.compile(AFFINE + r":scale=([^;]*);offset=(.*)")
+
+
+@functools.lru_cache(maxsize=8)
+def _affine_terms(mode: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(scale, offset) of an `affine_mode` string; UsageError for anything else."""
+    match = _AFFINE_PATTERN.fullmatch(mode)
+    try:
+        terms = tuple(tuple(float(v) for v in match[i].split(",")) for i in (1, 2)) if match else ()
+    except ValueError:
+        terms = ()
+    if [len(values) for values in terms] != [3, 3]:
+        raise UsageError(f"malformed preprocessing {mode!r}: expected "
+                         f"{affine_mode(1.0, 0.0)!r}, with three numbers each")
+    return terms
+
+
+def check_mode(mode: str) -> None:
+    """UsageError unless `mode` is one of PREPROCESS_MODES or an `affine_mode` string."""
+    if mode.startswith(AFFINE + ":"):
+        _affine_terms(mode)
+    elif mode not in PREPROCESS_MODES:
+        raise UsageError(f"unknown preprocessing mode {mode!r}: choose one of {', '.join(PREPROCESS_MODES)}")
+
+
 def preprocess(rgb: np.ndarray, mode: str) -> np.ndarray:
     """Map RGB values in 0..255 (any float or uint8 array, channels last) to the model's input."""
     x = np.asarray(rgb, dtype=np.float32)
+    if mode.startswith(AFFINE + ":"):  # in float32, in the converter's order: scale, then offset
+        scale, offset = _affine_terms(mode)
+        return x * np.array(scale, dtype=np.float32) + np.array(offset, dtype=np.float32)
     if mode == "caffe":  # RGB -> BGR, then subtract the per-channel ImageNet mean (no scaling)
         return x[..., ::-1] - _CAFFE_BGR_MEAN
     if mode == "tf":  # scale to [-1, 1]
