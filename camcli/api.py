@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camcli.errors import UsageError
+from camcli.models.catalog import DEFAULT_MODEL
 
 PathLike = str | os.PathLike
 # Masked copies per forward pass, for Score-CAM and evaluate's curves: fixed, so that their memory does
@@ -34,7 +35,7 @@ MASKED_BATCH = 32
 class ModelSource:
     """How to get the model: a spec to load, or a model in memory."""
 
-    model: object = "vgg16"
+    model: object = DEFAULT_MODEL
     weights: str | None = None
     preprocess: str | None = None
     labels_file: str | None = None
@@ -100,7 +101,8 @@ def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Seq
         raise UsageError(f"unknown method {unknown[0]!r}: choose one of {', '.join(REGISTRY)}")
     if max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in names):
         raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(names)}")
-    explainers = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, top_k=top_k,
+    layers = [layers] if isinstance(layers, str) else list(layers or [])  # one string is one layer
+    explainers = [Explainer(loaded, layer=layers or None, method=name, classes=classes, top_k=top_k,
                             head=head, eigen_smooth=eigen_smooth, aug_smooth=aug_smooth,
                             score_batch_size=MASKED_BATCH, target=target, target_mask=target_mask,
                             token_grid=token_grid,
@@ -109,11 +111,11 @@ def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Seq
     return explainers[0] if len(explainers) == 1 else MethodSet(explainers)
 
 
-def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: PathLike = "camcli_out",
+def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, out: PathLike = "camcli_out",
                   weights: str | None = None, preprocess: str | None = None, labels_file: str | None = None,
                   unsafe_load: bool = False, image_input: str | None = None, extra_inputs: object = None,
                   output: str | None = None, target: object = None, target_mask: object = None,
-                  token_grid: str | None = None, layers: Sequence[str] | None = None,
+                  token_grid: str | None = None, layers: str | Sequence[str] | None = None,
                   methods: Sequence[str] | None = None, classes: Sequence[str] | None = None,
                   top_k: int | None = None, head: str = "auto", eigen_smooth: bool = False,
                   aug_smooth: bool = False, max_channels: int | None = None, batch_size: int = 8,
@@ -170,7 +172,7 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = "vgg16", out: Pa
     return summary
 
 
-def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object = "vgg16",
+def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object = DEFAULT_MODEL,
                    out: PathLike | None = "camcli_out", weights: str | None = None, preprocess: str | None = None,
                    labels_file: str | None = None, unsafe_load: bool = False, image_input: str | None = None,
                    extra_inputs: object = None, output: str | None = None, methods: Sequence[str] | None = None,
@@ -244,7 +246,7 @@ class LayerRow:
     reshape: str = ""  # token layers: how their tokens become a map ("197 tokens -> 14x14x768 grid, ...")
 
 
-def list_layers(model: object = "vgg16", *, weights: str | None = None, preprocess: str | None = None,
+def list_layers(model: object = DEFAULT_MODEL, *, weights: str | None = None, preprocess: str | None = None,
                 labels_file: str | None = None, unsafe_load: bool = False, image_input: str | None = None,
                 extra_inputs: object = None, output: str | None = None,
                 token_grid: str | None = None) -> list[LayerRow]:

@@ -235,6 +235,8 @@ def test_explainer_and_api_read_one_string_as_one_value(demo_model):
 
     built = build_explainer(demo_model, methods="cam", classes="ring")
     assert built.method_names == ["cam"] and built.requests == [ClassRequest("ring", index=5)]
+    one_layer = build_explainer(demo_model, layers="conv5")
+    assert one_layer.layers == ["conv5"]  # not five one-letter layers
 
 
 def test_explain_paths_reads_one_class_string_as_one_class(tmp_path):
