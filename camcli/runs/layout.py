@@ -12,7 +12,9 @@ This module is the one owner of those facts. For an image whose output stem is `
     a/cat.thumb.jpg, a/cat.<method>.<class>.thumb.jpg   the report's thumbnails
 
 and at the top of the folder: summary.json (summary.K-of-N.json for shard K of N), index.html (the
-report), evaluation.json and evaluation.csv. Temporary files are `.camcli.<name>.<random>.tmp`.
+report), evaluation.json and evaluation.csv, and from `camcli audit` audit.json, audit.csv,
+audit.<class>.<cluster>.png (each cluster's mean map) and sanity.json. Temporary files are
+`.camcli.<name>.<random>.tmp`.
 
 camcli replaces only what camcli wrote. Its pictures carry a marker (a PNG tEXt chunk
 `Software=camcli`, a JPEG comment `camcli`, an XMP packet naming camcli as CreatorTool at the end
@@ -33,6 +35,9 @@ SUMMARY_NAME = "summary.json"
 REPORT_NAME = "index.html"
 EVALUATION_JSON = "evaluation.json"
 EVALUATION_CSV = "evaluation.csv"
+AUDIT_JSON = "audit.json"
+AUDIT_CSV = "audit.csv"
+SANITY_JSON = "sanity.json"
 RECORD_SUFFIX = ".json"
 THUMB_SUFFIX = ".thumb.jpg"
 TEMP_PREFIX = ".camcli."
@@ -41,8 +46,8 @@ TEMP_SUFFIX = ".tmp"
 SHARD_SUMMARY = re.compile(r"summary\.(\d+)-of-(\d+)\.json")
 # Top-level names of the run's own files: an image stem equal to one of them is renamed by discovery,
 # and the report does not read them as image records.
-RUN_FILE = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?\.json")
-RESERVED_STEM = re.compile(r"(summary|evaluation)(\.\d+-of-\d+)?")
+RUN_FILE = re.compile(r"(summary|evaluation|audit|sanity)(\.\d+-of-\d+)?\.json")
+RESERVED_STEM = re.compile(r"(summary|evaluation|audit|sanity)(\.\d+-of-\d+)?")
 
 # The marker. PNG: a tEXt chunk (keyword, NUL, text) before the pixels; JPEG: a comment segment
 # right after the JFIF header. Both lie within the first bytes of the file.
@@ -108,6 +113,24 @@ class Layout:
     @property
     def evaluation_csv(self) -> Path:
         return self.out_dir / EVALUATION_CSV
+
+    @property
+    def audit_json(self) -> Path:
+        return self.out_dir / AUDIT_JSON
+
+    @property
+    def audit_csv(self) -> Path:
+        return self.out_dir / AUDIT_CSV
+
+    @property
+    def sanity_json(self) -> Path:
+        return self.out_dir / SANITY_JSON
+
+    def audit_map(self, class_index: int, cluster: int) -> Path:
+        """The mean map of one cluster of `camcli audit`: audit.<class>.<cluster>.png. No image's
+        outputs can take that name: the stem `audit` is reserved, and an image `audit.<k>` writes
+        `audit.<k>.json` and `audit.<k>.<method>.<class>.png`."""
+        return self.out_dir / f"audit.{class_index}.{cluster}.png"
 
     def shard_summaries(self) -> dict[tuple[int, int], Path]:
         """{(k, n): path} of the shard summaries present."""
