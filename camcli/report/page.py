@@ -14,20 +14,18 @@ undecodable bytes (kept as lone surrogates, see camcli.runs.discovery). No Tenso
 
 from __future__ import annotations
 
-import html
 import json
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from urllib.parse import quote
 
 from PIL import Image, ImageOps
 
 from camcli import __version__
 from camcli.errors import MissingSummaryError, UsageError
+from camcli.report.markup import cell, esc, is_scalar, number, url
 from camcli.runs.files import save_jpeg, write_bytes_atomic
 from camcli.runs.layout import (
     HTML_GENERATOR,
@@ -198,50 +196,6 @@ def _original_source(record: dict) -> Path | None:
 # --- HTML -----------------------------------------------------------------------------------------
 
 
-def _printable(text) -> str:
-    """str(text) as valid Unicode: lone surrogates (undecodable bytes of a file name) decoded as
-    UTF-8 where they can be, else replaced by U+FFFD."""
-    text = str(text)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape" if _escapable(text) else "replace").decode("utf-8", "replace")
-
-
-def _escapable(text: str) -> bool:
-    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
-
-
-def _esc(text) -> str:
-    return html.escape(_printable(text), quote=True)
-
-
-def _url(relative: str) -> str:
-    """A relative URL for a path under OUT: every byte that is not a plain path character is
-    percent-encoded (`#`, `?`, `%`, quotes, spaces, non-ASCII, undecodable bytes)."""
-    data = relative.encode("utf-8", "surrogateescape") if _escapable(relative) else relative.encode("utf-8", "replace")
-    return quote(data, safe="/")
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value) else None
-
-
-def _format(value) -> str:
-    """A cell: numbers to 4 significant digits, booleans as yes/no, nested values as JSON."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value is None:
-        return "\u2014"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)[:200]
-    return str(value)
-
-
 def _score(score: float | None) -> str:
     """0.812; tiny scores in scientific notation rather than a misleading 0.000."""
     if score is None:
@@ -249,16 +203,12 @@ def _score(score: float | None) -> str:
     return f"{score:.3f}" if score == 0 or abs(score) >= 0.001 else f"{score:.1e}"
 
 
-def _scalar(value) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
 def _bbox_style(bbox, width, height) -> str | None:
     """CSS placing [x0, y0, x1, y1] (original pixels, x1/y1 exclusive) over a picture, in percent."""
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None
-    values = [_number(v) for v in bbox]
-    width, height = _number(width), _number(height)
+    values = [number(v) for v in bbox]
+    width, height = number(width), number(height)
     if None in values or not width or not height:
         return None
     x0, y0, x1, y1 = values
@@ -285,29 +235,29 @@ def _card(record: dict, pictures: dict, out_dir: Path) -> str:
     predictions = [p for p in record.get("predictions") or [] if isinstance(p, dict)]
     top1 = predictions[0] if predictions else {}
     top1_label = str(top1.get("label", top1.get("index", "")))
-    top1_score = _number(top1.get("score"))
+    top1_score = number(top1.get("score"))
     width, height = record.get("width"), record.get("height")
-    ratio = f"{width} / {height}" if _number(width) and _number(height) else "1 / 1"
+    ratio = f"{width} / {height}" if number(width) and number(height) else "1 / 1"
     explanations = [e for e in record["explanations"] if isinstance(e, dict)]
     any_empty = any(e.get("empty") is True for e in explanations)
 
-    parts = [f'<article class="card" data-name="{_esc(name)}" data-top1="{_esc(top1_label)}" '
+    parts = [f'<article class="card" data-name="{esc(name)}" data-top1="{esc(top1_label)}" '
              f'data-score="{top1_score if top1_score is not None else -1}" data-empty="{int(any_empty)}">',
-             f'<h2 title="{_esc(name)}">{_esc(name)}</h2>']
+             f'<h2 title="{esc(name)}">{esc(name)}</h2>']
     badges = []
     if record.get("warning"):
-        badges.append(f'<span class="badge warn" title="{_esc(record["warning"])}">random weights</span>')
+        badges.append(f'<span class="badge warn" title="{esc(record["warning"])}">random weights</span>')
     if any_empty:
         badges.append('<span class="badge empty">empty map</span>')
-    model = f'{_esc(record.get("model", ""))} \u00b7 {_esc(record.get("layer", ""))}'
-    parts.append(f'<p class="meta">{model} \u00b7 {_esc(width)}\u00d7{_esc(height)} {"".join(badges)}</p>')
+    model = f'{esc(record.get("model", ""))} \u00b7 {esc(record.get("layer", ""))}'
+    parts.append(f'<p class="meta">{model} \u00b7 {esc(width)}\u00d7{esc(height)} {"".join(badges)}</p>')
 
     parts.append('<div class="thumbs">')
     original = pictures.get(("original", record["_json"]))
     if original is not None and original.thumb:
-        parts.append(f'<figure class="thumb"><a class="zoom" href="{_url(original.href)}" '
-                     f'data-caption="{_esc(name)} (original)"><span class="frame" style="aspect-ratio:{ratio}">'
-                     f'<img loading="lazy" src="{_url(original.thumb)}" alt="original"></span></a>'
+        parts.append(f'<figure class="thumb"><a class="zoom" href="{url(original.href)}" '
+                     f'data-caption="{esc(name)} (original)"><span class="frame" style="aspect-ratio:{ratio}">'
+                     f'<img loading="lazy" src="{url(original.thumb)}" alt="original"></span></a>'
                      '<figcaption>original</figcaption></figure>')
     for explanation in explanations:
         parts.append(_overlay_figure(explanation, pictures, out_dir, name, width, height, ratio))
@@ -317,11 +267,11 @@ def _card(record: dict, pictures: dict, out_dir: Path) -> str:
         explained = {e.get("class_index") for e in explanations}
         rows = []
         for p in predictions:
-            score = _number(p.get("score"))
+            score = number(p.get("score"))
             bar = min(max(score or 0.0, 0.0), 1.0) * 100
             mark = ' class="explained"' if p.get("index") in explained else ""
-            rows.append(f'<tr{mark}><td>{_esc(p.get("rank", ""))}</td><td>{_esc(p.get("label", ""))}</td>'
-                        f'<td class="num">{_esc(p.get("index", ""))}</td>'
+            rows.append(f'<tr{mark}><td>{esc(p.get("rank", ""))}</td><td>{esc(p.get("label", ""))}</td>'
+                        f'<td class="num">{esc(p.get("index", ""))}</td>'
                         f'<td class="num">{_score(score)}</td>'
                         f'<td class="bar"><span style="width:{bar:.1f}%"></span></td></tr>')
         parts.append('<table class="topk"><thead><tr><th>#</th><th>class</th><th>index</th><th>score</th><th></th>'
@@ -333,21 +283,21 @@ def _card(record: dict, pictures: dict, out_dir: Path) -> str:
 def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, width, height, ratio) -> str:
     method = str(explanation.get("method", ""))
     label = explanation.get("label", explanation.get("class_index", ""))
-    score = _number(explanation.get("score"))
+    score = number(explanation.get("score"))
     layers = explanation.get("layers") if isinstance(explanation.get("layers"), list) else []
     layer_text = " + ".join(map(str, layers)) if len(layers) > 1 else str(explanation.get("layer") or "")
     empty = explanation.get("empty") is True
     caption = f"{label} \u00b7 {method}" + (f" \u00b7 {score:.3f}" if score is not None else "")
     full_caption = f"{name}: {caption} at {layer_text}"
     picture = pictures.get(("overlay", explanation.get("overlay")))
-    parts = [f'<figure class="thumb" data-method="{_esc(method)}" data-empty="{int(empty)}" '
-             f'title="{_esc(full_caption)}">']
+    parts = [f'<figure class="thumb" data-method="{esc(method)}" data-empty="{int(empty)}" '
+             f'title="{esc(full_caption)}">']
     if picture is not None and picture.thumb:
         box = _bbox_style(explanation.get("bbox"), width, height)
         box_html = f'<span class="box" style="{box}"></span>' if box else ""
-        parts.append(f'<a class="zoom" href="{_url(picture.href)}" data-caption="{_esc(full_caption)}">'
+        parts.append(f'<a class="zoom" href="{url(picture.href)}" data-caption="{esc(full_caption)}">'
                      f'<span class="frame" style="aspect-ratio:{ratio}"><img loading="lazy" '
-                     f'src="{_url(picture.thumb)}" alt="{_esc(caption)}">{box_html}</span></a>')
+                     f'src="{url(picture.thumb)}" alt="{esc(caption)}">{box_html}</span></a>')
     else:
         parts.append(f'<span class="frame missing" style="aspect-ratio:{ratio}">overlay missing</span>')
     extras = []
@@ -356,7 +306,7 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
     if empty:
         extras.append('<span class="badge empty">empty map</span>')
     if len(layers) > 1:
-        extras.append(f'<span class="badge" title="{_esc(layer_text)}">{len(layers)} layers</span>')
+        extras.append(f'<span class="badge" title="{esc(layer_text)}">{len(layers)} layers</span>')
     links = []
     for key, text in (("mask", "mask"), ("heatmap", "heatmap"), ("panel", "panel")):
         target = explanation.get(key)
@@ -364,8 +314,8 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
             candidate = panel_path(Path(picture.href))
             target = candidate.as_posix() if (out_dir / candidate).is_file() else None
         if isinstance(target, str) and _inside(out_dir, target) is not None:
-            links.append(f'<a href="{_url(target)}">{text}</a>')
-    parts.append(f'<figcaption>{_esc(caption)} {"".join(extras)}'
+            links.append(f'<a href="{url(target)}">{text}</a>')
+    parts.append(f'<figcaption>{esc(caption)} {"".join(extras)}'
                  f'{" <span class=links>" + " ".join(links) + "</span>" if links else ""}</figcaption></figure>')
     return "".join(parts)
 
@@ -374,11 +324,11 @@ def _flat(values: dict) -> dict:
     """A mapping's scalar fields, with those of its nested mappings (one level) raised beside them."""
     flat = {}
     for key, value in values.items():
-        if _scalar(value):
+        if is_scalar(value):
             flat.setdefault(key, value)
         elif isinstance(value, dict):
             for inner, inner_value in value.items():
-                if _scalar(inner_value):
+                if is_scalar(inner_value):
                     flat.setdefault(inner, inner_value)
     return flat
 
@@ -388,14 +338,14 @@ def _table(rows: list[tuple[str, dict]], first: str) -> str:
     columns: list[str] = []
     for _, fields in rows:
         columns += [key for key in fields if key not in columns]
-    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
-    body = "".join(f"<tr><th>{_esc(name)}</th>" + "".join(f"<td>{_esc(_format(fields.get(c)))}</td>" for c in columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join(f"<tr><th>{esc(name)}</th>" + "".join(f"<td>{esc(cell(fields.get(c)))}</td>" for c in columns)
                    + "</tr>" for name, fields in rows)
-    return f'<table class="grid"><thead><tr><th>{_esc(first)}</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<table class="grid"><thead><tr><th>{esc(first)}</th>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def _key_values(fields: dict) -> str:
-    body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(_format(v))}</td></tr>" for k, v in fields.items())
+    body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(cell(v))}</td></tr>" for k, v in fields.items())
     return f'<table class="grid"><tbody>{body}</tbody></table>'
 
 
@@ -412,19 +362,19 @@ def _evaluation_html(evaluation: dict) -> str:
         rows = [(name, _flat(values) if isinstance(values, dict) else {"value": values})
                 for name, values in methods.items()]
         parts.append(_table(rows, "method"))
-    scalars = {k: v for k, v in evaluation.items() if _scalar(v)}
+    scalars = {k: v for k, v in evaluation.items() if is_scalar(v)}
     if scalars:
         parts.append(_key_values(scalars))
     for key, value in evaluation.items():
-        if key == "methods" or _scalar(value):
+        if key == "methods" or is_scalar(value):
             continue
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value) \
                 and len(value) <= _MAX_LIST_ROWS:
-            parts.append(f"<h3>{_esc(key)}</h3>" + _table([(str(i), _flat(v)) for i, v in enumerate(value, 1)], "#"))
+            parts.append(f"<h3>{esc(key)}</h3>" + _table([(str(i), _flat(v)) for i, v in enumerate(value, 1)], "#"))
         elif isinstance(value, list):
-            parts.append(f'<p class="facts">{_esc(key)}: {len(value)} entries (see evaluation.json)</p>')
+            parts.append(f'<p class="facts">{esc(key)}: {len(value)} entries (see evaluation.json)</p>')
         elif isinstance(value, dict) and value:
-            parts.append(f"<details><summary>{_esc(key)}</summary>"
+            parts.append(f"<details><summary>{esc(key)}</summary>"
                          + _key_values(_flat(value)) + "</details>")
     parts.append("</section>")
     return "".join(parts)
@@ -433,7 +383,7 @@ def _evaluation_html(evaluation: dict) -> str:
 def _failures_html(failures: list[dict]) -> str:
     if not failures:
         return ""
-    rows = "".join(f'<tr><td>{_esc(f.get("image", ""))}</td><td>{_esc(f.get("error", ""))}</td></tr>'
+    rows = "".join(f'<tr><td>{esc(f.get("image", ""))}</td><td>{esc(f.get("error", ""))}</td></tr>'
                    for f in failures)
     return (f'<section id="failures"><h2>Failures ({len(failures)})</h2><table class="grid"><thead><tr><th>image</th>'
             f"<th>error</th></tr></thead><tbody>{rows}</tbody></table></section>")
@@ -446,7 +396,7 @@ def _header_html(data: ReportData, title: str) -> str:
     for key in ("model", "layer", "method"):
         value = summary.get(key, first.get(key))
         if value is not None:
-            facts.append(f"{key} <b>{_esc(_format(value))}</b>")
+            facts.append(f"{key} <b>{esc(cell(value))}</b>")
     facts.append(f"<b>{len(data.records)}</b> images explained")
     facts.append(f"<b>{len(data.failures)}</b> failed")
     if summary.get("shards"):
@@ -456,9 +406,9 @@ def _header_html(data: ReportData, title: str) -> str:
         notes.append("the run was interrupted: some images were never explained")
     if summary.get("warning"):
         notes.append(str(summary["warning"]))
-    notes_html = "".join(f'<p class="problem">{_esc(note)}</p>' for note in notes)
+    notes_html = "".join(f'<p class="problem">{esc(note)}</p>' for note in notes)
     facts_html = " &middot; ".join(facts)
-    return f'<header><h1>{_esc(title)}</h1><p class="facts">{facts_html}</p>{notes_html}</header>'
+    return f'<header><h1>{esc(title)}</h1><p class="facts">{facts_html}</p>{notes_html}</header>'
 
 
 def _controls_html(records: list[dict]) -> str:
@@ -472,9 +422,9 @@ def _controls_html(records: list[dict]) -> str:
         for e in record["explanations"]:
             if isinstance(e, dict) and str(e.get("method", "")) not in methods:
                 methods.append(str(e.get("method", "")))
-    class_options = "".join(f'<option value="{_esc(c)}">{_esc(c)} ({n})</option>'
+    class_options = "".join(f'<option value="{esc(c)}">{esc(c)} ({n})</option>'
                             for c, n in sorted(classes.items(), key=lambda item: item[0].lower()))
-    method_options = "".join(f'<option value="{_esc(m)}">{_esc(m)}</option>' for m in sorted(methods))
+    method_options = "".join(f'<option value="{esc(m)}">{esc(m)}</option>' for m in sorted(methods))
     return ('<nav id="controls">'
             f'<label>top-1 class <select id="f-class"><option value="">all</option>{class_options}</select></label>'
             f'<label>method <select id="f-method"><option value="">all</option>{method_options}</select></label>'
@@ -503,7 +453,7 @@ def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> 
     body.append(f'<main><div id="cards">\n{cards}\n</div></main>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"{HTML_GENERATOR} {__version__}\"><title>{_esc(title)}</title>"
+            f"{HTML_GENERATOR} {__version__}\"><title>{esc(title)}</title>"
             f"<style>{_asset('page.css')}</style></head><body>\n{''.join(body)}\n"
             f"<script>{_asset('page.js')}</script></body></html>\n")
 
