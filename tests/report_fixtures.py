@@ -94,3 +94,88 @@ def make_output_folder(root: Path) -> tuple[Path, list[dict]]:
     failures = [{"image": str(photos / "broken <img>.jpg"), "error": "cannot identify image file"}]
     (out / "summary.json").write_text(json.dumps(summary(len(specs) + 1, failures)), "utf-8")
     return out, records
+
+
+# --- camcli audit's files -------------------------------------------------------------------------
+
+ODD_STEM = 'imgs/odd <&"q\'s"> circle'  # a member whose path needs escaping everywhere
+
+
+def _audit_class(out: Path, label: str, class_index: int, clusters: list[dict], with_records: bool) -> dict:
+    """One class of audit.json, and its files: an overlay (and record) per member, a mean map per cluster.
+    `clusters`: [{"stems", "flagged", "reason", "figures"}], the first one the class's main strategy."""
+    layout = Layout(out)
+    members, overlays, embedding, cluster_of, entries = [], [], [], [], []
+    for cluster_id, spec in enumerate(clusters):
+        cluster_members, cluster_overlays = [], []
+        for k, stem in enumerate(spec["stems"]):
+            if with_records:
+                write_record(out, stem, None, [(class_index, 0.9)])
+            else:
+                save_png(layout.map_paths(stem, "gradcam", class_index).overlay,
+                         np.full((40, 40, 3), 60 * cluster_id + 40, np.uint8))
+            overlay = layout.relative(layout.map_paths(stem, "gradcam", class_index).overlay)
+            cluster_members.append(f"{stem}.png")
+            cluster_overlays.append(overlay)
+            # clusters far apart in the embedding, members on a small circle around each centre
+            angle = 2 * np.pi * k / len(spec["stems"])
+            embedding.append([round(0.2 + 0.6 * cluster_id + 0.1 * np.cos(angle), 4),
+                              round(0.3 + 0.4 * cluster_id + 0.1 * np.sin(angle), 4)])
+            cluster_of.append(cluster_id)
+        members += cluster_members
+        overlays += cluster_overlays
+        mean_map = layout.audit_map(class_index, cluster_id)
+        ramp = np.linspace(0, 255, 32, dtype=np.uint8)
+        save_png(mean_map, np.stack([np.broadcast_to(ramp, (32, 32)), np.full((32, 32), 80, np.uint8),
+                                     np.broadcast_to(ramp[:, None], (32, 32))], axis=-1))
+        entries.append({"id": cluster_id, "size": len(spec["stems"]), "share": None, "main": cluster_id == 0,
+                        "flagged": spec.get("flagged", False),
+                        "reason": spec.get("reason", "the class's main strategy"),
+                        "members": cluster_members, "samples": cluster_overlays[:6],
+                        "mean_map": layout.relative(mean_map), "purity": None, "purity_label": None,
+                        **spec.get("figures", {})})
+    for entry in entries:
+        entry["share"] = round(entry["size"] / len(members), 4)
+    return {"label": label, "class_index": class_index, "images": len(members),
+            "eigenvalues": [0.0, 0.01, 0.4], "members": members,
+            "records": [m.removesuffix(".png") + ".json" for m in members], "overlays": overlays,
+            "embedding": embedding, "cluster_of": cluster_of, "clusters": entries}
+
+
+def make_audit_folder(root: Path, with_records: bool = True) -> tuple[Path, dict]:
+    """OUT with audit.json as `camcli audit` writes it: class "square" (one cluster, nothing flagged)
+    listed before class "circle" (a main cluster of 9 and a flagged one of 3 in the corners, one member
+    with `<&"'>` in its path), every overlay and mean map a real camcli PNG; with the image records
+    of `camcli explain` too unless `with_records` is False. Returns (OUT, the audit record)."""
+    out = root / "out"
+    square = _audit_class(out, "square", 1, [
+        {"stems": [f"imgs/clean_square_{i:03d}" for i in range(5)],
+         "figures": {"focus": 0.4, "border_share": 0.2, "corner_share": 0.05, "tightness": 0.7, "purity": 1.0,
+                     "purity_label": "square"}}], with_records)
+    circle = _audit_class(out, "circle", 0, [
+        {"stems": [ODD_STEM] + [f"imgs/clean_circle_{i:03d}" for i in range(8)],
+         "figures": {"focus": 0.31, "border_share": 0.22, "corner_share": 0.06, "tightness": 0.81, "purity": 0.95,
+                     "purity_label": "circle"}},
+        {"stems": [f"imgs/tagged_circle_{i:03d}" for i in range(3)], "flagged": True,
+         "reason": "small (25% of the class), tight (0.74), its mass sits in the corners (0.61 against 0.06 "
+                   "for the main strategy)",
+         "figures": {"focus": 0.12, "border_share": 0.7, "corner_share": 0.61, "tightness": 0.74}}], with_records)
+    audit = {"camcli_version": "0.1.0", "kind": "audit", "model": "demo-cheat", "layer": "conv6", "method": "gradcam",
+             "by": "predicted", "grid": 32, "neighbours": 10, "images": 17, "flagged": 1,
+             "rule": {"max_share": 0.25, "min_tightness": 0.5, "min_away": 0.3}, "classes": [square, circle]}
+    save_json(Layout(out).audit_json, audit)
+    return out, audit
+
+
+def sanity_record() -> dict:
+    """sanity.json as `camcli audit` writes it: gradcam passes, guidedbackprop does not."""
+    return {"camcli_version": "0.1.0", "kind": "sanity", "model": "demo", "layer": "conv6", "class": "top1",
+            "images": ["a.png", "b.png", "c.png"], "seed": 0, "threshold": 0.5,
+            "depths": ["none", "predictions", "dense_1", "conv6", "conv5"],
+            "methods": {"gradcam": {"spearman": [1.0, 0.41, 0.12, -0.05, 0.02],
+                                    "spearman_abs": [1.0, 0.43, 0.15, 0.08, 0.03],
+                                    "ssim": [1.0, 0.52, 0.2, 0.1, 0.07], "score": 0.93, "passed": True},
+                        "guidedbackprop": {"spearman": [1.0, 0.97, 0.95, 0.9, 0.88],
+                                           "spearman_abs": [1.0, 0.97, 0.95, 0.91, 0.89],
+                                           "ssim": [1.0, 0.9, 0.88, 0.86, 0.85], "score": 0.1, "passed": False}},
+            "seconds": 12.3}

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from report_fixtures import make_output_folder
+from report_fixtures import make_audit_folder, make_output_folder, sanity_record
 
 from camcli.cli import cli
 from camcli.report.page import write_report
+from camcli.runs.files import save_json
+from camcli.runs.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CAMCLI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -167,6 +169,56 @@ def test_report_of_a_real_demo_run(browser, tmp_path):
         picture = page.screenshot()
         assert_not_blank(picture)
         Image.fromarray(picture).save(tmp_path / "report.png")
+        assert page.errors == []
+    finally:
+        page.close()
+
+
+def test_audit_and_sanity_sections(browser, tmp_path):
+    """audit.json and sanity.json (as `camcli audit` writes them) in a browser: a point per member in each
+    class's scatter plot, the flagged ones outlined; every mean map and sample loads; hovering a point
+    previews its overlay and clicking enlarges it; one line per method in the sanity plot."""
+    out, audit = make_audit_folder(tmp_path)
+    save_json(Layout(out).sanity_json, sanity_record())
+    write_report(out)
+    page = Page(browser, out / "index.html")
+    try:
+        counts = page.js("[...document.querySelectorAll('svg.scatter')]"
+                         ".map(svg => svg.querySelectorAll('circle').length)")
+        by_label = {c["label"]: len(c["members"]) for c in audit["classes"]}
+        assert counts == [by_label["circle"], by_label["square"]] == [12, 5]  # flagged class first
+        assert page.js("document.querySelectorAll('svg.scatter circle.flagged').length") == 3
+        outline = page.js("getComputedStyle(document.querySelector('svg.scatter circle.flagged')).stroke")
+        assert outline == "rgb(17, 17, 17)"
+        fills = page.js("[...document.querySelectorAll('svg.scatter circle')].map(c => getComputedStyle(c).fill)")
+        assert len(set(fills)) == 2  # one colour per cluster (the square's one cluster shares the first)
+
+        page.load_every_image()
+        cluster_images = page.js("[...document.querySelectorAll('#audit .cluster img')]"
+                                 ".map(img => [img.getAttribute('src'), img.naturalWidth])")
+        assert len(cluster_images) == 3 + (6 + 3 + 5)  # a mean map per cluster, up to 6 samples each
+        assert all(width > 0 for _, width in cluster_images), cluster_images
+        assert sorted(src for src, width in cluster_images if width == 32) == [
+            "audit.0.0.png", "audit.0.1.png", "audit.1.0.png"]
+
+        point = "svg.scatter circle.flagged"
+        page.page.hover(point)
+        page.page.wait_for_function("document.querySelector('.preview img')?.complete", timeout=10_000)
+        assert page.js("document.querySelector('.preview img').naturalWidth") > 0
+        title = page.js(f"document.querySelector('{point}').textContent")
+        assert title.startswith("imgs/tagged_circle_")
+        assert page.js("document.querySelector('.preview figcaption').textContent") == title
+        page.page.click(point)
+        page.page.wait_for_function("document.querySelector('#lightbox img')?.complete", timeout=10_000)
+        assert page.js("document.querySelector('#lightbox img').naturalWidth") == 60  # the full-size overlay
+        page.page.keyboard.press("Escape")
+
+        methods = page.js("[...document.querySelectorAll('svg.sanity path')].map(p => p.dataset.method)")
+        assert methods == ["gradcam", "guidedbackprop"]
+        strokes = page.js("[...document.querySelectorAll('svg.sanity path')].map(p => getComputedStyle(p).stroke)")
+        assert len(set(strokes)) == 2
+        assert page.js("document.querySelectorAll('svg.sanity circle').length") == 10
+        assert_not_blank(page.screenshot())
         assert page.errors == []
     finally:
         page.close()

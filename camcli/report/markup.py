@@ -1,5 +1,5 @@
-"""Text for the report page: escaping and number formatting shared by its sections (camcli.report.page,
-camcli.report.audit_sections).
+"""Text for the report page: escaping, paths under OUT and number formatting, shared by its sections
+(camcli.report.page, camcli.report.audit_sections).
 
 Everything taken from JSON goes through `esc` (text and attribute values) or `url` (paths under OUT):
 file names may hold `<`, `&`, quotes, any Unicode, and even undecodable bytes (kept as lone
@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+from pathlib import Path
 from urllib.parse import quote
 
 
@@ -38,6 +40,16 @@ def url(relative: str) -> str:
     percent-encoded (`#`, `?`, `%`, quotes, spaces, non-ASCII, undecodable bytes)."""
     data = relative.encode("utf-8", "surrogateescape") if _escapable(relative) else relative.encode("utf-8", "replace")
     return quote(data, safe="/")
+
+
+def inside(out_dir: Path, relative) -> Path | None:
+    """out_dir / relative, or None when `relative` is not a plain relative path inside out_dir."""
+    if not isinstance(relative, str) or not relative:
+        return None
+    normal = os.path.normpath(relative)
+    if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
+        return None
+    return out_dir / normal
 
 
 def number(value) -> float | None:

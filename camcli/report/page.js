@@ -56,11 +56,22 @@
     document.body.appendChild(box);
   }
 
+  // a.zoom: a thumbnail; circle[data-href]: a point of an audit scatter plot (its <title> is the caption)
   document.addEventListener("click", function (event) {
-    var link = event.target.closest ? event.target.closest("a.zoom") : null;
+    var link = event.target.closest ? event.target.closest("a.zoom, circle[data-href]") : null;
     if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
     event.preventDefault();
-    openLightbox(link.getAttribute("href"), link.dataset.caption || "");
+    openLightbox(link.getAttribute("href") || link.dataset.href, link.dataset.caption || link.textContent);
+  });
+  // Hovering a scatter point shows its overlay beside the plot, loaded only then.
+  document.addEventListener("mouseover", function (event) {
+    var point = event.target.closest ? event.target.closest("circle[data-href]") : null;
+    var box = point ? point.closest(".scatter-wrap").querySelector(".preview") : null;
+    if (!box) return;
+    var img = box.querySelector("img") || box.insertBefore(document.createElement("img"), box.firstChild);
+    img.src = point.dataset.thumb || point.dataset.href;
+    img.alt = point.textContent;
+    box.querySelector("figcaption").textContent = point.textContent;
   });
   document.addEventListener("keydown", function (event) { if (event.key === "Escape") closeLightbox(); });
   [fClass, fMethod, fEmpty].forEach(function (el) { el.addEventListener("change", applyFilters); });

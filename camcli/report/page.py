@@ -1,12 +1,13 @@
 """`OUT/index.html`: one self-contained page for a finished (or sharded, or partial) run.
 
 The page is built from what a run leaves in OUT: the per-image JSON records (found by walking OUT),
-the failures from summary.json or the shard summaries, and evaluation.json when there is one. It
-uses no network: CSS and JavaScript are inline, and pictures are small JPEG thumbnails written next
-to the outputs (`cat.thumb.jpg` for the original, `cat.gradcam.285.thumb.jpg` per overlay), loaded
-lazily, so a run of 10,000 images gives a page that opens quickly. Clicking a thumbnail shows the
-full-size picture. Filters (top-1 class, method, empty maps) and sorting run in plain JavaScript
-over `data-*` attributes of the cards.
+the failures from summary.json or the shard summaries, evaluation.json when there is one, and
+`camcli audit`'s audit.json and sanity.json (read by camcli.report.audit_files, shown by
+camcli.report.audit_sections). It uses no network: CSS and JavaScript are inline, and pictures are
+small JPEG thumbnails written next to the outputs (`cat.thumb.jpg` for the original,
+`cat.gradcam.285.thumb.jpg` per overlay), loaded lazily, so a run of 10,000 images gives a page that
+opens quickly. Clicking a thumbnail shows the full-size picture. Filters (top-1 class, method, empty
+maps) and sorting run in plain JavaScript over `data-*` attributes of the cards.
 
 Everything taken from JSON is escaped: file names may hold `<`, `&`, quotes, any Unicode, and even
 undecodable bytes (kept as lone surrogates, see camcli.runs.discovery). No TensorFlow is imported here.
@@ -14,7 +15,6 @@ undecodable bytes (kept as lone surrogates, see camcli.runs.discovery). No Tenso
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +25,9 @@ from PIL import Image, ImageOps
 
 from camcli import __version__
 from camcli.errors import MissingSummaryError, UsageError
-from camcli.report.markup import cell, esc, is_scalar, number, url
+from camcli.report.audit_files import Audit, Sanity, read_audit, read_object, read_sanity
+from camcli.report.audit_sections import audit_html, sanity_html
+from camcli.report.markup import cell, esc, inside, is_scalar, number, url
 from camcli.runs.files import save_jpeg, write_bytes_atomic
 from camcli.runs.layout import (
     HTML_GENERATOR,
@@ -51,6 +53,8 @@ class ReportData:
     failures: list[dict] = field(default_factory=list)  # [{"image", "error"}]
     summary: dict | None = None  # summary.json, or the shard summaries merged
     evaluation: dict | None = None
+    audit: Audit | None = None  # audit.json, checked
+    sanity: Sanity | None = None  # sanity.json, checked
     problems: list[str] = field(default_factory=list)  # missing shards, unreadable files...
 
 
@@ -106,18 +110,7 @@ def read_summary(out_dir: Path, problems: list[str]) -> dict | None:
 
 
 def read_evaluation(out_dir: Path, problems: list[str]) -> dict | None:
-    path = Layout(out_dir).evaluation_json
-    if not path.is_file():
-        return None
-    try:
-        evaluation = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError) as error:
-        problems.append(f"cannot read evaluation.json: {error}")
-        return None
-    if not isinstance(evaluation, dict):
-        problems.append("evaluation.json is not a JSON object")
-        return None
-    return evaluation
+    return read_object(Layout(out_dir).evaluation_json, problems)
 
 
 def load_report_data(out_dir: Path) -> ReportData:
@@ -129,7 +122,11 @@ def load_report_data(out_dir: Path) -> ReportData:
     data.records = find_records(out_dir, data.problems)
     data.summary = read_summary(out_dir, data.problems)
     data.evaluation = read_evaluation(out_dir, data.problems)
-    if not data.records and data.summary is None and data.evaluation is None:
+    data.audit = read_audit(out_dir, data.problems)
+    data.sanity = read_sanity(out_dir, data.problems)
+    layout = Layout(out_dir)
+    if not data.records and data.summary is None and data.evaluation is None \
+            and not layout.audit_json.is_file() and not layout.sanity_json.is_file():
         raise UsageError(f"no camcli outputs in {out_dir} (no image records, no summary.json, no evaluation.json); "
                          f"run `camcli explain IMAGES --out {out_dir}` first")
     # An `evaluate` run in its own folder has no summary.json: its failures are in evaluation.json.
@@ -167,16 +164,6 @@ def ensure_thumbnail(source: Path, thumb: Path, side: int = THUMB_SIDE) -> bool:
     except (OSError, ValueError, Image.DecompressionBombError):
         return False
     return True
-
-
-def _inside(out_dir: Path, relative) -> Path | None:
-    """out_dir / relative, or None when `relative` is not a plain relative path inside out_dir."""
-    if not isinstance(relative, str) or not relative:
-        return None
-    normal = os.path.normpath(relative)
-    if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
-        return None
-    return out_dir / normal
 
 
 def _original_source(record: dict) -> Path | None:
@@ -313,7 +300,7 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
         if key == "panel" and not target and picture is not None:
             candidate = panel_path(Path(picture.href))
             target = candidate.as_posix() if (out_dir / candidate).is_file() else None
-        if isinstance(target, str) and _inside(out_dir, target) is not None:
+        if isinstance(target, str) and inside(out_dir, target) is not None:
             links.append(f'<a href="{url(target)}">{text}</a>')
     parts.append(f'<figcaption>{esc(caption)} {"".join(extras)}'
                  f'{" <span class=links>" + " ".join(links) + "</span>" if links else ""}</figcaption></figure>')
@@ -442,12 +429,16 @@ def _asset(name: str) -> str:
 
 
 def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> str:
-    """The page, as text. `pictures` maps ("original", record json) and ("overlay", overlay path) to
-    the _Picture to show."""
+    """The page, as text. `pictures` maps ("original", record json), ("overlay", overlay path) and
+    ("mean_map", path) to the _Picture to show."""
     cards = "\n".join(_card(record, pictures, out_dir) for record in data.records)
     body = [_header_html(data, title)]
     if data.evaluation is not None:
         body.append(_evaluation_html(data.evaluation))
+    if data.audit is not None:
+        body.append(audit_html(data.audit, pictures, out_dir))
+    if data.sanity is not None:
+        body.append(sanity_html(data.sanity))
     body.append(_failures_html(data.failures))
     body.append(_controls_html(data.records))
     body.append(f'<main><div id="cards">\n{cards}\n</div></main>')
@@ -458,8 +449,16 @@ def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> 
             f"<script>{_asset('page.js')}</script></body></html>\n")
 
 
+def _add_overlay_job(jobs: dict, out_dir: Path, overlay) -> None:
+    path = inside(out_dir, overlay)
+    if path is not None and ("overlay", overlay) not in jobs:
+        thumb = thumbnail_path(Path(os.path.normpath(overlay))).as_posix()
+        jobs[("overlay", overlay)] = (path, overlay, thumb)
+
+
 def _make_thumbnails(data: ReportData, out_dir: Path) -> dict:
-    """Thumbnail every original (when found) and overlay, several at a time; returns the pictures."""
+    """Thumbnail every original (when found) and overlay, and the audit's sample overlays, several at a
+    time; returns the pictures. The audit's mean maps are small: they are shown as they are."""
     jobs = {}  # key -> (source, href, thumb path relative to OUT)
     for record in data.records:
         source = _original_source(record)
@@ -469,11 +468,10 @@ def _make_thumbnails(data: ReportData, out_dir: Path) -> dict:
             href = Path(os.path.relpath(os.path.abspath(source), os.path.abspath(out_dir))).as_posix()
             jobs[("original", record["_json"])] = (source, href, thumb)
         for explanation in record["explanations"]:
-            overlay = explanation.get("overlay") if isinstance(explanation, dict) else None
-            path = _inside(out_dir, overlay)
-            if path is not None and ("overlay", overlay) not in jobs:
-                thumb = thumbnail_path(Path(os.path.normpath(overlay))).as_posix()
-                jobs[("overlay", overlay)] = (path, overlay, thumb)
+            _add_overlay_job(jobs, out_dir, explanation.get("overlay") if isinstance(explanation, dict) else None)
+    clusters = [c for k in data.audit.classes for c in k.clusters] if data.audit is not None else []
+    for sample in (s for c in clusters for s in c.samples):
+        _add_overlay_job(jobs, out_dir, sample)
 
     def make(job):
         source, href, thumb = job
@@ -481,7 +479,12 @@ def _make_thumbnails(data: ReportData, out_dir: Path) -> dict:
 
     # Pillow releases the GIL while decoding, resizing and encoding.
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="camcli-thumb") as pool:
-        return dict(zip(jobs, pool.map(make, jobs.values())))
+        pictures = dict(zip(jobs, pool.map(make, jobs.values())))
+    for cluster in clusters:
+        path = inside(out_dir, cluster.mean_map)
+        shown = cluster.mean_map if path is not None and path.is_file() else None
+        pictures[("mean_map", cluster.mean_map)] = _Picture(cluster.mean_map, shown)
+    return pictures
 
 
 def write_report(out_dir: Path, title: str | None = None) -> Path:
