@@ -218,6 +218,72 @@ def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object 
                                on_progress=on_progress)
 
 
+def audit_paths(paths: Sequence[PathLike], *, out: PathLike | None = None, by: str = "predicted",
+                truth_labels: PathLike | None = None, method: str | None = None, rule: object = None,
+                neighbours: int | None = None, seed: int = 0, report: bool = False, colormap: str = "jet",
+                **explain_options):
+    """SpRAy (camcli.audit.spray) over a folder's maps: per class, its strategies and the flagged ones.
+
+    `paths` is either one output folder of `camcli explain` whose maps were saved (`save_heatmap`),
+    audited in place, or images and folders, explained first into `out` (default camcli_out) with
+    `save_heatmap=True` and `explain_options` (those of explain_paths). by: "predicted" groups images
+    by their top-1 class and audits its maps; "truth" groups them by `truth_labels` (a CSV with image
+    and label columns) and audits the truth class's maps. With `truth_labels`, clusters get a purity.
+    Writes audit.json, audit.csv and each cluster's mean map into the folder (and index.html with
+    `report`). Returns the `AuditReport`; `.flagged` lists the flagged clusters, `.explain_summary`
+    the explain run's summary when there was one.
+    """
+    from camcli.audit import folder as audit_folder
+    from camcli.audit.rule import DEFAULT_RULE
+    from camcli.audit.spray import NEIGHBOURS, require_audit_libraries
+
+    require_audit_libraries()
+    if by not in audit_folder.BY_CHOICES:
+        raise UsageError(f"unknown `by` {by!r}: choose predicted or truth")
+    if by == "truth" and truth_labels is None:
+        raise UsageError("`by truth` needs the images' labels: give truth_labels, a CSV with image,label columns")
+    labels = audit_folder.read_truth_labels(truth_labels) if truth_labels is not None else None
+    given = [Path(p) for p in paths]
+    summary = None
+    if len(given) == 1 and audit_folder.is_explain_folder(given[0]):
+        if explain_options.get("methods") or explain_options.get("layers"):
+            raise UsageError(f"{given[0]} is an explain output folder: its maps are audited as they are; method "
+                             "and layer options apply when auditing images")
+        out_dir = given[0]
+        audit_folder.check_output_files(out_dir)
+    else:
+        out_dir = Path(out if out is not None else "camcli_out")
+        check_output_folder(out_dir)
+        audit_folder.check_output_files(out_dir)
+        if by == "truth" and not explain_options.get("classes"):
+            explain_options["classes"] = _truth_classes(labels)
+        if method is not None:
+            explain_options["methods"] = [method, *[m for m in explain_options.get("methods") or [] if m != method]]
+        summary = explain_paths(given, out=out_dir, save_heatmap=True, colormap=colormap, **explain_options)
+        method = method or _method_names(explain_options.get("methods"))[0]
+    maps = audit_folder.read_folder(out_dir, method, by, labels)
+    result = audit_folder.audit_maps(maps, by, rule or DEFAULT_RULE, neighbours or NEIGHBOURS, seed)
+    audit_folder.write_audit(result, out_dir, colormap)
+    result.explain_summary = summary
+    if report:
+        result.report_path = write_report(out_dir)
+    return result
+
+
+MAX_TRUTH_CLASSES = 20
+
+
+def _truth_classes(labels) -> list[str]:
+    """The classes to explain for an audit by truth: every label of the table (each image's map of
+    its own label is then there)."""
+    names = sorted(set(labels.rows()))
+    if len(names) > MAX_TRUTH_CLASSES:
+        raise UsageError(f"the truth labels name {len(names)} classes, more than {MAX_TRUTH_CLASSES} maps per "
+                         "image: explain the images first (with --class for the classes to audit and "
+                         "--save-heatmap), then audit that output folder")
+    return names
+
+
 def write_report(out: PathLike, title: str | None = None) -> Path:
     """Write OUT/index.html for the camcli outputs in `out`; returns its path."""
     from camcli.report.page import write_report as write_page

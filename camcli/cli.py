@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from camcli import __version__
+from camcli.audit.rule import DEFAULT_RULE
 from camcli.errors import CamcliError, UsageError, one_line
 from camcli.models import catalog
 
@@ -417,6 +418,79 @@ def evaluate_command(paths, **options):
     for line in report.closing_lines(options["out"]):
         click.echo(f"camcli: {cli_terms(line, click.get_current_context().command)}", err=True)
     sys.exit(EXIT_FAILED if report.failed_gates or report.failures else 0)
+
+
+# --- audit ----------------------------------------------------------------------------------------------
+
+
+@cli.command("audit")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@model_options
+@map_options
+@token_grid_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Images: the folder they are explained into (default camcli_out). An explain output "
+                   "folder given as PATHS is audited in place.")
+@click.option("--by", type=click.Choice(["predicted", "truth"]), default="predicted", show_default=True,
+              help="Group images by the model's top-1 class (its map), or by their truth label (--truth-labels; "
+                   "the truth class's map).")
+@click.option("--truth-labels", type=click.Path(dir_okay=False), metavar="FILE",
+              help="A CSV with image and label columns: --by truth groups by it; clusters get a label purity.")
+@click.option("--neighbours", type=click.IntRange(min=2), default=10, show_default=True,
+              help="k of the k-nearest-neighbour affinity graph.")
+@click.option("--max-share", type=click.FloatRange(0, 1), default=DEFAULT_RULE.max_share, show_default=True,
+              help="Flag rule: a cluster holds at most this share of its class (small).")
+@click.option("--min-tightness", type=click.FloatRange(0, 1), default=DEFAULT_RULE.min_tightness,
+              show_default=True, help="Flag rule: its maps' mean cosine similarity to their mean (tight).")
+@click.option("--min-away", type=click.FloatRange(0, 1), default=DEFAULT_RULE.min_away, show_default=True,
+              help="Flag rule: its border share exceeds the rest of the class's by this much (away).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the clustering and the t-SNE picture.")
+@click.option("--report", is_flag=True, help="Also write OUT/index.html, with the audit's section.")
+@click.option("--fail-on-flag", is_flag=True, help="Exit 1 when any cluster is flagged (CI).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
+@click.option("--json", "print_json", is_flag=True, help="Print audit.json on stdout instead of the table.")
+@click.pass_context
+def audit_command(ctx, paths, max_share, min_tightness, min_away, quiet, print_json, fail_on_flag, **options):
+    """Find a model's strategies per class, and the shortcuts among them, without boxes (SpRAy).
+
+    PATHS: an output folder of `camcli explain --save-heatmap` (audited in place), or images and
+    folders (explained first into --out, maps saved). Per class, each map is shrunk to 32x32; a
+    k-nearest-neighbour graph, the eigengap of its Laplacian and spectral clustering find the
+    class's strategies (Lapuschkin et al. 2019). A cluster is flagged when it is small, tight and
+    its mass sits at the border, away from where the rest of the class looks. Writes OUT/audit.json,
+    OUT/audit.csv and each cluster's mean map, OUT/audit.<class>.<cluster>.png.
+    Exit status: 0 done, 1 a cluster was flagged with --fail-on-flag (or images failed), 2 usage error.
+
+    \b
+    Example:
+      camcli audit scenes/ --model demo-cheat --fail-on-flag
+    """
+    from camcli.api import audit_paths
+    from camcli.audit.folder import flagged_lines, format_table
+    from camcli.audit.rule import FlagRule
+
+    options["methods"] = list(options["methods"]) or None
+    method = options["methods"][0] if options["methods"] else None
+    progress = Progress(quiet)
+    try:
+        with stop_on_signals(progress.say) as stop:
+            report = audit_paths(paths, method=method, rule=FlagRule(max_share, min_tightness, min_away),
+                                 on_failure=progress.failure, on_progress=progress.update, on_start=progress.start,
+                                 stop=stop, debug=_debug(ctx), **options)
+    finally:
+        progress.close()
+    click.echo(json.dumps(report.record(), indent=2) if print_json else format_table(report))
+    failed = report.explain_summary.failed if report.explain_summary is not None else 0
+    if not quiet:
+        for line in flagged_lines(report):
+            click.echo(f"camcli: {line}", err=True)
+        click.echo(f"camcli: audited {sum(len(m) for m, _ in report.classes)} maps of {len(report.classes)} classes "
+                   f"({report.folder.method} at {report.folder.layer}) in {report.seconds:.1f} s: "
+                   f"{len(report.flagged)} clusters flagged -> {report.paths['json']}", err=True)
+        skipped = ", ".join(f"{count} {why}" for why, count in report.folder.skipped.items())
+        if skipped:
+            click.echo(f"camcli: not audited: {skipped}", err=True)
+    sys.exit(EXIT_FAILED if (fail_on_flag and report.flagged) or failed else 0)
 
 
 # --- the output folder ----------------------------------------------------------------------------------

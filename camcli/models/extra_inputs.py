@@ -63,13 +63,13 @@ def _json_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
             for image, row in data.items()}
 
 
-class ExtraInputsTable:
-    """Callable: table(image_key) -> {input name: values} for that image. `identity` is the file's
-    digest (records' fingerprints: editing the table recomputes the images on --resume)."""
+class RowsByImage:
+    """Rows of a table keyed by image path. An image's key is matched to the row with the same file
+    (its path relative to the table's folder, or to the working folder), then to the one row with the
+    same file name. `find(key)` gives the row or None."""
 
-    def __init__(self, path: str | os.PathLike, rows: Mapping[str, Mapping[str, np.ndarray]], identity: str):
+    def __init__(self, path: str | os.PathLike, rows: Mapping[str, object]):
         self.path = Path(path)
-        self.identity = identity
         folder = self.path.parent
         self._by_file = {os.path.realpath(folder / key): row for key, row in rows.items()}
         self._by_cwd = {os.path.realpath(key): row for key, row in rows.items()}
@@ -80,13 +80,29 @@ class ExtraInputsTable:
     def __len__(self) -> int:
         return len(self._by_file)
 
-    def __call__(self, key: str | os.PathLike) -> Mapping[str, np.ndarray]:
+    def rows(self) -> list:
+        return list(self._by_file.values())
+
+    def find(self, key: str | os.PathLike):
         real = os.path.realpath(key)
         row = self._by_file.get(real) or self._by_cwd.get(real)
         if row is None:
             named = self._by_name.get(os.path.basename(os.fspath(key)), [])
             if len(named) == 1:
                 row = named[0]
+        return row
+
+
+class ExtraInputsTable(RowsByImage):
+    """Callable: table(image_key) -> {input name: values} for that image. `identity` is the file's
+    digest (records' fingerprints: editing the table recomputes the images on --resume)."""
+
+    def __init__(self, path: str | os.PathLike, rows: Mapping[str, Mapping[str, np.ndarray]], identity: str):
+        super().__init__(path, rows)
+        self.identity = identity
+
+    def __call__(self, key: str | os.PathLike) -> Mapping[str, np.ndarray]:
+        row = self.find(key)
         if row is None:
             raise UsageError(f"no row for {os.fspath(key)} in {self.path}: add one keyed by the image's path "
                              "(relative to the table's folder) or its file name")

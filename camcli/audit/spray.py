@@ -1,0 +1,287 @@
+"""Spectral Relevance Analysis (SpRAy): the strategies a model uses for one class, found from its maps.
+
+Lapuschkin et al. (2019, "Unmasking Clever Hans predictors and assessing what machines really
+learn", Nature Communications) found a horse classifier that read a source tag in the images'
+corner by clustering the maps of every horse image, not by looking at single maps. Their recipe,
+which this module follows:
+
+1. shrink every map of the class to one small grid and normalise it;
+2. connect each map to its nearest neighbours (a sparse, symmetric affinity graph);
+3. read the number of strategies off the eigengap of the graph's normalised Laplacian: with c
+   well-separated groups, the c smallest eigenvalues are near 0 and the next one is not;
+4. cluster spectrally into that many groups;
+5. look at the small, tight clusters whose maps sit somewhere the rest of the class does not look.
+
+The linear algebra is scikit-learn's and SciPy's (nearest neighbours, spectral clustering, t-SNE,
+eigenvalues); this module only arranges it and computes each cluster's figures. Numpy in, numpy out:
+no TensorFlow, and nothing here reads files (camcli.audit.folder does).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, FlagRule
+from camcli.errors import UsageError
+
+GRID = 32  # maps are shrunk to GRID x GRID cells (SpRAy's maps were downscaled likewise, to 32 x 32)
+NEIGHBOURS = 10  # k of the k-nearest-neighbour affinity graph
+MIN_CLUSTERS, MAX_CLUSTERS = 2, 10  # the eigengap chooses within this range
+MIN_IMAGES = 12  # fewer maps than this in a class: too few to find strategies; one cluster
+SAMPLES = 6  # images shown per cluster
+_TINY = 1e-12
+AUDIT_EXTRA_HINT = "pip install 'keras-camcli[audit]'"
+
+
+@dataclass
+class Cluster:
+    """One strategy of a class: its members (indexes into the class's maps) and figures."""
+
+    id: int
+    members: np.ndarray
+    share: float
+    mean_map: np.ndarray  # (GRID, GRID), the mean of the members' maps, max 1 (all zero when they are)
+    focus: float  # 1 - the normalised entropy of the mean map: 1 = one cell, 0 = uniform
+    border_share: float  # of the mean map's mass, in the border band
+    corner_share: float  # of the mean map's mass, in the four corner squares
+    tightness: float  # mean cosine similarity of the members' maps to their mean
+    rest_border_share: float | None  # the border share of the rest of the class
+    purity: float | None = None  # with truth labels: the share of the commonest label
+    purity_label: str | None = None
+    main: bool = False  # the largest cluster
+    flagged: bool = False
+    reason: str = ""
+
+
+@dataclass
+class ClassClusters:
+    """The result for one class: the clusters, the eigenvalues that chose their number, the embedding."""
+
+    cluster_of: np.ndarray  # (n,) cluster id per map
+    clusters: list[Cluster]
+    eigenvalues: list[float]
+    embedding: np.ndarray | None  # (n, 2) in [0, 1], or None for too few maps
+    note: str = ""
+
+
+def require_audit_libraries() -> None:
+    """UsageError with one line when scikit-learn or SciPy is missing."""
+    try:
+        import scipy  # noqa: F401
+        import sklearn  # noqa: F401
+    except ImportError as error:
+        raise UsageError(f"camcli audit needs scikit-learn and SciPy ({error.name} is missing): "
+                         f"{AUDIT_EXTRA_HINT}") from None
+
+
+def shrink(heatmap: np.ndarray, grid: int = GRID) -> np.ndarray:
+    """A (h, w) map as (grid, grid) float32 cells, each the mean of the pixels it covers (area
+    averaging, as Pillow's BOX filter does). Maps smaller than the grid are spread over it."""
+    from PIL import Image
+
+    values = np.nan_to_num(np.asarray(heatmap, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if values.ndim != 2 or 0 in values.shape:
+        raise ValueError(f"expected a non-empty 2-D map, got shape {values.shape}")
+    return np.asarray(Image.fromarray(np.maximum(values, 0.0), mode="F").resize((grid, grid), Image.BOX))
+
+
+def region_masks(grid: int = GRID) -> tuple[np.ndarray, np.ndarray]:
+    """(border, corners): boolean (grid, grid) masks of the border band and the four corner squares."""
+    rows, cols = np.mgrid[0:grid, 0:grid]
+    from_edge_y = np.minimum(rows, grid - 1 - rows)
+    from_edge_x = np.minimum(cols, grid - 1 - cols)
+    band = max(1, round(grid * BORDER_BAND))
+    side = max(1, round(grid * CORNER_SIDE))
+    return np.minimum(from_edge_y, from_edge_x) < band, (from_edge_y < side) & (from_edge_x < side)
+
+
+def unit_rows(maps: np.ndarray) -> np.ndarray:
+    """Each map (a row) divided by its Euclidean length; all-zero rows stay zero."""
+    norms = np.linalg.norm(maps, axis=1, keepdims=True)
+    return np.divide(maps, norms, out=np.zeros_like(maps), where=norms > _TINY)
+
+
+def mass_rows(maps: np.ndarray) -> np.ndarray:
+    """Each map (a row) divided by its sum: where its mass sits; all-zero rows stay zero."""
+    sums = maps.sum(axis=1, keepdims=True)
+    return np.divide(maps, sums, out=np.zeros_like(maps), where=sums > _TINY)
+
+
+def affinity_graph(unit_maps: np.ndarray, neighbours: int = NEIGHBOURS):
+    """A sparse symmetric affinity: each map linked to its `neighbours` nearest (Euclidean distance of
+    unit-length maps, i.e. cosine), weighted by a Gaussian of the distance whose width is the median
+    neighbour distance; a link in either direction counts (the maximum of A and its transpose)."""
+    from sklearn.neighbors import kneighbors_graph
+
+    k = min(neighbours, len(unit_maps) - 1)
+    graph = kneighbors_graph(unit_maps, k, mode="distance", include_self=False)
+    positive = graph.data[graph.data > 0]
+    width = float(np.median(positive)) if positive.size else 1.0
+    graph.data = np.exp(-(graph.data ** 2) / (2.0 * width ** 2))
+    return graph.maximum(graph.T).tocsr()
+
+
+def laplacian_eigenvalues(affinity, count: int = MAX_CLUSTERS + 1) -> np.ndarray:
+    """The `count` smallest eigenvalues of the graph's normalised Laplacian L = I - D^-1/2 A D^-1/2,
+    ascending. They are 1 minus the largest eigenvalues of D^-1/2 A D^-1/2, which ARPACK finds fast."""
+    from scipy.sparse import diags
+    from scipy.sparse.linalg import eigsh
+
+    degrees = np.asarray(affinity.sum(axis=1)).ravel()
+    scale = np.divide(1.0, np.sqrt(degrees), out=np.zeros_like(degrees), where=degrees > 0)
+    normalised = diags(scale) @ affinity @ diags(scale)
+    n = affinity.shape[0]
+    count = min(count, n)
+    if n <= 400 or count >= n - 1:
+        values = np.linalg.eigvalsh(normalised.toarray())[::-1][:count]
+    else:
+        values = np.sort(eigsh(normalised, k=count, which="LA", return_eigenvectors=False))[::-1]
+    return np.clip(1.0 - values, 0.0, 2.0)
+
+
+def choose_cluster_count(eigenvalues: Sequence[float], low: int = MIN_CLUSTERS, high: int = MAX_CLUSTERS) -> int:
+    """The eigengap heuristic: the c in [low, high] with the largest gap between the c-th and the
+    (c+1)-th smallest eigenvalue (von Luxburg 2007, "A tutorial on spectral clustering", section 8.3)."""
+    values = np.sort(np.asarray(eigenvalues, dtype=np.float64))
+    high = min(high, len(values) - 1)
+    if high < low:
+        return max(1, min(low, len(values)))
+    gaps = values[low:high + 1] - values[low - 1:high]  # gaps[i]: eigenvalue c+1 minus eigenvalue c, c = low + i
+    return low + int(np.argmax(gaps))
+
+
+def spectral_labels(affinity, count: int, seed: int = 0) -> np.ndarray:
+    """scikit-learn's spectral clustering of a precomputed affinity into `count` groups."""
+    from sklearn.cluster import SpectralClustering
+
+    with warnings.catch_warnings():
+        # A graph in several pieces is what well-separated strategies give; sklearn warns about it.
+        warnings.simplefilter("ignore", UserWarning)
+        model = SpectralClustering(count, affinity="precomputed", assign_labels="cluster_qr", random_state=seed)
+        return model.fit_predict(affinity)
+
+
+def embed_2d(maps: np.ndarray, seed: int = 0) -> np.ndarray | None:
+    """A t-SNE picture of the maps, scaled into [0, 1] x [0, 1] (PCA to at most 30 dimensions first,
+    as van der Maaten recommends for speed); None for fewer than 5 maps."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    n = len(maps)
+    if n < 5:
+        return None
+    reduced = PCA(n_components=min(30, n - 1, maps.shape[1]), random_state=seed).fit_transform(maps)
+    perplexity = float(min(30.0, (n - 1) / 3.0))
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                  max_iter=500).fit_transform(reduced)
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.where(high - low > _TINY, high - low, 1.0)
+    return np.round((points - low) / span, 4)
+
+
+def _focus(mass: np.ndarray) -> float:
+    total = mass.sum()
+    if total <= _TINY:
+        return 0.0
+    p = mass[mass > _TINY] / total
+    return float(1.0 - (-(p * np.log(p)).sum()) / np.log(mass.size))
+
+
+def _purity(truth: Sequence[str | None] | None, members: np.ndarray) -> tuple[float | None, str | None]:
+    if truth is None:
+        return None, None
+    known = [truth[i] for i in members if truth[i] is not None]
+    if not known:
+        return None, None
+    labels, counts = np.unique(np.asarray(known, dtype=object), return_counts=True)
+    best = int(np.argmax(counts))
+    return round(float(counts[best]) / len(known), 4), str(labels[best])
+
+
+def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[str | None] | None = None,
+                    grid: int = GRID) -> list[Cluster]:
+    """Each cluster's figures (see Cluster), from the class's flattened (n, grid*grid) maps."""
+    border, corners = (mask.ravel() for mask in region_masks(grid))
+    unit, mass = unit_rows(maps), mass_rows(maps)
+    clusters = []
+    for cluster_id in np.unique(cluster_of):
+        inside = cluster_of == cluster_id
+        members = np.flatnonzero(inside)
+        mean_mass = mass[inside].mean(axis=0)
+        centre = unit[inside].mean(axis=0)
+        length = np.linalg.norm(centre)
+        tightness = float((unit[inside] @ (centre / length)).mean()) if length > _TINY else 0.0
+        rest = mass[~inside]
+        rest_border = float(rest.mean(axis=0)[border].sum()) if len(rest) else None
+        peak = mean_mass.max()
+        mean_map = (mean_mass / peak if peak > _TINY else mean_mass).reshape(grid, grid).astype(np.float32)
+        purity, purity_label = _purity(truth, members)
+        clusters.append(Cluster(
+            id=int(cluster_id), members=members, share=round(len(members) / len(maps), 4), mean_map=mean_map,
+            focus=round(_focus(mean_mass), 4), border_share=round(float(mean_mass[border].sum()), 4),
+            corner_share=round(float(mean_mass[corners].sum()), 4), tightness=round(tightness, 4),
+            rest_border_share=None if rest_border is None else round(rest_border, 4), purity=purity,
+            purity_label=purity_label))
+    if clusters:
+        max(clusters, key=lambda c: (len(c.members), -c.id)).main = True
+    return clusters
+
+
+def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
+    """Set each cluster's `flagged` and `reason` (why it is flagged, or the first test it fails)."""
+    for cluster in clusters:
+        share = f"{cluster.share:.0%} of the class"
+        if cluster.rest_border_share is None:
+            cluster.flagged, cluster.reason = False, "the only cluster of the class: nothing to compare with"
+        elif cluster.share > rule.max_share:
+            cluster.flagged, cluster.reason = False, f"not small: {share} (above {rule.max_share:.0%})"
+        elif cluster.tightness < rule.min_tightness:
+            cluster.flagged, cluster.reason = False, (f"not tight: its maps differ (tightness {cluster.tightness:.2f}"
+                                                      f", below {rule.min_tightness:.2f})")
+        elif cluster.border_share < cluster.rest_border_share + rule.min_away:
+            cluster.flagged, cluster.reason = False, (
+                f"looks where the rest of the class looks (border share {cluster.border_share:.2f} against "
+                f"{cluster.rest_border_share:.2f}, less than {rule.min_away:.2f} above it)")
+        else:
+            cluster.flagged, cluster.reason = True, (
+                f"small ({share}), tight ({cluster.tightness:.2f}), its mass sits at the border "
+                f"({cluster.border_share:.2f} against {cluster.rest_border_share:.2f} for the rest of the class; "
+                f"corners {cluster.corner_share:.2f}): a possible shortcut")
+
+
+def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *, rule: FlagRule = DEFAULT_RULE,
+                  neighbours: int = NEIGHBOURS, seed: int = 0, embed: bool = True,
+                  grid: int = GRID) -> ClassClusters:
+    """SpRAy on one class's maps, (n, grid, grid) or (n, grid*grid), each scaled to max 1 (or all zero).
+
+    All-zero maps take no part in the clustering (they have no direction): they form a cluster of their
+    own, never flagged, and the note counts them.
+    """
+    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    empty = flat.max(axis=1, initial=0.0) <= _TINY if len(flat) else np.zeros(0, bool)
+    live = np.flatnonzero(~empty)
+    cluster_of = np.zeros(len(flat), dtype=np.int64)
+    eigenvalues: list[float] = []
+    note = ""
+    if len(live) >= MIN_IMAGES:
+        affinity = affinity_graph(unit_rows(flat[live]), neighbours)
+        values = laplacian_eigenvalues(affinity)
+        eigenvalues = [round(float(v), 6) for v in values]
+        cluster_of[live] = spectral_labels(affinity, choose_cluster_count(values), seed)
+    elif len(live):
+        note = f"{len(live)} maps: too few to find strategies (at least {MIN_IMAGES}); one cluster"
+    if empty.any():
+        cluster_of[empty] = cluster_of.max(initial=-1) + 1 if len(live) else 0
+        note = "; ".join(filter(None, [note, f"{int(empty.sum())} all-zero maps form a cluster of their own"]))
+    clusters = cluster_figures(flat, cluster_of, truth, grid)
+    apply_rule(clusters, rule)
+    for cluster in clusters:
+        if empty[cluster.members].all():
+            cluster.flagged, cluster.reason = False, "all-zero maps: the method found no evidence for the class"
+    embedding = embed_2d(unit_rows(flat), seed) if embed else None
+    return ClassClusters(cluster_of=cluster_of, clusters=clusters, eigenvalues=eigenvalues, embedding=embedding,
+                         note=note)
