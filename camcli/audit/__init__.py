@@ -1,0 +1,1 @@
+"""`camcli audit`: checks of the explanations themselves, beyond one image's map."""
