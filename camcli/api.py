@@ -1,4 +1,5 @@
-"""The library calls behind the commands: what `camcli explain`, `evaluate`, `report` and `layers` do.
+"""The library calls behind the commands: what `camcli explain`, `evaluate` (and its `--sanity`), `report`
+and `layers` do.
 
 A notebook, a batch engine or a test calls exactly what the CLI calls:
 
@@ -6,6 +7,7 @@ A notebook, a batch engine or a test calls exactly what the CLI calls:
     >>> summary = camcli.explain_paths(["photos/"], model="demo", out="results", methods=["gradcam"])
     >>> summary.ok, summary.failed, summary.failures
     >>> report = camcli.evaluate_paths(["scenes/"], truth="scenes/truth.csv", model="demo")
+    >>> sanity = camcli.sanity_paths(["scenes/"], model="demo", methods=["gradcam", "guidedbackprop"])
     >>> camcli.write_report("results")
 
 `model` is a built-in name or model file (loaded with `weights`, `preprocess`, `labels_file` and
@@ -282,6 +284,54 @@ def _truth_classes(labels) -> list[str]:
                          "image: explain the images first (with --class for the classes to audit and "
                          "--save-heatmap), then audit that output folder")
     return names
+
+
+def sanity_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, out: PathLike | None = "camcli_out",
+                 weights: str | None = None, preprocess: str | None = None, labels_file: str | None = None,
+                 unsafe_load: bool = False, image_input: str | None = None, extra_inputs: object = None,
+                 output: str | None = None, methods: Sequence[str] | None = None,
+                 layers: str | Sequence[str] | None = None, head: str = "auto", max_channels: int | None = None,
+                 images: int = 16, depths: int | Sequence[int] | None = None, seed: int = 0,
+                 threshold: float | None = None, fail_under: float | str | Sequence[float | str] | None = None,
+                 batch_size: int = 8):
+    """The model-parameter randomisation test (Adebayo et al. 2018) of each method on the first `images`
+    images under `paths`: how similar the maps stay as the model's weighted layers are re-initialised
+    from the top down, on a copy of the model. Writes OUT/sanity.json (None writes nothing).
+
+    depths: how many checkpoints (default 6, from the top layer to all of them), or the numbers of
+    layers to randomise. threshold: the score at which a method passes (default 0.5). fail_under:
+    bounds on every method's score (1 - rank correlation of |map| once every layer is random), as
+    numbers or "sanity=VALUE". Returns the `SanityReport` (camcli.audit.sanity): `record()` is
+    sanity.json, `failed_gates` the bounds not met. max_channels: Score-CAM's, as in explain_paths.
+    """
+    from camcli.audit import sanity
+
+    sanity.require_packages()
+    gates = sanity.sanity_gates(fail_under)
+    if images < 1:
+        raise UsageError(f"`images={images}` must be at least 1")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        check_output_folder(out_dir)
+        sanity.check_output_file(out_dir)
+    tasks, skipped = _discover(paths, out_dir if out_dir is not None else Path(os.devnull))
+    loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load, image_input, extra_inputs,
+                         output).load()
+    pictures, failures = sanity.decode_pictures(tasks, images, loaded.input_size)
+    failures = [{"image": item.display, "error": item.reason} for item in skipped] + failures
+    if not pictures:
+        raise UsageError(f"no image under {', '.join(map(str, paths))} could be read for the sanity check")
+
+    def explainer_for(model):
+        return build_explainer(model, methods=methods, layers=layers, head=head, max_channels=max_channels,
+                               batch_size=batch_size)
+
+    threshold = sanity.DEFAULT_THRESHOLD if threshold is None else threshold
+    report = sanity.run_sanity(loaded, pictures, explainer_for, depths=depths, seed=seed, threshold=threshold,
+                               gates=gates, batch_size=batch_size, failures=failures)
+    if out_dir is not None:
+        sanity.write_sanity(report, out_dir)
+    return report
 
 
 def write_report(out: PathLike, title: str | None = None) -> Path:

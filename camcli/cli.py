@@ -205,6 +205,53 @@ map_options = _stack(
 )
 
 
+sanity_options = _stack(
+    click.option("--sanity", is_flag=True,
+                 help="Also run the model-parameter randomisation test (Adebayo et al. 2018): re-initialise a copy of "
+                      "the model's weighted layers from the top down and measure how similar each method's maps stay "
+                      "(rank correlation, SSIM). Prints a table, writes OUT/sanity.json; gate it with --fail-under "
+                      "sanity=VALUE (every method's score, 1 - rank correlation of |map| once all layers are random)."),
+    click.option("--sanity-images", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
+                 help="--sanity: explain the first N images, on the trained model and at each of 6 depths."),
+)
+# The options of a command that the sanity check takes as they are (the model, its layers and methods).
+SANITY_SHARED = ("model", "weights", "preprocess", "labels_file", "unsafe_load", "image_input", "extra_inputs",
+                 "output", "methods", "layers", "head", "max_channels", "batch_size", "out")
+
+
+def sanity_plan(options: dict) -> dict | None:
+    """Take --sanity, --sanity-images and every `--fail-under sanity=VALUE` out of a command's options
+    (its own gates never see them) and check, before any work, that the check can run. Returns the
+    sanity_paths options of the check (None without --sanity); `run_sanity_from_cli` runs it."""
+    from camcli.audit import sanity
+
+    enabled, images = options.pop("sanity"), options.pop("sanity_images")
+    fail_under, fail_over = options.get("fail_under", ()), options.get("fail_over", ())
+    gates, options["fail_under"] = sanity.split_sanity_gates(fail_under, fail_over)
+    if gates and not enabled:
+        raise UsageError(f"--fail-under {gates[0].text} needs --sanity")
+    if not enabled:
+        return None
+    sanity.require_packages()
+    sanity.check_output_file(options["out"])
+    return {"images": images, "fail_under": [gate.text for gate in gates]}
+
+
+def run_sanity_from_cli(paths, plan: dict | None, options: dict) -> int:
+    """Run the check `sanity_plan` prepared on the command's images, model and methods: print its table
+    and closing lines. Returns EXIT_FAILED when a gate failed or an image could not be read, else 0."""
+    if plan is None:
+        return 0
+    from camcli.api import sanity_paths
+    from camcli.audit.sanity import format_sanity_table
+
+    report = sanity_paths(paths, **plan, **{name: options[name] for name in SANITY_SHARED if name in options})
+    click.echo("\n" + format_sanity_table(report))
+    for line in report.closing_lines(options.get("out")):
+        click.echo(f"camcli: {line}", err=True)
+    return EXIT_FAILED if report.failed_gates or report.failures else 0
+
+
 def out_option(help_text: str):
     return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("camcli_out"),
                         show_default=True, help=help_text)
@@ -388,26 +435,32 @@ def _finish_explain(summary, options, quiet, print_json, stop):
                    "model that looks at a watermark) or the truth label's (ground-truth-known pointing game).")
 @click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
               help="Exit 1 when a higher-is-better metric (pointing, energy, iou, corloc, insertion, "
-                   "confidence_increase) is below VALUE for any method. Repeatable.")
+                   "confidence_increase; with --sanity, sanity) is below VALUE for any method. Repeatable.")
 @click.option("--fail-over", multiple=True, metavar="METRIC=VALUE",
               help="Exit 1 when a lower-is-better metric (loc_error, deletion, average_drop) is above VALUE "
                    "for any method. Repeatable.")
+@sanity_options
 def evaluate_command(paths, **options):
     """Score heatmaps against ground-truth boxes (localization and faithfulness) and gate CI on them.
 
     Prints a table of metrics per method (fractions in [0, 1]) and writes OUT/evaluation.json and
     OUT/evaluation.csv. Each image's boxes are scored against the map of its top-1 class, or with
     --explain-class truth of the boxes' label; images without truth are listed and skipped.
+    With --sanity, the model-parameter randomisation test runs next on the same images, model, layer
+    and methods, and writes OUT/sanity.json.
     Exit status: 0 every gate passed, 1 a gate failed or an image could not be read, 2 usage error.
 
     \b
     Example:
       camcli evaluate sample_images/generated --truth sample_images/generated/truth.csv \\
           --model demo --method gradcam --method cam --fail-under pointing=0.8
+      camcli evaluate sample_images/generated --truth sample_images/generated/truth.csv \\
+          --model demo --method gradcam --method guidedbackprop --sanity --fail-under sanity=0.5
     """
     from camcli.api import evaluate_paths
     from camcli.evaluate.evaluation import format_table
 
+    sanity = sanity_plan(options)
     progress = Progress()
     try:
         report = evaluate_paths(paths, on_failure=progress.failure, on_progress=progress.update,
@@ -417,7 +470,8 @@ def evaluate_command(paths, **options):
     click.echo(format_table(report))
     for line in report.closing_lines(options["out"]):
         click.echo(f"camcli: {cli_terms(line, click.get_current_context().command)}", err=True)
-    sys.exit(EXIT_FAILED if report.failed_gates or report.failures else 0)
+    sanity_failed = run_sanity_from_cli(paths, sanity, options)
+    sys.exit(EXIT_FAILED if report.failed_gates or report.failures or sanity_failed else 0)
 
 
 # --- audit ----------------------------------------------------------------------------------------------

@@ -60,13 +60,14 @@ def test_imports_go_one_way():
 
 
 def test_the_public_api_is_what_the_cli_calls():
-    for name in ("explain_paths", "evaluate_paths", "write_report", "list_layers", "merge_summaries", "Explainer",
-                 "MethodSet", "load_model", "wrap_model", "load_rgb"):
+    for name in ("explain_paths", "evaluate_paths", "sanity_paths", "write_report", "list_layers", "merge_summaries",
+                 "Explainer", "MethodSet", "load_model", "wrap_model", "load_rgb"):
         assert callable(getattr(camcli, name)), name
     tree = ast.parse((PACKAGE / "cli.py").read_text("utf-8"))
     called = {node.names[0].name for node in ast.walk(tree)
               if isinstance(node, ast.ImportFrom) and node.module == "camcli.api"}
-    assert called == {"explain_paths", "evaluate_paths", "write_report", "list_layers", "merge_summaries"}
+    assert called == {"explain_paths", "evaluate_paths", "sanity_paths", "write_report", "list_layers",
+                      "merge_summaries"}
 
 
 def test_cli_commands_are_thin():

@@ -38,7 +38,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +63,7 @@ from camcli.maps.overlay import upsample
 from camcli.runs.decode import decode_image
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.files import save_json, write_bytes_atomic
-from camcli.runs.layout import Layout, is_camcli_csv, is_camcli_json
+from camcli.runs.layout import Layout, check_replaceable, is_camcli_csv
 
 CORLOC_IOU = 0.5  # a box "localizes" the object at IoU >= 0.5 (PASCAL VOC's criterion, used by CorLoc and ILSVRC)
 EXPLAIN_PREDICTED, EXPLAIN_TRUTH = "predicted", "truth"
@@ -134,22 +134,23 @@ class GateResult:
                 "method": self.method, "value": self.value, "passed": self.passed}
 
 
-def parse_gate(text: str, kind: str = "under") -> Gate:
-    """Parse a `--fail-under` ("under") or `--fail-over` ("over") value, METRIC=VALUE with VALUE in [0, 1]."""
+def parse_gate(text: str, kind: str = "under", metrics: Mapping[str, Metric] = METRICS) -> Gate:
+    """Parse a `--fail-under` ("under") or `--fail-over` ("over") value, METRIC=VALUE with VALUE in [0, 1]
+    and METRIC one of `metrics` (default: evaluate's; the sanity check has its own)."""
     option = f"--fail-{kind}"
     name, sep, value = str(text).partition("=")
     if not sep:
         raise UsageError(f"{option} {text!r} is not METRIC=VALUE, e.g. {option} pointing=0.8")
     metric = name.strip().lower().replace("-", "_")
-    if metric not in METRICS:
-        raise UsageError(f"{option} {text}: unknown metric {name.strip()!r}; choose one of {', '.join(METRICS)}")
+    if metric not in metrics:
+        raise UsageError(f"{option} {text}: unknown metric {name.strip()!r}; choose one of {', '.join(metrics)}")
     try:
         bound = float(value)
     except ValueError:
         raise UsageError(f"{option} {text}: {value.strip()!r} is not a number; write e.g. {metric}=0.8") from None
     if not 0.0 <= bound <= 1.0:
         raise UsageError(f"{option} {text}: metrics are fractions in [0, 1]; for 80% write {metric}=0.8")
-    higher = METRICS[metric].higher_is_better
+    higher = metrics[metric].higher_is_better
     if higher != (kind == "under"):
         better, other = ("higher", "under") if higher else ("lower", "over")
         raise UsageError(f"{option} {text}: {better} is better for {metric}, so bound it with "
@@ -632,11 +633,8 @@ def check_output_files(out_dir: Path) -> None:
     """UsageError before any work when evaluation.json or evaluation.csv in `out_dir` is not camcli's."""
     layout = Layout(out_dir)
     header = ",".join(CSV_COLUMNS)
-    for path, ours in ((layout.evaluation_json, is_camcli_json), (layout.evaluation_csv,
-                                                                  lambda p: is_camcli_csv(p, header))):
-        if path.exists() and not ours(path):
-            raise UsageError(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
-                             "(camcli never replaces files it did not write)")
+    check_replaceable(layout.evaluation_json)
+    check_replaceable(layout.evaluation_csv, lambda p: is_camcli_csv(p, header))
 
 
 def write_report(report: EvaluationReport, out_dir: Path) -> tuple[Path, Path]:

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from camcli.errors import UsageError
+
 SUMMARY_NAME = "summary.json"
 REPORT_NAME = "index.html"
 EVALUATION_JSON = "evaluation.json"
@@ -220,6 +222,13 @@ def is_camcli_json(path) -> bool:
     if isinstance(data.get("explanations"), list) and isinstance(data.get("image"), str):
         return True  # an image record
     return "camcli_version" in data  # summaries and evaluations
+
+
+def check_replaceable(path, ours=is_camcli_json) -> None:
+    """UsageError, before any work, when a file is at `path` and `ours(path)` says camcli did not write it."""
+    if os.path.exists(path) and not ours(path):
+        raise UsageError(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
+                         "(camcli never replaces files it did not write)")
 
 
 def is_camcli_page(path) -> bool:
