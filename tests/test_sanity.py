@@ -171,12 +171,15 @@ def test_ssim_of_tiny_and_zero_maps_needs_no_window_and_divides_by_nothing():
     assert structural_similarity(np.zeros((4, 4)), np.eye(4)) < 1.0
 
 
-def test_the_score_is_one_minus_the_last_rank_correlation_clipped():
-    method = MethodSanity("conv", spearman_abs=[1.0, 0.5, -0.2])
-    assert method.score == 1.0
-    method.spearman_abs[-1] = 0.7
-    assert method.score == pytest.approx(0.3)
+def test_the_score_is_one_minus_the_mean_rank_correlation_of_the_randomised_depths_clipped():
+    method = MethodSanity("conv", spearman_abs=[1.0, -0.5, -0.7])
+    assert method.score == 1.0  # 1 - (-0.6), clipped
+    method.spearman_abs[1:] = [0.9, 0.5]
+    assert method.score == pytest.approx(0.3)  # depth 0 (the trained model against itself) does not count
     assert method.record(DEFAULT_THRESHOLD)["passed"] is False
+    method.spearman_abs[1:] = [0.4, 0.2]
+    assert method.score == pytest.approx(0.7)
+    assert method.record(DEFAULT_THRESHOLD)["passed"] is True
 
 
 def test_sanity_gates_are_split_from_the_other_gates():
@@ -225,7 +228,7 @@ def test_the_table_has_a_row_per_depth_and_the_verdicts(demo_report):
     assert sum(line.startswith("conv1 ") for line in lines) == 3  # spearman_abs, spearman, ssim
     scores = [demo_report.methods[name].score for name in ("gradcam", "guidedbackprop")]
     verdicts = ["yes" if score >= 0.5 else "NO" for score in scores]
-    at = lines.index(next(line for line in lines if line.startswith("score = 1 - spearman_abs with all 12 weighted")))
+    at = lines.index(next(line for line in lines if line.startswith("score = 1 - the mean spearman_abs over the randomised depths (12 weighted")))
     assert lines[at + 1].split() == ["score", *(f"{score:.3f}" for score in scores)]
     assert lines[at + 2].split() == ["passed", *verdicts]
 
@@ -253,7 +256,7 @@ def evaluate(out, *args):
 
 def test_evaluate_sanity_passes_a_low_gate_and_writes_sanity_json(tmp_path):
     result = evaluate(tmp_path, "--method", "gradcam", "--method", "guidedbackprop", "--sanity", "--sanity-images", 2,
-                      "--fail-under", "sanity=0.3", "--fail-under", "pointing=0.1")
+                      "--fail-under", "sanity=0.1", "--fail-under", "pointing=0.1")
     assert result.exit_code == 0, result.stderr
     assert "spearman_abs: rank correlation" in result.stdout and "pointing" in result.stdout
     assert result.stderr.splitlines()[-1].startswith("camcli: sanity check: 2 images, 6 randomised depths of 12 "
