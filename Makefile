@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization soak clean
+.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit soak clean
 
 all: lint test
 
@@ -96,6 +96,11 @@ bench-png: venv
 # Every method on 600 held-out generated scenes with true boxes: the localization table and targets.
 bench-localization: venv
 	$(BIN)/python benchmarks/localization.py
+
+# camcli audit: SpRAy's flags on demo-cheat against the planted tag (precision, recall) and on demo,
+# the audit's cost on 5,000 maps, and the sanity check on demo and MobileNetV2 (../shared weights).
+bench-audit: venv
+	$(BIN)/python benchmarks/audit.py
 
 # 5,000 generated images through the demo model: failures, completeness, memory growth.
 soak: venv

@@ -210,7 +210,8 @@ sanity_options = _stack(
                  help="Also run the model-parameter randomisation test (Adebayo et al. 2018): re-initialise a copy of "
                       "the model's weighted layers from the top down and measure how similar each method's maps stay "
                       "(rank correlation, SSIM). Prints a table, writes OUT/sanity.json; gate it with --fail-under "
-                      "sanity=VALUE (every method's score, 1 - rank correlation of |map| once all layers are random)."),
+                      "sanity=VALUE (every method's score: 1 - the mean rank correlation of |map| over the randomised "
+                      "depths)."),
     click.option("--sanity-images", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
                  help="--sanity: explain the first N images, on the trained model and at each of 6 depths."),
 )
@@ -501,6 +502,9 @@ def evaluate_command(paths, **options):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True, help="Also write OUT/index.html, with the audit's section.")
 @click.option("--fail-on-flag", is_flag=True, help="Exit 1 when any cluster is flagged (CI).")
+@sanity_options
+@click.option("--fail-under", multiple=True, metavar="sanity=VALUE",
+              help="With --sanity: exit 1 when any method's sanity score is below VALUE.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
 @click.option("--json", "print_json", is_flag=True, help="Print audit.json on stdout instead of the table.")
 @click.pass_context
@@ -520,11 +524,11 @@ def audit_command(ctx, paths, max_share, min_tightness, min_away, quiet, print_j
       camcli audit scenes/ --model demo-cheat --fail-on-flag
     """
     from camcli.api import audit_paths
-    from camcli.audit.folder import flagged_lines, format_table
     from camcli.audit.rule import FlagRule
 
     options["methods"] = list(options["methods"]) or None
     method = options["methods"][0] if options["methods"] else None
+    sanity = _audit_sanity_plan(paths, options)
     progress = Progress(quiet)
     try:
         with stop_on_signals(progress.say) as stop:
@@ -533,18 +537,42 @@ def audit_command(ctx, paths, max_share, min_tightness, min_away, quiet, print_j
                                  stop=stop, debug=_debug(ctx), **options)
     finally:
         progress.close()
-    click.echo(json.dumps(report.record(), indent=2) if print_json else format_table(report))
+    _finish_audit(report, quiet, print_json)
+    sanity_failed = run_sanity_from_cli(paths, sanity, {**options, "out": report.paths["json"].parent})
     failed = report.explain_summary.failed if report.explain_summary is not None else 0
-    if not quiet:
-        for line in flagged_lines(report):
-            click.echo(f"camcli: {line}", err=True)
-        click.echo(f"camcli: audited {sum(len(m) for m, _ in report.classes)} maps of {len(report.classes)} classes "
-                   f"({report.folder.method} at {report.folder.layer}) in {report.seconds:.1f} s: "
-                   f"{len(report.flagged)} clusters flagged -> {report.paths['json']}", err=True)
-        skipped = ", ".join(f"{count} {why}" for why, count in report.folder.skipped.items())
-        if skipped:
-            click.echo(f"camcli: not audited: {skipped}", err=True)
-    sys.exit(EXIT_FAILED if (fail_on_flag and report.flagged) or failed else 0)
+    sys.exit(EXIT_FAILED if (fail_on_flag and report.flagged) or failed or sanity_failed else 0)
+
+
+def _finish_audit(report, quiet: bool, print_json: bool) -> None:
+    from camcli.audit.folder import flagged_lines, format_table
+
+    click.echo(json.dumps(report.record(), indent=2) if print_json else format_table(report))
+    if quiet:
+        return
+    for line in flagged_lines(report):
+        click.echo(f"camcli: {line}", err=True)
+    click.echo(f"camcli: audited {sum(len(m) for m, _ in report.classes)} maps of {len(report.classes)} classes "
+               f"({report.folder.method} at {report.folder.layer}) in {report.seconds:.1f} s: "
+               f"{len(report.flagged)} clusters flagged -> {report.paths['json']}", err=True)
+    skipped = ", ".join(f"{count} {why}" for why, count in report.folder.skipped.items())
+    if skipped:
+        click.echo(f"camcli: not audited: {skipped}", err=True)
+
+
+def _audit_sanity_plan(paths, options: dict) -> dict | None:
+    """The sanity check's plan for `audit` (cli.sanity_plan); audit's only gate is sanity=VALUE, and the
+    check needs the images and the model, not an explain folder."""
+    from camcli.audit.folder import is_explain_folder
+
+    plan = sanity_plan(options)
+    others = options.pop("fail_under")
+    if others:
+        raise UsageError(f"--fail-under {others[0]}: audit gates only the sanity score (sanity=VALUE); "
+                         "gate localization metrics with `camcli evaluate`")
+    if plan is not None and len(paths) == 1 and is_explain_folder(Path(paths[0])):
+        raise UsageError(f"--sanity explains images on randomised copies of the model, and {paths[0]} is an "
+                         "explain output folder: give the images and the model instead")
+    return plan
 
 
 # --- the output folder ----------------------------------------------------------------------------------

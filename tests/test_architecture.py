@@ -25,6 +25,7 @@ ALLOWED = {
     "runs": {"errors", "maps", "models"},
     "evaluate": {"errors", "maps", "models", "explain", "runs"},
     "report": {"errors", "maps", "runs"},
+    "audit": {"errors", "maps", "models", "explain", "runs", "evaluate", "report"},
 }
 # The demo's training scripts are tools on top of everything (they explain to check their models).
 SCRIPTS = {"models/demo/train.py", "models/demo/cheat.py", "models/demo/samples.py"}
@@ -60,13 +61,13 @@ def test_imports_go_one_way():
 
 
 def test_the_public_api_is_what_the_cli_calls():
-    for name in ("explain_paths", "evaluate_paths", "sanity_paths", "write_report", "list_layers", "merge_summaries",
-                 "Explainer", "MethodSet", "load_model", "wrap_model", "load_rgb"):
+    for name in ("explain_paths", "evaluate_paths", "sanity_paths", "audit_paths", "write_report", "list_layers",
+                 "merge_summaries", "Explainer", "MethodSet", "load_model", "wrap_model", "load_rgb"):
         assert callable(getattr(camcli, name)), name
     tree = ast.parse((PACKAGE / "cli.py").read_text("utf-8"))
     called = {node.names[0].name for node in ast.walk(tree)
               if isinstance(node, ast.ImportFrom) and node.module == "camcli.api"}
-    assert called == {"explain_paths", "evaluate_paths", "sanity_paths", "write_report", "list_layers",
+    assert called == {"explain_paths", "evaluate_paths", "sanity_paths", "audit_paths", "write_report", "list_layers",
                       "merge_summaries"}
 
 
@@ -79,7 +80,8 @@ def test_cli_commands_are_thin():
                 isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "command" for d in node.decorator_list):
             first = node.body[1] if isinstance(node.body[0], ast.Expr) else node.body[0]  # after the docstring
             bodies[node.name] = node.end_lineno - first.lineno + 1
-    assert set(bodies) == {"explain", "evaluate_command", "summary", "report_command", "layers", "models", "methods"}
+    assert set(bodies) == {"explain", "evaluate_command", "audit_command", "summary", "report_command", "layers",
+                           "models", "methods"}
     assert max(bodies.values()) <= 20, bodies
 
 

@@ -228,7 +228,8 @@ def test_the_table_has_a_row_per_depth_and_the_verdicts(demo_report):
     assert sum(line.startswith("conv1 ") for line in lines) == 3  # spearman_abs, spearman, ssim
     scores = [demo_report.methods[name].score for name in ("gradcam", "guidedbackprop")]
     verdicts = ["yes" if score >= 0.5 else "NO" for score in scores]
-    at = lines.index(next(line for line in lines if line.startswith("score = 1 - the mean spearman_abs over the randomised depths (12 weighted")))
+    heading = "score = 1 - the mean spearman_abs over the randomised depths (12 weighted"
+    at = lines.index(next(line for line in lines if line.startswith(heading)))
     assert lines[at + 1].split() == ["score", *(f"{score:.3f}" for score in scores)]
     assert lines[at + 2].split() == ["passed", *verdicts]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +25,12 @@ from camcli.audit.rule import DEFAULT_RULE, FlagRule
 from camcli.audit.spray import GRID, NEIGHBOURS, SAMPLES, ClassClusters, cluster_class, shrink, unit_rows
 from camcli.errors import UsageError
 from camcli.runs.files import save_json, save_png, write_bytes_atomic
-from camcli.runs.layout import Layout, is_camcli_csv, is_camcli_json, is_camcli_output
+from camcli.runs.layout import AUDIT_MAP, Layout, is_camcli_csv, is_camcli_json, is_camcli_output
 
 BY_CHOICES = ("predicted", "truth")
 CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
                "main", "flagged", "x", "y")
 MEAN_MAP_SIDE = 128  # pixels of a cluster's mean-map picture
-_AUDIT_MAP = re.compile(r"audit\.\d+\.\d+\.png")
 
 
 @dataclass
@@ -284,7 +282,7 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = "jet") -> di
 def _remove_stale_maps(out_dir: Path, keep: set[str]) -> None:
     for name in os.listdir(out_dir):
         path = out_dir / name
-        if _AUDIT_MAP.fullmatch(name) and name not in keep and is_camcli_output(path):
+        if AUDIT_MAP.fullmatch(name) and name not in keep and is_camcli_output(path):
             path.unlink(missing_ok=True)
 
 

@@ -49,6 +49,7 @@ SHARD_SUMMARY = re.compile(r"summary\.(\d+)-of-(\d+)\.json")
 # Top-level names of the run's own files: an image stem equal to one of them is renamed by discovery,
 # and the report does not read them as image records.
 RUN_FILE = re.compile(r"(summary|evaluation|audit|sanity)(\.\d+-of-\d+)?\.json")
+AUDIT_MAP = re.compile(r"audit\.\d+\.\d+\.png")  # a cluster's mean map (Layout.audit_map)
 RESERVED_STEM = re.compile(r"(summary|evaluation|audit|sanity)(\.\d+-of-\d+)?")
 
 # The marker. PNG: a tEXt chunk (keyword, NUL, text) before the pixels; JPEG: a comment segment

@@ -1,0 +1,153 @@
+"""`camcli audit` against a shortcut we planted: SpRAy's flags, their cost, and the sanity check.
+
+1. Flags. For each seed, a mixed folder of generated scenes: --clean clean and --tagged tagged scenes
+   of every class (the tag is the source mark that `demo-cheat` learned to read as TAG_CLASS; see
+   camcli/models/demo/cheat.py). Both demo models explain it (gradcam at conv6, maps saved), and
+   `camcli audit` runs on each output folder, with no boxes. For the tag's class it prints the
+   precision and recall of the flagged clusters' images against "this image carries the tag", among
+   the scenes the model assigns to that class, and the flags raised on the clean `demo` model.
+   The seeds differ from those the flag rule's thresholds were set on (7 and 11).
+2. Cost. The audit of an output folder of --cost-maps maps (generated scenes explained by
+   demo-cheat): reading the heatmaps, clustering, t-SNE and writing, timed in this process.
+3. The sanity check (benchmarks/sanity.py): gradcam, gradcam++, scorecam, guidedbackprop and
+   guidedgradcam on `demo` and on MobileNetV2 with the real ImageNet weights of ../shared.
+
+    python benchmarks/audit.py                  # all three, several minutes on 2 cores
+    python benchmarks/audit.py --skip-sanity --cost-maps 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scorecam_channels import REPO, SHARED, WEIGHTS, keras_home
+
+sys.path.insert(0, str(REPO))
+
+
+def write_mixed_folder(folder: Path, clean: int, tagged: int, seed: int) -> dict[str, bool]:
+    """clean_<label>_NNN.png and tagged_<label>_NNN.png for every class; {image path: tagged}."""
+    from camcli.models.demo import CLASSES
+    from camcli.models.demo.scenes import make_scene
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    carries = {}
+    for index, label in enumerate(CLASSES):
+        for kind, count in (("clean", clean), ("tagged", tagged)):
+            for i in range(count):
+                scene = make_scene(rng, class_index=index, tag=kind == "tagged")
+                path = folder / f"{kind}_{label}_{i:03d}.png"
+                Image.fromarray(scene.image).save(path)
+                carries[str(path)] = kind == "tagged"
+    return carries
+
+
+def audit_folder(images: Path, out: Path, model: str):
+    import camcli
+
+    return camcli.audit_paths([images], out=out, model=model, batch_size=32)
+
+
+def flag_scores(report, carries: dict[str, bool], tag_class: str) -> dict:
+    """Precision and recall of the tag class's flagged images against carrying the tag."""
+    from camcli.audit.folder import flagged_members
+
+    assigned = [m.image for maps, _ in report.classes for m in maps if m.label == tag_class]
+    tagged = {image for image in assigned if carries[image]}
+    flagged = set(flagged_members(report, tag_class))
+    hits = len(flagged & tagged)
+    return {"assigned": len(assigned), "tagged": len(tagged), "flagged": len(flagged),
+            "precision": hits / len(flagged) if flagged else float("nan"),
+            "recall": hits / len(tagged) if tagged else float("nan"),
+            "clusters": sum(len(result.clusters) for maps, result in report.classes if maps[0].label == tag_class)}
+
+
+def run_flags(args, tmp: Path) -> bool:
+    from camcli.models.demo import TAG_CLASS
+
+    held = True
+    print(f"== flags: {args.clean} clean + {args.tagged} tagged scenes of each of 6 classes per seed; "
+          f"tag class {TAG_CLASS!r}")
+    print(f"{'seed':>5} {'model':<11} {'assigned':>8} {'tagged':>6} {'clusters':>8} {'flagged':>7} "
+          f"{'precision':>9} {'recall':>6}  flags on other classes")
+    for seed in args.seeds:
+        images = tmp / f"mixed-{seed}"
+        carries = write_mixed_folder(images, args.clean, args.tagged, seed)
+        for model in ("demo-cheat", "demo"):
+            report = audit_folder(images, tmp / f"out-{model}-{seed}", model)
+            scores = flag_scores(report, carries, TAG_CLASS)
+            others = [(label, cluster) for label, cluster in report.flagged if label != TAG_CLASS]
+            print(f"{seed:>5} {model:<11} {scores['assigned']:>8} {scores['tagged']:>6} {scores['clusters']:>8} "
+                  f"{scores['flagged']:>7} {scores['precision']:>9.3f} {scores['recall']:>6.3f}  {len(others)}",
+                  flush=True)
+            if model == "demo-cheat":
+                held &= scores["precision"] >= 0.9 and scores["recall"] >= 0.9
+            else:
+                held &= not report.flagged
+    print(f"target (demo-cheat precision and recall >= 0.90, no flag on demo): {'held' if held else 'MISSED'}\n")
+    return held
+
+
+def run_cost(args, tmp: Path) -> None:
+    import camcli
+    from camcli.audit import folder as audit_folder
+    from camcli.models.demo.scenes import make_scene
+
+    images = tmp / "cost"
+    images.mkdir()
+    rng = np.random.default_rng(90210)
+    for i in range(args.cost_maps):
+        scene = make_scene(rng, tag=i % 10 == 0)
+        Image.fromarray(scene.image).save(images / f"scene{i:05d}.png")
+    out = tmp / "cost-out"
+    started = time.perf_counter()
+    camcli.explain_paths([images], out=out, model="demo-cheat", save_heatmap=True, batch_size=32)
+    explained = time.perf_counter() - started
+    started = time.perf_counter()
+    maps = audit_folder.read_folder(out)
+    read = time.perf_counter() - started
+    report = audit_folder.audit_maps(maps)
+    audit_folder.write_audit(report, out)
+    total = time.perf_counter() - started
+    count = sum(len(m) for m, _ in report.classes)
+    print(f"== cost: audit of an explain folder of {count} maps ({os.cpu_count()} cores; explaining them took "
+          f"{explained:.1f} s)")
+    print(f"reading and shrinking the heatmaps {read:.1f} s, clustering and t-SNE {report.seconds:.1f} s, "
+          f"total with writing {total:.1f} s")
+    print(f"target (under 60 s for 5,000 maps): {'held' if total < 60 or count < 5000 else 'MISSED'}"
+          f"{'' if count >= 5000 else f' (only {count} maps: not the target size)'}\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clean", type=int, default=50, help="clean scenes per class (default: %(default)s)")
+    parser.add_argument("--tagged", type=int, default=8, help="tagged scenes per class (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[101, 202, 303], help="folders' seeds")
+    parser.add_argument("--cost-maps", type=int, default=5000, help="maps of the cost run (default: %(default)s)")
+    parser.add_argument("--skip-sanity", action="store_true", help="skip the sanity check")
+    args = parser.parse_args(argv)
+    if (SHARED / "imagenet" / WEIGHTS).is_file():
+        keras_home()  # before Keras is imported: it reads KERAS_HOME once
+        os.environ.setdefault("CAMCLI_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="camcli-audit-bench-") as tmp:
+        run_flags(args, Path(tmp))
+        if args.cost_maps:
+            run_cost(args, Path(tmp))
+    if not args.skip_sanity:
+        import sanity
+
+        print("== sanity check (benchmarks/sanity.py)")
+        sanity.main([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
