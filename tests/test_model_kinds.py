@@ -397,7 +397,8 @@ def test_cli_regression(files, tmp_path):
     model = keras.models.load_model(files["regressor"])
     image = np.asarray(Image.open(files["images"] / "img0.png"), dtype="float32")[None]
     record = json.loads((tmp_path / "img0.json").read_text())
-    assert record["predictions"][0]["score"] == pytest.approx(float(model.predict(image, verbose=0)[0, 0]), abs=1e-5)
+    # a float32 score near 300: the batch path and predict() differ in the last bits, so compare relatively
+    assert record["predictions"][0]["score"] == pytest.approx(float(model.predict(image, verbose=0)[0, 0]), rel=1e-6)
     assert record["target"] == {"kind": "value"}
     result = invoke("explain", files["images"], "--model", files["regressor"], "--target", "value", "--method", "cam",
                     "--out", tmp_path / "cam")

@@ -238,14 +238,15 @@ def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
         if cluster.rest_border_share is None:
             cluster.flagged, cluster.reason = False, "the only cluster of the class: nothing to compare with"
         elif cluster.share > rule.max_share:
-            cluster.flagged, cluster.reason = False, f"not small: {share} (above {rule.max_share:.0%})"
+            cluster.flagged, cluster.reason = False, (f"not small: {cluster.share:.1%} of the class "
+                                                      f"(above {rule.max_share:.0%})")
         elif cluster.tightness < rule.min_tightness:
-            cluster.flagged, cluster.reason = False, (f"not tight: its maps differ (tightness {cluster.tightness:.2f}"
-                                                      f", below {rule.min_tightness:.2f})")
+            cluster.flagged, cluster.reason = False, (f"not tight: its maps differ (tightness {cluster.tightness:.3f}"
+                                                      f", below {rule.min_tightness:g})")
         elif cluster.border_share < cluster.rest_border_share + rule.min_away:
             cluster.flagged, cluster.reason = False, (
-                f"looks where the rest of the class looks (border share {cluster.border_share:.2f} against "
-                f"{cluster.rest_border_share:.2f}, less than {rule.min_away:.2f} above it)")
+                f"looks where the rest of the class looks (border share {cluster.border_share:.3f} against "
+                f"{cluster.rest_border_share:.3f}, less than {rule.min_away:g} above it)")
         else:
             cluster.flagged, cluster.reason = True, (
                 f"small ({share}), tight ({cluster.tightness:.2f}), its mass sits at the border "
