@@ -564,14 +564,16 @@ def _audit_sanity_plan(paths, options: dict) -> dict | None:
     check needs the images and the model, not an explain folder."""
     from camcli.audit.folder import is_explain_folder
 
+    if options["sanity"] and len(paths) == 1 and is_explain_folder(Path(paths[0])):
+        raise UsageError(f"--sanity explains images on randomised copies of the model, and {paths[0]} is an "
+                         "explain output folder: give the images and the model instead")
+    if options["sanity"] and options["out"] is None:
+        options["out"] = Path("camcli_out")  # where audit_paths explains the images; sanity.json goes beside
     plan = sanity_plan(options)
     others = options.pop("fail_under")
     if others:
         raise UsageError(f"--fail-under {others[0]}: audit gates only the sanity score (sanity=VALUE); "
                          "gate localization metrics with `camcli evaluate`")
-    if plan is not None and len(paths) == 1 and is_explain_folder(Path(paths[0])):
-        raise UsageError(f"--sanity explains images on randomised copies of the model, and {paths[0]} is an "
-                         "explain output folder: give the images and the model instead")
     return plan
 
 
