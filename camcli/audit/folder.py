@@ -232,11 +232,18 @@ def audit_maps(folder: FolderMaps, by: str = "predicted", rule: FlagRule = DEFAU
     groups: dict[object, list[AuditMap]] = {}
     for item in folder.maps:
         groups.setdefault(item.truth if by == "truth" else item.class_index, []).append(item)
-    classes = []
-    for _, maps in sorted(groups.items(), key=lambda kv: (kv[1][0].class_index, kv[1][0].label)):
+    ordered = [maps for _, maps in sorted(groups.items(), key=lambda kv: (kv[1][0].class_index, kv[1][0].label))]
+
+    def audit_class(maps: list[AuditMap]) -> tuple[list[AuditMap], ClassClusters]:
         cells = np.stack([m.cells for m in maps])
         truth = [m.truth for m in maps] if any(m.truth is not None for m in maps) else None
-        classes.append((maps, cluster_class(cells, truth, rule=rule, neighbours=neighbours, seed=seed, embed=embed)))
+        return maps, cluster_class(cells, truth, rule=rule, neighbours=neighbours, seed=seed, embed=embed)
+
+    # One class per thread: t-SNE's gradient descent (most of the time) runs in compiled code that
+    # releases the GIL, so the classes share the cores. Each class is seeded alone: same result.
+    workers = max(1, min(os.cpu_count() or 1, len(ordered)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camcli-spray") as pool:
+        classes = list(pool.map(audit_class, ordered))
     return AuditReport(folder, by, rule, neighbours, classes, seconds=time.perf_counter() - started)
 
 
