@@ -123,6 +123,7 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, o
                   aug_smooth: bool = False, max_channels: int | None = None, batch_size: int = 8,
                   alpha: float = 0.5, colormap: str = "jet", box_threshold: float = 0.2, draw_box: bool = False,
                   save_heatmap: bool = False, save_mask: bool = False, panel: bool = False, report: bool = False,
+                  save_segmentation: bool = False, bg_threshold: float | None = None, refine: str = "none",
                   overlay_format: str = "auto", max_size: int | None = None, max_pixels: int | None = None,
                   fail_fast: bool = False, resume: bool = False, shard: tuple[int, int] | None = None,
                   on_failure: Callable[[str, str], None] | None = None,
@@ -138,15 +139,26 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, o
     max_size: the longest side of the pictures written (None: the original size). max_pixels: decode
     images of up to this many pixels (None: Pillow's decompression-bomb limit).
     image_input, extra_inputs, output: for models with several inputs or outputs (see
-    camcli.wrap_model; extra_inputs may be a CSV/JSON table's path). target: "class" (default),
+    camcli.wrap_model; extra_inputs may be a CSV/JSON table's path). save_segmentation: a label map
+    per image and method (`<stem>.<method>.segmentation.png`), each pixel the argmax of its classes'
+    normalised maps and `bg_threshold` (default camcli.maps.segmentation.DEFAULT_BG_THRESHOLD), after
+    `refine` ("none", "slic", "randomwalk", "crf"). target: "class" (default),
     "region" (with an optional target_mask), "value", "increase", "decrease", or a callable
     (camcli.explain.targets). token_grid: "HxW" for token layers whose grid cannot be inferred.
     """
     from camcli.maps.overlay import colormap_lut
+    from camcli.maps.refine import check_refinement
+    from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD
     from camcli.runs.runner import RunOptions, check_run_files, run
     from camcli.runs.writer import OVERLAY_FORMATS, OutputOptions
 
     out_dir = Path(out)
+    if not save_segmentation and (bg_threshold is not None or refine != "none"):
+        raise UsageError("`bg_threshold` and `refine` shape the label maps: add `save_segmentation`")
+    bg_threshold = DEFAULT_BG_THRESHOLD if bg_threshold is None else bg_threshold
+    if not 0.0 <= bg_threshold <= 1.0:
+        raise UsageError(f"`bg_threshold={bg_threshold}` must lie in [0, 1] (the maps are scaled to max 1)")
+    check_refinement(refine)
     if overlay_format not in OVERLAY_FORMATS:
         raise UsageError(f"unknown overlay format {overlay_format!r}: choose one of {', '.join(OVERLAY_FORMATS)}")
     if max_size is not None and max_size < 16:
@@ -163,7 +175,8 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, o
                                 token_grid=token_grid)
     output = OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
                            save_heatmap=save_heatmap, save_mask=save_mask, panel=panel,
-                           overlay_format=overlay_format, max_size=max_size)
+                           overlay_format=overlay_format, max_size=max_size, save_segmentation=save_segmentation,
+                           bg_threshold=bg_threshold, refine=refine)
     options = RunOptions(out_dir, batch_size, output, fail_fast=fail_fast, resume=resume, shard=shard,
                          raise_unexpected=debug, max_pixels=max_pixels)
     if on_start:
@@ -174,23 +187,42 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, o
     return summary
 
 
-def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object = DEFAULT_MODEL,
+def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike | None = None, model: object = DEFAULT_MODEL,
                    out: PathLike | None = "camcli_out", weights: str | None = None, preprocess: str | None = None,
                    labels_file: str | None = None, unsafe_load: bool = False, image_input: str | None = None,
                    extra_inputs: object = None, output: str | None = None, methods: Sequence[str] | None = None,
                    layers: Sequence[str] | None = None, head: str = "auto", steps: int = 50,
                    box_threshold: float = 0.2, pointing_tolerance: float = 0.0, batch_size: int = 8,
                    explain_class: str = "predicted", fail_under: Sequence[str] = (), fail_over: Sequence[str] = (),
+                   truth_masks: PathLike | None = None, mask_labels: PathLike | None = None,
+                   bg_threshold: float | None = None, refine: str = "none",
                    on_failure: Callable[[str, str], None] | None = None,
                    on_progress: Callable[[int], None] | None = None,
                    on_start: Callable[[int], None] | None = None):
     """Score every method's maps against the ground-truth boxes in `truth`; write evaluation.json and
     evaluation.csv into `out` (None writes nothing). Returns the `EvaluationReport`; its
-    `failed_gates` are the `fail_under` / `fail_over` gates ("metric=value") that did not hold."""
+    `failed_gates` are the `fail_under` / `fail_over` gates ("metric=value") that did not hold.
+
+    With `truth_masks` (a folder of VOC SegmentationClass PNGs) instead of `truth`, the maps of each
+    image's truth classes become label maps (`bg_threshold`, `refine`) scored by IoU per class and
+    mIoU (camcli.evaluate.masks); `mask_labels` names mask values (VALUE,CLASS lines)."""
     from camcli.evaluate import evaluation
     from camcli.evaluate.truth import load_truth
     from camcli.explain.explainer import Explainer
 
+    if (truth is None) == (truth_masks is None):
+        raise UsageError("evaluate needs the truth: boxes (`truth`) or pixel masks (`truth_masks`), one of them")
+    if truth_masks is not None:
+        return _evaluate_masks(paths, truth_masks, mask_labels, bg_threshold, refine, fail_under, fail_over,
+                               out, ModelSource(model, weights, preprocess, labels_file, unsafe_load, image_input,
+                                                extra_inputs, output),
+                               methods, layers, head, batch_size, on_failure, on_progress, on_start)
+    given = [name for name, value in (("mask_labels", mask_labels), ("bg_threshold", bg_threshold))
+             if value is not None]
+    if refine != "none":
+        given.append("refine")
+    if given:
+        raise UsageError(f"`{given[0]}` applies to pixel masks: give `truth_masks`")
     gates = [evaluation.parse_gate(text, "under") for text in fail_under]
     gates += [evaluation.parse_gate(text, "over") for text in fail_over]
     out_dir = Path(out) if out is not None else None
@@ -218,6 +250,40 @@ def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike, model: object 
 
     return evaluation.evaluate(explainers, tasks, truth_boxes, options, skipped, on_failure=on_failure,
                                on_progress=on_progress)
+
+
+def _evaluate_masks(paths, truth_masks, mask_labels, bg_threshold, refine, fail_under, fail_over, out,
+                    source: ModelSource, methods, layers, head, batch_size, on_failure, on_progress, on_start):
+    """evaluate_paths with `truth_masks`: the label maps scored against the masks."""
+    from camcli.evaluate import evaluation, masks
+    from camcli.explain.explainer import Explainer
+    from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD
+
+    gates = [evaluation.parse_gate(text, "under", masks.SEGMENTATION_METRICS) for text in fail_under]
+    gates += [evaluation.parse_gate(text, "over", masks.SEGMENTATION_METRICS) for text in fail_over]
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        check_output_folder(out_dir)
+        evaluation.check_output_files(out_dir)
+    labels_table = masks.read_mask_labels(mask_labels) if mask_labels is not None else None
+    options = masks.SegmentationOptions(out_dir, DEFAULT_BG_THRESHOLD if bg_threshold is None else bg_threshold,
+                                        refine, batch_size=batch_size, gates=gates, truth_name=str(truth_masks))
+    tasks, skipped = _discover(paths, out_dir if out_dir is not None else Path(os.devnull))
+
+    def explainers(masked):  # built once the masks are read: a malformed mask fails before a model loads
+        loaded = source.load()
+        if loaded.extra_input_names:
+            raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
+                             f"{', '.join(loaded.extra_input_names)}; explain it with `camcli explain`")
+        classes = ["top1"] * masks.mask_classes_needed(masked, labels_table)
+        built = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
+                           score_batch_size=MASKED_BATCH) for name in _method_names(methods)]
+        if on_start:
+            on_start(len(masked))
+        return built
+
+    return masks.evaluate_masks(explainers, tasks, Path(truth_masks), options, labels_table, skipped,
+                                on_failure=on_failure, on_progress=on_progress)
 
 
 def audit_paths(paths: Sequence[PathLike], *, out: PathLike | None = None, by: str = "predicted",

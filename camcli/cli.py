@@ -25,6 +25,7 @@ import click
 from camcli import __version__
 from camcli.audit.rule import DEFAULT_RULE
 from camcli.errors import CamcliError, UsageError, one_line
+from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, REFINEMENTS
 from camcli.models import catalog
 
 EXIT_FAILED = 1
@@ -205,6 +206,18 @@ map_options = _stack(
 )
 
 
+label_map_options = _stack(
+    click.option("--bg-threshold", type=click.FloatRange(0, 1), metavar="T",
+                 help="Label maps: the background's score; a pixel takes the class whose normalised map is highest "
+                      f"there when that map is above T. Default: {DEFAULT_BG_THRESHOLD} (chosen on the demo's "
+                      "validation scenes, see `make bench-segmentation`)."),
+    click.option("--refine", type=click.Choice(REFINEMENTS), default="none", show_default=True,
+                 help="Label maps: pull the maps onto the image's edges first. slic: each map's mean in SLIC "
+                      "superpixels; randomwalk: a random walk from confident seeds; crf: a dense CRF (needs "
+                      "keras-camcli[crf]). slic and randomwalk need keras-camcli[segment]."),
+)
+
+
 sanity_options = _stack(
     click.option("--sanity", is_flag=True,
                  help="Also run the model-parameter randomisation test (Adebayo et al. 2018): re-initialise a copy of "
@@ -357,6 +370,10 @@ class Progress:
               help="Also write each map as float32 .npy at the output size (the image's, or --max-size), "
                    "values in [0, 1].")
 @click.option("--save-mask", is_flag=True, help="Also write each map's thresholded region as a binary PNG mask.")
+@click.option("--save-segmentation", is_flag=True,
+              help="Also write a label map per image and method, OUT/<stem>.<method>.segmentation.png: a palette PNG "
+                   "at the original size, 0 background and 1, 2... the explained classes (the JSON lists them).")
+@label_map_options
 @click.option("--draw-box", is_flag=True, help="Draw the box on the overlay.")
 @click.option("--panel", is_flag=True,
               help="Also write a panel per map: the original, the heatmap with a colour bar, and the overlay.")
@@ -421,9 +438,18 @@ def _finish_explain(summary, options, quiet, print_json, stop):
 
 @cli.command("evaluate")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--truth", required=True, type=click.Path(path_type=Path), metavar="FILE|DIR",
+@click.option("--truth", type=click.Path(path_type=Path), metavar="FILE|DIR",
               help="Ground-truth boxes: CSV image,x0,y0,x1,y1[,label] (pixels, x1/y1 exclusive), JSON "
                    "{\"img.jpg\": [{\"box\": [x0, y0, x1, y1], \"label\": \"cat\"}]}, or a folder of Pascal VOC XML.")
+@click.option("--truth-masks", type=click.Path(path_type=Path), metavar="DIR",
+              help="Instead of --truth: pixel masks, PASCAL VOC SegmentationClass PNGs named as the images "
+                   "(0 background, k the model's class k - 1, 255 ignored). Each image's truth classes' maps become "
+                   "a label map (--bg-threshold, --refine), scored by IoU per class and mIoU, with a sweep of the "
+                   "background threshold.")
+@click.option("--mask-labels", type=click.Path(dir_okay=False), metavar="FILE",
+              help="--truth-masks: the class of each mask value, VALUE,CLASS lines (for masks not numbered as the "
+                   "model's classes).")
+@label_map_options
 @model_options
 @map_options
 @out_option("Folder for evaluation.json and evaluation.csv.")
@@ -447,9 +473,12 @@ def evaluate_command(paths, **options):
     Prints a table of metrics per method (fractions in [0, 1]) and writes OUT/evaluation.json and
     OUT/evaluation.csv. Each image's boxes are scored against the map of its top-1 class, or with
     --explain-class truth of the boxes' label; images without truth are listed and skipped.
+    With --truth-masks instead of --truth, each image's truth classes' maps become a label map scored
+    against its mask: IoU per class, mIoU (--fail-under miou=VALUE) and the background-threshold sweep.
     With --sanity, the model-parameter randomisation test runs next on the same images, model, layer
     and methods, and writes OUT/sanity.json.
-    Exit status: 0 every gate passed, 1 a gate failed or an image could not be read, 2 usage error.
+    Exit status: 0 every gate passed, 1 a gate failed or an image could not be read, 2 usage error
+    (also a mask of the wrong size, or a mask value that names no class).
 
     \b
     Example:
@@ -457,9 +486,13 @@ def evaluate_command(paths, **options):
           --model demo --method gradcam --method cam --fail-under pointing=0.8
       camcli evaluate sample_images/generated --truth sample_images/generated/truth.csv \\
           --model demo --method gradcam --method guidedbackprop --sanity --fail-under sanity=0.5
+      camcli evaluate scenes --truth-masks scenes/masks --model demo --method gradcam \
+          --refine randomwalk --fail-under miou=0.6
     """
     from camcli.api import evaluate_paths
-    from camcli.evaluate.evaluation import format_table
+    from camcli.evaluate import evaluation, masks
+
+    format_table = masks.format_table if options["truth_masks"] is not None else evaluation.format_table
 
     sanity = sanity_plan(options)
     progress = Progress()

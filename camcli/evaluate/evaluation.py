@@ -490,7 +490,7 @@ def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str], model
         return None, str(error), None
 
 
-def _can_share(explainers: Sequence) -> bool:
+def shares_one_step(explainers: Sequence) -> bool:
     from camcli.explain.explainer import Explainer
 
     first = explainers[0]
@@ -510,7 +510,7 @@ class _Evaluation:
         self.explainers, self.truth, self.options, self.on_failure = list(explainers), truth, options, on_failure
         # One shared step per batch for every method, when they share the model, layers, head and
         # classes (as `camcli evaluate` builds them); other explainers explain on their own.
-        self.methods = MethodSet(self.explainers) if _can_share(self.explainers) else None
+        self.methods = MethodSet(self.explainers) if shares_one_step(self.explainers) else None
         self.labels = self.explainers[0].loaded.labels
         self.rows: dict[str, list[dict]] = {name: [] for name in self.names}
         self.failures: list[dict] = []
@@ -610,6 +610,10 @@ CSV_COLUMNS = ("image", "method", "class_index", "label", "truth_label", "class_
                "truth_boxes", "box_x0", "box_y0", "box_x1", "box_y1", "empty", *METRICS, "masked_score")
 
 
+# evaluation.csv of `evaluate --truth-masks` (camcli.evaluate.masks.csv_text): one line per figure.
+MASK_CSV_COLUMNS = ("record", "image", "method", "class_index", "label", "bg_threshold", "iou")
+
+
 def _csv_value(value):
     if isinstance(value, bool):
         return int(value)
@@ -630,11 +634,12 @@ def csv_text(rows: Sequence[dict]) -> str:
 
 
 def check_output_files(out_dir: Path) -> None:
-    """UsageError before any work when evaluation.json or evaluation.csv in `out_dir` is not camcli's."""
+    """UsageError before any work when evaluation.json or evaluation.csv in `out_dir` is not camcli's
+    (a box evaluation's or a mask evaluation's: either may replace the other)."""
     layout = Layout(out_dir)
-    header = ",".join(CSV_COLUMNS)
+    headers = (",".join(CSV_COLUMNS), ",".join(MASK_CSV_COLUMNS))
     check_replaceable(layout.evaluation_json)
-    check_replaceable(layout.evaluation_csv, lambda p: is_camcli_csv(p, header))
+    check_replaceable(layout.evaluation_csv, lambda p: any(is_camcli_csv(p, header) for header in headers))
 
 
 def write_report(report: EvaluationReport, out_dir: Path) -> tuple[Path, Path]:

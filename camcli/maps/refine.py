@@ -20,9 +20,8 @@ module costs nothing.
 import numpy as np
 
 from camcli.errors import UsageError
-from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD, normalise_maps
-
-REFINEMENTS = ("none", "slic", "randomwalk", "crf")
+from camcli.maps.label_settings import REFINEMENTS
+from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD, label_map, normalise_maps
 
 # SLIC: about one superpixel per 16x16 pixels (196 on a 224 px image). That is about the area one
 # cell of a 14x14 feature map covers, so superpixels are finer than the CAM itself; compactness 10 is
@@ -66,6 +65,7 @@ CRF_BILATERAL_COMPAT = 10
 CRF_ITERATIONS = 10
 CRF_MIN_PROBABILITY = 1e-5  # the unary is -log(p): p is clipped so that a zero costs 11.5, not infinity
 CRF_INSTALL_HINT = "pip install 'keras-camcli[crf]'"
+SEGMENT_INSTALL_HINT = "pip install 'keras-camcli[segment]'"
 
 
 def refine(maps: np.ndarray, rgb: np.ndarray, how: str, bg_threshold: float = DEFAULT_BG_THRESHOLD) -> np.ndarray:
@@ -82,6 +82,27 @@ def refine(maps: np.ndarray, rgb: np.ndarray, how: str, bg_threshold: float = DE
     if how == "randomwalk":
         return random_walk_refine(maps, rgb)
     return crf_refine(maps, rgb, bg_threshold)
+
+
+def check_refinement(how: str) -> None:
+    """UsageError, before any work, for an unknown refinement or one whose package is not installed."""
+    import importlib.util
+
+    if how not in REFINEMENTS:
+        raise UsageError(f"unknown refinement {how!r}; choose one of {', '.join(REFINEMENTS)}")
+    package, module, hint = {"slic": ("scikit-image", "skimage", SEGMENT_INSTALL_HINT),
+                             "randomwalk": ("scikit-image", "skimage", SEGMENT_INSTALL_HINT),
+                             "crf": ("pydensecrf2", "pydensecrf", CRF_INSTALL_HINT)}.get(how, (None, None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise UsageError(f"the {how} refinement needs {package}, which is not installed: {hint}")
+
+
+def label_image(maps: np.ndarray, rgb: np.ndarray, bg_threshold: float = DEFAULT_BG_THRESHOLD,
+                how: str = "none") -> np.ndarray:
+    """The (H, W) uint8 label map of one image: its (K, H, W) class maps normalised, refined by `how`
+    along the edges of (H, W, 3) uint8 `rgb`, then each pixel the argmax of [bg_threshold, maps]
+    (0 background, k for the k-th map)."""
+    return label_map(refine(normalise_maps(maps), rgb, how, bg_threshold), bg_threshold)
 
 
 def _checked(maps, rgb):

@@ -9,10 +9,12 @@ read and written by camcli.runs.label_files.
 
 import numpy as np
 
+from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD
+
 IGNORE = 255  # VOC masks mark object borders and unlabelled pixels with 255 ("void"): never scored
 MAX_CLASSES = 254  # label values 1..254 for the maps; 0 is background and 255 is IGNORE
-# IRN evaluates its CAMs with this background threshold (run_sample.py, `--cam_eval_thres`).
-DEFAULT_BG_THRESHOLD = 0.15
+__all__ = ["DEFAULT_BG_THRESHOLD", "DEFAULT_SWEEP", "IGNORE", "MAX_CLASSES", "confusion_matrix", "iou_per_class",
+           "label_map", "mean_iou", "normalise_maps", "voc_palette"]
 # The background thresholds a sweep tries: the best one differs between methods and models.
 DEFAULT_SWEEP = tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
 

@@ -9,6 +9,8 @@ This module is the one owner of those facts. For an image whose output stem is `
     a/cat.<method>.<class>.npy          the heatmap (--save-heatmap)
     a/cat.<method>.<class>.mask.png     the box mask (--save-mask)
     a/cat.<method>.<class>.panel.png    the panel (--panel)
+    a/cat.<method>.segmentation.png     the label map of all the method's classes (--save-segmentation),
+                                        a palette PNG at the original size
     a/cat.thumb.jpg, a/cat.<method>.<class>.thumb.jpg   the report's thumbnails
 
 and at the top of the folder: summary.json (summary.K-of-N.json for shard K of N), index.html (the
@@ -101,6 +103,11 @@ class Layout:
         base = f"{stem}.{method}.{class_index}"
         suffixes = (OVERLAY_SUFFIXES[overlay_format], ".npy", ".mask.png", ".panel.png")
         return MapPaths(*(self._with_suffix(base, suffix) for suffix in suffixes))
+
+    def segmentation(self, stem: str, method: str) -> Path:
+        """The label map of one image and method. No map file can take this name: a map's name has
+        its class index, a number, where this one has `segmentation`."""
+        return self._with_suffix(f"{stem}.{method}", ".segmentation.png")
 
     def summary(self, shard: tuple[int, int] | None = None) -> Path:
         return self.out_dir / shard_summary_name(shard)

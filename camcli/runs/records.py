@@ -10,7 +10,11 @@ complete):
     predictions                   [{rank, index, label, score}], the top-k
     explanations                  one entry per (method, class): method, layer, layers, class_index,
                                   label, score, overlay, heatmap, peak, bbox, mask, panel, raw_max, empty
-                                  (file names relative to the output folder; null when not written)
+                                  (file names relative to the output folder; null when not written);
+                                  with --save-segmentation also segmentation (the method's label
+                                  map) and segmentation_value (this map's pixel value in it)
+    segmentation                  with --save-segmentation: bg_threshold, refine, and per method
+                                  {file, values: [{value, class_index, label}]}, value 0 the background
     camcli_version, fingerprint   who wrote it, and a digest of everything that shaped its outputs
     warning                       only with random weights
 
@@ -39,7 +43,7 @@ RANDOM_WEIGHTS_WARNING = "random weights (weights='none'): the predictions and m
 MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's records
 
 # Files an explanation entry may name, by whether the run was asked for them.
-MAP_FILE_KEYS = ("overlay", "heatmap", "mask", "panel")
+MAP_FILE_KEYS = ("overlay", "heatmap", "mask", "panel", "segmentation")
 
 # Summary fields that describe the run rather than count it; merged summaries take them from shard 1.
 RUN_FIELDS = ("camcli_version", "model", "layer", "method", "methods", "classes", "target", "pretrained",
@@ -58,7 +62,8 @@ def fingerprint(settings: Mapping) -> str:
 
 def image_record(*, image: str, width: int, height: int, model: str, layer: str, layers: list[str],
                  predictions: list[dict], explanations: list[dict], fingerprint: str, pretrained: bool,
-                 output_size: tuple[int, int] | None = None, target: dict | None = None) -> dict:
+                 output_size: tuple[int, int] | None = None, target: dict | None = None,
+                 segmentation: dict | None = None) -> dict:
     record = {
         "image": image,
         "width": width,
@@ -74,6 +79,8 @@ def image_record(*, image: str, width: int, height: int, model: str, layer: str,
         "camcli_version": __version__,
         "fingerprint": fingerprint,
     }
+    if segmentation is not None:
+        record["segmentation"] = segmentation
     if not pretrained:
         record["warning"] = RANDOM_WEIGHTS_WARNING
     return record

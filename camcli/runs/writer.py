@@ -22,12 +22,16 @@ from PIL import Image, ImageDraw
 
 from camcli.errors import CamcliError, ForeignFileError
 from camcli.maps.boxes import box_from_map, peak_xy, threshold_mask
+from camcli.maps.label_settings import REFINEMENTS, SEGMENTATION_SIDE
 from camcli.maps.overlay import colormap_lut, overlay_picture, resize_unit_rgb, upsample
 from camcli.maps.panel import panel_title
+from camcli.maps.refine import label_image
+from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD, MAX_CLASSES
 from camcli.runs import records
 from camcli.runs.decode import PHOTO_FORMATS, DecodedImage, output_size
 from camcli.runs.discovery import ImageTask
 from camcli.runs.files import save_json, save_npy, save_panel, save_picture, save_png
+from camcli.runs.label_files import save_label_map
 from camcli.runs.layout import OVERLAY_SUFFIXES, Layout, MapPaths, may_replace
 
 # Boxes and peaks are measured on the map at most this many pixels on its longest side (the
@@ -59,18 +63,31 @@ class OutputOptions:
     png_compress_level: int = 1  # with zlib's Z_RLE strategy (see files.encode_png)
     overlay_format: str = "auto"  # png, jpg, webp, or auto (overlay_format_for)
     max_size: int | None = None  # longest side of the pictures; None: the original size
+    save_segmentation: bool = False  # one label map per image and method (camcli.maps.segmentation)
+    bg_threshold: float = DEFAULT_BG_THRESHOLD  # the background's score in the label maps
+    refine: str = "none"  # how the maps are refined before labelling (camcli.maps.refine.REFINEMENTS)
+
+    def __post_init__(self):
+        if self.refine not in REFINEMENTS:
+            raise CamcliError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINEMENTS)}")
+        if not 0.0 <= self.bg_threshold <= 1.0:
+            raise CamcliError(f"the background threshold {self.bg_threshold} must lie in [0, 1]")
 
     def required_files(self) -> tuple[str, ...]:
         """The file keys of an explanation entry (records.MAP_FILE_KEYS) this run writes."""
-        wanted = {"overlay": True, "heatmap": self.save_heatmap, "mask": self.save_mask, "panel": self.panel}
+        wanted = {"overlay": True, "heatmap": self.save_heatmap, "mask": self.save_mask, "panel": self.panel,
+                  "segmentation": self.save_segmentation}
         return tuple(key for key, on in wanted.items() if on)
 
     def settings(self) -> dict:
         """The part of a record's fingerprint these options make."""
-        return {"alpha": self.alpha, "colormap": self.colormap, "box_threshold": self.box_threshold,
-                "draw_box": self.draw_box, "files": list(self.required_files()),
-                "png_compress_level": self.png_compress_level, "overlay_format": self.overlay_format,
-                "max_size": self.max_size}
+        settings = {"alpha": self.alpha, "colormap": self.colormap, "box_threshold": self.box_threshold,
+                    "draw_box": self.draw_box, "files": list(self.required_files()),
+                    "png_compress_level": self.png_compress_level, "overlay_format": self.overlay_format,
+                    "max_size": self.max_size}
+        if self.save_segmentation:  # only then: the fingerprints of other runs stay what they were
+            settings.update(bg_threshold=self.bg_threshold, refine=self.refine, segmentation_side=SEGMENTATION_SIDE)
+        return settings
 
 
 @dataclass(frozen=True)
@@ -108,7 +125,8 @@ class ImageWriter:
         image's previous record lists."""
         record_path = self.layout.record(task.out_stem)
         listed = records.read_listed_files(record_path, self.layout.out_dir)
-        paths = [record_path] + [path for _, paths in planned for path in self._written(paths)]
+        paths = [record_path] + [path for _, paths in planned for path in self._written(paths)] \
+            + list(self.segmentation_paths(task, planned).values())
         for path in paths:
             if os.path.realpath(path) in self.inputs:
                 raise CamcliError(f"output {path} would overwrite an input image; write to another output "
@@ -116,6 +134,13 @@ class ImageWriter:
             if not may_replace(path, listed):
                 raise ForeignFileError(path)
         return listed
+
+    def segmentation_paths(self, task: ImageTask, planned) -> dict[str, Path]:
+        """{method: its label map's path} for the methods of `planned`, in order; empty unless asked for."""
+        if not self.options.save_segmentation:
+            return {}
+        methods = dict.fromkeys(class_map.method for class_map, _ in planned)
+        return {method: self.layout.segmentation(task.out_stem, method) for method in methods}
 
     def _written(self, paths: MapPaths) -> list[Path]:
         options = self.options
@@ -140,6 +165,9 @@ class ImageWriter:
         pictures = _Pictures(decoded.picture)
         explanations = [self._write_map(decoded, pictures, class_map, paths, overlay_format)
                         for class_map, paths in planned]
+        segmentation_paths = self.segmentation_paths(task, planned)
+        segmentation = self._write_segmentations(decoded, planned, explanations, segmentation_paths) \
+            if segmentation_paths else None
         identity = self.identity
         record = records.image_record(
             image=task.display, width=width, height=height, model=identity.model, layer=identity.layer,
@@ -147,9 +175,11 @@ class ImageWriter:
             pretrained=identity.pretrained, output_size=decoded.picture.size, target=identity.target,
             predictions=[{"rank": p.rank, "index": p.index, "label": p.label, "score": p.score}
                          for p in result.predictions],
+            segmentation=segmentation,
         )
         save_json(self.layout.record(task.out_stem), record)
         written = {os.path.realpath(path) for _, paths in planned for path in self._written(paths)}
+        written |= {os.path.realpath(path) for path in segmentation_paths.values()}
         _remove_replaced(previous - written)
 
     def _write_map(self, decoded: DecodedImage, pictures: _Pictures, class_map, paths: MapPaths,
@@ -196,6 +226,35 @@ class ImageWriter:
             "raw_max": class_map.raw_max,
             "empty": class_map.empty,
         }
+
+
+    def _write_segmentations(self, decoded: DecodedImage, planned, explanations: list[dict],
+                             paths: dict[str, Path]) -> dict:
+        """One label map per method (all its classes' maps against the background), at the original
+        size; each map's entry gets its file and pixel value. Returns the record's `segmentation`."""
+        options = self.options
+        width, height = decoded.original_size
+        work_width, work_height = output_size(decoded.picture.size, SEGMENTATION_SIDE)
+        picture = decoded.picture if decoded.picture.size == (work_width, work_height) else \
+            decoded.picture.resize((work_width, work_height), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        rgb = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+        tables = {}
+        for method, path in paths.items():
+            entries = [(i, class_map) for i, (class_map, _) in enumerate(planned) if class_map.method == method]
+            entries = entries[:MAX_CLASSES]  # values 1..254; 255 means "ignore" in VOC's masks
+            maps = np.stack([upsample(class_map.heatmap, height=work_height, width=work_width)
+                             for _, class_map in entries])
+            labels = label_image(maps, rgb, options.bg_threshold, options.refine)
+            if labels.shape != (height, width):
+                labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
+            save_label_map(path, labels)
+            values = [{"value": 0, "class_index": None, "label": "background"}]
+            for value, (i, class_map) in enumerate(entries, start=1):
+                explanations[i]["segmentation"] = self.layout.relative(path)
+                explanations[i]["segmentation_value"] = value
+                values.append({"value": value, "class_index": class_map.class_index, "label": class_map.label})
+            tables[method] = {"file": self.layout.relative(path), "values": values}
+        return {"bg_threshold": options.bg_threshold, "refine": options.refine, "maps": tables}
 
 
 def _remove_replaced(paths) -> None:

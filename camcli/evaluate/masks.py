@@ -1,0 +1,441 @@
+"""`camcli evaluate --truth-masks`: label maps from class activation maps scored against pixel masks.
+
+The protocol of weakly supervised semantic segmentation (PSA, Ahn & Kwak 2018; IRN, Ahn et al. 2019;
+AMN, Lee et al. 2022), on the maps of each image's truth classes:
+
+1. each image is explained for the classes its mask holds (the truth, not the prediction: the
+   question is how well a class's map outlines that class);
+2. the maps are normalised, refined (`refine`) and labelled: each pixel takes the argmax of
+   [background threshold, map_1, ..., map_K] (camcli.maps.segmentation.label_map), on the picture at
+   most SEGMENTATION_SIDE pixels long, then enlarged to the mask's size;
+3. one confusion matrix over the whole folder gives each class's IoU (background included, as in
+   VOC) and their mean, `miou`;
+4. the background threshold is swept (AMN, "Threshold Matters", shows it is the seeds' bottleneck):
+   the mIoU at every threshold of `sweep` is reported, and the best of them.
+
+Masks are PASCAL VOC `SegmentationClass` PNGs named as the images (`<mask dir>/<relative path>.png`,
+or `<mask dir>/<file stem>.png`): 0 background, k the model's class k - 1, 255 ignored. A mask-labels
+file names other values (`VALUE,CLASS` lines). A mask whose size is not its image's, or a value
+that names no class, is a usage error: the masks belong to other images or another model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from camcli.errors import ImageLoadError, UsageError
+from camcli.evaluate.evaluation import (
+    MASK_CSV_COLUMNS,
+    EvaluationReport,
+    Gate,
+    Metric,
+    check_gates,
+    shares_one_step,
+)
+from camcli.explain.classes import resolve_label
+from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, SEGMENTATION_SIDE
+from camcli.maps.overlay import upsample
+from camcli.maps.refine import check_refinement, refine
+from camcli.maps.segmentation import DEFAULT_SWEEP, IGNORE, MAX_CLASSES, confusion_matrix, label_map, normalise_maps
+from camcli.runs.decode import decode_image
+from camcli.runs.discovery import ImageTask, SkippedInput
+from camcli.runs.files import save_json, write_bytes_atomic
+from camcli.runs.label_files import read_palette_mask
+from camcli.runs.layout import Layout
+
+SEGMENTATION_METRICS: dict[str, Metric] = {
+    "miou": Metric("miou", True, "mean IoU of the label maps with the truth masks (background included)"),
+}
+BACKGROUND = "background"
+
+
+@dataclass
+class SegmentationOptions:
+    out_dir: Path | None = None  # where evaluation.json and evaluation.csv go; None writes nothing
+    bg_threshold: float = DEFAULT_BG_THRESHOLD
+    refine: str = "none"
+    sweep: Sequence[float] = DEFAULT_SWEEP
+    batch_size: int = 8
+    gates: Sequence[Gate] = ()
+    truth_name: str | None = None  # the mask folder, as named in messages and the JSON
+
+    def __post_init__(self):
+        check_refinement(self.refine)
+        if not 0.0 <= self.bg_threshold <= 1.0:
+            raise UsageError(f"the background threshold {self.bg_threshold} must lie in [0, 1]")
+        # The chosen threshold is always one of the sweep's, so the sweep's row at it is `miou`.
+        self.sweep = tuple(sorted({round(float(t), 6) for t in (*self.sweep, self.bg_threshold)}))
+
+    def record(self) -> dict:
+        return {"protocol": "truth classes", "bg_threshold": self.bg_threshold, "refine": self.refine,
+                "sweep": list(self.sweep), "ignore": IGNORE, "side": SEGMENTATION_SIDE}
+
+
+# --- the masks ------------------------------------------------------------------------------------
+
+
+def read_mask_labels(path) -> dict[int, str]:
+    """{mask value: class name} from a file of `VALUE,CLASS` lines (a header, blank lines and `#`
+    comments allowed). 0 and 255 may not be renamed: they are VOC's background and "ignore"."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the mask labels {path}: {error}") from None
+    table: dict[int, str] = {}
+    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        cells = [cell.strip() for cell in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if len(cells) < 2 or not cells[1]:
+            raise UsageError(f"{path}, line {number}: write VALUE,CLASS (e.g. 15,person)")
+        if not cells[0].isdigit():
+            if number == 1 and not table:
+                continue  # a header such as value,label
+            raise UsageError(f"{path}, line {number}: {cells[0]!r} is not a pixel value (0..255)")
+        value = int(cells[0])
+        if value in (0, IGNORE) or value > MAX_CLASSES:
+            raise UsageError(f"{path}, line {number}: value {value}: 0 is the background and {IGNORE} is ignored; "
+                             f"name values 1..{MAX_CLASSES}")
+        if value in table:
+            raise UsageError(f"{path}, line {number}: value {value} is named twice")
+        table[value] = cells[1]
+    if not table:
+        raise UsageError(f"{path} names no mask value; write VALUE,CLASS lines (e.g. 15,person)")
+    return table
+
+
+def mask_path(folder: Path, task: ImageTask) -> Path | None:
+    """The mask of `task`: `<folder>/<relative path>.png`, else `<folder>/<file stem>.png`."""
+    for candidate in (folder / f"{task.out_stem}.png", folder / f"{Path(task.out_stem).name}.png"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class MaskedTask:
+    task: ImageTask
+    mask: Path
+    values: tuple[int, ...]  # the mask's values other than 0 and 255, ascending
+
+
+def survey_masks(folder: Path, tasks: Sequence[ImageTask]) -> tuple[list[MaskedTask], list[dict]]:
+    """Each image's mask and the values it holds (a malformed mask is a UsageError), and the images
+    without a mask ({"image", "reason"})."""
+    if not folder.is_dir():
+        raise UsageError(f"--truth-masks {folder}: not a folder; give the folder of the masks (VOC's "
+                         "SegmentationClass)")
+    matched, without = [], []
+    for task in tasks:
+        path = mask_path(folder, task)
+        if path is None:
+            without.append({"image": task.display, "reason": f"no mask {Path(task.out_stem).name}.png in {folder}"})
+            continue
+        values = np.unique(read_palette_mask(path))
+        matched.append(MaskedTask(task, path, tuple(int(v) for v in values if v not in (0, IGNORE))))
+    if tasks and not matched:
+        raise UsageError(f"none of the {len(tasks)} images has a mask in {folder} (e.g. {tasks[0].display} needs "
+                         f"{Path(tasks[0].out_stem).name}.png)")
+    return matched, without
+
+
+def value_classes(masked: Sequence[MaskedTask], labels: Sequence[str],
+                  mask_labels: dict[int, str] | None = None) -> dict[int, int]:
+    """{mask value: the model's class index} for every value the masks hold. VOC's rule without
+    `mask_labels` (value k is class k - 1); a value that names no class is a UsageError."""
+    table: dict[int, int] = {}
+    for item in masked:
+        for value in item.values:
+            if value in table:
+                continue
+            if mask_labels is None:
+                if value - 1 >= len(labels):
+                    raise UsageError(
+                        f"{item.mask}: value {value} is not a class: the model has {len(labels)} classes, so values "
+                        f"1..{len(labels)} (class k - 1, as in VOC; 0 background, {IGNORE} ignored); name other "
+                        "values with --mask-labels FILE")
+                table[value] = value - 1
+            else:
+                name = mask_labels.get(value)
+                if name is None:
+                    raise UsageError(f"{item.mask}: value {value} is not in the mask labels; add a line {value},CLASS")
+                index = resolve_label(name, labels)
+                if index is None:
+                    raise UsageError(f"the mask labels name {name!r} (value {value}), which the model does not know")
+                table[value] = index
+    return table
+
+
+# --- counting -------------------------------------------------------------------------------------
+
+
+class IouCounts:
+    """True positives, false positives and false negatives per class (0 the background, c + 1 the
+    model's class c) at each background threshold, summed over the images."""
+
+    def __init__(self, classes: int, thresholds: int):
+        shape = (thresholds, classes + 1)
+        self.true_positive, self.false_positive, self.false_negative = (np.zeros(shape, np.int64) for _ in range(3))
+
+    def add(self, threshold_index: int, confusion: np.ndarray, ids: np.ndarray) -> None:
+        """One image's (K+1, K+1) confusion matrix over its own classes, `ids` their global ids."""
+        hits = np.diag(confusion)
+        self.true_positive[threshold_index, ids] += hits
+        self.false_positive[threshold_index, ids] += confusion.sum(axis=0) - hits
+        self.false_negative[threshold_index, ids] += confusion.sum(axis=1) - hits
+
+    def iou(self, threshold_index: int) -> np.ndarray:
+        """Each class's IoU at one threshold; NaN for a class neither in the truth nor predicted."""
+        hits = self.true_positive[threshold_index]
+        union = hits + self.false_positive[threshold_index] + self.false_negative[threshold_index]
+        return np.divide(hits, union, out=np.full(hits.shape, np.nan), where=union > 0)
+
+
+def _mean(iou: np.ndarray) -> float | None:
+    return None if np.isnan(iou).all() else float(np.nanmean(iou))
+
+
+def image_confusions(maps: np.ndarray, rgb: np.ndarray, truth: np.ndarray, options: SegmentationOptions
+                     ) -> list[np.ndarray]:
+    """One image's confusion matrices, one per threshold of the sweep: (K, h, w) class maps on the
+    (h, w, 3) picture, against (H, W) `truth` in local ids (0 background, k the k-th map, IGNORE)."""
+    refined = refine(normalise_maps(maps), rgb, options.refine, options.bg_threshold)
+    height, width = truth.shape
+    confusions = []
+    for threshold in options.sweep:
+        labels = label_map(refined, threshold)
+        if labels.shape != truth.shape:
+            labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
+        confusions.append(confusion_matrix(labels, truth, maps.shape[0] + 1))
+    return confusions
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Image:
+    task: ImageTask
+    rgb: np.ndarray
+    truth: np.ndarray  # local ids
+    ids: np.ndarray  # global id of each local id
+    classes: list[int]  # the model's class of each map, in local order
+
+
+class _SegmentationRun:
+    def __init__(self, explainers: Sequence, options: SegmentationOptions, values: dict[int, int],
+                 on_failure: Callable[[str, str], None] | None):
+        from camcli.explain.explainer import MethodSet, distinct_method_names
+
+        self.explainers, self.options, self.values, self.on_failure = list(explainers), options, values, on_failure
+        self.names = distinct_method_names(self.explainers)
+        self.methods = MethodSet(self.explainers) if shares_one_step(self.explainers) else None
+        self.labels = self.explainers[0].loaded.labels
+        self.counts = {name: IouCounts(len(self.labels), len(options.sweep)) for name in self.names}
+        self.rows: dict[str, list[dict]] = {name: [] for name in self.names}
+        self.failures: list[dict] = []
+        self.chosen = options.sweep.index(round(options.bg_threshold, 6))
+
+    def fail(self, display: str, reason: str) -> None:
+        self.failures.append({"image": display, "error": reason})
+        if self.on_failure:
+            self.on_failure(display, reason)
+
+    def load(self, item: MaskedTask) -> _Image | None:
+        try:
+            decoded = decode_image(item.task.source, max_side=SEGMENTATION_SIDE,
+                                   model_size=self.explainers[0].loaded.input_size)
+        except ImageLoadError as error:
+            self.fail(item.task.display, error.reason)
+            return None
+        mask = read_palette_mask(item.mask)
+        width, height = decoded.original_size
+        if mask.shape != (height, width):
+            raise UsageError(f"{item.mask} is {mask.shape[1]}x{mask.shape[0]} and its image {item.task.display} is "
+                             f"{width}x{height}: a mask must have its image's size")
+        classes = list(dict.fromkeys(self.values[value] for value in item.values))
+        lookup = np.full(256, IGNORE, dtype=np.uint8)
+        lookup[0] = 0
+        for value in item.values:
+            lookup[value] = classes.index(self.values[value]) + 1
+        ids = np.array([0] + [c + 1 for c in classes], dtype=np.int64)
+        return _Image(item.task, np.asarray(decoded.picture), lookup[mask], ids, classes)
+
+    def score(self, batch: list[_Image]) -> None:
+        first = self.explainers[0]
+        slots = np.full((len(batch), len(first.requests)), -1, dtype=np.int32)
+        for row, image in zip(slots, batch):
+            wanted = image.classes[:len(row)] or [-1]
+            row[:] = (wanted + [wanted[0]] * len(row))[:len(row)]
+        inputs = first.preprocess([image.rgb for image in batch])
+        if self.methods is not None:
+            per_method = self.methods.explain_each(inputs, slots)
+        else:
+            per_method = [explainer.explain_batch(inputs, slots) for explainer in self.explainers]
+        for name, results in zip(self.names, per_method):
+            for image, result in zip(batch, results):
+                self._score_one(name, image, result)
+
+    def _score_one(self, name: str, image: _Image, result) -> None:
+        height, width = image.rgb.shape[:2]
+        by_class = {class_map.class_index: class_map for class_map in result.maps}
+        maps = np.stack([upsample(by_class[c].heatmap, height=height, width=width) for c in image.classes]) \
+            if image.classes else np.zeros((0, height, width), np.float32)
+        confusions = image_confusions(maps, image.rgb, image.truth, self.options)
+        for index, confusion in enumerate(confusions):
+            self.counts[name].add(index, confusion, image.ids)
+        chosen = confusions[self.chosen]
+        hits = np.diag(chosen)
+        union = chosen.sum(axis=0) + chosen.sum(axis=1) - hits
+        iou = np.divide(hits, union, out=np.full(hits.shape, np.nan), where=union > 0)
+        self.rows[name].append({
+            "image": image.task.display, "method": name, "bg_threshold": self.options.bg_threshold,
+            "classes": [{"class_index": c, "label": self.labels[c]} for c in image.classes],
+            "miou": _mean(iou), "iou": {self._name(int(i)): (None if math.isnan(v) else float(v))
+                                        for i, v in zip(image.ids, iou)},
+        })
+
+    def _name(self, global_id: int) -> str:
+        return BACKGROUND if global_id == 0 else self.labels[global_id - 1]
+
+    def method_summaries(self) -> dict[str, dict]:
+        summaries = {}
+        for name, explainer in zip(self.names, self.explainers):
+            counts = self.counts[name]
+            iou = counts.iou(self.chosen)
+            sweep = [{"bg_threshold": t, "miou": _mean(counts.iou(i))} for i, t in enumerate(self.options.sweep)]
+            scored = [entry for entry in sweep if entry["miou"] is not None]
+            best = max(scored, key=lambda entry: entry["miou"]) if scored else None
+            summaries[name] = {
+                "layer": explainer.layer, "rows": len(self.rows[name]), "metrics": {"miou": _mean(iou)},
+                "iou_per_class": [{"class_index": None if i == 0 else i - 1, "label": self._name(i), "iou": float(v)}
+                                  for i, v in enumerate(iou) if not math.isnan(v)],
+                "bg_sweep": sweep,
+                "best_bg_threshold": best["bg_threshold"] if best else None,
+                "best_miou": best["miou"] if best else None,
+            }
+        return summaries
+
+
+def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Sequence], tasks: Sequence[ImageTask],
+                   mask_folder: Path, options: SegmentationOptions, mask_labels: dict[int, str] | None = None,
+                   skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
+                   on_progress: Callable[[int], None] | None = None) -> EvaluationReport:
+    """Score every method's label maps against the masks in `mask_folder`; write the outputs; return
+    the report (its methods' `metrics` hold `miou`; also `iou_per_class`, `bg_sweep`, `best_bg_threshold`).
+
+    explainers: `camcli.Explainer`s on the same model, one per method, built with
+    `classes=["top1"] * n` for n at least the most classes one mask holds (`mask_classes_needed`); or
+    a function of the surveyed masks that builds them, called once the masks have been read.
+    """
+    masked, without = survey_masks(Path(mask_folder), tasks)
+    built = explainers(masked) if callable(explainers) else explainers
+    if not built:
+        raise UsageError("evaluate needs at least one explainer (`methods`)")
+    labels = built[0].loaded.labels
+    run = _SegmentationRun(built, options, value_classes(masked, labels, mask_labels), on_failure)
+    skipped = list(skipped)
+    for item in skipped:
+        run.fail(item.display, item.reason)
+    evaluated = 0
+    for start in range(0, len(masked), options.batch_size):
+        chunk = masked[start:start + options.batch_size]
+        batch = [image for image in (run.load(item) for item in chunk) if image is not None]
+        if batch:
+            run.score(batch)
+        evaluated += len(batch)
+        if on_progress:
+            on_progress(len(chunk))
+    methods = run.method_summaries()
+    report = EvaluationReport(built[0].loaded.name, options, methods,
+                              [row for name in run.names for row in run.rows[name]],
+                              images=len(tasks) + len(skipped),
+                              evaluated=evaluated, without_truth=without, failures=run.failures,
+                              gates=check_gates(methods, options.gates))
+    if options.out_dir is not None:
+        write_segmentation_report(report, options.out_dir)
+    return report
+
+
+def mask_classes_needed(masked: Sequence[MaskedTask], mask_labels: dict[int, str] | None = None) -> int:
+    """The most classes one mask holds (at least 1): the class slots each Explainer needs."""
+    if mask_labels is None:
+        return max((len(item.values) for item in masked), default=1) or 1
+    return max((len({mask_labels.get(v, v) for v in item.values}) for item in masked), default=1) or 1
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def _csv_number(value) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def csv_text(report: EvaluationReport) -> str:
+    """evaluation.csv of a mask evaluation, one line per figure: `record` is image (an image's mIoU
+    over its own classes), class (a class's IoU over the folder), miou, or sweep (the mIoU at one
+    background threshold)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MASK_CSV_COLUMNS)
+    threshold = report.options.bg_threshold
+    for row in report.rows:
+        labels = ";".join(c["label"] for c in row["classes"])
+        writer.writerow(["image", row["image"], row["method"], "", labels, threshold, _csv_number(row["miou"])])
+    for name, summary in report.methods.items():
+        for entry in summary["iou_per_class"]:
+            index = "" if entry["class_index"] is None else entry["class_index"]
+            writer.writerow(["class", "", name, index, entry["label"], threshold, _csv_number(entry["iou"])])
+        writer.writerow(["miou", "", name, "", "", threshold, _csv_number(summary["metrics"]["miou"])])
+        for entry in summary["bg_sweep"]:
+            writer.writerow(["sweep", "", name, "", "", entry["bg_threshold"], _csv_number(entry["miou"])])
+    return buffer.getvalue()
+
+
+def write_segmentation_report(report: EvaluationReport, out_dir: Path) -> tuple[Path, Path]:
+    layout = Layout(out_dir)
+    layout.out_dir.mkdir(parents=True, exist_ok=True)
+    record = report.record()
+    record["kind"] = "segmentation"
+    save_json(layout.evaluation_json, record)
+    write_bytes_atomic(layout.evaluation_csv, csv_text(report).encode("utf-8"))
+    return layout.evaluation_json, layout.evaluation_csv
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def format_table(report: EvaluationReport) -> str:
+    """mIoU, each class's IoU and the background sweep, methods across; '-' where there is no value."""
+    names = list(report.methods)
+    classes = list(dict.fromkeys(entry["label"] for summary in report.methods.values()
+                                 for entry in summary["iou_per_class"]))
+    sweep = [entry["bg_threshold"] for entry in next(iter(report.methods.values()))["bg_sweep"]] if names else []
+    width = max([len(name) for name in classes] + [len("best bg_threshold"), 8])
+    columns = [max(6, len(name)) for name in names]
+
+    def line(title: str, values: Sequence[str]) -> str:
+        return f"{title:<{width}}  " + "  ".join(f"{v:>{w}}" for v, w in zip(values, columns))
+
+    options = report.options
+    lines = [line(f"bg {options.bg_threshold:g}, {options.refine}", names),
+             line("miou", [_value(report.methods[n]["metrics"]["miou"]) for n in names]),
+             line("images", [str(report.methods[n]["rows"]) for n in names]), "", line("IoU per class", names)]
+    for label in classes:
+        lines.append(line(label, [_value(next((e["iou"] for e in report.methods[n]["iou_per_class"]
+                                               if e["label"] == label), None)) for n in names]))
+    lines += ["", line("mIoU by bg_threshold", names)]
+    for index, threshold in enumerate(sweep):
+        lines.append(line(f"{threshold:g}", [_value(report.methods[n]["bg_sweep"][index]["miou"]) for n in names]))
+    lines.append(line("best bg_threshold", [_value(report.methods[n]["best_bg_threshold"]) for n in names]))
+    lines.append(line("best miou", [_value(report.methods[n]["best_miou"]) for n in names]))
+    return "\n".join(lines)

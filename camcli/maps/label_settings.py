@@ -1,0 +1,17 @@
+"""The label maps' settings that the command line shows: plain constants, no numpy, so that `camcli
+--help` stays fast. camcli.maps.segmentation and camcli.maps.refine use them."""
+
+# The background's score in a label map (camcli.maps.segmentation.label_map): a pixel is background
+# unless some normalised map is above it. Chosen on the demo's validation scenes (`make
+# bench-segmentation`, benchmarks/segmentation.py), where it gave the best mean IoU of gradcam seeds.
+DEFAULT_BG_THRESHOLD = 0.15
+
+# How maps are refined along the image's edges before labelling (camcli.maps.refine).
+REFINEMENTS = ("none", "slic", "randomwalk", "crf")
+
+# Label maps are computed on the picture at most this many pixels on its longest side, then enlarged
+# to the original size (nearest neighbour, so every pixel keeps one class): `explain
+# --save-segmentation` and `evaluate --truth-masks` alike. The maps come from grids of 7x7 to 28x28
+# cells, so a finer picture adds little, and the refinements' cost grows with the pixels (a random
+# walk on a 12 MP photo at full size would take minutes).
+SEGMENTATION_SIDE = 512
