@@ -126,3 +126,143 @@ def test_a_bad_threshold_or_refinement_is_refused_by_the_options(tmp_path):
         result = invoke("explain", SCENES / "ring_1.png", "--model", "demo", "--save-segmentation", *args,
                         "--out", tmp_path / "out")
         assert result.exit_code == 2 and args[0] in result.stderr
+
+
+# --- evaluate --truth-masks ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """12 generated scenes (2 per class) in images/, their VOC masks in masks/."""
+    from camcli.models.demo.samples import write_segmentation_samples
+
+    root = tmp_path_factory.mktemp("masks")
+    write_segmentation_samples(root, count=12, seed=5)
+    return root
+
+
+def _copy_scenes(scenes, folder, names=None):
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for image in sorted((scenes / "images").glob("*.png")):
+        if names is None or image.stem in names:
+            (folder / "images" / image.name).write_bytes(image.read_bytes())
+            (folder / "masks" / image.name).write_bytes((scenes / "masks" / image.name).read_bytes())
+    return folder / "images", folder / "masks"
+
+
+def test_evaluate_truth_masks_reports_iou_per_class_miou_and_the_sweep(scenes, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+                    "--method", "gradcam", "--bg-threshold", "0.4", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "evaluated 12 of 12 images" in result.stderr
+    report = json.loads((out / "evaluation.json").read_text())
+    summary = report["methods"]["gradcam"]
+    assert report["kind"] == "segmentation" and report["options"]["bg_threshold"] == 0.4
+    assert {entry["label"] for entry in summary["iou_per_class"]} == {"background", "circle", "square", "triangle",
+                                                                      "star", "cross", "ring"}
+    ious = [entry["iou"] for entry in summary["iou_per_class"]]
+    assert summary["metrics"]["miou"] == pytest.approx(np.mean(ious))
+    assert 0.2 < summary["metrics"]["miou"] < 1.0
+    sweep = {entry["bg_threshold"]: entry["miou"] for entry in summary["bg_sweep"]}
+    assert sweep[0.4] == pytest.approx(summary["metrics"]["miou"])
+    assert summary["best_miou"] == pytest.approx(max(sweep.values()))
+    assert sweep[0.95] < summary["best_miou"]  # almost nothing is foreground at 0.95
+    # The table shows the same figures; the CSV holds the images, classes, mIoU and sweep.
+    assert f"{summary['metrics']['miou']:.3f}" in result.stdout and "mIoU by bg_threshold" in result.stdout
+    rows = (out / "evaluation.csv").read_text().splitlines()
+    assert rows[0] == "record,image,method,class_index,label,bg_threshold,iou"
+    kinds = [row.split(",")[0] for row in rows[1:]]
+    assert kinds.count("image") == 12 and kinds.count("class") == 7 and kinds.count("miou") == 1
+    assert kinds.count("sweep") == len(sweep)
+
+
+def test_the_image_miou_matches_the_label_map_explain_writes(scenes, tmp_path):
+    """evaluate and explain --save-segmentation make the same label map: the per-image IoU from the
+    evaluation equals the IoU of explain's file against the mask."""
+    out = tmp_path / "eval"
+    invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo", "--out", out)
+    rows = json.loads((out / "evaluation.json").read_text())["rows"]
+    explained = tmp_path / "explained"
+    image = scenes / "images" / "star_1.png"
+    assert invoke("explain", image, "--model", "demo", "--class", "star", "--save-segmentation",
+                  "--out", explained, "-q").exit_code == 0
+    labels = read_palette_mask(explained / "star_1.gradcam.segmentation.png")
+    truth = read_palette_mask(scenes / "masks" / "star_1.png")
+    star = truth == 4  # value 4: class 3, star
+    ours = labels == 1
+    expected = (ours & star).sum() / (ours | star).sum()
+    row = next(row for row in rows if row["image"].endswith("star_1.png"))
+    assert row["iou"]["star"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_fail_under_miou_gates_the_build(scenes, tmp_path):
+    passed = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+                    "--fail-under", "miou=0.1", "--out", tmp_path / "a")
+    failed = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+                    "--fail-under", "miou=0.99", "--out", tmp_path / "b")
+    assert passed.exit_code == 0 and failed.exit_code == 1
+    assert "gradcam miou" in failed.stderr and "below --fail-under miou=0.99" in failed.stderr
+    wrong = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+                   "--fail-under", "pointing=0.5", "--out", tmp_path / "c")
+    assert wrong.exit_code == 2 and "choose one of miou" in only_line(wrong)
+
+
+def test_refinements_apply_to_evaluate(scenes, tmp_path):
+    figures = {}
+    for how in ("none", "slic"):
+        out = tmp_path / how
+        result = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+                        "--refine", how, "--out", out)
+        assert result.exit_code == 0, result.stderr
+        report = json.loads((out / "evaluation.json").read_text())
+        assert report["options"]["refine"] == how
+        figures[how] = report["methods"]["gradcam"]["metrics"]["miou"]
+    assert figures["none"] != figures["slic"]
+
+
+def test_a_mask_of_another_size_is_one_line_and_exit_2(scenes, tmp_path):
+    images, masks = _copy_scenes(scenes, tmp_path / "set", {"star_1", "ring_1"})
+    mask = masks / "ring_1.png"
+    with Image.open(mask) as picture:
+        picture.resize((picture.width + 3, picture.height)).save(mask)
+    result = invoke("evaluate", images, "--truth-masks", masks, "--model", "demo", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    line = only_line(result)
+    assert "ring_1.png" in line and "must have its image's size" in line
+
+
+def test_an_unknown_mask_value_is_one_line_and_exit_2_and_mask_labels_name_it(scenes, tmp_path):
+    images, masks = _copy_scenes(scenes, tmp_path / "set", {"star_1", "ring_1"})
+    mask = masks / "ring_1.png"
+    values = read_palette_mask(mask)
+    with Image.open(mask) as picture:
+        palette = picture.getpalette()
+    renumbered = Image.fromarray(np.where(values == 6, 40, values).astype(np.uint8), "P")
+    renumbered.putpalette(palette)
+    renumbered.save(mask)
+    result = invoke("evaluate", images, "--truth-masks", masks, "--model", "demo", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    line = only_line(result)
+    assert "value 40 is not a class" in line and "--mask-labels" in line
+    names = tmp_path / "labels.csv"
+    names.write_text("value,label\n40,ring\n4,star\n")
+    named = invoke("evaluate", images, "--truth-masks", masks, "--mask-labels", names, "--model", "demo",
+                   "--out", tmp_path / "named")
+    assert named.exit_code == 0, named.stderr
+    labels = {e["label"] for e in json.loads((tmp_path / "named" / "evaluation.json").read_text())["methods"][
+        "gradcam"]["iou_per_class"]}
+    assert labels == {"background", "ring", "star"}
+
+
+def test_a_corrupt_mask_or_missing_truth_is_a_usage_error(scenes, tmp_path):
+    images, masks = _copy_scenes(scenes, tmp_path / "set", {"star_1"})
+    (masks / "star_1.png").write_bytes(b"not a png")
+    result = invoke("evaluate", images, "--truth-masks", masks, "--model", "demo", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "cannot read it as a segmentation mask" in only_line(result)
+    neither = invoke("evaluate", images, "--model", "demo", "--out", tmp_path / "out")
+    assert neither.exit_code == 2 and "--truth" in only_line(neither)
+    boxes = invoke("evaluate", images, "--truth", SCENES / "truth.csv", "--refine", "slic", "--model", "demo",
+                   "--out", tmp_path / "out")
+    assert boxes.exit_code == 2 and "--truth-masks" in only_line(boxes)

@@ -555,6 +555,21 @@ class _Evaluation:
                 for name, explainer in zip(self.names, self.explainers)}
 
 
+def score_in_batches(items: Sequence, batch_size: int, decode: Callable[[Sequence], list],
+                     score: Callable[[list], None], on_progress: Callable[[int], None] | None = None) -> int:
+    """Decode and score `items` `batch_size` at a time; returns how many decoded (the others failed)."""
+    evaluated = 0
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        batch = decode(chunk)
+        if batch:
+            score(batch)
+        evaluated += len(batch)
+        if on_progress:
+            on_progress(len(chunk))
+    return evaluated
+
+
 def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[ImageTask], truth: Truth,
              options: EvaluationOptions,
              skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
@@ -575,15 +590,7 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
-    evaluated = 0
-    for start in range(0, len(matched), options.batch_size):
-        chunk = matched[start:start + options.batch_size]
-        batch = run.decode(chunk)
-        if batch:
-            run.score(batch)
-        evaluated += len(batch)
-        if on_progress:
-            on_progress(len(chunk))
+    evaluated = score_in_batches(matched, options.batch_size, run.decode, run.score, on_progress)
     _warn_unknown_labels(truth, matched, run.labels, run.warn)
     methods = run.method_summaries()
     report = EvaluationReport(run.explainers[0].loaded.name, options, methods,

@@ -38,6 +38,7 @@ from camcli.evaluate.evaluation import (
     Gate,
     Metric,
     check_gates,
+    score_in_batches,
     shares_one_step,
 )
 from camcli.explain.classes import resolve_label
@@ -249,6 +250,9 @@ class _SegmentationRun:
         if self.on_failure:
             self.on_failure(display, reason)
 
+    def load_all(self, items: Sequence[MaskedTask]) -> list[_Image]:
+        return [image for image in map(self.load, items) if image is not None]
+
     def load(self, item: MaskedTask) -> _Image | None:
         try:
             decoded = decode_image(item.task.source, max_side=SEGMENTATION_SIDE,
@@ -345,15 +349,7 @@ def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Seque
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
-    evaluated = 0
-    for start in range(0, len(masked), options.batch_size):
-        chunk = masked[start:start + options.batch_size]
-        batch = [image for image in (run.load(item) for item in chunk) if image is not None]
-        if batch:
-            run.score(batch)
-        evaluated += len(batch)
-        if on_progress:
-            on_progress(len(chunk))
+    evaluated = score_in_batches(masked, options.batch_size, run.load_all, run.score, on_progress)
     methods = run.method_summaries()
     report = EvaluationReport(built[0].loaded.name, options, methods,
                               [row for name in run.names for row in run.rows[name]],

@@ -10,6 +10,10 @@ With `tag=True` a scene also carries a small watermark-like tag (a black and whi
 one corner that the object's box does not reach; `camcli.models.demo.cheat` trains a model on data where
 the tag comes with one class, so that the model learns the tag instead of the shape.
 
+Every scene also carries the object's exact pixel mask (`Scene.mask`), the shape as drawn before
+noise, so that weakly supervised segmentation can be scored against a truth that is right to the
+pixel; the tag is background in it.
+
 Numpy and Pillow only; everything is drawn from the `numpy.random.Generator` passed in, so the
 same seed always gives the same pixels and boxes.
 """
@@ -46,6 +50,7 @@ class Scene(NamedTuple):
     label: str
     box: tuple  # (x0, y0, x1, y1) in image pixels, inclusive-exclusive
     tag_box: tuple | None = None  # the tag's box, like `box`; None when the scene has no tag
+    mask: np.ndarray | None = None  # bool, H x W: True on the object's pixels (its box is `box`)
 
     @property
     def tagged(self):
@@ -61,6 +66,10 @@ def make_scene(rng, size=None, class_index=None, tag=False):
     `tag_corner_boxes`); its random choices are drawn last, so the same generator state gives the
     same scene with and without the tag, differing only inside `Scene.tag_box`. Without `tag` the
     scene is exactly what it always was.
+
+    `Scene.mask` is the object as drawn (Pillow fills shapes without anti-aliasing, so every pixel
+    is all object or none, and the pasted colour covers exactly these pixels). It takes no random
+    draw of its own, so a seed's scenes are those drawn before scenes had masks.
     """
     width, height = _scene_size(rng, size)
     if min(width, height) < 32:
@@ -76,7 +85,8 @@ def make_scene(rng, size=None, class_index=None, tag=False):
     angle = rng.uniform(0, 2 * np.pi)
     mask = Image.new("L", (width, height), 0)
     _draw_shape(ImageDraw.Draw(mask), CLASSES[class_index], cx, cy, radius, angle, rng)
-    box = _mask_box(np.asarray(mask))
+    object_pixels = np.asarray(mask) > 0
+    box = _mask_box(object_pixels)
 
     canvas, ramp, palette = _background(rng, width, height)
     object_colour = _contrasting_colour(rng, ramp, palette, box)
@@ -93,7 +103,7 @@ def make_scene(rng, size=None, class_index=None, tag=False):
             tag_box = free[int(rng.integers(len(free)))]
             _draw_tag(canvas, tag_box)
     image = np.clip(np.asarray(canvas, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
-    return Scene(image, class_index, CLASSES[class_index], box, tag_box)
+    return Scene(image, class_index, CLASSES[class_index], box, tag_box, object_pixels)
 
 
 def tag_corner_boxes(width, height):
