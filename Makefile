@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit soak clean
+.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation soak clean
 
 all: lint test
 
@@ -101,6 +101,12 @@ bench-localization: venv
 # the audit's cost on 5,000 maps, and the sanity check on demo and MobileNetV2 (../shared weights).
 bench-audit: venv
 	$(BIN)/python benchmarks/audit.py
+
+# Weakly supervised segmentation on generated scenes with exact masks: mIoU of gradcam, gradcam++,
+# layercam, scorecam and cam seeds under each refinement (threshold chosen on a validation split),
+# and each refinement's cost per 224 px image.
+bench-segmentation: venv
+	$(BIN)/python benchmarks/segmentation.py
 
 # 5,000 generated images through the demo model: failures, completeness, memory growth.
 soak: venv

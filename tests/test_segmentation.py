@@ -268,18 +268,18 @@ def test_segment_means_average_each_map_inside_each_segment():
                                                                    [3.0, 3.0, 0.0]]])
 
 
-def test_seeds_follow_irn_thresholds():
-    maps = np.array([[[1.0, 0.30, 0.29, 0.04, 0.6]],
-                     [[0.0, 0.10, 0.00, 0.04, 0.8]]])
-    # 1 = confident background (every map < 0.05), k + 1 = confident map k (>= 0.30 and highest), 0 = open.
-    np.testing.assert_array_equal(seed_labels(maps), [[2, 2, 0, 1, 3]])
+def test_seeds_follow_the_confidence_thresholds():
+    maps = np.array([[[1.0, 0.80, 0.79, 0.19, 0.6, 0.5]],
+                     [[0.0, 0.10, 0.00, 0.19, 0.9, 0.2]]])
+    # 1 = confident background (every map < 0.20), k + 1 = confident map k (>= 0.80 and highest), 0 = open.
+    np.testing.assert_array_equal(seed_labels(maps), [[2, 2, 0, 1, 3, 0]])
 
 
 def test_without_confident_background_the_coldest_pixels_are_background_seeds():
-    maps = (0.1 + 0.9 * np.arange(100) / 99).reshape(1, 10, 10)  # everywhere >= 0.1
+    maps = (0.3 + 0.7 * np.arange(100) / 99).reshape(1, 10, 10)  # everywhere >= 0.3
     seeds = seed_labels(maps)
     np.testing.assert_array_equal(np.flatnonzero(seeds == 1), [0, 1, 2, 3, 4])  # 5% of 100 pixels
-    assert (seeds[maps[0] >= 0.30] == 2).all()
+    assert (seeds[maps[0] >= 0.80] == 2).all()
 
 
 def test_random_walk_gives_a_class_without_seeds_an_empty_map():
