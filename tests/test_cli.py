@@ -983,7 +983,8 @@ def test_every_option_and_command_the_readme_shows_exists():
     assert {"explain", "evaluate", "report", "summary"} <= used_commands
     assert used_commands <= set(commands), used_commands - set(commands)
     used_options = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", readme))
-    # sbatch, `camcli methods --markdown`, `pip install --no-deps`, the samples script
-    make_and_pip = {"--array", "--markdown", "--no-deps", "--tagged"}
+    # sbatch, `camcli methods --markdown`, `pip install --no-deps`, the samples script, the segmentation benchmark
+    make_and_pip = {"--array", "--markdown", "--no-deps", "--tagged", "--segmentation", "--count", "--val", "--test",
+                    "--skip"}
     assert used_options - make_and_pip <= options, sorted(used_options - make_and_pip - options)
     assert "--markdown" in options
