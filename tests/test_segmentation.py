@@ -222,7 +222,7 @@ LEAK = _columns_map(1 / (1 + np.exp(-(np.arange(64) - 28) / 2.0)))
 def test_refinement_snaps_a_blurry_map_to_the_edge(how):
     rgb, truth = _two_halves()
     assert _foreground_iou(BUMP, truth) == 24 / 32
-    assert _foreground_iou(refine(BUMP, rgb, how, bg_threshold=0.5), truth) >= 0.9
+    assert _foreground_iou(refine(BUMP, rgb, how), truth) >= 0.9
 
 
 @pytest.mark.parametrize("how", ["slic", pytest.param("crf", marks=needs_crf)])
@@ -230,7 +230,7 @@ def test_refinement_takes_back_a_leak_across_the_edge(how):
     # The random walk cannot: its foreground seeds (map >= 0.30) already cover the leak.
     rgb, truth = _two_halves()
     assert _foreground_iou(LEAK, truth) == 32 / 36
-    assert _foreground_iou(refine(LEAK, rgb, how, bg_threshold=0.5), truth) >= 0.97
+    assert _foreground_iou(refine(LEAK, rgb, how), truth) >= 0.97
 
 
 @pytest.mark.parametrize("how", AVAILABLE)

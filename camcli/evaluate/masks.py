@@ -208,7 +208,7 @@ def image_confusions(maps: np.ndarray, rgb: np.ndarray, truth: np.ndarray, optio
                      ) -> list[np.ndarray]:
     """One image's confusion matrices, one per threshold of the sweep: (K, h, w) class maps on the
     (h, w, 3) picture, against (H, W) `truth` in local ids (0 background, k the k-th map, IGNORE)."""
-    refined = refine(normalise_maps(maps), rgb, options.refine, options.bg_threshold)
+    refined = refine(normalise_maps(maps), rgb, options.refine)
     height, width = truth.shape
     confusions = []
     for threshold in options.sweep:
