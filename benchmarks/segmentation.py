@@ -11,7 +11,7 @@
 4. The cost of each refinement per 224 px image, on 2 cores: one map (the scenes hold one object),
    timed on 50 scenes' gradcam maps.
 
-    python benchmarks/segmentation.py               # about 15 minutes on 2 cores
+    python benchmarks/segmentation.py               # about 15 minutes on 2 cores (100 + 500 scenes)
     python benchmarks/segmentation.py --val 60 --test 500 --skip crf
 """
 
@@ -73,7 +73,7 @@ def refinement_costs(count: int = 50) -> dict[str, float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--val", type=int, default=120, help="validation scenes (default 120)")
+    parser.add_argument("--val", type=int, default=100, help="validation scenes (default 100)")
     parser.add_argument("--test", type=int, default=500, help="held-out scenes (default 500)")
     parser.add_argument("--skip", action="append", default=[], help="a refinement to leave out (repeatable)")
     args = parser.parse_args(argv)
