@@ -146,24 +146,24 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, o
     "region" (with an optional target_mask), "value", "increase", "decrease", or a callable
     (camcli.explain.targets). token_grid: "HxW" for token layers whose grid cannot be inferred.
     """
+    from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD
     from camcli.maps.overlay import colormap_lut
-    from camcli.maps.refine import check_refinement
-    from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD
     from camcli.runs.runner import RunOptions, check_run_files, run
     from camcli.runs.writer import OVERLAY_FORMATS, OutputOptions
 
     out_dir = Path(out)
     if not save_segmentation and (bg_threshold is not None or refine != "none"):
         raise UsageError("`bg_threshold` and `refine` shape the label maps: add `save_segmentation`")
-    bg_threshold = DEFAULT_BG_THRESHOLD if bg_threshold is None else bg_threshold
-    if not 0.0 <= bg_threshold <= 1.0:
-        raise UsageError(f"`bg_threshold={bg_threshold}` must lie in [0, 1] (the maps are scaled to max 1)")
-    check_refinement(refine)
     if overlay_format not in OVERLAY_FORMATS:
         raise UsageError(f"unknown overlay format {overlay_format!r}: choose one of {', '.join(OVERLAY_FORMATS)}")
     if max_size is not None and max_size < 16:
         raise UsageError(f"`max_size={max_size}` must be at least 16")
     colormap_lut(colormap)  # fail on a bad name, or an unusable output folder, before the model loads
+    output_options = OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
+                                   save_heatmap=save_heatmap, save_mask=save_mask, panel=panel,
+                                   overlay_format=overlay_format, max_size=max_size,
+                                   save_segmentation=save_segmentation, refine=refine,
+                                   bg_threshold=DEFAULT_BG_THRESHOLD if bg_threshold is None else bg_threshold)
     check_output_folder(out_dir)
     check_run_files(out_dir, shard, report=report)
     tasks, skipped = _discover(paths, out_dir)
@@ -173,11 +173,7 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, o
                                 eigen_smooth=eigen_smooth, aug_smooth=aug_smooth, max_channels=max_channels,
                                 batch_size=batch_size, target=target, target_mask=target_mask,
                                 token_grid=token_grid)
-    output = OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
-                           save_heatmap=save_heatmap, save_mask=save_mask, panel=panel,
-                           overlay_format=overlay_format, max_size=max_size, save_segmentation=save_segmentation,
-                           bg_threshold=bg_threshold, refine=refine)
-    options = RunOptions(out_dir, batch_size, output, fail_fast=fail_fast, resume=resume, shard=shard,
+    options = RunOptions(out_dir, batch_size, output_options, fail_fast=fail_fast, resume=resume, shard=shard,
                          raise_unexpected=debug, max_pixels=max_pixels)
     if on_start:
         on_start(len(tasks) + len(skipped) if shard is None else None)
@@ -208,7 +204,6 @@ def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike | None = None, 
     mIoU (camcli.evaluate.masks); `mask_labels` names mask values (VALUE,CLASS lines)."""
     from camcli.evaluate import evaluation
     from camcli.evaluate.truth import load_truth
-    from camcli.explain.explainer import Explainer
 
     if (truth is None) == (truth_masks is None):
         raise UsageError("evaluate needs the truth: boxes (`truth`) or pixel masks (`truth_masks`), one of them")
@@ -236,27 +231,37 @@ def evaluate_paths(paths: Sequence[PathLike], *, truth: PathLike | None = None, 
                                            truth_name=str(truth), explain_class=explain_class)
 
     def explainers():  # built once the truth and the gates are known to be usable
-        loaded = ModelSource(model, weights, preprocess, labels_file, unsafe_load, image_input, extra_inputs,
-                             output).load()
-        if loaded.extra_input_names:
-            raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
-                             f"{', '.join(loaded.extra_input_names)}; explain it with `camcli explain`")
-        classes = evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks, explain_class)
-        built = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
-                           score_batch_size=MASKED_BATCH) for name in _method_names(methods)]
-        if on_start:
-            on_start(len(tasks))
-        return built
+        source = ModelSource(model, weights, preprocess, labels_file, unsafe_load, image_input, extra_inputs, output)
+        return _evaluation_explainers(
+            source, lambda loaded: evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks, explain_class),
+            methods, layers, head, on_start, len(tasks))
 
     return evaluation.evaluate(explainers, tasks, truth_boxes, options, skipped, on_failure=on_failure,
                                on_progress=on_progress)
+
+
+def _evaluation_explainers(source: ModelSource, classes_of: Callable, methods, layers, head,
+                           on_start: Callable[[int], None] | None, images: int) -> list:
+    """`evaluate`'s Explainers, one per method, on the model `source` loads (a one-input model), with
+    the classes `classes_of(loaded)` gives; on_start(images) once they are built."""
+    from camcli.explain.explainer import Explainer
+
+    loaded = source.load()
+    if loaded.extra_input_names:
+        raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
+                         f"{', '.join(loaded.extra_input_names)}; explain it with `camcli explain`")
+    classes = classes_of(loaded)
+    built = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
+                       score_batch_size=MASKED_BATCH) for name in _method_names(methods)]
+    if on_start:
+        on_start(images)
+    return built
 
 
 def _evaluate_masks(paths, truth_masks, mask_labels, bg_threshold, refine, fail_under, fail_over, out,
                     source: ModelSource, methods, layers, head, batch_size, on_failure, on_progress, on_start):
     """evaluate_paths with `truth_masks`: the label maps scored against the masks."""
     from camcli.evaluate import evaluation, masks
-    from camcli.explain.explainer import Explainer
     from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD
 
     gates = [evaluation.parse_gate(text, "under", masks.SEGMENTATION_METRICS) for text in fail_under]
@@ -271,16 +276,9 @@ def _evaluate_masks(paths, truth_masks, mask_labels, bg_threshold, refine, fail_
     tasks, skipped = _discover(paths, out_dir if out_dir is not None else Path(os.devnull))
 
     def explainers(masked):  # built once the masks are read: a malformed mask fails before a model loads
-        loaded = source.load()
-        if loaded.extra_input_names:
-            raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
-                             f"{', '.join(loaded.extra_input_names)}; explain it with `camcli explain`")
-        classes = ["top1"] * masks.mask_classes_needed(masked, labels_table)
-        built = [Explainer(loaded, layer=list(layers or []) or None, method=name, classes=classes, head=head,
-                           score_batch_size=MASKED_BATCH) for name in _method_names(methods)]
-        if on_start:
-            on_start(len(masked))
-        return built
+        slots = masks.mask_classes_needed(masked, labels_table)
+        return _evaluation_explainers(source, lambda loaded: ["top1"] * slots, methods, layers, head, on_start,
+                                      len(masked))
 
     return masks.evaluate_masks(explainers, tasks, Path(truth_masks), options, labels_table, skipped,
                                 on_failure=on_failure, on_progress=on_progress)

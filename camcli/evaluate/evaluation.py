@@ -649,12 +649,14 @@ def check_output_files(out_dir: Path) -> None:
     check_replaceable(layout.evaluation_csv, lambda p: any(is_camcli_csv(p, header) for header in headers))
 
 
-def write_report(report: EvaluationReport, out_dir: Path) -> tuple[Path, Path]:
-    """evaluation.json and evaluation.csv in `out_dir`, each written atomically."""
+def write_report(report: EvaluationReport, out_dir: Path, record: dict | None = None,
+                 csv: str | None = None) -> tuple[Path, Path]:
+    """evaluation.json and evaluation.csv in `out_dir`, each written atomically: `record` (default
+    the report's) and `csv` (default one line per row, `csv_text`)."""
     layout = Layout(out_dir)
     layout.out_dir.mkdir(parents=True, exist_ok=True)
-    save_json(layout.evaluation_json, report.record())
-    write_bytes_atomic(layout.evaluation_csv, csv_text(report.rows).encode("utf-8"))
+    save_json(layout.evaluation_json, report.record() if record is None else record)
+    write_bytes_atomic(layout.evaluation_csv, (csv_text(report.rows) if csv is None else csv).encode("utf-8"))
     return layout.evaluation_json, layout.evaluation_csv
 
 

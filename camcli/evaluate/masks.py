@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from camcli.errors import ImageLoadError, UsageError
 from camcli.evaluate.evaluation import (
@@ -40,17 +39,26 @@ from camcli.evaluate.evaluation import (
     check_gates,
     score_in_batches,
     shares_one_step,
+    write_report,
 )
 from camcli.explain.classes import resolve_label
 from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, SEGMENTATION_SIDE
 from camcli.maps.overlay import upsample
-from camcli.maps.refine import check_refinement, refine
-from camcli.maps.segmentation import DEFAULT_SWEEP, IGNORE, MAX_CLASSES, confusion_matrix, label_map, normalise_maps
+from camcli.maps.refine import check_label_settings, refine
+from camcli.maps.segmentation import (
+    DEFAULT_SWEEP,
+    IGNORE,
+    MAX_CLASSES,
+    confusion_matrix,
+    iou_per_class,
+    label_map,
+    labels_at_size,
+    mean_iou,
+    normalise_maps,
+)
 from camcli.runs.decode import decode_image
 from camcli.runs.discovery import ImageTask, SkippedInput
-from camcli.runs.files import save_json, write_bytes_atomic
 from camcli.runs.label_files import read_palette_mask
-from camcli.runs.layout import Layout
 
 SEGMENTATION_METRICS: dict[str, Metric] = {
     "miou": Metric("miou", True, "mean IoU of the label maps with the truth masks (background included)"),
@@ -69,9 +77,7 @@ class SegmentationOptions:
     truth_name: str | None = None  # the mask folder, as named in messages and the JSON
 
     def __post_init__(self):
-        check_refinement(self.refine)
-        if not 0.0 <= self.bg_threshold <= 1.0:
-            raise UsageError(f"the background threshold {self.bg_threshold} must lie in [0, 1]")
+        check_label_settings(self.bg_threshold, self.refine)
         # The chosen threshold is always one of the sweep's, so the sweep's row at it is `miou`.
         self.sweep = tuple(sorted({round(float(t), 6) for t in (*self.sweep, self.bg_threshold)}))
 
@@ -212,9 +218,7 @@ def image_confusions(maps: np.ndarray, rgb: np.ndarray, truth: np.ndarray, optio
     height, width = truth.shape
     confusions = []
     for threshold in options.sweep:
-        labels = label_map(refined, threshold)
-        if labels.shape != truth.shape:
-            labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
+        labels = labels_at_size(label_map(refined, threshold), height, width)
         confusions.append(confusion_matrix(labels, truth, maps.shape[0] + 1))
     return confusions
 
@@ -297,13 +301,11 @@ class _SegmentationRun:
         for index, confusion in enumerate(confusions):
             self.counts[name].add(index, confusion, image.ids)
         chosen = confusions[self.chosen]
-        hits = np.diag(chosen)
-        union = chosen.sum(axis=0) + chosen.sum(axis=1) - hits
-        iou = np.divide(hits, union, out=np.full(hits.shape, np.nan), where=union > 0)
+        iou = iou_per_class(chosen)
         self.rows[name].append({
             "image": image.task.display, "method": name, "bg_threshold": self.options.bg_threshold,
             "classes": [{"class_index": c, "label": self.labels[c]} for c in image.classes],
-            "miou": _mean(iou), "iou": {self._name(int(i)): (None if math.isnan(v) else float(v))
+            "miou": mean_iou(chosen), "iou": {self._name(int(i)): (None if math.isnan(v) else float(v))
                                         for i, v in zip(image.ids, iou)},
         })
 
@@ -357,7 +359,7 @@ def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Seque
                               evaluated=evaluated, without_truth=without, failures=run.failures,
                               gates=check_gates(methods, options.gates))
     if options.out_dir is not None:
-        write_segmentation_report(report, options.out_dir)
+        write_report(report, options.out_dir, {**report.record(), "kind": "segmentation"}, csv_text(report))
     return report
 
 
@@ -394,16 +396,6 @@ def csv_text(report: EvaluationReport) -> str:
         for entry in summary["bg_sweep"]:
             writer.writerow(["sweep", "", name, "", "", entry["bg_threshold"], _csv_number(entry["miou"])])
     return buffer.getvalue()
-
-
-def write_segmentation_report(report: EvaluationReport, out_dir: Path) -> tuple[Path, Path]:
-    layout = Layout(out_dir)
-    layout.out_dir.mkdir(parents=True, exist_ok=True)
-    record = report.record()
-    record["kind"] = "segmentation"
-    save_json(layout.evaluation_json, record)
-    write_bytes_atomic(layout.evaluation_csv, csv_text(report).encode("utf-8"))
-    return layout.evaluation_json, layout.evaluation_csv
 
 
 def _value(value: float | None) -> str:

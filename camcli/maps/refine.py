@@ -94,10 +94,13 @@ def refine(maps: np.ndarray, rgb: np.ndarray, how: str) -> np.ndarray:
     return crf_refine(maps, rgb)
 
 
-def check_refinement(how: str) -> None:
-    """UsageError, before any work, for an unknown refinement or one whose package is not installed."""
+def check_label_settings(bg_threshold: float, how: str) -> None:
+    """UsageError, before any work, for a background threshold outside [0, 1] (the maps are scaled to
+    maximum 1), an unknown refinement, or one whose package is not installed."""
     import importlib.util
 
+    if not 0.0 <= bg_threshold <= 1.0:
+        raise UsageError(f"`bg_threshold={bg_threshold}` must lie in [0, 1] (the maps are scaled to max 1)")
     if how not in REFINEMENTS:
         raise UsageError(f"unknown refinement {how!r}; choose one of {', '.join(REFINEMENTS)}")
     package, module, hint = {"slic": ("scikit-image", "skimage", SEGMENT_INSTALL_HINT),

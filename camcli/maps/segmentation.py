@@ -3,18 +3,19 @@
 A class activation map says where a class is, not where it ends. Turning K maps into a label map
 (background or one of the K classes per pixel) and scoring it against VOC's `SegmentationClass` masks
 is the standard benchmark of weakly supervised semantic segmentation (PSA: Ahn & Kwak, CVPR 2018;
-IRN: Ahn, Cho & Kwak, CVPR 2019; AMN: Lee, Kim & Shim, CVPR 2022). Numpy only; the mask files are
-read and written by camcli.runs.label_files.
+IRN: Ahn, Cho & Kwak, CVPR 2019; AMN: Lee, Kim & Shim, CVPR 2022). Numpy, and Pillow to resize label
+maps; the mask files are read and written by camcli.runs.label_files.
 """
 
 import numpy as np
+from PIL import Image
 
 from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD
 
 IGNORE = 255  # VOC masks mark object borders and unlabelled pixels with 255 ("void"): never scored
 MAX_CLASSES = 254  # label values 1..254 for the maps; 0 is background and 255 is IGNORE
 __all__ = ["DEFAULT_BG_THRESHOLD", "DEFAULT_SWEEP", "IGNORE", "MAX_CLASSES", "confusion_matrix", "iou_per_class",
-           "label_map", "mean_iou", "normalise_maps", "voc_palette"]
+           "label_map", "labels_at_size", "mean_iou", "normalise_maps", "voc_palette"]
 # The background thresholds a sweep tries: the best one differs between methods and models.
 DEFAULT_SWEEP = tuple(float(t) for t in np.round(np.arange(0.05, 0.96, 0.05), 2))
 
@@ -69,6 +70,14 @@ def label_map(maps: np.ndarray, bg_threshold: float) -> np.ndarray:
     # Strictly above the threshold: a pixel equal to it stays background.
     foreground = np.take_along_axis(maps, best[None], axis=0)[0] > bg_threshold
     return np.where(foreground, best + 1, 0).astype(np.uint8)
+
+
+def labels_at_size(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) uint8 `labels` resized to (height, width) by nearest neighbour, so that every pixel keeps
+    one class; the array itself when it has that size already."""
+    if labels.shape == (height, width):
+        return labels
+    return np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
 
 
 # --- VOC masks ---------------------------------------------------------------------------------------

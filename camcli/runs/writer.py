@@ -22,11 +22,11 @@ from PIL import Image, ImageDraw
 
 from camcli.errors import CamcliError, ForeignFileError
 from camcli.maps.boxes import box_from_map, peak_xy, threshold_mask
-from camcli.maps.label_settings import REFINEMENTS, SEGMENTATION_SIDE
+from camcli.maps.label_settings import SEGMENTATION_SIDE
 from camcli.maps.overlay import colormap_lut, overlay_picture, resize_unit_rgb, upsample
 from camcli.maps.panel import panel_title
-from camcli.maps.refine import label_image
-from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD, MAX_CLASSES
+from camcli.maps.refine import check_label_settings, label_image
+from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD, MAX_CLASSES, labels_at_size
 from camcli.runs import records
 from camcli.runs.decode import PHOTO_FORMATS, DecodedImage, output_size
 from camcli.runs.discovery import ImageTask
@@ -68,10 +68,7 @@ class OutputOptions:
     refine: str = "none"  # how the maps are refined before labelling (camcli.maps.refine.REFINEMENTS)
 
     def __post_init__(self):
-        if self.refine not in REFINEMENTS:
-            raise CamcliError(f"unknown refinement {self.refine!r}; choose one of {', '.join(REFINEMENTS)}")
-        if not 0.0 <= self.bg_threshold <= 1.0:
-            raise CamcliError(f"the background threshold {self.bg_threshold} must lie in [0, 1]")
+        check_label_settings(self.bg_threshold, self.refine)
 
     def required_files(self) -> tuple[str, ...]:
         """The file keys of an explanation entry (records.MAP_FILE_KEYS) this run writes."""
@@ -227,7 +224,6 @@ class ImageWriter:
             "empty": class_map.empty,
         }
 
-
     def _write_segmentations(self, decoded: DecodedImage, planned, explanations: list[dict],
                              paths: dict[str, Path]) -> dict:
         """One label map per method (all its classes' maps against the background), at the original
@@ -245,9 +241,7 @@ class ImageWriter:
             maps = np.stack([upsample(class_map.heatmap, height=work_height, width=work_width)
                              for _, class_map in entries])
             labels = label_image(maps, rgb, options.bg_threshold, options.refine)
-            if labels.shape != (height, width):
-                labels = np.asarray(Image.fromarray(labels).resize((width, height), Image.Resampling.NEAREST))
-            save_label_map(path, labels)
+            save_label_map(path, labels_at_size(labels, height, width))
             values = [{"value": 0, "class_index": None, "label": "background"}]
             for value, (i, class_map) in enumerate(entries, start=1):
                 explanations[i]["segmentation"] = self.layout.relative(path)
