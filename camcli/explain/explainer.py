@@ -135,7 +135,8 @@ class Explainer:
             raise UsageError(f"the Score-CAM batch size must be at least 1, not {score_batch_size}")
         self.options = MapOptions(eigen_smooth, aug_smooth, max_channels, score_batch_size)
         self.masked_images_scored = 0  # Score-CAM's cost: masked copies run through the model so far
-        self.class_weights = self._class_weights() if self.method.needs_gap_head else None
+        if self.method.needs_gap_head:
+            self._class_weights()  # a layer without a GAP -> dense head fails here, before any image
         self.step = Step(loaded, self.layers, self.head, self.requests, self.top_k, self.method.needs_gradients,
                          self.target, self.grids)
 
@@ -182,6 +183,17 @@ class Explainer:
     def steps_run(self) -> int:
         """Compiled steps (forward, and backward for gradient methods) this explainer has run itself."""
         return self.step.runs
+
+    def refresh(self) -> None:
+        """After the model's weights change (training, set_weights): make sure every map uses the new ones.
+        Keras' own layers are always read live; this re-reads the few stand-ins that copy a custom layer."""
+        self.step.refresh()
+
+    @property
+    def class_weights(self) -> list[np.ndarray] | None:
+        """CAM's (channels, classes) dense weights per layer, read now (a model that trains on is explained
+        as it is now); None for the other methods."""
+        return self._class_weights() if self.method.needs_gap_head else None
 
     def _class_weights(self) -> list[np.ndarray]:
         """CAM's (channels, classes) dense weights per layer; UsageError where a layer has none."""
@@ -375,6 +387,11 @@ class MethodSet:
     def steps_run(self) -> int:
         """Compiled steps run: the set's shared step, and any its explainers ran on their own."""
         return self.step.runs + sum(e.steps_run for e in self.explainers)
+
+    def refresh(self) -> None:
+        self.step.refresh()
+        for explainer in self.explainers:
+            explainer.refresh()
 
     def preprocess(self, images: Sequence) -> np.ndarray:
         return self.explainers[0].preprocess(images)

@@ -4,7 +4,8 @@ Building a sub-model `Model(inputs, [layer.output, model.output])` breaks on nes
 ("Graph disconnected"), and setting the last activation to linear would modify the user's model.
 Instead the model's own graph is replayed call by call: the explained layer's output is recorded on
 its way through, nested models on the way are replayed the same way, and the final softmax/sigmoid
-is skipped (or its layer run as a linear copy). The user's model and its layers are never changed.
+is skipped (or its layer run without its activation, on the layer's own weights). The user's model
+and its layers are never changed.
 Keras replays a Functional model's graph through a private call, made in camcli.models.keras_internals.
 """
 
@@ -18,14 +19,61 @@ from camcli.models.keras_internals import check_keras_internals, run_graph
 from camcli.models.layers import Head, is_model, layer_chain, require_graph_model
 
 
-def _linear_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A copy of `layer` with a linear activation and the same weights (for a Dense+softmax head)."""
-    config = layer.get_config()
-    config["activation"] = "linear"
-    copy = type(layer).from_config(config)
-    copy.build(tuple(layer.input.shape))
-    copy.set_weights(layer.get_weights())
-    return copy
+class _LinearView:
+    """`layer` run without its activation, on the layer's own variables: a stand-in that reads every
+    attribute from the layer except `activation`, and calls the layer class's own `call` on itself.
+
+    Unlike a copy, it never goes stale: a model that is still training (camcli.keras.ExplainCallback)
+    or whose weights are set again is explained with the weights it has at that moment. It is used
+    for Keras' own Dense and convolution layers, whose `call` reads `self.activation` last and uses
+    no `super()`; any other layer gets a copy (`_LinearCopy`).
+    """
+
+    activation = None
+
+    def __init__(self, layer: keras.layers.Layer):
+        self._layer = layer
+        self._call = type(layer).call
+
+    def __getattr__(self, name: str):
+        return getattr(self._layer, name)
+
+    def __call__(self, x, *args, **kwargs):
+        return self._call(self, x, *args, **kwargs)
+
+
+class _LinearCopy:
+    """A copy of `layer` with a linear activation and a snapshot of its weights; `refresh()` copies
+    them again."""
+
+    def __init__(self, layer: keras.layers.Layer):
+        config = layer.get_config()
+        config["activation"] = "linear"
+        self._layer = layer
+        self._copy = type(layer).from_config(config)
+        self._copy.build(tuple(layer.input.shape))
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._copy.set_weights(self._layer.get_weights())
+
+    def __call__(self, x, *args, **kwargs):
+        return self._copy(x, *args, **kwargs)
+
+
+# The layer classes whose `call` ends with `if self.activation is not None: x = self.activation(x)`.
+_VIEWABLE_CALLS = ("keras.src.layers.core.dense", "keras.src.layers.core.einsum_dense",
+                   "keras.src.layers.convolutional.base_conv", "keras.src.layers.convolutional.base_separable_conv",
+                   "keras.src.layers.convolutional.base_depthwise_conv",
+                   "keras.src.layers.convolutional.base_conv_transpose")
+
+
+def _linear(layer: keras.layers.Layer) -> _LinearView | _LinearCopy:
+    """`layer` without its activation (a Dense+softmax head, a conv with a built-in ReLU): a view on
+    its own weights where the layer is one of Keras' own, else a copy."""
+    if type(layer).call.__module__ in _VIEWABLE_CALLS and getattr(layer, "quantization_mode", None) is None:
+        return _LinearView(layer)
+    return _LinearCopy(layer)
 
 
 def _path_to(model: keras.Model, target: keras.layers.Layer) -> list[keras.Model] | None:
@@ -63,21 +111,21 @@ def _guided(function: Callable) -> Callable:
     return apply
 
 
-def _guided_override(layer: keras.layers.Layer) -> Callable | None:
+def _guided_override(layer: keras.layers.Layer, linear: Callable = _linear) -> Callable | None:
     """A stand-in for `layer` with guided ReLU gradients, or None when the layer applies no ReLU.
 
     ReLU and Activation("relu") layers keep their own forward computation; a conv or dense layer with
-    a built-in ReLU is replaced by a linear copy (same weights) followed by the guided ReLU. The
-    user's layer is never changed.
+    a built-in ReLU runs without it (`linear(layer)`, on the same weights), followed by the guided
+    ReLU. The user's layer is never changed.
     """
     relu_layer = isinstance(layer, keras.layers.ReLU)
     if relu_layer or (isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)):
         guided = _guided(layer)
         return lambda x, *args, **kwargs: guided(x)
     if not is_model(layer) and _is_relu(getattr(layer, "activation", None)):
-        linear = _linear_copy(layer)
+        pre_activation = linear(layer)
         guided = _guided(layer.activation)
-        return lambda x, *args, **kwargs: guided(linear(x, *args, **kwargs))
+        return lambda x, *args, **kwargs: guided(pre_activation(x, *args, **kwargs))
     return None
 
 
@@ -109,21 +157,34 @@ class TappedForward:
         self._captured = [None] * len(targets)
         self._watch = None
         self._overrides = {}
+        self._copies: list[_LinearCopy] = []  # stand-ins holding a snapshot of weights (see refresh)
         replay_below = [*targets, head.final]
         if guided:
             for layer in _walk(model):
-                override = _guided_override(layer)
+                override = _guided_override(layer, self._linear)
                 if override is not None:
                     self._overrides[id(layer)] = override
                     replay_below.append(layer)
         if head.strip == "layer":  # a separate Softmax/sigmoid layer: its input is the logits
             self._overrides[id(head.final)] = lambda x, *args, **kwargs: x
         elif head.strip == "activation":
-            self._overrides[id(head.final)] = _linear_copy(head.final)
+            self._overrides[id(head.final)] = self._linear(head.final)
         for target in targets:  # an explained output layer (segmentation) is recorded as logits
             self._overrides[id(target)] = self._recorder(target, self._overrides.get(id(target), target))
         # Nested models that hold an overridden layer are replayed call by call too.
         self._replayed = {id(m) for layer in replay_below for m in (_path_to(model, layer) or [])}
+
+    def _linear(self, layer: keras.layers.Layer) -> _LinearView | _LinearCopy:
+        stand_in = _linear(layer)
+        if isinstance(stand_in, _LinearCopy):
+            self._copies.append(stand_in)
+        return stand_in
+
+    def refresh(self) -> None:
+        """Copy the model's current weights into the stand-ins that hold a snapshot of them (only layers
+        that are not Keras' own Dense or convolutions have such copies; the others read live)."""
+        for copy in self._copies:
+            copy.refresh()
 
     def _recorder(self, layer, run):
         slot = self._slots[id(layer)]

@@ -111,6 +111,14 @@ class Step:
                              _extra_arrays(extras, self._extra_dtypes))
         return StepOutputs(**{name: _to_numpy(value) for name, value in tensors._asdict().items()})
 
+    def refresh(self) -> None:
+        """Read the model's weights again where a stand-in layer holds a copy of them (a custom layer with
+        a built-in softmax or ReLU; Keras' own layers are read live). Call it after training the model."""
+        self._forward.refresh()
+        guided = self.__dict__.get("_guided_forward")
+        if guided is not None:
+            guided.refresh()
+
     def scores(self, batch: np.ndarray, extras: Sequence[np.ndarray] = ()) -> np.ndarray:
         """The target's scores (for classes: probabilities) for every class, (B, classes); one forward pass."""
         return self._scores_step(np.asarray(batch, dtype=np.float32), _extra_arrays(extras, self._extra_dtypes)).numpy()
@@ -217,6 +225,7 @@ class Step:
 
         guided_forward = TappedForward(self.loaded.model, [], self.head, guided=True,
                                        image_input=self.loaded.image_input)
+        self._guided_forward = guided_forward
 
         def guided_gradients(images, class_ids, extras):
             with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
