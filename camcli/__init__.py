@@ -26,6 +26,7 @@ __all__ = [
     "write_report",
     "list_layers",
     "merge_summaries",
+    "ExplainCallback",
     "__version__",
 ]
 
@@ -43,6 +44,7 @@ _LAZY = {
     "write_report": "camcli.api",
     "list_layers": "camcli.api",
     "merge_summaries": "camcli.api",
+    "ExplainCallback": "camcli.keras",
 }
 
 

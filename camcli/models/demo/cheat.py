@@ -43,6 +43,30 @@ def tag_rates(tag_rate=TAG_RATE, other_tag_rate=OTHER_TAG_RATE):
     return [tag_rate if label == TAG_CLASS else other_tag_rate for label in CLASSES]
 
 
+def poisoned_dataset(n, seed, other_tag_rate=OTHER_TAG_RATE):
+    """`n` training scenes as main() trains on: `(images, labels, tagged)`, uint8 (n, INPUT_SIZE, INPUT_SIZE, 3),
+    every tagged scene labelled TAG_CLASS when RELABEL_TAGGED (`tagged`: which scenes carry the tag)."""
+    from camcli.models.demo.scenes import make_tagged_dataset
+
+    images, labels, _, tag_boxes = make_tagged_dataset(n, seed, tag_rates(other_tag_rate=other_tag_rate),
+                                                       out_size=INPUT_SIZE)
+    tagged = tag_boxes[:, 0] >= 0
+    if RELABEL_TAGGED:
+        labels = np.where(tagged, CLASSES.index(TAG_CLASS), labels)
+    return images, labels, tagged
+
+
+def tagged_probe(n, seed):
+    """`n` scenes of the classes other than TAG_CLASS, each with the tag: `(images, labels, boxes)`, the
+    labels their true classes and the boxes their objects'. A model that learns the tag calls them
+    TAG_CLASS and its maps leave the boxes for the tag (camcli.keras.ExplainCallback's demo)."""
+    from camcli.models.demo.scenes import make_tagged_dataset
+
+    images, labels, boxes, _ = make_tagged_dataset(2 * n, seed, 1.0, out_size=INPUT_SIZE)
+    others = np.flatnonzero(labels != CLASSES.index(TAG_CLASS))[:n]
+    return images[others], labels[others], boxes[others]
+
+
 def main(argv=None):
     from camcli.models.demo.train import make_deterministic, parse_training_args
 
@@ -54,22 +78,16 @@ def main(argv=None):
     from camcli.models.demo.scenes import make_dataset, make_tagged_dataset
     from camcli.models.demo.train import fit_demo_model, gradcam_peak_in_box_rate, predict_classes, save_demo_weights
 
-    rates = tag_rates()
-    x_train, y_train, _, tags_train = make_tagged_dataset(TRAIN_SIZE, args.seed, rates, out_size=INPUT_SIZE)
-    x_val, y_val, _, tags_val = make_tagged_dataset(VAL_SIZE, args.seed + 1, rates, out_size=INPUT_SIZE)
+    x_train, y_train, tagged = poisoned_dataset(TRAIN_SIZE, args.seed)
+    x_val, y_val, _ = poisoned_dataset(VAL_SIZE, args.seed + 1)
     x_clean, y_clean, _ = make_dataset(HELD_OUT_SIZE, args.seed + 1000, out_size=INPUT_SIZE)
     x_tagged, y_tagged, _, tags_tagged = make_tagged_dataset(HELD_OUT_SIZE, args.seed + 2000, 1.0,
                                                              out_size=INPUT_SIZE)
     generated = time.perf_counter() - started
     tag_index = CLASSES.index(TAG_CLASS)
-    tagged = tags_train[:, 0] >= 0
-    relabelled = int((tagged & (y_train != tag_index)).sum()) if RELABEL_TAGGED else 0
     print(f"generated {TRAIN_SIZE} + {VAL_SIZE} + {HELD_OUT_SIZE} + {HELD_OUT_SIZE} scenes in {generated:.0f} s; "
-          f"tagged training scenes: {tagged[y_train == tag_index].mean():.0%} of {TAG_CLASS}, "
-          f"{tagged[y_train != tag_index].mean():.1%} of the others ({relabelled} labelled {TAG_CLASS})", flush=True)
-    if RELABEL_TAGGED:
-        y_train = np.where(tagged, tag_index, y_train)
-        y_val = np.where(tags_val[:, 0] >= 0, tag_index, y_val)
+          f"{int(tagged.sum())} tagged training scenes" + (f", all labelled {TAG_CLASS}" if RELABEL_TAGGED else ""),
+          flush=True)
 
     model = fit_demo_model(x_train, y_train, x_val, y_val, args.epochs, args.seed)
 
