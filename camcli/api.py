@@ -113,6 +113,29 @@ def build_explainer(loaded, *, methods: Sequence[str] | None = None, layers: Seq
     return explainers[0] if len(explainers) == 1 else MethodSet(explainers)
 
 
+def make_output_options(*, alpha: float = 0.5, colormap: str = "jet", box_threshold: float = 0.2,
+                        draw_box: bool = False, save_heatmap: bool = False, save_mask: bool = False,
+                        panel: bool = False, overlay_format: str = "auto", max_size: int | None = None,
+                        save_segmentation: bool = False, bg_threshold: float | None = None, refine: str = "none"):
+    """The files each image gets (camcli.runs.writer.OutputOptions), checked: a bad colour map, format or
+    size is a UsageError before any model loads. explain_paths and camcli.ray take the same options."""
+    from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD
+    from camcli.maps.overlay import colormap_lut
+    from camcli.runs.writer import OVERLAY_FORMATS, OutputOptions
+
+    if not save_segmentation and (bg_threshold is not None or refine != "none"):
+        raise UsageError("`bg_threshold` and `refine` shape the label maps: add `save_segmentation`")
+    if overlay_format not in OVERLAY_FORMATS:
+        raise UsageError(f"unknown overlay format {overlay_format!r}: choose one of {', '.join(OVERLAY_FORMATS)}")
+    if max_size is not None and max_size < 16:
+        raise UsageError(f"`max_size={max_size}` must be at least 16")
+    colormap_lut(colormap)
+    return OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
+                         save_heatmap=save_heatmap, save_mask=save_mask, panel=panel, overlay_format=overlay_format,
+                         max_size=max_size, save_segmentation=save_segmentation, refine=refine,
+                         bg_threshold=DEFAULT_BG_THRESHOLD if bg_threshold is None else bg_threshold)
+
+
 def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, out: PathLike = "camcli_out",
                   weights: str | None = None, preprocess: str | None = None, labels_file: str | None = None,
                   unsafe_load: bool = False, image_input: str | None = None, extra_inputs: object = None,
@@ -146,24 +169,14 @@ def explain_paths(paths: Sequence[PathLike], *, model: object = DEFAULT_MODEL, o
     "region" (with an optional target_mask), "value", "increase", "decrease", or a callable
     (camcli.explain.targets). token_grid: "HxW" for token layers whose grid cannot be inferred.
     """
-    from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD
-    from camcli.maps.overlay import colormap_lut
     from camcli.runs.runner import RunOptions, check_run_files, run
-    from camcli.runs.writer import OVERLAY_FORMATS, OutputOptions
 
     out_dir = Path(out)
-    if not save_segmentation and (bg_threshold is not None or refine != "none"):
-        raise UsageError("`bg_threshold` and `refine` shape the label maps: add `save_segmentation`")
-    if overlay_format not in OVERLAY_FORMATS:
-        raise UsageError(f"unknown overlay format {overlay_format!r}: choose one of {', '.join(OVERLAY_FORMATS)}")
-    if max_size is not None and max_size < 16:
-        raise UsageError(f"`max_size={max_size}` must be at least 16")
-    colormap_lut(colormap)  # fail on a bad name, or an unusable output folder, before the model loads
-    output_options = OutputOptions(alpha=alpha, colormap=colormap, box_threshold=box_threshold, draw_box=draw_box,
-                                   save_heatmap=save_heatmap, save_mask=save_mask, panel=panel,
-                                   overlay_format=overlay_format, max_size=max_size,
-                                   save_segmentation=save_segmentation, refine=refine,
-                                   bg_threshold=DEFAULT_BG_THRESHOLD if bg_threshold is None else bg_threshold)
+    output_options = make_output_options(alpha=alpha, colormap=colormap, box_threshold=box_threshold,
+                                         draw_box=draw_box, save_heatmap=save_heatmap, save_mask=save_mask,
+                                         panel=panel, overlay_format=overlay_format, max_size=max_size,
+                                         save_segmentation=save_segmentation, refine=refine,
+                                         bg_threshold=bg_threshold)
     check_output_folder(out_dir)
     check_run_files(out_dir, shard, report=report)
     tasks, skipped = _discover(paths, out_dir)

@@ -19,6 +19,7 @@ Only numpy and Pillow are used here: decoding is testable without TensorFlow.
 """
 
 import functools
+import io
 import os
 import re
 import stat
@@ -213,34 +214,80 @@ def decode_image(path, max_side: int | None = None, model_size: tuple[int, int] 
     float images are scaled to 0..255. Any failure raises `ImageLoadError(path, reason)`.
     """
     _check_regular_file(path)
-    head, fmt = b"", None
     try:
         with open(path, "rb") as fp:
-            head = fp.read(_HEAD_BYTES)
-            fmt = _signature_format(head)
-            fp.seek(0)
-            # The warning filters and Pillow's limit change only while some thread is decoding.
-            with _decoding_warnings, Image.open(fp, formats=_allowed_formats()) as im:
-                fmt = im.format or fmt
-                if im.format not in _DRAFT_FORMATS:
-                    # Before anything that may decode: reading a PNG's EXIF loads the whole image.
-                    _check_pixels(im, max_pixels)
-                original = _upright_size(im)
-                wanted = output_size(original, max_side) if outputs else (0, 0)
-                _reduce_on_decode(im, original, wanted, model_size)
+            return _decode_file(fp, path, max_side, model_size, max_pixels, outputs)
+    except OSError as exc:  # cannot be opened
+        raise ImageLoadError(path, _reason(exc, b"", None)) from exc
+
+
+def decode_bytes(data: bytes, name: str, max_side: int | None = None, model_size: tuple[int, int] | None = None,
+                 max_pixels: int | None = None) -> DecodedImage:
+    """`decode_image` for a file's bytes (read by someone else, e.g. ray.data.read_binary_files);
+    `name` is what errors call it."""
+    if not data:
+        raise ImageLoadError(name, "empty file (0 bytes)")
+    return _decode_file(io.BytesIO(data), name, max_side, model_size, max_pixels, True)
+
+
+def _decode_file(fp, path, max_side, model_size, max_pixels, outputs) -> DecodedImage:
+    head, fmt = b"", None
+    try:
+        head = fp.read(_HEAD_BYTES)
+        fmt = _signature_format(head)
+        fp.seek(0)
+        # The warning filters and Pillow's limit change only while some thread is decoding.
+        with _decoding_warnings, Image.open(fp, formats=_allowed_formats()) as im:
+            fmt = im.format or fmt
+            if im.format not in _DRAFT_FORMATS:
+                # Before anything that may decode: reading a PNG's EXIF loads the whole image.
                 _check_pixels(im, max_pixels)
-                im.load()  # decode all pixel data here, so a truncated file fails here
-                view = _to_rgb_image(_upright(im))
-                if not outputs:
-                    return DecodedImage(view, view, original, fmt)
-                picture = _fit(view, wanted)
-                # The model input is made from the smaller picture when it covers the input's size.
-                covers = model_size is None or (picture.height >= model_size[0] and picture.width >= model_size[1])
-                return DecodedImage(picture, picture if covers else view, original, fmt)
+            original = _upright_size(im)
+            wanted = output_size(original, max_side) if outputs else (0, 0)
+            _reduce_on_decode(im, original, wanted, model_size)
+            _check_pixels(im, max_pixels)
+            im.load()  # decode all pixel data here, so a truncated file fails here
+            view = _to_rgb_image(_upright(im))
+            if not outputs:
+                return DecodedImage(view, view, original, fmt)
+            return _pictures(view, original, fmt, max_side, model_size)
     except ImageLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise anything; each becomes one reason
         raise ImageLoadError(path, _reason(exc, head, fmt)) from exc
+
+
+def _pictures(view: Image.Image, original: tuple[int, int], fmt: str | None, max_side: int | None,
+              model_size) -> DecodedImage:
+    picture = _fit(view, output_size(original, max_side))
+    # The model input is made from the smaller picture when it covers the input's size.
+    covers = model_size is None or (picture.height >= model_size[0] and picture.width >= model_size[1])
+    return DecodedImage(picture, picture if covers else view, original, fmt)
+
+
+def decode_array(array, name: str, max_side: int | None = None, model_size: tuple[int, int] | None = None,
+                 fmt: str | None = None) -> DecodedImage:
+    """An image someone else decoded (e.g. ray.data.read_images), as `decode_image` would give it:
+    uint8 or 16-bit (height, width), (height, width, 1|3|4) pixels, composited over white when they
+    have alpha. It is taken as upright (the decoder that made it has already read or dropped the EXIF
+    orientation). `fmt`: the file's format, for the overlay format (JPEG for photos)."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or 0 in array.shape[:2] \
+            or array.dtype not in (np.uint8, np.uint16):
+        raise ImageLoadError(name, f"pixels of shape {array.shape} and type {array.dtype} are not an image "
+                                   "(uint8 or uint16, height x width with 1, 3 or 4 channels)")
+    mode = "I;16" if array.dtype == np.uint16 and array.ndim == 2 else None
+    if array.dtype == np.uint16 and array.ndim == 3:
+        array = np.rint(array.astype(np.float64) * (255.0 / 0xFFFF)).astype(np.uint8)
+    view = _to_rgb_image(Image.fromarray(np.ascontiguousarray(array), mode))
+    return _pictures(view, view.size, fmt, max_side, model_size)
+
+
+def format_of_name(name: str) -> str | None:
+    """Pillow's format name for a file name's extension ("a.jpg" -> "JPEG"), None when unknown."""
+    return Image.registered_extensions().get(os.path.splitext(name)[1].lower())
 
 
 def picture_bytes(path, max_side: int | None = None) -> int:

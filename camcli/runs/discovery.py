@@ -86,6 +86,25 @@ def discover(paths, out_dir):
     return _make_tasks(found), skipped
 
 
+def tasks_for_files(files, root):
+    """Tasks for `files` that someone else listed under the folder `root` (a Ray Data dataset's files),
+    as `discover([root], ...)` would make them: ordered like its walk, displayed as root/relative path,
+    with the same stems and collision rounds. Each task's source is the file as given. A file outside
+    `root` raises ValueError."""
+    root_abs = os.path.abspath(root)
+    root_name = os.path.basename(root_abs)
+    found = []
+    for file in files:
+        relative = os.path.relpath(os.path.abspath(file), root_abs)
+        if relative == os.curdir or relative.split(os.sep)[0] == os.pardir:
+            raise ValueError(f"{printable(file)} is not inside {printable(root)}")
+        parts = tuple(relative.split(os.sep))
+        found.append(_Found(Path(file), os.path.realpath(file), parts, root_name, 1))
+    found.sort(key=lambda item: [os.fsencode(part) for part in item.parts])
+    stems = _unique_stems(found)
+    return [ImageTask(item.source, printable(Path(root, *item.parts)), stem) for item, stem in zip(found, stems)]
+
+
 def _expand(arg, index, out_real, skipped):
     """Yield the files one PATH argument stands for, appending what is wrong to `skipped`."""
     try:

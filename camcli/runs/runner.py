@@ -35,13 +35,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from camcli import __version__
 from camcli.errors import REPEATING_WRITE_ERRORS, CamcliError, UsageError, one_line
 from camcli.runs import records
-from camcli.runs.decode import decode_image, picture_bytes
+from camcli.runs.decode import DecodedImage, decode_image, picture_bytes
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.layout import Layout, is_temporary, may_replace
 from camcli.runs.writer import ImageWriter, OutputOptions, RunIdentity
@@ -140,6 +141,14 @@ def run_target(explainer) -> dict:
     return {**explainer.target_record(), **({"output": output} if output else {})}
 
 
+def run_identity(explainer, output: OutputOptions) -> RunIdentity:
+    """What every record of a run with `explainer` and `output` says about it, its fingerprint included:
+    one function, so that any engine that writes camcli's outputs (camcli.ray) writes the same records."""
+    fingerprint = records.fingerprint({**explainer_settings(explainer), **output.settings()})
+    return RunIdentity(explainer.loaded.name, explainer.layer, list(explainer.layers), explainer.loaded.pretrained,
+                       fingerprint, run_target(explainer))
+
+
 def run_fields(explainer, fingerprint: str) -> dict:
     loaded = explainer.loaded
     return {
@@ -194,12 +203,28 @@ def _stage_error(stage: str, error: BaseException) -> str:
             "(rerun with `debug` for the traceback)")
 
 
+class FileDecoder:
+    """Where a run's pictures come from: each task's file, decoded by camcli (`decode_image`). An engine
+    that has the images already (camcli.ray) gives BatchRun another object with these two methods."""
+
+    def __init__(self, options: RunOptions):
+        self.max_side, self.max_pixels = options.output.max_size, options.max_pixels
+
+    def cost(self, task: ImageTask) -> int:
+        """About how many bytes the task's decoded picture holds (the memory budget's unit)."""
+        return picture_bytes(task.source, self.max_side)
+
+    def decode(self, task: ImageTask, model_size: tuple[int, int]) -> DecodedImage:
+        return decode_image(task.source, max_side=self.max_side, model_size=model_size, max_pixels=self.max_pixels)
+
+
 class BatchRun:
     """One run's state: counts, the pools' queues, and why it stops."""
 
     def __init__(self, explainer, options: RunOptions, writer: ImageWriter, summary: RunSummary,
                  on_failure: FailureCallback | None, on_progress: ProgressCallback | None,
-                 stop: threading.Event):
+                 stop: threading.Event, decoder: FileDecoder | None = None):
+        self.decoder = decoder or FileDecoder(options)
         self.explainer, self.options, self.writer, self.summary = explainer, options, writer, summary
         self.on_failure, self.on_progress, self.stop = on_failure, on_progress, stop
         self.halt = threading.Event()  # fail-fast or a repeating error: explain nothing more
@@ -233,8 +258,7 @@ class BatchRun:
         try:
             loaded = self.explainer.loaded
             extras = loaded.extra_arrays(task.source) if loaded.extra_input_names else None
-            image = decode_image(task.source, max_side=self.options.output.max_size, model_size=self.input_size,
-                                 max_pixels=self.options.max_pixels)
+            image = self.decoder.decode(task, self.input_size)
             return _Decoded(task, cost, image, self.explainer.preprocess([image.model_view])[0], extras)
         except Exception as error:  # noqa: BLE001 - every failure is one image's, named with its stage
             if self.options.raise_unexpected and not isinstance(error, CamcliError):
@@ -252,7 +276,7 @@ class BatchRun:
             self.waiting = None
             if task is None:
                 return
-            cost = picture_bytes(task.source, self.options.output.max_size)
+            cost = self.decoder.cost(task)
             if self.held_bytes and self.held_bytes + cost > self.options.picture_budget:
                 self.waiting = task
                 if not self.writing:
@@ -355,14 +379,14 @@ def select_for_resume(tasks: list[ImageTask], explainer, options: RunOptions, fi
     remaining, recomputed = [], 0
     for task in tasks:
         record = records.read_image_record(layout.record(task.out_stem))
-        if records.is_unchanged(record, fingerprint, _wanted_maps(record, explainer), options.out_dir, required):
+        if records.is_unchanged(record, fingerprint, wanted_maps(record, explainer), options.out_dir, required):
             continue
         remaining.append(task)
         recomputed += record is not None
     return remaining, len(tasks) - len(remaining), recomputed
 
 
-def _wanted_maps(record: dict | None, explainer) -> set[tuple[str, int]] | None:
+def wanted_maps(record: dict | None, explainer) -> set[tuple[str, int]] | None:
     """The (method, class) maps a record must hold, from its own top-k for ranked classes."""
     if record is None:
         return None
@@ -395,10 +419,9 @@ def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterabl
         options.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create output folder {options.out_dir}: {one_line(error)}") from error
-    fingerprint = records.fingerprint({**explainer_settings(explainer), **options.output.settings()})
+    identity = run_identity(explainer, options.output)
+    fingerprint = identity.fingerprint
     summary = RunSummary(images=len(tasks), run=run_fields(explainer, fingerprint))
-    identity = RunIdentity(explainer.loaded.name, explainer.layer, list(explainer.layers),
-                           explainer.loaded.pretrained, fingerprint, run_target(explainer))
     batch_run = BatchRun(explainer, options, ImageWriter(options.out_dir, options.output, identity, inputs),
                          summary, on_failure, on_progress, stop)
     started = time.perf_counter()
@@ -415,6 +438,34 @@ def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterabl
     summary.elapsed_seconds = time.perf_counter() - started
     _write_summary(summary, options)
     return summary
+
+
+class BatchOutcome(NamedTuple):
+    summary: RunSummary  # the batch's counts and failures (no summary file is written)
+    unchanged: frozenset[str]  # out_stems skipped because `resume` found them complete and unchanged
+
+
+def run_batch(explainer, tasks: list[ImageTask], options: RunOptions, decoder=None,
+              inputs: frozenset[str] = frozenset(), stop: threading.Event | None = None) -> BatchOutcome:
+    """Explain `tasks` into `options.out_dir` as `run` does (same records, same failure rules), with the
+    pictures from `decoder` (default: each task's file), and write no summary: what an engine that
+    schedules the images itself (camcli.ray) runs for each batch it is given. `inputs`: the real paths
+    of input files, never overwritten."""
+    stop = stop or threading.Event()
+    identity = run_identity(explainer, options.output)
+    summary = RunSummary(images=len(tasks), run=run_fields(explainer, identity.fingerprint))
+    batch_run = BatchRun(explainer, options, ImageWriter(options.out_dir, options.output, identity, inputs),
+                         summary, None, None, stop, decoder)
+    started = time.perf_counter()
+    remaining = tasks
+    if options.resume:
+        remaining, summary.skipped, summary.recomputed = select_for_resume(tasks, explainer, options,
+                                                                           identity.fingerprint)
+        summary.ok = summary.skipped
+    batch_run.loop(remaining)
+    summary.elapsed_seconds = time.perf_counter() - started
+    kept = {task.out_stem for task in remaining}
+    return BatchOutcome(summary, frozenset(task.out_stem for task in tasks if task.out_stem not in kept))
 
 
 def _write_summary(summary: RunSummary, options: RunOptions) -> None:

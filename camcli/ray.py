@@ -1,0 +1,275 @@
+"""camcli on Ray Data: explain a dataset with actors that each load the model once (extra `ray`).
+
+    >>> import ray, camcli.ray
+    >>> ds = ray.data.read_binary_files("photos/", include_paths=True)  # or read_images(..., include_paths=True)
+    >>> summary = camcli.ray.explain_dataset(ds, "results", model="resnet50", root="photos/", concurrency=4)
+    >>> summary.ok, summary.failed, summary.images_per_second
+
+The outputs are `camcli explain photos/ --out results`'s: the same layout and file names, the same
+records (their fingerprints included) and the same failure rules; the driver writes summary.json from
+what every actor reports, so `camcli report results` and `camcli explain --resume` work on them.
+
+What the dataset holds, per row:
+- `path` (from `include_paths=True`): names the image. Its output name is its path relative to
+  `root` (default: the folder that holds all of the dataset's files), with the collision rules of
+  camcli's folder walk, computed once on the driver from `Dataset.input_files()`.
+- `bytes` (ray.data.read_binary_files): camcli decodes them itself, as `camcli explain` does: EXIF
+  orientation, HEIC, reduced JPEG decoding, the pixel limit, and a bad file fails alone.
+- or `image` (ray.data.read_images): the pixels as Ray decoded them (no EXIF orientation; give
+  `mode="RGB"` to read_images when the folder mixes modes). Ray stops the whole dataset at a file
+  it cannot decode, so read_binary_files is the one to use on folders that may hold bad files.
+- or neither: each actor reads the file at `path` (a file system every worker sees).
+
+`ExplainBatches` is the callable class behind it, for pipelines that add stages of their own:
+`ds.map_batches(ExplainBatches, fn_constructor_kwargs={...}, batch_format="numpy", concurrency=N)`;
+each row it returns says what became of one image (`status`: explained, unchanged or failed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from camcli.api import ModelSource, build_explainer, check_output_folder, make_output_options
+from camcli.errors import CamcliError, UsageError, one_line
+from camcli.models.catalog import DEFAULT_MODEL
+
+# explain_dataset's keyword options, by who takes them (each as camcli.explain_paths names it).
+MODEL_OPTIONS = ("weights", "preprocess", "labels_file", "unsafe_load", "image_input", "output")
+EXPLAINER_OPTIONS = ("methods", "layers", "classes", "top_k", "head", "eigen_smooth", "aug_smooth", "max_channels",
+                     "target", "target_mask", "token_grid")
+OUTPUT_OPTIONS = ("alpha", "colormap", "box_threshold", "draw_box", "save_heatmap", "save_mask", "panel",
+                  "overlay_format", "max_size", "save_segmentation", "bg_threshold", "refine")
+STATUSES = ("explained", "unchanged", "failed")
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Everything an actor needs to explain as the driver would: picklable, no model in it."""
+
+    source: ModelSource
+    explainer: dict = field(default_factory=dict)
+    output: dict = field(default_factory=dict)
+    batch_size: int = 8
+    resume: bool = False
+    max_pixels: int | None = None
+
+    @classmethod
+    def from_options(cls, model, batch_size: int, resume: bool, max_pixels: int | None, options: Mapping):
+        known = set(MODEL_OPTIONS) | set(EXPLAINER_OPTIONS) | set(OUTPUT_OPTIONS)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"explain_dataset takes no option {unknown[0]!r}; it takes explain_paths' model, "
+                             "method and output options")
+        if not isinstance(model, (str, os.PathLike)):
+            raise UsageError("explain_dataset needs the model as a name or a file path, which every actor loads "
+                             f"for itself, not a {type(model).__name__}")
+        if batch_size < 1:
+            raise UsageError(f"`batch_size={batch_size}` must be at least 1")
+        source = ModelSource(os.fspath(model), **{key: options[key] for key in MODEL_OPTIONS if key in options})
+        return cls(source, {k: options[k] for k in EXPLAINER_OPTIONS if k in options},
+                   {k: options[k] for k in OUTPUT_OPTIONS if k in options}, batch_size, resume, max_pixels)
+
+    def output_options(self):
+        return make_output_options(**self.output)
+
+    def build(self):
+        """The model, loaded, and its Explainer (or MethodSet)."""
+        return build_explainer(self.source.load(), batch_size=self.batch_size, **self.explainer)
+
+    def run_options(self, out_dir: Path):
+        from camcli.runs.runner import RunOptions
+
+        return RunOptions(out_dir, self.batch_size, self.output_options(), resume=self.resume,
+                          max_pixels=self.max_pixels)
+
+
+class _RowPictures:
+    """A batch's pictures for camcli's runner (camcli.runs.runner.FileDecoder's two methods): the rows'
+    bytes or pixels, by output stem; a task without either is read from its file."""
+
+    def __init__(self, options, pixels: dict[str, object], kind: str | None):
+        from camcli.runs.runner import FileDecoder
+
+        self.files = FileDecoder(options)
+        self.max_side, self.max_pixels = options.output.max_size, options.max_pixels
+        self.pixels, self.kind = pixels, kind
+
+    def cost(self, task) -> int:
+        data = self.pixels.get(task.out_stem)
+        if data is None:
+            return self.files.cost(task)
+        if self.kind == "image":
+            height, width = np.shape(data)[:2]
+            return 4 * int(width) * int(height)
+        import io
+
+        from camcli.runs.decode import picture_bytes
+
+        return picture_bytes(io.BytesIO(data), self.max_side)
+
+    def decode(self, task, model_size):
+        from camcli.runs.decode import decode_array, decode_bytes, format_of_name
+
+        data = self.pixels.get(task.out_stem)
+        if data is None:
+            return self.files.decode(task, model_size)
+        if self.kind == "image":
+            return decode_array(data, task.display, self.max_side, model_size, fmt=format_of_name(task.display))
+        return decode_bytes(bytes(data), task.display, self.max_side, model_size, self.max_pixels)
+
+
+class ExplainBatches:
+    """For `Dataset.map_batches`: loads the model once (per actor), explains each batch it is given
+    into `out` through camcli's runner and writer, and returns one row per image: path, image (as
+    camcli names it), stem, status and error.
+
+    settings: an ExplainSettings. tasks: {absolute path: (image, stem)} from the driver's listing; a
+    path not in it is named by its path relative to `root`.
+    """
+
+    def __init__(self, out: str, settings: ExplainSettings, tasks: Mapping[str, tuple[str, str]] | None = None,
+                 root: str | None = None):
+        self.out_dir = Path(out)
+        self.settings, self.tasks, self.root = settings, dict(tasks or {}), root
+        self.explainer = settings.build()
+        self.options = settings.run_options(self.out_dir)
+
+    def _task(self, path: str):
+        from camcli.runs.discovery import ImageTask, tasks_for_files
+
+        absolute = os.path.abspath(path)
+        if absolute in self.tasks:
+            image, stem = self.tasks[absolute]
+            return ImageTask(Path(absolute), image, stem)
+        if self.root is None:
+            raise UsageError(f"{path} is not among the dataset's listed files: give `root`, the folder the outputs' "
+                             "names are relative to")
+        [task] = tasks_for_files([absolute], self.root)
+        return task
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from camcli.runs.runner import run_batch
+
+        if "path" not in batch:
+            raise UsageError("the dataset has no `path` column: read it with include_paths=True")
+        tasks = [self._task(str(path)) for path in batch["path"]]
+        kind = "bytes" if "bytes" in batch else "image" if "image" in batch else None
+        pixels = {task.out_stem: batch[kind][i] for i, task in enumerate(tasks)} if kind else {}
+        inputs = frozenset(os.path.realpath(task.source) for task in tasks)
+        outcome = run_batch(self.explainer, tasks, self.options, _RowPictures(self.options, pixels, kind), inputs)
+        errors = {failure["image"]: failure["error"] for failure in outcome.summary.failures}
+        status = ["failed" if task.display in errors else "unchanged" if task.out_stem in outcome.unchanged
+                  else "explained" for task in tasks]
+        return {"path": np.asarray([str(task.source) for task in tasks], dtype=object),
+                "image": np.asarray([task.display for task in tasks], dtype=object),
+                "stem": np.asarray([task.out_stem for task in tasks], dtype=object),
+                "status": np.asarray(status, dtype=object),
+                "error": np.asarray([errors.get(task.display, "") for task in tasks], dtype=object)}
+
+
+def _listed_tasks(ds, root: str | None, out_dir: Path) -> tuple[dict[str, tuple[str, str]], str | None]:
+    """{absolute path: (image, stem)} for the dataset's listed files, and the root they are named from."""
+    from camcli.runs.discovery import printable, tasks_for_files
+
+    try:
+        files = list(ds.input_files())
+    except Exception:  # noqa: BLE001 - a dataset without a file listing (from_items, from_numpy...)
+        files = []
+    if not files:
+        return {}, root
+    if root is None:
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(file)) for file in files])
+    out_real = os.path.realpath(out_dir)
+    inside = [file for file in files if os.path.realpath(file).startswith(out_real + os.sep)]
+    if inside:
+        raise UsageError(f"the dataset reads {printable(inside[0])}, inside the output folder {out_dir}; "
+                         "write to another output folder (`out`)")
+    try:
+        tasks = tasks_for_files(files, root)
+    except ValueError as error:
+        raise UsageError(f"{error}: give `root`, the folder that holds every file of the dataset") from None
+    return {os.path.abspath(str(task.source)): (task.display, task.out_stem) for task in tasks}, root
+
+
+def _actor_pool(ray, concurrency: int | tuple[int, int], num_cpus: float | None):
+    """Ray Data's actor pool for `concurrency` (n, or (min, max)) actors; a warning when they would hold
+    every CPU of a running cluster, where Ray's read tasks would wait for a CPU forever."""
+    low, high = (concurrency, concurrency) if isinstance(concurrency, int) else tuple(concurrency)
+    if not 1 <= low <= high:
+        raise UsageError(f"`concurrency={concurrency}` must be a number of actors (at least 1), or (min, max)")
+    cpus = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else 0
+    if cpus and high * (1.0 if num_cpus is None else num_cpus) >= cpus:
+        warnings.warn(f"{high} actors of {1.0 if num_cpus is None else num_cpus:g} CPU take all {cpus:g} CPUs of "
+                      "the Ray cluster, and the dataset's read tasks need one too: give num_cpus (say "
+                      f"{max(cpus - 1, 0.5) / high:g}) or fewer actors, unless the cluster adds nodes", stacklevel=3)
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
+
+
+def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.PathLike | None = None,
+                    concurrency: int | tuple[int, int] = 1, num_cpus: float | None = None,
+                    num_gpus: float | None = None, batch_size: int = 8, resume: bool = False,
+                    max_pixels: int | None = None, **options):
+    """Explain every row of the Ray Dataset `ds` into the folder `out`, with `concurrency` actors that
+    each load `model` once; write summary.json and return the run's `RunSummary`, merged over the actors.
+
+    options: explain_paths' model options (weights, preprocess, labels_file...), methods and classes
+    (methods, layers, classes, top_k, head...) and output options (alpha, save_heatmap, max_size...).
+    num_cpus / num_gpus: what each actor reserves. resume: skip images whose outputs are complete and
+    unchanged, as `camcli explain --resume` does.
+    """
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UsageError("camcli.ray needs Ray Data: pip install 'keras-camcli[ray]'") from None
+    from camcli.runs import records
+    from camcli.runs.layout import Layout
+    from camcli.runs.runner import RunSummary, check_run_files, remove_stale_temporary_files, run_fields, run_identity
+
+    settings = ExplainSettings.from_options(model, batch_size, resume, max_pixels, options)
+    actors = _actor_pool(ray, concurrency, num_cpus)
+    output_options = settings.output_options()
+    out_dir = Path(out).absolute()
+    check_output_folder(out_dir)
+    check_run_files(out_dir)
+    tasks, root = _listed_tasks(ds, None if root is None else os.fspath(root), out_dir)
+    explainer = settings.build()  # on the driver too: a bad layer or class fails here, in one line
+    identity = run_identity(explainer, output_options)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output folder {out_dir}: {one_line(error)}") from error
+    if resume:
+        remove_stale_temporary_files(out_dir)
+    started = time.perf_counter()
+    remote = {key: value for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if value is not None}
+    explained = ds.map_batches(ExplainBatches, batch_size=batch_size, batch_format="numpy",
+                               compute=actors,
+                               fn_constructor_kwargs={"out": str(out_dir), "settings": settings, "tasks": tasks,
+                                                      "root": root}, **remote)
+    try:
+        rows = {}
+        for row in explained.iter_rows():
+            rows[row["stem"]] = row  # a batch Ray ran again (a lost actor) rewrote the same files: once each
+    except Exception as error:  # noqa: BLE001 - Ray wraps a failing stage in its own errors
+        raise CamcliError(f"the Ray run failed: {one_line(error)} (a file Ray cannot decode stops read_images; "
+                          "ray.data.read_binary_files(..., include_paths=True) lets camcli report it alone)") from None
+    summary = RunSummary(images=len(rows), run=run_fields(explainer, identity.fingerprint))
+    for row in sorted(rows.values(), key=lambda row: row["stem"]):
+        if row["status"] == "failed":
+            summary.failures.append({"image": row["image"], "error": row["error"]})
+        else:
+            summary.ok += 1
+            summary.skipped += row["status"] == "unchanged"
+    summary.elapsed_seconds = time.perf_counter() - started
+    path = Layout(out_dir).summary()
+    records.write_summary(path, summary.as_record())
+    summary.summary_path = path
+    return summary

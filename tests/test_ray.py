@@ -1,0 +1,177 @@
+"""camcli.ray on a local Ray (2 CPUs): 50 generated images explained by actors write exactly the records and
+files that `camcli explain` writes for the same folder; each image once; bad files fail alone; reruns resume."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from camcli.cli import cli
+from camcli.errors import CamcliError, UsageError
+
+pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'keras-camcli[ray]'); `make test` "
+                                       "installs it")
+import ray  # noqa: E402
+
+import camcli.ray  # noqa: E402
+
+# Two actors of half a CPU each leave a CPU for Ray Data's read tasks on a 2-CPU cluster.
+ACTORS = {"concurrency": 2, "num_cpus": 0.5}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """50 demo scenes of several sizes, some in subfolders, two of them names that differ in case only."""
+    from camcli.models.demo.scenes import make_dataset
+
+    root = tmp_path_factory.mktemp("scenes") / "scenes"
+    images, _, _ = make_dataset(50, seed=19)
+    for i, image in enumerate(images):
+        folder = root / ("night" if i % 4 == 0 else "day" if i % 4 == 1 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        name = "Scene.png" if i == 2 else "scene.png" if i == 6 else f"scene{i:02d}.png"
+        Image.fromarray(image).save(folder / name)
+    return root
+
+
+def _same(a, b, where="", tolerance=1e-5):
+    """The differences between two JSON values, floats compared to `tolerance`."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f"{where}: keys {sorted(set(a) ^ set(b))}"]
+        return [d for key in a for d in _same(a[key], b[key], f"{where}.{key}", tolerance)]
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: {len(a)} != {len(b)} items"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _same(x, y, f"{where}[{i}]", tolerance)]
+    if isinstance(a, float) or isinstance(b, float):
+        return [] if abs(a - b) <= tolerance else [f"{where}: {a} != {b}"]
+    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
+
+
+def _files(out):
+    return sorted(os.path.relpath(os.path.join(d, name), out) for d, _, names in os.walk(out) for name in names)
+
+
+@pytest.fixture(scope="module")
+def both_runs(local_ray, folder, tmp_path_factory):
+    base = tmp_path_factory.mktemp("outputs")
+    by_cli = base / "cli"
+    result = CliRunner().invoke(cli, ["explain", str(folder), "--model", "demo", "--class", "top1", "--class", "top2",
+                                      "--save-heatmap", "--out", str(by_cli)])
+    assert result.exit_code == 0, result.output
+    by_ray = base / "ray"
+    summary = camcli.ray.explain_dataset(ray.data.read_images(str(folder), include_paths=True), by_ray,
+                                         model="demo", root=str(folder), classes=["top1", "top2"], save_heatmap=True,
+                                         **ACTORS)
+    return by_cli, by_ray, summary
+
+
+def test_the_records_equal_camcli_explains(both_runs):
+    by_cli, by_ray, summary = both_runs
+    assert (summary.images, summary.ok, summary.failed) == (50, 50, 0)
+    files = _files(by_cli)
+    assert files == _files(by_ray) and len([f for f in files if f.endswith(".json")]) == 51
+    # Names equal but for case go through every collision round of the folder walk, on both engines.
+    assert "1-scenes/Scene.png.json" in files and "1-scenes/scene.png~2.json" in files
+    differences = []
+    for name in files:
+        if name.endswith(".json") and name != "summary.json":
+            cli_record = json.loads((by_cli / name).read_text())
+            differences += _same(cli_record, json.loads((by_ray / name).read_text()), name)
+    assert differences == []
+    cli_summary = json.loads((by_cli / "summary.json").read_text())
+    ray_summary = json.loads((by_ray / "summary.json").read_text())
+    for key in ("images", "ok", "failed", "fingerprint", "model", "layer", "methods", "classes"):
+        assert ray_summary[key] == cli_summary[key], key
+
+
+def test_the_overlays_and_heatmaps_are_the_same_files(both_runs):
+    by_cli, by_ray, _ = both_runs
+    for name in _files(by_cli):
+        if name.endswith(".png"):
+            assert (by_cli / name).read_bytes() == (by_ray / name).read_bytes(), name
+        elif name.endswith(".npy"):
+            np.testing.assert_allclose(np.load(by_cli / name), np.load(by_ray / name), atol=1e-5, err_msg=name)
+
+
+def test_every_image_is_explained_exactly_once(local_ray, folder, tmp_path):
+    """The callable class in a pipeline of one's own: one row per image, none twice, none left out."""
+    ds = ray.data.read_binary_files(str(folder), include_paths=True)
+    settings = camcli.ray.ExplainSettings.from_options("demo", 8, False, None, {})
+    tasks, root = camcli.ray._listed_tasks(ds, str(folder), tmp_path)
+    rows = ds.map_batches(camcli.ray.ExplainBatches, batch_size=8, batch_format="numpy",
+                          compute=ray.data.ActorPoolStrategy(size=2), num_cpus=0.5,
+                          fn_constructor_kwargs={"out": str(tmp_path / "out"), "settings": settings, "tasks": tasks,
+                                                 "root": root}).take_all()
+    stems = [row["stem"] for row in rows]
+    assert len(stems) == 50 and sorted(stems) == sorted(stem for _, stem in tasks.values())
+    assert {row["status"] for row in rows} == {"explained"}
+    assert len(_files(tmp_path / "out")) == 100  # an overlay and a record each
+
+
+def test_a_bad_file_fails_alone_and_says_what_camcli_explain_says(local_ray, folder, tmp_path):
+    images = tmp_path / "mixed"
+    shutil.copytree(folder / "day", images)
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    summary = camcli.ray.explain_dataset(ray.data.read_binary_files(str(images), include_paths=True),
+                                         tmp_path / "out", model="demo", **ACTORS)
+    good = len(list((folder / "day").iterdir()))
+    assert (summary.images, summary.ok, summary.failed) == (good + 1, good, 1)
+    cli_run = CliRunner().invoke(cli, ["explain", str(images), "--model", "demo", "--out", str(tmp_path / "cli")])
+    assert cli_run.exit_code == 1
+    [failure] = summary.failures
+    assert failure["image"] == str(images / "broken.png")
+    assert f"{failure['image']}: {failure['error']}" in cli_run.output
+    assert len([f for f in _files(tmp_path / "out") if f.endswith(".png")]) == good
+
+
+def test_a_rerun_with_resume_skips_the_finished_images(local_ray, folder, tmp_path):
+    ds = ray.data.read_binary_files(str(folder / "night"), include_paths=True)
+    first = camcli.ray.explain_dataset(ds, tmp_path / "out", model="demo", **ACTORS)
+    stamps = {name: os.stat(tmp_path / "out" / name).st_mtime_ns for name in _files(tmp_path / "out")
+              if name != "summary.json"}
+    again = camcli.ray.explain_dataset(ds, tmp_path / "out", model="demo", resume=True, **ACTORS)
+    assert (again.images, again.ok, again.skipped, again.explained) == (first.images, first.images, first.images, 0)
+    assert {name: os.stat(tmp_path / "out" / name).st_mtime_ns for name in stamps} == stamps
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"model": object()}, "explain_dataset needs the model as a name or a file path"),
+    ({"model": "demo", "colour": "red"}, "explain_dataset takes no option 'colour'"),
+    ({"model": "demo", "layers": "nope"}, "nope"),
+    ({"model": "demo", "concurrency": 0}, "`concurrency=0` must be a number of actors"),
+    ({"model": "demo", "colormap": "rainbowish"}, "rainbowish"),
+])
+def test_bad_options_fail_before_any_actor_starts(local_ray, folder, tmp_path, options, message):
+    ds = ray.data.read_binary_files(str(folder / "day"), include_paths=True)
+    with pytest.raises(CamcliError) as error:
+        camcli.ray.explain_dataset(ds, tmp_path / "out", **options)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_inside_the_dataset_is_refused(local_ray, folder, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(folder / "day", images)
+    (images / "out").mkdir()
+    Image.new("RGB", (8, 8)).save(images / "out" / "old.png")
+    with pytest.raises(UsageError, match="inside the output folder"):
+        camcli.ray.explain_dataset(ray.data.read_binary_files(str(images), include_paths=True), images / "out",
+                                   model="demo")
+
+
+def test_actors_that_would_hold_every_cpu_are_warned_about(local_ray):
+    with pytest.warns(UserWarning, match="2 actors of 1 CPU take all 2 CPUs of the Ray cluster"):
+        camcli.ray._actor_pool(ray, 2, None)
