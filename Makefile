@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation soak clean
+.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
 
 all: lint test
 
@@ -107,6 +107,14 @@ bench-audit: venv
 # and each refinement's cost per 224 px image.
 bench-segmentation: venv
 	$(BIN)/python benchmarks/segmentation.py
+
+# camcli.keras.ExplainCallback: seconds per call against an epoch of training (demo), and on ResNet50.
+bench-callback: venv
+	$(BIN)/python benchmarks/callback.py
+
+# camcli.ray.explain_dataset against camcli explain on the same folder, on this machine: images/s.
+bench-ray: venv
+	$(BIN)/python benchmarks/ray_throughput.py
 
 # 5,000 generated images through the demo model: failures, completeness, memory growth.
 soak: venv

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from json_compare import json_differences
 from PIL import Image
 
 from camcli.cli import cli
@@ -45,21 +46,6 @@ def folder(tmp_path_factory):
     return root
 
 
-def _same(a, b, where="", tolerance=1e-5):
-    """The differences between two JSON values, floats compared to `tolerance`."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return [f"{where}: keys {sorted(set(a) ^ set(b))}"]
-        return [d for key in a for d in _same(a[key], b[key], f"{where}.{key}", tolerance)]
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return [f"{where}: {len(a)} != {len(b)} items"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _same(x, y, f"{where}[{i}]", tolerance)]
-    if isinstance(a, float) or isinstance(b, float):
-        return [] if abs(a - b) <= tolerance else [f"{where}: {a} != {b}"]
-    return [] if a == b else [f"{where}: {a!r} != {b!r}"]
-
-
 def _files(out):
     return sorted(os.path.relpath(os.path.join(d, name), out) for d, _, names in os.walk(out) for name in names)
 
@@ -89,7 +75,7 @@ def test_the_records_equal_camcli_explains(both_runs):
     for name in files:
         if name.endswith(".json") and name != "summary.json":
             cli_record = json.loads((by_cli / name).read_text())
-            differences += _same(cli_record, json.loads((by_ray / name).read_text()), name)
+            differences += json_differences(cli_record, json.loads((by_ray / name).read_text()), name)
     assert differences == []
     cli_summary = json.loads((by_cli / "summary.json").read_text())
     ray_summary = json.loads((by_ray / "summary.json").read_text())

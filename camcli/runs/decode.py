@@ -278,10 +278,9 @@ def decode_array(array, name: str, max_side: int | None = None, model_size: tupl
             or array.dtype not in (np.uint8, np.uint16):
         raise ImageLoadError(name, f"pixels of shape {array.shape} and type {array.dtype} are not an image "
                                    "(uint8 or uint16, height x width with 1, 3 or 4 channels)")
-    mode = "I;16" if array.dtype == np.uint16 and array.ndim == 2 else None
-    if array.dtype == np.uint16 and array.ndim == 3:
+    if array.dtype == np.uint16 and array.ndim == 3:  # Pillow holds 16-bit samples for one channel only
         array = np.rint(array.astype(np.float64) * (255.0 / 0xFFFF)).astype(np.uint8)
-    view = _to_rgb_image(Image.fromarray(np.ascontiguousarray(array), mode))
+    view = _to_rgb_image(Image.fromarray(np.ascontiguousarray(array)))  # a 16-bit grey one is "I;16"
     return _pictures(view, view.size, fmt, max_side, model_size)
 
 
