@@ -11,8 +11,10 @@ what every actor reports, so `camcli report results` and `camcli explain --resum
 
 What the dataset holds, per row:
 - `path` (from `include_paths=True`): names the image. Its output name is its path relative to
-  `root` (default: the folder that holds all of the dataset's files), with the collision rules of
-  camcli's folder walk, computed once on the driver from `Dataset.input_files()`.
+  `root` (default: the folder that holds all of the dataset's files, relative to the working
+  directory when it lies in it), with the collision rules of camcli's folder walk, computed once on
+  the driver from `Dataset.input_files()`; records call it root/relative path, as `camcli explain
+  root` does.
 - `bytes` (ray.data.read_binary_files): camcli decodes them itself, as `camcli explain` does: EXIF
   orientation, HEIC, reduced JPEG decoding, the pixel limit, and a bad file fails alone.
 - or `image` (ray.data.read_images): the pixels as Ray decoded them (no EXIF orientation; give
@@ -46,7 +48,7 @@ EXPLAINER_OPTIONS = ("methods", "layers", "classes", "top_k", "head", "eigen_smo
                      "target", "target_mask", "token_grid")
 OUTPUT_OPTIONS = ("alpha", "colormap", "box_threshold", "draw_box", "save_heatmap", "save_mask", "panel",
                   "overlay_format", "max_size", "save_segmentation", "bg_threshold", "refine")
-STATUSES = ("explained", "unchanged", "failed")
+STATUSES = ("explained", "unchanged", "failed", "ignored")  # ignored: a listed file that is no image
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,14 @@ class ExplainBatches:
     camcli names it), stem, status and error.
 
     settings: an ExplainSettings. tasks: {absolute path: (image, stem)} from the driver's listing; a
-    path not in it is named by its path relative to `root`.
+    path not in it is named by its path relative to `root`. ignored: absolute paths of listed files
+    that are no images (a folder walk skips them too: truth.csv, notes.txt), returned as "ignored".
     """
 
     def __init__(self, out: str, settings: ExplainSettings, tasks: Mapping[str, tuple[str, str]] | None = None,
-                 root: str | None = None):
+                 root: str | None = None, ignored: frozenset[str] = frozenset()):
         self.out_dir = Path(out)
-        self.settings, self.tasks, self.root = settings, dict(tasks or {}), root
+        self.settings, self.tasks, self.root, self.ignored = settings, dict(tasks or {}), root, frozenset(ignored)
         self.explainer = settings.build()
         self.options = settings.run_options(self.out_dir)
 
@@ -155,27 +158,35 @@ class ExplainBatches:
         return task
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from camcli.runs.discovery import printable
         from camcli.runs.runner import run_batch
 
         if "path" not in batch:
             raise UsageError("the dataset has no `path` column: read it with include_paths=True")
-        tasks = [self._task(str(path)) for path in batch["path"]]
+        paths = [str(path) for path in batch["path"]]
+        rows = [i for i, path in enumerate(paths) if os.path.abspath(path) not in self.ignored]
+        tasks = [self._task(paths[i]) for i in rows]
         kind = "bytes" if "bytes" in batch else "image" if "image" in batch else None
-        pixels = {task.out_stem: batch[kind][i] for i, task in enumerate(tasks)} if kind else {}
+        pixels = {task.out_stem: batch[kind][i] for i, task in zip(rows, tasks)} if kind else {}
         inputs = frozenset(os.path.realpath(task.source) for task in tasks)
         outcome = run_batch(self.explainer, tasks, self.options, _RowPictures(self.options, pixels, kind), inputs)
         errors = {failure["image"]: failure["error"] for failure in outcome.summary.failures}
         status = ["failed" if task.display in errors else "unchanged" if task.out_stem in outcome.unchanged
                   else "explained" for task in tasks]
-        return {"path": np.asarray([str(task.source) for task in tasks], dtype=object),
-                "image": np.asarray([task.display for task in tasks], dtype=object),
-                "stem": np.asarray([task.out_stem for task in tasks], dtype=object),
-                "status": np.asarray(status, dtype=object),
-                "error": np.asarray([errors.get(task.display, "") for task in tasks], dtype=object)}
+        kept = set(rows)
+        ignored = [path for i, path in enumerate(paths) if i not in kept]
+        column = lambda values: np.asarray(values, dtype=object)
+        return {"path": column([str(task.source) for task in tasks] + ignored),
+                "image": column([task.display for task in tasks] + [printable(path) for path in ignored]),
+                "stem": column([task.out_stem for task in tasks] + [""] * len(ignored)),
+                "status": column(status + ["ignored"] * len(ignored)),
+                "error": column([errors.get(task.display, "") for task in tasks] + [""] * len(ignored))}
 
 
-def _listed_tasks(ds, root: str | None, out_dir: Path) -> tuple[dict[str, tuple[str, str]], str | None]:
-    """{absolute path: (image, stem)} for the dataset's listed files, and the root they are named from."""
+def _listed_tasks(ds, root: str | None, out_dir: Path
+                  ) -> tuple[dict[str, tuple[str, str]], str | None, frozenset[str]]:
+    """{absolute path: (image, stem)} for the images among the dataset's listed files, the root they are
+    named from, and the absolute paths of the listed files that are no images."""
     from camcli.runs.discovery import printable, tasks_for_files
 
     try:
@@ -183,9 +194,12 @@ def _listed_tasks(ds, root: str | None, out_dir: Path) -> tuple[dict[str, tuple[
     except Exception:  # noqa: BLE001 - a dataset without a file listing (from_items, from_numpy...)
         files = []
     if not files:
-        return {}, root
-    if root is None:
+        return {}, root, frozenset()
+    if root is None:  # the folder that holds them all, written as camcli explain's argument likely was
         root = os.path.commonpath([os.path.dirname(os.path.abspath(file)) for file in files])
+        here = os.getcwd()
+        if root == here or root.startswith(here.rstrip(os.sep) + os.sep):
+            root = os.path.relpath(root, here)
     out_real = os.path.realpath(out_dir)
     inside = [file for file in files if os.path.realpath(file).startswith(out_real + os.sep)]
     if inside:
@@ -195,7 +209,8 @@ def _listed_tasks(ds, root: str | None, out_dir: Path) -> tuple[dict[str, tuple[
         tasks = tasks_for_files(files, root)
     except ValueError as error:
         raise UsageError(f"{error}: give `root`, the folder that holds every file of the dataset") from None
-    return {os.path.abspath(str(task.source)): (task.display, task.out_stem) for task in tasks}, root
+    named = {os.path.abspath(str(task.source)): (task.display, task.out_stem) for task in tasks}
+    return named, root, frozenset(os.path.abspath(file) for file in files) - set(named)
 
 
 def _actor_pool(ray, concurrency: int | tuple[int, int], num_cpus: float | None):
@@ -214,14 +229,16 @@ def _actor_pool(ray, concurrency: int | tuple[int, int], num_cpus: float | None)
 
 def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.PathLike | None = None,
                     concurrency: int | tuple[int, int] = 1, num_cpus: float | None = None,
-                    num_gpus: float | None = None, batch_size: int = 8, resume: bool = False,
-                    max_pixels: int | None = None, **options):
+                    num_gpus: float | None = None, batch_size: int = 8, rows_per_call: int | None = None,
+                    resume: bool = False, max_pixels: int | None = None, **options):
     """Explain every row of the Ray Dataset `ds` into the folder `out`, with `concurrency` actors that
     each load `model` once; write summary.json and return the run's `RunSummary`, merged over the actors.
 
     options: explain_paths' model options (weights, preprocess, labels_file...), methods and classes
     (methods, layers, classes, top_k, head...) and output options (alpha, save_heatmap, max_size...).
-    num_cpus / num_gpus: what each actor reserves. resume: skip images whose outputs are complete and
+    num_cpus / num_gpus: what each actor reserves. batch_size: images per explained batch, as for
+    explain_paths; rows_per_call: rows Ray hands an actor at a time (default 8 batches), within which
+    camcli's runner overlaps decoding, explaining and writing. resume: skip images whose outputs are complete and
     unchanged, as `camcli explain --resume` does.
     """
     try:
@@ -235,11 +252,13 @@ def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.Pa
 
     settings = ExplainSettings.from_options(model, batch_size, resume, max_pixels, options)
     actors = _actor_pool(ray, concurrency, num_cpus)
+    if rows_per_call is not None and rows_per_call < 1:
+        raise UsageError(f"`rows_per_call={rows_per_call}` must be at least 1")
     output_options = settings.output_options()
     out_dir = Path(out).absolute()
     check_output_folder(out_dir)
     check_run_files(out_dir)
-    tasks, root = _listed_tasks(ds, None if root is None else os.fspath(root), out_dir)
+    tasks, root, ignored = _listed_tasks(ds, None if root is None else os.fspath(root), out_dir)
     explainer = settings.build()  # on the driver too: a bad layer or class fails here, in one line
     identity = run_identity(explainer, output_options)
     try:
@@ -250,14 +269,15 @@ def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.Pa
         remove_stale_temporary_files(out_dir)
     started = time.perf_counter()
     remote = {key: value for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if value is not None}
-    explained = ds.map_batches(ExplainBatches, batch_size=batch_size, batch_format="numpy",
+    explained = ds.map_batches(ExplainBatches, batch_size=rows_per_call or 8 * batch_size, batch_format="numpy",
                                compute=actors,
                                fn_constructor_kwargs={"out": str(out_dir), "settings": settings, "tasks": tasks,
-                                                      "root": root}, **remote)
+                                                      "root": root, "ignored": ignored}, **remote)
     try:
         rows = {}
         for row in explained.iter_rows():
-            rows[row["stem"]] = row  # a batch Ray ran again (a lost actor) rewrote the same files: once each
+            if row["status"] != "ignored":
+                rows[row["stem"]] = row  # a batch Ray ran again (a lost actor) rewrote the same files: once each
     except Exception as error:  # noqa: BLE001 - Ray wraps a failing stage in its own errors
         raise CamcliError(f"the Ray run failed: {one_line(error)} (a file Ray cannot decode stops read_images; "
                           "ray.data.read_binary_files(..., include_paths=True) lets camcli report it alone)") from None

@@ -88,9 +88,9 @@ def discover(paths, out_dir):
 
 def tasks_for_files(files, root):
     """Tasks for `files` that someone else listed under the folder `root` (a Ray Data dataset's files),
-    as `discover([root], ...)` would make them: ordered like its walk, displayed as root/relative path,
-    with the same stems and collision rounds. Each task's source is the file as given. A file outside
-    `root` raises ValueError."""
+    as `discover([root], ...)` would make them: only the images (`is_input_image`), ordered like its
+    walk, displayed as root/relative path, with the same stems and collision rounds. Each task's source
+    is the file as given. A file outside `root` raises ValueError."""
     root_abs = os.path.abspath(root)
     root_name = os.path.basename(root_abs)
     found = []
@@ -99,7 +99,8 @@ def tasks_for_files(files, root):
         if relative == os.curdir or relative.split(os.sep)[0] == os.pardir:
             raise ValueError(f"{printable(file)} is not inside {printable(root)}")
         parts = tuple(relative.split(os.sep))
-        found.append(_Found(Path(file), os.path.realpath(file), parts, root_name, 1))
+        if is_input_image(file):
+            found.append(_Found(Path(file), os.path.realpath(file), parts, root_name, 1))
     found.sort(key=lambda item: [os.fsencode(part) for part in item.parts])
     stems = _unique_stems(found)
     return [ImageTask(item.source, printable(Path(root, *item.parts)), stem) for item, stem in zip(found, stems)]
@@ -156,7 +157,7 @@ def _walk(root, index, out_real, skipped):
             if _has_image_extension(entry.name):
                 skipped.append(SkippedInput(printable(Path(entry.path)), "broken symlink"))
         elif kind == "file" and not _inside(real, out_real):
-            if (_has_image_extension(entry.name) or sniff_image(entry.path)) and not is_camcli_output(entry.path):
+            if is_input_image(entry.path):
                 yield _Found(Path(entry.path), real, parts, root_name, index)
 
 
@@ -193,6 +194,12 @@ def _inside(real, out_real):
     if out_real is None:
         return False
     return real == out_real or real.startswith(out_real.rstrip(os.sep) + os.sep)
+
+
+def is_input_image(path) -> bool:
+    """Whether a file found in a folder is one of its images: an image extension or signature, and not
+    an output camcli wrote (the walk's rule, and camcli.ray's for a dataset's files)."""
+    return (_has_image_extension(os.path.basename(path)) or sniff_image(path)) and not is_camcli_output(path)
 
 
 def _has_image_extension(name):
