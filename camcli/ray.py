@@ -145,17 +145,20 @@ class ExplainBatches:
         self.options = settings.run_options(self.out_dir)
 
     def _task(self, path: str):
+        """The ImageTask for a row's path; None for a listed file that is no image."""
         from camcli.runs.discovery import ImageTask, tasks_for_files
 
         absolute = os.path.abspath(path)
+        if absolute in self.ignored:
+            return None
         if absolute in self.tasks:
             image, stem = self.tasks[absolute]
             return ImageTask(Path(absolute), image, stem)
         if self.root is None:
             raise UsageError(f"{path} is not among the dataset's listed files: give `root`, the folder the outputs' "
                              "names are relative to")
-        [task] = tasks_for_files([absolute], self.root)
-        return task
+        found = tasks_for_files([absolute], self.root)  # empty for a file that is no image
+        return found[0] if found else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from camcli.runs.discovery import printable
@@ -164,8 +167,9 @@ class ExplainBatches:
         if "path" not in batch:
             raise UsageError("the dataset has no `path` column: read it with include_paths=True")
         paths = [str(path) for path in batch["path"]]
-        rows = [i for i, path in enumerate(paths) if os.path.abspath(path) not in self.ignored]
-        tasks = [self._task(paths[i]) for i in rows]
+        found = [self._task(path) for path in paths]
+        rows = [i for i, task in enumerate(found) if task is not None]
+        tasks = [found[i] for i in rows]
         kind = "bytes" if "bytes" in batch else "image" if "image" in batch else None
         pixels = {task.out_stem: batch[kind][i] for i, task in zip(rows, tasks)} if kind else {}
         inputs = frozenset(os.path.realpath(task.source) for task in tasks)
@@ -194,6 +198,9 @@ def _listed_tasks(ds, root: str | None, out_dir: Path
     except Exception:  # noqa: BLE001 - a dataset without a file listing (from_items, from_numpy...)
         files = []
     if not files:
+        if root is None:
+            raise UsageError("the dataset lists no files (Dataset.input_files() is empty, as for from_items): "
+                             "give `root`, the folder its paths are named relative to")
         return {}, root, frozenset()
     if root is None:  # the folder that holds them all, written as camcli explain's argument likely was
         root = os.path.commonpath([os.path.dirname(os.path.abspath(file)) for file in files])
@@ -227,6 +234,29 @@ def _actor_pool(ray, concurrency: int | tuple[int, int], num_cpus: float | None)
     return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
 
 
+def _merged_summary(explained, run: dict):
+    """The RunSummary of every actor's rows (each image once: a batch Ray ran again, after a lost
+    actor, rewrote the same files)."""
+    from camcli.runs.runner import RunSummary
+
+    try:
+        rows = {}
+        for row in explained.iter_rows():
+            if row["status"] != "ignored":
+                rows[row["stem"]] = row
+    except Exception as error:  # noqa: BLE001 - Ray wraps a failing stage in its own errors
+        raise CamcliError(f"the Ray run failed: {one_line(error)} (a file Ray cannot decode stops read_images; "
+                          "ray.data.read_binary_files(..., include_paths=True) lets camcli report it alone)") from None
+    summary = RunSummary(images=len(rows), run=run)
+    for row in sorted(rows.values(), key=lambda row: row["stem"]):
+        if row["status"] == "failed":
+            summary.failures.append({"image": row["image"], "error": row["error"]})
+        else:
+            summary.ok += 1
+            summary.skipped += row["status"] == "unchanged"
+    return summary
+
+
 def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.PathLike | None = None,
                     concurrency: int | tuple[int, int] = 1, num_cpus: float | None = None,
                     num_gpus: float | None = None, batch_size: int = 8, rows_per_call: int | None = None,
@@ -248,7 +278,7 @@ def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.Pa
         raise UsageError("camcli.ray needs Ray Data: pip install 'keras-camcli[ray]'") from None
     from camcli.runs import records
     from camcli.runs.layout import Layout
-    from camcli.runs.runner import RunSummary, check_run_files, remove_stale_temporary_files, run_fields, run_identity
+    from camcli.runs.runner import check_run_files, remove_stale_temporary_files, run_fields, run_identity
 
     settings = ExplainSettings.from_options(model, batch_size, resume, max_pixels, options)
     actors = _actor_pool(ray, concurrency, num_cpus)
@@ -273,21 +303,7 @@ def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.Pa
                                compute=actors,
                                fn_constructor_kwargs={"out": str(out_dir), "settings": settings, "tasks": tasks,
                                                       "root": root, "ignored": ignored}, **remote)
-    try:
-        rows = {}
-        for row in explained.iter_rows():
-            if row["status"] != "ignored":
-                rows[row["stem"]] = row  # a batch Ray ran again (a lost actor) rewrote the same files: once each
-    except Exception as error:  # noqa: BLE001 - Ray wraps a failing stage in its own errors
-        raise CamcliError(f"the Ray run failed: {one_line(error)} (a file Ray cannot decode stops read_images; "
-                          "ray.data.read_binary_files(..., include_paths=True) lets camcli report it alone)") from None
-    summary = RunSummary(images=len(rows), run=run_fields(explainer, identity.fingerprint))
-    for row in sorted(rows.values(), key=lambda row: row["stem"]):
-        if row["status"] == "failed":
-            summary.failures.append({"image": row["image"], "error": row["error"]})
-        else:
-            summary.ok += 1
-            summary.skipped += row["status"] == "unchanged"
+    summary = _merged_summary(explained, run_fields(explainer, identity.fingerprint))
     summary.elapsed_seconds = time.perf_counter() - started
     path = Layout(out_dir).summary()
     records.write_summary(path, summary.as_record())

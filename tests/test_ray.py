@@ -163,3 +163,23 @@ def test_an_output_folder_inside_the_dataset_is_refused(local_ray, folder, tmp_p
 def test_actors_that_would_hold_every_cpu_are_warned_about(local_ray):
     with pytest.warns(UserWarning, match="2 actors of 1 CPU take all 2 CPUs of the Ray cluster"):
         camcli.ray._actor_pool(ray, 2, None)
+
+
+def test_a_dataset_of_paths_alone_is_read_from_the_files_and_named_relative_to_root(local_ray, folder, tmp_path):
+    root = tmp_path / "mine"
+    shutil.copytree(folder / "night", root / "night")
+    (root / "notes.txt").write_text("not an image")
+    paths = sorted(str(p) for p in root.rglob("*"))
+    ds = ray.data.from_items([{"path": path} for path in paths if os.path.isfile(path)])
+    summary = camcli.ray.explain_dataset(ds, tmp_path / "out", model="demo", root=str(root), **ACTORS)
+    images = len(list((root / "night").glob("*.png")))
+    assert (summary.images, summary.ok) == (images, images)
+    cli_run = CliRunner().invoke(cli, ["explain", str(root), "--model", "demo", "--out", str(tmp_path / "cli")])
+    assert cli_run.exit_code == 0
+    assert _files(tmp_path / "out") == _files(tmp_path / "cli")
+    for name in _files(tmp_path / "out"):
+        if name.endswith(".json") and name != "summary.json":
+            assert json_differences(json.loads((tmp_path / "cli" / name).read_text()),
+                                    json.loads((tmp_path / "out" / name).read_text()), name) == []
+    with pytest.raises(UsageError, match="lists no files .* give `root`"):
+        camcli.ray.explain_dataset(ds, tmp_path / "out2", model="demo", **ACTORS)
