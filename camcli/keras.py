@@ -164,13 +164,12 @@ class ExplainCallback(keras.callbacks.Callback):
         self._writer.flush()
 
     def _check(self, run: ProbeRun) -> None:
-        from camcli.evaluate.probe import ProbeResult
+        from camcli.evaluate.probe import bounded_figures
 
-        values = ProbeResult(run.seconds, run.metrics)
         # The baseline before training is logged, not judged: a model trained from scratch starts random.
         for bounds, stop in ((self.stop_below, True), (self.warn_below, False)) if run.step > 0 else ():
             for name, bound in bounds.items():
-                for key, value in values.value(name):
+                for key, value in bounded_figures(run.metrics, name):
                     if value < bound:
                         message = (f"probe after epoch {run.step}: {key} {value:.3f} is below {bound:g}"
                                    + ("; training stops (stop_below)" if stop else " (warn_below)"))

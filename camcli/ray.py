@@ -48,7 +48,6 @@ EXPLAINER_OPTIONS = ("methods", "layers", "classes", "top_k", "head", "eigen_smo
                      "target", "target_mask", "token_grid")
 OUTPUT_OPTIONS = ("alpha", "colormap", "box_threshold", "draw_box", "save_heatmap", "save_mask", "panel",
                   "overlay_format", "max_size", "save_segmentation", "bg_threshold", "refine")
-STATUSES = ("explained", "unchanged", "failed", "ignored")  # ignored: a listed file that is no image
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,8 @@ class _RowPictures:
 class ExplainBatches:
     """For `Dataset.map_batches`: loads the model once (per actor), explains each batch it is given
     into `out` through camcli's runner and writer, and returns one row per image: path, image (as
-    camcli names it), stem, status and error.
+    camcli names it), stem, status (explained, unchanged with `resume`, failed, or ignored for a listed
+    file that is no image) and error.
 
     settings: an ExplainSettings. tasks: {absolute path: (image, stem)} from the driver's listing; a
     path not in it is named by its path relative to `root`. ignored: absolute paths of listed files

@@ -35,13 +35,6 @@ class ProbeResult:
     overlays: dict[str, np.ndarray] = field(default_factory=dict)  # image tag -> (n, h, w, 3) uint8
     empty_maps: dict[str, int] = field(default_factory=dict)  # method -> maps with no positive evidence
 
-    def value(self, name: str) -> list[tuple[str, float]]:
-        """The (metric key, value) pairs a bound on `name` looks at: "pointing" is every method's
-        pointing, "gradcam/pointing" one method's, "accuracy" the probe's accuracy."""
-        if "/" in name or name == "accuracy":
-            return [(name, self.metrics[name])] if name in self.metrics else []
-        return [(key, value) for key, value in self.metrics.items() if key.endswith("/" + name)]
-
 
 def _as_images(images) -> list[np.ndarray]:
     if isinstance(images, np.ndarray) and images.ndim == 3:
@@ -188,6 +181,14 @@ def _same_size(pictures: list[np.ndarray]) -> np.ndarray:
     return np.stack(fitted)
 
 
+def bounded_figures(metrics: Mapping[str, float], name: str) -> list[tuple[str, float]]:
+    """The (metric key, value) pairs a bound on `name` looks at: "pointing" is every method's pointing,
+    "gradcam/pointing" one method's, "accuracy" the probe's accuracy."""
+    if "/" in name or name == "accuracy":
+        return [(name, metrics[name])] if name in metrics else []
+    return [(key, value) for key, value in metrics.items() if key.endswith("/" + name)]
+
+
 def check_bounds(bounds: Mapping[str, float] | None, available: Sequence[str], what: str) -> dict[str, float]:
     """`bounds` ({metric or "method/metric": value}) checked against what the probe can score."""
     checked = {}
@@ -200,7 +201,7 @@ def check_bounds(bounds: Mapping[str, float] | None, available: Sequence[str], w
             need = "labels" if metric == "accuracy" else "truth boxes"
             raise UsageError(f"`{what}` bounds {name!r}, which needs the probe's {need}: give `"
                              f"{'labels' if metric == 'accuracy' else 'boxes'}`")
-        if name == "accuracy/accuracy" or ("/" in name and metric == "accuracy"):
+        if "/" in name and metric == "accuracy":
             raise UsageError(f"accuracy is the probe's, not a method's: write `{what}={{'accuracy': ...}}`")
         try:
             checked[name] = float(value)
