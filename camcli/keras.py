@@ -85,6 +85,12 @@ class ExplainCallback(keras.callbacks.Callback):
         if self.truth_class and labels is None:
             raise UsageError('`classes="truth"` explains each probe image\'s label: give `labels`')
         self.requests = ["top1"] if self.truth_class else requests
+        if log_dir is not None:
+            from pathlib import Path
+
+            from camcli.api import check_output_folder
+
+            check_output_folder(Path(log_dir))  # an unusable folder fails here, not after the first epoch
         self.warn_below = check_bounds(warn_below, self.probe.available(), "warn_below")
         self.stop_below = check_bounds(stop_below, self.probe.available(), "stop_below")
         self.methods, self.layer, self.head = methods, layer, head

@@ -226,9 +226,13 @@ def test_the_overlays_of_images_of_several_sizes_share_one_picture_size():
     ({"images": np.zeros((6, 16, 16, 3), np.float32)}, "probe image 0 is float32 (16, 16, 3); probe images are uint8"),
     ({"images": np.zeros((16, 16, 3), np.uint8)}, "give a list of probe images"),
     ({"stop_below": {"pointing": "high"}}, "`stop_below['pointing']` must be a number, not 'high'"),
+    ({"log_dir": "FILE"}, "cannot create output folder"),
 ])
-def test_bad_arguments_are_one_line_errors(options, message):
+def test_bad_arguments_are_one_line_errors(options, message, tmp_path):
     images, labels = _data(6, seed=2)
+    if options.get("log_dir") == "FILE":
+        (tmp_path / "file").write_text("")
+        options = {"log_dir": str(tmp_path / "file" / "logs")}
     arguments = {"images": images, "labels": labels, "boxes": [(2, 2, 10, 10)] * 6, **options}
     with pytest.raises(UsageError) as error:
         ExplainCallback(arguments.pop("images"), **arguments)
