@@ -246,3 +246,19 @@ def test_an_unknown_label_name_is_one_line():
     callback.set_model(model)
     with pytest.raises(UsageError, match=r"unknown probe label 'tabby': the model's classes are 0, 1, 2$"):
         callback.explain_now()
+
+
+def test_a_sequential_model_with_a_softmax_layer_and_two_classes_logs_both_maps(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(6, 3, activation="relu", name="target"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3),
+                              keras.layers.Activation("softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    images, labels = _data(4, seed=2)
+    callback = ExplainCallback(images, boxes=[(0, 0, 8, 8)] * 4, classes=["top1", "top2"], preprocess="scale01",
+                               log_dir=str(tmp_path), max_pictures=3, verbose=False)
+    model.fit(images.astype("float32") / 255.0, labels, epochs=1, verbose=0, callbacks=[callback])
+    events = read_events(tmp_path)
+    assert [len(pictures) for _, pictures in events["probe/gradcam"]] == [3, 3]
+    assert [len(pictures) for _, pictures in events["probe/gradcam/class2"]] == [3, 3]
+    assert [step for step, _ in events["probe/gradcam/pointing"]] == [0, 1]
