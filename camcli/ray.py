@@ -191,7 +191,7 @@ def _listed_tasks(ds, root: str | None, out_dir: Path
                   ) -> tuple[dict[str, tuple[str, str]], str | None, frozenset[str]]:
     """{absolute path: (image, stem)} for the images among the dataset's listed files, the root they are
     named from, and the absolute paths of the listed files that are no images."""
-    from camcli.runs.discovery import printable, tasks_for_files
+    from camcli.runs.discovery import is_inside, printable, tasks_for_files
 
     try:
         files = list(ds.input_files())
@@ -208,7 +208,7 @@ def _listed_tasks(ds, root: str | None, out_dir: Path
         if root == here or root.startswith(here.rstrip(os.sep) + os.sep):
             root = os.path.relpath(root, here)
     out_real = os.path.realpath(out_dir)
-    inside = [file for file in files if os.path.realpath(file).startswith(out_real + os.sep)]
+    inside = [file for file in files if is_inside(os.path.realpath(file), out_real)]
     if inside:
         raise UsageError(f"the dataset reads {printable(inside[0])}, inside the output folder {out_dir}; "
                          "write to another output folder (`out`)")
@@ -278,7 +278,7 @@ def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.Pa
         raise UsageError("camcli.ray needs Ray Data: pip install 'keras-camcli[ray]'") from None
     from camcli.runs import records
     from camcli.runs.layout import Layout
-    from camcli.runs.runner import check_run_files, remove_stale_temporary_files, run_fields, run_identity
+    from camcli.runs.runner import check_run_files, prepare_output_folder, run_fields, run_identity
 
     settings = ExplainSettings.from_options(model, batch_size, resume, max_pixels, options)
     actors = _actor_pool(ray, concurrency, num_cpus)
@@ -291,12 +291,7 @@ def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.Pa
     tasks, root, ignored = _listed_tasks(ds, None if root is None else os.fspath(root), out_dir)
     explainer = settings.build()  # on the driver too: a bad layer or class fails here, in one line
     identity = run_identity(explainer, output_options)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create output folder {out_dir}: {one_line(error)}") from error
-    if resume:
-        remove_stale_temporary_files(out_dir)
+    prepare_output_folder(out_dir, resume=resume)
     started = time.perf_counter()
     remote = {key: value for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if value is not None}
     explained = ds.map_batches(ExplainBatches, batch_size=rows_per_call or 8 * batch_size, batch_format="numpy",

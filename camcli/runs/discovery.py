@@ -117,7 +117,7 @@ def _expand(arg, index, out_real, skipped):
         skipped.append(SkippedInput(printable(arg), "invalid path"))
         return
     real = os.path.realpath(arg)
-    in_out = _inside(real, out_real)
+    in_out = is_inside(real, out_real)
     if in_out and stat.S_ISREG(st.st_mode) and is_camcli_output(arg):
         skipped.append(SkippedInput(printable(arg), "an output of camcli, not an input"))
     elif stat.S_ISDIR(st.st_mode):
@@ -150,13 +150,13 @@ def _walk(root, index, out_real, skipped):
         kind = _kind(entry)
         if kind == "dir":
             key = _dir_key(entry.path)  # (device, inode): the same folder by any path
-            if key is not None and key not in visited and not _inside(real, out_real):
+            if key is not None and key not in visited and not is_inside(real, out_real):
                 visited.add(key)
                 stack.append((iter(_sorted_entries(entry.path, skipped)), parts, real))
         elif kind == "broken":
             if _has_image_extension(entry.name):
                 skipped.append(SkippedInput(printable(Path(entry.path)), "broken symlink"))
-        elif kind == "file" and not _inside(real, out_real):
+        elif kind == "file" and not is_inside(real, out_real):
             if is_input_image(entry.path):
                 yield _Found(Path(entry.path), real, parts, root_name, index)
 
@@ -190,7 +190,8 @@ def _dir_key(path):
     return (st.st_dev, st.st_ino)
 
 
-def _inside(real, out_real):
+def is_inside(real, out_real):
+    """Whether the real path `real` is the folder `out_real` or lies inside it (never, for None)."""
     if out_real is None:
         return False
     return real == out_real or real.startswith(out_real.rstrip(os.sep) + os.sep)

@@ -398,6 +398,18 @@ def wanted_maps(record: dict | None, explainer) -> set[tuple[str, int]] | None:
     return {(method, index) for method in explainer.method_names for index in classes}
 
 
+def prepare_output_folder(out_dir: Path, shard: tuple[int, int] | None = None, resume: bool = False) -> None:
+    """Before a run writes into `out_dir`: its summary may be replaced (check_run_files), the folder
+    exists, and with `resume` the temporary files a killed run left are gone."""
+    check_run_files(out_dir, shard)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output folder {out_dir}: {one_line(error)}") from error
+    if resume:
+        remove_stale_temporary_files(out_dir)
+
+
 def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterable[SkippedInput] = (),
         on_failure: FailureCallback | None = None, on_progress: ProgressCallback | None = None,
         stop: threading.Event | None = None) -> RunSummary:
@@ -407,35 +419,15 @@ def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterabl
     every n images finished (written, failed or skipped). Setting `stop` ends the run after the
     current batch, with its outputs and the summary written.
     """
-    stop = stop or threading.Event()
     inputs = frozenset(os.path.realpath(task.source) for task in tasks)  # never overwritten
     if options.shard is not None:
         tasks = [task for task in tasks if in_shard(task.out_stem, options.shard)]
         # Inputs that were never images have no output path to split by, and their spelling may
         # differ between processes: shard 1 reports them all, so each is reported exactly once.
         skipped = list(skipped) if options.shard[0] == 1 else []
-    check_run_files(options.out_dir, options.shard)
-    try:
-        options.out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create output folder {options.out_dir}: {one_line(error)}") from error
-    identity = run_identity(explainer, options.output)
-    fingerprint = identity.fingerprint
-    summary = RunSummary(images=len(tasks), run=run_fields(explainer, fingerprint))
-    batch_run = BatchRun(explainer, options, ImageWriter(options.out_dir, options.output, identity, inputs),
-                         summary, on_failure, on_progress, stop)
-    started = time.perf_counter()
-    for item in skipped:
-        summary.images += 1
-        batch_run.fail(item.display, item.reason)
-    if options.resume:
-        remove_stale_temporary_files(options.out_dir)
-        tasks, summary.skipped, summary.recomputed = select_for_resume(tasks, explainer, options, fingerprint)
-        summary.ok = summary.skipped
-        batch_run.progress(summary.skipped)
-    if not batch_run.halt.is_set():
-        batch_run.loop(tasks)
-    summary.elapsed_seconds = time.perf_counter() - started
+    prepare_output_folder(options.out_dir, options.shard, options.resume)
+    summary = run_batch(explainer, tasks, options, inputs=inputs, skipped=skipped, on_failure=on_failure,
+                        on_progress=on_progress, stop=stop).summary
     _write_summary(summary, options)
     return summary
 
@@ -446,23 +438,30 @@ class BatchOutcome(NamedTuple):
 
 
 def run_batch(explainer, tasks: list[ImageTask], options: RunOptions, decoder=None,
-              inputs: frozenset[str] = frozenset(), stop: threading.Event | None = None) -> BatchOutcome:
-    """Explain `tasks` into `options.out_dir` as `run` does (same records, same failure rules), with the
-    pictures from `decoder` (default: each task's file), and write no summary: what an engine that
-    schedules the images itself (camcli.ray) runs for each batch it is given. `inputs`: the real paths
-    of input files, never overwritten."""
+              inputs: frozenset[str] = frozenset(), skipped: Iterable[SkippedInput] = (),
+              on_failure: FailureCallback | None = None, on_progress: ProgressCallback | None = None,
+              stop: threading.Event | None = None) -> BatchOutcome:
+    """Explain `tasks` into the existing folder `options.out_dir` and write no summary: the core of `run`,
+    and what an engine that schedules the images itself (camcli.ray) runs for each batch it is given,
+    with the pictures from `decoder` (default: each task's file). `inputs`: the real paths of input
+    files, never overwritten; `skipped`: inputs that failed before decoding, counted as failures."""
     stop = stop or threading.Event()
     identity = run_identity(explainer, options.output)
     summary = RunSummary(images=len(tasks), run=run_fields(explainer, identity.fingerprint))
     batch_run = BatchRun(explainer, options, ImageWriter(options.out_dir, options.output, identity, inputs),
-                         summary, None, None, stop, decoder)
+                         summary, on_failure, on_progress, stop, decoder)
     started = time.perf_counter()
+    for item in skipped:
+        summary.images += 1
+        batch_run.fail(item.display, item.reason)
     remaining = tasks
     if options.resume:
         remaining, summary.skipped, summary.recomputed = select_for_resume(tasks, explainer, options,
                                                                            identity.fingerprint)
         summary.ok = summary.skipped
-    batch_run.loop(remaining)
+        batch_run.progress(summary.skipped)
+    if not batch_run.halt.is_set():
+        batch_run.loop(remaining)
     summary.elapsed_seconds = time.perf_counter() - started
     kept = {task.out_stem for task in remaining}
     return BatchOutcome(summary, frozenset(task.out_stem for task in tasks if task.out_stem not in kept))
