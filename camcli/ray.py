@@ -98,8 +98,7 @@ class _RowPictures:
     def __init__(self, options, pixels: dict[str, object], kind: str | None):
         from camcli.runs.runner import FileDecoder
 
-        self.files = FileDecoder(options)
-        self.max_side, self.max_pixels = options.output.max_size, options.max_pixels
+        self.files = FileDecoder(options)  # its max_side and max_pixels are the run's
         self.pixels, self.kind = pixels, kind
 
     def cost(self, task) -> int:
@@ -113,7 +112,7 @@ class _RowPictures:
 
         from camcli.runs.decode import picture_bytes
 
-        return picture_bytes(io.BytesIO(data), self.max_side)
+        return picture_bytes(io.BytesIO(data), self.files.max_side)
 
     def decode(self, task, model_size):
         from camcli.runs.decode import decode_array, decode_bytes, format_of_name
@@ -122,8 +121,8 @@ class _RowPictures:
         if data is None:
             return self.files.decode(task, model_size)
         if self.kind == "image":
-            return decode_array(data, task.display, self.max_side, model_size, fmt=format_of_name(task.display))
-        return decode_bytes(bytes(data), task.display, self.max_side, model_size, self.max_pixels)
+            return decode_array(data, task.display, self.files.max_side, model_size, fmt=format_of_name(task.display))
+        return decode_bytes(bytes(data), task.display, self.files.max_side, model_size, self.files.max_pixels)
 
 
 class ExplainBatches:
