@@ -56,14 +56,6 @@ class CorruptSummaryError(UsageError):
         super().__init__(f"{path} is not a camcli run summary: {reason}; remove it, or use another output folder")
 
 
-class OutputUnwritableError(CamcliError):
-    """Writing outputs failed in a way that would repeat for every image (disk full, read-only, quota)."""
-
-
-class UnsupportedModelError(ModelLoadError):
-    """A model camcli cannot explain yet (several inputs, outputs that are not (batch, classes))."""
-
-
 # errno values after which every further write would fail the same way: stop at the first.
 REPEATING_WRITE_ERRORS = frozenset({28, 30, 122})  # ENOSPC, EROFS, EDQUOT
 

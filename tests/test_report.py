@@ -165,17 +165,6 @@ def test_missing_overlay_and_missing_original_are_shown_gracefully(tmp_path):
     assert parsed.images == [] and "overlay missing" in text and len(parsed.cards) == 1
 
 
-def test_original_from_source_field(tmp_path):
-    out = tmp_path / "out"
-    photo = write_photo(tmp_path / "elsewhere" / "p.png")
-    write_record(out, "p", photo, [(0, 0.5)], display="relative/p.png", extra={"source": str(photo)})
-    write_report(out)
-    _, parsed = page(out)
-    assert [img["src"] for img in parsed.images] == ["p.thumb.jpg", "p.gradcam.0.thumb.jpg"]
-    original_link = [link for link in parsed.links if "zoom" in link.get("class", "")][0]
-    assert (out / original_link["href"]).resolve() == photo.resolve()
-
-
 def test_shard_summaries_are_merged_and_missing_shards_reported(tmp_path):
     out = tmp_path / "out"
     write_record(out, "one", None, [(0, 0.5)])

@@ -254,11 +254,6 @@ class SanityReport:
     def failed_gates(self) -> list[GateResult]:
         return [result for result in self.gates if not result.passed]
 
-    @property
-    def failed_methods(self) -> list[str]:
-        """The methods whose score is below the threshold."""
-        return [name for name, method in self.methods.items() if method.score < self.threshold]
-
     def record(self) -> dict:
         """What sanity.json holds (see the module's docstring for the numbers)."""
         return {

@@ -422,10 +422,6 @@ REGISTRY: dict[str, Method] = {
 }
 
 
-def method_names() -> list[str]:
-    return list(REGISTRY)
-
-
 def resolve_method(name: str) -> Method:
     """The registered method called `name` (any case); UsageError naming the choices otherwise."""
     method = REGISTRY.get(name.lower())

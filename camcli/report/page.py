@@ -167,17 +167,13 @@ def ensure_thumbnail(source: Path, thumb: Path, side: int = THUMB_SIDE) -> bool:
 
 
 def _original_source(record: dict) -> Path | None:
-    """The original image: the record's "source" (absolute path) when present, else its "image"
-    (the path as given on the command line, so relative to where camcli ran)."""
-    for key in ("source", "image"):
-        value = record.get(key)
-        if isinstance(value, str) and value:
-            try:
-                if Path(value).is_file():
-                    return Path(value)
-            except (OSError, ValueError):
-                continue
-    return None
+    """The original image: the record's "image", the path as given to camcli (so relative to where
+    camcli ran); None when it is not a file from here."""
+    value = record.get("image")
+    try:
+        return Path(value) if isinstance(value, str) and value and Path(value).is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 # --- HTML -----------------------------------------------------------------------------------------
