@@ -424,8 +424,9 @@ def _finish_explain(summary, options, quiet, print_json, stop):
                    f"{resumed}{recomputed}) with {summary.run['method']} at {summary.run['layer']} in "
                    f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} images/s) -> {options['out']}",
                    err=True)
-        if not summary.run.get("pretrained", True):
-            click.echo("camcli: warning: random weights (--weights none): the predictions are meaningless", err=True)
+        warning = summary.as_record().get("warning")  # random weights: the summary's warning, in the CLI's terms
+        if warning:
+            click.echo(f"camcli: warning: {cli_terms(warning, click.get_current_context().command)}", err=True)
     if summary.stopped:
         click.echo(f"camcli: error: {cli_terms(summary.stopped, click.get_current_context().command)}", err=True)
     if summary.interrupted:

@@ -32,12 +32,8 @@ class ImageLoadError(CamcliError):
 
 
 class ForeignFileError(CamcliError):
-    """A file at an output path was not written by camcli; camcli never overwrites it."""
-
-    def __init__(self, path):
-        self.path = path
-        super().__init__(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
-                         "(camcli never replaces files it did not write)")
+    """A file at one image's output path was not written by camcli, which never overwrites it: the
+    image fails (camcli.runs.layout.check_replaceable says so)."""
 
 
 class MissingSummaryError(UsageError):
@@ -60,9 +56,16 @@ class CorruptSummaryError(UsageError):
 REPEATING_WRITE_ERRORS = frozenset({28, 30, 122})  # ENOSPC, EROFS, EDQUOT
 
 
-def one_line(error: BaseException) -> str:
-    """The message of `error` as one line. TensorFlow's errors from inside a tf.function start with
-    "in user code:" and a stack of frames; their last line names the real exception, and is kept."""
+def one_line(error: BaseException, limit: int | None = None) -> str:
+    """The message of `error` as one line, at most `limit` characters (cut with "...") when given.
+    TensorFlow's errors from inside a tf.function start with "in user code:" and a stack of frames;
+    their last line names the real exception, and is kept."""
+    line = _telling_line(error)
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _telling_line(error: BaseException) -> str:
+    """The line of `error`'s message that says what went wrong (see one_line)."""
     text = str(error).strip()
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:

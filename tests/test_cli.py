@@ -792,10 +792,10 @@ def test_builtin_model_with_random_weights_warns(image, tmp_path):
     result = invoke("explain", image, "--model", "mobilenet", "--weights", "none", "--out", tmp_path)
     assert result.exit_code == 0, result.stderr
     assert result.stderr.splitlines()[-1] == (
-        "camcli: warning: random weights (--weights none): the predictions are meaningless"
+        "camcli: warning: random weights (--weights none): the predictions and maps are meaningless"
     )
     record = read_json(tmp_path / "img.json")
-    assert record["warning"] == "random weights (weights='none'): the predictions and maps are meaningless"
+    assert record["warning"] == "random weights (`weights=none`): the predictions and maps are meaningless"
     assert record["model"] == "mobilenet"
     assert record["layer"] == "conv_pw_13_relu"
     assert len(record["predictions"]) == 5

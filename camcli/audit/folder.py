@@ -25,7 +25,7 @@ from camcli.audit.rule import DEFAULT_RULE, FlagRule
 from camcli.audit.spray import GRID, NEIGHBOURS, SAMPLES, ClassClusters, cluster_class, shrink, unit_rows
 from camcli.errors import UsageError
 from camcli.runs.files import save_json, save_png, write_bytes_atomic
-from camcli.runs.layout import AUDIT_MAP, Layout, is_camcli_csv, is_camcli_json, is_camcli_output
+from camcli.runs.layout import AUDIT_MAP, Layout, check_replaceable, is_camcli_csv, is_camcli_output
 
 BY_CHOICES = ("predicted", "truth")
 CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
@@ -251,10 +251,8 @@ def check_output_files(out_dir: Path) -> None:
     """UsageError before any work when audit.json or audit.csv in `out_dir` is not camcli's."""
     layout = Layout(out_dir)
     header = ",".join(CSV_COLUMNS)
-    for path, ours in ((layout.audit_json, is_camcli_json), (layout.audit_csv, lambda p: is_camcli_csv(p, header))):
-        if path.exists() and not ours(path):
-            raise UsageError(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
-                             "(camcli never replaces files it did not write)")
+    check_replaceable(layout.audit_json)
+    check_replaceable(layout.audit_csv, lambda p: is_camcli_csv(p, header))
 
 
 def _mean_map_picture(mean_map: np.ndarray, lut: np.ndarray) -> np.ndarray:
@@ -275,8 +273,7 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = "jet") -> di
     for maps, result in report.classes:
         for cluster in result.clusters:
             path = layout.audit_map(maps[0].class_index, cluster.id)
-            if path.exists() and not is_camcli_output(path):
-                raise UsageError(f"{path} exists and was not written by camcli; write to another output folder")
+            check_replaceable(path, is_camcli_output)
             save_png(path, _mean_map_picture(cluster.mean_map, lut))
             mean_maps[(maps[0].class_index, cluster.id)] = layout.relative(path)
     _remove_stale_maps(out_dir, set(mean_maps.values()))

@@ -25,13 +25,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from camcli.errors import UsageError
+from camcli.models.loading import shape_text
 
 REGRESSION_KINDS = ("value", "increase", "decrease")
 TARGET_KINDS = ("class", "region", *REGRESSION_KINDS)
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("batch" if i == 0 else str(d) for i, d in enumerate(shape)) + ")"
 
 
 def class_logits_and_scores(logits, head):
@@ -62,9 +59,9 @@ class Target:
         if len(output_shape) == 2:
             return
         if len(output_shape) == 4:
-            raise UsageError(f"{where} outputs {_shape_text(output_shape)}, a score per pixel: explain a region of "
+            raise UsageError(f"{where} outputs {shape_text(output_shape)}, a score per pixel: explain a region of "
                              "it with `target=region`")
-        raise UsageError(f"{where} outputs {_shape_text(output_shape)}, not (batch, classes); give `target` a "
+        raise UsageError(f"{where} outputs {shape_text(output_shape)}, not (batch, classes); give `target` a "
                          "callable that returns one score per image")
 
     def labels(self, labels: Sequence[str], output_shape: tuple) -> list[str]:
@@ -99,7 +96,7 @@ class RegionTarget(Target):
 
     def check(self, output_shape: tuple, where: str) -> None:
         if len(output_shape) != 4:
-            raise UsageError(f"{where} outputs {_shape_text(output_shape)}; `target=region` needs per-pixel "
+            raise UsageError(f"{where} outputs {shape_text(output_shape)}; `target=region` needs per-pixel "
                              "scores (batch, height, width, classes)")
         if self.mask is not None:
             self.mask = fit_mask(self.mask, tuple(output_shape[1:3]), self.mask_name)
@@ -149,7 +146,7 @@ class RegressionTarget(Target):
 
     def check(self, output_shape: tuple, where: str) -> None:
         if len(output_shape) != 2:
-            raise UsageError(f"{where} outputs {_shape_text(output_shape)}; `target={self.kind}` needs values "
+            raise UsageError(f"{where} outputs {shape_text(output_shape)}; `target={self.kind}` needs values "
                              "(batch, values)")
 
     def labels(self, labels: Sequence[str], output_shape: tuple) -> list[str]:

@@ -22,9 +22,9 @@ import logging
 import os
 from dataclasses import dataclass
 
-from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError
+from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError, one_line
 from camcli.models import catalog
-from camcli.models.loading import LoadedModel, _first_line, _offline, imagenet_labels, read_labels
+from camcli.models.loading import LoadedModel, _offline, imagenet_labels, read_labels
 from camcli.models.preprocess import affine_mode, check_mode
 
 INSTALL_HINT = 'pip install "keras-camcli[hub]"'
@@ -36,7 +36,7 @@ def import_keras_hub():
     try:
         import keras_hub
     except ImportError as error:
-        raise ModelLoadError(f"KerasHub is not installed ({_first_line(error)}); {INSTALL_HINT}") from error
+        raise ModelLoadError(f"KerasHub is not installed ({one_line(error)}); {INSTALL_HINT}") from error
     return keras_hub
 
 
@@ -132,8 +132,8 @@ def _from_preset(keras_hub, source: PresetSource, name: str):
             return keras_hub.models.ImageClassifier.from_preset(source.preset)
     except Exception as error:  # network failures arrive as OSError, ValueError or Kaggle's own errors
         if source.cache is not None and not source.cached:
-            raise source.unavailable(name, _first_line(error)) from error
-        raise ModelLoadError(f"cannot load KerasHub preset {name}: {_first_line(error)}") from error
+            raise source.unavailable(name, one_line(error)) from error
+        raise ModelLoadError(f"cannot load KerasHub preset {name}: {one_line(error)}") from error
 
 
 def _input_size(classifier, name: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError
+from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError, one_line
 from camcli.models import catalog
 
 WEIGHTS_IMAGENET = "imagenet"
@@ -190,8 +190,8 @@ def load_builtin(entry: catalog.BuiltinModel, weights: str | None) -> LoadedMode
         except Exception as error:  # Keras' download raises a bare Exception on network failure
             if (keras_cache_dir() / entry.weights_file).is_file():
                 raise ModelLoadError(f"{entry.name}: cached weights {keras_cache_dir() / entry.weights_file} "
-                                     f"are unusable ({_first_line(error)}); delete the file and retry") from error
-            raise _weights_missing(entry, _first_line(error)) from error
+                                     f"are unusable ({one_line(error)}); delete the file and retry") from error
+            raise _weights_missing(entry, one_line(error)) from error
     else:
         if weights != WEIGHTS_NONE and not os.path.isfile(weights):  # before the (slow) build
             raise ModelLoadError(
@@ -213,7 +213,7 @@ def _load_weights_file(model, path: str, name: str) -> None:
     try:
         model.load_weights(path)
     except Exception as error:
-        raise ModelLoadError(f"cannot load weights {path} into {name}: {_first_line(error)}") from error
+        raise ModelLoadError(f"cannot load weights {path} into {name}: {one_line(error)}") from error
 
 
 def load_demo(name: str = catalog.DEMO_NAME) -> LoadedModel:
@@ -239,7 +239,7 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
         # safe_mode refuses Lambda layers and other code stored inside the file.
         model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as error:
-        message = _first_line(error)
+        message = one_line(error)
         if "safe_mode" in message or "Lambda" in message or "unsafe" in message.lower():
             raise ModelLoadError(
                 f"{path} contains code (e.g. a Lambda layer) that Keras will not run in safe mode; "
@@ -308,7 +308,8 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
                        extra_inputs=extra_inputs if len(input_names) > 1 else None, output_name=output_name)
 
 
-def _shape_text(shape) -> str:
+def shape_text(shape) -> str:
+    """A tensor's shape as messages write it: (batch, 224, 224, 3)."""
     return "(" + ", ".join("batch" if i == 0 else str(d) for i, d in enumerate(shape)) + ")"
 
 
@@ -324,7 +325,7 @@ def _image_input(model, name: str, image_input: str | None, extra_inputs) -> tup
     inputs when there are several and the image input or the others are not given."""
     inputs = list(getattr(model, "inputs", None) or [])
     names = tuple(input_name(tensor) for tensor in inputs)
-    listed = ", ".join(f"{n}: {_shape_text(t.shape)}" for n, t in zip(names, inputs))
+    listed = ", ".join(f"{n}: {shape_text(t.shape)}" for n, t in zip(names, inputs))
     if len(inputs) <= 1:
         if image_input is not None and image_input not in names:
             raise UsageError(f"model {name} has no input named {image_input!r} (its input: {listed})")
@@ -356,7 +357,7 @@ def _output_view(model, name: str, output: str | None):
     a Functional view of it that computes only the chosen output, on the same layers and weights."""
     outputs = list(getattr(model, "outputs", None) or [])
     names = output_names(model)
-    listed = ", ".join(f"{n}: {_shape_text(t.shape)}" for n, t in zip(names, outputs))
+    listed = ", ".join(f"{n}: {shape_text(t.shape)}" for n, t in zip(names, outputs))
     if output is not None and output not in names:
         raise UsageError(f"model {name} has no output named {output!r}; its outputs are {listed}")
     if len(outputs) <= 1:
@@ -414,6 +415,3 @@ def _load_model(spec, weights, preprocess, labels_file, unsafe, interface) -> Lo
                      "or hub:PRESET (KerasHub)")
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from camcli.errors import ImageLoadError
+from camcli.errors import ImageLoadError, one_line
 
 # The same two-step resize as the model input's, and the one transparency rule (camcli.models.preprocess
 # imports no TensorFlow).
@@ -470,10 +470,10 @@ def _reason(exc, head, fmt):
     message = str(exc).strip()
     if isinstance(exc, EOFError) or "truncated" in message.lower():
         return f"truncated {name}"
-    detail = message or type(exc).__name__
+    detail = one_line(exc, limit=120)
     if isinstance(exc, (OSError, SyntaxError, ValueError)) or not message:
-        return f"corrupt {name} data ({_first_line(detail)})"
-    return f"cannot decode {name} ({type(exc).__name__}: {_first_line(detail)})"
+        return f"corrupt {name} data ({detail})"
+    return f"cannot decode {name} ({type(exc).__name__}: {detail})"
 
 
 def _bomb_reason(message):
@@ -508,8 +508,3 @@ def _as_text(head):
         except UnicodeDecodeError:
             continue
     return None
-
-
-def _first_line(message, limit=120):
-    line = message.splitlines()[0] if message else message
-    return line if len(line) <= limit else line[: limit - 3] + "..."

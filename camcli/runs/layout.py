@@ -73,7 +73,7 @@ _WEBP_MARKER = f'xmp:CreatorTool="{MARKER_VALUE}"'.encode()
 OVERLAY_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 HTML_GENERATOR = '<meta name="generator" content="camcli'  # followed by the version
 _HEAD_BYTES = 256
-_MAX_JSON_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's
+MAX_JSON_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's (records, summaries, evaluations)
 
 
 def shard_summary_name(shard: tuple[int, int] | None) -> str:
@@ -213,7 +213,7 @@ def _tail(path, size: int = 1024) -> bytes:
 def read_json_object(path) -> dict | None:
     """The JSON object in `path`, or None when it is missing, too large, not JSON or not an object."""
     try:
-        if os.stat(path).st_size > _MAX_JSON_BYTES:
+        if os.stat(path).st_size > MAX_JSON_BYTES:
             return None
         with open(path, "rb") as file:
             data = json.loads(file.read().decode("utf-8"))
@@ -232,11 +232,13 @@ def is_camcli_json(path) -> bool:
     return "camcli_version" in data  # summaries and evaluations
 
 
-def check_replaceable(path, ours=is_camcli_json) -> None:
-    """UsageError, before any work, when a file is at `path` and `ours(path)` says camcli did not write it."""
-    if os.path.exists(path) and not ours(path):
-        raise UsageError(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
-                         "(camcli never replaces files it did not write)")
+def check_replaceable(path, ours=is_camcli_json, error: type[Exception] = UsageError) -> None:
+    """The one refusal of camcli's rule that it replaces only what it wrote: `error` (a UsageError,
+    raised before any work; a ForeignFileError fails one image) when something is at `path` and
+    `ours(path)` says camcli did not write it."""
+    if os.path.lexists(path) and not ours(path):
+        raise error(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
+                    "(camcli never replaces files it did not write)")
 
 
 def is_camcli_page(path) -> bool:

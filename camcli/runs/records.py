@@ -36,11 +36,9 @@ from pathlib import Path
 from camcli import __version__
 from camcli.errors import CorruptSummaryError, MissingSummaryError, UsageError
 from camcli.runs.files import save_json
-from camcli.runs.layout import Layout, read_json_object
+from camcli.runs.layout import MAX_JSON_BYTES, Layout, read_json_object
 
-RANDOM_WEIGHTS_WARNING = "random weights (weights='none'): the predictions and maps are meaningless"
-
-MAX_RECORD_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's records
+RANDOM_WEIGHTS_WARNING = "random weights (`weights=none`): the predictions and maps are meaningless"
 
 # Files an explanation entry may name, by whether the run was asked for them.
 MAP_FILE_KEYS = ("overlay", "heatmap", "mask", "panel", "segmentation")
@@ -103,7 +101,7 @@ def scan_image_record(path: Path, relative: str) -> tuple[dict | None, str | Non
     """(the record at `path`, None) for a camcli image record stored at `relative`; (None, None) for
     JSON that is not one (or a file too large to be one); (None, why) when the file cannot be read."""
     try:
-        if path.stat().st_size > MAX_RECORD_BYTES:
+        if path.stat().st_size > MAX_JSON_BYTES:
             return None, None
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError) as error:

@@ -44,7 +44,7 @@ from camcli.errors import REPEATING_WRITE_ERRORS, CamcliError, UsageError, one_l
 from camcli.runs import records
 from camcli.runs.decode import DecodedImage, decode_image, picture_bytes
 from camcli.runs.discovery import ImageTask, SkippedInput
-from camcli.runs.layout import Layout, is_temporary, may_replace
+from camcli.runs.layout import Layout, check_replaceable, is_temporary, may_replace
 from camcli.runs.writer import ImageWriter, OutputOptions, RunIdentity
 
 FailureCallback = Callable[[str, str], None]
@@ -183,9 +183,7 @@ def check_run_files(out_dir: Path, shard: tuple[int, int] | None = None, report:
     file camcli did not write."""
     layout = Layout(out_dir)
     for path in [layout.summary(shard)] + ([layout.report] if report else []):
-        if not may_replace(path):
-            raise UsageError(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
-                             "(camcli never replaces files it did not write)")
+        check_replaceable(path, may_replace)
 
 
 class _Decoded:

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from camcli.errors import CamcliError, ForeignFileError
-from camcli.maps.boxes import box_from_map, peak_xy, threshold_mask
+from camcli.maps.boxes import box_from_map, draw_box, peak_xy, threshold_mask
 from camcli.maps.label_settings import SEGMENTATION_SIDE
 from camcli.maps.overlay import colormap_lut, overlay_picture, resize_unit_rgb, upsample
 from camcli.maps.panel import panel_title
@@ -32,7 +32,7 @@ from camcli.runs.decode import PHOTO_FORMATS, DecodedImage, output_size
 from camcli.runs.discovery import ImageTask
 from camcli.runs.files import save_json, save_npy, save_panel, save_picture, save_png
 from camcli.runs.label_files import save_label_map
-from camcli.runs.layout import OVERLAY_SUFFIXES, Layout, MapPaths, may_replace
+from camcli.runs.layout import OVERLAY_SUFFIXES, Layout, MapPaths, check_replaceable, may_replace
 
 # Boxes and peaks are measured on the map at most this many pixels on its longest side (the
 # map comes from a grid of 7x7 to 28x28 cells, so a finer grid adds no information; a 12 MP photo's
@@ -128,8 +128,7 @@ class ImageWriter:
             if os.path.realpath(path) in self.inputs:
                 raise CamcliError(f"output {path} would overwrite an input image; write to another output "
                                   "folder (`out`)")
-            if not may_replace(path, listed):
-                raise ForeignFileError(path)
+            check_replaceable(path, lambda p: may_replace(p, listed), ForeignFileError)
         return listed
 
     def segmentation_paths(self, task: ImageTask, planned) -> dict[str, Path]:
@@ -188,8 +187,8 @@ class ImageWriter:
             drawn = Image.fromarray(resize_unit_rgb(class_map.image, picture.size))
         else:
             drawn = overlay_picture(picture, class_map.heatmap, options.alpha, colormap_lut(options.colormap))
-        if options.draw_box:
-            drawn = draw_box_on(drawn, box, decoded.scale)
+        if options.draw_box and box is not None:  # the box is in original pixels, the picture may be smaller
+            drawn = Image.fromarray(draw_box(np.asarray(drawn), [value * decoded.scale for value in box]))
         save_picture(paths.overlay, drawn, overlay_format, compress_level=options.png_compress_level)
         if options.save_heatmap or options.save_mask:
             heatmap = upsample(class_map.heatmap, height=picture.height, width=picture.width)
@@ -300,19 +299,3 @@ def measure(unit_map: np.ndarray, original_size: tuple[int, int], threshold: flo
     if peak is not None:
         peak = (min(width - 1, int((peak[0] + 0.5) * scale_x)), min(height - 1, int((peak[1] + 0.5) * scale_y)))
     return box, peak
-
-
-def draw_box_on(image: Image.Image, box, scale: float = 1.0, colour=(0, 255, 0)) -> Image.Image:
-    """A copy of `image` with the box (original pixels, x1 and y1 exclusive, scaled by `scale` to
-    the image) drawn inside its edges, about 1% of the short side wide; None leaves it unchanged."""
-    image = image.copy()
-    if box is None:
-        return image
-    x0, y0, x1, y1 = (round(v * scale) for v in box)
-    x0, y0 = max(0, x0), max(0, y0)
-    x1, y1 = min(image.width, x1), min(image.height, y1)
-    if x1 <= x0 or y1 <= y0:
-        return image
-    line = max(1, min(image.size) // 100)
-    ImageDraw.Draw(image).rectangle((x0, y0, x1 - 1, y1 - 1), outline=colour, width=line)
-    return image
