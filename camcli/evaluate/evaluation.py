@@ -213,14 +213,19 @@ def explains_top1(target: Target, explain_class: str) -> bool:
     return explain_class == EXPLAIN_PREDICTED or target.class_index is None
 
 
-def class_slots(targets_per_image: Sequence[Sequence[Target]], slots: int,
-                explain_class: str = EXPLAIN_PREDICTED) -> np.ndarray:
-    """(images, slots) class indices for `Explainer.explain`: -1 (the image's top-1 class) when the
-    predicted class is explained; else each image's truth classes, -1 for boxes without a known
-    label, padded by repeating the first (repeats give no map)."""
-    ids = np.full((len(targets_per_image), slots), -1, dtype=np.int32)
-    for row, targets in zip(ids, targets_per_image):
-        wanted = [-1 if explains_top1(t, explain_class) else t.class_index for t in targets][:slots] or [-1]
+def scored_classes(targets: Sequence[Target], explain_class: str = EXPLAIN_PREDICTED) -> list[int]:
+    """The class of each group's map: -1 (the image's top-1 class) when the predicted class is
+    explained or the boxes' label is unknown, else the boxes' class."""
+    return [-1 if explains_top1(t, explain_class) else t.class_index for t in targets]
+
+
+def class_slots(classes_per_image: Sequence[Sequence[int]], slots: int) -> np.ndarray:
+    """(images, slots) class indices for `Explainer.explain`: each image's classes (-1: its top-1
+    class), cut to `slots` and padded by repeating the first (repeats give no map); an image
+    without classes gets its top-1 class."""
+    ids = np.full((len(classes_per_image), slots), -1, dtype=np.int32)
+    for row, classes in zip(ids, classes_per_image):
+        wanted = list(classes)[:slots] or [-1]
         row[:] = (wanted + [wanted[0]] * slots)[:slots]
     return ids
 
@@ -461,12 +466,6 @@ def check_computable(gates: Iterable[Gate], options: EvaluationOptions, truth: T
                              f"{options.truth_name or 'it'} has none")
 
 
-def _method_names(explainers) -> list[str]:
-    if not explainers:
-        raise UsageError("evaluate needs at least one explainer (`methods`)")
-    return distinct_method_names(explainers)
-
-
 # Maps are scored on a picture of at most this many pixels on its longest side (JPEG photos are
 # decoded at a reduced scale for it): the maps come from grids of 7x7 to 28x28 cells, so a finer
 # picture adds cost, not information. Smaller images are scored at their own size.
@@ -499,27 +498,51 @@ def shares_one_step(explainers: Sequence) -> bool:
         and e.requests == first.requests for e in explainers)
 
 
-class _Evaluation:
-    """One evaluation run's state: the rows per method, failures and warnings."""
+class MethodScoring:
+    """What scoring several methods' maps shares, against boxes (here) or masks (camcli.evaluate.masks):
+    the explainers and their names, one compiled step per batch when they can share it, each method's
+    rows, and the failures."""
 
-    def __init__(self, explainers: Sequence, truth: Truth, options: EvaluationOptions,
-                 on_failure: Callable[[str, str], None] | None):
+    def __init__(self, explainers: Sequence, on_failure: Callable[[str, str], None] | None):
         from camcli.explain.explainer import MethodSet
 
-        self.names = _method_names(explainers)
-        self.explainers, self.truth, self.options, self.on_failure = list(explainers), truth, options, on_failure
+        if not explainers:
+            raise UsageError("evaluate needs at least one explainer (`methods`)")
+        self.explainers, self.on_failure = list(explainers), on_failure
+        self.names = distinct_method_names(self.explainers)
         # One shared step per batch for every method, when they share the model, layers, head and
         # classes (as `camcli evaluate` builds them); other explainers explain on their own.
         self.methods = MethodSet(self.explainers) if shares_one_step(self.explainers) else None
         self.labels = self.explainers[0].loaded.labels
         self.rows: dict[str, list[dict]] = {name: [] for name in self.names}
         self.failures: list[dict] = []
-        self.warnings: list[str] = []
 
     def fail(self, display: str, reason: str) -> None:
         self.failures.append({"image": display, "error": reason})
         if self.on_failure:
             self.on_failure(display, reason)
+
+    def explain(self, images: Sequence[np.ndarray], classes_per_image: Sequence[Sequence[int]]) -> list[list]:
+        """[method][image] explanations of the RGB `images`, each for its own classes (class_slots)."""
+        first = self.explainers[0]
+        slots = class_slots(classes_per_image, len(first.requests))
+        if self.methods is not None:  # the model's input prepared once, one step for every method
+            return self.methods.explain_each(first.preprocess(images), slots)
+        return [explainer.explain_batch(explainer.preprocess(images), slots) for explainer in self.explainers]
+
+    def all_rows(self) -> list[dict]:
+        """Every method's rows, method by method."""
+        return [row for name in self.names for row in self.rows[name]]
+
+
+class _Evaluation(MethodScoring):
+    """One box evaluation's state: MethodScoring's, the truth, and the warnings."""
+
+    def __init__(self, explainers: Sequence, truth: Truth, options: EvaluationOptions,
+                 on_failure: Callable[[str, str], None] | None):
+        super().__init__(explainers, on_failure)
+        self.truth, self.options = truth, options
+        self.warnings: list[str] = []
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -538,13 +561,8 @@ class _Evaluation:
         return batch
 
     def score(self, batch: list[tuple]) -> None:
-        first = self.explainers[0]
-        slots = class_slots([targets for _, _, targets, _ in batch], len(first.requests), self.options.explain_class)
-        images = [rgb for _, rgb, _, _ in batch]
-        if self.methods is not None:  # the model's input prepared once, one step for every method
-            per_method = self.methods.explain_each(first.preprocess(images), slots)
-        else:
-            per_method = [explainer.explain_batch(explainer.preprocess(images), slots) for explainer in self.explainers]
+        per_method = self.explain([rgb for _, rgb, _, _ in batch],
+                                  [scored_classes(targets, self.options.explain_class) for _, _, targets, _ in batch])
         for explainer, name, results in zip(self.explainers, self.names, per_method):
             for (task, rgb, targets, scale), result in zip(batch, results):
                 self.rows[name].extend(score_image(explainer, task.display, rgb, result, targets, self.options,
@@ -594,7 +612,7 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     _warn_unknown_labels(truth, matched, run.labels, run.warn)
     methods = run.method_summaries()
     report = EvaluationReport(run.explainers[0].loaded.name, options, methods,
-                              [row for name in run.names for row in run.rows[name]], images=len(tasks) + len(skipped),
+                              run.all_rows(), images=len(tasks) + len(skipped),
                               evaluated=evaluated, without_truth=without_truth, failures=run.failures,
                               gates=check_gates(methods, options.gates), warnings=run.warnings)
     if options.out_dir is not None:

@@ -35,10 +35,10 @@ from camcli.evaluate.evaluation import (
     MASK_CSV_COLUMNS,
     EvaluationReport,
     Gate,
+    MethodScoring,
     Metric,
     check_gates,
     score_in_batches,
-    shares_one_step,
     write_report,
 )
 from camcli.explain.classes import resolve_label
@@ -235,24 +235,17 @@ class _Image:
     classes: list[int]  # the model's class of each map, in local order
 
 
-class _SegmentationRun:
-    def __init__(self, explainers: Sequence, options: SegmentationOptions, values: dict[int, int],
-                 on_failure: Callable[[str, str], None] | None):
-        from camcli.explain.explainer import MethodSet, distinct_method_names
+class _SegmentationRun(MethodScoring):
+    """One mask evaluation's state: MethodScoring's, each method's confusion counts at every threshold
+    of the sweep, and the model's class of each mask value."""
 
-        self.explainers, self.options, self.values, self.on_failure = list(explainers), options, values, on_failure
-        self.names = distinct_method_names(self.explainers)
-        self.methods = MethodSet(self.explainers) if shares_one_step(self.explainers) else None
-        self.labels = self.explainers[0].loaded.labels
+    def __init__(self, explainers: Sequence, options: SegmentationOptions, masked: Sequence[MaskedTask],
+                 mask_labels: dict[int, str] | None, on_failure: Callable[[str, str], None] | None):
+        super().__init__(explainers, on_failure)
+        self.options = options
+        self.values = value_classes(masked, self.labels, mask_labels)
         self.counts = {name: IouCounts(len(self.labels), len(options.sweep)) for name in self.names}
-        self.rows: dict[str, list[dict]] = {name: [] for name in self.names}
-        self.failures: list[dict] = []
         self.chosen = options.sweep.index(round(options.bg_threshold, 6))
-
-    def fail(self, display: str, reason: str) -> None:
-        self.failures.append({"image": display, "error": reason})
-        if self.on_failure:
-            self.on_failure(display, reason)
 
     def load_all(self, items: Sequence[MaskedTask]) -> list[_Image]:
         return [image for image in map(self.load, items) if image is not None]
@@ -278,16 +271,7 @@ class _SegmentationRun:
         return _Image(item.task, np.asarray(decoded.picture), lookup[mask], ids, classes)
 
     def score(self, batch: list[_Image]) -> None:
-        first = self.explainers[0]
-        slots = np.full((len(batch), len(first.requests)), -1, dtype=np.int32)
-        for row, image in zip(slots, batch):
-            wanted = image.classes[:len(row)] or [-1]
-            row[:] = (wanted + [wanted[0]] * len(row))[:len(row)]
-        inputs = first.preprocess([image.rgb for image in batch])
-        if self.methods is not None:
-            per_method = self.methods.explain_each(inputs, slots)
-        else:
-            per_method = [explainer.explain_batch(inputs, slots) for explainer in self.explainers]
+        per_method = self.explain([image.rgb for image in batch], [image.classes for image in batch])
         for name, results in zip(self.names, per_method):
             for image, result in zip(batch, results):
                 self._score_one(name, image, result)
@@ -344,17 +328,13 @@ def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Seque
     """
     masked, without = survey_masks(Path(mask_folder), tasks)
     built = explainers(masked) if callable(explainers) else explainers
-    if not built:
-        raise UsageError("evaluate needs at least one explainer (`methods`)")
-    labels = built[0].loaded.labels
-    run = _SegmentationRun(built, options, value_classes(masked, labels, mask_labels), on_failure)
+    run = _SegmentationRun(built, options, masked, mask_labels, on_failure)
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
     evaluated = score_in_batches(masked, options.batch_size, run.load_all, run.score, on_progress)
     methods = run.method_summaries()
-    report = EvaluationReport(built[0].loaded.name, options, methods,
-                              [row for name in run.names for row in run.rows[name]],
+    report = EvaluationReport(built[0].loaded.name, options, methods, run.all_rows(),
                               images=len(tasks) + len(skipped),
                               evaluated=evaluated, without_truth=without, failures=run.failures,
                               gates=check_gates(methods, options.gates))
