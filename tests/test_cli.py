@@ -230,6 +230,7 @@ def test_image_json_record(contract, models):
         "panel": None,
         "raw_max": explanation["raw_max"],
         "empty": False,
+        "guided": False,
     }
     assert explanation["raw_max"] > 0.0
     heatmap = np.load(out / explanation["heatmap"])

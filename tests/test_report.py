@@ -137,7 +137,7 @@ def test_box_empty_badge_guided_layers_and_mask(tmp_path):
     write_record(out, "boxed", None, [(0, 0.9)], size=(60, 40), bbox=[6, 4, 36, 24])
     write_record(out, "guided", None, [(1, 0.8)], methods=("guidedbackprop",), empty=True)
     record = json.loads((out / "guided.json").read_text("utf-8"))
-    record["explanations"][0].update(layers=["conv_a", "conv_b"], mask="guided.mask.png")
+    record["explanations"][0].update(layers=["conv_a", "conv_b"], mask="guided.mask.png", guided=True)
     outputs.save_json(out / "guided.json", record)
     outputs.save_png(out / "guided.mask.png", np.zeros((40, 60), np.uint8))
     write_report(out)

@@ -158,19 +158,6 @@ def compare_maps(original, other) -> Similarity:
 # --- the maps compared ---------------------------------------------------------------------------------
 
 
-def compared_map(method, class_map, guided_gradient: np.ndarray | None, input_size: tuple[int, int]) -> np.ndarray:
-    """The map of one image that the check compares (see the module's docstring): (h, w) for a
-    layer method, (H, W, 3) for the guided ones."""
-    from camcli.explain.methods import GuidedBackprop, GuidedGradCAM, guided_gradcam
-
-    if isinstance(method, GuidedGradCAM):
-        cam = upsample(class_map.heatmap, height=input_size[0], width=input_size[1])
-        return guided_gradcam(np.asarray(guided_gradient, dtype=np.float64), cam)
-    if isinstance(method, GuidedBackprop):
-        return np.asarray(guided_gradient, dtype=np.float64)
-    return np.asarray(class_map.heatmap, dtype=np.float64)
-
-
 def _explainers(built) -> list:
     return list(getattr(built, "explainers", [built]))
 
@@ -187,7 +174,8 @@ def batch_maps(built, batch: np.ndarray, class_ids: np.ndarray | None) -> tuple[
     for explainer in explainers:
         results = explainer.explain_run(run)
         guided = run.guided_gradients()[:, 0] if explainer.method.guided else [None] * len(results)
-        maps.append([compared_map(explainer.method, result.maps[0], gradient, explainer.loaded.input_size)
+        # Each method says which of its maps the check compares (its `comparable_map`; see the module's docstring).
+        maps.append([explainer.method.comparable_map(result.maps[0].heatmap, gradient, explainer.loaded.input_size)
                      for result, gradient in zip(results, guided)])
     return maps, np.array(run.outputs.class_ids[:, 0])
 

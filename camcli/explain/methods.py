@@ -301,6 +301,12 @@ class LayerMethod:
     def maps(self, evidence: Evidence) -> list[list[MethodMap]]:
         return evidence.layer_maps(self)
 
+    def comparable_map(self, heatmap: np.ndarray, input_gradient: np.ndarray | None,
+                       input_size: tuple[int, int]) -> np.ndarray:
+        """What the method computed for one image, as a comparison of two models' maps reads it (the
+        sanity check): the heatmap at the layer's resolution, after its ReLU and scaling."""
+        return np.asarray(heatmap, dtype=np.float64)
+
 
 def guided_backprop_map(input_gradient: np.ndarray) -> MethodMap:
     """One (H, W, 3) guided input gradient as a map: the gradient's magnitude as the heatmap (for
@@ -343,6 +349,12 @@ class GuidedBackprop:
         gradients = self.input_gradients(evidence)  # (batch, requests, H, W, 3)
         return [[guided_backprop_map(gradient) for gradient in gradients[:, r]] for r in range(gradients.shape[1])]
 
+    def comparable_map(self, heatmap: np.ndarray, input_gradient: np.ndarray | None,
+                       input_size: tuple[int, int]) -> np.ndarray:
+        """The guided input gradient itself, (H, W, 3): not the picture shown (centred and clipped)
+        nor the heatmap (its magnitude)."""
+        return np.asarray(input_gradient, dtype=np.float64)
+
 
 def guided_gradcam_map(cam_map: MethodMap, input_gradient: np.ndarray, input_size: tuple[int, int]) -> MethodMap:
     """Grad-CAM's map of one image and class, with the guided Grad-CAM picture as its image."""
@@ -384,6 +396,15 @@ class GuidedGradCAM:
         gradients = self.backprop.input_gradients(evidence)  # (batch, requests, H, W, 3)
         return [[guided_gradcam_map(cam_map, gradients[b, r], evidence.input_size) for b, cam_map in enumerate(row)]
                 for r, row in enumerate(self.cam.maps(evidence))]
+
+    def comparable_map(self, heatmap: np.ndarray, input_gradient: np.ndarray | None,
+                       input_size: tuple[int, int]) -> np.ndarray:
+        """The guided input gradient times the layer map upsampled to the input, (H, W, 3) (the heatmap
+        of this method is the layer map's own)."""
+        from camcli.maps.overlay import upsample  # numpy and Pillow; imported here, when first used
+
+        cam = upsample(heatmap, height=input_size[0], width=input_size[1])
+        return guided_gradcam(np.asarray(input_gradient, dtype=np.float64), cam)
 
 
 Method = LayerMethod | GuidedBackprop | GuidedGradCAM

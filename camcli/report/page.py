@@ -42,7 +42,6 @@ from camcli.runs.layout import (
 from camcli.runs.records import is_run_summary, merge_summaries, scan_image_record
 
 THUMB_SIDE = 256  # longest side of a thumbnail, in pixels
-_GUIDED_METHODS = frozenset({"guidedbackprop", "guidedgradcam"})  # their overlay is a gradient picture
 
 
 @dataclass
@@ -284,7 +283,7 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
     else:
         parts.append(f'<span class="frame missing" style="aspect-ratio:{ratio}">overlay missing</span>')
     extras = []
-    if method in _GUIDED_METHODS:
+    if explanation.get("guided") is True:  # the record says the overlay is a gradient picture
         extras.append('<span class="badge">gradients</span>')
     if empty:
         extras.append('<span class="badge empty">empty map</span>')

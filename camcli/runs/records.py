@@ -9,8 +9,10 @@ complete):
     model, layer, layers          what explained it
     predictions                   [{rank, index, label, score}], the top-k
     explanations                  one entry per (method, class): method, layer, layers, class_index,
-                                  label, score, overlay, heatmap, peak, bbox, mask, panel, raw_max, empty
-                                  (file names relative to the output folder; null when not written);
+                                  label, score, overlay, heatmap, peak, bbox, mask, panel, raw_max, empty,
+                                  guided (the overlay is a guided method's gradient picture, not a
+                                  blend) (file names relative to the output folder; null when not
+                                  written);
                                   with --save-segmentation also segmentation (the method's label
                                   map) and segmentation_value (this map's pixel value in it)
     segmentation                  with --save-segmentation: bg_threshold, refine, and per method

@@ -221,6 +221,7 @@ class ImageWriter:
             "panel": relative(paths.panel) if options.panel else None,
             "raw_max": class_map.raw_max,
             "empty": class_map.empty,
+            "guided": class_map.image is not None,  # the overlay is the method's gradient picture, not a blend
         }
 
     def _write_segmentations(self, decoded: DecodedImage, planned, explanations: list[dict],
