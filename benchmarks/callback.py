@@ -67,8 +67,8 @@ def demo_rows(train: int, epochs: int, probes, rounds: int) -> list[tuple]:
         epochs_seconds[None] += fit([])
         for size, (probe_images, probe_labels, probe_boxes) in probes.items():
             with tempfile.TemporaryDirectory() as log_dir:
-                callback = ExplainCallback(probe_images, labels=probe_labels, boxes=probe_boxes,
-                                           preprocess=PREPROCESS, label_names=CLASSES, layer="conv6",
+                callback = ExplainCallback(probe_images, truth_labels=probe_labels, boxes=probe_boxes,
+                                           preprocess=PREPROCESS, labels=CLASSES, layer="conv6",
                                            log_dir=log_dir, verbose=False)
                 epochs_seconds[size] += fit([callback])
             calls[size] += [run.seconds for run in callback.history[1:]]  # after each epoch

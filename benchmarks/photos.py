@@ -152,15 +152,16 @@ class Modes:
     def camcli(self, folder: Path, name: str, max_size: int | None = None) -> tuple[float, float]:
         """(seconds, MB per overlay) of camcli's run (what `camcli explain` runs once the model is
         loaded: discovery, decoding, the step, overlays, JSON, the summary) on `folder`."""
+        from camcli.options import FileOptions, RunOptions
         from camcli.runs.discovery import discover
-        from camcli.runs.runner import RunOptions, run
-        from camcli.runs.writer import OutputOptions
+        from camcli.runs.runner import run
 
         out = self.out_root / name
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
         tasks, skipped = discover([folder], out)
-        summary = run(self.explainer, tasks, RunOptions(out, BATCH, OutputOptions(max_size=max_size)), skipped)
+        summary = run(self.explainer, tasks, RunOptions(out=out, batch_size=BATCH), FileOptions(max_size=max_size),
+                      skipped)
         seconds = time.perf_counter() - started
         if summary.failed:
             raise SystemExit(f"camcli failed on {summary.failed} photos: {summary.failures[:2]}")
@@ -331,7 +332,7 @@ def main(argv=None) -> int:
     large = make_photos(args.cache / "48mp", SIZES["48mp"], args.large_images)
     import camcli
 
-    explainer = camcli.Explainer(camcli.load_model(MODEL, weights="none"), score_batch_size=4 * BATCH)
+    explainer = camcli.Explainer(camcli.load_model(MODEL, weights="none"), masked_batch=4 * BATCH)
     out_root = Path(tempfile.mkdtemp(prefix="camcli-photos-out-"))
     modes = Modes(explainer, out_root)
     warm = args.cache / "warm"

@@ -70,13 +70,13 @@ def main() -> int:
     photos = sorted(p for p in (SHARED / "photos").iterdir() if p.suffix.lower() in (".png", ".jpg"))
     images = [load_rgb(p) for p in photos]
     loaded = camcli.load_model("mobilenetv2")
-    full = camcli.Explainer(loaded, method="scorecam", score_batch_size=32)
+    full = camcli.Explainer(loaded, method="scorecam", masked_batch=32)
     print(f"{len(images)} photos ({', '.join(p.name for p in photos)}), mobilenetv2 at {full.layer}")
     reference = [result.maps[0].heatmap for result in full.explain(images)]
     print(f"{'rule':<24}{'N':>6}{'correlation':>13}{'mean |diff|':>13}{'same peak':>11}")
     rows = {}
     for keep in (16, 32, 64, 128, 256):
-        explainer = camcli.Explainer(loaded, method="scorecam", max_channels=keep, score_batch_size=32)
+        explainer = camcli.Explainer(loaded, method="scorecam", max_channels=keep, masked_batch=32)
         for name, rule in (("largest total activation", by_total_activation), ("largest variance", by_variance)):
             rows[(name, keep)] = compare(reference, maps_with(rule, explainer, images))
             correlation, difference, peaks = rows[(name, keep)]

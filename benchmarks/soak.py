@@ -51,8 +51,9 @@ def soak(count: int, work: Path, batch_size: int = 16) -> dict:
     """Run `count` images through camcli's runner; return the figures."""
     from camcli.explain.explainer import Explainer
     from camcli.models.loading import load_model
+    from camcli.options import FileOptions, RunHooks, RunOptions
     from camcli.runs.discovery import discover
-    from camcli.runs.runner import RunOptions, run
+    from camcli.runs.runner import run
 
     images, out = work / "images", work / "out"
     started = time.perf_counter()
@@ -69,7 +70,8 @@ def soak(count: int, work: Path, batch_size: int = 16) -> dict:
         if done[0] // 100 > before // 100:
             curve.append((done[0], rss_mb()))
 
-    summary = run(explainer, tasks, RunOptions(out, batch_size=batch_size), skipped, on_progress=progress)
+    summary = run(explainer, tasks, RunOptions(out=out, batch_size=batch_size), FileOptions(), skipped,
+                  RunHooks(on_progress=progress))
     records = list(out.rglob("scene_*.json"))
     complete = sum(all((out / e["overlay"]).is_file() for e in json.loads(p.read_text())["explanations"])
                    for p in records)

@@ -166,13 +166,14 @@ def compiled_explainer(loaded, method: str, batch_size: int):
 
 def timed_run(explainer, paths: list[Path], batch_size: int, out: Path) -> float:
     """images/s of the CLI's code path (discover + camcli.runs.runner.run) over the folder of `paths`."""
+    from camcli.options import FileOptions, RunOptions
     from camcli.runs.discovery import discover
-    from camcli.runs.runner import RunOptions, run
+    from camcli.runs.runner import run
 
     tasks, _ = discover([paths[0].parent], out)
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    summary = run(explainer, tasks, RunOptions(out, batch_size=batch_size))
+    summary = run(explainer, tasks, RunOptions(out=out, batch_size=batch_size), FileOptions())
     elapsed = time.perf_counter() - started
     assert summary.failed == 0 and summary.ok == len(paths), summary.failures[:3]
     return len(paths) / elapsed
@@ -254,7 +255,7 @@ def compiled_explainers(loaded, rows, score_batch: int, batch_size: int) -> tupl
     explainers, skipped = {}, {}
     for label, kwargs, _ in rows:
         try:
-            explainer = Explainer(loaded, score_batch_size=score_batch, **kwargs)
+            explainer = Explainer(loaded, masked_batch=score_batch, **kwargs)
         except UsageError as error:  # e.g. cam on a model without a GAP -> dense head
             skipped[label] = str(error)
             continue

@@ -18,15 +18,33 @@ import re
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from camcli import __version__
-from camcli.audit.rule import DEFAULT_RULE
 from camcli.errors import CamcliError, UsageError, one_line
 from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, REFINEMENTS
 from camcli.models import catalog
+from camcli.options import (
+    AUDIT_GROUPINGS,
+    EXPLAIN_CLASSES,
+    HEADS,
+    OVERLAY_FORMATS,
+    TARGETS,
+    AuditOptions,
+    FileOptions,
+    MapRequest,
+    ModelOptions,
+    RunHooks,
+    RunOptions,
+    SanityOptions,
+    ScoringOptions,
+    field_default,
+    field_names,
+    parse_shard,
+)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -140,24 +158,33 @@ def _stack(*options):
     return apply
 
 
-def parse_shard(ctx, param, value):
-    """--shard K/N -> (K, N), 1 <= K <= N."""
-    if value is None:
-        return None
+def shard_callback(ctx, param, value):
+    """--shard K/N -> (K, N), 1 <= K <= N (camcli.options.parse_shard), as a usage error of the option."""
     try:
-        k, n = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not K/N, e.g. 1/4") from None
-    if n < 1 or not 1 <= k <= n:
-        raise click.BadParameter(
-            f"{value!r}: shards are numbered 1 to N; for a 0-based job index i (Slurm --array=0-3, Kubernetes "
-            "JOB_COMPLETION_INDEX) pass $((i+1))/N"
-        )
-    return k, n
+        return parse_shard(value)
+    except UsageError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def option_groups(options: dict, *groups: type) -> list:
+    """The option groups a command's parsed options make: each group takes the options named as its
+    fields (SanityOptions' spelled with its `sanity_` prefix), and is checked as it is made."""
+    made = []
+    for group in groups:
+        prefix = getattr(group, "cli_prefix", "")
+        given = {name: options.pop(prefix + name) for name in field_names(group) if prefix + name in options}
+        made.append(group(**given))
+    return made
+
+
+def default_of(group: type, name: str):
+    """A group's default for `name`, as the command line shows it (camcli.options owns every default)."""
+    return field_default(group, name)
 
 
 model_options = _stack(
-    click.option("--model", default=catalog.DEFAULT_MODEL, show_default=True, metavar="NAME|FILE|hub:PRESET",
+    click.option("--model", default=default_of(ModelOptions, "model"), show_default=True,
+                 metavar="NAME|FILE|hub:PRESET",
                  help="A built-in model (see `camcli models`), a .keras/.h5 file, or hub:PRESET, a KerasHub "
                       "image classifier (needs keras-camcli[hub]): a preset name such as resnet_50_imagenet, a "
                       "kaggle:// or hf:// handle (from KerasHub's cache), or a folder save_to_preset wrote."),
@@ -195,12 +222,14 @@ map_options = _stack(
     click.option("--method", "methods", multiple=True, type=MethodChoice(),
                  help="Mapping method (see `camcli methods`); repeat to run several in one pass (they share one "
                       "forward and backward pass per batch). Default: gradcam."),
-    click.option("--head", type=click.Choice(["auto", "softmax", "sigmoid"]), default="auto", show_default=True,
+    click.option("--head", type=click.Choice(HEADS), default=default_of(MapRequest, "head"), show_default=True,
                  help="How scores come from the model's output; auto reads the final activation."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+    click.option("--batch-size", type=click.IntRange(min=1), default=default_of(RunOptions, "batch_size"),
+                 show_default=True,
                  help="Images per compiled step. Memory grows with it; Score-CAM's masked copies go 32 per pass "
                       "whatever it is."),
-    click.option("--box-threshold", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+    click.option("--box-threshold", type=click.FloatRange(0, 1), default=default_of(FileOptions, "box_threshold"),
+                 show_default=True,
                  help="A map's box: its largest connected region at or above this fraction of its maximum "
                       "(CAM paper)."),
 )
@@ -211,7 +240,8 @@ label_map_options = _stack(
                  help="Label maps: the background's score; a pixel takes the class whose normalised map is highest "
                       f"there when that map is above T. Default: {DEFAULT_BG_THRESHOLD} (chosen on the demo's "
                       "validation scenes, see `make bench-segmentation`)."),
-    click.option("--refine", type=click.Choice(REFINEMENTS), default="none", show_default=True,
+    click.option("--refine", type=click.Choice(REFINEMENTS), default=default_of(FileOptions, "refine"),
+                 show_default=True,
                  help="Label maps: pull the maps onto the image's edges first. slic: each map's mean in SLIC "
                       "superpixels; randomwalk: a random walk from confident seeds; crf: a dense CRF (needs "
                       "keras-camcli[crf]). slic and randomwalk need keras-camcli[segment]."),
@@ -225,21 +255,18 @@ sanity_options = _stack(
                       "(rank correlation, SSIM). Prints a table, writes OUT/sanity.json; gate it with --fail-under "
                       "sanity=VALUE (every method's score: 1 - the mean rank correlation of |map| over the randomised "
                       "depths)."),
-    click.option("--sanity-images", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
+    click.option("--sanity-images", type=click.IntRange(min=1), default=default_of(SanityOptions, "images"),
+                 show_default=True, metavar="N",
                  help="--sanity: explain the first N images, on the trained model and at each of 6 depths."),
 )
-# The options of a command that the sanity check takes as they are (the model, its layers and methods).
-SANITY_SHARED = ("model", "weights", "preprocess", "labels_file", "unsafe_load", "image_input", "extra_inputs",
-                 "output", "methods", "layers", "head", "max_channels", "batch_size", "out")
-
-
-def sanity_plan(options: dict) -> dict | None:
+def sanity_plan(options: dict) -> SanityOptions | None:
     """Take --sanity, --sanity-images and every `--fail-under sanity=VALUE` out of a command's options
     (its own gates never see them) and check, before any work, that the check can run. Returns the
-    sanity_paths options of the check (None without --sanity); `run_sanity_from_cli` runs it."""
+    check's SanityOptions (None without --sanity); `run_sanity_from_cli` runs it."""
     from camcli.audit import sanity
 
-    enabled, images = options.pop("sanity"), options.pop("sanity_images")
+    enabled = options.pop("sanity")
+    [plan] = option_groups(options, SanityOptions)
     fail_under, fail_over = options.get("fail_under", ()), options.get("fail_over", ())
     gates, options["fail_under"] = sanity.split_sanity_gates(fail_under, fail_over)
     if gates and not enabled:
@@ -247,28 +274,29 @@ def sanity_plan(options: dict) -> dict | None:
     if not enabled:
         return None
     sanity.require_packages()
-    sanity.check_output_file(options["out"])
-    return {"images": images, "fail_under": [gate.text for gate in gates]}
+    sanity.check_sanity_file(options["out"])
+    return replace(plan, fail_under=[gate.text for gate in gates])
 
 
-def run_sanity_from_cli(paths, plan: dict | None, options: dict) -> int:
-    """Run the check `sanity_plan` prepared on the command's images, model and methods: print its table
-    and closing lines. Returns EXIT_FAILED when a gate failed or an image could not be read, else 0."""
+def run_sanity_from_cli(paths, plan: SanityOptions | None, model: ModelOptions, maps: MapRequest,
+                        run: RunOptions) -> int:
+    """Run the check `sanity_plan` prepared on the command's images, with its model, maps and run: print its
+    table and closing lines. Returns EXIT_FAILED when a gate failed or an image could not be read, else 0."""
     if plan is None:
         return 0
     from camcli.api import sanity_paths
     from camcli.audit.sanity import format_sanity_table
 
-    report = sanity_paths(paths, **plan, **{name: options[name] for name in SANITY_SHARED if name in options})
+    report = sanity_paths(paths, model, sanity=plan, maps=maps, run=run)
     click.echo("\n" + format_sanity_table(report))
-    for line in report.closing_lines(options.get("out")):
+    for line in report.closing_lines(run.out):
         click.echo(f"camcli: {line}", err=True)
     return EXIT_FAILED if report.failed_gates or report.failures else 0
 
 
 def out_option(help_text: str):
-    return click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("camcli_out"),
-                        show_default=True, help=help_text)
+    return click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                        default=default_of(RunOptions, "out"), show_default=True, help=help_text)
 
 
 @contextlib.contextmanager
@@ -317,6 +345,9 @@ class Progress:
         context = click.get_current_context(silent=True)
         self.say(f"camcli: failed: {image}: {cli_terms(reason, context.command if context else None)}")
 
+    def hooks(self, stop: threading.Event | None = None) -> RunHooks:
+        return RunHooks(on_start=self.start, on_progress=self.update, on_failure=self.failure, stop=stop)
+
     def close(self):
         if self.bar is not None:
             self.bar.close()
@@ -340,7 +371,7 @@ class Progress:
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
                    "each class gets its own map. Default: top1.")
-@click.option("--target", type=click.Choice(["class", "region", "value", "increase", "decrease"]), default="class",
+@click.option("--target", type=click.Choice(TARGETS), default=default_of(MapRequest, "target"),
               show_default=True,
               help="What the maps explain. class: the class score before the softmax. region (segmentation "
                    "models): the class's pre-softmax scores summed over the pixels predicted as it, or over "
@@ -352,10 +383,12 @@ class Progress:
 @click.option("--top-k", type=click.IntRange(min=1),
               help="Predictions recorded per image. Default: 5 (or every class, when there are fewer).")
 @out_option("Output folder (mirrors the input tree). camcli never replaces a file it did not write.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--alpha", type=click.FloatRange(0, 1), default=default_of(FileOptions, "alpha"), show_default=True,
               help="Heatmap opacity in the overlays.")
-@click.option("--colormap", default="jet", show_default=True, help="Any matplotlib colour map name.")
-@click.option("--format", "overlay_format", type=click.Choice(["auto", "png", "jpg", "webp"]), default="auto",
+@click.option("--colormap", default=default_of(FileOptions, "colormap"), show_default=True,
+              help="Any matplotlib colour map name.")
+@click.option("--format", "overlay_format", type=click.Choice(OVERLAY_FORMATS),
+              default=default_of(FileOptions, "overlay_format"),
               show_default=True,
               help="Overlay file format. auto: JPEG (quality 90) for JPEG, HEIC and AVIF photos, PNG for lossless "
                    "inputs. Masks and panels are always PNG.")
@@ -382,7 +415,7 @@ class Progress:
 @click.option("--resume", is_flag=True,
               help="Skip images an earlier run completed with the same model, weights, options and camcli "
                    "version; recompute the others.")
-@click.option("--shard", callback=parse_shard, metavar="K/N",
+@click.option("--shard", callback=shard_callback, metavar="K/N",
               help="Explain only shard K of N (1 <= K <= N), split by relative path: N processes (job "
                    "array tasks, GPUs) cover every image once. Writes summary.K-of-N.json.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
@@ -402,27 +435,28 @@ def explain(ctx, paths, quiet, print_json, **options):
     """
     from camcli.api import explain_paths
 
+    model, maps, files, run = option_groups(options, ModelOptions, MapRequest, FileOptions, RunOptions)
     progress = Progress(quiet)
     try:
         with stop_on_signals(progress.say) as stop:
-            summary = explain_paths(paths, on_failure=progress.failure, on_progress=progress.update,
-                                    on_start=progress.start, stop=stop, debug=_debug(ctx), **options)
+            summary = explain_paths(paths, model, maps=maps, files=files, run=replace(run, debug=_debug(ctx)),
+                                    hooks=progress.hooks(stop))
     finally:
         progress.close()
-    _finish_explain(summary, options, quiet, print_json, stop)
+    _finish_explain(summary, run, quiet, print_json, stop)
 
 
-def _finish_explain(summary, options, quiet, print_json, stop):
+def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
     if print_json:
-        click.echo(json.dumps(summary.as_record(options["shard"]), indent=2))
+        click.echo(json.dumps(summary.as_record(run.shard), indent=2))
     if summary.report_path is not None and not quiet:
         click.echo(f"camcli: report: {summary.report_path}", err=True)
     if not quiet:
-        resumed = f", {summary.skipped} unchanged and skipped" if options["resume"] else ""
+        resumed = f", {summary.skipped} unchanged and skipped" if run.resume else ""
         recomputed = f", {summary.recomputed} recomputed" if summary.recomputed else ""
         click.echo(f"camcli: explained {summary.explained} of {summary.images} images ({summary.failed} failed"
                    f"{resumed}{recomputed}) with {summary.run['method']} at {summary.run['layer']} in "
-                   f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} images/s) -> {options['out']}",
+                   f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} images/s) -> {run.out}",
                    err=True)
         warning = summary.as_record().get("warning")  # random weights: the summary's warning, in the CLI's terms
         if warning:
@@ -454,11 +488,15 @@ def _finish_explain(summary, options, quiet, print_json, stop):
 @model_options
 @map_options
 @out_option("Folder for evaluation.json and evaluation.csv.")
-@click.option("--steps", type=click.IntRange(min=0), default=50, show_default=True,
+@click.option("--steps", type=click.IntRange(min=0), default=default_of(ScoringOptions, "steps"), show_default=True,
               help="Deletion/insertion steps (2 x (steps + 1) forward passes per image and method); 0 skips them.")
-@click.option("--pointing-tolerance", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--pointing-tolerance", type=click.FloatRange(min=0),
+              default=default_of(ScoringOptions, "pointing_tolerance"),
+              show_default=True,
               help="Pointing game: a peak this many pixels outside a box still hits (Zhang et al. use 15).")
-@click.option("--explain-class", type=click.Choice(["predicted", "truth"]), default="predicted", show_default=True,
+@click.option("--explain-class", type=click.Choice(EXPLAIN_CLASSES),
+              default=default_of(ScoringOptions, "explain_class"),
+              show_default=True,
               help="Whose map is scored against the boxes: the model's top-1 class (what it decided on; catches a "
                    "model that looks at a watermark) or the truth label's (ground-truth-known pointing game).")
 @click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
@@ -493,19 +531,20 @@ def evaluate_command(paths, **options):
     from camcli.api import evaluate_paths
     from camcli.evaluate import evaluation, masks
 
-    format_table = masks.format_table if options["truth_masks"] is not None else evaluation.format_table
+    format_table = masks.format_mask_table if options["truth_masks"] is not None else evaluation.format_box_table
 
     sanity = sanity_plan(options)
+    model, maps, files, run, scoring = option_groups(options, ModelOptions, MapRequest, FileOptions, RunOptions,
+                                                     ScoringOptions)
     progress = Progress()
     try:
-        report = evaluate_paths(paths, on_failure=progress.failure, on_progress=progress.update,
-                                on_start=progress.start, **options)
+        report = evaluate_paths(paths, model, scoring=scoring, maps=maps, files=files, run=run, hooks=progress.hooks())
     finally:
         progress.close()
     click.echo(format_table(report))
-    for line in report.closing_lines(options["out"]):
+    for line in report.closing_lines(run.out):
         click.echo(f"camcli: {cli_terms(line, click.get_current_context().command)}", err=True)
-    sanity_failed = run_sanity_from_cli(paths, sanity, options)
+    sanity_failed = run_sanity_from_cli(paths, sanity, model, maps, run)
     sys.exit(EXIT_FAILED if report.failed_gates or report.failures or sanity_failed else 0)
 
 
@@ -520,20 +559,24 @@ def evaluate_command(paths, **options):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path),
               help="Images: the folder they are explained into (default camcli_out). An explain output "
                    "folder given as PATHS is audited in place.")
-@click.option("--by", type=click.Choice(["predicted", "truth"]), default="predicted", show_default=True,
+@click.option("--by", type=click.Choice(AUDIT_GROUPINGS), default=default_of(AuditOptions, "by"), show_default=True,
               help="Group images by the model's top-1 class (its map), or by their truth label (--truth-labels; "
                    "the truth class's map).")
 @click.option("--truth-labels", type=click.Path(dir_okay=False), metavar="FILE",
               help="A CSV with image and label columns: --by truth groups by it; clusters get a label purity.")
-@click.option("--neighbours", type=click.IntRange(min=2), default=10, show_default=True,
+@click.option("--neighbours", type=click.IntRange(min=2), default=default_of(AuditOptions, "neighbours"),
+              show_default=True,
               help="k of the k-nearest-neighbour affinity graph.")
-@click.option("--max-share", type=click.FloatRange(0, 1), default=DEFAULT_RULE.max_share, show_default=True,
+@click.option("--max-share", type=click.FloatRange(0, 1), default=default_of(AuditOptions, "max_share"),
+              show_default=True,
               help="Flag rule: a cluster holds at most this share of its class (small).")
-@click.option("--min-tightness", type=click.FloatRange(0, 1), default=DEFAULT_RULE.min_tightness,
+@click.option("--min-tightness", type=click.FloatRange(0, 1), default=default_of(AuditOptions, "min_tightness"),
               show_default=True, help="Flag rule: its maps' mean cosine similarity to their mean (tight).")
-@click.option("--min-away", type=click.FloatRange(0, 1), default=DEFAULT_RULE.min_away, show_default=True,
+@click.option("--min-away", type=click.FloatRange(0, 1), default=default_of(AuditOptions, "min_away"),
+              show_default=True,
               help="Flag rule: its border share exceeds the rest of the class's by this much (away).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the clustering and the t-SNE picture.")
+@click.option("--seed", type=int, default=default_of(AuditOptions, "seed"), show_default=True,
+              help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True, help="Also write OUT/index.html, with the audit's section.")
 @click.option("--fail-on-flag", is_flag=True, help="Exit 1 when any cluster is flagged (CI).")
 @sanity_options
@@ -542,7 +585,7 @@ def evaluate_command(paths, **options):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no closing line.")
 @click.option("--json", "print_json", is_flag=True, help="Print audit.json on stdout instead of the table.")
 @click.pass_context
-def audit_command(ctx, paths, max_share, min_tightness, min_away, quiet, print_json, fail_on_flag, **options):
+def audit_command(ctx, paths, quiet, print_json, fail_on_flag, **options):
     """Find a model's strategies per class, and the shortcuts among them, without boxes (SpRAy).
 
     PATHS: an output folder of `camcli explain --save-heatmap` (audited in place), or images and
@@ -558,29 +601,28 @@ def audit_command(ctx, paths, max_share, min_tightness, min_away, quiet, print_j
       camcli audit scenes/ --model demo-cheat --fail-on-flag
     """
     from camcli.api import audit_paths
-    from camcli.audit.rule import FlagRule
 
-    options["methods"] = list(options["methods"]) or None
-    method = options["methods"][0] if options["methods"] else None
+    audited = options["methods"][0] if options["methods"] else None  # the first --method's maps are audited
     sanity = _audit_sanity_plan(paths, options)
+    model, maps, files, run, audit = option_groups(options, ModelOptions, MapRequest, FileOptions, RunOptions,
+                                                   AuditOptions)
     progress = Progress(quiet)
     try:
         with stop_on_signals(progress.say) as stop:
-            report = audit_paths(paths, method=method, rule=FlagRule(max_share, min_tightness, min_away),
-                                 on_failure=progress.failure, on_progress=progress.update, on_start=progress.start,
-                                 stop=stop, debug=_debug(ctx), **options)
+            report = audit_paths(paths, model, audit=replace(audit, method=audited), maps=maps, files=files,
+                                 run=replace(run, debug=_debug(ctx)), hooks=progress.hooks(stop))
     finally:
         progress.close()
     _finish_audit(report, quiet, print_json)
-    sanity_failed = run_sanity_from_cli(paths, sanity, {**options, "out": report.paths["json"].parent})
+    sanity_failed = run_sanity_from_cli(paths, sanity, model, maps, replace(run, out=report.paths["json"].parent))
     failed = report.explain_summary.failed if report.explain_summary is not None else 0
     sys.exit(EXIT_FAILED if (fail_on_flag and report.flagged) or failed or sanity_failed else 0)
 
 
 def _finish_audit(report, quiet: bool, print_json: bool) -> None:
-    from camcli.audit.folder import flagged_lines, format_table
+    from camcli.audit.folder import flagged_lines, format_audit_table
 
-    click.echo(json.dumps(report.record(), indent=2) if print_json else format_table(report))
+    click.echo(json.dumps(report.record(), indent=2) if print_json else format_audit_table(report))
     if quiet:
         return
     for line in flagged_lines(report):

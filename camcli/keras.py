@@ -1,7 +1,7 @@
 """Explanations while a model trains: a Keras callback that explains a probe set every few epochs.
 
     >>> from camcli.keras import ExplainCallback
-    >>> probe = ExplainCallback(images, labels=labels, boxes=boxes, preprocess="scale01", layer="conv6",
+    >>> probe = ExplainCallback(images, truth_labels=labels, boxes=boxes, preprocess="scale01", layers="conv6",
     ...                         log_dir="logs/explain", stop_below={"pointing": 0.6})
     >>> model.fit(train, epochs=20, callbacks=[probe])
     >>> probe.history[-1].metrics  # {"gradcam/pointing": ..., "gradcam/energy": ..., "accuracy": ...}
@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import keras
 
 from camcli.errors import UsageError
+from camcli.options import FileOptions, MapRequest, ProbeOptions, gather
 
 
 class ProbeWarning(UserWarning):
@@ -52,51 +53,48 @@ class ExplainCallback(keras.callbacks.Callback):
     """Explain a probe set with the model being trained, every `every` epochs.
 
     images: uint8 RGB arrays (height, width, 3), or one (n, height, width, 3) array, of any size.
-    labels: each image's true class (index or name), for `classes="truth"` and the accuracy.
+    truth_labels: each image's true class (index or name), for `classes="truth"` and the accuracy.
     boxes: each image's truth box (x0, y0, x1, y1) in its pixels, or a list of them: for the pointing
     game and the energy in the boxes.
-    methods, layer, classes, head: as for camcli.Explainer ("truth" explains each image's label);
-    preprocess, label_names: how the model takes images and names its classes (camcli.wrap_model).
-    every: explain after every `every`-th epoch (and after the last). at_start: also before training.
-    log_dir: TensorBoard folder (None: log nothing). max_pictures: overlays logged per method.
-    warn_below, stop_below: {metric: bound}, metric one of pointing, energy, accuracy, or method/metric.
+    preprocess, labels: how the model takes images and names its classes (camcli.wrap_model).
+    maps (camcli.options.MapRequest): methods, layers, classes, head... as for camcli.Explainer
+    (classes="truth" explains each image's label). files: the overlays' alpha and colormap.
+    probe (camcli.options.ProbeOptions): every, explain after every N-th epoch (and after the last);
+    at_start, also before training; log_dir, the TensorBoard folder (None: log nothing); max_pictures,
+    overlays logged per method; warn_below, stop_below, {metric: bound}, metric one of pointing,
+    energy, accuracy, or method/metric; pointing_tolerance, batch_size, verbose.
+    Any field of these groups may be given as a keyword (`layer` and `method` stand for the plurals).
     """
 
-    def __init__(self, images, *, labels: Sequence | None = None, boxes=None,
-                 methods: str | Sequence[str] = "gradcam", layer: str | Sequence[str] | None = None,
-                 classes: str | Sequence[str] = "top1", head: str = "auto", preprocess: str = "none",
-                 label_names: Sequence[str] | None = None, every: int = 1, at_start: bool = True,
-                 log_dir: str | None = None, max_pictures: int = 8, alpha: float = 0.5, colormap: str = "jet",
-                 pointing_tolerance: float = 0.0, warn_below: Mapping[str, float] | None = None,
-                 stop_below: Mapping[str, float] | None = None, batch_size: int = 32, verbose: bool = True):
+    def __init__(self, images, *, truth_labels: Sequence | None = None, boxes=None, preprocess: str = "none",
+                 labels: Sequence[str] | None = None, maps: MapRequest | None = None, files: FileOptions | None = None,
+                 probe: ProbeOptions | None = None, **options):
         super().__init__()
         from camcli.evaluate.probe import TRUTH_CLASS, Probe, check_bounds
+        from camcli.explain.explainer import EXPLAINER_ALIASES
 
-        self.probe = Probe(images, labels, boxes, alpha=alpha, colormap=colormap,
-                           pointing_tolerance=pointing_tolerance, max_pictures=max_pictures)
-        if every < 1:
-            raise UsageError(f"`every={every}` must be at least 1 (epochs between probe runs)")
-        if batch_size < 1:
-            raise UsageError(f"`batch_size={batch_size}` must be at least 1")
-        requests = [classes] if isinstance(classes, str) else list(classes)
-        self.truth_class = TRUTH_CLASS in requests
-        if self.truth_class and requests != [TRUTH_CLASS]:
+        groups = gather("ExplainCallback", {"maps": (MapRequest, maps), "files": (FileOptions, files),
+                                            "probe": (ProbeOptions, probe)}, options, aliases=EXPLAINER_ALIASES)
+        maps, files, probe = groups["maps"], groups["files"], groups["probe"]
+        self.probe = Probe(images, truth_labels, boxes, alpha=files.alpha, colormap=files.colormap,
+                           pointing_tolerance=probe.pointing_tolerance, max_pictures=probe.max_pictures)
+        self.truth_class = TRUTH_CLASS in maps.classes
+        if self.truth_class and maps.classes != (TRUTH_CLASS,):
             raise UsageError('`classes="truth"` explains each image\'s label and goes alone')
-        if self.truth_class and labels is None:
-            raise UsageError('`classes="truth"` explains each probe image\'s label: give `labels`')
-        self.requests = ["top1"] if self.truth_class else requests
-        if log_dir is not None:
+        if self.truth_class and truth_labels is None:
+            raise UsageError('`classes="truth"` explains each probe image\'s label: give `truth_labels`')
+        self.maps = replace(maps, classes=("top1",)) if self.truth_class else maps
+        if probe.log_dir is not None:
             from pathlib import Path
 
             from camcli.api import check_output_folder
 
-            check_output_folder(Path(log_dir))  # an unusable folder fails here, not after the first epoch
-        self.warn_below = check_bounds(warn_below, self.probe.available(), "warn_below")
-        self.stop_below = check_bounds(stop_below, self.probe.available(), "stop_below")
-        self.methods, self.layer, self.head = methods, layer, head
-        self.preprocess, self.label_names = preprocess, label_names
-        self.every, self.at_start, self.log_dir = every, at_start, log_dir
-        self.batch_size, self.verbose = batch_size, verbose
+            check_output_folder(Path(probe.log_dir))  # an unusable folder fails here, not after the first epoch
+        self.warn_below = check_bounds(probe.warn_below, self.probe.available(), "warn_below")
+        self.stop_below = check_bounds(probe.stop_below, self.probe.available(), "stop_below")
+        self.preprocess, self.labels = preprocess, labels
+        self.every, self.at_start, self.log_dir = probe.every, probe.at_start, probe.log_dir
+        self.batch_size, self.verbose = probe.batch_size, probe.verbose
         self.history: list[ProbeRun] = []
         self.stopped_at: int | None = None  # the step after which stop_below stopped training
         self._explainer = None
@@ -131,9 +129,8 @@ class ExplainCallback(keras.callbacks.Callback):
             from camcli.models.loading import wrap_model
 
             loaded = wrap_model(self.model, preprocess=self.preprocess,
-                                labels=None if self.label_names is None else list(self.label_names))
-            self._explainer = build_explainer(loaded, methods=self.methods, layers=self.layer,
-                                              classes=self.requests, head=self.head)
+                                labels=None if self.labels is None else list(self.labels))
+            self._explainer = build_explainer(loaded, self.maps)
             self._explained_model = self.model
         return self._explainer
 

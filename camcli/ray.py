@@ -33,72 +33,55 @@ import os
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from camcli.api import ModelSource, build_explainer, check_output_folder, make_output_options
+from camcli.api import build_explainer, check_output_folder, groups_of
 from camcli.errors import CamcliError, UsageError, one_line
 from camcli.models.catalog import DEFAULT_MODEL
-
-# explain_dataset's keyword options, by who takes them (each as camcli.explain_paths names it).
-MODEL_OPTIONS = ("weights", "preprocess", "labels_file", "unsafe_load", "image_input", "output")
-EXPLAINER_OPTIONS = ("methods", "layers", "classes", "top_k", "head", "eigen_smooth", "aug_smooth", "max_channels",
-                     "target", "target_mask", "token_grid")
-OUTPUT_OPTIONS = ("alpha", "colormap", "box_threshold", "draw_box", "save_heatmap", "save_mask", "panel",
-                  "overlay_format", "max_size", "save_segmentation", "bg_threshold", "refine")
+from camcli.options import FileOptions, MapRequest, ModelOptions, RunOptions
 
 
 @dataclass(frozen=True)
 class ExplainSettings:
-    """Everything an actor needs to explain as the driver would: picklable, no model in it."""
+    """Everything an actor needs to explain as the driver would: the run's option groups (picklable, the
+    model as a name or path, which every actor loads for itself)."""
 
-    source: ModelSource
-    explainer: dict = field(default_factory=dict)
-    output: dict = field(default_factory=dict)
-    batch_size: int = 8
-    resume: bool = False
-    max_pixels: int | None = None
+    model: ModelOptions
+    maps: MapRequest
+    files: FileOptions
+    run: RunOptions
+
+    def __post_init__(self):
+        if self.model.in_memory:
+            raise UsageError("explain_dataset needs the model as a name or a file path, which every actor loads "
+                             f"for itself, not a {type(self.model.model).__name__}")
+        if not self.files.save_segmentation:
+            self.files.check_label_maps_asked()
 
     @classmethod
-    def from_options(cls, model, batch_size: int, resume: bool, max_pixels: int | None, options: Mapping):
-        known = set(MODEL_OPTIONS) | set(EXPLAINER_OPTIONS) | set(OUTPUT_OPTIONS)
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise UsageError(f"explain_dataset takes no option {unknown[0]!r}; it takes explain_paths' model, "
-                             "method and output options")
-        if not isinstance(model, (str, os.PathLike)):
-            raise UsageError("explain_dataset needs the model as a name or a file path, which every actor loads "
-                             f"for itself, not a {type(model).__name__}")
-        if batch_size < 1:
-            raise UsageError(f"`batch_size={batch_size}` must be at least 1")
-        source = ModelSource(os.fspath(model), **{key: options[key] for key in MODEL_OPTIONS if key in options})
-        return cls(source, {k: options[k] for k in EXPLAINER_OPTIONS if k in options},
-                   {k: options[k] for k in OUTPUT_OPTIONS if k in options}, batch_size, resume, max_pixels)
-
-    def output_options(self):
-        return make_output_options(**self.output)
+    def of(cls, model: object = DEFAULT_MODEL, out=None, *, maps: MapRequest | None = None,
+           files: FileOptions | None = None, run: RunOptions | None = None, **options) -> ExplainSettings:
+        """From explain_paths' groups or their fields: ExplainSettings.of("demo", methods=["cam"])."""
+        given = {**options, **({"out": out} if out is not None else {})}
+        groups = groups_of("explain_dataset", model, given, maps=maps, files=files, run=run)
+        return cls(groups["model"], groups["maps"], groups["files"], groups["run"])
 
     def build(self):
         """The model, loaded, and its Explainer (or MethodSet)."""
-        return build_explainer(self.source.load(), batch_size=self.batch_size, **self.explainer)
-
-    def run_options(self, out_dir: Path):
-        from camcli.runs.runner import RunOptions
-
-        return RunOptions(out_dir, self.batch_size, self.output_options(), resume=self.resume,
-                          max_pixels=self.max_pixels)
+        return build_explainer(self.model.load(), self.maps)
 
 
 class _RowPictures:
     """A batch's pictures for camcli's runner (camcli.runs.runner.FileDecoder's two methods): the rows'
     bytes or pixels, by output stem; a task without either is read from its file."""
 
-    def __init__(self, options, pixels: dict[str, object], kind: str | None):
+    def __init__(self, settings: ExplainSettings, pixels: dict[str, object], kind: str | None):
         from camcli.runs.runner import FileDecoder
 
-        self.files = FileDecoder(options)  # its max_side and max_pixels are the run's
+        self.files = FileDecoder(settings.run, settings.files)  # its max_side and max_pixels are the run's
         self.pixels, self.kind = pixels, kind
 
     def cost(self, task) -> int:
@@ -141,7 +124,7 @@ class ExplainBatches:
         self.out_dir = Path(out)
         self.settings, self.tasks, self.root, self.ignored = settings, dict(tasks or {}), root, frozenset(ignored)
         self.explainer = settings.build()
-        self.options = settings.run_options(self.out_dir)
+        self.options = replace(settings.run, out=self.out_dir)
 
     def _task(self, path: str):
         """The ImageTask for a row's path; None for a listed file that is no image."""
@@ -172,7 +155,8 @@ class ExplainBatches:
         kind = "bytes" if "bytes" in batch else "image" if "image" in batch else None
         pixels = {task.out_stem: batch[kind][i] for i, task in zip(rows, tasks)} if kind else {}
         inputs = frozenset(os.path.realpath(task.source) for task in tasks)
-        outcome = run_batch(self.explainer, tasks, self.options, _RowPictures(self.options, pixels, kind), inputs)
+        outcome = run_batch(self.explainer, tasks, self.options, self.settings.files,
+                            _RowPictures(self.settings, pixels, kind), inputs)
         errors = {failure["image"]: failure["error"] for failure in outcome.summary.failures}
         status = ["failed" if task.display in errors else "unchanged" if task.out_stem in outcome.unchanged
                   else "explained" for task in tasks]
@@ -220,16 +204,21 @@ def _listed_tasks(ds, root: str | None, out_dir: Path
 
 
 def _actor_pool(ray, concurrency: int | tuple[int, int], num_cpus: float | None):
-    """Ray Data's actor pool for `concurrency` (n, or (min, max)) actors; a warning when they would hold
-    every CPU of a running cluster, where Ray's read tasks would wait for a CPU forever."""
+    """Ray Data's actor pool for `concurrency` (n, or (min, max)) actors; a warning when they would leave
+    less than a whole CPU of a running cluster: Ray's read task needs one CPU, whole, and would wait for
+    it forever behind actors that never end."""
     low, high = (concurrency, concurrency) if isinstance(concurrency, int) else tuple(concurrency)
     if not 1 <= low <= high:
         raise UsageError(f"`concurrency={concurrency}` must be a number of actors (at least 1), or (min, max)")
     cpus = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else 0
-    if cpus and high * (1.0 if num_cpus is None else num_cpus) >= cpus:
-        warnings.warn(f"{high} actors of {1.0 if num_cpus is None else num_cpus:g} CPU take all {cpus:g} CPUs of "
-                      "the Ray cluster, and the dataset's read tasks need one too: give num_cpus (say "
-                      f"{max(cpus - 1, 0.5) / high:g}) or fewer actors, unless the cluster adds nodes", stacklevel=3)
+    each = 1.0 if num_cpus is None else num_cpus
+    if cpus and high * each + 1 > cpus:
+        total = f"{cpus:g} CPU{'s' if cpus != 1 else ''}"
+        held = f"take all {total}" if high * each >= cpus else f"leave {cpus - high * each:g} of the {total}"
+        actors = f"{high} actor{'s' if high != 1 else ''}"
+        warnings.warn(f"{actors} of {each:g} CPU {held} of the Ray cluster, and the dataset's read tasks need "
+                      f"a whole CPU: give num_cpus (say {max(cpus - 1, 0) / high:g}) or fewer actors, unless the "
+                      "cluster adds nodes", stacklevel=3)
     return ray.data.ActorPoolStrategy(min_size=low, max_size=high)
 
 
@@ -256,19 +245,18 @@ def _merged_summary(explained, run: dict):
     return summary
 
 
-def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.PathLike | None = None,
+def explain_dataset(ds, out, model: object = DEFAULT_MODEL, *, root: str | os.PathLike | None = None,
                     concurrency: int | tuple[int, int] = 1, num_cpus: float | None = None,
-                    num_gpus: float | None = None, batch_size: int = 8, rows_per_call: int | None = None,
-                    resume: bool = False, max_pixels: int | None = None, **options):
+                    num_gpus: float | None = None, rows_per_call: int | None = None, maps: MapRequest | None = None,
+                    files: FileOptions | None = None, run: RunOptions | None = None, **options):
     """Explain every row of the Ray Dataset `ds` into the folder `out`, with `concurrency` actors that
     each load `model` once; write summary.json and return the run's `RunSummary`, merged over the actors.
 
-    options: explain_paths' model options (weights, preprocess, labels_file...), methods and classes
-    (methods, layers, classes, top_k, head...) and output options (alpha, save_heatmap, max_size...).
-    num_cpus / num_gpus: what each actor reserves. batch_size: images per explained batch, as for
-    explain_paths; rows_per_call: rows Ray hands an actor at a time (default 8 batches), within which
-    camcli's runner overlaps decoding, explaining and writing. resume: skip images whose outputs are complete and
-    unchanged, as `camcli explain --resume` does.
+    model, maps, files, run: explain_paths' option groups (camcli.options), or any of their fields as
+    keywords (weights, extra_inputs, methods, classes, save_heatmap, batch_size, resume...); `run`'s
+    shard, fail_fast and report are explain_paths' own. num_cpus / num_gpus: what each actor reserves.
+    rows_per_call: rows Ray hands an actor at a time (default 8 batches), within which camcli's runner
+    overlaps decoding, explaining and writing.
     """
     try:
         import ray
@@ -279,21 +267,24 @@ def explain_dataset(ds, out, *, model: object = DEFAULT_MODEL, root: str | os.Pa
     from camcli.runs.layout import Layout
     from camcli.runs.runner import check_run_files, prepare_output_folder, run_fields, run_identity
 
-    settings = ExplainSettings.from_options(model, batch_size, resume, max_pixels, options)
+    settings = ExplainSettings.of(model, out, maps=maps, files=files, run=run, **options)
+    given = [name for name in ("shard", "fail_fast", "report") if getattr(settings.run, name)]
+    if given:
+        raise UsageError(f"explain_dataset takes no `{given[0]}`: Ray schedules the rows; use camcli explain for it")
     actors = _actor_pool(ray, concurrency, num_cpus)
     if rows_per_call is not None and rows_per_call < 1:
         raise UsageError(f"`rows_per_call={rows_per_call}` must be at least 1")
-    output_options = settings.output_options()
     out_dir = Path(out).absolute()
     check_output_folder(out_dir)
     check_run_files(out_dir)
     tasks, root, ignored = _listed_tasks(ds, None if root is None else os.fspath(root), out_dir)
     explainer = settings.build()  # on the driver too: a bad layer or class fails here, in one line
-    identity = run_identity(explainer, output_options)
-    prepare_output_folder(out_dir, resume=resume)
+    identity = run_identity(explainer, settings.files)
+    prepare_output_folder(out_dir, resume=settings.run.resume)
     started = time.perf_counter()
     remote = {key: value for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if value is not None}
-    explained = ds.map_batches(ExplainBatches, batch_size=rows_per_call or 8 * batch_size, batch_format="numpy",
+    explained = ds.map_batches(ExplainBatches, batch_size=rows_per_call or 8 * settings.run.batch_size,
+                               batch_format="numpy",
                                compute=actors,
                                fn_constructor_kwargs={"out": str(out_dir), "settings": settings, "tasks": tasks,
                                                       "root": root, "ignored": ignored}, **remote)

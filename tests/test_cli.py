@@ -13,11 +13,10 @@ import keras
 import numpy as np
 import pytest
 import tiny_models
-from click.testing import CliRunner
+from cli_helpers import invoke, only_line, read_json
 from PIL import Image
 
 from camcli import __version__
-from camcli.cli import cli
 from camcli.errors import UsageError
 from camcli.models import demo
 
@@ -25,11 +24,6 @@ LABELS = ["Cat", "Dog", "bird_of_prey"]
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def invoke(*args):
-    """Run `camcli ARGS` in this process; stdout and stderr are kept apart (Click 8.2+)."""
-    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
 
 
 def write_image(path, size=(20, 30), mode="RGB", seed=0):
@@ -41,27 +35,10 @@ def write_image(path, size=(20, 30), mode="RGB", seed=0):
     return path
 
 
-def read_json(path):
-    return json.loads(path.read_text("utf-8"))
-
-
 def model_input(path):
     """What camcli feeds an 8x8 model with --preprocess scale01: the image squashed to 8x8, /255."""
     rgb = Image.open(path).convert("RGB").resize((tiny_models.SIZE,) * 2, Image.Resampling.BILINEAR)
     return (np.asarray(rgb, dtype=np.float32) / 255.0)[np.newaxis]
-
-
-def error_line(result):
-    """The one line that explains a failed command: camcli's own, or Click's "Error: ..." line."""
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    if lines and lines[0].startswith("camcli: error:"):
-        assert len(lines) == 1, result.stderr
-        return lines[0]
-    # Click's usage errors: "Usage: ...", "Try '... --help' for help.", then exactly one "Error: ..." line.
-    errors = [line for line in lines if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 def overlays(folder):
@@ -334,12 +311,13 @@ def test_one_bad_image_exits_1_and_the_others_are_written(models, tmp_path):
     assert summary["failures"] == [{"image": str(bad), "error": "not an image (content is text)"}]
 
 
-def test_missing_input_path_is_a_failed_image_not_a_crash(models, image, tmp_path):
+def test_a_missing_input_path_is_a_usage_error_before_the_model_loads(models, image, tmp_path):
+    """A typo is told apart from a bad image (exit 2, not 1), at once, with nothing written."""
     missing = tmp_path / "nope.png"
     result = invoke("explain", image, missing, "--model", models["path"]["gap"], "--out", tmp_path / "out", "-q")
-    assert result.exit_code == 1
-    assert result.stderr == f"camcli: failed: {missing}: no such file or directory\n"
-    assert (tmp_path / "out" / "img.json").is_file()
+    assert result.exit_code == 2
+    assert result.stderr == f"camcli: error: {missing} does not exist: check the path\n"
+    assert not (tmp_path / "out").exists()
 
 
 # Each case: explain one image with these arguments ({name} is a path from the `models` fixture);
@@ -418,7 +396,7 @@ def test_usage_errors_exit_2_with_one_line_and_write_nothing(models, image, tmp_
     result = invoke("explain", image, *(arg.format(**paths) for arg in args), "--out", out)
     assert result.exit_code == 2, result.stderr
     assert result.stdout == ""
-    line = error_line(result)
+    line = only_line(result, click_usage=True)
     if isinstance(expected, str):
         assert line == expected.format(**paths)
     else:
@@ -432,20 +410,21 @@ def test_folder_without_images_is_a_usage_error(models, tmp_path):
     (tmp_path / "docs" / "README.txt").write_text("hello\n", "utf-8")
     result = invoke("explain", tmp_path / "docs", "--model", models["path"]["gap"], "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert error_line(result) == f"camcli: error: no images found in {tmp_path / 'docs'}"
+    assert only_line(result, click_usage=True) == f"camcli: error: no images found in {tmp_path / 'docs'}"
 
 
 def test_out_that_is_a_file_is_a_usage_error(models, image, tmp_path):
     (tmp_path / "taken").write_text("", "utf-8")
     result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path / "taken")
     assert result.exit_code == 2
-    assert error_line(result) == f"Error: Invalid value for '--out': Directory '{tmp_path / 'taken'}' is a file."
+    assert only_line(result, click_usage=True) == (
+        f"Error: Invalid value for '--out': Directory '{tmp_path / 'taken'}' is a file.")
 
 
 def test_corrupt_model_message_does_not_claim_the_file_is_missing(models, image, tmp_path):
     result = invoke("explain", image, "--model", models["path"]["corrupt"], "--out", tmp_path)
     assert result.exit_code == 2
-    assert "not found" not in error_line(result).lower()
+    assert "not found" not in only_line(result, click_usage=True).lower()
 
 
 def test_output_folder_that_cannot_be_created_is_a_usage_error(models, image, tmp_path):
@@ -453,7 +432,7 @@ def test_output_folder_that_cannot_be_created_is_a_usage_error(models, image, tm
     result = invoke("explain", image, "--model", models["path"]["gap"], "--out", tmp_path / "file" / "out")
     assert "internal error" not in result.stderr
     assert result.exit_code == 2
-    assert error_line(result).startswith("camcli: error: ")
+    assert only_line(result, click_usage=True).startswith("camcli: error: ")
 
 
 def test_labels_file_with_a_byte_order_mark(models, image, tmp_path):
@@ -497,7 +476,7 @@ def test_lambda_model_loads_with_unsafe_load(models, image, tmp_path):
 def test_layers_command_refuses_lambda_model_without_unsafe_load(models):
     result = invoke("layers", "--model", models["path"]["lambda"])
     assert result.exit_code == 2
-    assert error_line(result).endswith("if you trust this file, rerun with --unsafe-load")
+    assert only_line(result, click_usage=True).endswith("if you trust this file, rerun with --unsafe-load")
 
 
 # --- 3. repeated --class ----------------------------------------------------------------------------
@@ -615,7 +594,7 @@ def test_models_lists_the_builtin_models_with_sizes_and_layers():
     assert lines[0].split()[:4] == ["name", "input", "default", "layer"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert list(rows)[0] == "vgg16" and list(rows)[-2:] == ["demo", "demo-cheat"]
-    assert [name for name, line in zip(rows, lines[1:]) if "default" in line.split("  ")[-1]] == ["vgg16"]
+    assert [name for name, line in zip(rows, lines[1:], strict=True) if "default" in line.split("  ")[-1]] == ["vgg16"]
     assert lines[1].endswith("; the default --model")
     expected = {
         "demo": (f"{demo.INPUT_SIZE}x{demo.INPUT_SIZE}", demo.LAST_CONV_LAYER, "yes"),
@@ -653,6 +632,7 @@ def test_every_command_has_help_with_an_example(command):
     assert result.stdout.startswith("Usage: camcli ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expected", [
     (["--help"], "Class activation maps (CAM, Grad-CAM) for Keras image classifiers."),
     (["models"], "mobilenetv2"),
@@ -725,7 +705,7 @@ def test_debug_raises_the_error_with_its_traceback(models, image, tmp_path):
 def test_without_debug_the_same_error_is_one_line(models, image, tmp_path):
     result = invoke("explain", image, "--model", models["path"]["gap"], "--layer", "nope", "--out", tmp_path)
     assert result.exit_code == 2
-    assert error_line(result) == (
+    assert only_line(result, click_usage=True) == (
         "camcli: error: no layer named 'nope' in model 'gap_dense' (see `camcli layers --model ...`)"
     )
 
@@ -789,6 +769,7 @@ def test_default_output_folder_in_the_working_directory_is_not_read_back(models,
 # --- 12. a built-in model with random weights -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_builtin_model_with_random_weights_warns(image, tmp_path):
     result = invoke("explain", image, "--model", "mobilenet", "--weights", "none", "--out", tmp_path)
     assert result.exit_code == 0, result.stderr
@@ -805,6 +786,7 @@ def test_builtin_model_with_random_weights_warns(image, tmp_path):
     assert "meaningless" in summary["warning"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", ["file", "demo"])
 def test_a_real_process_prints_only_camcli_lines_on_stderr(models, image, tmp_path, model_name):
     """TensorFlow's C++ start-up lines (absl, oneDNN) must not reach the user's terminal or CI log."""
@@ -909,7 +891,7 @@ def test_method_option_errors_exit_2(models, image, tmp_path, args, message):
     result = invoke("explain", image, "--model", models["path"]["gap"], "--preprocess", "scale01", *args,
                     "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert error_line(result).startswith(message)
+    assert only_line(result, click_usage=True).startswith(message)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -960,7 +942,7 @@ def test_save_mask_draw_box_and_panel(models, tmp_path):
 def test_box_threshold_out_of_range_is_a_usage_error(models, image, tmp_path):
     result = invoke("explain", image, "--model", models["path"]["gap"], "--box-threshold", "1.5", "--out", tmp_path)
     assert result.exit_code == 2
-    assert "--box-threshold" in error_line(result)
+    assert "--box-threshold" in only_line(result, click_usage=True)
 
 
 def test_every_option_and_command_the_readme_shows_exists():

@@ -32,7 +32,7 @@ def test_gradcam_on_flatten_head_matches_hand_computed_reference():
     results = explainer_for(model, layer="target", classes=["0"]).explain_batch(batch)
     # Flatten -> dense: dy^0/dA_ijk is the dense weight of that position, so alpha_k is its mean.
     alpha = kernel[:, 0].reshape(4, 4, 5).mean(axis=(0, 1))
-    for image, result in zip(activations, results):
+    for image, result in zip(activations, results, strict=True):
         expected = unit(np.einsum("hwk,k->hw", image, alpha))
         np.testing.assert_allclose(result.maps[0].heatmap, expected, atol=1e-5)
 
@@ -42,9 +42,9 @@ def test_batch_equals_single_images():
     batch = tiny_models.images(6, seed=5)
     explainer = explainer_for(model, layer="target", classes=["top1", "1"])
     together = explainer.explain_batch(batch)
-    for image, joint in zip(batch, together):
+    for image, joint in zip(batch, together, strict=True):
         [alone] = explainer.explain_batch(image[np.newaxis])
-        for a, b in zip(alone.maps, joint.maps):
+        for a, b in zip(alone.maps, joint.maps, strict=True):
             assert a.class_index == b.class_index
             np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)
         scores_alone = [p.score for p in alone.predictions]
@@ -56,8 +56,8 @@ def test_gradcam_equals_cam_up_to_scale_on_gap_dense_head():
     batch = tiny_models.images(4, seed=7)
     grad = explainer_for(model, method="gradcam", classes=["top1", "top2"]).explain_batch(batch)
     cam = explainer_for(model, method="cam", classes=["top1", "top2"]).explain_batch(batch)
-    for g, c in zip(grad, cam):
-        for gm, cm in zip(g.maps, c.maps):
+    for g, c in zip(grad, cam, strict=True):
+        for gm, cm in zip(g.maps, c.maps, strict=True):
             assert gm.class_index == cm.class_index
             if gm.empty:
                 assert cm.empty
@@ -73,7 +73,7 @@ def test_predictions_and_maps_come_from_one_pass_and_match_the_model():
     batch = tiny_models.images(5, seed=2)
     probabilities = model.predict(batch, verbose=0)
     results = explainer_for(model, top_k=3).explain_batch(batch)
-    for probs, result in zip(probabilities, results):
+    for probs, result in zip(probabilities, results, strict=True):
         order = np.argsort(-probs)[:3]
         assert [p.index for p in result.predictions] == order.tolist()
         np.testing.assert_allclose([p.score for p in result.predictions], probs[order], rtol=1e-5)
@@ -98,7 +98,7 @@ def test_user_model_is_never_modified():
     after_configs, after_weights, after_activations = snapshot(model)
     assert after_configs == configs
     assert after_activations == activations
-    for a, b in zip(weights, after_weights):
+    for a, b in zip(weights, after_weights, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(model.predict(batch, verbose=0), before_output)
     np.testing.assert_allclose(before_output.sum(axis=1), 1.0, rtol=1e-5)  # still a softmax
@@ -113,7 +113,7 @@ def test_separate_softmax_layer_is_read_as_logits():
     a = explainer_for(flat, layer="target").explain_batch(batch)
     b = explainer_for(with_layer, layer="gap_dense/target").explain_batch(batch)
     probabilities = with_layer.predict(batch, verbose=0)
-    for ra, rb, probs in zip(a, b, probabilities):
+    for ra, rb, probs in zip(a, b, probabilities, strict=True):
         np.testing.assert_allclose(ra.maps[0].heatmap, rb.maps[0].heatmap, atol=1e-5)
         assert rb.predictions[0].score == pytest.approx(float(probs.max()), rel=1e-5)
 
@@ -133,7 +133,7 @@ def test_nested_backbone_gives_the_same_maps_as_the_flat_model():
     for method in ("gradcam", "cam"):
         a = explainer_for(flat, layer="target", method=method).explain_batch(batch)
         b = explainer_for(nested, layer="backbone/target", method=method).explain_batch(batch)
-        for ra, rb in zip(a, b):
+        for ra, rb in zip(a, b, strict=True):
             np.testing.assert_allclose(ra.maps[0].heatmap, rb.maps[0].heatmap, atol=1e-5)
 
 
@@ -158,7 +158,7 @@ def test_binary_sigmoid_head_class0_is_the_negated_logit():
     kernel = model.get_layer("head").kernel.numpy()[:, 0] / 64.0
     results = explainer_for(model, classes=["0", "1"], top_k=2).explain_batch(batch)
     probability = model.predict(batch, verbose=0)[:, 0]
-    for image, p, result in zip(activations, probability, results):
+    for image, p, result in zip(activations, probability, results, strict=True):
         signed = np.einsum("hwk,k->hw", image, kernel)
         class0, class1 = result.maps
         if not class1.empty:
@@ -174,7 +174,7 @@ def test_multilabel_sigmoid_scores_are_independent():
     batch = tiny_models.images(2, seed=12)
     results = explainer_for(model, top_k=4).explain_batch(batch)
     expected = model.predict(batch, verbose=0)
-    for probs, result in zip(expected, results):
+    for probs, result in zip(expected, results, strict=True):
         by_index = {p.index: p.score for p in result.predictions}
         np.testing.assert_allclose([by_index[i] for i in range(4)], probs, rtol=1e-5)
     assert sum(p.score for p in results[0].predictions) != pytest.approx(1.0, abs=1e-3)
@@ -213,7 +213,7 @@ def test_frozen_model_still_gets_gradients():
         ({"method": "gradcam+++"}, "choose one of gradcam, gradcam++"),
         ({"classes": ["7"]}, "out of range: class indices run from 0 to 2"),
         ({"classes": ["top4"]}, "use top1..top3"),
-        ({"top_k": 0}, "`top_k=0` is out of range"),
+        ({"top_k": 0}, "`top_k=0` must be at least 1"),
         ({"top_k": 4}, "`top_k=4` is out of range"),
     ],
 )
@@ -302,7 +302,7 @@ def test_method_set_runs_one_step_per_batch_and_gives_each_method_its_own_maps(a
         joint = result.maps
         separate = [m for per_method in alone_results for m in per_method[b].maps]
         assert [(m.method, m.class_index) for m in joint] == [(m.method, m.class_index) for m in separate]
-        for shared_map, own_map in zip(joint, separate):
+        for shared_map, own_map in zip(joint, separate, strict=True):
             np.testing.assert_allclose(shared_map.heatmap, own_map.heatmap, atol=1e-6)
             assert shared_map.raw_max == pytest.approx(own_map.raw_max, rel=1e-5)
             assert shared_map.empty == own_map.empty
@@ -329,12 +329,12 @@ def test_method_set_explains_each_method_for_the_given_classes_with_its_own_top_
     together = MethodSet([build(name, k) for name, k in methods])
     per_method = together.explain_each(batch, truth)
     assert together.steps_run == 1
-    for (name, k), results in zip(methods, per_method):
+    for (name, k), results in zip(methods, per_method, strict=True):
         alone = build(name, k).explain_batch(batch, truth)
-        for shared, own in zip(results, alone):
+        for shared, own in zip(results, alone, strict=True):
             assert len(shared.predictions) == k and shared.predictions == own.predictions
             assert [(m.method, m.class_index) for m in shared.maps] == [(m.method, m.class_index) for m in own.maps]
-            for shared_map, own_map in zip(shared.maps, own.maps):
+            for shared_map, own_map in zip(shared.maps, own.maps, strict=True):
                 np.testing.assert_allclose(shared_map.heatmap, own_map.heatmap, atol=1e-6)
                 assert shared_map.score == pytest.approx(own_map.score, rel=1e-6)
     assert [m.class_index for m in per_method[0][0].maps] == [3, 1]

@@ -53,8 +53,8 @@ def cheat_run(tmp_path_factory):
     model = load_demo_model()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     log_dir = tmp_path_factory.mktemp("tensorboard")
-    callback = ExplainCallback(probe_images, labels=probe_labels, boxes=probe_boxes, preprocess=PREPROCESS,
-                               label_names=CLASSES, layer="conv6", log_dir=str(log_dir),
+    callback = ExplainCallback(probe_images, truth_labels=probe_labels, boxes=probe_boxes, preprocess=PREPROCESS,
+                               labels=CLASSES, layer="conv6", log_dir=str(log_dir),
                                stop_below={"pointing": 0.6}, verbose=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -63,6 +63,7 @@ def cheat_run(tmp_path_factory):
     return callback, history, log_dir, [w for w in caught if issubclass(w.category, ProbeWarning)]
 
 
+@pytest.mark.slow
 def test_pointing_falls_as_the_model_learns_the_tag_and_training_stops_below_the_bound(cheat_run):
     callback, history, _, probe_warnings = cheat_run
     runs = callback.history
@@ -81,6 +82,7 @@ def test_pointing_falls_as_the_model_learns_the_tag_and_training_stops_below_the
                                     "0.6; training stops (stop_below)")
 
 
+@pytest.mark.slow
 def test_the_event_files_hold_the_scalars_and_the_overlays(cheat_run):
     callback, _, log_dir, _ = cheat_run
     events = read_events(log_dir)
@@ -132,16 +134,17 @@ def _train(callbacks, epochs=3):
 def _probe_callback(**options):
     images, labels = _data(6, seed=2)
     boxes = [(2, 2, 10, 10)] * 6
-    return ExplainCallback(images, labels=labels, boxes=boxes, preprocess="scale01", verbose=False,
+    return ExplainCallback(images, truth_labels=labels, boxes=boxes, preprocess="scale01", verbose=False,
                            **{"methods": ["gradcam", "guidedbackprop", "cam"], "layer": "target", **options})
 
 
+@pytest.mark.slow
 def test_training_with_the_callback_gives_the_same_weights_as_without_it(tmp_path):
     plain = _train([])
     watched = _train([_probe_callback(log_dir=str(tmp_path))])
-    for a, b in zip(plain.weights, watched.weights):  # BatchNorm's moving statistics included
+    for a, b in zip(plain.weights, watched.weights, strict=True):  # BatchNorm's moving statistics included
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
-    for a, b in zip(plain.optimizer.variables, watched.optimizer.variables):
+    for a, b in zip(plain.optimizer.variables, watched.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
@@ -153,13 +156,14 @@ def test_a_probe_run_changes_nothing_in_the_model():
     layers = len(model.layers)
     callback.explain_now()
     callback.explain_now()
-    assert [np.array_equal(a, b.numpy()) for a, b in zip(before, model.weights)] == [True] * len(before)
+    assert [np.array_equal(a, b.numpy()) for a, b in zip(before, model.weights, strict=True)] == [True] * len(before)
     assert len(model.layers) == layers and not model.stop_training
     assert len(callback.history) == 2 and set(callback.history[0].metrics) == {
         "accuracy", "gradcam/pointing", "gradcam/energy", "guidedbackprop/pointing", "guidedbackprop/energy",
         "cam/pointing", "cam/energy"}
 
 
+@pytest.mark.slow
 def test_every_n_epochs_and_always_the_last():
     callback = _probe_callback(every=2, methods="gradcam")
     _train([callback], epochs=5)
@@ -169,6 +173,7 @@ def test_every_n_epochs_and_always_the_last():
     assert [run.step for run in skipped.history] == [2]
 
 
+@pytest.mark.slow
 def test_warn_below_warns_and_training_goes_on():
     callback = _probe_callback(methods="gradcam", warn_below={"gradcam/energy": 1.01, "accuracy": -1})
     with pytest.warns(ProbeWarning, match=r"probe after epoch 1: gradcam/energy 0\.\d{3} is below 1\.01 "
@@ -183,7 +188,7 @@ def test_truth_explains_each_images_label():
     model = _tiny_model()
     images, _ = _data(6, seed=2)
     wanted = np.array([2, 0, 1, 2, 1, 0])
-    callback = ExplainCallback(images, labels=[str(i) for i in wanted], classes="truth", preprocess="scale01",
+    callback = ExplainCallback(images, truth_labels=[str(i) for i in wanted], classes="truth", preprocess="scale01",
                                layer="target", verbose=False)
     callback.set_model(model)
     explained = []
@@ -217,9 +222,10 @@ def test_the_overlays_of_images_of_several_sizes_share_one_picture_size():
     ({"stop_below": {"iou": 0.5}}, "unknown metric 'iou' in `stop_below`: choose from pointing, energy, accuracy"),
     ({"boxes": None, "stop_below": {"pointing": 0.6}},
      "`stop_below` bounds 'pointing', which needs the probe's truth boxes: give `boxes`"),
-    ({"labels": None, "warn_below": {"accuracy": 0.6}},
-     "`warn_below` bounds 'accuracy', which needs the probe's labels: give `labels`"),
-    ({"labels": None, "classes": "truth"}, "`classes=\"truth\"` explains each probe image's label: give `labels`"),
+    ({"truth_labels": None, "warn_below": {"accuracy": 0.6}},
+     "`warn_below` bounds 'accuracy', which needs the probe's labels: give `truth_labels`"),
+    ({"truth_labels": None, "classes": "truth"},
+     "`classes=\"truth\"` explains each probe image's label: give `truth_labels`"),
     ({"every": 0}, "`every=0` must be at least 1"),
     ({"boxes": [(0, 0, 4, 4)]}, "1 truth boxes for 6 probe images"),
     ({"boxes": [(4, 0, 2, 4)] * 6}, "truth box 0 is [4, 0, 2, 4]; a box is (x0, y0, x1, y1)"),
@@ -233,7 +239,7 @@ def test_bad_arguments_are_one_line_errors(options, message, tmp_path):
     if options.get("log_dir") == "FILE":
         (tmp_path / "file").write_text("")
         options = {"log_dir": str(tmp_path / "file" / "logs")}
-    arguments = {"images": images, "labels": labels, "boxes": [(2, 2, 10, 10)] * 6, **options}
+    arguments = {"images": images, "truth_labels": labels, "boxes": [(2, 2, 10, 10)] * 6, **options}
     with pytest.raises(UsageError) as error:
         ExplainCallback(arguments.pop("images"), **arguments)
     assert message in str(error.value) and "\n" not in str(error.value)
@@ -242,7 +248,8 @@ def test_bad_arguments_are_one_line_errors(options, message, tmp_path):
 def test_an_unknown_label_name_is_one_line():
     model = _tiny_model()
     images, _ = _data(2, seed=2)
-    callback = ExplainCallback(images, labels=["tabby", "0"], classes="truth", preprocess="scale01", verbose=False)
+    callback = ExplainCallback(images, truth_labels=["tabby", "0"], classes="truth", preprocess="scale01",
+                               verbose=False)
     callback.set_model(model)
     with pytest.raises(UsageError, match=r"unknown probe label 'tabby': the model's classes are 0, 1, 2$"):
         callback.explain_now()

@@ -84,14 +84,14 @@ def test_every_method_meets_the_contract(name):
         # Batch results equal single-image results: nothing is shared across the batch.
         [alone] = explainer.explain_batch(batch[b: b + 1])
         assert [m.class_index for m in alone.maps] == [m.class_index for m in result.maps]
-        for joint, single in zip(result.maps, alone.maps):
+        for joint, single in zip(result.maps, alone.maps, strict=True):
             np.testing.assert_allclose(joint.heatmap, single.heatmap, atol=1e-5)
             if joint.image is not None:
                 np.testing.assert_allclose(joint.image, single.image, atol=1e-5)
     # The user's model is untouched: same config, same weights.
     after_config, after_weights = weights_and_config(model)
     assert after_config == config
-    for before, now in zip(weights, after_weights):
+    for before, now in zip(weights, after_weights, strict=True):
         np.testing.assert_array_equal(before, now)
 
 
@@ -187,7 +187,7 @@ def test_method_matches_hand_computed_reference(flatten_case, name):
     model, batch, activations, gradient = flatten_case
     maps = explained(model, batch, name)
     assert sum(not m.empty for m in maps) >= 2  # the comparison is not between empty maps
-    for a, class_map in zip(activations, maps):
+    for a, class_map in zip(activations, maps, strict=True):
         np.testing.assert_allclose(class_map.heatmap, unit(REFERENCES[name](a, gradient)), atol=1e-5)
 
 
@@ -196,7 +196,7 @@ def test_cam_matches_hand_computed_reference():
     batch = tiny_models.images(2, seed=1)
     activations = activations_of(model, "target", batch)
     kernel = model.get_layer("head").kernel.numpy()
-    for a, class_map in zip(activations, explained(model, batch, "cam")):
+    for a, class_map in zip(activations, explained(model, batch, "cam"), strict=True):
         np.testing.assert_allclose(class_map.heatmap, unit(np.einsum("hwk,k->hw", a, kernel[:, 1])), atol=1e-5)
 
 
@@ -222,7 +222,7 @@ def test_bilinear_reference_is_the_usual_resize():
 
 def test_scorecam_matches_hand_computed_reference(flatten_case):
     model, batch, activations, _ = flatten_case
-    for image, a, class_map in zip(batch, activations, explained(model, batch, "scorecam")):
+    for image, a, class_map in zip(batch, activations, explained(model, batch, "scorecam"), strict=True):
         weights = []
         for k in range(a.shape[-1]):  # Wang et al. 2020, Algorithm 1: one masked forward pass per channel
             # Upsample the 4x4 channel to the 8x8 input first, then min-max it to [0, 1] (Eq. 9, and the
@@ -243,7 +243,7 @@ def test_scorecam_max_channels_scores_the_most_varying_channels_only(flatten_cas
     explainer = explainer_for(model, layer="target", method="scorecam", classes=["1"], max_channels=2)
     results = explainer.explain_batch(batch)
     assert explainer.masked_images_scored == 2 * len(batch)  # N masked passes per image, no more
-    for a, result in zip(activations, results):
+    for a, result in zip(activations, results, strict=True):
         kept = set(np.argsort(-a.reshape(-1, a.shape[-1]).var(axis=0))[:2])  # Faster Score-CAM's rule
         heatmap = result.maps[0].heatmap
         # Only the kept channels contribute: the map is a combination of those two channels.
@@ -263,7 +263,7 @@ def test_guided_backprop_and_guided_gradcam_match_numpy():
     backprop = explained(model, batch, "guidedbackprop")
     guided_cam = explained(model, batch, "guidedgradcam")
     assert not any(m.empty for m in backprop + guided_cam)
-    for x, gb, ggc in zip(batch.astype(np.float64), backprop, guided_cam):
+    for x, gb, ggc in zip(batch.astype(np.float64), backprop, guided_cam, strict=True):
         z1 = x @ k1[0, 0] + b1  # (8, 8, 4)
         z2 = np.maximum(z1, 0).ravel() @ w2 + b2  # (6,)
         # Springenberg et al. 2014: at each ReLU keep the gradient where the input was positive AND
@@ -290,7 +290,7 @@ def test_guided_backprop_does_not_touch_the_model_and_differs_from_plain_gradien
     explained(model, tiny_models.images(1), "guidedbackprop")
     assert model.get_layer("hidden").activation.__name__ == "relu"
     assert model.get_config() == config
-    for before, now in zip(weights, model.get_weights()):
+    for before, now in zip(weights, model.get_weights(), strict=True):
         np.testing.assert_array_equal(before, now)
 
 
@@ -303,7 +303,7 @@ def test_equals_gradcam_when_the_gradient_is_constant_over_space(name):
     # element-wise product and XGrad-CAM's activation-weighted average both reduce to Grad-CAM.
     model = tiny_models.gap_dense(seed=12)
     batch = tiny_models.images(3, seed=2)
-    for ours, gradcam in zip(explained(model, batch, name), explained(model, batch, "gradcam")):
+    for ours, gradcam in zip(explained(model, batch, name), explained(model, batch, "gradcam"), strict=True):
         np.testing.assert_allclose(ours.heatmap, gradcam.heatmap, atol=1e-5)
 
 
@@ -312,7 +312,7 @@ def test_xgradcam_and_gradcam_weights_coincide_on_a_gap_head():
     # gradient itself: the scale factor is 1, so even the raw maxima agree.
     model = tiny_models.gap_dense(seed=12)
     batch = tiny_models.images(2, seed=2)
-    for x, g in zip(explained(model, batch, "xgradcam"), explained(model, batch, "gradcam")):
+    for x, g in zip(explained(model, batch, "xgradcam"), explained(model, batch, "gradcam"), strict=True):
         assert not g.empty
         assert x.raw_max == pytest.approx(g.raw_max, rel=1e-4)
 
@@ -333,7 +333,7 @@ def test_scorecam_with_one_channel_is_that_channels_normalised_activation():
     model = one_channel_model()
     batch = tiny_models.images(3, seed=4)
     activations = activations_of(model, "target", batch)[..., 0]
-    for a, class_map in zip(activations, explained(model, batch, "scorecam")):
+    for a, class_map in zip(activations, explained(model, batch, "scorecam"), strict=True):
         np.testing.assert_allclose(class_map.heatmap, unit(a), atol=1e-5)
 
 
@@ -350,7 +350,7 @@ def test_eigen_sign_is_fixed_by_the_channel_sum():
 
 def test_eigen_smooth_applies_the_principal_component_to_any_method(flatten_case):
     model, batch, activations, gradient = flatten_case
-    for a, class_map in zip(activations, explained(model, batch, "gradcam", eigen_smooth=True)):
+    for a, class_map in zip(activations, explained(model, batch, "gradcam", eigen_smooth=True), strict=True):
         contributions = a * gradient.mean(axis=(0, 1))
         np.testing.assert_allclose(class_map.heatmap, unit(reference_eigen(contributions)), atol=1e-5)
 
@@ -378,7 +378,7 @@ def test_aug_smooth_explains_each_copy_for_the_original_class():
     batch = tiny_models.images(3, seed=9)
     plain = explainer_for(model, layer="target", method="gradcam").explain_batch(batch)
     smooth = explainer_for(model, layer="target", method="gradcam", aug_smooth=True).explain_batch(batch)
-    for p, s in zip(plain, smooth):
+    for p, s in zip(plain, smooth, strict=True):
         assert [m.class_index for m in s.maps] == [m.class_index for m in p.maps]
         assert s.maps[0].heatmap.shape == p.maps[0].heatmap.shape
         assert 0 < s.maps[0].heatmap.max() <= 1.0
@@ -391,7 +391,7 @@ def test_several_layers_fuse_as_the_mean_of_per_layer_unit_maps():
     fused = explainer_for(model, layer=["conv1", "target"], method="gradcam", classes=["0"]).explain_batch(batch)
     first = explainer_for(model, layer="conv1", method="gradcam", classes=["0"]).explain_batch(batch)
     second = explainer_for(model, layer="target", method="gradcam", classes=["0"]).explain_batch(batch)
-    for f, a, b in zip(fused, first, second):
+    for f, a, b in zip(fused, first, second, strict=True):
         assert f.maps[0].layers == ["conv1", "target"] and f.maps[0].layer == "conv1+target"
         np.testing.assert_allclose(f.maps[0].heatmap, unit((a.maps[0].heatmap + b.maps[0].heatmap) / 2), atol=1e-5)
 
@@ -403,7 +403,7 @@ def test_several_layers_fuse_as_the_mean_of_per_layer_unit_maps():
     ({"method": "guidedbackprop", "eigen_smooth": True}, "`eigen_smooth` applies to layer maps"),
     ({"method": "guidedbackprop", "max_channels": 2}, "applies to the scorecam method, not guidedbackprop"),
     ({"method": "guidedgradcam", "max_channels": 2}, "applies to the scorecam method, not guidedgradcam"),
-    ({"method": "scorecam", "score_batch_size": 0}, "the Score-CAM batch size must be at least 1, not 0"),
+    ({"method": "scorecam", "masked_batch": 0}, "`masked_batch=0` must be at least 1"),
     ({"method": "cam", "layer": ["conv1", "target"]}, "needs the layer to feed global-average-pooling"),
 ])
 def test_option_errors(options, message):

@@ -174,10 +174,10 @@ def test_explainer_takes_a_keras_model_and_leaves_it_as_it_was():
     images = tiny_models.images(2)
     direct = Explainer(model, method="gradcam").explain(images)
     wrapped = Explainer(wrap_model(model, preprocess="none"), method="gradcam").explain(images)
-    for a, b in zip(direct, wrapped):
+    for a, b in zip(direct, wrapped, strict=True):
         np.testing.assert_array_equal(a.maps[0].heatmap, b.maps[0].heatmap)
         assert a.predictions == b.predictions
-    assert all(np.array_equal(w, v) for w, v in zip(weights, model.get_weights()))
+    assert all(np.array_equal(w, v) for w, v in zip(weights, model.get_weights(), strict=True))
     assert model.get_config() == config and model.get_layer("head").activation.__name__ == "softmax"
 
 
@@ -232,11 +232,13 @@ def test_one_class_string_is_one_request():
 def test_explainer_and_api_read_one_string_as_one_value(demo_model):
     assert Explainer(demo_model, classes="star").requests == [ClassRequest("star", index=3)]
     from camcli.api import build_explainer
+    from camcli.options import MapRequest
 
-    built = build_explainer(demo_model, methods="cam", classes="ring")
+    built = build_explainer(demo_model, MapRequest(methods="cam", classes="ring"))
     assert built.method_names == ["cam"] and built.requests == [ClassRequest("ring", index=5)]
-    one_layer = build_explainer(demo_model, layers="conv5")
+    one_layer = build_explainer(demo_model, MapRequest(layers="conv5"))
     assert one_layer.layers == ["conv5"]  # not five one-letter layers
+    assert MethodSet.of(demo_model, methods=["gradcam", "gradcam++"], layer="conv5").layers == ["conv5"]
 
 
 def test_explain_paths_reads_one_class_string_as_one_class(tmp_path):

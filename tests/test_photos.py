@@ -5,37 +5,19 @@ Photos here are generated scenes the demo model knows, scaled up to camera-like 
 the top-1 class and the map's position can be checked against a full-size decode.
 """
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, read_json
 from PIL import Image
 
-from camcli.cli import cli
 from camcli.maps.overlay import blend, colormap_lut, overlay_picture, upsample
-from camcli.models.demo.samples import write_generated
 from camcli.runs.decode import decode_image, load_rgb, picture_bytes
 from camcli.runs.discovery import discover
 from camcli.runs.layout import is_camcli_output, may_replace
 from camcli.runs.writer import measure
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text("utf-8"))
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scenes")
-    write_generated(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix == ".png")
 
 
 def enlarge(scene, size=(1600, 1200)):
@@ -252,7 +234,7 @@ def test_a_tiny_picture_budget_explains_every_image_once_with_the_same_results(p
     from camcli.runs import runner
 
     seen = []
-    real_decode = runner.BatchRun.decode
+    real_decode = runner.RunPipeline.decode
 
     def decode(self, task, cost):
         seen.append(self.held_bytes)  # held at the time each decode is queued to run
@@ -263,16 +245,18 @@ def test_a_tiny_picture_budget_explains_every_image_once_with_the_same_results(p
     for i in range(7):
         shutil.copy(next(p for j, p in enumerate(sorted(photos.iterdir())) if j == i % 3), folder / f"{i}.jpg")
     base = camcli.explain_paths([folder], model="demo", out=tmp_path / "base")
-    runner.BatchRun.decode = decode
+    runner.RunPipeline.decode = decode
     try:
-        options = runner.RunOptions(tmp_path / "tight", picture_budget=1)
+        from camcli.options import FileOptions, RunOptions
+
+        options = RunOptions(out=tmp_path / "tight", picture_budget=1)
         loaded = camcli.load_model("demo")
         from camcli.runs.discovery import discover as find
 
         tasks, _ = find([folder], tmp_path / "tight")
-        summary = runner.run(camcli.Explainer(loaded), tasks, options)
+        summary = runner.run(camcli.Explainer(loaded), tasks, options, FileOptions())
     finally:
-        runner.BatchRun.decode = real_decode
+        runner.RunPipeline.decode = real_decode
     assert summary.ok == base.ok == 7
     one_picture = 4 * 1600 * 1200
     assert max(seen) <= one_picture + one_picture  # queued alone, or next to the one being finished
@@ -322,7 +306,7 @@ def test_evaluate_scores_a_large_photo_in_original_pixels(scenes, tmp_path):
         assert row["truth_boxes"] == [[v * scale for v in box] for box in reference["truth_boxes"]]
         assert row["pointing"] == reference["pointing"]
         assert abs(row["iou"] - reference["iou"]) < 0.05 and abs(row["energy"] - reference["energy"]) < 0.05
-        assert max(abs(a - b * scale) for a, b in zip(row["box"], reference["box"])) <= 2 * scale
+        assert max(abs(a - b * scale) for a, b in zip(row["box"], reference["box"], strict=True)) <= 2 * scale
 
 
 def test_a_bomb_is_refused_before_any_pixel_is_decoded(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ files that `camcli explain` writes for the same folder; each image once; bad fil
 import json
 import os
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from PIL import Image
 
 from camcli.cli import cli
 from camcli.errors import CamcliError, UsageError
+
+pytestmark = pytest.mark.slow  # a local Ray cluster and its actors
 
 pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'keras-camcli[ray]'); `make test` "
                                        "installs it")
@@ -95,7 +98,7 @@ def test_the_overlays_and_heatmaps_are_the_same_files(both_runs):
 def test_every_image_is_explained_exactly_once(local_ray, folder, tmp_path):
     """The callable class in a pipeline of one's own: one row per image, none twice, none left out."""
     ds = ray.data.read_binary_files(str(folder), include_paths=True)
-    settings = camcli.ray.ExplainSettings.from_options("demo", 8, False, None, {})
+    settings = camcli.ray.ExplainSettings.of("demo")
     tasks, root, ignored = camcli.ray._listed_tasks(ds, str(folder), tmp_path)
     assert ignored == frozenset()
     rows = ds.map_batches(camcli.ray.ExplainBatches, batch_size=8, batch_format="numpy",
@@ -136,7 +139,8 @@ def test_a_rerun_with_resume_skips_the_finished_images(local_ray, folder, tmp_pa
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"model": object()}, "explain_dataset needs the model as a name or a file path"),
+    ({"model": object()}, "`model` takes a built-in name, a model file, a LoadedModel or a Keras model"),
+    ({"model": SimpleNamespace(layers=[])}, "explain_dataset needs the model as a name or a file path"),
     ({"model": "demo", "colour": "red"}, "explain_dataset takes no option 'colour'"),
     ({"model": "demo", "layers": "nope"}, "nope"),
     ({"model": "demo", "concurrency": 0}, "`concurrency=0` must be a number of actors"),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from camcli.options import AuditOptions, field_default
+
 BORDER_BAND = 1 / 8  # the border: the outer eighth of each side of the map (44% of its area)
 CORNER_SIDE = 1 / 4  # a corner: the square of a quarter of each side at each corner (25% of the area)
 
@@ -32,9 +34,13 @@ class FlagRule:
     clusters at most 0.93 and 0.35.
     """
 
-    max_share: float = 0.3
-    min_tightness: float = 0.85
-    min_away: float = 0.25
+    max_share: float = field_default(AuditOptions, "max_share")
+    min_tightness: float = field_default(AuditOptions, "min_tightness")
+    min_away: float = field_default(AuditOptions, "min_away")
+
+    @classmethod
+    def of(cls, audit: AuditOptions) -> FlagRule:
+        return cls(audit.max_share, audit.min_tightness, audit.min_away)
 
     def record(self) -> dict:
         return {"max_share": self.max_share, "min_tightness": self.min_tightness, "min_away": self.min_away,

@@ -27,9 +27,10 @@ import numpy as np
 
 from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, FlagRule
 from camcli.errors import UsageError
+from camcli.options import AuditOptions, field_default
 
 GRID = 32  # maps are shrunk to GRID x GRID cells (SpRAy's maps were downscaled likewise, to 32 x 32)
-NEIGHBOURS = 10  # k of the k-nearest-neighbour affinity graph
+NEIGHBOURS = field_default(AuditOptions, "neighbours")  # k of the k-nearest-neighbour affinity graph
 MIN_CLUSTERS, MAX_CLUSTERS = 2, 10  # the eigengap chooses within this range
 MIN_IMAGES = 12  # fewer maps than this in a class: too few to find strategies; one cluster
 SAMPLES = 6  # images shown per cluster
@@ -165,22 +166,39 @@ def spectral_labels(affinity, count: int, seed: int = 0) -> np.ndarray:
         return model.fit_predict(affinity)
 
 
+def distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the rows that differ (to 6 decimals), in their first order; for each row, the index of its copy
+    among them)."""
+    _, first, inverse = np.unique(np.round(rows, 6), axis=0, return_index=True, return_inverse=True)
+    keep = np.sort(first)
+    return rows[keep], np.searchsorted(keep, first)[np.ravel(inverse)]
+
+
 def embed_2d(maps: np.ndarray, seed: int = 0) -> np.ndarray | None:
     """A t-SNE picture of the maps, scaled into [0, 1] x [0, 1] (PCA to at most 30 dimensions first,
-    as van der Maaten recommends for speed); None for fewer than 5 maps."""
+    as van der Maaten recommends for speed); None for fewer than 5 distinct maps.
+
+    Identical maps share one point: only the distinct maps are embedded. t-SNE's PCA start divides by
+    the spread of the first component, which is zero when every map is the same, and scikit-learn's
+    Barnes-Hut code then crashes the process on the NaNs (a segmentation fault, not an exception).
+    """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    n = len(maps)
+    values = np.nan_to_num(np.asarray(maps, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    distinct, inverse = distinct_rows(values)
+    n = len(distinct)
     if n < 5:
         return None
-    reduced = PCA(n_components=min(30, n - 1, maps.shape[1]), random_state=seed).fit_transform(maps)
+    reduced = PCA(n_components=min(30, n - 1, values.shape[1]), random_state=seed).fit_transform(distinct)
+    if not np.isfinite(reduced).all() or float(np.std(reduced[:, 0])) <= _TINY:
+        return None
     perplexity = float(min(30.0, (n - 1) / 3.0))
     points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                   max_iter=500).fit_transform(reduced)
     low, high = points.min(axis=0), points.max(axis=0)
     span = np.where(high - low > _TINY, high - low, 1.0)
-    return np.round((points - low) / span, 4)
+    return np.round((points - low) / span, 4)[inverse]
 
 
 def _focus(mass: np.ndarray) -> float:
@@ -254,27 +272,39 @@ def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
                 f"corners {cluster.corner_share:.2f}): a possible shortcut")
 
 
+def _strategies(unit_maps: np.ndarray, neighbours: int, seed: int) -> tuple[np.ndarray, list[float], str]:
+    """(cluster id per map, eigenvalues, note) for the live maps of a class, unit length. Identical maps
+    are clustered once and share their cluster: copies of one map would otherwise fill each other's
+    neighbour lists at distance 0 and be split arbitrarily."""
+    distinct, inverse = distinct_rows(unit_maps)
+    if len(distinct) < MIN_IMAGES:
+        copies = "" if len(distinct) == len(unit_maps) else f", {len(distinct)} distinct"
+        note = f"{len(unit_maps)} maps{copies}: too few to find strategies (at least {MIN_IMAGES}); one cluster"
+        return np.zeros(len(unit_maps), dtype=np.int64), [], note
+    affinity = affinity_graph(distinct, neighbours)
+    values = laplacian_eigenvalues(affinity)
+    labels = spectral_labels(affinity, choose_cluster_count(values), seed)
+    return np.asarray(labels, dtype=np.int64)[inverse], [round(float(v), 6) for v in values], ""
+
+
 def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *, rule: FlagRule = DEFAULT_RULE,
                   neighbours: int = NEIGHBOURS, seed: int = 0, embed: bool = True,
                   grid: int = GRID) -> ClassClusters:
     """SpRAy on one class's maps, (n, grid, grid) or (n, grid*grid), each scaled to max 1 (or all zero).
 
     All-zero maps take no part in the clustering (they have no direction): they form a cluster of their
-    own, never flagged, and the note counts them.
+    own, never flagged, and the note counts them. NaN and infinite values count as zero. Identical maps
+    always share a cluster, and fewer than MIN_IMAGES distinct maps are one cluster.
     """
-    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
-    empty = flat.max(axis=1, initial=0.0) <= _TINY if len(flat) else np.zeros(0, bool)
+    flat = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1) if len(maps) else np.zeros((0, grid * grid))
+    flat = np.maximum(np.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+    empty = flat.max(axis=1, initial=0.0) <= _TINY
     live = np.flatnonzero(~empty)
     cluster_of = np.zeros(len(flat), dtype=np.int64)
     eigenvalues: list[float] = []
     note = ""
-    if len(live) >= MIN_IMAGES:
-        affinity = affinity_graph(unit_rows(flat[live]), neighbours)
-        values = laplacian_eigenvalues(affinity)
-        eigenvalues = [round(float(v), 6) for v in values]
-        cluster_of[live] = spectral_labels(affinity, choose_cluster_count(values), seed)
-    elif len(live):
-        note = f"{len(live)} maps: too few to find strategies (at least {MIN_IMAGES}); one cluster"
+    if len(live):
+        cluster_of[live], eigenvalues, note = _strategies(unit_rows(flat[live]), neighbours, seed)
     if empty.any():
         cluster_of[empty] = cluster_of.max(initial=-1) + 1 if len(live) else 0
         note = "; ".join(filter(None, [note, f"{int(empty.sum())} all-zero maps form a cluster of their own"]))

@@ -22,7 +22,7 @@ from camcli.maps.boxes import draw_box
 from camcli.maps.overlay import colormap_lut, overlay_picture, upsample
 
 TRUTH_CLASS = "truth"  # the class request that explains each probe image's own label
-METRICS = ("pointing", "energy", "accuracy")
+PROBE_METRICS = ("pointing", "energy", "accuracy")
 PICTURE_SIDE = 256  # the longest side of the overlays a ProbeResult holds
 
 
@@ -92,13 +92,13 @@ class Probe:
 
     def available(self) -> tuple[str, ...]:
         """The metrics this probe can score: pointing and energy need boxes, accuracy labels."""
-        return tuple(name for name in METRICS
+        return tuple(name for name in PROBE_METRICS
                      if (name == "accuracy" and self.labels is not None) or (name != "accuracy" and self.boxes))
 
     def class_ids(self, label_names: Sequence[str]) -> np.ndarray:
         """Each image's label as a class index of the model (names are looked up in `label_names`)."""
         if self.labels is None:
-            raise UsageError("`classes=\"truth\"` explains each probe image's label: give `labels`")
+            raise UsageError("`classes=\"truth\"` explains each probe image's label: give `truth_labels`")
         indices = []
         for label in self.labels:
             if isinstance(label, str) and not label.lstrip("-").isdigit():
@@ -194,13 +194,13 @@ def check_bounds(bounds: Mapping[str, float] | None, available: Sequence[str], w
     checked = {}
     for name, value in (bounds or {}).items():
         metric = name.rsplit("/", 1)[-1]
-        if metric not in METRICS:
-            raise UsageError(f"unknown metric {name!r} in `{what}`: choose from {', '.join(METRICS)} "
+        if metric not in PROBE_METRICS:
+            raise UsageError(f"unknown metric {name!r} in `{what}`: choose from {', '.join(PROBE_METRICS)} "
                              "(or method/metric, e.g. gradcam/pointing)")
         if metric not in available:
             need = "labels" if metric == "accuracy" else "truth boxes"
             raise UsageError(f"`{what}` bounds {name!r}, which needs the probe's {need}: give `"
-                             f"{'labels' if metric == 'accuracy' else 'boxes'}`")
+                             f"{'truth_labels' if metric == 'accuracy' else 'boxes'}`")
         if "/" in name and metric == "accuracy":
             raise UsageError(f"accuracy is the probe's, not a method's: write `{what}={{'accuracy': ...}}`")
         try:

@@ -15,7 +15,7 @@ camcli.explain.evidence; the explainer labels them. A `MethodSet` runs several m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,7 @@ from camcli.explain.step import BatchRun, Step, StepOutputs
 from camcli.maps.overlay import upsample
 from camcli.models.loading import LoadedModel, import_keras, wrap_model
 from camcli.models.preprocess import as_rgb_picture, image_height_width, preprocess, resize_rgb
+from camcli.options import MapRequest, fingerprint_fields, gather, parse_token_grid
 
 __all__ = ["ClassMap", "ClassRequest", "Explainer", "ImageExplanation", "MethodSet", "Prediction",
            "distinct_method_names", "parse_class_requests"]
@@ -91,54 +92,69 @@ class ImageExplanation:
         return explanation_html(self)
 
 
+# Explainer's keywords that name a MapRequest field in the singular (one method; a layer or a list).
+EXPLAINER_ALIASES = {"method": "methods", "layer": "layers"}
+
+
 class Explainer:
     """Explains batches of images with one model, one or more layers and one method.
 
     model: a Keras model, or a `LoadedModel` from `camcli.load_model` / `camcli.wrap_model`. A Keras
     model is wrapped, never modified, with `preprocess` (caffe, tf, torch, scale01 or none; default
-    none: the model takes RGB values in 0..255) and `labels` (default: the class indices as text).
-    layer: a layer name or "outer/inner" path, or a list of them (their maps are fused: the mean of
-    the per-layer maps scaled to [0, 1]); None picks the last spatial layer before the head.
-    classes: a `--class` style request or a list of them (default: the top-1 class).
-    top_k: predictions reported per image (default: 5, or every class when there are fewer).
-    head: "auto" reads softmax/sigmoid from the model; "softmax" or "sigmoid" overrides it for models
-    that output logits. eigen_smooth: reduce the method's weighted activations by their first
-    principal component. aug_smooth: average the maps of flipped and zoomed copies. max_channels:
-    Score-CAM scores only this many channels. score_batch_size: masked images per Score-CAM pass.
+    none: the model takes RGB values in 0..255) and `labels` (its class names; default: the class
+    indices as text).
+    maps: a camcli.options.MapRequest of one method, or its fields as keywords (`method` and `layer`
+    stand for `methods` and `layers`): layer, a layer name or "outer/inner" path, or a list of them
+    (their maps are fused: the mean of the per-layer maps scaled to [0, 1]), by default the last
+    spatial layer before the head; classes, a `--class` style request or a list of them (default: the
+    top-1 class); top_k, predictions reported per image; head, "auto" reads softmax/sigmoid from the
+    model, "softmax" or "sigmoid" overrides it for models that output logits; eigen_smooth,
+    aug_smooth, max_channels (Score-CAM), target, target_mask, token_grid. Several methods in one
+    pass: camcli.MethodSet.of(model, methods=[...]).
     """
 
-    def __init__(self, model, layer: str | Sequence[str] | None = None, method: str = "gradcam",
-                 classes: str | Sequence[str] | None = None, top_k: int | None = None, head: str = "auto",
-                 eigen_smooth: bool = False, aug_smooth: bool = False, max_channels: int | None = None,
-                 score_batch_size: int = 32, target: str | Callable | None = None, target_mask=None,
-                 token_grid: str | tuple[int, int] | None = None, *, preprocess: str | None = None,
-                 labels: Sequence[str] | None = None):
+    def __init__(self, model, maps: MapRequest | None = None, *, preprocess: str | None = None,
+                 labels: Sequence[str] | None = None, build_step: bool = True, **options):
+        request = gather("Explainer", {"maps": (MapRequest, maps)}, options, aliases=EXPLAINER_ALIASES)["maps"]
+        if len(request.methods) != 1:
+            raise UsageError(f"an Explainer runs one method, not {', '.join(request.methods)}: for several in one "
+                             "pass, use camcli.MethodSet.of(model, methods=[...])")
         import_keras()
         from camcli.explain.targets import resolve_target
-        from camcli.models.layers import layer_grid, parse_token_grid, resolve_layer
+        from camcli.models.layers import layer_grid, resolve_layer
 
         loaded = loaded_model(model, preprocess, labels)
-        self.loaded = loaded
-        self.method: Method = resolve_method(method)
-        given_grid = parse_token_grid(token_grid)
-        requested = [layer] if layer is None or isinstance(layer, str) else list(layer) or [None]
+        self.loaded, self.request = loaded, request
+        self.method: Method = resolve_method(request.methods[0])
+        given_grid = parse_token_grid(request.token_grid)
         self.layers = list(dict.fromkeys(resolve_layer(loaded.model, name, loaded.input_size, given_grid)
-                                         for name in requested))
+                                         for name in request.layers or [None]))
         self.grids = [layer_grid(loaded.model, path, loaded.input_size, given_grid) for path in self.layers]
         self.layer = "+".join(self.layers)
-        self.target = resolve_target(target, target_mask)
-        self.labels = self._checked_target(head)
-        self.top_k = _checked_top_k(top_k, len(self.labels))
-        self.requests = parse_class_requests(classes, self.labels)
-        self.method.check_options(eigen_smooth, aug_smooth, max_channels)
-        if score_batch_size < 1:
-            raise UsageError(f"the Score-CAM batch size must be at least 1, not {score_batch_size}")
-        self.options = MapOptions(eigen_smooth, aug_smooth, max_channels, score_batch_size)
+        self.target = resolve_target(request.target, request.target_mask)
+        self.labels = self._checked_target(request.head)
+        self.top_k = _checked_top_k(request.top_k, len(self.labels))
+        self.requests = parse_class_requests(list(request.classes) or None, self.labels)
+        self.method.check_options(request.eigen_smooth, request.aug_smooth, request.max_channels)
+        self.options = MapOptions(request.eigen_smooth, request.aug_smooth, request.max_channels,
+                                  request.masked_batch)
         self.masked_images_scored = 0  # Score-CAM's cost: masked copies run through the model so far
         if self.method.needs_gap_head:
             self._class_weights()  # a layer without a GAP -> dense head fails here, before any image
-        self.step = Step(loaded, self.layers, self.head, self.requests, self.top_k, self.method.needs_gradients,
-                         self.target, self.grids)
+        self._step: Step | None = None
+        if build_step:  # built now: a layer the replay cannot tap fails here, before any image
+            self._step = self.new_step(self.top_k, self.method.needs_gradients)
+
+    def new_step(self, top_k: int, gradients: bool) -> Step:
+        """A compiled step for this explainer's model, layers, head, classes and target."""
+        return Step(self.loaded, self.layers, self.head, self.requests, top_k, gradients, self.target, self.grids)
+
+    @property
+    def step(self) -> Step:
+        """The compiled step: its own, or the one its MethodSet shares."""
+        if self._step is None:
+            self._step = self.new_step(self.top_k, self.method.needs_gradients)
+        return self._step
 
     def _checked_target(self, head: str) -> list[str]:
         """Check the target against the explained output; set the head; return the target's labels."""
@@ -160,14 +176,14 @@ class Explainer:
         return [self.method.name]
 
     def settings(self) -> dict:
-        """Everything about this explainer that shapes its maps and predictions (records' fingerprints)."""
-        options = self.options
-        return {"methods": [self.method.name], "layers": list(self.layers),
+        """Everything about this explainer that shapes its maps and predictions (records' fingerprints): the
+        request's fields (camcli.options.fingerprint_fields: a new field enters by itself) and what was
+        resolved from them (the default layer, token grids, head, top-k, class texts, target)."""
+        return {**fingerprint_fields(self.request), "methods": [self.method.name], "layers": list(self.layers),
                 "grids": [None if grid is None else [grid.prefix, grid.height, grid.width] for grid in self.grids],
                 "target": self.target_record(), "interface": self.loaded.interface(),
                 "classes": [request.text for request in self.requests], "top_k": self.top_k,
-                "head": [self.head.activation, self.head.strip], "eigen_smooth": options.eigen_smooth,
-                "aug_smooth": options.aug_smooth, "max_channels": [options.max_channels]}
+                "head": [self.head.activation, self.head.strip], "max_channels": [self.options.max_channels]}
 
     def target_record(self) -> dict:
         """The target, as records hold it: its kind, and for a region mask a digest of the mask."""
@@ -181,13 +197,14 @@ class Explainer:
 
     @property
     def steps_run(self) -> int:
-        """Compiled steps (forward, and backward for gradient methods) this explainer has run itself."""
-        return self.step.runs
+        """Compiled steps (forward, and backward for gradient methods) this explainer's step has run."""
+        return self._step.runs if self._step is not None else 0
 
     def refresh(self) -> None:
         """After the model's weights change (training, set_weights): make sure every map uses the new ones.
         Keras' own layers are always read live; this re-reads the few stand-ins that copy a custom layer."""
-        self.step.refresh()
+        if self._step is not None:
+            self._step.refresh()
 
     @property
     def class_weights(self) -> list[np.ndarray] | None:
@@ -350,7 +367,18 @@ class MethodSet:
     runs it once per batch (and once per augmented copy with --aug-smooth): a run of several
     gradient methods costs one forward and backward pass, plus each method's numpy work and outputs.
     Score-CAM's masked passes come on top, and the guided methods' one backward pass to the input.
+    Explainers made with `build_step=False` (as `MethodSet.of` makes them) take the set's step as
+    theirs, so the set builds one compiled step in all.
     """
+
+    @classmethod
+    def of(cls, model, maps: MapRequest | None = None, *, preprocess: str | None = None,
+           labels: Sequence[str] | None = None, **options) -> MethodSet:
+        """A set of one Explainer per method of `maps` (or of the keywords, as Explainer takes them):
+        MethodSet.of(model, methods=["gradcam", "scorecam"], classes="top1")."""
+        request = gather("MethodSet.of", {"maps": (MapRequest, maps)}, options, aliases=EXPLAINER_ALIASES)["maps"]
+        loaded = loaded_model(model, preprocess, labels)
+        return cls([Explainer(loaded, request.one_method(name), build_step=False) for name in request.methods])
 
     def __init__(self, explainers: Sequence[Explainer]):
         explainers = list(explainers)
@@ -367,10 +395,10 @@ class MethodSet:
         self.explainers = explainers
         self.loaded, self.layer, self.layers = first.loaded, first.layer, first.layers
         self.requests, self.top_k, self.target, self.labels = first.requests, first.top_k, first.target, first.labels
-        self.step = Step(first.loaded, first.layers, first.head, first.requests,
-                         top_k=max(e.top_k for e in explainers),
-                         gradients=any(e.method.needs_gradients for e in explainers), target=first.target,
-                         grids=first.grids)
+        self.step = first.new_step(max(e.top_k for e in explainers), any(e.method.needs_gradients for e in explainers))
+        for explainer in explainers:
+            if explainer._step is None:
+                explainer._step = self.step
 
     def settings(self) -> dict:
         """Every method's settings: those they share, with the methods and their Score-CAM channels listed."""
@@ -383,15 +411,24 @@ class MethodSet:
     def masked_images_scored(self) -> int:
         return sum(e.masked_images_scored for e in self.explainers)
 
+    def _steps(self) -> list[Step]:
+        """The set's step and any step of its explainers' own, each once."""
+        steps = {id(self.step): self.step}
+        steps.update((id(e._step), e._step) for e in self.explainers if e._step is not None)
+        return list(steps.values())
+
     @property
     def steps_run(self) -> int:
         """Compiled steps run: the set's shared step, and any its explainers ran on their own."""
-        return self.step.runs + sum(e.steps_run for e in self.explainers)
+        return sum(step.runs for step in self._steps())
+
+    @property
+    def steps_built(self) -> int:
+        return len(self._steps())
 
     def refresh(self) -> None:
-        self.step.refresh()
-        for explainer in self.explainers:
-            explainer.refresh()
+        for step in self._steps():
+            step.refresh()
 
     def preprocess(self, images: Sequence) -> np.ndarray:
         return self.explainers[0].preprocess(images)

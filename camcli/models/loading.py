@@ -229,7 +229,7 @@ def load_demo(name: str = catalog.DEMO_NAME) -> LoadedModel:
                        weights_path=str(demo.CHEAT_WEIGHTS_PATH if cheat else demo.WEIGHTS_PATH))
 
 
-def load_user_model(path: str, preprocess: str | None, labels_file: str | None, unsafe: bool = False,
+def load_user_model(path: str, preprocess: str | None, labels_file: str | None, unsafe_load: bool = False,
                     **interface) -> LoadedModel:
     """A .keras/.h5 file; `interface`: wrap_model's image_input, extra_inputs and output."""
     keras = import_keras()
@@ -237,7 +237,7 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
         raise ModelLoadError(f"model file {path} does not exist")
     try:
         # safe_mode refuses Lambda layers and other code stored inside the file.
-        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe_load)
     except Exception as error:
         message = one_line(error)
         if "safe_mode" in message or "Lambda" in message or "unsafe" in message.lower():
@@ -371,7 +371,7 @@ def _output_view(model, name: str, output: str | None):
 
 
 def load_model(spec: str, weights: str | None = None, preprocess: str | None = None,
-               labels_file: str | None = None, unsafe: bool = False, **interface) -> LoadedModel:
+               labels_file: str | None = None, unsafe_load: bool = False, **interface) -> LoadedModel:
     """Load `spec`: a built-in name (see `camcli models`), "demo", "demo-cheat", a .keras/.h5 file, or
     "hub:PRESET", a KerasHub image classifier preset (camcli.models.hub).
 
@@ -381,10 +381,10 @@ def load_model(spec: str, weights: str | None = None, preprocess: str | None = N
     """
     with contextlib.redirect_stdout(sys.stderr):
         import_keras()  # first, so that no path (the demo's module imports keras) imports it loudly
-        return _load_model(spec, weights, preprocess, labels_file, unsafe, interface)
+        return _load_model(spec, weights, preprocess, labels_file, unsafe_load, interface)
 
 
-def _load_model(spec, weights, preprocess, labels_file, unsafe, interface) -> LoadedModel:
+def _load_model(spec, weights, preprocess, labels_file, unsafe_load, interface) -> LoadedModel:
     given = [name for name, value in interface.items() if value is not None]
     if spec.startswith(catalog.HUB_PREFIX):
         from camcli.models.hub import load_hub_model
@@ -408,7 +408,7 @@ def _load_model(spec, weights, preprocess, labels_file, unsafe, interface) -> Lo
     if spec.lower().endswith((".keras", ".h5")) or os.path.exists(spec):
         if weights is not None:
             raise UsageError("`weights` applies to built-in models; a model file carries its own weights")
-        return load_user_model(spec, preprocess, labels_file, unsafe=unsafe, **interface)
+        return load_user_model(spec, preprocess, labels_file, unsafe_load=unsafe_load, **interface)
     close = difflib.get_close_matches(spec.lower(), catalog.builtin_names(), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UsageError(f"unknown model {spec!r}: {hint}use a name from `camcli models`, a .keras/.h5 file "

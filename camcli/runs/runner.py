@@ -6,7 +6,7 @@ explains the current batch, and another pool colours, encodes and writes the fin
 
 Memory is bounded in bytes, not in images: every image holds its decoded picture from the moment
 its decode is queued until its files are written, and new decodes are queued only while the
-pictures held stay within `RunOptions.picture_budget` (one image is always allowed, however
+pictures held stay within `RunOptions.picture_budget` (camcli.options) (one image is always allowed, however
 large). So a folder of 48 MP photos holds a few at a time where 224 px images fill the queues:
 the peak is set by the budget, the batch and the model, not by photo size times queue depth.
 
@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,27 +41,12 @@ import numpy as np
 
 from camcli import __version__
 from camcli.errors import REPEATING_WRITE_ERRORS, CamcliError, UsageError, one_line
+from camcli.options import FileOptions, RunHooks, RunOptions
 from camcli.runs import records
 from camcli.runs.decode import DecodedImage, decode_image, picture_bytes
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.layout import Layout, check_replaceable, is_temporary, may_replace
-from camcli.runs.writer import ImageWriter, OutputOptions, RunIdentity
-
-FailureCallback = Callable[[str, str], None]
-ProgressCallback = Callable[[int], None]
-
-
-@dataclass
-class RunOptions:
-    out_dir: Path
-    batch_size: int = 8
-    output: OutputOptions = field(default_factory=OutputOptions)
-    fail_fast: bool = False  # explain nothing after the first failed image
-    resume: bool = False  # skip images whose outputs an earlier run with the same fingerprint completed
-    shard: tuple[int, int] | None = None  # (k, n), 1 <= k <= n: this process's share of the images
-    raise_unexpected: bool = False  # re-raise a bug instead of failing the image (--debug)
-    max_pixels: int | None = None  # refuse to decode images with more pixels (None: decode.DEFAULT_MAX_PIXELS)
-    picture_budget: int = 512 * 2**20  # bytes of decoded pictures held at once (queued, explained, being written)
+from camcli.runs.writer import ImageWriter, RunIdentity, required_files, settings_of
 
 
 @dataclass
@@ -141,10 +126,12 @@ def run_target(explainer) -> dict:
     return {**explainer.target_record(), **({"output": output} if output else {})}
 
 
-def run_identity(explainer, output: OutputOptions) -> RunIdentity:
-    """What every record of a run with `explainer` and `output` says about it, its fingerprint included:
-    one function, so that any engine that writes camcli's outputs (camcli.ray) writes the same records."""
-    fingerprint = records.fingerprint({**explainer_settings(explainer), **output.settings()})
+def run_identity(explainer, files: FileOptions) -> RunIdentity:
+    """What every record of a run with `explainer` and `files` says about it, its fingerprint included:
+    one function, so that any engine that writes camcli's outputs (camcli.ray) writes the same records.
+    The fingerprint is made from the option groups' fields (camcli.options.fingerprint_fields) and what
+    the explainer resolved (its layers, head, model interface and weights)."""
+    fingerprint = records.fingerprint({**explainer_settings(explainer), **settings_of(files)})
     return RunIdentity(explainer.loaded.name, explainer.layer, list(explainer.layers), explainer.loaded.pretrained,
                        fingerprint, run_target(explainer))
 
@@ -203,10 +190,10 @@ def _stage_error(stage: str, error: BaseException) -> str:
 
 class FileDecoder:
     """Where a run's pictures come from: each task's file, decoded by camcli (`decode_image`). An engine
-    that has the images already (camcli.ray) gives BatchRun another object with these two methods."""
+    that has the images already (camcli.ray) gives RunPipeline another object with these two methods."""
 
-    def __init__(self, options: RunOptions):
-        self.max_side, self.max_pixels = options.output.max_size, options.max_pixels
+    def __init__(self, run: RunOptions, files: FileOptions):
+        self.max_side, self.max_pixels = files.max_size, run.max_pixels
 
     def cost(self, task: ImageTask) -> int:
         """About how many bytes the task's decoded picture holds (the memory budget's unit)."""
@@ -216,15 +203,15 @@ class FileDecoder:
         return decode_image(task.source, max_side=self.max_side, model_size=model_size, max_pixels=self.max_pixels)
 
 
-class BatchRun:
+class RunPipeline:
     """One run's state: counts, the pools' queues, and why it stops."""
 
-    def __init__(self, explainer, options: RunOptions, writer: ImageWriter, summary: RunSummary,
-                 on_failure: FailureCallback | None, on_progress: ProgressCallback | None,
-                 stop: threading.Event, decoder: FileDecoder | None = None):
-        self.decoder = decoder or FileDecoder(options)
+    def __init__(self, explainer, options: RunOptions, writer: ImageWriter, summary: RunSummary, hooks: RunHooks,
+                 decoder: FileDecoder | None = None):
+        self.decoder = decoder or FileDecoder(options, writer.options)
         self.explainer, self.options, self.writer, self.summary = explainer, options, writer, summary
-        self.on_failure, self.on_progress, self.stop = on_failure, on_progress, stop
+        self.on_failure, self.on_progress = hooks.on_failure, hooks.on_progress
+        self.stop = hooks.stop or threading.Event()
         self.halt = threading.Event()  # fail-fast or a repeating error: explain nothing more
         self.lookahead = max(2 * options.batch_size, 4)
         self.decoding: deque = deque()  # futures of _Decoded, in input order
@@ -259,7 +246,7 @@ class BatchRun:
             image = self.decoder.decode(task, self.input_size)
             return _Decoded(task, cost, image, self.explainer.preprocess([image.model_view])[0], extras)
         except Exception as error:  # noqa: BLE001 - every failure is one image's, named with its stage
-            if self.options.raise_unexpected and not isinstance(error, CamcliError):
+            if self.options.debug and not isinstance(error, CamcliError):
                 raise
             return _Decoded(task, cost, error=_stage_error("decoding", error))
 
@@ -308,7 +295,7 @@ class BatchRun:
                 extras = {name: np.stack([item.extras[name] for item in batch]) for name in batch[0].extras}
             return self.explainer.explain_batch(np.stack([item.model_input for item in batch]), extras=extras)
         except Exception as error:  # noqa: BLE001 - a batch that cannot be explained fails its images
-            if self.options.raise_unexpected and not isinstance(error, CamcliError):
+            if self.options.debug and not isinstance(error, CamcliError):
                 raise
             reason = _stage_error("explaining", error)
             for item in batch:
@@ -327,7 +314,7 @@ class BatchRun:
             except OSError as error:
                 self.write_failed(task, error)
             except Exception as error:  # noqa: BLE001
-                if self.options.raise_unexpected and not isinstance(error, CamcliError):
+                if self.options.debug and not isinstance(error, CamcliError):
                     raise
                 self.fail(task.display, _stage_error("writing outputs", error) if not isinstance(error, CamcliError)
                           else str(error))
@@ -369,11 +356,11 @@ class BatchRun:
         self.summary.interrupted = self.stop.is_set()
 
 
-def select_for_resume(tasks: list[ImageTask], explainer, options: RunOptions, fingerprint: str
+def select_for_resume(tasks: list[ImageTask], explainer, options: RunOptions, files: FileOptions, fingerprint: str
                       ) -> tuple[list[ImageTask], int, int]:
     """(tasks still to explain, how many are skipped as unchanged, how many will be recomputed)."""
     layout = Layout(options.out_dir)
-    required = options.output.required_files()
+    required = required_files(files)
     remaining, recomputed = [], 0
     for task in tasks:
         record = records.read_image_record(layout.record(task.out_stem))
@@ -408,14 +395,13 @@ def prepare_output_folder(out_dir: Path, shard: tuple[int, int] | None = None, r
         remove_stale_temporary_files(out_dir)
 
 
-def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterable[SkippedInput] = (),
-        on_failure: FailureCallback | None = None, on_progress: ProgressCallback | None = None,
-        stop: threading.Event | None = None) -> RunSummary:
+def run(explainer, tasks: list[ImageTask], options: RunOptions, files: FileOptions,
+        skipped: Iterable[SkippedInput] = (), hooks: RunHooks | None = None) -> RunSummary:
     """Explain every task, write the outputs and the summary JSON; return the summary.
 
-    on_failure(image, reason) is called once per failed image as it happens; on_progress(n) after
-    every n images finished (written, failed or skipped). Setting `stop` ends the run after the
-    current batch, with its outputs and the summary written.
+    hooks.on_failure(image, reason) is called once per failed image as it happens; on_progress(n)
+    after every n images finished (written, failed or skipped). Setting hooks.stop ends the run after
+    the current batch, with its outputs and the summary written.
     """
     inputs = frozenset(os.path.realpath(task.source) for task in tasks)  # never overwritten
     if options.shard is not None:
@@ -424,8 +410,7 @@ def run(explainer, tasks: list[ImageTask], options: RunOptions, skipped: Iterabl
         # differ between processes: shard 1 reports them all, so each is reported exactly once.
         skipped = list(skipped) if options.shard[0] == 1 else []
     prepare_output_folder(options.out_dir, options.shard, options.resume)
-    summary = run_batch(explainer, tasks, options, inputs=inputs, skipped=skipped, on_failure=on_failure,
-                        on_progress=on_progress, stop=stop).summary
+    summary = run_batch(explainer, tasks, options, files, inputs=inputs, skipped=skipped, hooks=hooks).summary
     _write_summary(summary, options)
     return summary
 
@@ -435,31 +420,29 @@ class BatchOutcome(NamedTuple):
     unchanged: frozenset[str]  # out_stems skipped because `resume` found them complete and unchanged
 
 
-def run_batch(explainer, tasks: list[ImageTask], options: RunOptions, decoder=None,
+def run_batch(explainer, tasks: list[ImageTask], options: RunOptions, files: FileOptions, decoder=None,
               inputs: frozenset[str] = frozenset(), skipped: Iterable[SkippedInput] = (),
-              on_failure: FailureCallback | None = None, on_progress: ProgressCallback | None = None,
-              stop: threading.Event | None = None) -> BatchOutcome:
+              hooks: RunHooks | None = None) -> BatchOutcome:
     """Explain `tasks` into the existing folder `options.out_dir` and write no summary: the core of `run`,
     and what an engine that schedules the images itself (camcli.ray) runs for each batch it is given,
     with the pictures from `decoder` (default: each task's file). `inputs`: the real paths of input
     files, never overwritten; `skipped`: inputs that failed before decoding, counted as failures."""
-    stop = stop or threading.Event()
-    identity = run_identity(explainer, options.output)
+    identity = run_identity(explainer, files)
     summary = RunSummary(images=len(tasks), run=run_fields(explainer, identity.fingerprint))
-    batch_run = BatchRun(explainer, options, ImageWriter(options.out_dir, options.output, identity, inputs),
-                         summary, on_failure, on_progress, stop, decoder)
+    pipeline = RunPipeline(explainer, options, ImageWriter(options.out_dir, files, identity, inputs),
+                         summary, hooks or RunHooks(), decoder)
     started = time.perf_counter()
     for item in skipped:
         summary.images += 1
-        batch_run.fail(item.display, item.reason)
+        pipeline.fail(item.display, item.reason)
     remaining = tasks
     if options.resume:
-        remaining, summary.skipped, summary.recomputed = select_for_resume(tasks, explainer, options,
+        remaining, summary.skipped, summary.recomputed = select_for_resume(tasks, explainer, options, files,
                                                                            identity.fingerprint)
         summary.ok = summary.skipped
-        batch_run.progress(summary.skipped)
-    if not batch_run.halt.is_set():
-        batch_run.loop(remaining)
+        pipeline.progress(summary.skipped)
+    if not pipeline.halt.is_set():
+        pipeline.loop(remaining)
     summary.elapsed_seconds = time.perf_counter() - started
     kept = {task.out_stem for task in remaining}
     return BatchOutcome(summary, frozenset(task.out_stem for task in tasks if task.out_stem not in kept))

@@ -25,20 +25,20 @@ from camcli.maps.boxes import box_from_map, draw_box, peak_xy, threshold_mask
 from camcli.maps.label_settings import SEGMENTATION_SIDE
 from camcli.maps.overlay import colormap_lut, overlay_picture, resize_unit_rgb, upsample
 from camcli.maps.panel import panel_title
-from camcli.maps.refine import check_label_settings, label_image
-from camcli.maps.segmentation import DEFAULT_BG_THRESHOLD, MAX_CLASSES, labels_at_size
+from camcli.maps.refine import label_image
+from camcli.maps.segmentation import MAX_CLASSES, labels_at_size
+from camcli.options import FileOptions, fingerprint_fields
 from camcli.runs import records
 from camcli.runs.decode import PHOTO_FORMATS, DecodedImage, output_size
 from camcli.runs.discovery import ImageTask
 from camcli.runs.files import save_json, save_npy, save_panel, save_picture, save_png
 from camcli.runs.label_files import save_label_map
-from camcli.runs.layout import OVERLAY_SUFFIXES, Layout, MapPaths, check_replaceable, may_replace
+from camcli.runs.layout import Layout, MapPaths, check_replaceable, may_replace
 
 # Boxes and peaks are measured on the map at most this many pixels on its longest side (the
 # map comes from a grid of 7x7 to 28x28 cells, so a finer grid adds no information; a 12 MP photo's
 # box costs 2 ms instead of 100), then scaled to original pixels.
 MEASURE_SIDE = 512
-OVERLAY_FORMATS = ("auto", *OVERLAY_SUFFIXES)
 
 
 def overlay_format_for(requested: str, source_format: str | None) -> str:
@@ -49,42 +49,20 @@ def overlay_format_for(requested: str, source_format: str | None) -> str:
     return "jpg" if source_format in PHOTO_FORMATS else "png"
 
 
-@dataclass(frozen=True)
-class OutputOptions:
-    """What is written for each map, and how it looks."""
+def required_files(files: FileOptions) -> tuple[str, ...]:
+    """The file keys of an explanation entry (records.MAP_FILE_KEYS) a run with `files` writes."""
+    wanted = {"overlay": True, "heatmap": files.save_heatmap, "mask": files.save_mask, "panel": files.panel,
+              "segmentation": files.save_segmentation}
+    return tuple(key for key, on in wanted.items() if on)
 
-    alpha: float = 0.5
-    colormap: str = "jet"
-    box_threshold: float = 0.2  # the box keeps pixels >= this fraction of the map's maximum (CAM paper)
-    draw_box: bool = False  # draw the box on the overlay
-    save_heatmap: bool = False  # the map as float32 .npy at the image's resolution
-    save_mask: bool = False  # the thresholded region as a binary PNG
-    panel: bool = False  # original, heatmap with colour bar, overlay side by side
-    png_compress_level: int = 1  # with zlib's Z_RLE strategy (see files.encode_png)
-    overlay_format: str = "auto"  # png, jpg, webp, or auto (overlay_format_for)
-    max_size: int | None = None  # longest side of the pictures; None: the original size
-    save_segmentation: bool = False  # one label map per image and method (camcli.maps.segmentation)
-    bg_threshold: float = DEFAULT_BG_THRESHOLD  # the background's score in the label maps
-    refine: str = "none"  # how the maps are refined before labelling (camcli.maps.refine.REFINEMENTS)
 
-    def __post_init__(self):
-        check_label_settings(self.bg_threshold, self.refine)
-
-    def required_files(self) -> tuple[str, ...]:
-        """The file keys of an explanation entry (records.MAP_FILE_KEYS) this run writes."""
-        wanted = {"overlay": True, "heatmap": self.save_heatmap, "mask": self.save_mask, "panel": self.panel,
-                  "segmentation": self.save_segmentation}
-        return tuple(key for key, on in wanted.items() if on)
-
-    def settings(self) -> dict:
-        """The part of a record's fingerprint these options make."""
-        settings = {"alpha": self.alpha, "colormap": self.colormap, "box_threshold": self.box_threshold,
-                    "draw_box": self.draw_box, "files": list(self.required_files()),
-                    "png_compress_level": self.png_compress_level, "overlay_format": self.overlay_format,
-                    "max_size": self.max_size}
-        if self.save_segmentation:  # only then: the fingerprints of other runs stay what they were
-            settings.update(bg_threshold=self.bg_threshold, refine=self.refine, segmentation_side=SEGMENTATION_SIDE)
-        return settings
+def settings_of(files: FileOptions) -> dict:
+    """The part of a record's fingerprint the file options make: every field that shapes the files
+    (camcli.options.fingerprint_fields), the files written, and the label maps' working size."""
+    settings = {**fingerprint_fields(files), "files": list(required_files(files))}
+    if files.save_segmentation:
+        settings["segmentation_side"] = SEGMENTATION_SIDE
+    return settings
 
 
 @dataclass(frozen=True)
@@ -103,7 +81,7 @@ class ImageWriter:
     """Writes the outputs of explained images into one output folder. Thread-safe: it holds no
     per-image state, so the runner's writer threads share one."""
 
-    def __init__(self, out_dir: Path, options: OutputOptions, identity: RunIdentity,
+    def __init__(self, out_dir: Path, options: FileOptions, identity: RunIdentity,
                  inputs: frozenset[str] = frozenset()):
         self.layout = Layout(out_dir)
         self.options = options
@@ -240,7 +218,7 @@ class ImageWriter:
             entries = entries[:MAX_CLASSES]  # values 1..254; 255 means "ignore" in VOC's masks
             maps = np.stack([upsample(class_map.heatmap, height=work_height, width=work_width)
                              for _, class_map in entries])
-            labels = label_image(maps, rgb, options.bg_threshold, options.refine)
+            labels = label_image(maps, rgb, options.label_threshold, options.refine)
             save_label_map(path, labels_at_size(labels, height, width))
             values = [{"value": 0, "class_index": None, "label": "background"}]
             for value, (i, class_map) in enumerate(entries, start=1):
@@ -248,7 +226,7 @@ class ImageWriter:
                 explanations[i]["segmentation_value"] = value
                 values.append({"value": value, "class_index": class_map.class_index, "label": class_map.label})
             tables[method] = {"file": self.layout.relative(path), "values": values}
-        return {"bg_threshold": options.bg_threshold, "refine": options.refine, "maps": tables}
+        return {"bg_threshold": options.label_threshold, "refine": options.refine, "maps": tables}
 
 
 def _remove_replaced(paths) -> None:
