@@ -91,7 +91,8 @@ class SegmentationOptions:
 
 def read_mask_labels(path) -> dict[int, str]:
     """{mask value: class name} from a file of `VALUE,CLASS` lines (a header, blank lines and `#`
-    comments allowed). 0 and 255 may not be renamed: they are VOC's background and "ignore"."""
+    comments allowed). 0 may not be renamed: it is the background. 255 is VOC's "ignore" unless named:
+    binary masks (0 and 255) name it, e.g. `255,cat`."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -108,9 +109,9 @@ def read_mask_labels(path) -> dict[int, str]:
                 continue  # a header such as value,label
             raise UsageError(f"{path}, line {number}: {cells[0]!r} is not a pixel value (0..255)")
         value = int(cells[0])
-        if value in (0, IGNORE) or value > MAX_CLASSES:
-            raise UsageError(f"{path}, line {number}: value {value}: 0 is the background and {IGNORE} is ignored; "
-                             f"name values 1..{MAX_CLASSES}")
+        if value == 0 or (MAX_CLASSES < value != IGNORE):
+            raise UsageError(f"{path}, line {number}: value {value}: 0 is the background; name values "
+                             f"1..{MAX_CLASSES}, or {IGNORE} (the object of binary masks)")
         if value in table:
             raise UsageError(f"{path}, line {number}: value {value} is named twice")
         table[value] = cells[1]
@@ -131,27 +132,48 @@ def mask_path(folder: Path, task: ImageTask) -> Path | None:
 class MaskedTask:
     task: ImageTask
     mask: Path
-    values: tuple[int, ...]  # the mask's values other than 0 and 255, ascending
+    values: tuple[int, ...]  # the mask's class values (not 0, nor 255 unless the mask labels name it), ascending
 
 
-def survey_masks(folder: Path, tasks: Sequence[ImageTask]) -> tuple[list[MaskedTask], list[dict]]:
+def survey_masks(folder: Path, tasks: Sequence[ImageTask], mask_labels: dict[int, str] | None = None
+                 ) -> tuple[list[MaskedTask], list[dict]]:
     """Each image's mask and the values it holds (a malformed mask is a UsageError), and the images
-    without a mask ({"image", "reason"})."""
+    without a mask ({"image", "reason"}). Masks of which none holds a class pixel are a UsageError:
+    there would be nothing to score (see `check_scorable`). 255 is a class value only when
+    `mask_labels` names it."""
     if not folder.is_dir():
         raise UsageError(f"--truth-masks {folder}: not a folder; give the folder of the masks (VOC's "
                          "SegmentationClass)")
-    matched, without = [], []
+    ignored = (0,) if mask_labels is not None and IGNORE in mask_labels else (0, IGNORE)
+    matched, without, holding = [], [], set()
     for task in tasks:
         path = mask_path(folder, task)
         if path is None:
             without.append({"image": task.display, "reason": f"no mask {Path(task.out_stem).name}.png in {folder}"})
             continue
-        values = np.unique(read_palette_mask(path))
-        matched.append(MaskedTask(task, path, tuple(int(v) for v in values if v not in (0, IGNORE))))
+        values = [int(v) for v in np.unique(read_palette_mask(path))]
+        holding.update(values)
+        matched.append(MaskedTask(task, path, tuple(v for v in values if v not in ignored)))
     if tasks and not matched:
         raise UsageError(f"none of the {len(tasks)} images has a mask in {folder} (e.g. {tasks[0].display} needs "
                          f"{Path(tasks[0].out_stem).name}.png)")
+    check_scorable(folder, matched, holding)
     return matched, without
+
+
+def check_scorable(folder: Path, matched: Sequence[MaskedTask], holding: set[int]) -> None:
+    """UsageError when no mask holds a class pixel: background alone scores a meaningless IoU of 1 (every
+    pixel labelled background is right), and a gate would pass on it. `holding`: every value found."""
+    if not matched or any(item.values for item in matched):
+        return
+    example = matched[0].mask
+    if IGNORE in holding:
+        raise UsageError(f"the masks in {folder} hold only 0 and {IGNORE} (e.g. {example}): {IGNORE} is VOC's "
+                         f"\"ignore\", so no class would be scored; for binary masks give --mask-labels FILE with "
+                         f"the line {IGNORE},CLASS")
+    raise UsageError(f"the masks in {folder} hold no class pixels, only the background 0 (e.g. {example}): "
+                     "there is nothing to score; give masks whose values name classes (k for class k - 1, as in "
+                     "VOC, or --mask-labels FILE)")
 
 
 def value_classes(masked: Sequence[MaskedTask], labels: Sequence[str],
@@ -326,7 +348,7 @@ def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Seque
     `classes=["top1"] * n` for n at least the most classes one mask holds (`mask_classes_needed`); or
     a function of the surveyed masks that builds them, called once the masks have been read.
     """
-    masked, without = survey_masks(Path(mask_folder), tasks)
+    masked, without = survey_masks(Path(mask_folder), tasks, mask_labels)
     built = explainers(masked) if callable(explainers) else explainers
     run = _SegmentationRun(built, options, masked, mask_labels, on_failure)
     skipped = list(skipped)

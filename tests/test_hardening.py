@@ -1,0 +1,89 @@
+"""Issue 28, "every surface as hard to break as explain": inputs that once crashed, scored nothing or
+were explained on an invented grid now give a result or one line. Truth masks that cannot be scored,
+degenerate maps in the audit, non-finite or malformed extra inputs, a Conv1D model's sequence, an
+unreadable symlink in a folder walk, and Ray actors that leave the read task no whole CPU."""
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import invoke, only_line
+from PIL import Image
+
+from camcli.errors import UsageError
+from camcli.runs.label_files import read_palette_mask
+
+# --- 1. truth masks that cannot be scored ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """Six demo scenes (one per class) in images/, their VOC masks in masks/, and the same masks as
+    binary 0/255 masks, all-0 masks and all-255 masks."""
+    from camcli.models.demo.samples import write_segmentation_samples
+
+    root = tmp_path_factory.mktemp("masks")
+    write_segmentation_samples(root, count=6, seed=5)
+    remade = {"binary": lambda m: np.where(m > 0, 255, 0), "zero": np.zeros_like,
+              "ignored": lambda m: np.full_like(m, 255)}
+    for kind, remake in remade.items():
+        (root / kind).mkdir()
+        for mask in sorted((root / "masks").glob("*.png")):
+            Image.fromarray(remake(read_palette_mask(mask)).astype(np.uint8), "L").save(root / kind / mask.name)
+    return root
+
+
+ONLY_0_AND_255 = ("the masks in {masks} hold only 0 and 255 (e.g. {masks}/circle_1.png): 255 is VOC's \"ignore\", "
+                  "so no class would be scored; for binary masks give --mask-labels FILE with the line 255,CLASS")
+NO_CLASS_PIXELS = ("the masks in {masks} hold no class pixels, only the background 0 (e.g. {masks}/circle_1.png): "
+                   "there is nothing to score; give masks whose values name classes (k for class k - 1, as in VOC, "
+                   "or --mask-labels FILE)")
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("binary", ONLY_0_AND_255),  # the commonest format: 255 would be ignored, and mIoU was 1.000
+    ("ignored", ONLY_0_AND_255),
+    ("zero", NO_CLASS_PIXELS),  # background alone scores an IoU of 1
+])
+def test_masks_with_nothing_to_score_are_refused_and_no_gate_passes(scenes, kind, message, tmp_path):
+    result = invoke("evaluate", scenes / "images", "--truth-masks", scenes / kind, "--model", "demo",
+                    "--fail-under", "miou=0.5", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert only_line(result) == "camcli: error: " + message.format(masks=scenes / kind)
+    assert not (tmp_path / "out" / "evaluation.json").exists()
+
+
+def test_binary_masks_are_scored_when_mask_labels_name_255(scenes, tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "star_1.png").write_bytes((scenes / "images" / "star_1.png").read_bytes())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("value,label\n255,star\n")
+    out = tmp_path / "out"
+    result = invoke("evaluate", tmp_path / "images", "--truth-masks", scenes / "binary", "--mask-labels", labels,
+                    "--model", "demo", "--method", "gradcam", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((out / "evaluation.json").read_text())["methods"]["gradcam"]
+    assert {entry["label"] for entry in summary["iou_per_class"]} == {"background", "star"}
+    assert 0 < summary["metrics"]["miou"] < 1
+
+
+def test_mask_labels_may_name_255_but_not_0(tmp_path):
+    from camcli.evaluate.masks import read_mask_labels
+
+    table = tmp_path / "labels.csv"
+    table.write_text("255,cat\n")
+    assert read_mask_labels(table) == {255: "cat"}
+    table.write_text("0,cat\n")
+    with pytest.raises(UsageError, match=r"line 1: value 0: 0 is the background; name values 1\.\.254, or 255"):
+        read_mask_labels(table)
+
+
+def test_boxes_for_none_of_the_images_is_a_usage_error(scenes, tmp_path):
+    truth = tmp_path / "truth.json"
+    truth.write_text(json.dumps({"circle_1.png": [], "elsewhere.png": [{"box": [0, 0, 4, 4], "label": "circle"}]}))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "circle_1.png").write_bytes((scenes / "images" / "circle_1.png").read_bytes())
+    result = invoke("evaluate", tmp_path / "images", "--truth", truth, "--model", "demo", "--fail-under",
+                    "pointing=0.5", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert only_line(result).startswith(f"camcli: error: none of the 1 images has boxes in {truth}")
