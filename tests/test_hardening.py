@@ -87,3 +87,63 @@ def test_boxes_for_none_of_the_images_is_a_usage_error(scenes, tmp_path):
                     "pointing=0.5", "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert only_line(result).startswith(f"camcli: error: none of the 1 images has boxes in {truth}")
+
+
+# --- 2. the audit on degenerate maps -------------------------------------------------------------------
+
+
+def _maps(kind, count=20):
+    from camcli.audit.spray import GRID
+
+    one = np.random.default_rng(0).uniform(0, 1, (GRID, GRID))
+    return {"identical": np.stack([one] * max(count, 1))[:count], "zero": np.zeros((count, GRID, GRID)),
+            "nan": np.full((count, GRID, GRID), np.nan), "inf": np.full((count, GRID, GRID), np.inf),
+            "one": one[None], "none": np.zeros((0, GRID, GRID))}[kind]
+
+
+@pytest.mark.parametrize("kind, count, clusters, note", [
+    ("identical", 5, [5], "5 maps, 1 distinct: too few to find strategies (at least 12); one cluster"),
+    ("identical", 20, [20], "20 maps, 1 distinct: too few to find strategies (at least 12); one cluster"),
+    ("zero", 5, [5], "5 all-zero maps form a cluster of their own"),
+    ("zero", 20, [20], "20 all-zero maps form a cluster of their own"),
+    ("nan", 20, [20], "20 all-zero maps form a cluster of their own"),
+    ("inf", 20, [20], "20 all-zero maps form a cluster of their own"),
+    ("one", 1, [1], "1 maps: too few to find strategies (at least 12); one cluster"),
+    ("none", 0, [], ""),
+])
+def test_degenerate_maps_give_one_unflagged_cluster_not_a_crash(kind, count, clusters, note):
+    """Identical or all-zero maps crashed the process (exit 139) in t-SNE's start; in a subprocess that
+    is a failure of this test, in pytest's own process a crash of the run."""
+    from camcli.audit.spray import cluster_class
+
+    result = cluster_class(_maps(kind, count))
+    assert [len(cluster.members) for cluster in result.clusters] == clusters
+    assert result.note == note and not any(cluster.flagged for cluster in result.clusters)
+    assert result.embedding is None  # one distinct map has no picture
+
+
+def test_copies_of_a_few_maps_share_their_points_and_clusters():
+    from camcli.audit.spray import GRID, cluster_class, embed_2d, unit_rows
+
+    rng = np.random.default_rng(1)
+    distinct = rng.uniform(0, 1, (6, GRID * GRID))
+    maps = np.concatenate([distinct, distinct, distinct[:2]])  # 14 maps, 6 distinct
+    points = embed_2d(unit_rows(maps))
+    assert points.shape == (14, 2) and np.isfinite(points).all()
+    np.testing.assert_array_equal(points[:6], points[6:12])
+    result = cluster_class(maps)
+    assert [len(c.members) for c in result.clusters] == [14] and "6 distinct" in result.note
+
+
+def test_the_audit_of_copies_of_one_image_exits_0(tmp_path):
+    from camcli.models.demo.samples import write_generated
+
+    scene = sorted(p for p in write_generated(tmp_path / "scene") if p.suffix == ".png")[0]
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"copy_{i}.png").write_bytes(scene.read_bytes())
+    result = invoke("audit", folder, "--model", "demo", "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    audit = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert [len(c["members"]) for cls in audit["classes"] for c in cls["clusters"]] == [6]
