@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import tiny_models
 from cli_helpers import invoke, only_line
 from PIL import Image
 
@@ -147,3 +148,76 @@ def test_the_audit_of_copies_of_one_image_exits_0(tmp_path):
     assert result.exit_code == 0, result.stderr
     audit = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert [len(c["members"]) for cls in audit["classes"] for c in cls["clusters"]] == [6]
+
+
+# --- 7 and 9. the extra-inputs table ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("t.csv", "image,meta\na.png,1 2\nb.png,nan 1\n",
+     "{path}, line 3, column meta: 'nan 1' is not finite (NaN or infinity); give finite numbers"),
+    ("t.csv", "image,meta\na.png,inf;1\n",
+     "{path}, line 2, column meta: 'inf;1' is not finite (NaN or infinity); give finite numbers"),
+    ("t.csv", "image,meta\na.png,\"[1, NaN]\"\n",
+     "{path}, line 2, column meta: '[1, NaN]' is not finite (NaN or infinity); give finite numbers"),
+    ("t.json", '{"a.png": {"meta": [1, NaN]}}',
+     "{path}, image 'a.png', input 'meta': [1, NaN] is not finite (NaN or infinity); give finite numbers"),
+    ("t.json", '[{"image": "a.png", "meta": Infinity}]',
+     "{path}, image 'a.png', input 'meta': Infinity is not finite (NaN or infinity); give finite numbers"),
+    ("t.json", '{"a.png": {"meta": "1 2"}}',
+     "{path}, image 'a.png', input 'meta': \"1 2\" is not a number or a list of numbers"),
+    ("t.json", '{"a.png": {"meta": [1, [2, 3]]}}',
+     "{path}, image 'a.png', input 'meta': [1, [2, 3]] is ragged (lists of different lengths); give one number or "
+     "a list of numbers"),
+    ("t.json", '{"a.png": {"meta": [[1, 2], [3]]}}',
+     "{path}, image 'a.png', input 'meta': [[1, 2], [3]] is ragged (lists of different lengths); give one "
+     "number or a list of numbers"),
+    ("t.json", '{"a.png": {"meta": [1, null]}}',
+     "{path}, image 'a.png', input 'meta': [1, null] is not a number or a list of numbers"),
+    ("t.json", '{"a.png": {"meta": {"x": 1}}}',
+     "{path}, image 'a.png', input 'meta': {{\"x\": 1}} is not a number or a list of numbers"),
+    ("t.json", '{"a.png": {"meta": true}}',
+     "{path}, image 'a.png', input 'meta': true is not a number or a list of numbers"),
+], ids=["csv-nan", "csv-inf", "csv-list-nan", "json-nan", "json-inf", "json-string", "json-mixed", "json-ragged",
+        "json-null", "json-object", "json-bool"])
+def test_a_bad_extra_inputs_cell_is_refused_when_the_table_is_read(name, content, message, tmp_path):
+    from camcli.models.extra_inputs import read_table
+
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(UsageError) as caught:
+        read_table(path)
+    assert str(caught.value) == message.format(path=path)
+
+
+def test_good_json_cells_are_read():
+    from camcli.models.extra_inputs import _json_rows
+
+    rows = _json_rows("t.json", '{"a.png": {"meta": [1, 2.5], "scale": 3, "grid": [[1, 2], [3, 4]]}}')["a.png"]
+    assert rows["meta"].tolist() == [1.0, 2.5] and rows["scale"].tolist() == 3.0 and rows["grid"].shape == (2, 2)
+
+
+@pytest.fixture(scope="module")
+def two_inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("two_inputs")
+    tiny_models.two_inputs().save(folder / "two_inputs.keras")
+    (folder / "images").mkdir()
+    for i, image in enumerate(tiny_models.images(2, seed=31)):
+        Image.fromarray((image * 255).astype("uint8")).save(folder / "images" / f"img{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("name, content, where", [
+    ("meta.csv", "image,meta\nimg0.png,1 nan\nimg1.png,1 2\n", "line 2, column meta: '1 nan'"),
+    ("meta.json", '{"img0.png": {"meta": [1, 2]}, "img1.png": {"meta": "oops"}}', "image 'img1.png', input 'meta'"),
+], ids=["csv-nan", "json-string"])
+def test_a_bad_extra_inputs_table_is_one_line_before_anything_is_written(two_inputs, name, content, where,
+                                                                         tmp_path):
+    table = tmp_path / name
+    table.write_text(content)
+    out = tmp_path / "out"
+    result = invoke("explain", two_inputs / "images", "--model", two_inputs / "two_inputs.keras", "--input", "image",
+                    "--extra-inputs", table, "--out", out)
+    assert result.exit_code == 2
+    assert only_line(result).startswith(f"camcli: error: {table}, {where}")
+    assert not out.exists() or not list(out.glob("*.png"))  # no overlay without its record

@@ -25,14 +25,44 @@ from camcli.errors import UsageError
 IMAGE_COLUMN = "image"
 
 
+def _finite(values: np.ndarray, where: str, given: str) -> np.ndarray:
+    """`values`, or a UsageError naming `where` when one of them is NaN or infinite (the model would
+    give NaN scores and maps, far from the cause)."""
+    if not np.isfinite(values).all():
+        raise UsageError(f"{where}: {given} is not finite (NaN or infinity); give finite numbers")
+    return values
+
+
 def _values(text: str, where: str) -> np.ndarray:
     text = text.strip()
     try:
         if text.startswith("["):
-            return np.asarray(json.loads(text), dtype=np.float64)
-        return np.asarray([float(part) for part in text.replace(";", " ").split()], dtype=np.float64)
+            values = np.asarray(json.loads(text), dtype=np.float64)
+        else:
+            values = np.asarray([float(part) for part in text.replace(";", " ").split()], dtype=np.float64)
     except (ValueError, TypeError):
         raise UsageError(f"{where}: {text!r} is not a number, numbers separated by spaces, or a JSON list") from None
+    return _finite(values, where, repr(text))
+
+
+def _is_numeric(value) -> bool:
+    if isinstance(value, list):
+        return all(_is_numeric(item) for item in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_values(value, where: str) -> np.ndarray:
+    """One JSON cell: a number or a (rectangular, possibly nested) list of numbers."""
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    if not _is_numeric(value):
+        raise UsageError(f"{where}: {shown} is not a number or a list of numbers")
+    try:
+        values = np.asarray(value, dtype=np.float64)
+    except ValueError:
+        raise UsageError(f"{where}: {shown} is ragged (lists of different lengths); give one number or a list "
+                         "of numbers") from None
+    return _finite(values, where, shown)
 
 
 def _csv_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
@@ -59,7 +89,8 @@ def _json_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
     if not isinstance(data, dict) or not all(isinstance(row, dict) for row in data.values()):
         raise UsageError(f"{path}: expected {{image path: {{input name: values}}}} or a list of "
                          f"{{\"{IMAGE_COLUMN}\": path, input name: values}}")
-    return {image: {name: np.asarray(value, dtype=np.float64) for name, value in row.items()}
+    return {image: {name: _json_values(value, f"{path}, image {image!r}, input {name!r}")
+                    for name, value in row.items()}
             for image, row in data.items()}
 
 
