@@ -5,6 +5,7 @@ unreadable symlink in a folder walk, and Ray actors that leave the read task no 
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tiny_models
@@ -221,3 +222,74 @@ def test_a_bad_extra_inputs_table_is_one_line_before_anything_is_written(two_inp
     assert result.exit_code == 2
     assert only_line(result).startswith(f"camcli: error: {table}, {where}")
     assert not out.exists() or not list(out.glob("*.png"))  # no overlay without its record
+
+
+# --- 11. a Conv1D model's sequence is no transformer's tokens -------------------------------------------
+
+
+def _conv1d():
+    """8x8x3 image -> its 64 pixels as a sequence -> Conv1D (stride 4): 16 steps, which once passed for a
+    4x4 patch grid."""
+    x = keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3), name="image")
+    y = keras.layers.Reshape((tiny_models.SIZE ** 2, 3), name="pixels")(x)
+    y = keras.layers.Conv1D(4, 4, strides=4, name="conv")(y)
+    y = keras.layers.GlobalAveragePooling1D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(3, activation="softmax", name="head")(y), name="conv1d")
+
+
+def _lstm():
+    """8x8x3 image -> its 8 rows as a sequence -> LSTM -> a Dense per step: no layer is image patches."""
+    x = keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3), name="image")
+    y = keras.layers.Reshape((tiny_models.SIZE, tiny_models.SIZE * 3), name="rows")(x)
+    y = keras.layers.LSTM(9, return_sequences=True, name="lstm")(y)
+    y = keras.layers.Dense(4, name="per_step")(keras.layers.ZeroPadding1D((1, 0), name="pad")(y))
+    y = keras.layers.GlobalAveragePooling1D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(3, activation="softmax", name="head")(y), name="lstm")
+
+
+def _refusal(layer, kind, model, shape):
+    return (f"layer {layer!r} ({kind}) of model {model!r} outputs a 1-D sequence ({shape}), not image patches: "
+            "camcli explains layers with a (batch, height, width, channels) output or a vision transformer's "
+            "patch tokens")
+
+
+@pytest.fixture(scope="module")
+def sequence_models():
+    return {"conv1d": _conv1d(), "lstm": _lstm()}
+
+
+@pytest.mark.parametrize("model, layer, message", [
+    ("conv1d", None, _refusal("conv", "Conv1D", "conv1d", "16x4")),
+    ("conv1d", "conv", _refusal("conv", "Conv1D", "conv1d", "16x4")),
+    ("lstm", None, _refusal("per_step", "Dense", "lstm", "9x4")),
+    ("lstm", "lstm", _refusal("lstm", "LSTM", "lstm", "8x9")),
+    ("lstm", "pad", _refusal("pad", "ZeroPadding1D", "lstm", "9x9")),
+])
+def test_a_1d_sequence_is_refused_naming_the_layer(sequence_models, model, layer, message):
+    from camcli.models.layers import explainable_layers, resolve_layer
+
+    built = sequence_models[model]
+    with pytest.raises(UsageError) as caught:
+        resolve_layer(built, layer, (tiny_models.SIZE, tiny_models.SIZE))
+    assert str(caught.value) == message
+    listed = [info.path for info, _ in explainable_layers(built, (tiny_models.SIZE, tiny_models.SIZE))]
+    assert not {"conv", "lstm", "pad", "per_step"} & set(listed)
+
+
+def test_a_vit_is_still_explained_at_its_tokens():
+    from camcli.models.layers import default_layer, layer_grid
+
+    vit = tiny_models.vit()
+    assert default_layer(vit, (tiny_models.SIZE, tiny_models.SIZE)) == "norm1"
+    assert layer_grid(vit, "norm1", (tiny_models.SIZE, tiny_models.SIZE)).describe(17, 6) == \
+        "17 tokens -> 4x4x6 grid, 1 leading token dropped"
+
+
+def test_the_cli_refuses_a_conv1d_model_in_one_line(sequence_models, two_inputs, tmp_path):
+    path = tmp_path / "conv1d.keras"
+    sequence_models["conv1d"].save(path)
+    out = tmp_path / "out"
+    result = invoke("explain", two_inputs / "images", "--model", path, "--out", out)
+    assert result.exit_code == 2
+    assert only_line(result) == "camcli: error: " + _refusal("conv", "Conv1D", "conv1d", "16x4")
+    assert not out.exists()

@@ -60,9 +60,46 @@ def is_spatial(info: LayerInfo) -> bool:
 
 
 def is_tokens(info: LayerInfo) -> bool:
-    """A (batch, tokens, dim) output with both sizes known: a transformer's sequence of tokens."""
+    """A (batch, tokens, dim) output with both sizes known: a transformer's sequence of tokens, or a
+    1-D sequence (see `sequence_layers`), which is not."""
     shape = info.output_shape
     return shape is not None and len(shape) == 3 and None not in shape[1:] and not is_model(info.layer)
+
+
+# Layers that mix neighbouring steps of a (batch, steps, channels) sequence: after one, the steps are
+# a signal's or a text's positions, not image patches in row-major order, whatever their number.
+_SEQUENCE = (keras.layers.Conv1D, keras.layers.Conv1DTranspose, keras.layers.SeparableConv1D,
+             keras.layers.DepthwiseConv1D, keras.layers.MaxPooling1D, keras.layers.AveragePooling1D,
+             keras.layers.UpSampling1D, keras.layers.ZeroPadding1D, keras.layers.RNN, keras.layers.Bidirectional)
+
+
+def sequence_layers(model: keras.Model) -> set[int]:
+    """The ids of the 1-D sequence layers (Conv1D, 1-D pooling, recurrent layers...) and of every layer
+    computed from one (nested models included): their 3-D outputs are no patch tokens."""
+    found: set[int] = set()
+    for info in all_layers(model):
+        layer = info.layer
+        if is_model(layer):
+            inner = any(isinstance(i.layer, _SEQUENCE) for i in all_layers(layer))
+            upstream = any(id(up) in found for up in input_layers(layer))
+            if inner or upstream:
+                found.add(id(layer))
+        elif isinstance(layer, _SEQUENCE) or any(id(up) in found for up in input_layers(layer)):
+            found.add(id(layer))
+    return found
+
+
+def token_layers(model: keras.Model) -> list[LayerInfo]:
+    """The layers whose (batch, tokens, dim) output may be a transformer's patch tokens, in order."""
+    sequences = sequence_layers(model)
+    return [info for info in all_layers(model) if is_tokens(info) and id(info.layer) not in sequences]
+
+
+def _sequence_refusal(model: keras.Model, info: LayerInfo) -> UsageError:
+    shape = "x".join(str(d) for d in info.output_shape[1:])
+    return UsageError(f"layer {info.path!r} ({info.type_name}) of model {model.name!r} outputs a 1-D sequence "
+                      f"({shape}), not image patches: camcli explains layers with a (batch, height, width, "
+                      "channels) output or a vision transformer's patch tokens")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +166,9 @@ def token_grid(model: keras.Model, info: LayerInfo, input_size: tuple[int, int],
     for prefix in range(min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
         cells = tokens - prefix
         rows = round((cells * height / width) ** 0.5)
-        if rows > 1 and cells % rows == 0 and rows * width == (cells // rows) * height:
+        # Patches tile the input: a grid whose cells are no whole number of pixels is no patch grid.
+        if rows > 1 and cells % rows == 0 and height % rows == 0 and width % (cells // rows) == 0 \
+                and rows * width == (cells // rows) * height:
             return TokenGrid(prefix, rows, cells // rows)
     return None
 
@@ -144,10 +183,11 @@ def explainable_layers(model: keras.Model, input_size: tuple[int, int],
     """The layers that can be explained, each with its token grid (None for a spatial layer): the
     spatial layers, and the token layers whose tokens form a patch grid."""
     found = []
+    tokens = {id(info.layer) for info in token_layers(model)}
     for info in all_layers(model):
         if is_spatial(info) and not is_model(info.layer):
             found.append((info, None))
-        elif is_tokens(info):
+        elif id(info.layer) in tokens:
             grid = token_grid(model, info, input_size, given_grid)
             if grid is not None:
                 found.append((info, grid))
@@ -169,9 +209,10 @@ def default_token_layer(model: keras.Model, input_size: tuple[int, int],
     every patch token still reaches the class token (pytorch-grad-cam's advice for ViTs,
     `model.blocks[-1].norm1`). Without such a layer: the last token layer that has a grid.
     """
-    tokens = [info for info in all_layers(model) if is_tokens(info)]
-    if not tokens:
-        return None
+    three_d = [info for info in all_layers(model) if is_tokens(info)]
+    tokens = token_layers(model)
+    if not tokens or three_d[-1].path != tokens[-1].path:
+        return None  # the last sequence is a 1-D one (Conv1D, LSTM...): not a transformer's head
     spatial = [info.path for info in spatial_layers(model)]
     order = [info.path for info in all_layers(model)]
     if spatial and order.index(spatial[-1]) > order.index(tokens[-1].path):
@@ -217,6 +258,7 @@ def default_layer(model: keras.Model, input_size: tuple[int, int] | None = None,
         # A segmentation model's per-pixel output layer is the head, not a feature layer.
         tops = [info for info in tops if id(info.layer) not in outputs] or tops
         if not tops:
+            _refuse_sequences(current)
             raise UsageError(f"model {model.name!r} has no layer with a spatial (4-D) or token (3-D) output to "
                              "explain")
         wide = [info for info in tops
@@ -227,6 +269,14 @@ def default_layer(model: keras.Model, input_size: tuple[int, int] | None = None,
             return path
         path += SEPARATOR
         current = chosen.layer
+
+
+def _refuse_sequences(model: keras.Model) -> None:
+    """The one-line refusal naming the last 1-D sequence layer of a model that has one."""
+    sequences = sequence_layers(model)
+    last = [info for info in all_layers(model) if is_tokens(info) and id(info.layer) in sequences]
+    if last:
+        raise _sequence_refusal(model, last[-1])
 
 
 def _find_layer(model: keras.Model, name: str) -> LayerInfo:
@@ -253,8 +303,8 @@ def resolve_layer(model: keras.Model, name: str | None, input_size: tuple[int, i
     info = _find_layer(model, name)
     if is_model(info.layer):  # a nested backbone stands for its own last spatial layer
         return info.path + SEPARATOR + default_layer(info.layer, input_size, given_grid, backbone=True)
-    if is_tokens(info):
-        layer_grid(model, info.path, input_size or image_size_of(model) or (0, 0), given_grid)  # checks the grid
+    if is_tokens(info):  # checks the grid (and refuses a 1-D sequence)
+        layer_grid(model, info.path, input_size or image_size_of(model) or (0, 0), given_grid)
         return info.path
     if not is_spatial(info):
         shape = "unknown" if info.output_shape is None else str(info.output_shape)
@@ -273,6 +323,8 @@ def layer_grid(model: keras.Model, path: str, input_size: tuple[int, int],
     info = _find_layer(model, path)
     if not is_tokens(info):
         return None
+    if id(info.layer) in sequence_layers(model):
+        raise _sequence_refusal(model, info)
     grid = token_grid(model, info, input_size, given_grid)
     if grid is None:
         tokens = info.output_shape[1]
