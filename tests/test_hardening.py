@@ -4,6 +4,7 @@ degenerate maps in the audit, non-finite or malformed extra inputs, a Conv1D mod
 unreadable symlink in a folder walk, and Ray actors that leave the read task no whole CPU."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -293,3 +294,48 @@ def test_the_cli_refuses_a_conv1d_model_in_one_line(sequence_models, two_inputs,
     assert result.exit_code == 2
     assert only_line(result) == "camcli: error: " + _refusal("conv", "Conv1D", "conv1d", "16x4")
     assert not out.exists()
+
+
+# --- 12. an unreadable symlink in a folder walk ------------------------------------------------------------
+
+
+@pytest.fixture
+def denied_link(tmp_path, monkeypatch):
+    """A folder with an image and a symlink whose target cannot be read (as /proc/1/cwd for another
+    user's process): os.path.realpath raises PermissionError for it."""
+    from camcli.models.demo.samples import write_generated
+
+    folder = tmp_path / "walk"
+    scene = sorted(p for p in write_generated(tmp_path / "scene") if p.suffix == ".png")[0]
+    folder.mkdir()
+    (folder / "good.png").write_bytes(scene.read_bytes())
+    link = folder / "cwd"
+    link.symlink_to(tmp_path / "scene")
+    real = os.path.realpath
+
+    def realpath(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(link):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", realpath)
+    return folder, link
+
+
+def test_an_unreadable_symlink_is_skipped_with_its_reason(denied_link, tmp_path):
+    from camcli.runs.discovery import SkippedInput, discover
+
+    folder, link = denied_link
+    tasks, skipped = discover([folder], tmp_path / "out")
+    assert [task.source.name for task in tasks] == ["good.png"]
+    assert skipped == [SkippedInput(str(link), "permission denied")]
+
+
+def test_the_walk_explains_the_good_images_and_reports_the_unreadable_link(denied_link, tmp_path):
+    folder, link = denied_link
+    out = tmp_path / "out"
+    result = invoke("explain", folder, "--model", "demo", "--out", out)
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert f"{link}: permission denied" in result.stderr
+    assert result.exit_code == 1  # a failed input, as for any bad file
+    assert (out / "good.json").is_file()

@@ -145,8 +145,9 @@ def _walk(root, index, out_real, skipped):
             stack.pop()
             continue
         parts = rel + (entry.name,)
-        # Only symlinks need resolving: anything else is really where its directory really is.
-        real = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(dir_real, entry.name)
+        real = _real_path(entry, dir_real, skipped)
+        if real is None:
+            continue
         kind = _kind(entry)
         if kind == "dir":
             key = _dir_key(entry.path)  # (device, inode): the same folder by any path
@@ -159,6 +160,17 @@ def _walk(root, index, out_real, skipped):
         elif kind == "file" and not is_inside(real, out_real):
             if is_input_image(entry.path):
                 yield _Found(Path(entry.path), real, parts, root_name, index)
+
+
+def _real_path(entry, dir_real, skipped):
+    """Where a directory entry really is; None, with the entry reported, for a symlink that cannot be
+    read (/proc/1/cwd of another user's process: readlink is denied)."""
+    try:
+        # Only symlinks need resolving: anything else is really where its directory really is.
+        return os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(dir_real, entry.name)
+    except OSError as exc:
+        skipped.append(SkippedInput(printable(Path(entry.path)), _stat_reason(entry.path, exc)))
+        return None
 
 
 def _sorted_entries(directory, skipped):
