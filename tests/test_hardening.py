@@ -5,6 +5,8 @@ unreadable symlink in a folder walk, and Ray actors that leave the read task no 
 
 import json
 import os
+import warnings
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -339,3 +341,35 @@ def test_the_walk_explains_the_good_images_and_reports_the_unreadable_link(denie
     assert f"{link}: permission denied" in result.stderr
     assert result.exit_code == 1  # a failed input, as for any bad file
     assert (out / "good.json").is_file()
+
+
+# --- 6. Ray actors that leave the read task no whole CPU ----------------------------------------------------
+
+
+def _fake_ray(cpus):
+    return SimpleNamespace(is_initialized=lambda: True, cluster_resources=lambda: {"CPU": cpus},
+                           data=SimpleNamespace(ActorPoolStrategy=lambda min_size, max_size: (min_size, max_size)))
+
+
+@pytest.mark.parametrize("cpus, concurrency, num_cpus, warning", [
+    (1, 1, 0.5, "1 actor of 0.5 CPU leave 0.5 of the 1 CPU of the Ray cluster, and the dataset's read tasks need "
+                "a whole CPU: give num_cpus (say 0) or fewer actors, unless the cluster adds nodes"),
+    (1, 2, 0.5, "2 actors of 0.5 CPU take all 1 CPU of the Ray cluster, and the dataset's read tasks need a whole "
+                "CPU: give num_cpus (say 0) or fewer actors, unless the cluster adds nodes"),
+    (2, 2, None, "2 actors of 1 CPU take all 2 CPUs of the Ray cluster, and the dataset's read tasks need a whole "
+                 "CPU: give num_cpus (say 0.5) or fewer actors, unless the cluster adds nodes"),
+    (3.5, (1, 3), 1.0, "3 actors of 1 CPU leave 0.5 of the 3.5 CPUs of the Ray cluster, and the dataset's read "
+                       "tasks need a whole CPU: give num_cpus (say 0.833333) or fewer actors, unless the cluster "
+                       "adds nodes"),
+    (2, 2, 0.5, None),  # the README's setting on two CPUs: one CPU is left whole
+    (4, 3, 1.0, None),
+])
+def test_actors_that_leave_no_whole_cpu_for_the_read_task_are_warned_about(cpus, concurrency, num_cpus, warning):
+    pytest.importorskip("ray.data", reason="Ray Data is not installed")
+    import camcli.ray
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pool = camcli.ray._actor_pool(_fake_ray(cpus), concurrency, num_cpus)
+    assert pool == ((concurrency, concurrency) if isinstance(concurrency, int) else concurrency)
+    assert [str(w.message) for w in caught] == ([warning] if warning else [])
