@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=None, help="comma-separated methods (default: every registered one)")
     args = parser.parse_args(argv)
 
-    from camcli.evaluate.evaluation import EvaluationOptions, evaluate, format_table
+    from camcli.evaluate.evaluation import EvaluationOptions, evaluate, format_box_table
     from camcli.explain.explainer import Explainer
     from camcli.explain.methods import REGISTRY
     from camcli.models.loading import load_model
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         explainers = [gradcam if name == TARGET_METHOD else Explainer(loaded, method=name) for name in names]
         options = EvaluationOptions(box_threshold=threshold, steps=args.steps, explain_class=args.explain_class)
         report = evaluate(explainers, tasks, truth, options, skipped)
-        print(format_table(report))
+        print(format_box_table(report))
         print(f"({report.evaluated} images, {len(report.failures)} failed)")
         print(f"\n{TARGET_METHOD} CorLoc on the held-out scenes by --box-threshold (same maps, box only):")
         sweep = corloc_sweep(tasks, truth, gradcam, args.explain_class)

@@ -15,7 +15,7 @@ from conftest import REPO
 from PIL import Image
 
 import camcli
-from camcli.audit.folder import CSV_COLUMNS
+from camcli.audit.folder import AUDIT_CSV_COLUMNS
 from camcli.audit.rule import DEFAULT_RULE, FlagRule
 from camcli.audit.spray import (
     GRID,
@@ -274,7 +274,7 @@ def test_the_audit_files(mixed, cheat_audit):
     _, out = cheat_audit
     audit = json.loads((out / "audit.json").read_text())
     rows = list(csv.DictReader(io.StringIO((out / "audit.csv").read_text())))
-    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert tuple(rows[0].keys()) == AUDIT_CSV_COLUMNS
     assert sorted(row["image"] for row in rows) == sorted(carries)
     by_image = {row["image"]: row for row in rows}
     for cls in audit["classes"]:

@@ -22,7 +22,7 @@ from camcli.evaluate.evaluation import (
     class_slots,
     evaluate,
     evaluation_classes,
-    format_table,
+    format_box_table,
     image_targets,
     parse_gate,
     scored_classes,
@@ -213,7 +213,7 @@ def test_steps_zero_skips_the_curves_and_their_passes(tmp_path):
     assert report.rows[0]["insertion"] is None
     assert explainer.scored == 2  # the explanation, and the image times its map: no curve passes
     assert not (tmp_path / "out").exists()  # no out_dir: nothing written
-    table = format_table(report).splitlines()
+    table = format_box_table(report).splitlines()
     assert table[0].split() == ["metric", "fake", "better"]
     assert table[1].split() == ["pointing", "1.000", "higher"]
     assert [line.split() for line in table if line.startswith("deletion")] == [["deletion", "-", "lower"]]
@@ -227,7 +227,7 @@ def test_several_methods_are_compared_side_by_side(tmp_path):
     report = evaluate([FakeExplainer("one"), FakeExplainer("two")], tasks, truth, EvaluationOptions(steps=2))
     assert list(report.methods) == ["one", "two"]
     assert [row["method"] for row in report.rows] == ["one", "two"]
-    assert format_table(report).splitlines()[0].split() == ["metric", "one", "two", "better"]
+    assert format_box_table(report).splitlines()[0].split() == ["metric", "one", "two", "better"]
     with pytest.raises(UsageError, match="`methods=one` is given twice"):
         evaluate([FakeExplainer("one"), FakeExplainer("one")], tasks, truth, EvaluationOptions())
 

@@ -9,7 +9,7 @@ from report_fixtures import write_record
 
 from camcli.explain.methods import REGISTRY, guided_gradcam
 from camcli.maps.overlay import upsample
-from camcli.report.page import write_report as write_page
+from camcli.report.page import write_page
 
 
 def _heatmap_and_gradient():

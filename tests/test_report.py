@@ -21,7 +21,7 @@ from camcli.cli import cli
 from camcli.errors import UsageError
 from camcli.maps.panel import panel_title, render_panel
 from camcli.report import page as report
-from camcli.report.page import ensure_thumbnail, write_report
+from camcli.report.page import ensure_thumbnail, write_page
 from camcli.runs import files as outputs
 from camcli.runs import layout
 from camcli.runs.discovery import discover
@@ -68,7 +68,7 @@ def out(tmp_path):
 
 
 def test_one_card_per_image_with_its_thumbnails_and_failures(out):
-    assert write_report(out) == out / "index.html"
+    assert write_page(out) == out / "index.html"
     text, parsed = page(out)
     names = sorted(card["data-name"] for card in parsed.cards)
     records = sorted(json.loads(p.read_text("utf-8"))["image"] for p in out.rglob("*.json") if p.name != "summary.json")
@@ -85,7 +85,7 @@ def test_one_card_per_image_with_its_thumbnails_and_failures(out):
 
 
 def test_card_attributes_drive_the_filters(out):
-    write_report(out)
+    write_page(out)
     _, parsed = page(out)
     by_name = {Path(card["data-name"]).name: card for card in parsed.cards}
     assert by_name["circle_1.png"]["data-top1"] == "circle"
@@ -101,7 +101,7 @@ def test_text_from_json_is_escaped(tmp_path):
                  extra={"warning": "<b>w</b>", "model": "<i>m</i>"})
     (out / "summary.json").write_text(json.dumps(summary(2, [{"image": "<img src=x onerror=alert(1)>",
                                                               "error": "bad & <worse>"}])), "utf-8")
-    write_report(out, title="<title>&")
+    write_page(out, title="<title>&")
     text, parsed = page(out)
     assert "<script>alert" not in text and "<img src=x" not in text and "<i>m</i>" not in text
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#x27;q&#x27;" in text
@@ -113,7 +113,7 @@ def test_text_from_json_is_escaped(tmp_path):
 def test_paths_are_percent_encoded_in_links(tmp_path):
     out = tmp_path / "out"
     write_record(out, "a #1%? é", None, [(1, 0.7)])
-    write_report(out)
+    write_page(out)
     text, parsed = page(out)
     assert parsed.images[0]["src"] == "a%20%231%25%3F%20%C3%A9.gradcam.1.thumb.jpg"
     assert (out / "a #1%? é.gradcam.1.thumb.jpg").is_file()
@@ -126,7 +126,7 @@ def test_undecodable_file_names_do_not_break_the_page(tmp_path):
         write_record(out, stem, None, [(0, 0.5)])
     except (OSError, UnicodeEncodeError):
         pytest.skip("this file system refuses undecodable names")
-    write_report(out)
+    write_page(out)
     text, parsed = page(out)  # valid UTF-8
     assert parsed.images[0]["src"] == "caf%E9.gradcam.0.thumb.jpg"  # the file's real bytes
     assert "caf\ufffd" in text
@@ -140,7 +140,7 @@ def test_box_empty_badge_guided_layers_and_mask(tmp_path):
     record["explanations"][0].update(layers=["conv_a", "conv_b"], mask="guided.mask.png", guided=True)
     outputs.save_json(out / "guided.json", record)
     outputs.save_png(out / "guided.mask.png", np.zeros((40, 60), np.uint8))
-    write_report(out)
+    write_page(out)
     text, parsed = page(out)
     assert 'class="box" style="left:10.00%;top:10.00%;width:50.00%;height:50.00%"' in text
     assert text.count('<span class="badge empty">empty map</span>') == 2  # on the card and on the overlay
@@ -160,7 +160,7 @@ def test_missing_overlay_and_missing_original_are_shown_gracefully(tmp_path):
     out = tmp_path / "out"
     write_record(out, "gone", None, [(0, 0.5)], display="not/here.jpg")
     (out / "gone.gradcam.0.png").unlink()
-    write_report(out)
+    write_page(out)
     text, parsed = page(out)
     assert parsed.images == [] and "overlay missing" in text and len(parsed.cards) == 1
 
@@ -170,7 +170,7 @@ def test_shard_summaries_are_merged_and_missing_shards_reported(tmp_path):
     write_record(out, "one", None, [(0, 0.5)])
     outputs.save_json(out / "summary.1-of-3.json", summary(2, [{"image": "first.jpg", "error": "e1"}], (1, 3)))
     outputs.save_json(out / "summary.3-of-3.json", summary(2, [{"image": "third.jpg", "error": "e3"}], (3, 3)))
-    write_report(out)
+    write_page(out)
     text, _ = page(out)
     assert "Failures (2)" in text and "first.jpg" in text and "third.jpg" in text
     assert "shard 2 of 3 has no summary (summary.2-of-3.json is missing)" in text
@@ -182,7 +182,7 @@ def test_shards_that_disagree_are_reported_not_fatal(tmp_path):
     write_record(out, "one", None, [(0, 0.5)])
     outputs.save_json(out / "summary.1-of-2.json", summary(1, [], (1, 2)))
     outputs.save_json(out / "summary.1-of-3.json", summary(1, [], (1, 3)))
-    write_report(out)
+    write_page(out)
     text, parsed = page(out)
     assert "disagree on the shard count" in text and len(parsed.cards) == 1
 
@@ -205,7 +205,7 @@ def test_records_of_other_runs_and_other_json_are_left_out(tmp_path):
 def test_folder_without_outputs_is_a_usage_error(tmp_path):
     (tmp_path / "photo.json").write_text("{}", "utf-8")
     with pytest.raises(UsageError, match="no camcli outputs in"):
-        write_report(tmp_path)
+        write_page(tmp_path)
     assert not (tmp_path / "index.html").exists()
 
 
@@ -213,7 +213,7 @@ def test_an_evaluate_folder_gets_its_table_and_failures(tmp_path):
     evaluation = {"model": "demo", "failures": [{"image": "bad.png", "error": "truncated PNG"}],
                   "methods": {"gradcam": {"layer": "conv6", "rows": 3, "metrics": {"pointing": 0.6667}}}}
     outputs.save_json(tmp_path / "evaluation.json", evaluation)
-    page = write_report(tmp_path).read_text("utf-8")
+    page = write_page(tmp_path).read_text("utf-8")
     assert '<section id="evaluation">' in page and "<td>0.6667</td>" in page
     assert "<h2>Failures (1)</h2>" in page and "<td>bad.png</td><td>truncated PNG</td>" in page
     assert "<b>0</b> images explained" in page
@@ -221,7 +221,7 @@ def test_an_evaluate_folder_gets_its_table_and_failures(tmp_path):
 
 def test_summary_without_records_still_lists_failures(tmp_path):
     outputs.save_json(tmp_path / "summary.json", summary(1, [{"image": "a.jpg", "error": "truncated"}]))
-    write_report(tmp_path)
+    write_page(tmp_path)
     text, parsed = page(tmp_path)
     assert parsed.cards == [] and "truncated" in text
 
@@ -237,7 +237,7 @@ def test_evaluation_methods_table(out):
                   "gates": [{"metric": "pointing", "bound": 0.8, "passed": True}],
                   "rows": [{"image": str(i)} for i in range(500)]}
     outputs.save_json(out / "evaluation.json", evaluation)
-    write_report(out)
+    write_page(out)
     text, parsed = page(out)
     section = text[text.index('<section id="evaluation">'):text.index("</section>")]
     assert "<th>method</th><th>layer</th><th>pointing</th><th>iou</th>" in section
@@ -252,7 +252,7 @@ def test_evaluation_methods_table(out):
                                         [1, 2], "text"])
 def test_evaluation_of_any_shape_renders(out, evaluation):
     (out / "evaluation.json").write_text(json.dumps(evaluation), "utf-8")
-    write_report(out)
+    write_page(out)
     text, _ = page(out)
     if isinstance(evaluation, dict):
         assert '<section id="evaluation">' in text
@@ -297,9 +297,9 @@ def test_thumbnail_of_unreadable_source(tmp_path):
 
 
 def test_report_twice_reuses_thumbnails(out):
-    write_report(out)
+    write_page(out)
     times = {p: p.stat().st_mtime_ns for p in out.rglob("*.thumb.jpg")}
-    write_report(out)
+    write_page(out)
     assert times and {p: p.stat().st_mtime_ns for p in out.rglob("*.thumb.jpg")} == times
 
 
@@ -307,7 +307,7 @@ def test_thumbnails_are_never_read_back_as_input_photos(tmp_path):
     photos = tmp_path / "photos"
     write_photo(photos / "cat.png")
     write_record(photos, "cat", photos / "cat.png", [(0, 0.5)])  # --out is the photo folder
-    write_report(photos)
+    write_page(photos)
     assert (photos / "cat.thumb.jpg").is_file() and (photos / "cat.gradcam.0.thumb.jpg").is_file()
     tasks, skipped = discover([photos], photos)
     assert [task.out_stem for task in tasks] == ["cat"] and skipped == []

@@ -14,7 +14,7 @@ from report_fixtures import ODD_STEM, make_audit_folder, make_output_folder, san
 
 from camcli.cli import cli
 from camcli.report.audit_files import read_audit, read_sanity
-from camcli.report.page import load_report_data, write_report
+from camcli.report.page import load_report_data, write_page
 from camcli.runs.files import save_json
 from camcli.runs.layout import Layout
 
@@ -54,7 +54,7 @@ class _Parsed(HTMLParser):
 
 
 def render(out):
-    write_report(out)
+    write_page(out)
     text = (out / "index.html").read_text("utf-8")
     return text, _Parsed(text)
 

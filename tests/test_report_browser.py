@@ -18,7 +18,7 @@ from PIL import Image
 from report_fixtures import make_audit_folder, make_output_folder, sanity_record
 
 from camcli.cli import cli
-from camcli.report.page import write_report
+from camcli.report.page import write_page
 from camcli.runs.files import save_json
 from camcli.runs.layout import Layout
 
@@ -90,7 +90,7 @@ def records(out: Path) -> list[dict]:
 
 def test_page_loads_filters_sorts_and_zooms(browser, tmp_path):
     out, written = make_output_folder(tmp_path)
-    write_report(out)
+    write_page(out)
     page = Page(browser, out / "index.html")
     try:
         names = sorted(r["image"] for r in written)
@@ -180,7 +180,7 @@ def test_audit_and_sanity_sections(browser, tmp_path):
     previews its overlay and clicking enlarges it; one line per method in the sanity plot."""
     out, audit = make_audit_folder(tmp_path)
     save_json(Layout(out).sanity_json, sanity_record())
-    write_report(out)
+    write_page(out)
     page = Page(browser, out / "index.html")
     try:
         counts = page.js("[...document.querySelectorAll('svg.scatter')]"

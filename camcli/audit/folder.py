@@ -28,7 +28,7 @@ from camcli.runs.files import save_json, save_png, write_bytes_atomic
 from camcli.runs.layout import AUDIT_MAP, Layout, check_replaceable, is_camcli_csv, is_camcli_output
 
 BY_CHOICES = ("predicted", "truth")
-CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
+AUDIT_CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
                "main", "flagged", "x", "y")
 MEAN_MAP_SIDE = 128  # pixels of a cluster's mean-map picture
 
@@ -247,10 +247,10 @@ def audit_maps(folder: FolderMaps, by: str = "predicted", rule: FlagRule = DEFAU
     return AuditReport(folder, by, rule, neighbours, classes, seconds=time.perf_counter() - started)
 
 
-def check_output_files(out_dir: Path) -> None:
+def check_audit_files(out_dir: Path) -> None:
     """UsageError before any work when audit.json or audit.csv in `out_dir` is not camcli's."""
     layout = Layout(out_dir)
-    header = ",".join(CSV_COLUMNS)
+    header = ",".join(AUDIT_CSV_COLUMNS)
     check_replaceable(layout.audit_json)
     check_replaceable(layout.audit_csv, lambda p: is_camcli_csv(p, header))
 
@@ -267,7 +267,7 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = "jet") -> di
     from camcli.maps.overlay import colormap_lut
 
     layout = Layout(out_dir)
-    check_output_files(out_dir)
+    check_audit_files(out_dir)
     lut = colormap_lut(colormap)
     mean_maps = {}
     for maps, result in report.classes:
@@ -278,7 +278,7 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = "jet") -> di
             mean_maps[(maps[0].class_index, cluster.id)] = layout.relative(path)
     _remove_stale_maps(out_dir, set(mean_maps.values()))
     save_json(layout.audit_json, report.record(mean_maps))
-    write_bytes_atomic(layout.audit_csv, csv_text(report).encode("utf-8"))
+    write_bytes_atomic(layout.audit_csv, audit_csv_text(report).encode("utf-8"))
     report.paths = {"json": layout.audit_json, "csv": layout.audit_csv}
     return report.paths
 
@@ -290,10 +290,10 @@ def _remove_stale_maps(out_dir: Path, keep: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
-def csv_text(report: AuditReport) -> str:
+def audit_csv_text(report: AuditReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(AUDIT_CSV_COLUMNS)
     for maps, result in report.classes:
         by_id = {cluster.id: cluster for cluster in result.clusters}
         for i, item in enumerate(maps):
@@ -304,7 +304,7 @@ def csv_text(report: AuditReport) -> str:
     return buffer.getvalue()
 
 
-def format_table(report: AuditReport) -> str:
+def format_audit_table(report: AuditReport) -> str:
     """One line per cluster: class, cluster, size, share, tightness, border share (against the rest of
     the class), corner share, focus, and FLAGGED."""
     lines = [f"{'class':<16} {'cluster':>7} {'size':>5} {'share':>6} {'tight':>6} {'border':>6} {'rest':>6} "

@@ -95,7 +95,7 @@ class Similarity(NamedTuple):
     constant: bool  # a map was constant, so the rank correlations are the convention's 1 or 0
 
 
-def _finite(values) -> np.ndarray:
+def _finite_array(values) -> np.ndarray:
     return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -108,7 +108,7 @@ def rank_correlation(a, b) -> float:
     equal and 0 otherwise (see the module's docstring)."""
     from scipy.stats import spearmanr
 
-    a, b = _finite(a).ravel(), _finite(b).ravel()
+    a, b = _finite_array(a).ravel(), _finite_array(b).ravel()
     if np.array_equal(a, b):
         return 1.0
     if _is_constant(a) or _is_constant(b):
@@ -119,7 +119,7 @@ def rank_correlation(a, b) -> float:
 
 def unit_magnitude(values) -> np.ndarray:
     """|map| divided by its maximum: [0, 1], all zero for a zero map."""
-    magnitude = np.abs(_finite(values))
+    magnitude = np.abs(_finite_array(values))
     top = float(magnitude.max()) if magnitude.size else 0.0
     return magnitude / top if top > 0.0 else np.zeros_like(magnitude)
 
@@ -141,7 +141,7 @@ def structural_similarity(a, b) -> float:
 def signed_and_magnitude(values) -> tuple[np.ndarray, np.ndarray]:
     """A (h, w) or (h, w, channels) map as two (h, w) maps: its channels summed, and their absolute
     values summed (the same map and its absolute value for a 2-D one)."""
-    values = _finite(values)
+    values = _finite_array(values)
     values = values if values.ndim == 3 else values[..., np.newaxis]
     return values.sum(axis=-1), np.abs(values).sum(axis=-1)
 
@@ -306,7 +306,7 @@ def decode_pictures(tasks, count: int, model_size: tuple[int, int]) -> tuple[lis
     return pictures, failures
 
 
-def check_output_file(out_dir: Path) -> None:
+def check_sanity_file(out_dir: Path) -> None:
     """UsageError before any work when OUT/sanity.json exists and camcli did not write it."""
     check_replaceable(Layout(out_dir).sanity_json)
 
@@ -387,7 +387,7 @@ def run_sanity(loaded, pictures: Sequence[tuple[str, np.ndarray]], explainer_for
 
 # --- the printed table -----------------------------------------------------------------------------------
 
-_BLOCKS = (("spearman_abs", "rank correlation of |map| with the trained model's (1: unchanged)"),
+_TABLE_BLOCKS = (("spearman_abs", "rank correlation of |map| with the trained model's (1: unchanged)"),
            ("spearman", "rank correlation of the signed maps"),
            ("ssim", "structural similarity of |map| scaled to [0, 1]"))
 
@@ -403,7 +403,7 @@ def format_sanity_table(report: SanityReport) -> str:
 
     lines = [f"sanity check (Adebayo et al. 2018): {report.model} at {report.layer}, {len(report.images)} images, "
              f"top-1 class of the trained model, seed {report.seed}"]
-    for metric, meaning in _BLOCKS:
+    for metric, meaning in _TABLE_BLOCKS:
         lines += ["", f"{metric}: {meaning}", row("depth", names, "random")]
         for d, label in enumerate(report.depths):
             values = [f"{getattr(report.methods[n], metric)[d]:.3f}" for n in names]

@@ -30,7 +30,7 @@ Gates: `--fail-under M=V` fails when a higher-is-better metric is below V, `--fa
 lower-is-better one (loc_error, deletion, average_drop) is above V; a metric with no value fails.
 
 Outputs: `evaluation.json` (options, per-method metrics, gates, per-row records) and
-`evaluation.csv` (one line per row), written atomically; `format_table` gives the stdout table.
+`evaluation.csv` (one line per row), written atomically; `format_box_table` gives the stdout table.
 """
 
 from __future__ import annotations
@@ -616,7 +616,7 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
                               evaluated=evaluated, without_truth=without_truth, failures=run.failures,
                               gates=check_gates(methods, options.gates), warnings=run.warnings)
     if options.out_dir is not None:
-        write_report(report, options.out_dir)
+        write_evaluation(report, options.out_dir)
     return report
 
 
@@ -631,11 +631,11 @@ def _warn_unknown_labels(truth: Truth, matched, labels: Sequence[str], warn) -> 
 
 # --- output ---------------------------------------------------------------------------------------
 
-CSV_COLUMNS = ("image", "method", "class_index", "label", "truth_label", "class_source", "top1_label", "score",
+BOX_CSV_COLUMNS = ("image", "method", "class_index", "label", "truth_label", "class_source", "top1_label", "score",
                "truth_boxes", "box_x0", "box_y0", "box_x1", "box_y1", "empty", *METRICS, "masked_score")
 
 
-# evaluation.csv of `evaluate --truth-masks` (camcli.evaluate.masks.csv_text): one line per figure.
+# evaluation.csv of `evaluate --truth-masks` (camcli.evaluate.masks.mask_csv_text): one line per figure.
 MASK_CSV_COLUMNS = ("record", "image", "method", "class_index", "label", "bg_threshold", "iou")
 
 
@@ -645,36 +645,36 @@ def _csv_value(value):
     return "" if value is None else value
 
 
-def csv_text(rows: Sequence[dict]) -> str:
+def box_csv_text(rows: Sequence[dict]) -> str:
     """One CSV line per row; booleans as 1/0, missing values empty, the map's box in four columns."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(BOX_CSV_COLUMNS)
     for row in rows:
         box = row["box"] or [None] * 4
         flat = {**row, "truth_boxes": len(row["truth_boxes"]),
                 **dict(zip(("box_x0", "box_y0", "box_x1", "box_y1"), box))}
-        writer.writerow([_csv_value(flat.get(column)) for column in CSV_COLUMNS])
+        writer.writerow([_csv_value(flat.get(column)) for column in BOX_CSV_COLUMNS])
     return buffer.getvalue()
 
 
-def check_output_files(out_dir: Path) -> None:
+def check_evaluation_files(out_dir: Path) -> None:
     """UsageError before any work when evaluation.json or evaluation.csv in `out_dir` is not camcli's
     (a box evaluation's or a mask evaluation's: either may replace the other)."""
     layout = Layout(out_dir)
-    headers = (",".join(CSV_COLUMNS), ",".join(MASK_CSV_COLUMNS))
+    headers = (",".join(BOX_CSV_COLUMNS), ",".join(MASK_CSV_COLUMNS))
     check_replaceable(layout.evaluation_json)
     check_replaceable(layout.evaluation_csv, lambda p: any(is_camcli_csv(p, header) for header in headers))
 
 
-def write_report(report: EvaluationReport, out_dir: Path, record: dict | None = None,
+def write_evaluation(report: EvaluationReport, out_dir: Path, record: dict | None = None,
                  csv: str | None = None) -> tuple[Path, Path]:
     """evaluation.json and evaluation.csv in `out_dir`, each written atomically: `record` (default
-    the report's) and `csv` (default one line per row, `csv_text`)."""
+    the report's) and `csv` (default one line per row, `box_csv_text`)."""
     layout = Layout(out_dir)
     layout.out_dir.mkdir(parents=True, exist_ok=True)
     save_json(layout.evaluation_json, report.record() if record is None else record)
-    write_bytes_atomic(layout.evaluation_csv, (csv_text(report.rows) if csv is None else csv).encode("utf-8"))
+    write_bytes_atomic(layout.evaluation_csv, (box_csv_text(report.rows) if csv is None else csv).encode("utf-8"))
     return layout.evaluation_json, layout.evaluation_csv
 
 
@@ -682,7 +682,7 @@ def _format_value(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
-def format_table(report: EvaluationReport) -> str:
+def format_box_table(report: EvaluationReport) -> str:
     """Metrics down, methods across, with which direction is better; '-' where a metric has no value."""
     names = list(report.methods)
     width = max(len(name) for name in [*METRICS, "metric", "rows"])

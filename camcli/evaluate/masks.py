@@ -39,7 +39,7 @@ from camcli.evaluate.evaluation import (
     Metric,
     check_gates,
     score_in_batches,
-    write_report,
+    write_evaluation,
 )
 from camcli.explain.classes import resolve_label
 from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, SEGMENTATION_SIDE
@@ -228,7 +228,7 @@ class IouCounts:
         return np.divide(hits, union, out=np.full(hits.shape, np.nan), where=union > 0)
 
 
-def _mean(iou: np.ndarray) -> float | None:
+def _miou(iou: np.ndarray) -> float | None:
     return None if np.isnan(iou).all() else float(np.nanmean(iou))
 
 
@@ -323,11 +323,11 @@ class _SegmentationRun(MethodScoring):
         for name, explainer in zip(self.names, self.explainers):
             counts = self.counts[name]
             iou = counts.iou(self.chosen)
-            sweep = [{"bg_threshold": t, "miou": _mean(counts.iou(i))} for i, t in enumerate(self.options.sweep)]
+            sweep = [{"bg_threshold": t, "miou": _miou(counts.iou(i))} for i, t in enumerate(self.options.sweep)]
             scored = [entry for entry in sweep if entry["miou"] is not None]
             best = max(scored, key=lambda entry: entry["miou"]) if scored else None
             summaries[name] = {
-                "layer": explainer.layer, "rows": len(self.rows[name]), "metrics": {"miou": _mean(iou)},
+                "layer": explainer.layer, "rows": len(self.rows[name]), "metrics": {"miou": _miou(iou)},
                 "iou_per_class": [{"class_index": None if i == 0 else i - 1, "label": self._name(i), "iou": float(v)}
                                   for i, v in enumerate(iou) if not math.isnan(v)],
                 "bg_sweep": sweep,
@@ -361,7 +361,7 @@ def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Seque
                               evaluated=evaluated, without_truth=without, failures=run.failures,
                               gates=check_gates(methods, options.gates))
     if options.out_dir is not None:
-        write_report(report, options.out_dir, {**report.record(), "kind": "segmentation"}, csv_text(report))
+        write_evaluation(report, options.out_dir, {**report.record(), "kind": "segmentation"}, mask_csv_text(report))
     return report
 
 
@@ -379,7 +379,7 @@ def _csv_number(value) -> str:
     return "" if value is None else f"{value:.6g}"
 
 
-def csv_text(report: EvaluationReport) -> str:
+def mask_csv_text(report: EvaluationReport) -> str:
     """evaluation.csv of a mask evaluation, one line per figure: `record` is image (an image's mIoU
     over its own classes), class (a class's IoU over the folder), miou, or sweep (the mIoU at one
     background threshold)."""
@@ -404,7 +404,7 @@ def _value(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
-def format_table(report: EvaluationReport) -> str:
+def format_mask_table(report: EvaluationReport) -> str:
     """mIoU, each class's IoU and the background sweep, methods across; '-' where there is no value."""
     names = list(report.methods)
     classes = list(dict.fromkeys(entry["label"] for summary in report.methods.values()

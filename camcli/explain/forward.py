@@ -129,11 +129,11 @@ def _guided_override(layer: keras.layers.Layer, linear: Callable = _linear) -> C
     return None
 
 
-def _walk(model: keras.Model) -> Iterator[keras.layers.Layer]:
+def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     for layer in model.layers:
         yield layer
         if is_model(layer):
-            yield from _walk(layer)
+            yield from _all_layers(layer)
 
 
 class TappedForward:
@@ -160,7 +160,7 @@ class TappedForward:
         self._copies: list[_LinearCopy] = []  # stand-ins holding a snapshot of weights (see refresh)
         replay_below = [*targets, head.final]
         if guided:
-            for layer in _walk(model):
+            for layer in _all_layers(model):
                 override = _guided_override(layer, self._linear)
                 if override is not None:
                     self._overrides[id(layer)] = override

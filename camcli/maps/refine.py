@@ -168,7 +168,7 @@ def random_walk_refine(maps: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     small_shape = (max(1, round(height * scale)), max(1, round(width * scale)))
     image = resize(rgb, small_shape, order=1, anti_aliasing=scale < 1)  # floats in [0, 1]
     small_maps = resize(normalise_maps(maps), (maps.shape[0],) + small_shape, order=1, anti_aliasing=scale < 1)
-    probabilities = _walk(image, seed_labels(small_maps), maps.shape[0])
+    probabilities = _random_walk(image, seed_labels(small_maps), maps.shape[0])
     if scale < 1:
         probabilities = resize(probabilities, maps.shape, order=1, anti_aliasing=False)
     return np.clip(probabilities, 0, 1).astype(maps.dtype, copy=False)
@@ -198,7 +198,7 @@ def _coldest(score: np.ndarray, share: float) -> np.ndarray:
     return mask.reshape(score.shape)
 
 
-def _walk(image: np.ndarray, seeds: np.ndarray, classes: int) -> np.ndarray:
+def _random_walk(image: np.ndarray, seeds: np.ndarray, classes: int) -> np.ndarray:
     """(classes, H, W) probabilities of labels 2..classes+1 of `seeds` under scikit-image's random walker
     on `image` (floats in [0, 1])."""
     from skimage.segmentation import random_walker

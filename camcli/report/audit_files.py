@@ -37,7 +37,7 @@ class Point:
 
 
 @dataclass
-class Cluster:
+class AuditCluster:
     id: int
     figures: dict[str, float | None]  # FIGURES
     main: bool
@@ -53,7 +53,7 @@ class AuditClass:
     label: str
     class_index: int | None
     images: int | None
-    clusters: list[Cluster]
+    clusters: list[AuditCluster]
     points: list[Point]  # empty when there is no embedding, or a malformed one
     member_of: dict[str, str]  # overlay -> the image's path, to caption the samples
 
@@ -165,7 +165,7 @@ def _audit_class(entry, position: int, layout: Layout, problems: list[str]) -> A
                       clusters=[c for c in parsed if c is not None], points=points, member_of=member_of)
 
 
-def _cluster(entry, where: str, layout: Layout, class_index: int | None, problems: list[str]) -> Cluster | None:
+def _cluster(entry, where: str, layout: Layout, class_index: int | None, problems: list[str]) -> AuditCluster | None:
     cluster_id = entry.get("id") if isinstance(entry, dict) else None
     if not isinstance(cluster_id, int) or isinstance(cluster_id, bool):
         problems.append(f"{where}: a cluster without an integer id is not shown ({_short(entry)})")
@@ -175,7 +175,7 @@ def _cluster(entry, where: str, layout: Layout, class_index: int | None, problem
     if mean_map is None and class_index is not None:
         mean_map = layout.relative(layout.audit_map(class_index, cluster_id))
     samples = _field(entry, "samples", list, where, problems) or []
-    return Cluster(id=cluster_id, figures={key: _number_field(entry, key, where, problems) for key in FIGURES},
+    return AuditCluster(id=cluster_id, figures={key: _number_field(entry, key, where, problems) for key in FIGURES},
                    main=_field(entry, "main", bool, where, problems) is True,
                    flagged=_field(entry, "flagged", bool, where, problems) is True,
                    reason=_field(entry, "reason", str, where, problems) or "",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camcli.report.audit_files import SERIES, Audit, AuditClass, Cluster, Point, Sanity
+from camcli.report.audit_files import SERIES, Audit, AuditClass, AuditCluster, Point, Sanity
 from camcli.report.markup import cell, esc, inside, url
 
 PALETTE_SIZE = 10  # k0..k9 in page.css
@@ -125,7 +125,7 @@ def _legend_html(audit_class: AuditClass, colours: dict[int, int]) -> str:
     return f'<ul class="legend">{"".join(rows)}</ul>'
 
 
-def _cluster_html(cluster: Cluster, colour: int, audit_class: AuditClass, pictures: dict) -> str:
+def _cluster_html(cluster: AuditCluster, colour: int, audit_class: AuditClass, pictures: dict) -> str:
     flag = " flagged" if cluster.flagged else ""
     badges = ' <span class="badge">main strategy</span>' if cluster.main else ""
     badges += ' <span class="badge flag">FLAGGED</span>' if cluster.flagged else ""
@@ -148,7 +148,7 @@ def _cluster_html(cluster: Cluster, colour: int, audit_class: AuditClass, pictur
     return "".join(parts)
 
 
-def _figures_table(cluster: Cluster) -> str:
+def _figures_table(cluster: AuditCluster) -> str:
     rows = []
     for key, name in _FIGURE_NAMES.items():
         value = cluster.figures[key]

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 
-def printable(text) -> str:
+def valid_unicode(text) -> str:
     """str(text) as valid Unicode: lone surrogates (undecodable bytes of a file name) decoded as
     UTF-8 where they can be, else replaced by U+FFFD."""
     text = str(text)
@@ -32,7 +32,7 @@ def _escapable(text: str) -> bool:
 
 
 def esc(text) -> str:
-    return html.escape(printable(text), quote=True)
+    return html.escape(valid_unicode(text), quote=True)
 
 
 def url(relative: str) -> str:

@@ -39,7 +39,7 @@ from camcli.runs.layout import (
     panel_path,
     thumbnail_path,
 )
-from camcli.runs.records import is_run_summary, merge_summaries, scan_image_record
+from camcli.runs.records import is_run_summary, merged_summary, scan_image_record
 
 THUMB_SIDE = 256  # longest side of a thumbnail, in pixels
 
@@ -88,11 +88,11 @@ def find_records(out_dir: Path, problems: list[str] | None = None) -> list[dict]
     return records
 
 
-def read_summary(out_dir: Path, problems: list[str]) -> dict | None:
-    """summary.json, or the shard summaries merged (camcli.runs.records.merge_summaries); None when there
+def read_run_summary(out_dir: Path, problems: list[str]) -> dict | None:
+    """summary.json, or the shard summaries merged (camcli.runs.records.merged_summary); None when there
     is none. Missing shards and unreadable summaries are noted in `problems`, never raised."""
     try:
-        merged = merge_summaries(out_dir)
+        merged = merged_summary(out_dir)
     except MissingSummaryError:
         return None
     except UsageError as error:
@@ -119,7 +119,7 @@ def load_report_data(out_dir: Path) -> ReportData:
         raise UsageError(f"{out_dir} is not a folder; give an output folder of `camcli explain`")
     data = ReportData()
     data.records = find_records(out_dir, data.problems)
-    data.summary = read_summary(out_dir, data.problems)
+    data.summary = read_run_summary(out_dir, data.problems)
     data.evaluation = read_evaluation(out_dir, data.problems)
     data.audit = read_audit(out_dir, data.problems)
     data.sanity = read_sanity(out_dir, data.problems)
@@ -482,7 +482,7 @@ def _make_thumbnails(data: ReportData, out_dir: Path) -> dict:
     return pictures
 
 
-def write_report(out_dir: Path, title: str | None = None) -> Path:
+def write_page(out_dir: Path, title: str | None = None) -> Path:
     """Write OUT/index.html (and the thumbnails it needs) for the camcli outputs in `out_dir`; return
     its path. Raises UsageError when `out_dir` holds no camcli outputs."""
     out_dir = Path(out_dir)

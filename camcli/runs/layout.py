@@ -72,7 +72,7 @@ _WEBP_MARKER = f'xmp:CreatorTool="{MARKER_VALUE}"'.encode()
 # Overlay formats and their file suffixes. Masks and panels are always PNG (lossless).
 OVERLAY_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 HTML_GENERATOR = '<meta name="generator" content="camcli'  # followed by the version
-_HEAD_BYTES = 256
+_MARKER_HEAD_BYTES = 256
 MAX_JSON_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's (records, summaries, evaluations)
 
 
@@ -181,7 +181,7 @@ def is_temporary(name: str) -> bool:
 def _head(path) -> bytes:
     try:
         with open(path, "rb") as file:
-            return file.read(_HEAD_BYTES)
+            return file.read(_MARKER_HEAD_BYTES)
     except OSError:
         return b""
 

@@ -181,7 +181,7 @@ def write_summary(path: Path, record: dict) -> None:
     save_json(path, record)
 
 
-def read_summary(path: Path) -> dict:
+def read_summary_file(path: Path) -> dict:
     """A summary camcli wrote; MissingSummaryError when there is none, CorruptSummaryError when the
     file is not camcli's summary (unreadable, not JSON, or another program's file)."""
     path = Path(path)
@@ -196,7 +196,7 @@ def read_summary(path: Path) -> dict:
     return data
 
 
-def merge_summaries(out_dir: Path) -> dict:
+def merged_summary(out_dir: Path) -> dict:
     """The run's summary: summary.json, or the shard summaries (summary.K-of-N.json) combined.
 
     A merged record lists `missing_shards`. MissingSummaryError when there is no summary at all;
@@ -205,8 +205,8 @@ def merge_summaries(out_dir: Path) -> dict:
     layout = Layout(out_dir)
     shard_paths = layout.shard_summaries()
     if not shard_paths:
-        return {**read_summary(layout.summary()), "missing_shards": []}
-    shards = {key: read_summary(path) for key, path in shard_paths.items()}
+        return {**read_summary_file(layout.summary()), "missing_shards": []}
+    shards = {key: read_summary_file(path) for key, path in shard_paths.items()}
     counts = {n for _, n in shards}
     if len(counts) != 1:
         raise UsageError(f"shard summaries in {out_dir} disagree on the shard count: {sorted(counts)}")

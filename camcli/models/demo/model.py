@@ -14,7 +14,7 @@ from camcli.errors import ModelLoadError
 from camcli.models.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, LAST_CONV_LAYER, WEIGHTS_PATH
 
 # (filters, stride, dilation, 2x2 max-pool after) of each Conv2D + BatchNorm + ReLU block.
-_BLOCKS = ((16, 2, 1, False), (32, 2, 1, False), (64, 1, 1, True), (64, 1, 1, False), (64, 1, 2, False))
+_CONV_BLOCKS = ((16, 2, 1, False), (32, 2, 1, False), (64, 1, 1, True), (64, 1, 1, False), (64, 1, 2, False))
 _LAST_CONV_FILTERS = 128
 NUM_CLASSES = len(CLASSES)
 
@@ -23,7 +23,7 @@ def build_demo_model(num_classes=NUM_CLASSES, input_size=INPUT_SIZE):
     """The untrained demo architecture. Inputs are RGB scaled to 0..1 (`PREPROCESS = "scale01"`)."""
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
     x = inputs
-    for i, (filters, stride, dilation, pooled) in enumerate(_BLOCKS, start=1):
+    for i, (filters, stride, dilation, pooled) in enumerate(_CONV_BLOCKS, start=1):
         x = keras.layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation, padding="same",
                                 use_bias=False, name=f"conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
