@@ -1,4 +1,7 @@
-"""Running the CLI in-process, and reading its one-line errors."""
+"""Running the CLI in-process, reading its one-line errors and its JSON files."""
+
+import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -6,12 +9,24 @@ from camcli.cli import cli
 
 
 def invoke(*args):
+    """Run `camcli ARGS` in this process; stdout and stderr are kept apart (Click 8.2+)."""
     return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
 
 
-def only_line(result):
-    """The one line on stderr (failing on a traceback or on several lines)."""
+def read_json(path):
+    return json.loads(Path(path).read_text("utf-8"))
+
+
+def only_line(result, click_usage=False):
+    """The one line on stderr that explains a failed command (failing on a traceback or on several lines).
+
+    With `click_usage`, Click's own usage errors count as one line too: "Usage: ...", "Try '... --help' for
+    help.", then exactly one "Error: ..." line, which is returned; camcli's own errors must still be alone."""
     assert "Traceback" not in result.stderr and "File \"" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if click_usage and not (lines and lines[0].startswith("camcli: error:")):
+        errors = [line for line in lines if line.startswith("Error:")]
+        assert len(errors) == 1, result.stderr
+        return errors[0]
     assert len(lines) == 1, result.stderr
     return lines[0]

@@ -28,3 +28,14 @@ needs_shared_imagenet = pytest.mark.skipif(
     not (SHARED_IMAGENET / MOBILENET_V2_WEIGHTS).is_file() or not SHARED_PHOTOS.is_dir(),
     reason=f"real ImageNet weights/photos not found at {SHARED} (present in CI and on developer machines)",
 )
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory):
+    """The six generated scenes (circle_1.png ... triangle_1.png) the demo model knows, with their
+    truth.csv beside them; shared by the whole session, so tests copy them before writing near them."""
+    from camcli.models.demo.samples import write_generated
+
+    folder = tmp_path_factory.mktemp("scenes")
+    write_generated(folder)
+    return sorted(p for p in folder.iterdir() if p.suffix == ".png")

@@ -9,12 +9,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke
 from conftest import SHARED_PHOTOS, needs_shared_imagenet
 from PIL import Image
 from scipy import ndimage
 
-from camcli.cli import cli
 from camcli.errors import UsageError
 from camcli.evaluate.evaluation import (
     METRICS,
@@ -33,10 +32,6 @@ from camcli.explain.explainer import ClassMap, ImageExplanation, Prediction
 from camcli.models.demo import CLASSES
 from camcli.models.demo.scenes import make_scene
 from camcli.runs.discovery import discover
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
 
 
 def save(path, rgb):
@@ -312,7 +307,7 @@ def test_gate_parsing_accepts_spaces_dashes_and_case():
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
+def boxed_scenes(tmp_path_factory):
     """One 96x96 scene per demo class with truth.csv, plus a scene the truth does not mention."""
     folder = tmp_path_factory.mktemp("scenes")
     rng = np.random.default_rng(31)
@@ -327,9 +322,9 @@ def scenes(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo_run(scenes):
-    out = scenes / "out"
-    result = invoke("evaluate", scenes / "images", "--truth", scenes / "truth.csv", "--model", "demo",
+def demo_run(boxed_scenes):
+    out = boxed_scenes / "out"
+    result = invoke("evaluate", boxed_scenes / "images", "--truth", boxed_scenes / "truth.csv", "--model", "demo",
                     "--method", "gradcam", "--method", "cam", "--steps", 4, "--out", out,
                     "--fail-under", "pointing=0.2", "--fail-over", "loc_error=1")
     return result, out
@@ -358,12 +353,12 @@ def test_demo_table_lists_every_metric_for_both_methods(demo_run):
     assert table[-1].split() == ["rows", "6", "6"]
 
 
-def test_demo_json_numbers(demo_run, scenes):
+def test_demo_json_numbers(demo_run, boxed_scenes):
     _, out = demo_run
     record = json.loads((out / "evaluation.json").read_text("utf-8"))
     assert (record["images"], record["evaluated"], record["failed"]) == (7, 6, 0)
     assert record["passed"] is True and len(record["gates"]) == 4
-    lines = (scenes / "truth.csv").read_text("utf-8").splitlines()[1:]
+    lines = (boxed_scenes / "truth.csv").read_text("utf-8").splitlines()[1:]
     truth = {row[0]: [float(v) for v in row[1:5]] for row in csv.reader(lines)}
     for method in ("gradcam", "cam"):
         rows = [row for row in record["rows"] if row["method"] == method]
@@ -387,8 +382,8 @@ def test_demo_json_numbers(demo_run, scenes):
         assert len(list(csv.DictReader(handle))) == 12
 
 
-def test_demo_impossible_bound_exits_1_and_names_metric_method_value_and_bound(scenes, tmp_path):
-    result = invoke("evaluate", scenes / "images", "--truth", scenes / "truth.csv", "--model", "demo",
+def test_demo_impossible_bound_exits_1_and_names_metric_method_value_and_bound(boxed_scenes, tmp_path):
+    result = invoke("evaluate", boxed_scenes / "images", "--truth", boxed_scenes / "truth.csv", "--model", "demo",
                     "--steps", 0, "--out", tmp_path, "--fail-under", "iou=1", "--fail-under", "pointing=0")
     assert result.exit_code == 1, result.stderr
     record = json.loads((tmp_path / "evaluation.json").read_text("utf-8"))
@@ -400,12 +395,12 @@ def test_demo_impossible_bound_exits_1_and_names_metric_method_value_and_bound(s
         "deletion", "insertion"]
 
 
-def test_unreadable_image_is_a_failure_not_a_crash(scenes, tmp_path):
+def test_unreadable_image_is_a_failure_not_a_crash(boxed_scenes, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    (images / "circle.png").write_bytes((scenes / "images" / "circle.png").read_bytes())
+    (images / "circle.png").write_bytes((boxed_scenes / "images" / "circle.png").read_bytes())
     (images / "square.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    result = invoke("evaluate", images, "--truth", scenes / "truth.csv", "--model", "demo", "--steps", 0,
+    result = invoke("evaluate", images, "--truth", boxed_scenes / "truth.csv", "--model", "demo", "--steps", 0,
                     "--out", tmp_path / "out")
     assert result.exit_code == 1
     failed = [line for line in result.stderr.splitlines() if line.startswith("camcli: failed: ")]
@@ -424,29 +419,29 @@ def test_unreadable_image_is_a_failure_not_a_crash(scenes, tmp_path):
     (["--steps", "0", "--fail-under", "insertion=0.5"],
      "camcli: error: --fail-under insertion=0.5 needs the deletion/insertion curves; drop --steps 0"),
 ])
-def test_usage_errors_exit_2_before_loading_the_model(scenes, tmp_path, args, message):
-    result = invoke("evaluate", scenes / "images", "--truth", scenes / "truth.csv", "--model", "no-such-model",
-                    "--out", tmp_path / "out", *args)
+def test_usage_errors_exit_2_before_loading_the_model(boxed_scenes, tmp_path, args, message):
+    result = invoke("evaluate", boxed_scenes / "images", "--truth", boxed_scenes / "truth.csv",
+                    "--model", "no-such-model", "--out", tmp_path / "out", *args)
     assert result.exit_code == 2
     assert result.stderr.strip() == message
     assert not (tmp_path / "out").exists()
 
 
-def test_truth_that_names_no_image_exits_2(scenes, tmp_path):
+def test_truth_that_names_no_image_exits_2(boxed_scenes, tmp_path):
     truth = tmp_path / "other.csv"
     truth.write_text("elsewhere/cat.jpg,0,0,5,5,circle\n", "utf-8")
-    result = invoke("evaluate", scenes / "images" / "circle.png", "--truth", truth, "--model", "no-such-model",
+    result = invoke("evaluate", boxed_scenes / "images" / "circle.png", "--truth", truth, "--model", "no-such-model",
                     "--out", tmp_path / "out")
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        f"camcli: error: none of the 1 images has boxes in {truth} (e.g. {scenes / 'images' / 'circle.png'} vs "
+        f"camcli: error: none of the 1 images has boxes in {truth} (e.g. {boxed_scenes / 'images' / 'circle.png'} vs "
         "'elsewhere/cat.jpg'); name images by file name or by path relative to the truth file")
 
 
-def test_loc_error_gate_needs_labels(scenes, tmp_path):
+def test_loc_error_gate_needs_labels(boxed_scenes, tmp_path):
     truth = tmp_path / "unlabelled.csv"
     truth.write_text("circle.png,0,0,5,5\n", "utf-8")
-    result = invoke("evaluate", scenes / "images", "--truth", truth, "--model", "no-such-model",
+    result = invoke("evaluate", boxed_scenes / "images", "--truth", truth, "--model", "no-such-model",
                     "--out", tmp_path / "out", "--fail-over", "loc_error=0.5")
     assert result.exit_code == 2
     assert result.stderr.strip() == (f"camcli: error: --fail-over loc_error=0.5 needs class labels in the ground "

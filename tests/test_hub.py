@@ -13,11 +13,10 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke, only_line
 from PIL import Image
 
 import camcli
-from camcli.cli import cli
 from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError
 from camcli.explain.explainer import Explainer
 from camcli.models import hub
@@ -34,17 +33,6 @@ CLASSES = 5
 SCALE = [1 / (255 * 0.229), 1 / (255 * 0.224), 1 / (255 * 0.225)]
 OFFSET = [-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]
 LAYER = "res_net_backbone/stack0_block0_out"  # the backbone's last layer
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
-
-
-def one_error_line(result):
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def _tiny_classifier(classes, seed=0):
@@ -210,7 +198,7 @@ def test_cli_layers_lists_the_backbone_layers(preset):
 def test_a_named_preset_offline_names_the_cache_folder(empty_caches, image_path, tmp_path):
     result = invoke("explain", image_path, "--model", "hub:resnet_50_imagenet", "--out", tmp_path / "out")
     assert result.exit_code == 2
-    line = one_error_line(result)
+    line = only_line(result)
     folder = os.path.join(empty_caches, "models", "keras", "resnetv1", "keras", "resnet_50_imagenet")
     assert line.startswith(f"camcli: error: hub:resnet_50_imagenet: KerasHub preset not in its cache at {folder}")
     assert "CAMCLI_OFFLINE is set" in line and "KAGGLEHUB_CACHE" in line
@@ -264,4 +252,4 @@ def test_without_keras_hub_one_line_says_what_to_install(monkeypatch, image_path
         camcli.load_model("hub:resnet_50_imagenet")
     result = invoke("explain", image_path, "--model", "hub:resnet_50_imagenet", "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert one_error_line(result).endswith('pip install "keras-camcli[hub]"')
+    assert only_line(result).endswith('pip install "keras-camcli[hub]"')

@@ -15,14 +15,11 @@ from PIL import Image
 
 from camcli.cli import cli
 from camcli.models import catalog
-from camcli.models.demo.samples import write_generated
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scene")
-    write_generated(folder)
-    return sorted(folder.glob("*.png"))[0]
+def scene(scenes):
+    return scenes[0]
 
 
 def _two_inputs():

@@ -23,13 +23,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tiny_models
-from click.testing import CliRunner
+from cli_helpers import invoke, read_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from image_fixtures import damaged_images, encode, noise
 from PIL import Image
 
-from camcli.cli import cli
 from camcli.errors import ImageLoadError
 from camcli.runs.decode import load_rgb
 from camcli.runs.discovery import discover, printable
@@ -42,20 +41,11 @@ MANY = 200  # images in the kill / Ctrl-C runs
 # --- helpers ---------------------------------------------------------------------------------------
 
 
-def invoke(*args):
-    """Run `camcli ARGS` in this process; stdout and stderr are kept apart (Click 8.2+)."""
-    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
-
-
 def write_png(path, size=(12, 9), seed=0):
     """A random RGB PNG of `size` = (width, height)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode(Image.fromarray(noise(size[1], size[0], seed=seed)), "PNG"))
     return path
-
-
-def read_json(path):
-    return json.loads(path.read_text("utf-8"))
 
 
 def is_summary(path, out):

@@ -13,11 +13,10 @@ from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_helpers import invoke
 from PIL import Image
 from report_fixtures import make_output_folder, summary, write_photo, write_record
 
-from camcli.cli import cli
 from camcli.errors import UsageError
 from camcli.maps.panel import panel_title, render_panel
 from camcli.report import page as report
@@ -53,10 +52,6 @@ class _Page(HTMLParser):
 def page(out):
     text = (out / "index.html").read_text("utf-8")
     return text, _Page(text)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="camcli", catch_exceptions=False)
 
 
 @pytest.fixture

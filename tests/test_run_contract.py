@@ -16,33 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import invoke, read_json
 from click.testing import CliRunner
 from PIL import Image
 
 from camcli.cli import cli
-from camcli.models.demo.samples import write_generated
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(arg) for arg in args], prog_name="camcli", catch_exceptions=False)
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text("utf-8"))
-
-
 def digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    """Six generated scenes (circle_1.png ... triangle_1.png) the demo model knows."""
-    folder = tmp_path_factory.mktemp("scenes")
-    write_generated(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix == ".png")
 
 
 def copy_scenes(scenes, folder):

@@ -132,7 +132,7 @@ def test_a_bad_threshold_or_refinement_is_refused_by_the_options(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
+def masked_scenes(tmp_path_factory):
     """12 generated scenes (2 per class) in images/, their VOC masks in masks/."""
     from camcli.models.demo.samples import write_segmentation_samples
 
@@ -141,19 +141,19 @@ def scenes(tmp_path_factory):
     return root
 
 
-def _copy_scenes(scenes, folder, names=None):
+def _copy_scenes(masked_scenes, folder, names=None):
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
-    for image in sorted((scenes / "images").glob("*.png")):
+    for image in sorted((masked_scenes / "images").glob("*.png")):
         if names is None or image.stem in names:
             (folder / "images" / image.name).write_bytes(image.read_bytes())
-            (folder / "masks" / image.name).write_bytes((scenes / "masks" / image.name).read_bytes())
+            (folder / "masks" / image.name).write_bytes((masked_scenes / "masks" / image.name).read_bytes())
     return folder / "images", folder / "masks"
 
 
-def test_evaluate_truth_masks_reports_iou_per_class_miou_and_the_sweep(scenes, tmp_path):
+def test_evaluate_truth_masks_reports_iou_per_class_miou_and_the_sweep(masked_scenes, tmp_path):
     out = tmp_path / "out"
-    result = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+    result = invoke("evaluate", masked_scenes / "images", "--truth-masks", masked_scenes / "masks", "--model", "demo",
                     "--method", "gradcam", "--bg-threshold", "0.4", "--out", out)
     assert result.exit_code == 0, result.stderr
     assert "evaluated 12 of 12 images" in result.stderr
@@ -178,18 +178,19 @@ def test_evaluate_truth_masks_reports_iou_per_class_miou_and_the_sweep(scenes, t
     assert kinds.count("sweep") == len(sweep)
 
 
-def test_the_image_miou_matches_the_label_map_explain_writes(scenes, tmp_path):
+def test_the_image_miou_matches_the_label_map_explain_writes(masked_scenes, tmp_path):
     """evaluate and explain --save-segmentation make the same label map: the per-image IoU from the
     evaluation equals the IoU of explain's file against the mask."""
     out = tmp_path / "eval"
-    invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo", "--out", out)
+    invoke("evaluate", masked_scenes / "images", "--truth-masks", masked_scenes / "masks", "--model", "demo",
+           "--out", out)
     rows = json.loads((out / "evaluation.json").read_text())["rows"]
     explained = tmp_path / "explained"
-    image = scenes / "images" / "star_1.png"
+    image = masked_scenes / "images" / "star_1.png"
     assert invoke("explain", image, "--model", "demo", "--class", "star", "--save-segmentation",
                   "--out", explained, "-q").exit_code == 0
     labels = read_palette_mask(explained / "star_1.gradcam.segmentation.png")
-    truth = read_palette_mask(scenes / "masks" / "star_1.png")
+    truth = read_palette_mask(masked_scenes / "masks" / "star_1.png")
     star = truth == 4  # value 4: class 3, star
     ours = labels == 1
     expected = (ours & star).sum() / (ours | star).sum()
@@ -197,24 +198,24 @@ def test_the_image_miou_matches_the_label_map_explain_writes(scenes, tmp_path):
     assert row["iou"]["star"] == pytest.approx(expected, abs=1e-9)
 
 
-def test_fail_under_miou_gates_the_build(scenes, tmp_path):
-    passed = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+def test_fail_under_miou_gates_the_build(masked_scenes, tmp_path):
+    passed = invoke("evaluate", masked_scenes / "images", "--truth-masks", masked_scenes / "masks", "--model", "demo",
                     "--fail-under", "miou=0.1", "--out", tmp_path / "a")
-    failed = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+    failed = invoke("evaluate", masked_scenes / "images", "--truth-masks", masked_scenes / "masks", "--model", "demo",
                     "--fail-under", "miou=0.99", "--out", tmp_path / "b")
     assert passed.exit_code == 0 and failed.exit_code == 1
     assert "gradcam miou" in failed.stderr and "below --fail-under miou=0.99" in failed.stderr
-    wrong = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
+    wrong = invoke("evaluate", masked_scenes / "images", "--truth-masks", masked_scenes / "masks", "--model", "demo",
                    "--fail-under", "pointing=0.5", "--out", tmp_path / "c")
     assert wrong.exit_code == 2 and "choose one of miou" in only_line(wrong)
 
 
-def test_refinements_apply_to_evaluate(scenes, tmp_path):
+def test_refinements_apply_to_evaluate(masked_scenes, tmp_path):
     figures = {}
     for how in ("none", "slic"):
         out = tmp_path / how
-        result = invoke("evaluate", scenes / "images", "--truth-masks", scenes / "masks", "--model", "demo",
-                        "--refine", how, "--out", out)
+        result = invoke("evaluate", masked_scenes / "images", "--truth-masks", masked_scenes / "masks",
+                        "--model", "demo", "--refine", how, "--out", out)
         assert result.exit_code == 0, result.stderr
         report = json.loads((out / "evaluation.json").read_text())
         assert report["options"]["refine"] == how
@@ -222,8 +223,8 @@ def test_refinements_apply_to_evaluate(scenes, tmp_path):
     assert figures["none"] != figures["slic"]
 
 
-def test_a_mask_of_another_size_is_one_line_and_exit_2(scenes, tmp_path):
-    images, masks = _copy_scenes(scenes, tmp_path / "set", {"star_1", "ring_1"})
+def test_a_mask_of_another_size_is_one_line_and_exit_2(masked_scenes, tmp_path):
+    images, masks = _copy_scenes(masked_scenes, tmp_path / "set", {"star_1", "ring_1"})
     mask = masks / "ring_1.png"
     with Image.open(mask) as picture:
         picture.resize((picture.width + 3, picture.height)).save(mask)
@@ -233,8 +234,8 @@ def test_a_mask_of_another_size_is_one_line_and_exit_2(scenes, tmp_path):
     assert "ring_1.png" in line and "must have its image's size" in line
 
 
-def test_an_unknown_mask_value_is_one_line_and_exit_2_and_mask_labels_name_it(scenes, tmp_path):
-    images, masks = _copy_scenes(scenes, tmp_path / "set", {"star_1", "ring_1"})
+def test_an_unknown_mask_value_is_one_line_and_exit_2_and_mask_labels_name_it(masked_scenes, tmp_path):
+    images, masks = _copy_scenes(masked_scenes, tmp_path / "set", {"star_1", "ring_1"})
     mask = masks / "ring_1.png"
     values = read_palette_mask(mask)
     with Image.open(mask) as picture:
@@ -256,8 +257,8 @@ def test_an_unknown_mask_value_is_one_line_and_exit_2_and_mask_labels_name_it(sc
     assert labels == {"background", "ring", "star"}
 
 
-def test_a_corrupt_mask_or_missing_truth_is_a_usage_error(scenes, tmp_path):
-    images, masks = _copy_scenes(scenes, tmp_path / "set", {"star_1"})
+def test_a_corrupt_mask_or_missing_truth_is_a_usage_error(masked_scenes, tmp_path):
+    images, masks = _copy_scenes(masked_scenes, tmp_path / "set", {"star_1"})
     (masks / "star_1.png").write_bytes(b"not a png")
     result = invoke("evaluate", images, "--truth-masks", masks, "--model", "demo", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "cannot read it as a segmentation mask" in only_line(result)
