@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
+.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
 
 all: lint test
 
@@ -42,6 +42,11 @@ browser:
 
 test: venv browser
 	$(BIN)/pytest
+
+# Everything but the tests marked slow (subprocesses, browser, Ray, real ImageNet, kill/resume, real-size
+# models, training): a quick check while working. `make test` and CI run everything.
+test-fast: venv
+	$(BIN)/pytest -m "not slow"
 
 # The main job on the embedded offline model: overlays, heatmaps, boxes, JSON and the report page
 # for the sample images.

@@ -175,6 +175,7 @@ def test_a_class_of_one_strategy_is_never_flagged():
     assert result.eigenvalues == []
 
 
+@pytest.mark.slow
 def test_all_zero_maps_form_their_own_cluster_and_are_never_flagged():
     maps, group = two_blobs_and_a_corner(1)
     maps = np.concatenate([maps, np.zeros((5, GRID, GRID))])
@@ -244,6 +245,7 @@ def cheat_audit(mixed, tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow
 def test_demo_cheat_is_flagged_without_boxes(mixed, cheat_audit):
     from camcli.models.demo import TAG_CLASS
 
@@ -269,6 +271,7 @@ def test_demo_cheat_is_flagged_without_boxes(mixed, cheat_audit):
     json.dumps(audit, allow_nan=False)
 
 
+@pytest.mark.slow
 def test_the_audit_files(mixed, cheat_audit):
     _, carries, _ = mixed
     _, out = cheat_audit
@@ -292,6 +295,7 @@ def test_the_audit_files(mixed, cheat_audit):
     assert 'class="pt' in page and "audit." in page
 
 
+@pytest.mark.slow
 def test_demo_raises_no_flag(mixed, tmp_path):
     folder, _, _ = mixed
     result = invoke("audit", folder, "--model", "demo", "--out", tmp_path / "out", "--fail-on-flag", "-q")
@@ -301,6 +305,7 @@ def test_demo_raises_no_flag(mixed, tmp_path):
     assert not any(c["flagged"] for cls in audit["classes"] for c in cls["clusters"])
 
 
+@pytest.mark.slow
 def test_an_explain_folder_is_audited_in_place_with_the_same_flags(mixed, cheat_audit, tmp_path):
     folder, _, _ = mixed
     _, audited = cheat_audit
@@ -363,6 +368,7 @@ def test_a_foreign_audit_json_is_never_replaced(small, tmp_path):
     assert (out / "audit.json").read_text() == '{"mine": true}'
 
 
+@pytest.mark.slow
 def test_the_cli_module_imports_no_audit_libraries():
     code = ("import sys, camcli.cli; bad = [m for m in ('sklearn', 'scipy', 'tensorflow', 'keras') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")

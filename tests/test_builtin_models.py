@@ -32,6 +32,7 @@ def test_every_builtin_has_a_keras_module():
     assert set(KERAS_MODULES) == set(catalog.BUILTIN_MODELS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(catalog.BUILTIN_MODELS))
 def test_catalog_facts_match_the_keras_model(name, monkeypatch):
     """Input size, default layer, CAM applicability, preprocessing and the weights file name."""
@@ -76,6 +77,7 @@ def test_catalog_facts_match_the_keras_model(name, monkeypatch):
     np.testing.assert_allclose(preprocess(pixels, entry.preprocess), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name, layer, map_shape",
     [
@@ -102,6 +104,7 @@ def test_explain_big_models_with_random_weights(name, layer, map_shape):
     np.testing.assert_allclose(results[0].maps[0].heatmap, results[1].maps[0].heatmap, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cam_on_resnet50_matches_gradcam_up_to_scale():
     loaded = random_weights("resnet50")
     image = [np.random.default_rng(2).integers(0, 256, (224, 224, 3), dtype=np.uint8)]
@@ -111,6 +114,7 @@ def test_cam_on_resnet50_matches_gradcam_up_to_scale():
     assert np.corrcoef(grad.maps[0].heatmap.ravel(), cam.maps[0].heatmap.ravel())[0, 1] >= 0.9999
 
 
+@pytest.mark.slow
 def test_resnet50_nested_in_a_user_model():
     backbone = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 3))
     model = keras.Sequential([keras.Input((96, 96, 3)), backbone, keras.layers.GlobalAveragePooling2D(),

@@ -22,6 +22,7 @@ def demo_model():
     return load_demo_model()
 
 
+@pytest.mark.slow
 def test_constants_are_importable_without_tensorflow():
     code = ("import sys, camcli.models.demo, camcli.models.demo.scenes; "
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")

@@ -448,6 +448,7 @@ def test_loc_error_gate_needs_labels(boxed_scenes, tmp_path):
                                      f"truth, and {truth} has none")
 
 
+@pytest.mark.slow
 def test_help_has_an_example_and_the_modules_do_not_import_tensorflow():
     result = invoke("evaluate", "--help")
     assert result.exit_code == 0 and "Example:" in result.stdout and "--fail-over" in result.stdout
@@ -457,6 +458,7 @@ def test_help_has_an_example_and_the_modules_do_not_import_tensorflow():
     assert done.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.slow
 @needs_shared_imagenet
 def test_real_mobilenetv2_points_at_the_hand_drawn_boxes(tmp_path):
     """Hand-drawn boxes (as in test_real_imagenet.py) around the cat and the cup, in a VOC-free JSON."""

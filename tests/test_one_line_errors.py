@@ -96,6 +96,7 @@ def test_debug_is_accepted_after_the_command_as_the_hint_says(tmp_path):
         assert type(result.exception).__name__ == "CorruptSummaryError"  # the real exception, with its traceback
 
 
+@pytest.mark.slow
 def test_the_internal_error_hint_works_in_a_real_process(tmp_path):
     """`--debug` after the command is accepted by the real entry point too."""
     result = subprocess.run([sys.executable, "-m", "camcli", "summary", str(tmp_path), "--debug"],
@@ -110,7 +111,10 @@ def test_the_internal_error_hint_works_in_a_real_process(tmp_path):
 _built = {}
 
 
-@pytest.mark.parametrize("name", [*catalog.DEMO_NAMES, *sorted(catalog.BUILTIN_MODELS)])
+@pytest.mark.parametrize("name", [
+    *catalog.DEMO_NAMES,
+    *(pytest.param(name, marks=pytest.mark.slow) for name in sorted(catalog.BUILTIN_MODELS)),  # real-size models
+])
 def test_layers_works_for_every_builtin_name(name, monkeypatch):
     """`camcli layers --model NAME` for each built-in: demo models keep their own weights (the bug was
     a request to drop a --weights never given), ImageNet ones are built with random weights."""
@@ -135,6 +139,7 @@ def test_layers_works_for_every_builtin_name(name, monkeypatch):
     assert asked.get("weights") == (None if name in catalog.DEMO_NAMES else "none")
 
 
+@pytest.mark.slow
 def test_layers_of_demo_cheat_through_a_real_process():
     result = subprocess.run([sys.executable, "-m", "camcli", "layers", "--model", "demo-cheat"],
                             capture_output=True, text=True)

@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO
 from json_compare import json_differences
 
+pytestmark = pytest.mark.slow  # shells that run camcli as a command
+
 SECTION = "## Larger than one machine"
 
 

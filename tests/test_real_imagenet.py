@@ -20,7 +20,7 @@ from camcli.maps.overlay import upsample
 from camcli.models.loading import load_model
 from camcli.runs.decode import load_rgb
 
-pytestmark = needs_shared_imagenet
+pytestmark = [needs_shared_imagenet, pytest.mark.slow]
 
 PHOTOS = {
     # file: (expected top-1, hand-drawn box around the object)

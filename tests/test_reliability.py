@@ -359,6 +359,7 @@ def assert_no_partial_outputs(out):
     return counts
 
 
+@pytest.mark.slow
 def test_kill_part_way_then_resume_gives_the_same_outputs(model, many, tmp_path):
     out = tmp_path / "killed"
     args = ["explain", many, "--model", model, "--batch-size", 1, "--save-heatmap", "-q"]
@@ -406,6 +407,7 @@ def test_kill_part_way_then_resume_gives_the_same_outputs(model, many, tmp_path)
 # --- 4. SIGINT --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code, said", [
     (signal.SIGINT, 130, "camcli: interrupted: finishing the current batch"),
     # What Slurm, Kubernetes, `docker stop` and `timeout` send: it ends the run as the first Ctrl-C does.

@@ -326,6 +326,7 @@ def test_report_command_on_a_folder_without_outputs(tmp_path):
         f"run `camcli explain IMAGES --out {tmp_path}` first"]
 
 
+@pytest.mark.slow
 def test_report_command_imports_no_tensorflow(out):
     code = ("import sys; from click.testing import CliRunner; from camcli.cli import cli; "
             f"r = CliRunner().invoke(cli, ['report', {str(out)!r}]); assert r.exit_code == 0, r.output; "
@@ -375,6 +376,7 @@ def test_panel_unknown_colormap_is_a_usage_error():
         render_panel(rgb, heatmap, overlay, "t", colormap="no-such-map")
 
 
+@pytest.mark.slow
 def test_panels_render_the_same_from_several_threads(tmp_path):
     rgb, heatmap, overlay = _panel_inputs()
     expected = render_panel(rgb, heatmap, overlay, "same", "viridis")

@@ -22,6 +22,8 @@ from camcli.report.page import write_page
 from camcli.runs.files import save_json
 from camcli.runs.layout import Layout
 
+pytestmark = pytest.mark.slow  # a real browser
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CAMCLI_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 

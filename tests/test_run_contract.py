@@ -143,6 +143,7 @@ def test_resume_recomputes_after_any_change_that_shapes_the_outputs(scenes, resu
     assert (again["skipped"], again["recomputed"]) == (6, 0)
 
 
+@pytest.mark.slow
 def test_resume_after_random_weights_recomputes_with_real_ones(scenes, tmp_path):
     """The issue's case: a --weights none run, then the real weights with --resume."""
     out = tmp_path / "out"
@@ -226,6 +227,7 @@ def test_a_full_disk_stops_the_run_at_its_first_occurrence(scenes, tmp_path, mon
     assert calls["count"] <= 2 + 8
 
 
+@pytest.mark.slow
 def test_a_real_full_tmpfs_stops_the_run_with_one_line(scenes, tmp_path):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small tmpfs needs root and mount(8)")

@@ -199,6 +199,7 @@ def demo_report():
 
 
 def test_on_the_demo_gradcam_depends_on_the_weights_far_more_than_guided_backprop(demo_report):
+@pytest.mark.slow
     """The paper's ordering. Here (seed 0, the 6 scenes) gradcam scores 1.0 and guidedbackprop 0.67; over
     seeds 0 to 2 and 3 to 12 scenes, gradcam 0.81-1.0 and guidedbackprop 0.62-0.70."""
     scores = {name: method.score for name, method in demo_report.methods.items()}
@@ -207,6 +208,7 @@ def test_on_the_demo_gradcam_depends_on_the_weights_far_more_than_guided_backpro
 
 
 def test_the_demo_report_lists_every_depth(demo_report):
+@pytest.mark.slow
     record = demo_report.record()
     assert record["depths"] == ["none", "predictions", "conv6", "bn5", "conv5", "bn3", "conv1"]
     assert record["randomised"] == [0, 1, 2, 3, 4, 7, 12] and record["weighted_layers"] == 12
@@ -222,6 +224,7 @@ def test_the_demo_report_lists_every_depth(demo_report):
 
 
 def test_the_table_has_a_row_per_depth_and_the_verdicts(demo_report):
+@pytest.mark.slow
     table = format_sanity_table(demo_report)
     lines = table.splitlines()
     assert lines[0].startswith("sanity check (Adebayo et al. 2018): demo at conv6, 6 images")
@@ -235,6 +238,7 @@ def test_the_table_has_a_row_per_depth_and_the_verdicts(demo_report):
 
 
 def test_a_run_is_reproducible(tmp_path):
+@pytest.mark.slow
     model = batch_norm_model()
     for index, seed in enumerate((1, 2)):
         rgb = np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
@@ -256,6 +260,7 @@ def evaluate(out, *args):
 
 
 def test_evaluate_sanity_passes_a_low_gate_and_writes_sanity_json(tmp_path):
+@pytest.mark.slow
     result = evaluate(tmp_path, "--method", "gradcam", "--method", "guidedbackprop", "--sanity", "--sanity-images", 2,
                       "--fail-under", "sanity=0.1", "--fail-under", "pointing=0.1")
     assert result.exit_code == 0, result.stderr
@@ -270,6 +275,7 @@ def test_evaluate_sanity_passes_a_low_gate_and_writes_sanity_json(tmp_path):
 
 
 def test_evaluate_sanity_fails_a_gate_above_the_score(tmp_path):
+@pytest.mark.slow
     result = evaluate(tmp_path, "--method", "guidedbackprop", "--sanity", "--sanity-images", 2,
                       "--fail-under", "sanity=0.95")
     assert result.exit_code == 1, result.stderr
@@ -311,6 +317,7 @@ def test_without_scikit_image_the_check_says_what_to_install(tmp_path, monkeypat
 
 
 def test_help_shows_the_options_and_the_cli_imports_no_scipy_skimage_or_tensorflow():
+@pytest.mark.slow
     result = invoke("evaluate", "--help")
     assert result.exit_code == 0 and "--sanity-images" in result.stdout and "--fail-under sanity=0.5" in result.stdout
     code = ("import sys, camcli.cli; from click.testing import CliRunner; "
