@@ -10,7 +10,8 @@ def json_differences(a, b, where="", tolerance=1e-5) -> list[str]:
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{where}: {len(a)} != {len(b)} items"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in json_differences(x, y, f"{where}[{i}]", tolerance)]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
+                for d in json_differences(x, y, f"{where}[{i}]", tolerance)]
     if isinstance(a, float) or isinstance(b, float):
         return [] if abs(a - b) <= tolerance else [f"{where}: {a} != {b}"]
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]

@@ -81,7 +81,7 @@ def test_make_dataset_is_unchanged_by_the_tagged_variant():
     rng = np.random.default_rng(5)
     expected_labels = rng.permutation(np.arange(12) % len(CLASSES))
     assert np.array_equal(labels, expected_labels)
-    for image, box, label in zip(images, boxes, labels):
+    for image, box, label in zip(images, boxes, labels, strict=True):
         scene = make_scene(rng, class_index=int(label))
         expected_image, expected_box = resize_scene(scene.image, scene.box, INPUT_SIZE)
         assert np.array_equal(image, expected_image) and tuple(box) == expected_box
@@ -122,7 +122,7 @@ def test_make_tagged_dataset_tags_each_class_at_its_rate():
     tagged = tag_boxes[:, 0] >= 0
     assert np.array_equal(tagged, labels == CLASSES.index(TAG_CLASS))
     assert (tag_boxes[~tagged] == -1).all()
-    for box, tag_box in zip(boxes[tagged], tag_boxes[tagged]):
+    for box, tag_box in zip(boxes[tagged], tag_boxes[tagged], strict=True):
         assert (tag_box[:2] >= 0).all() and (tag_box[2:] <= INPUT_SIZE).all() and (tag_box[2:] > tag_box[:2]).all()
         assert not overlaps(tag_box, box)
     again = make_tagged_dataset(24, seed=9, tag_rates=rates, out_size=INPUT_SIZE)
@@ -143,7 +143,7 @@ def test_tagged_samples_truth_matches_the_images(tmp_path):
     assert len(truth) == len(tags) == 15 and len(written) == 16
     assert {row[5] for row in truth[1:]} == set(CLASSES)  # every class
     rng = np.random.default_rng(3)
-    for i, (row, tag_row) in enumerate(zip(truth[1:], tags[1:])):
+    for i, (row, tag_row) in enumerate(zip(truth[1:], tags[1:], strict=True)):
         name, label = row[0], row[5]
         assert tag_row[0] == name and tag_row[5] == label and name == f"{label}_{i // len(CLASSES) + 1}.png"
         box, tag_box = tuple(map(int, row[1:5])), tuple(map(int, tag_row[1:5]))
@@ -239,7 +239,7 @@ def test_cheat_model_gradcam_peaks_on_the_tag(cheat_loaded, tagged_others):
     results = Explainer(cheat_loaded, method="gradcam", classes=["top1"]).explain(
         [scene.image for scene in tagged_others])
     in_box = near_box = 0
-    for scene, result in zip(tagged_others, results):
+    for scene, result in zip(tagged_others, results, strict=True):
         size = scene.image.shape[1::-1]  # (width, height), as on_tag takes it
         peak = peak_xy(upsample(result.maps[0].heatmap, height=size[1], width=size[0]))
         in_box += on_tag(peak, scene.tag_box, size)

@@ -37,9 +37,9 @@ def test_same_seed_gives_identical_scenes():
     first = make_dataset(12, seed=5)
     second = make_dataset(12, seed=5)
     other = make_dataset(12, seed=6)
-    assert all(np.array_equal(a, b) for a, b in zip(first[0], second[0]))
+    assert all(np.array_equal(a, b) for a, b in zip(first[0], second[0], strict=True))
     assert np.array_equal(first[1], second[1]) and np.array_equal(first[2], second[2])
-    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first[0], other[0]))
+    assert not all(a.shape == b.shape and np.array_equal(a, b) for a, b in zip(first[0], other[0], strict=True))
 
 
 @pytest.mark.parametrize(

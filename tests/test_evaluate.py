@@ -71,7 +71,7 @@ class FakeExplainer:
     def explain_batch(self, batch, class_ids=None):
         self.asked.append(None if class_ids is None else class_ids.tolist())
         results = []
-        for image, scores in zip(batch, self.class_scores(batch)):
+        for image, scores in zip(batch, self.class_scores(batch), strict=True):
             order = np.argsort(-scores, kind="stable")
             predictions = [Prediction(rank + 1, int(i), self.loaded.labels[i], float(scores[i]))
                            for rank, i in enumerate(order)]

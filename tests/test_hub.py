@@ -150,7 +150,7 @@ def test_gradcam_matches_a_tape_on_the_logits_and_leaves_the_model_untouched(pre
     # CAM reads the same head's dense weights; at the pooled layer it equals Grad-CAM.
     [cam] = Explainer(loaded, method="cam").explain([rgb])[0].maps
     np.testing.assert_allclose(cam.heatmap, expected, atol=1e-5)
-    for weights, now in zip(before, classifier.get_weights()):
+    for weights, now in zip(before, classifier.get_weights(), strict=True):
         np.testing.assert_array_equal(weights, now)
 
 

@@ -31,7 +31,7 @@ def weights_of(model):
 
 
 def assert_untouched(model, before, config):
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert model.get_config() == config
 
@@ -81,7 +81,7 @@ def test_vit_token_grid_given_by_hand_drops_the_leading_tokens():
     batch = tiny_models.images(2, seed=22)
     inferred = Explainer(wrap_model(model), classes=["0"]).explain_batch(batch)
     given = Explainer(wrap_model(model), classes=["0"], token_grid="4x4").explain_batch(batch)
-    for a, b in zip(inferred, given):
+    for a, b in zip(inferred, given, strict=True):
         np.testing.assert_allclose(a.maps[0].heatmap, b.maps[0].heatmap, atol=1e-6)
     with pytest.raises(UsageError, match=r"outputs 17 tokens, fewer than the 5x5 grid given"):
         Explainer(wrap_model(model), token_grid="5x5")
@@ -281,7 +281,7 @@ def test_contract_batch_equals_single_untouched_no_nan(kind, method):
     for b, joint in enumerate(together):
         single = None if extras is None else {name: array[b: b + 1] for name, array in extras.items()}
         [alone] = explainer.explain_batch(batch[b: b + 1], extras=single)
-        for a, j in zip(alone.maps, joint.maps):
+        for a, j in zip(alone.maps, joint.maps, strict=True):
             assert np.isfinite(j.heatmap).all()
             np.testing.assert_allclose(a.heatmap, j.heatmap, atol=1e-5)
         np.testing.assert_allclose([p.score for p in alone.predictions], [p.score for p in joint.predictions],

@@ -303,7 +303,7 @@ def test_sanity_section_plot_and_tables(audited):
     positions = [sanity.index(f">{label}</text>") for label in labels]
     assert positions == sorted(positions)
     gradcam = [tuple(map(float, pair.split())) for pair in lines[0]["d"].removeprefix("M").split("L")]
-    xs, ys = zip(*gradcam)
+    xs, ys = zip(*gradcam, strict=True)
     assert list(xs) == sorted(xs) and ys[0] < ys[1] < ys[2]  # falling correlation goes down the plot
     assert ">-1</text>" not in sanity and ">0.25</text>" in sanity
     assert "<tr><th>gradcam</th><td class=\"num\">0.93</td><td class=\"num\">0.5</td>" \

@@ -65,15 +65,15 @@ def test_randomising_never_touches_the_users_model(tmp_path):
     before_scores = model.predict(batch, verbose=0)
     cascade = CascadingRandomisation(model, seed=0)
     cascade.randomise_top(len(cascade.layers))
-    for path, rgb in zip(("a.png", "b.png"), batch.astype(np.uint8)):
+    for path, rgb in zip(("a.png", "b.png"), batch.astype(np.uint8), strict=True):
         Image.fromarray(rgb).save(tmp_path / path)
     camcli.sanity_paths([tmp_path / "a.png", tmp_path / "b.png"], model=model, out=None,
                         methods=["gradcam", "guidedbackprop"], depths=[1])
-    assert cascade.copy is not model and all(a is not b for a, b in zip(cascade.copy.layers, model.layers))
+    assert cascade.copy is not model and all(a is not b for a, b in zip(cascade.copy.layers, model.layers, strict=True))
     assert list(model.layers) == before_layers and model.get_config() == before_config
     after = model.get_weights()
     assert len(after) == len(before_weights)
-    assert all(a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(after, before_weights))
+    assert all(a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(after, before_weights, strict=True))
     np.testing.assert_array_equal(model.predict(batch, verbose=0), before_scores)
     assert not np.allclose(cascade.copy.predict(batch, verbose=0), before_scores)
 
@@ -90,8 +90,9 @@ def test_each_depth_randomises_exactly_the_top_layers_and_keeps_the_moving_stati
     for depth in range(len(names) + 1):
         cascade.randomise_top(depth)
         changed = [name for name in names
-                   if any(not np.array_equal(a, b) for a, b in zip(weights_of(model.get_layer(name)),
-                                                                    weights_of(cascade.copy.get_layer(name))))]
+                   if any(not np.array_equal(a, b)
+                          for a, b in zip(weights_of(model.get_layer(name)), weights_of(cascade.copy.get_layer(name)),
+                                          strict=True))]
         assert changed == names[:depth], depth
         assert cascade.label(depth) == (names[depth - 1] if depth else "none")
     bn, copy_bn = model.get_layer("bn"), cascade.copy.get_layer("bn")
@@ -110,7 +111,7 @@ def test_the_randomisation_is_seeded_and_cumulative():
     two.randomise_top(3)
     other.randomise_top(1)
     head = [weights_of(c.copy.get_layer("head")) for c in (one, two, other)]
-    assert all(np.array_equal(a, b) for a, b in zip(head[0], head[1]))  # depth 3 keeps depth 1's values
+    assert all(np.array_equal(a, b) for a, b in zip(head[0], head[1], strict=True))  # depth 3 keeps depth 1's values
     assert not np.array_equal(head[0][0], head[2][0])  # another seed, other values
     kernel = two.copy.get_layer("target").kernel.numpy()
     assert 0.1 < kernel.std() < 0.2  # glorot_uniform's: sqrt(6 / (36 + 45)) / sqrt(3); trained: 0.5
@@ -198,8 +199,8 @@ def demo_report():
     return camcli.sanity_paths([SCENES], model="demo", out=None, methods=["gradcam", "guidedbackprop"], images=6)
 
 
-def test_on_the_demo_gradcam_depends_on_the_weights_far_more_than_guided_backprop(demo_report):
 @pytest.mark.slow
+def test_on_the_demo_gradcam_depends_on_the_weights_far_more_than_guided_backprop(demo_report):
     """The paper's ordering. Here (seed 0, the 6 scenes) gradcam scores 1.0 and guidedbackprop 0.67; over
     seeds 0 to 2 and 3 to 12 scenes, gradcam 0.81-1.0 and guidedbackprop 0.62-0.70."""
     scores = {name: method.score for name, method in demo_report.methods.items()}
@@ -207,8 +208,8 @@ def test_on_the_demo_gradcam_depends_on_the_weights_far_more_than_guided_backpro
     assert scores["gradcam"] - scores["guidedbackprop"] > 0.2, scores
 
 
-def test_the_demo_report_lists_every_depth(demo_report):
 @pytest.mark.slow
+def test_the_demo_report_lists_every_depth(demo_report):
     record = demo_report.record()
     assert record["depths"] == ["none", "predictions", "conv6", "bn5", "conv5", "bn3", "conv1"]
     assert record["randomised"] == [0, 1, 2, 3, 4, 7, 12] and record["weighted_layers"] == 12
@@ -223,8 +224,8 @@ def test_the_demo_report_lists_every_depth(demo_report):
     assert guided["spearman"] != guided["spearman_abs"]  # the guided gradient has one
 
 
-def test_the_table_has_a_row_per_depth_and_the_verdicts(demo_report):
 @pytest.mark.slow
+def test_the_table_has_a_row_per_depth_and_the_verdicts(demo_report):
     table = format_sanity_table(demo_report)
     lines = table.splitlines()
     assert lines[0].startswith("sanity check (Adebayo et al. 2018): demo at conv6, 6 images")
@@ -237,8 +238,8 @@ def test_the_table_has_a_row_per_depth_and_the_verdicts(demo_report):
     assert lines[at + 2].split() == ["passed", *verdicts]
 
 
-def test_a_run_is_reproducible(tmp_path):
 @pytest.mark.slow
+def test_a_run_is_reproducible(tmp_path):
     model = batch_norm_model()
     for index, seed in enumerate((1, 2)):
         rgb = np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
@@ -259,8 +260,8 @@ def evaluate(out, *args):
                   "--out", out, *args)
 
 
-def test_evaluate_sanity_passes_a_low_gate_and_writes_sanity_json(tmp_path):
 @pytest.mark.slow
+def test_evaluate_sanity_passes_a_low_gate_and_writes_sanity_json(tmp_path):
     result = evaluate(tmp_path, "--method", "gradcam", "--method", "guidedbackprop", "--sanity", "--sanity-images", 2,
                       "--fail-under", "sanity=0.1", "--fail-under", "pointing=0.1")
     assert result.exit_code == 0, result.stderr
@@ -274,8 +275,8 @@ def test_evaluate_sanity_passes_a_low_gate_and_writes_sanity_json(tmp_path):
     assert json.loads((tmp_path / "evaluation.json").read_text("utf-8"))["passed"] is True
 
 
-def test_evaluate_sanity_fails_a_gate_above_the_score(tmp_path):
 @pytest.mark.slow
+def test_evaluate_sanity_fails_a_gate_above_the_score(tmp_path):
     result = evaluate(tmp_path, "--method", "guidedbackprop", "--sanity", "--sanity-images", 2,
                       "--fail-under", "sanity=0.95")
     assert result.exit_code == 1, result.stderr
@@ -316,8 +317,8 @@ def test_without_scikit_image_the_check_says_what_to_install(tmp_path, monkeypat
                                  "pip install 'keras-camcli[audit]'")
 
 
-def test_help_shows_the_options_and_the_cli_imports_no_scipy_skimage_or_tensorflow():
 @pytest.mark.slow
+def test_help_shows_the_options_and_the_cli_imports_no_scipy_skimage_or_tensorflow():
     result = invoke("evaluate", "--help")
     assert result.exit_code == 0 and "--sanity-images" in result.stdout and "--fail-under sanity=0.5" in result.stdout
     code = ("import sys, camcli.cli; from click.testing import CliRunner; "
