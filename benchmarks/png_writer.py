@@ -65,7 +65,7 @@ def pictures(rng: np.random.Generator) -> list[tuple[str, np.ndarray, int, int]]
         found.append((f"overlay, {path.name} {rgb.shape[1]}x{rgb.shape[0]}", overlay(rgb, rng), *overlay_settings))
     rgb = found[0][1]
     heatmap = upsample(rng.random((7, 7)).astype(np.float32), height=rgb.shape[0], width=rgb.shape[1])
-    found.append(("panel (level 6, default strategy)", render_panel(rgb, heatmap, rgb, "tabby 0.81 gradcam"),
+    found.append(("panel (level 6, default strategy)", render_panel(rgb, heatmap, rgb, "tabby 0.81 gradcam", "jet"),
                   6, zlib.Z_DEFAULT_STRATEGY))
     return found
 

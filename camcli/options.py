@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from camcli.errors import UsageError
-from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, REFINEMENTS
+from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, DEFAULT_BOX_THRESHOLD, REFINEMENTS
 from camcli.models.catalog import DEFAULT_MODEL, PREPROCESS_MODES
 
 DEFAULT_OUT = "camcli_out"
@@ -249,7 +249,7 @@ class FileOptions:
 
     alpha: float = option(0.5)  # heatmap opacity in the overlays
     colormap: str = option("jet")  # any matplotlib colour map
-    box_threshold: float = option(0.2)  # a box keeps pixels >= this fraction of the map's maximum (CAM paper)
+    box_threshold: float = option(DEFAULT_BOX_THRESHOLD)  # a box keeps pixels >= this fraction of the map's maximum
     draw_box: bool = option(False)
     save_heatmap: bool = option(False)  # float32 .npy at the output size
     save_mask: bool = option(False)  # the box's thresholded region as a binary PNG

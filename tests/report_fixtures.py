@@ -57,10 +57,11 @@ def write_record(out_dir: Path, stem: str, photo: Path | None, top: list[tuple[i
             entry["bbox"] = bbox
         explanations.append(entry)
     record = records.image_record(
+        records.RunIdentity("tiny", "conv", ["conv"], True, "sha256:fixture"),
         image=display if display is not None else (str(photo) if photo is not None else f"{stem}.png"),
-        width=width, height=height, model="tiny", layer="conv", layers=["conv"],
+        width=width, height=height,
         predictions=[{"rank": r, "index": i, "label": LABELS[i], "score": s} for r, (i, s) in enumerate(top, 1)],
-        explanations=explanations, fingerprint="sha256:fixture", pretrained=True,
+        explanations=explanations,
     )
     record.update(extra or {})
     save_json(layout.record(stem), record)

@@ -149,3 +149,66 @@ def test_explain_paths_writes_what_the_cli_writes(tmp_path):
             assert json.loads(lib) == json.loads(cli_record)
     assert summary.as_record()["fingerprint"] == json.loads((tmp_path / "cli" / "summary.json").read_text())[
         "fingerprint"]
+
+
+def _parameters(function: ast.FunctionDef) -> list[tuple[str, ast.expr | None]]:
+    """(name, default) of a function's parameters, self and cls left out."""
+    args = function.args
+    positional = args.posonlyargs + args.args
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    pairs = list(zip(positional, defaults, strict=True)) + list(zip(args.kwonlyargs, args.kw_defaults, strict=True))
+    pairs += [(extra, None) for extra in (args.vararg, args.kwarg) if extra is not None]
+    return [(arg.arg, default) for arg, default in pairs if arg.arg not in ("self", "cls")]
+
+
+def _functions():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path.relative_to(PACKAGE).as_posix(), node
+
+
+def test_no_public_function_takes_more_than_12_parameters():
+    """Options travel in their groups (camcli.options), not as long parameter lists."""
+    long = [f"{where}:{node.lineno} {node.name} ({len(_parameters(node))})" for where, node in _functions()
+            if (not node.name.startswith("_") or node.name == "__init__") and len(_parameters(node)) > 12]
+    assert long == []
+
+
+# Parameters named as an option field whose literal default is no option's default: why each is allowed.
+NOT_AN_OPTION_DEFAULT = {
+    ("runs/layout.py", "map_paths", "overlay_format"): "the format one image's overlay was resolved to, never auto",
+    ("runs/writer.py", "planned_files", "overlay_format"): "the same, for the paths planned for one image",
+    ("explain/forward.py", "__init__", "image_input"): "the image input's position, not its name",
+    ("models/loading.py", "LoadedModel", "image_input"): "the same position, as the loaded model holds it",
+    ("runs/runner.py", "RunSummary", "images"): "a count of images, not SanityOptions.images",
+    ("keras.py", "__init__", "preprocess"): "a Keras model in memory takes raw pixels unless told (wrap_model's rule)",
+    ("models/loading.py", "wrap_model", "preprocess"): "the rule itself: ModelOptions' None means it for a Keras model",
+    ("models/demo/train.py", "gradcam_peak_in_box_rate", "batch_size"): "the training script's evaluation batch",
+}
+
+
+def test_option_defaults_are_written_once_in_camcli_options():
+    """A parameter or field named as an option takes its default from camcli.options (field_default,
+    MASKED_BATCH...), never a literal of its own: a changed default changes everywhere."""
+    from camcli.options import GROUPS, field_names
+
+    options = {name for group in GROUPS for name in field_names(group)}
+    literal = []
+    for where, node in _functions():
+        for name, default in _parameters(node):
+            if (where != "options.py" and name in options and isinstance(default, ast.Constant)
+                    and default.value is not None and not isinstance(default.value, bool)
+                    and (where, node.name, name) not in NOT_AN_OPTION_DEFAULT):
+                literal.append(f"{where}:{node.lineno} {node.name}({name}={default.value!r})")
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if where != "options.py" and isinstance(node, ast.ClassDef):
+                literal += [f"{where}:{item.lineno} {node.name}.{item.target.id}={item.value.value!r}"
+                            for item in node.body if isinstance(item, ast.AnnAssign)
+                            and isinstance(item.target, ast.Name) and item.target.id in options
+                            and isinstance(item.value, ast.Constant) and item.value.value is not None
+                            and not isinstance(item.value.value, bool)
+                            and (where, node.name, item.target.id) not in NOT_AN_OPTION_DEFAULT]
+    assert literal == []

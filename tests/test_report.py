@@ -349,7 +349,7 @@ def _panel_inputs():
 
 def test_panel_has_the_default_size_and_real_content():
     rgb, heatmap, overlay = _panel_inputs()
-    picture = render_panel(rgb, heatmap, overlay, panel_title("tabby", 0.8123, "gradcam", "block5_conv3"))
+    picture = render_panel(rgb, heatmap, overlay, panel_title("tabby", 0.8123, "gradcam", "block5_conv3"), "jet")
     assert picture.shape == (450, 1200, 3) and picture.dtype == np.uint8
     assert picture.std() > 20
     assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 200  # a colour bar, a heatmap, text
@@ -360,7 +360,7 @@ def test_panel_has_the_default_size_and_real_content():
 def test_panel_without_heatmap_and_with_a_big_image():
     rng = np.random.default_rng(1)
     big = rng.integers(0, 255, (2000, 3000, 3), np.uint8)
-    picture = render_panel(big, None, big, "guided")
+    picture = render_panel(big, None, big, "guided", "jet")
     assert picture.shape == (450, 1200, 3) and picture.std() > 20
 
 
@@ -396,5 +396,5 @@ def test_panels_render_the_same_from_several_threads(tmp_path):
         thread.join()
     assert not errors and len(results) == 9
     assert all(np.array_equal(result, expected) for result in results)
-    path = save_panel(tmp_path / "x.gradcam.1.panel.png", rgb, heatmap, overlay, "saved")
+    path = save_panel(tmp_path / "x.gradcam.1.panel.png", rgb, heatmap, overlay, "saved", "jet")
     assert layout.is_camcli_png(path) and Image.open(path).size == (1200, 450)

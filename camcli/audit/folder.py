@@ -22,8 +22,9 @@ from PIL import Image
 
 from camcli import __version__
 from camcli.audit.rule import DEFAULT_RULE, FlagRule
-from camcli.audit.spray import GRID, NEIGHBOURS, SAMPLES, ClassClusters, cluster_class, shrink, unit_rows
+from camcli.audit.spray import GRID, NEIGHBOURS, SAMPLES, SEED, ClassClusters, cluster_class, shrink, unit_rows
 from camcli.errors import UsageError
+from camcli.options import AuditOptions, FileOptions, field_default
 from camcli.runs.files import save_json, save_png, write_bytes_atomic
 from camcli.runs.layout import AUDIT_MAP, Layout, check_replaceable, is_camcli_csv, is_camcli_output
 
@@ -163,7 +164,8 @@ def _first_method(records: list[dict]) -> str | None:
     return None
 
 
-def read_folder(out_dir: Path, method: str | None = None, by: str = "predicted", truth_labels=None,
+def read_folder(out_dir: Path, method: str | None = None, by: str = field_default(AuditOptions, "by"),
+                truth_labels=None,
                 grid: int = GRID) -> FolderMaps:
     """The maps of every record in `out_dir` for `method` (default: the first the records hold)."""
     from camcli.report.page import find_records
@@ -225,8 +227,8 @@ def _load_maps(out_dir: Path, jobs, folder: FolderMaps, grid: int) -> list[Audit
 # --- the audit ----------------------------------------------------------------------------------------
 
 
-def audit_maps(folder: FolderMaps, by: str = "predicted", rule: FlagRule = DEFAULT_RULE, neighbours: int = NEIGHBOURS,
-               seed: int = 0, embed: bool = True) -> AuditReport:
+def audit_maps(folder: FolderMaps, by: str = field_default(AuditOptions, "by"), rule: FlagRule = DEFAULT_RULE,
+               neighbours: int = NEIGHBOURS, seed: int = SEED, embed: bool = True) -> AuditReport:
     """SpRAy per class over the folder's maps (grouped by predicted class, or by truth label)."""
     started = time.perf_counter()
     groups: dict[object, list[AuditMap]] = {}
@@ -261,7 +263,8 @@ def _mean_map_picture(mean_map: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return lut[np.asarray(picture)]
 
 
-def write_audit(report: AuditReport, out_dir: Path, colormap: str = "jet") -> dict[str, Path]:
+def write_audit(report: AuditReport, out_dir: Path, colormap: str = field_default(FileOptions, "colormap")
+                ) -> dict[str, Path]:
     """audit.json, audit.csv and the mean maps in `out_dir`, atomically; stale mean maps of an earlier
     audit (camcli's, no longer listed) are removed."""
     from camcli.maps.overlay import colormap_lut

@@ -30,6 +30,7 @@ import numpy as np
 
 from camcli.errors import UsageError, one_line
 from camcli.models.loading import import_keras
+from camcli.options import SanityOptions, field_default
 
 # Running statistics, kept as they are (see the module's docstring): BatchNormalization's, and the
 # Normalization preprocessing layer's. A layer with nothing else is not a weighted layer.
@@ -121,7 +122,7 @@ class CascadingRandomisation:
     >>> cascade.label(2)  # the deepest layer randomised so far: "dense_1"
     """
 
-    def __init__(self, model, seed: int = 0):
+    def __init__(self, model, seed: int = field_default(SanityOptions, "seed")):
         self.copy = copy_model(model)
         self.layers = weighted_layers(self.copy)
         if not self.layers:

@@ -54,11 +54,12 @@ from camcli import __version__
 from camcli.errors import ImageLoadError, UsageError
 from camcli.evaluate.evaluation import Gate, GateResult, Metric, check_gates, parse_gate
 from camcli.maps.overlay import upsample
+from camcli.options import RunOptions, SanityOptions, field_default
 from camcli.runs.decode import decode_image
 from camcli.runs.files import save_json
 from camcli.runs.layout import Layout, check_replaceable
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = field_default(SanityOptions, "threshold")
 DEFAULT_CHECKPOINTS = 6  # depths after "none", spread from the top layer to all of them (randomise.py)
 SANITY = Metric("sanity", True, "1 - rank correlation of |map| with the trained model's once every layer is random")
 SANITY_METRICS = {SANITY.name: SANITY}
@@ -341,8 +342,10 @@ def _without_retracing_warnings():
 
 
 def run_sanity(loaded, pictures: Sequence[tuple[str, np.ndarray]], explainer_for: Callable, *,
-               depths: int | Sequence[int] | None = None, seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
-               gates: Sequence[Gate] = (), batch_size: int = 8, failures: Sequence[dict] = ()) -> SanityReport:
+               depths: int | Sequence[int] | None = None, seed: int = field_default(SanityOptions, "seed"),
+               threshold: float = DEFAULT_THRESHOLD,
+               gates: Sequence[Gate] = (), batch_size: int = field_default(RunOptions, "batch_size"),
+               failures: Sequence[dict] = ()) -> SanityReport:
     """The cascading randomisation test of every method `explainer_for(loaded)` builds (an Explainer,
     or a MethodSet for several methods) on `pictures`, [(display, RGB)].
 

@@ -31,6 +31,7 @@ from camcli.options import AuditOptions, field_default
 
 GRID = 32  # maps are shrunk to GRID x GRID cells (SpRAy's maps were downscaled likewise, to 32 x 32)
 NEIGHBOURS = field_default(AuditOptions, "neighbours")  # k of the k-nearest-neighbour affinity graph
+SEED = field_default(AuditOptions, "seed")  # of the clustering and the t-SNE picture
 MIN_CLUSTERS, MAX_CLUSTERS = 2, 10  # the eigengap chooses within this range
 MIN_IMAGES = 12  # fewer maps than this in a class: too few to find strategies; one cluster
 SAMPLES = 6  # images shown per cluster
@@ -155,7 +156,7 @@ def choose_cluster_count(eigenvalues: Sequence[float], low: int = MIN_CLUSTERS, 
     return low + int(np.argmax(gaps))
 
 
-def spectral_labels(affinity, count: int, seed: int = 0) -> np.ndarray:
+def spectral_labels(affinity, count: int, seed: int = SEED) -> np.ndarray:
     """scikit-learn's spectral clustering of a precomputed affinity into `count` groups."""
     from sklearn.cluster import SpectralClustering
 
@@ -174,7 +175,7 @@ def distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows[keep], np.searchsorted(keep, first)[np.ravel(inverse)]
 
 
-def embed_2d(maps: np.ndarray, seed: int = 0) -> np.ndarray | None:
+def embed_2d(maps: np.ndarray, seed: int = SEED) -> np.ndarray | None:
     """A t-SNE picture of the maps, scaled into [0, 1] x [0, 1] (PCA to at most 30 dimensions first,
     as van der Maaten recommends for speed); None for fewer than 5 distinct maps.
 
@@ -288,7 +289,7 @@ def _strategies(unit_maps: np.ndarray, neighbours: int, seed: int) -> tuple[np.n
 
 
 def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *, rule: FlagRule = DEFAULT_RULE,
-                  neighbours: int = NEIGHBOURS, seed: int = 0, embed: bool = True,
+                  neighbours: int = NEIGHBOURS, seed: int = SEED, embed: bool = True,
                   grid: int = GRID) -> ClassClusters:
     """SpRAy on one class's maps, (n, grid, grid) or (n, grid*grid), each scaled to max 1 (or all zero).
 

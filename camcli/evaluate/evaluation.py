@@ -10,7 +10,7 @@ class). Which class's map, `--explain-class` decides:
     truth                the boxes' label when the model knows it, else the top-1 class: the
                          "ground truth known" protocol of the pointing game (Zhang et al. 2016).
 
-Each (image, method, target) gives one row of metrics, measured on the map upsampled to the original
+Each (image, method, class of boxes) gives one row of metrics, measured on the map upsampled to the original
 image (localization) or to the model's input (faithfulness):
 
     pointing             the map's peak lies in one of the boxes (pointing game)
@@ -58,8 +58,9 @@ from camcli.evaluate.metrics import (
 from camcli.evaluate.truth import Truth, TruthBox, match_images
 from camcli.explain.classes import resolve_label
 from camcli.explain.explainer import distinct_method_names
-from camcli.maps.boxes import DEFAULT_BOX_THRESHOLD, box_from_map
+from camcli.maps.boxes import box_from_map
 from camcli.maps.overlay import upsample
+from camcli.options import MASKED_BATCH, FileOptions, RunOptions, ScoringOptions, field_default
 from camcli.runs.decode import decode_image
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.files import save_json, write_bytes_atomic
@@ -168,7 +169,7 @@ def check_gates(methods: dict[str, dict], gates: Iterable[Gate]) -> list[GateRes
 
 
 @dataclass
-class Target:
+class ClassBoxes:
     """The boxes scored against one class's map. class_index None: the image's top-1 class."""
 
     class_index: int | None
@@ -176,14 +177,14 @@ class Target:
     boxes: list[tuple[float, float, float, float]]
 
 
-def image_targets(boxes: Sequence[TruthBox], labels: Sequence[str]) -> list[Target]:
+def boxes_by_class(boxes: Sequence[TruthBox], labels: Sequence[str]) -> list[ClassBoxes]:
     """Group an image's boxes by the class they are scored against, in order of first appearance."""
-    groups: dict[tuple, Target] = {}
+    groups: dict[tuple, ClassBoxes] = {}
     for box in boxes:
         index = resolve_label(box.label, labels)
         key = ("class", index) if index is not None else ("top1", box.label)
-        target = groups.setdefault(key, Target(index, box.label, []))
-        target.boxes.append(box.box)
+        group = groups.setdefault(key, ClassBoxes(index, box.label, []))
+        group.boxes.append(box.box)
     return list(groups.values())
 
 
@@ -199,7 +200,7 @@ def evaluation_classes(truth: Truth, labels: Sequence[str], tasks: Sequence[Imag
         return ["top1"]
     keys = truth.keys() if tasks is None else [key for key, _ in match_images(truth, [t.source for t in tasks])
                                                if key is not None]
-    most = max((len(image_targets(truth[key], labels)) for key in keys), default=1)
+    most = max((len(boxes_by_class(truth[key], labels)) for key in keys), default=1)
     return ["top1"] * max(1, most)
 
 
@@ -208,15 +209,15 @@ def _check_explain_class(explain_class: str) -> None:
         raise UsageError(f"`explain_class` {explain_class!r}: choose {' or '.join(EXPLAIN_CLASSES)}")
 
 
-def explains_top1(target: Target, explain_class: str) -> bool:
-    """Whether `target`'s boxes are scored against the top-1 class's map (else their own class's)."""
-    return explain_class == EXPLAIN_PREDICTED or target.class_index is None
+def explains_top1(group: ClassBoxes, explain_class: str) -> bool:
+    """Whether `group`'s boxes are scored against the top-1 class's map (else their own class's)."""
+    return explain_class == EXPLAIN_PREDICTED or group.class_index is None
 
 
-def scored_classes(targets: Sequence[Target], explain_class: str = EXPLAIN_PREDICTED) -> list[int]:
+def scored_classes(groups: Sequence[ClassBoxes], explain_class: str = EXPLAIN_PREDICTED) -> list[int]:
     """The class of each group's map: -1 (the image's top-1 class) when the predicted class is
     explained or the boxes' label is unknown, else the boxes' class."""
-    return [-1 if explains_top1(t, explain_class) else t.class_index for t in targets]
+    return [-1 if explains_top1(t, explain_class) else t.class_index for t in groups]
 
 
 def class_slots(classes_per_image: Sequence[Sequence[int]], slots: int) -> np.ndarray:
@@ -236,11 +237,12 @@ def class_slots(classes_per_image: Sequence[Sequence[int]], slots: int) -> np.nd
 @dataclass
 class EvaluationOptions:
     out_dir: Path | None = None  # where evaluation.json and evaluation.csv go; None writes nothing
-    box_threshold: float = DEFAULT_BOX_THRESHOLD
-    steps: int = 50  # deletion/insertion steps; 0 skips both curves (they cost 2 x (steps + 1) passes a row)
-    batch_size: int = 8  # images per explain call
-    score_batch_size: int = 32  # images per forward pass for the curves
-    pointing_tolerance: float = 0.0  # pixels; Zhang et al. use 15
+    box_threshold: float = field_default(FileOptions, "box_threshold")
+    # deletion/insertion steps; 0 skips both curves (they cost 2 x (steps + 1) passes a row)
+    steps: int = field_default(ScoringOptions, "steps")
+    batch_size: int = field_default(RunOptions, "batch_size")  # images per explain call
+    score_batch_size: int = MASKED_BATCH  # images per forward pass for the curves
+    pointing_tolerance: float = field_default(ScoringOptions, "pointing_tolerance")  # pixels; Zhang et al. use 15
     blur_sigma: float = DEFAULT_BLUR_SIGMA
     gates: Sequence[Gate] = ()
     truth_name: str | None = None  # how to name the truth in messages and the JSON
@@ -323,31 +325,31 @@ class TruthOutsideImage(CamcliError):
     """A truth box that misses its image entirely: the boxes belong to another size of the image."""
 
 
-def clipped_targets(targets: list[Target], width: int, height: int) -> list[Target]:
-    """Targets with their boxes cut to the image; raises TruthOutsideImage for a box wholly outside it."""
-    for target in targets:
-        clipped = [clip_box(box, width, height) for box in target.boxes]
-        for box, inside in zip(target.boxes, clipped):
+def clipped_to_image(groups: list[ClassBoxes], width: int, height: int) -> list[ClassBoxes]:
+    """Groups of boxes cut to the image; raises TruthOutsideImage for a box wholly outside it."""
+    for group in groups:
+        clipped = [clip_box(box, width, height) for box in group.boxes]
+        for box, inside in zip(group.boxes, clipped):
             if inside is None:
                 raise TruthOutsideImage(f"truth box {list(box)} lies outside the {width}x{height} image; "
                                         "are the boxes in this image's pixels?")
-        target.boxes = clipped
-    return targets
+        group.boxes = clipped
+    return groups
 
 
 def _find_map(result, class_index: int):
     return next((m for m in result.maps if m.class_index == class_index), None)
 
 
-def _localization(heatmap: np.ndarray, target: Target, options: EvaluationOptions, scale: float = 1.0) -> dict:
+def _localization(heatmap: np.ndarray, group: ClassBoxes, options: EvaluationOptions, scale: float = 1.0) -> dict:
     """Pointing, energy, box and IoU of one map against its boxes, both at the measured picture's
     resolution (`scale` measured pixels per original pixel); the box is reported in original pixels."""
     box = box_from_map(heatmap, options.box_threshold)
-    iou = best_iou(box, target.boxes)
-    energy = energy_in_boxes(heatmap, target.boxes)
+    iou = best_iou(box, group.boxes)
+    energy = energy_in_boxes(heatmap, group.boxes)
     return {
         "box": _in_original_pixels(box, scale) if box is not None else None,
-        "pointing": pointing_hit(heatmap, target.boxes, options.pointing_tolerance * scale),
+        "pointing": pointing_hit(heatmap, group.boxes, options.pointing_tolerance * scale),
         "energy": 0.0 if energy is None else energy,  # an empty map puts no energy in the boxes
         "iou": iou,
         "corloc": iou >= CORLOC_IOU,
@@ -372,18 +374,18 @@ def _in_original_pixels(box, scale: float) -> list:
     return [round(value / scale, 2) for value in box]
 
 
-def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[Target],
+def score_image(explainer, display: str, rgb: np.ndarray, result, groups: list[ClassBoxes],
                 options: EvaluationOptions, warn: Callable[[str], None], scale: float = 1.0) -> list[dict]:
-    """The rows of one image for one method (one per target), with Average Drop filled in.
+    """The rows of one image for one method (one per class of boxes), with Average Drop filled in.
 
     rgb: the picture the maps are measured on, `scale` of the original's size (photos larger than
-    EVALUATION_SIDE are measured smaller, as explain's boxes are); targets: boxes in its pixels."""
+    EVALUATION_SIDE are measured smaller, as explain's boxes are); groups: boxes in its pixels."""
     height, width = rgb.shape[:2]
     top1 = result.predictions[0]
     rows, masked = [], []
-    for target in targets:
-        from_top1 = explains_top1(target, options.explain_class)
-        wanted = top1.index if from_top1 else target.class_index
+    for group in groups:
+        from_top1 = explains_top1(group, options.explain_class)
+        wanted = top1.index if from_top1 else group.class_index
         class_map = _find_map(result, wanted)
         if class_map is None:  # the explainer was built without this class: say so, score its first map
             class_map = result.maps[0]
@@ -395,17 +397,17 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, targets: list[
             "method": explainer.method.name,
             "class_index": class_map.class_index,
             "label": class_map.label,
-            "truth_label": target.truth_label,
+            "truth_label": group.truth_label,
             "class_source": "top1" if from_top1 else "truth",
             "top1_index": top1.index,
             "top1_label": top1.label,
             "score": class_map.score,
-            "truth_boxes": [_in_original_pixels(box, scale) for box in target.boxes],
+            "truth_boxes": [_in_original_pixels(box, scale) for box in group.boxes],
             "empty": class_map.empty,
-            **_localization(heatmap, target, options, scale),
+            **_localization(heatmap, group, options, scale),
         }
-        known = target.class_index is not None
-        row["loc_error"] = (top1.index != target.class_index or not row["corloc"]) if known else None
+        known = group.class_index is not None
+        row["loc_error"] = (top1.index != group.class_index or not row["corloc"]) if known else None
         row.update(_curves(explainer, rgb, class_map.heatmap, class_map.class_index, options))
         rows.append(row)
         masked.append(multiply_by_map(rgb, heatmap))
@@ -473,16 +475,16 @@ EVALUATION_SIDE = 1024
 
 
 def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str], model_size=None):
-    """(rgb, targets, scale) for one image, or (None, reason, None) when it cannot be read or its truth
-    misses it. The targets' boxes are in the pixels of rgb, which is `scale` of the original's size."""
+    """(rgb, groups, scale) for one image, or (None, reason, None) when it cannot be read or its truth
+    misses it. The groups' boxes are in the pixels of rgb, which is `scale` of the original's size."""
     try:
         decoded = decode_image(task.source, max_side=EVALUATION_SIDE, model_size=model_size)
-        targets = clipped_targets(image_targets(boxes, labels), *decoded.original_size)
+        groups = clipped_to_image(boxes_by_class(boxes, labels), *decoded.original_size)
         scale = decoded.scale
         if scale != 1.0:
-            for target in targets:
-                target.boxes = [tuple(value * scale for value in box) for box in target.boxes]
-        return np.asarray(decoded.picture), targets, scale
+            for group in groups:
+                group.boxes = [tuple(value * scale for value in box) for box in group.boxes]
+        return np.asarray(decoded.picture), groups, scale
     except ImageLoadError as error:
         return None, error.reason, None
     except TruthOutsideImage as error:
@@ -549,23 +551,23 @@ class _Evaluation(MethodScoring):
             self.warnings.append(message)
 
     def decode(self, chunk) -> list[tuple]:
-        """(task, rgb, targets) of the images in `chunk` that decode; the others fail."""
+        """(task, rgb, groups) of the images in `chunk` that decode; the others fail."""
         batch = []
         model_size = self.explainers[0].loaded.input_size
         for task, key in chunk:
-            rgb, targets, scale = _decode(task, self.truth[key], self.labels, model_size)
+            rgb, groups, scale = _decode(task, self.truth[key], self.labels, model_size)
             if rgb is None:
-                self.fail(task.display, targets)
+                self.fail(task.display, groups)
             else:
-                batch.append((task, rgb, targets, scale))
+                batch.append((task, rgb, groups, scale))
         return batch
 
     def score(self, batch: list[tuple]) -> None:
         per_method = self.explain([rgb for _, rgb, _, _ in batch],
-                                  [scored_classes(targets, self.options.explain_class) for _, _, targets, _ in batch])
+                                  [scored_classes(groups, self.options.explain_class) for _, _, groups, _ in batch])
         for explainer, name, results in zip(self.explainers, self.names, per_method):
-            for (task, rgb, targets, scale), result in zip(batch, results):
-                self.rows[name].extend(score_image(explainer, task.display, rgb, result, targets, self.options,
+            for (task, rgb, groups, scale), result in zip(batch, results):
+                self.rows[name].extend(score_image(explainer, task.display, rgb, result, groups, self.options,
                                                    self.warn, scale))
 
     def method_summaries(self) -> dict[str, dict]:

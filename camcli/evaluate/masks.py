@@ -56,6 +56,7 @@ from camcli.maps.segmentation import (
     mean_iou,
     normalise_maps,
 )
+from camcli.options import FileOptions, RunOptions, field_default
 from camcli.runs.decode import decode_image
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.label_files import read_palette_mask
@@ -70,9 +71,9 @@ BACKGROUND = "background"
 class SegmentationOptions:
     out_dir: Path | None = None  # where evaluation.json and evaluation.csv go; None writes nothing
     bg_threshold: float = DEFAULT_BG_THRESHOLD
-    refine: str = "none"
+    refine: str = field_default(FileOptions, "refine")
     sweep: Sequence[float] = DEFAULT_SWEEP
-    batch_size: int = 8
+    batch_size: int = field_default(RunOptions, "batch_size")
     gates: Sequence[Gate] = ()
     truth_name: str | None = None  # the mask folder, as named in messages and the JSON
 

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from camcli.maps.boxes import peak_xy
+from camcli.options import MASKED_BATCH, ScoringOptions, field_default
 
 DEFAULT_BLUR_SIGMA = 5.0  # RISE's insertion starts from the image blurred by a Gaussian of sigma 5 pixels
 
@@ -136,7 +137,8 @@ def _scores_of_mixes(score_fn, start, end, rank, counts, class_index, batch_size
 
 
 def deletion_insertion_curves(score_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
-                              saliency: np.ndarray, class_index: int, steps: int = 50, batch_size: int = 32,
+                              saliency: np.ndarray, class_index: int,
+                              steps: int = field_default(ScoringOptions, "steps"), batch_size: int = MASKED_BATCH,
                               baseline: float = 0.0, blur_sigma: float = DEFAULT_BLUR_SIGMA) -> FaithfulnessCurves:
     """Deletion and insertion (Petsiuk et al. 2018, "RISE: randomized input sampling", BMVC) for one image and class.
 

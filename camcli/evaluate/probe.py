@@ -20,6 +20,7 @@ from camcli.errors import UsageError
 from camcli.evaluate.metrics import energy_in_boxes, pointing_hit
 from camcli.maps.boxes import draw_box
 from camcli.maps.overlay import colormap_lut, overlay_picture, upsample
+from camcli.options import FileOptions, ProbeOptions, field_default
 
 TRUTH_CLASS = "truth"  # the class request that explains each probe image's own label
 PROBE_METRICS = ("pointing", "energy", "accuracy")
@@ -76,8 +77,11 @@ class Probe:
     request, or "truth" for each image's label. The metrics score each image's first map.
     """
 
-    def __init__(self, images, labels: Sequence | None = None, boxes=None, *, alpha: float = 0.5,
-                 colormap: str = "jet", pointing_tolerance: float = 0.0, max_pictures: int = 8):
+    def __init__(self, images, labels: Sequence | None = None, boxes=None, *,
+                 alpha: float = field_default(FileOptions, "alpha"),
+                 colormap: str = field_default(FileOptions, "colormap"),
+                 pointing_tolerance: float = field_default(ProbeOptions, "pointing_tolerance"),
+                 max_pictures: int = field_default(ProbeOptions, "max_pictures")):
         self.images = _as_images(images)
         self.boxes = _as_boxes(boxes, len(self.images))
         self.labels = None if labels is None else list(labels)
@@ -113,7 +117,8 @@ class Probe:
                 indices.append(index)
         return np.asarray(indices, dtype=np.int64)
 
-    def run(self, explainer, truth_class: bool = False, batch_size: int = 32) -> ProbeResult:
+    def run(self, explainer, truth_class: bool = False,
+            batch_size: int = field_default(ProbeOptions, "batch_size")) -> ProbeResult:
         """Explain every probe image with `explainer` (an Explainer or a MethodSet on the model as it is
         now); with `truth_class`, each image's maps explain its label."""
         started = time.perf_counter()

@@ -21,13 +21,15 @@ from camcli.errors import UsageError
 from camcli.explain.explainer import ClassMap, ImageExplanation
 from camcli.maps.overlay import colormap_lut, overlay_picture
 from camcli.models.preprocess import as_rgb_picture
+from camcli.options import FileOptions, field_default
 
 # The longer side of a picture shown in a notebook: an image is shrunk to it (never enlarged), and a
 # heatmap whose image is unknown is drawn at it.
 DISPLAY_SIDE = 512
 
 
-def overlay(image, class_map: ClassMap | np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
+def overlay(image, class_map: ClassMap | np.ndarray, alpha: float = field_default(FileOptions, "alpha"),
+            colormap: str = field_default(FileOptions, "colormap")) -> Image.Image:
     """`image` with the map coloured through `colormap` and blended over it: a new RGB Pillow image
     at the image's size.
 

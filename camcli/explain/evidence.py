@@ -18,6 +18,7 @@ from camcli.explain.augment import AUGMENTATIONS, average_maps, restore_map
 from camcli.explain.methods import LayerMethod, MapInputs, MethodMap
 from camcli.explain.step import BatchRun, StepOutputs
 from camcli.maps.overlay import normalize_map, upsample
+from camcli.options import MASKED_BATCH
 
 Unit = tuple[np.ndarray, float]  # (unit map on the finest layer's grid, raw max over the layers)
 
@@ -30,7 +31,7 @@ class MapOptions:
     eigen_smooth: bool = False
     aug_smooth: bool = False
     max_channels: int | None = None
-    score_batch_size: int = 32
+    score_batch_size: int = MASKED_BATCH
 
 
 class BatchEvidence:

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from camcli.maps.label_settings import DEFAULT_BOX_THRESHOLD  # the CAM paper's 20% of the map's maximum
+
 Box = tuple[int, int, int, int]
 
-DEFAULT_BOX_THRESHOLD = 0.2  # the CAM paper's 20% of the map's maximum
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)  # diagonal neighbours count as connected
 
 

@@ -1,5 +1,10 @@
-"""The label maps' settings that the command line shows: plain constants, no numpy, so that `camcli
---help` stays fast. camcli.maps.segmentation and camcli.maps.refine use them."""
+"""The maps' settings that the command line shows: plain constants, no numpy, so that `camcli --help`
+stays fast. camcli.maps.boxes, camcli.maps.segmentation and camcli.maps.refine use them, and
+camcli.options takes its defaults from them."""
+
+# A map's box: its largest connected region at or above this fraction of its maximum (the CAM paper's
+# 20%, Zhou et al. 2016, section 4.1).
+DEFAULT_BOX_THRESHOLD = 0.2
 
 # The background's score in a label map (camcli.maps.segmentation.label_map): a pixel is background
 # unless some normalised map is above it. Chosen on the demo's validation scenes (`make

@@ -41,7 +41,7 @@ def _shrink(picture: np.ndarray) -> np.ndarray:
 
 
 def render_panel(rgb: np.ndarray, heatmap: np.ndarray | None, overlay: np.ndarray, title: str,
-                 colormap: str = "jet") -> np.ndarray:
+                 colormap: str) -> np.ndarray:
     """The panel as an (H, W, 3) uint8 array, 1200 x 450 pixels at the default size.
 
     rgb and overlay are (h, w, 3) uint8 pictures; heatmap is an (h, w) map in [0, 1] (its plot gets

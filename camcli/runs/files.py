@@ -193,7 +193,7 @@ def is_complete(path):
     return stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
-def save_panel(path, rgb, heatmap, overlay, title, colormap="jet"):
+def save_panel(path, rgb, heatmap, overlay, title, colormap):
     """Render a panel (camcli.maps.panel) and write it as a marked PNG, atomically. Flat graphics
     compress better with deflate's default strategy than with the overlays' Z_RLE."""
     from camcli.maps.panel import render_panel

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from camcli import __version__
@@ -60,9 +61,20 @@ def fingerprint(settings: Mapping) -> str:
 # --- image records -------------------------------------------------------------------------------------
 
 
-def image_record(*, image: str, width: int, height: int, model: str, layer: str, layers: list[str],
-                 predictions: list[dict], explanations: list[dict], fingerprint: str, pretrained: bool,
-                 output_size: tuple[int, int] | None = None, target: dict | None = None,
+@dataclass(frozen=True)
+class RunIdentity:
+    """What every record of a run shares: the model and layers, and the run's fingerprint."""
+
+    model: str
+    layer: str
+    layers: list[str]
+    pretrained: bool
+    fingerprint: str
+    target: dict | None = None  # what the maps explain (explainer.target_record), with the output's name
+
+
+def image_record(identity: RunIdentity, *, image: str, width: int, height: int, predictions: list[dict],
+                 explanations: list[dict], output_size: tuple[int, int] | None = None,
                  segmentation: dict | None = None) -> dict:
     record = {
         "image": image,
@@ -70,18 +82,18 @@ def image_record(*, image: str, width: int, height: int, model: str, layer: str,
         "height": height,
         "output_width": (output_size or (width, height))[0],
         "output_height": (output_size or (width, height))[1],
-        "model": model,
-        "layer": layer,
-        "layers": layers,
-        "target": target or {"kind": "class"},
+        "model": identity.model,
+        "layer": identity.layer,
+        "layers": identity.layers,
+        "target": identity.target or {"kind": "class"},
         "predictions": predictions,
         "explanations": explanations,
         "camcli_version": __version__,
-        "fingerprint": fingerprint,
+        "fingerprint": identity.fingerprint,
     }
     if segmentation is not None:
         record["segmentation"] = segmentation
-    if not pretrained:
+    if not identity.pretrained:
         record["warning"] = RANDOM_WEIGHTS_WARNING
     return record
 

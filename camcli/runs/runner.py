@@ -46,7 +46,8 @@ from camcli.runs import records
 from camcli.runs.decode import DecodedImage, decode_image, picture_bytes
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.layout import Layout, check_replaceable, is_temporary, may_replace
-from camcli.runs.writer import ImageWriter, RunIdentity, required_files, settings_of
+from camcli.runs.records import RunIdentity
+from camcli.runs.writer import ImageWriter, required_files, settings_of
 
 
 @dataclass

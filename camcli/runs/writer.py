@@ -1,6 +1,6 @@
 """One image's outputs: overlays, heatmaps, masks and panels, then its record, all through the layout.
 
-Before anything is written, every target path is checked: a file there that camcli did not write
+Before anything is written, every output path is checked: a file there that camcli did not write
 (a user's `cat.json` beside `cat.jpg`, their own `cat.gradcam.281.png`) fails the image with
 ForeignFileError and nothing of it is written. The run's inputs are never overwritten either.
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,23 +64,11 @@ def settings_of(files: FileOptions) -> dict:
     return settings
 
 
-@dataclass(frozen=True)
-class RunIdentity:
-    """What every record of a run shares: the model and layers, and the run's fingerprint."""
-
-    model: str
-    layer: str
-    layers: list[str]
-    pretrained: bool
-    fingerprint: str
-    target: dict | None = None  # what the maps explain (explainer.target_record), with the output's name
-
-
 class ImageWriter:
     """Writes the outputs of explained images into one output folder. Thread-safe: it holds no
     per-image state, so the runner's writer threads share one."""
 
-    def __init__(self, out_dir: Path, options: FileOptions, identity: RunIdentity,
+    def __init__(self, out_dir: Path, options: FileOptions, identity: records.RunIdentity,
                  inputs: frozenset[str] = frozenset()):
         self.layout = Layout(out_dir)
         self.options = options
@@ -89,12 +76,12 @@ class ImageWriter:
         self.inputs = inputs  # real paths of the run's input images: never written
         colormap_lut(options.colormap)  # an unknown colour map fails before any image is written
 
-    def targets(self, task: ImageTask, maps, overlay_format: str = "png") -> list[tuple[object, MapPaths]]:
+    def planned_files(self, task: ImageTask, maps, overlay_format: str = "png") -> list[tuple[object, MapPaths]]:
         return [(class_map, self.layout.map_paths(task.out_stem, class_map.method, class_map.class_index,
                                                   overlay_format))
                 for class_map in maps]
 
-    def check_targets(self, task: ImageTask, planned: list[tuple[object, MapPaths]]) -> frozenset[str]:
+    def check_planned_files(self, task: ImageTask, planned: list[tuple[object, MapPaths]]) -> frozenset[str]:
         """ForeignFileError (or CamcliError for an input) when a path this image would write holds a
         file camcli did not write, checked before anything is written. Returns the real paths the
         image's previous record lists."""
@@ -128,8 +115,8 @@ class ImageWriter:
             picture = Image.fromarray(np.asarray(decoded, np.uint8))
             decoded = DecodedImage(picture, picture, picture.size, None)
         overlay_format = overlay_format_for(self.options.overlay_format, decoded.format)
-        planned = self.targets(task, result.maps, overlay_format)
-        previous = self.check_targets(task, planned)
+        planned = self.planned_files(task, result.maps, overlay_format)
+        previous = self.check_planned_files(task, planned)
         if self.options.save_heatmap:
             # Heatmaps carry no marker: a record naming them comes first, so that a run killed before
             # the real record is written can still replace them when resumed.
@@ -142,14 +129,11 @@ class ImageWriter:
         segmentation_paths = self.segmentation_paths(task, planned)
         segmentation = self._write_segmentations(decoded, planned, explanations, segmentation_paths) \
             if segmentation_paths else None
-        identity = self.identity
         record = records.image_record(
-            image=task.display, width=width, height=height, model=identity.model, layer=identity.layer,
-            layers=identity.layers, explanations=explanations, fingerprint=identity.fingerprint,
-            pretrained=identity.pretrained, output_size=decoded.picture.size, target=identity.target,
+            self.identity, image=task.display, width=width, height=height, explanations=explanations,
+            output_size=decoded.picture.size, segmentation=segmentation,
             predictions=[{"rank": p.rank, "index": p.index, "label": p.label, "score": p.score}
                          for p in result.predictions],
-            segmentation=segmentation,
         )
         save_json(self.layout.record(task.out_stem), record)
         written = {os.path.realpath(path) for _, paths in planned for path in self._written(paths)}
