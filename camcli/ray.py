@@ -213,9 +213,9 @@ def _actor_pool(ray, concurrency: int | tuple[int, int], num_cpus: float | None)
     cpus = ray.cluster_resources().get("CPU", 0) if ray.is_initialized() else 0
     each = 1.0 if num_cpus is None else num_cpus
     if cpus and high * each + 1 > cpus:
-        total = f"{cpus:g} CPU{'s' if cpus != 1 else ''}"
-        held = f"take all {total}" if high * each >= cpus else f"leave {cpus - high * each:g} of the {total}"
-        actors = f"{high} actor{'s' if high != 1 else ''}"
+        total, one = f"{cpus:g} CPU{'s' if cpus != 1 else ''}", "s" if high == 1 else ""
+        held = f"take{one} all {total}" if high * each >= cpus else f"leave{one} {cpus - high * each:g} of the {total}"
+        actors = f"{high} actor{'' if one else 's'}"
         warnings.warn(f"{actors} of {each:g} CPU {held} of the Ray cluster, and the dataset's read tasks need "
                       f"a whole CPU: give num_cpus (say {max(cpus - 1, 0) / high:g}) or fewer actors, unless the "
                       "cluster adds nodes", stacklevel=3)

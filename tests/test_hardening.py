@@ -352,7 +352,7 @@ def _fake_ray(cpus):
 
 
 @pytest.mark.parametrize("cpus, concurrency, num_cpus, warning", [
-    (1, 1, 0.5, "1 actor of 0.5 CPU leave 0.5 of the 1 CPU of the Ray cluster, and the dataset's read tasks need "
+    (1, 1, 0.5, "1 actor of 0.5 CPU leaves 0.5 of the 1 CPU of the Ray cluster, and the dataset's read tasks need "
                 "a whole CPU: give num_cpus (say 0) or fewer actors, unless the cluster adds nodes"),
     (1, 2, 0.5, "2 actors of 0.5 CPU take all 1 CPU of the Ray cluster, and the dataset's read tasks need a whole "
                 "CPU: give num_cpus (say 0) or fewer actors, unless the cluster adds nodes"),
