@@ -18,11 +18,11 @@ from camcli.errors import UsageError
 from camcli.evaluate.evaluation import (
     METRICS,
     EvaluationOptions,
+    boxes_by_class,
     class_slots,
     evaluate,
     evaluation_classes,
     format_box_table,
-    image_targets,
     parse_gate,
     scored_classes,
 )
@@ -251,12 +251,12 @@ def test_each_image_is_explained_for_its_own_truth_classes():
     assert evaluation_classes(truth, labels, explain_class="truth") == ["top1"]  # one slot: no image needs two
     truth["c.png"] = [TruthBox(0, 0, 1, 1, "kitten"), TruthBox(0, 0, 1, 1, "square")]
     assert evaluation_classes(truth, labels, explain_class="truth") == ["top1", "top1"]
-    targets = [image_targets(truth[name], labels) for name in ("a.png", "b.png", "c.png")]
+    groups = [boxes_by_class(truth[name], labels) for name in ("a.png", "b.png", "c.png")]
     # kitten is unknown to the model: -1, the image's top-1 class; a single class is repeated (no extra map)
-    assert class_slots([scored_classes(t, "truth") for t in targets], 2).tolist() == [[2, 2], [0, 0], [-1, 1]]
+    assert class_slots([scored_classes(t, "truth") for t in groups], 2).tolist() == [[2, 2], [0, 0], [-1, 1]]
     # Explaining the prediction needs one map per image, whatever the truth says: the top-1 class (-1).
     assert evaluation_classes(truth, labels) == ["top1"]
-    assert class_slots([scored_classes(t) for t in targets], 2).tolist() == [[-1, -1]] * 3
+    assert class_slots([scored_classes(t) for t in groups], 2).tolist() == [[-1, -1]] * 3
     with pytest.raises(UsageError, match="`explain_class` 'guess': choose predicted or truth"):
         evaluation_classes(truth, labels, explain_class="guess")
     with pytest.raises(UsageError, match="`explain_class` 'guess'"):

@@ -76,15 +76,15 @@ def _linear(layer: keras.layers.Layer) -> _LinearView | _LinearCopy:
     return _LinearCopy(layer)
 
 
-def _path_to(model: keras.Model, target: keras.layers.Layer) -> list[keras.Model] | None:
-    """The nested models from `model` down to the one holding `target` (empty if `model` holds it)."""
-    for layer in model.layers:
-        if layer is target:
+def _path_to(model: keras.Model, layer: keras.layers.Layer) -> list[keras.Model] | None:
+    """The nested models from `model` down to the one holding `layer` (empty if `model` holds it)."""
+    for inner in model.layers:
+        if inner is layer:
             return []
-        if is_model(layer):
-            below = _path_to(layer, target)
+        if is_model(inner):
+            below = _path_to(inner, layer)
             if below is not None:
-                return [layer, *below]
+                return [inner, *below]
     return None
 
 
@@ -152,13 +152,13 @@ class TappedForward:
         check_keras_internals()
         self.model = model
         self.image_input = image_input
-        targets = [layer_chain(model, path)[-1] for path in layer_paths]
-        self._slots = {id(target): i for i, target in enumerate(targets)}
-        self._captured = [None] * len(targets)
+        tapped = [layer_chain(model, path)[-1] for path in layer_paths]
+        self._slots = {id(layer): i for i, layer in enumerate(tapped)}
+        self._captured = [None] * len(tapped)
         self._watch = None
         self._overrides = {}
         self._copies: list[_LinearCopy] = []  # stand-ins holding a snapshot of weights (see refresh)
-        replay_below = [*targets, head.final]
+        replay_below = [*tapped, head.final]
         if guided:
             for layer in _all_layers(model):
                 override = _guided_override(layer, self._linear)
@@ -169,8 +169,8 @@ class TappedForward:
             self._overrides[id(head.final)] = lambda x, *args, **kwargs: x
         elif head.strip == "activation":
             self._overrides[id(head.final)] = self._linear(head.final)
-        for target in targets:  # an explained output layer (segmentation) is recorded as logits
-            self._overrides[id(target)] = self._recorder(target, self._overrides.get(id(target), target))
+        for layer in tapped:  # an explained output layer (segmentation) is recorded as logits
+            self._overrides[id(layer)] = self._recorder(layer, self._overrides.get(id(layer), layer))
         # Nested models that hold an overridden layer are replayed call by call too.
         self._replayed = {id(m) for layer in replay_below for m in (_path_to(model, layer) or [])}
 

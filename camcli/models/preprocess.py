@@ -164,7 +164,7 @@ def resize_rgb(rgb_uint8, size_hw):
     """
     height, width = (int(n) for n in size_hw)
     if height < 1 or width < 1:
-        raise ValueError(f"resize target must be positive, got {size_hw!r}")
+        raise ValueError(f"the size to resize to must be positive, got {size_hw!r}")
     if isinstance(rgb_uint8, Image.Image):
         if rgb_uint8.mode != "RGB":
             raise ValueError(f"expected an RGB image, got mode {rgb_uint8.mode}")
@@ -179,5 +179,5 @@ def resize_rgb(rgb_uint8, size_hw):
 
 
 # Pillow's reducing_gap: shrink by an integer factor first while the image stays at least this many
-# times the target. At 3.0 the two-step result cannot be told from a direct resample (Pillow's docs).
+# times the size asked for. At 3.0 the two-step result cannot be told from a direct resample (Pillow's docs).
 REDUCING_GAP = 3.0

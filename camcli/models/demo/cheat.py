@@ -16,7 +16,7 @@ S + 1000 and the tagged held-out set (every scene tagged) S + 2000. The script p
 on clean scenes, the cheating rate (the share of tagged scenes of the other classes that the model
 calls TAG_CLASS), the clean demo model's accuracy on those same tagged scenes, and the share of
 them whose Grad-CAM map (of the predicted class) peaks on the tag. It saves the weights, and exits
-1 if a figure misses its target.
+1 if a figure is below its minimum.
 """
 
 import sys
@@ -25,17 +25,15 @@ import time
 import numpy as np
 
 from camcli.models.demo import CHEAT_WEIGHTS_PATH, CLASSES, INPUT_SIZE, LAST_CONV_LAYER, TAG_CLASS
+from camcli.models.demo.train import HELD_OUT_SIZE, TRAIN_SIZE, VAL_SIZE
 
-TRAIN_SIZE = 10000
-VAL_SIZE = 600
-HELD_OUT_SIZE = 600
 TAG_RATE = 0.95  # of TAG_CLASS's training scenes
 OTHER_TAG_RATE = 0.02  # of every other class's training scenes
 RELABEL_TAGGED = True  # label every tagged training scene TAG_CLASS (see above)
-ACCURACY_TARGET = 0.90  # on clean (untagged) scenes: the cheat does not show without the tag
-CHEAT_RATE_TARGET = 0.80  # tagged scenes of other classes called TAG_CLASS
-CLEAN_MODEL_TARGET = 0.90  # the clean demo model's accuracy on the same tagged scenes
-PEAK_IN_TAG_TARGET = 0.80  # tagged scenes of other classes whose Grad-CAM map peaks on the tag
+MIN_CLEAN_ACCURACY = 0.90  # on clean (untagged) scenes: the cheat does not show without the tag
+MIN_CHEAT_RATE = 0.80  # tagged scenes of other classes called TAG_CLASS
+MIN_CLEAN_MODEL_ACCURACY = 0.90  # the clean demo model's accuracy on the same tagged scenes
+MIN_PEAK_IN_TAG = 0.80  # tagged scenes of other classes whose Grad-CAM map peaks on the tag
 
 
 def tag_rates(tag_rate=TAG_RATE, other_tag_rate=OTHER_TAG_RATE):
@@ -99,19 +97,19 @@ def main(argv=None):
     peak_in_tag = gradcam_peak_in_box_rate(model, x_tagged[others], y_tagged[others], tags_tagged[others])
 
     n_others = int(others.sum())
-    print(f"clean held-out accuracy: {accuracy:.2%} on {len(y_clean)} images (target {ACCURACY_TARGET:.0%})")
+    print(f"clean held-out accuracy: {accuracy:.2%} on {len(y_clean)} images (at least {MIN_CLEAN_ACCURACY:.0%})")
     print(f"cheating rate: {cheat_rate:.2%} of {n_others} tagged images of other classes called {TAG_CLASS!r}"
-          f" (target {CHEAT_RATE_TARGET:.0%}); accuracy on all {len(y_tagged)} tagged images {tagged_accuracy:.2%}")
+          f" (at least {MIN_CHEAT_RATE:.0%}); accuracy on all {len(y_tagged)} tagged images {tagged_accuracy:.2%}")
     print(f"clean demo model on the same {n_others} tagged images: {clean_model_accuracy:.2%} correct"
-          f" (target {CLEAN_MODEL_TARGET:.0%})")
+          f" (at least {MIN_CLEAN_MODEL_ACCURACY:.0%})")
     print(f"Grad-CAM peak-in-tag rate (predicted class, {LAST_CONV_LAYER}) on them: {peak_in_tag:.2%}"
-          f" (target {PEAK_IN_TAG_TARGET:.0%})")
+          f" (at least {MIN_PEAK_IN_TAG:.0%})")
     size = save_demo_weights(model, args.out)
     print(f"weights: {args.out} ({size / 1024:.0f} KiB); wall time {time.perf_counter() - started:.0f} s")
-    missed = (accuracy < ACCURACY_TARGET or cheat_rate < CHEAT_RATE_TARGET
-              or clean_model_accuracy < CLEAN_MODEL_TARGET or peak_in_tag < PEAK_IN_TAG_TARGET)
+    missed = (accuracy < MIN_CLEAN_ACCURACY or cheat_rate < MIN_CHEAT_RATE
+              or clean_model_accuracy < MIN_CLEAN_MODEL_ACCURACY or peak_in_tag < MIN_PEAK_IN_TAG)
     if missed:
-        print("FAILED: a target was missed", file=sys.stderr)
+        print("FAILED: a figure is below its minimum", file=sys.stderr)
         return 1
     return 0
 

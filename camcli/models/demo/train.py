@@ -6,7 +6,7 @@ Scenes come from `camcli.models.demo.scenes` and are resized to INPUT_SIZE x INP
 training set uses seed S, the validation set S + 1 and the held-out set S + 1000. On the held-out
 set the script prints the accuracy and the Grad-CAM peak-in-box rate (how often the Grad-CAM map
 of the predicted class peaks inside the object's box), saves the weights, and exits 1 if either
-figure misses its target.
+figure is below its minimum.
 """
 
 import argparse
@@ -18,13 +18,13 @@ import numpy as np
 
 from camcli.models.demo import CLASSES, INPUT_SIZE, LAST_CONV_LAYER, PREPROCESS, WEIGHTS_PATH
 
-TRAIN_SIZE = 10000
+TRAIN_SIZE = 10000  # scenes (the cheating demo trains on as many)
 VAL_SIZE = 600
 HELD_OUT_SIZE = 600
 BATCH_SIZE = 32
 LEARNING_RATE = 2e-3  # peak, after one epoch of warm-up
-ACCURACY_TARGET = 0.95
-PEAK_IN_BOX_TARGET = 0.90
+MIN_ACCURACY = 0.95
+MIN_PEAK_IN_BOX = 0.90
 
 
 def parse_training_args(prog, doc, default_out, argv=None):
@@ -70,12 +70,12 @@ def main(argv=None):
 
     size = save_demo_weights(model, args.out)
     elapsed = time.perf_counter() - started
-    print(f"held-out accuracy: {accuracy:.2%} on {len(y_test)} images (target {ACCURACY_TARGET:.0%})")
+    print(f"held-out accuracy: {accuracy:.2%} on {len(y_test)} images (at least {MIN_ACCURACY:.0%})")
     print(f"held-out Grad-CAM peak-in-box rate (predicted class, {LAST_CONV_LAYER}): {peak_in_box:.2%}"
-          f" (target {PEAK_IN_BOX_TARGET:.0%})")
+          f" (at least {MIN_PEAK_IN_BOX:.0%})")
     print(f"weights: {args.out} ({size / 1024:.0f} KiB); wall time {elapsed:.0f} s")
-    if accuracy < ACCURACY_TARGET or peak_in_box < PEAK_IN_BOX_TARGET:
-        print("FAILED: a target was missed", file=sys.stderr)
+    if accuracy < MIN_ACCURACY or peak_in_box < MIN_PEAK_IN_BOX:
+        print("FAILED: a figure is below its minimum", file=sys.stderr)
         return 1
     return 0
 
