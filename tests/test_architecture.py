@@ -212,3 +212,64 @@ def test_option_defaults_are_written_once_in_camcli_options():
                             and not isinstance(item.value.value, bool)
                             and (where, node.name, item.target.id) not in NOT_AN_OPTION_DEFAULT]
     assert literal == []
+
+
+# Top-level names that several modules may define, and why. Anything else is one thing with one name.
+SHARED_NAMES = {
+    "__all__": "each module's own list of what it exports",
+    "main": "the entry point of each runnable module (the console script; python -m camcli.models.demo.train ...)",
+}
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """The functions, classes and constants a module defines at its top level (imports are not definitions)."""
+    names, body = set(), list(ast.parse(path.read_text("utf-8")).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.If, ast.Try)):  # definitions under a module-level if or try
+            body += node.body + node.orelse + getattr(node, "finalbody", []) \
+                + [n for handler in getattr(node, "handlers", []) for n in handler.body]
+    return names
+
+
+def test_no_top_level_name_is_defined_in_two_modules():
+    """One name, one thing (issue 27): a function, class or constant defined at the top of one camcli
+    module is defined at the top of no other. A second meaning gets a name that says what it is; a
+    shared fact is defined once and imported."""
+    modules: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for name in _top_level_names(path):
+            modules.setdefault(name, []).append(path.relative_to(PACKAGE).as_posix())
+    assert {name: where for name, where in modules.items() if len(where) > 1 and name not in SHARED_NAMES} == {}
+
+
+def test_method_kinds_are_read_from_the_methods_never_from_their_names():
+    """Only the registry (explain/methods.py) tells methods apart: no other module compares a method
+    name with a registered one, keeps a collection of registered names, or asks isinstance of a
+    method class. They read the method's attributes (guided, needs_gradients, comparable_map...) or
+    the record's fields (an explanation's "guided")."""
+    from camcli.explain.methods import REGISTRY
+
+    classes = {type(method).__name__ for method in REGISTRY.values()}
+
+    def is_name(node) -> bool:
+        return isinstance(node, ast.Constant) and node.value in REGISTRY
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = path.relative_to(PACKAGE).as_posix()
+        if where == "explain/methods.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            compared = isinstance(node, ast.Compare) and any(map(is_name, [node.left, *node.comparators]))
+            listed = isinstance(node, (ast.Set, ast.Tuple, ast.List)) and sum(map(is_name, node.elts)) > 1
+            asked = (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance"
+                     and any(isinstance(n, ast.Name) and n.id in classes for n in ast.walk(node.args[1])))
+            if compared or listed or asked:
+                found.append(f"{where}:{node.lineno}")
+    assert found == []

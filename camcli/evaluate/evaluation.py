@@ -60,15 +60,14 @@ from camcli.explain.classes import resolve_label
 from camcli.explain.explainer import distinct_method_names
 from camcli.maps.boxes import box_from_map
 from camcli.maps.overlay import upsample
-from camcli.options import MASKED_BATCH, FileOptions, RunOptions, ScoringOptions, field_default
+from camcli.options import EXPLAIN_CLASSES, MASKED_BATCH, FileOptions, RunOptions, ScoringOptions, field_default
 from camcli.runs.decode import decode_image
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.files import save_json, write_bytes_atomic
 from camcli.runs.layout import Layout, check_replaceable, is_camcli_csv
 
 CORLOC_IOU = 0.5  # a box "localizes" the object at IoU >= 0.5 (PASCAL VOC's criterion, used by CorLoc and ILSVRC)
-EXPLAIN_PREDICTED, EXPLAIN_TRUTH = "predicted", "truth"
-EXPLAIN_CLASSES = (EXPLAIN_PREDICTED, EXPLAIN_TRUTH)  # whose map is scored (see the module's docstring)
+EXPLAIN_PREDICTED, EXPLAIN_TRUTH = EXPLAIN_CLASSES  # whose map is scored (see the module's docstring)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def _image_key(name: str, base: Path) -> str:
     return key
 
 
-def _number(text, what: str, where: str, fix: str) -> float:
+def _cell_number(text, what: str, where: str, fix: str) -> float:
     """A finite number (int when whole) from a cell or a JSON value, else a one-line UsageError."""
     if isinstance(text, bool):
         raise UsageError(f"{where}: {what} {text!r} is not a number; {fix}")
@@ -218,7 +218,7 @@ def _parse_csv(text: str, path: Path) -> Truth:
             label = row[columns["label"]] if "label" in columns else None
         if not image.strip():
             raise UsageError(f"{where}: the image name is empty; {CSV_HELP}")
-        values = [_number(cell, field, where, CSV_HELP) for field, cell in zip(_COORDINATES, coordinates)]
+        values = [_cell_number(cell, field, where, CSV_HELP) for field, cell in zip(_COORDINATES, coordinates)]
         truth.setdefault(_image_key(image, base), []).append(_make_box(values, label or None, where, CSV_HELP))
     return truth
 
@@ -232,7 +232,7 @@ def _json_box(record, where: str) -> TruthBox:
     box = record["box"]
     if not isinstance(box, list) or len(box) != 4:
         raise UsageError(f"{where}: \"box\" must be a list of 4 numbers [x0, y0, x1, y1]; {JSON_HELP}")
-    values = [_number(value, field, where, JSON_HELP) for field, value in zip(_COORDINATES, box)]
+    values = [_cell_number(value, field, where, JSON_HELP) for field, value in zip(_COORDINATES, box)]
     return _make_box(values, record.get("label"), where, JSON_HELP)
 
 
@@ -292,7 +292,7 @@ def _parse_voc(text: str, path: Path) -> Truth:
             value = bndbox.findtext(tag)
             if value is None:
                 raise UsageError(f"{where}: <bndbox> has no <{tag}>; {VOC_HELP}")
-            corners.append(_number(value, f"<{tag}>", where, VOC_HELP))
+            corners.append(_cell_number(value, f"<{tag}>", where, VOC_HELP))
         xmin, ymin, xmax, ymax = corners
         # VOC pixels run from 1 and xmax/ymax are the last pixel inside: 0-based start, exclusive end.
         label = (item.findtext("name") or "").strip() or None

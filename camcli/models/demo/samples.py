@@ -27,7 +27,7 @@ from camcli.models.demo import CLASSES
 from camcli.models.demo.scenes import make_scene
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SEED = 2024
+GENERATED_SEED = 2024
 # The tagged evaluation folder's defaults (`sample_images/tagged`): a seed none of the training
 # scripts uses, 2 scenes a class (so 10 tagged scenes of classes other than TAG_CLASS).
 TAGGED_SEED = 31337
@@ -52,7 +52,7 @@ PHOTOS = {
 }
 
 
-def write_generated(out_dir, seed=SEED):
+def write_generated(out_dir, seed=GENERATED_SEED):
     """One scene per class as `<label>_1.png`, plus `truth.csv`; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -107,7 +107,7 @@ def write_segmentation_samples(out_dir, count=SEGMENTATION_COUNT, seed=SEGMENTAT
     rows, tag_rows, written = [], [], []
     for name, scene in _scenes_in_turn(out_dir / IMAGES_DIR, count, seed, tag=tag):
         written.append(_write_scene(out_dir / IMAGES_DIR / name, scene))
-        written.append(_write_mask(out_dir / MASKS_DIR / name, scene))
+        written.append(_write_truth_mask(out_dir / MASKS_DIR / name, scene))
         rows.append([name, *scene.box, scene.label])
         if tag:
             tag_rows.append([name, *scene.tag_box, scene.label])
@@ -136,7 +136,7 @@ def _write_scene(path, scene):
     return path
 
 
-def _write_mask(path, scene):
+def _write_truth_mask(path, scene):
     """The scene's mask as a VOC palette PNG: the pixel values are the class numbers, the palette only colours them."""
     labels = np.where(scene.mask, np.uint8(scene.class_index + 1), np.uint8(0))
     image = Image.fromarray(labels)  # mode "L"; putpalette makes it "P"
