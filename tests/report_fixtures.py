@@ -46,7 +46,7 @@ def write_record(out_dir: Path, stem: str, photo: Path | None, top: list[tuple[i
     index, score = top[0]
     layout = Layout(out_dir)
     for method in methods:
-        overlay = layout.relative(layout.map_paths(stem, method, index).overlay)
+        overlay = layout.relative(layout.map_paths(stem, method, index)["overlay"])
         picture = blend(rgb, heatmap, 0.5, colormap_lut("jet"))
         save_png(out_dir / overlay, picture)
         entry = {"method": method, "layer": "conv", "layers": ["conv"], "class_index": index, "label": LABELS[index],
@@ -113,9 +113,9 @@ def _audit_class(out: Path, label: str, class_index: int, clusters: list[dict], 
             if with_records:
                 write_record(out, stem, None, [(class_index, 0.9)])
             else:
-                save_png(layout.map_paths(stem, "gradcam", class_index).overlay,
+                save_png(layout.map_paths(stem, "gradcam", class_index)["overlay"],
                          np.full((40, 40, 3), 60 * cluster_id + 40, np.uint8))
-            overlay = layout.relative(layout.map_paths(stem, "gradcam", class_index).overlay)
+            overlay = layout.relative(layout.map_paths(stem, "gradcam", class_index)["overlay"])
             cluster_members.append(f"{stem}.png")
             cluster_overlays.append(overlay)
             # clusters far apart in the embedding, members on a small circle around each centre

@@ -93,7 +93,8 @@ def test_cli_commands_are_thin():
 
 def test_output_names_have_one_owner():
     """No module but runs/layout.py spells an output name or the marker."""
-    names = r"summary\.json|index\.html|evaluation\.json|evaluation\.csv|\.thumb\.jpg|\.camcli\."
+    names = (r"summary\.json|index\.html|evaluation\.json|evaluation\.csv|\.thumb\.jpg|\.camcli\.|\.npy|\.mask\.png|"
+             r"\.panel\.png|\.segmentation\.png")
     spelled = re.compile(rf"""["']({names})["']""")
     found = [path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
              if path.name != "layout.py" and spelled.search(path.read_text("utf-8"))]
@@ -212,6 +213,30 @@ def test_option_defaults_are_written_once_in_camcli_options():
                             and not isinstance(item.value.value, bool)
                             and (where, node.name, item.target.id) not in NOT_AN_OPTION_DEFAULT]
     assert literal == []
+
+
+def test_every_per_map_file_kind_is_in_the_one_table():
+    """layout.MAP_FILES names each kind of a map's files once: the layout's names, the records' keys, the
+    writer's required files and writers, and the report's links are read from it."""
+    import dataclasses
+
+    from camcli.options import FileOptions
+    from camcli.runs import records, writer
+    from camcli.runs.layout import MAP_FILES, Layout
+
+    keys = [kind.key for kind in MAP_FILES]
+    assert list(records.MAP_FILE_KEYS) == keys
+    assert set(writer.MAP_WRITERS) == {kind.key for kind in MAP_FILES if not kind.per_method}
+    flags = {item.name for item in dataclasses.fields(FileOptions) if item.default is False}
+    assert {kind.option for kind in MAP_FILES} - {None} <= flags
+    everything = FileOptions(**{kind.option: True for kind in MAP_FILES if kind.option})
+    assert writer.required_files(everything) == tuple(keys)
+    assert writer.required_files(FileOptions()) == ("overlay",)
+    paths = Layout("out").map_paths("cat", "gradcam", 3, "webp")
+    assert sorted(paths) == sorted(kind.key for kind in MAP_FILES if not kind.per_method)
+    assert len(set(paths.values())) == len(paths)
+    page = (PACKAGE / "report" / "page.py").read_text("utf-8")
+    assert "MAP_FILES" in page and '"mask"' not in page and '"panel"' not in page
 
 
 # Top-level names that several modules may define, and why. Anything else is one thing with one name.

@@ -25,7 +25,7 @@ from camcli.runs import files as outputs
 from camcli.runs import layout
 from camcli.runs.discovery import discover
 from camcli.runs.files import save_panel
-from camcli.runs.layout import panel_path, thumbnail_path
+from camcli.runs.layout import Layout, thumbnail_path
 
 
 class _Page(HTMLParser):
@@ -367,7 +367,9 @@ def test_panel_without_heatmap_and_with_a_big_image():
 def test_panel_title_and_path():
     assert panel_title("tabby", 0.8123, "gradcam", "block5_conv3") == "tabby (score 0.812) - gradcam at block5_conv3"
     assert panel_title("cat", None, "cam", ["a", "b"]) == "cat - cam at a + b"
-    assert panel_path(Path("out/a/cat.gradcam.285.png")) == Path("out/a/cat.gradcam.285.panel.png")
+    paths = Layout(Path("out")).map_paths("a/cat", "gradcam", 285, "jpg")
+    assert paths == {"overlay": Path("out/a/cat.gradcam.285.jpg"), "heatmap": Path("out/a/cat.gradcam.285.npy"),
+                     "mask": Path("out/a/cat.gradcam.285.mask.png"), "panel": Path("out/a/cat.gradcam.285.panel.png")}
 
 
 def test_panel_unknown_colormap_is_a_usage_error():

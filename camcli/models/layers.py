@@ -124,20 +124,6 @@ class TokenGrid:
         return f"{tokens} tokens -> {self.height}x{self.width}x{dim} grid{dropped}"
 
 
-def parse_token_grid(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """'14x14' (or (14, 14)) -> (14, 14); UsageError for anything else."""
-    if text is None or isinstance(text, tuple):
-        return text
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        height, width = (int(part) for part in parts)
-    except ValueError:
-        raise UsageError(f"`token_grid={text}` is not HEIGHTxWIDTH, e.g. 14x14") from None
-    if height < 1 or width < 1:
-        raise UsageError(f"`token_grid={text}`: both sizes must be at least 1")
-    return height, width
-
-
 def patch_size(model: keras.Model) -> tuple[int, int] | None:
     """The patch size of a ViT's patch embedding: the first convolution whose stride equals its
     kernel (non-overlapping patches), looking inside nested models; None when there is none."""

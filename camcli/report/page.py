@@ -31,12 +31,12 @@ from camcli.report.markup import cell, esc, inside, is_scalar, number, url
 from camcli.runs.files import save_jpeg, write_bytes_atomic
 from camcli.runs.layout import (
     HTML_GENERATOR,
+    MAP_FILES,
     REPORT_NAME,
     RUN_FILE,
     TEMP_PREFIX,
     THUMB_SUFFIX,
     Layout,
-    panel_path,
     thumbnail_path,
 )
 from camcli.runs.records import is_run_summary, merged_summary, scan_image_record
@@ -290,13 +290,10 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
     if len(layers) > 1:
         extras.append(f'<span class="badge" title="{esc(layer_text)}">{len(layers)} layers</span>')
     links = []
-    for key, text in (("mask", "mask"), ("heatmap", "heatmap"), ("panel", "panel")):
-        target = explanation.get(key)
-        if key == "panel" and not target and picture is not None:
-            candidate = panel_path(Path(picture.href))
-            target = candidate.as_posix() if (out_dir / candidate).is_file() else None
-        if isinstance(target, str) and inside(out_dir, target) is not None:
-            links.append(f'<a href="{url(target)}">{text}</a>')
+    for kind in MAP_FILES:  # every file of the map with a link (its picture is shown), as the record names it
+        name = explanation.get(kind.key) if kind.link else None
+        if isinstance(name, str) and inside(out_dir, name) is not None:
+            links.append(f'<a href="{url(name)}">{kind.link}</a>')
     parts.append(f'<figcaption>{esc(caption)} {"".join(extras)}'
                  f'{" <span class=links>" + " ".join(links) + "</span>" if links else ""}</figcaption></figure>')
     return "".join(parts)

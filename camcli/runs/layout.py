@@ -81,13 +81,28 @@ def shard_summary_name(shard: tuple[int, int] | None) -> str:
 
 
 @dataclass(frozen=True)
-class MapPaths:
-    """The files of one map (one method and class) of one image."""
+class MapFileKind:
+    """One kind of file written for a map: where its name comes from, who asks for it, and how the
+    record and the report name it."""
 
-    overlay: Path
-    heatmap: Path
-    mask: Path
-    panel: Path
+    key: str  # the key of an explanation entry in the record (and of MapPaths)
+    suffix: str | None  # after <stem>.<method>.<class>; None: the overlay's, by its format (OVERLAY_SUFFIXES)
+    option: str | None  # the camcli.options.FileOptions flag that asks for it; None: always written
+    link: str  # the report's link to it, under the map's picture ("" for the picture itself)
+    per_method: bool = False  # one file per image and method (all its classes), named <stem>.<method><suffix>
+
+
+# Every per-map file kind, in the order a record lists them: the layout's names, the records' keys, the
+# writer's required files and the report's links all come from this table.
+MAP_FILES = (
+    MapFileKind("overlay", None, None, ""),
+    MapFileKind("heatmap", ".npy", "save_heatmap", "heatmap"),
+    MapFileKind("mask", ".mask.png", "save_mask", "mask"),
+    MapFileKind("panel", ".panel.png", "panel", "panel"),
+    MapFileKind("segmentation", ".segmentation.png", "save_segmentation", "label map", per_method=True),
+)
+MAP_FILE_KINDS = {kind.key: kind for kind in MAP_FILES}
+MapPaths = dict  # {MapFileKind.key: Path} for the per-map kinds of one map (one method and class) of one image
 
 
 class Layout:
@@ -100,14 +115,15 @@ class Layout:
         return self._with_suffix(stem, RECORD_SUFFIX)
 
     def map_paths(self, stem: str, method: str, class_index: int, overlay_format: str = "png") -> MapPaths:
+        """{kind: path} of every per-map kind (MAP_FILES) of one map, the overlay in `overlay_format`."""
         base = f"{stem}.{method}.{class_index}"
-        suffixes = (OVERLAY_SUFFIXES[overlay_format], ".npy", ".mask.png", ".panel.png")
-        return MapPaths(*(self._with_suffix(base, suffix) for suffix in suffixes))
+        return {kind.key: self._with_suffix(base, kind.suffix or OVERLAY_SUFFIXES[overlay_format])
+                for kind in MAP_FILES if not kind.per_method}
 
     def segmentation(self, stem: str, method: str) -> Path:
         """The label map of one image and method. No map file can take this name: a map's name has
         its class index, a number, where this one has `segmentation`."""
-        return self._with_suffix(f"{stem}.{method}", ".segmentation.png")
+        return self._with_suffix(f"{stem}.{method}", MAP_FILE_KINDS["segmentation"].suffix)
 
     def summary(self, shard: tuple[int, int] | None = None) -> Path:
         return self.out_dir / shard_summary_name(shard)
@@ -163,12 +179,6 @@ def thumbnail_path(picture: Path) -> Path:
     """`a/cat.gradcam.285.png` -> `a/cat.gradcam.285.thumb.jpg`."""
     picture = Path(picture)
     return picture.with_name(picture.stem + THUMB_SUFFIX)
-
-
-def panel_path(overlay: Path) -> Path:
-    """`cat.gradcam.285.png` -> `cat.gradcam.285.panel.png`, next to the overlay."""
-    overlay = Path(overlay)
-    return overlay.with_name(f"{overlay.stem}.panel.png")
 
 
 def is_temporary(name: str) -> bool:

@@ -39,12 +39,12 @@ from pathlib import Path
 from camcli import __version__
 from camcli.errors import CorruptSummaryError, MissingSummaryError, UsageError
 from camcli.runs.files import save_json
-from camcli.runs.layout import MAX_JSON_BYTES, Layout, read_json_object
+from camcli.runs.layout import MAP_FILES, MAX_JSON_BYTES, Layout, read_json_object
 
 RANDOM_WEIGHTS_WARNING = "random weights (`weights=none`): the predictions and maps are meaningless"
 
-# Files an explanation entry may name, by whether the run was asked for them.
-MAP_FILE_KEYS = ("overlay", "heatmap", "mask", "panel", "segmentation")
+# Files an explanation entry may name, by whether the run was asked for them (layout.MAP_FILES).
+MAP_FILE_KEYS = tuple(kind.key for kind in MAP_FILES)
 
 # Summary fields that describe the run rather than count it; merged summaries take them from shard 1.
 RUN_FIELDS = ("camcli_version", "model", "layer", "method", "methods", "classes", "target", "pretrained",

@@ -12,6 +12,7 @@ so the record's `peak` and `bbox` are always in original-image pixels, whatever 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -32,7 +33,7 @@ from camcli.runs.decode import PHOTO_FORMATS, DecodedImage, output_size
 from camcli.runs.discovery import ImageTask
 from camcli.runs.files import save_json, save_npy, save_panel, save_picture, save_png
 from camcli.runs.label_files import save_label_map
-from camcli.runs.layout import Layout, MapPaths, check_replaceable, may_replace
+from camcli.runs.layout import MAP_FILES, Layout, MapPaths, check_replaceable, may_replace
 
 # Boxes and peaks are measured on the map at most this many pixels on its longest side (the
 # map comes from a grid of 7x7 to 28x28 cells, so a finer grid adds no information; a 12 MP photo's
@@ -49,10 +50,8 @@ def overlay_format_for(requested: str, source_format: str | None) -> str:
 
 
 def required_files(files: FileOptions) -> tuple[str, ...]:
-    """The file keys of an explanation entry (records.MAP_FILE_KEYS) a run with `files` writes."""
-    wanted = {"overlay": True, "heatmap": files.save_heatmap, "mask": files.save_mask, "panel": files.panel,
-              "segmentation": files.save_segmentation}
-    return tuple(key for key, on in wanted.items() if on)
+    """The file keys of an explanation entry (layout.MAP_FILES) a run with `files` writes."""
+    return tuple(kind.key for kind in MAP_FILES if kind.option is None or getattr(files, kind.option))
 
 
 def settings_of(files: FileOptions) -> dict:
@@ -104,9 +103,8 @@ class ImageWriter:
         return {method: self.layout.segmentation(task.out_stem, method) for method in methods}
 
     def _written(self, paths: MapPaths) -> list[Path]:
-        options = self.options
-        return [paths.overlay] + [paths.heatmap] * options.save_heatmap + [paths.mask] * options.save_mask \
-            + [paths.panel] * options.panel
+        """The paths of one map's files this run writes (its per-method label map aside)."""
+        return [paths[key] for key in required_files(self.options) if key in paths]
 
     def write(self, task: ImageTask, decoded: DecodedImage | np.ndarray, result) -> None:
         """Every map's files, then the record (last: a record means the image is complete).
@@ -120,7 +118,7 @@ class ImageWriter:
         if self.options.save_heatmap:
             # Heatmaps carry no marker: a record naming them comes first, so that a run killed before
             # the real record is written can still replace them when resumed.
-            pending = [self.layout.relative(paths.heatmap) for _, paths in planned]
+            pending = [self.layout.relative(paths["heatmap"]) for _, paths in planned]
             save_json(self.layout.record(task.out_stem), records.pending_record(task.display, pending))
         width, height = decoded.original_size
         pictures = _Pictures(decoded.picture)
@@ -142,32 +140,20 @@ class ImageWriter:
 
     def _write_map(self, decoded: DecodedImage, pictures: _Pictures, class_map, paths: MapPaths,
                    overlay_format: str) -> dict:
+        """One map's files, each kind by its writer (MAP_WRITERS); returns the map's record entry."""
         options = self.options
-        picture = decoded.picture
         box, peak = measure(class_map.heatmap, decoded.original_size, options.box_threshold)
         if class_map.image is not None:  # guided methods: the RGB gradient image, not a blend
-            drawn = Image.fromarray(resize_unit_rgb(class_map.image, picture.size))
+            drawn = Image.fromarray(resize_unit_rgb(class_map.image, decoded.picture.size))
         else:
-            drawn = overlay_picture(picture, class_map.heatmap, options.alpha, colormap_lut(options.colormap))
+            drawn = overlay_picture(decoded.picture, class_map.heatmap, options.alpha, colormap_lut(options.colormap))
         if options.draw_box and box is not None:  # the box is in original pixels, the picture may be smaller
             drawn = Image.fromarray(draw_box(np.asarray(drawn), [value * decoded.scale for value in box]))
-        save_picture(paths.overlay, drawn, overlay_format, compress_level=options.png_compress_level)
-        if options.save_heatmap or options.save_mask:
-            heatmap = upsample(class_map.heatmap, height=picture.height, width=picture.width)
-            if options.save_heatmap:
-                save_npy(paths.heatmap, heatmap)
-            if options.save_mask:
-                mask = threshold_mask(heatmap, options.box_threshold).astype(np.uint8) * 255
-                save_png(paths.mask, mask, compress_level=options.png_compress_level)
-        if options.panel:
-            title = panel_title(class_map.label, class_map.score, class_map.method, class_map.layers)
-            small = pictures.small
-            shown = None if class_map.image is not None else upsample(class_map.heatmap, height=small.height,
-                                                                        width=small.width)
-            save_panel(paths.panel, np.asarray(pictures.small), shown,
-                       np.asarray(drawn.resize(pictures.small.size, Image.Resampling.BILINEAR, reducing_gap=3.0)),
-                       title, options.colormap)
-        relative = self.layout.relative
+        work = _MapWork(options, decoded.picture, pictures, class_map, drawn, overlay_format)
+        written = set(self._written(paths))
+        for key, path in paths.items():
+            if path in written:
+                MAP_WRITERS[key](work, path)
         return {
             "method": class_map.method,
             "layer": class_map.layer,
@@ -175,12 +161,9 @@ class ImageWriter:
             "class_index": class_map.class_index,
             "label": class_map.label,
             "score": class_map.score,
-            "overlay": relative(paths.overlay),
-            "heatmap": relative(paths.heatmap) if options.save_heatmap else None,
+            **{key: self.layout.relative(path) if path in written else None for key, path in paths.items()},
             "peak": list(peak) if peak is not None else None,
             "bbox": list(box) if box is not None else None,
-            "mask": relative(paths.mask) if options.save_mask else None,
-            "panel": relative(paths.panel) if options.panel else None,
             "raw_max": class_map.raw_max,
             "empty": class_map.empty,
             "guided": class_map.image is not None,  # the overlay is the method's gradient picture, not a blend
@@ -211,6 +194,47 @@ class ImageWriter:
                 values.append({"value": value, "class_index": class_map.class_index, "label": class_map.label})
             tables[method] = {"file": self.layout.relative(path), "values": values}
         return {"bg_threshold": options.label_threshold, "refine": options.refine, "maps": tables}
+
+
+class _MapWork:
+    """What one map's file writers share: its overlay as drawn, and its heatmap at the picture's size
+    (computed once, for the heatmap and the mask alike)."""
+
+    def __init__(self, options: FileOptions, picture: Image.Image, pictures: _Pictures, class_map, drawn: Image.Image,
+                 overlay_format: str):
+        self.options, self.picture, self.pictures, self.class_map = options, picture, pictures, class_map
+        self.drawn, self.overlay_format = drawn, overlay_format
+
+    @functools.cached_property
+    def heatmap(self) -> np.ndarray:
+        return upsample(self.class_map.heatmap, height=self.picture.height, width=self.picture.width)
+
+
+def _write_overlay(work: _MapWork, path: Path) -> None:
+    save_picture(path, work.drawn, work.overlay_format, compress_level=work.options.png_compress_level)
+
+
+def _write_heatmap(work: _MapWork, path: Path) -> None:
+    save_npy(path, work.heatmap)
+
+
+def _write_mask(work: _MapWork, path: Path) -> None:
+    mask = threshold_mask(work.heatmap, work.options.box_threshold).astype(np.uint8) * 255
+    save_png(path, mask, compress_level=work.options.png_compress_level)
+
+
+def _write_panel(work: _MapWork, path: Path) -> None:
+    class_map, small = work.class_map, work.pictures.small
+    title = panel_title(class_map.label, class_map.score, class_map.method, class_map.layers)
+    shown = None if class_map.image is not None else upsample(class_map.heatmap, height=small.height,
+                                                                width=small.width)
+    save_panel(path, np.asarray(small), shown,
+               np.asarray(work.drawn.resize(small.size, Image.Resampling.BILINEAR, reducing_gap=3.0)),
+               title, work.options.colormap)
+
+
+# One writer per per-map kind of layout.MAP_FILES (label maps, one per method, are ImageWriter's own).
+MAP_WRITERS = {"overlay": _write_overlay, "heatmap": _write_heatmap, "mask": _write_mask, "panel": _write_panel}
 
 
 def _remove_replaced(paths) -> None:
