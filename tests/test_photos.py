@@ -51,7 +51,10 @@ def test_auto_format_gives_photos_jpeg_and_lossless_inputs_png(photos, scenes, t
         assert overlay.suffix == (".jpg" if expected == "JPEG" else ".png")
 
 
-@pytest.mark.parametrize("fmt,pillow_name", [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WEBP")])
+@pytest.mark.parametrize("fmt,pillow_name", [
+    ("png", "PNG"),  # make test-fast: PNG; the lossy formats in make test
+    pytest.param("jpg", "JPEG", marks=pytest.mark.slow), pytest.param("webp", "WEBP", marks=pytest.mark.slow),
+])
 def test_overlays_in_every_format_carry_the_marker_and_are_never_read_back(photos, tmp_path, fmt, pillow_name):
     folder = shutil.copytree(photos, tmp_path / "in")
     first = invoke("explain", folder, "--model", "demo", "--out", folder, "--format", fmt, "-q")

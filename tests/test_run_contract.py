@@ -127,9 +127,10 @@ def test_resume_skips_an_unchanged_run(scenes, resumed_folder, tmp_path):
 
 
 @pytest.mark.parametrize("options", [
-    ["--alpha", "0.3"], ["--colormap", "viridis"], ["--top-k", "2"], ["--box-threshold", "0.5"],
-    ["--save-heatmap"], ["--draw-box"], ["--class", "top2"], ["--method", "gradcam++"], ["--eigen-smooth"],
-    ["--layer", "conv5"], ["--format", "webp"], ["--max-size", "32"],
+    ["--alpha", "0.3"], ["--method", "gradcam++"],  # make test-fast: one overlay option and one map option
+    *(pytest.param(options, marks=pytest.mark.slow) for options in (
+        ["--colormap", "viridis"], ["--top-k", "2"], ["--box-threshold", "0.5"], ["--save-heatmap"], ["--draw-box"],
+        ["--class", "top2"], ["--eigen-smooth"], ["--layer", "conv5"], ["--format", "webp"], ["--max-size", "32"])),
 ], ids=lambda options: " ".join(options))
 def test_resume_recomputes_after_any_change_that_shapes_the_outputs(scenes, resumed_folder, tmp_path, options):
     folder = shutil.copytree(resumed_folder, tmp_path / "out")
