@@ -187,3 +187,40 @@ def test_a_dataset_of_paths_alone_is_read_from_the_files_and_named_relative_to_r
                                     json.loads((tmp_path / "out" / name).read_text()), name) == []
     with pytest.raises(UsageError, match="lists no files .* give `root`"):
         camcli.ray.explain_dataset(ds, tmp_path / "out2", model="demo", **ACTORS)
+
+
+def test_a_two_input_model_takes_its_extra_inputs_table_as_camcli_explain_does(local_ray, tmp_path):
+    """Every explain_paths option reaches the actors, extra_inputs included (it was refused by name)."""
+    import keras
+    import tiny_models
+
+    model_path = tmp_path / "two_inputs.keras"
+    tiny_models.two_inputs().save(model_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, image in enumerate(tiny_models.images(3, seed=31)):
+        Image.fromarray((image * 255).astype("uint8")).save(images / f"img{i}.png")
+    table = tmp_path / "meta.csv"
+    table.write_text("image,meta\nimg0.png,1 -1\nimg1.png,0.5 2\nimg2.png,-3 0\n")
+    by_cli = tmp_path / "cli"
+    result = CliRunner().invoke(cli, ["explain", str(images), "--model", str(model_path), "--input", "image",
+                                      "--extra-inputs", str(table), "--out", str(by_cli), "-q"])
+    assert result.exit_code == 0, result.output
+    by_ray = tmp_path / "ray"
+    summary = camcli.ray.explain_dataset(ray.data.read_binary_files(str(images), include_paths=True), by_ray,
+                                         model=str(model_path), image_input="image", extra_inputs=str(table),
+                                         root=str(images), **ACTORS)
+    assert (summary.images, summary.ok, summary.failed) == (3, 3, 0)
+    differences = []
+    for i in range(3):
+        name = f"img{i}.json"
+        differences += json_differences(json.loads((by_cli / name).read_text()),
+                                        json.loads((by_ray / name).read_text()), name)
+    assert differences == []
+    model = keras.models.load_model(model_path)
+    for i, meta in enumerate([[1, -1], [0.5, 2], [-3, 0]]):  # each image with its own row of the table
+        image = np.asarray(Image.open(images / f"img{i}.png"), dtype="float32")[None]
+        expected = model.predict([image, np.array([meta], "float32")], verbose=0)[0]
+        predictions = json.loads((by_ray / f"img{i}.json").read_text())["predictions"]
+        assert {p["index"]: p["score"] for p in predictions} == pytest.approx(dict(enumerate(expected.tolist())),
+                                                                                abs=1e-5)
