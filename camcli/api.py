@@ -201,7 +201,8 @@ def _evaluation_explainers(groups: dict, classes_of: Callable, images: int) -> l
         raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
                          f"{', '.join(loaded.extra_input_names)}; explain it with `camcli explain`")
     maps = replace(groups["maps"], classes=tuple(classes_of(loaded)))
-    built = [Explainer(loaded, maps.one_method(name)) for name in maps.methods]
+    # The steps are built when first used: several methods share one (MethodScoring makes their MethodSet).
+    built = [Explainer(loaded, maps.one_method(name), build_step=len(maps.methods) == 1) for name in maps.methods]
     if groups["hooks"].on_start:
         groups["hooks"].on_start(images)
     return built

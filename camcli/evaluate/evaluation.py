@@ -490,15 +490,6 @@ def _decode(task: ImageTask, boxes: list[TruthBox], labels: Sequence[str], model
         return None, str(error), None
 
 
-def shares_one_step(explainers: Sequence) -> bool:
-    from camcli.explain.explainer import Explainer
-
-    first = explainers[0]
-    return len(explainers) > 1 and all(
-        isinstance(e, Explainer) and e.loaded is first.loaded and e.layers == first.layers and e.head == first.head
-        and e.requests == first.requests for e in explainers)
-
-
 class MethodScoring:
     """What scoring several methods' maps shares, against boxes (here) or masks (camcli.evaluate.masks):
     the explainers and their names, one compiled step per batch when they can share it, each method's
@@ -513,7 +504,8 @@ class MethodScoring:
         self.names = distinct_method_names(self.explainers)
         # One shared step per batch for every method, when they share the model, layers, head and
         # classes (as `camcli evaluate` builds them); other explainers explain on their own.
-        self.methods = MethodSet(self.explainers) if shares_one_step(self.explainers) else None
+        shared = len(self.explainers) > 1 and MethodSet.can_share(self.explainers)
+        self.methods = MethodSet(self.explainers) if shared else None
         self.labels = self.explainers[0].loaded.labels
         self.rows: dict[str, list[dict]] = {name: [] for name in self.names}
         self.failures: list[dict] = []

@@ -380,17 +380,25 @@ class MethodSet:
         loaded = loaded_model(model, preprocess, labels)
         return cls([Explainer(loaded, request.one_method(name), build_step=False) for name in request.methods])
 
+    @staticmethod
+    def can_share(explainers: Sequence) -> bool:
+        """Whether these explainers can run on one compiled step: Explainers of one model, layers, token
+        grids, head, target and classes (the one rule; `camcli evaluate` asks it too)."""
+        if not explainers or not all(isinstance(e, Explainer) for e in explainers):
+            return False
+        first = explainers[0]
+        return all(other.loaded == first.loaded and other.layers == first.layers and other.head == first.head
+                   and other.requests == first.requests and other.grids == first.grids
+                   and other.target_record() == first.target_record() for other in explainers[1:])
+
     def __init__(self, explainers: Sequence[Explainer]):
         explainers = list(explainers)
         if not explainers:
             raise UsageError("give at least one method (`methods`)")
+        if not self.can_share(explainers):
+            raise UsageError("the methods of one run must share the model, the layers, the head, the target and "
+                             "the classes")
         first = explainers[0]
-        for other in explainers[1:]:
-            if (other.loaded != first.loaded or other.layers != first.layers or other.head != first.head
-                    or other.requests != first.requests or other.grids != first.grids
-                    or other.target_record() != first.target_record()):
-                raise UsageError("the methods of one run must share the model, the layers, the head, the target and "
-                                 "the classes")
         self.method_names = distinct_method_names(explainers)
         self.explainers = explainers
         self.loaded, self.layer, self.layers = first.loaded, first.layer, first.layers
