@@ -74,9 +74,11 @@ def _names(value, name: str) -> tuple[str, ...]:
     return tuple(str(item) for item in value)
 
 
-def _flag(group, name: str) -> None:
-    if not isinstance(getattr(group, name), bool):
-        raise UsageError(f"`{name}` is true or false, not {getattr(group, name)!r}")
+def _flags(group) -> None:
+    """Every true-or-false field of a group (those whose default is a bool) is a bool."""
+    for item in fields(group):
+        if isinstance(item.default, bool) and not isinstance(getattr(group, item.name), bool):
+            raise UsageError(f"`{item.name}` is true or false, not {getattr(group, item.name)!r}")
 
 
 def _number(group, name: str, low: float | None = None, high: float | None = None, *, whole: bool = False,
@@ -166,7 +168,7 @@ class ModelOptions:
         for name in ("weights", "labels_file", "image_input", "output"):
             _text(self, name)
         _choice(self, "preprocess", PREPROCESS_MODES, optional=True)
-        _flag(self, "unsafe_load")
+        _flags(self)
         if isinstance(self.extra_inputs, os.PathLike):
             _set(self, "extra_inputs", os.fspath(self.extra_inputs))
 
@@ -228,8 +230,7 @@ class MapRequest:
         if self.target_mask is not None and self.target != "region":
             raise UsageError("`target_mask` applies to `target=region`")
         parse_token_grid(self.token_grid)
-        _flag(self, "eigen_smooth")
-        _flag(self, "aug_smooth")
+        _flags(self)
         _number(self, "max_channels", 1, whole=True, optional=True)
         if self.max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
             raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(methods)}")
@@ -265,8 +266,7 @@ class FileOptions:
         _number(self, "alpha", 0, 1)
         _number(self, "box_threshold", 0, 1)
         _number(self, "bg_threshold", 0, 1, optional=True)
-        for name in ("draw_box", "save_heatmap", "save_mask", "panel", "save_segmentation"):
-            _flag(self, name)
+        _flags(self)
         _choice(self, "overlay_format", OVERLAY_FORMATS)
         _number(self, "max_size", 16, whole=True, optional=True)
         _choice(self, "refine", REFINEMENTS)
@@ -314,8 +314,7 @@ class RunOptions:
         _number(self, "batch_size", 1, whole=True)
         _number(self, "max_pixels", 1, whole=True, optional=True)
         _number(self, "picture_budget", 1, whole=True)
-        for name in ("fail_fast", "resume", "report", "debug"):
-            _flag(self, name)
+        _flags(self)
         _set(self, "shard", parse_shard(self.shard))
 
     @property
@@ -431,8 +430,7 @@ class ProbeOptions:
         _number(self, "max_pictures", 1, whole=True)
         _number(self, "batch_size", 1, whole=True)
         _number(self, "pointing_tolerance", 0)
-        _flag(self, "at_start")
-        _flag(self, "verbose")
+        _flags(self)
         _text(self, "log_dir")
 
 
