@@ -12,6 +12,7 @@ TensorFlow is imported only inside the library calls that need a model, so `camc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -175,6 +176,14 @@ def option_groups(options: dict, *groups: type) -> list:
         given = {name: options.pop(prefix + name) for name in field_names(group) if prefix + name in options}
         made.append(group(**given))
     return made
+
+
+def flag_options(group: type):
+    """A --flag for every true-or-false field of `group` that the command line shows, with the field's help
+    (camcli.options): a new per-map file (FileOptions.save_...) is an option of `explain` by itself."""
+    return _stack(*(click.option("--" + item.name.replace("_", "-"), is_flag=True, help=item.metadata["help"])
+                    for item in dataclasses.fields(group)
+                    if isinstance(item.default, bool) and item.metadata.get("cli", True)))
 
 
 def default_of(group: type, name: str):
@@ -399,17 +408,8 @@ class Progress:
 @click.option("--max-pixels", type=click.IntRange(min=1), metavar="N",
               help="Decode images of up to N pixels (default 89478485, Pillow's limit against decompression "
                    "bombs): lifts the limit on purpose, e.g. for a panorama.")
-@click.option("--save-heatmap", is_flag=True,
-              help="Also write each map as float32 .npy at the output size (the image's, or --max-size), "
-                   "values in [0, 1].")
-@click.option("--save-mask", is_flag=True, help="Also write each map's thresholded region as a binary PNG mask.")
-@click.option("--save-segmentation", is_flag=True,
-              help="Also write a label map per image and method, OUT/<stem>.<method>.segmentation.png: a palette PNG "
-                   "at the original size, 0 background and 1, 2... the explained classes (the JSON lists them).")
+@flag_options(FileOptions)
 @label_map_options
-@click.option("--draw-box", is_flag=True, help="Draw the box on the overlay.")
-@click.option("--panel", is_flag=True,
-              help="Also write a panel per map: the original, the heatmap with a colour bar, and the overlay.")
 @click.option("--report", is_flag=True, help="Write OUT/index.html, a page of every image, map and failure.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first image that fails: nothing after it is explained.")
 @click.option("--resume", is_flag=True,

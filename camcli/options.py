@@ -48,9 +48,10 @@ EXPLAIN_CLASSES = ("predicted", "truth")
 AUDIT_GROUPINGS = ("predicted", "truth")
 
 
-def option(default=None, *, cli: bool = True, fingerprint: bool = True):
-    """A group's field: its default, whether the command line shows it, whether it shapes the outputs."""
-    return field(default=default, metadata={"cli": cli, "fingerprint": fingerprint})
+def option(default=None, *, cli: bool = True, fingerprint: bool = True, help: str | None = None):
+    """A group's field: its default, whether the command line shows it, whether it shapes the outputs, and
+    for a flag the command line makes from the field itself (cli.flag_options), its help."""
+    return field(default=default, metadata={"cli": cli, "fingerprint": fingerprint, "help": help})
 
 
 # --- checks, each one line in the library's terms (`name=value`, which the CLI shows as its flag) ---------
@@ -251,13 +252,18 @@ class FileOptions:
     alpha: float = option(0.5)  # heatmap opacity in the overlays
     colormap: str = option("jet")  # any matplotlib colour map
     box_threshold: float = option(DEFAULT_BOX_THRESHOLD)  # a box keeps pixels >= this fraction of the map's maximum
-    draw_box: bool = option(False)
-    save_heatmap: bool = option(False)  # float32 .npy at the output size
-    save_mask: bool = option(False)  # the box's thresholded region as a binary PNG
-    panel: bool = option(False)  # original, heatmap with colour bar, overlay
+    draw_box: bool = option(False, help="Draw the box on the overlay.")
+    save_heatmap: bool = option(False, help="Also write each map as float32 .npy at the output size (the image's, "
+                                             "or --max-size), values in [0, 1].")
+    save_mask: bool = option(False, help="Also write each map's thresholded region as a binary PNG mask.")
+    panel: bool = option(False, help="Also write a panel per map: the original, the heatmap with a colour bar, "
+                                      "and the overlay.")
     overlay_format: str = option("auto")  # OVERLAY_FORMATS; auto: JPEG for photos, PNG otherwise
     max_size: int | None = option()  # longest side of the pictures written; None: the original size
-    save_segmentation: bool = option(False)  # a label map per image and method
+    save_segmentation: bool = option(False, help="Also write a label map per image and method, "
+                                                  "OUT/<stem>.<method>.segmentation.png: a palette PNG at the "
+                                                  "original size, 0 background and 1, 2... the explained classes "
+                                                  "(the JSON lists them).")
     bg_threshold: float | None = option()  # label maps: the background's score (None: DEFAULT_BG_THRESHOLD)
     refine: str = option("none")  # label maps: REFINEMENTS
     png_compress_level: int = option(1, cli=False)  # zlib level, with the Z_RLE strategy (runs.files.encode_png)
