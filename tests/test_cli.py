@@ -351,9 +351,8 @@ USAGE_ERRORS = [
                  ("camcli: error: unknown colormap 'viridiss'; did you mean viridis", "(see `camcli explain --help`)"),
                  id="unknown-colormap"),
     pytest.param(["--model", "{gap}", "--method", "gradcm"],
-                 "Error: Invalid value for '--method': 'gradcm' is not one of 'gradcam', 'gradcam++', 'xgradcam', "
-                 "'layercam', 'hirescam', 'eigencam', 'eigengradcam', 'scorecam', 'cam', 'guidedbackprop', "
-                 "'guidedgradcam'.", id="unknown-method"),
+                 ("Error: Invalid value for '--method': 'gradcm' is not one of 'gradcam', 'gradcam++', 'xgradcam', ",
+                  "'guidedbackprop'"), id="unknown-method"),
     pytest.param(["--model", "{flat}", "--method", "cam"],
                  ("camcli: error: --method cam needs the layer to feed global-average-pooling -> dense, and 'target' "
                   "in {flat} does not; use --method gradcam, which works at any conv layer"), id="cam-without-gap"),
