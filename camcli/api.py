@@ -22,6 +22,7 @@ with `weights`, `preprocess`, `labels_file` and `unsafe_load`), a `LoadedModel` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,6 +39,8 @@ from camcli.options import (
     RunOptions,
     SanityOptions,
     ScoringOptions,
+    field_default,
+    field_names,
     gather,
 )
 
@@ -182,20 +185,25 @@ def _evaluate_boxes(paths, groups: dict):
                                            pointing_tolerance=scoring.pointing_tolerance, gates=gates,
                                            truth_name=str(scoring.truth), explain_class=scoring.explain_class)
 
-    def explainers():  # built once the truth and the gates are known to be usable
-        return _evaluation_explainers(
-            groups, lambda loaded: evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks,
-                                                                 scoring.explain_class), len(tasks))
+    with contextlib.ExitStack() as held:
+        def explainers():  # built once the truth and the gates are known to be usable
+            return _evaluation_explainers(
+                groups, lambda loaded: evaluation.evaluation_classes(truth_boxes, loaded.labels, tasks,
+                                                                     scoring.explain_class), len(tasks), held)
 
-    return evaluation.evaluate(explainers, tasks, truth_boxes, options, skipped, on_failure=hooks.on_failure,
-                               on_progress=hooks.on_progress)
+        return evaluation.evaluate(explainers, tasks, truth_boxes, options, skipped, on_failure=hooks.on_failure,
+                                   on_progress=hooks.on_progress, stop=hooks.stop)
 
 
-def _evaluation_explainers(groups: dict, classes_of: Callable, images: int) -> list:
+def _evaluation_explainers(groups: dict, classes_of: Callable, images: int, held: contextlib.ExitStack) -> list:
     """`evaluate`'s Explainers, one per method, on the model (a one-input model), with the classes
-    `classes_of(loaded)` gives; hooks.on_start(images) once they are built."""
+    `classes_of(loaded)` gives; hooks.on_start(images) once they are built. The output folder's lock
+    is taken first (into `held`), once the truth and the gates are known to be usable."""
     from camcli.explain.explainer import Explainer
+    from camcli.runs.lock import output_lock
 
+    if groups["run"].out is not None:
+        held.enter_context(output_lock(groups["run"].out))
     loaded = groups["model"].load()
     if loaded.extra_input_names:
         raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
@@ -222,12 +230,13 @@ def _evaluate_masks(paths, groups: dict):
                                         gates=gates, truth_name=str(scoring.truth_masks))
     tasks, skipped = _discover(paths, run.out if run.out is not None else Path(os.devnull))
 
-    def explainers(masked):  # built once the masks are read: a malformed mask fails before a model loads
-        slots = masks.mask_classes_needed(masked, labels_table)
-        return _evaluation_explainers(groups, lambda loaded: ["top1"] * slots, len(masked))
+    with contextlib.ExitStack() as held:
+        def explainers(masked):  # built once the masks are read: a malformed mask fails before a model loads
+            slots = masks.mask_classes_needed(masked, labels_table)
+            return _evaluation_explainers(groups, lambda loaded: ["top1"] * slots, len(masked), held)
 
-    return masks.evaluate_masks(explainers, tasks, Path(scoring.truth_masks), options, labels_table, skipped,
-                                on_failure=hooks.on_failure, on_progress=hooks.on_progress)
+        return masks.evaluate_masks(explainers, tasks, Path(scoring.truth_masks), options, labels_table, skipped,
+                                    on_failure=hooks.on_failure, on_progress=hooks.on_progress, stop=hooks.stop)
 
 
 def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | None = None,
@@ -247,40 +256,67 @@ def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | N
     from camcli.audit import folder as audit_folder
     from camcli.audit.rule import FlagRule
     from camcli.audit.spray import require_audit_libraries
+    from camcli.runs.lock import output_lock
+    from camcli.runs.runner import writing_into
 
     groups = groups_of("audit_paths", model, options, audit=audit, maps=maps, files=files, run=run, hooks=hooks)
-    audit, maps, files, run = (groups[key] for key in ("audit", "maps", "files", "run"))
+    audit, files, run, stop = groups["audit"], groups["files"], groups["run"], groups["hooks"].stop
     require_audit_libraries()
     labels = audit_folder.read_truth_labels(audit.truth_labels) if audit.truth_labels is not None else None
     given = input_paths(paths)
-    summary = None
-    method = audit.method
-    if len(given) == 1 and audit_folder.is_explain_folder(given[0]):
-        if maps.layers or maps.methods != MapRequest().methods:
-            raise UsageError(f"{given[0]} is an explain output folder: its maps are audited as they are; method "
-                             "and layer options apply when auditing images")
-        if run.out not in (None, RunOptions().out, given[0]):
-            raise UsageError(f"{given[0]} is an explain output folder, audited in place: `out` does not apply")
-        out_dir = given[0]
-        audit_folder.check_audit_files(out_dir)
-    else:
-        out_dir = run.out_dir
+    in_place = len(given) == 1 and audit_folder.is_explain_folder(given[0])
+    out_dir = _audit_folder_in_place(given[0], groups) if in_place else run.out_dir
+    if not in_place:
         check_output_folder(out_dir)
-        audit_folder.check_audit_files(out_dir)
-        if audit.by == "truth" and not maps.classes:
-            maps = replace(maps, classes=tuple(_truth_classes(labels)))
-        if method is not None:
-            maps = replace(maps, methods=(method, *[m for m in maps.methods if m != method]))
-        summary = explain_with(given, groups["model"], maps, replace(files, save_heatmap=True),
-                               replace(run, out=out_dir, report=False), groups["hooks"])
-        method = maps.methods[0]
-    found = audit_folder.read_folder(out_dir, method, audit.by, labels)
-    result = audit_folder.audit_maps(found, audit.by, FlagRule.of(audit), audit.neighbours, audit.seed)
-    audit_folder.write_audit(result, out_dir, files.colormap)
-    result.explain_summary = summary
-    if run.report:
-        result.report_path = write_report(out_dir)
+    audit_folder.check_audit_files(out_dir)
+    with contextlib.ExitStack() as held:
+        if in_place:
+            held.enter_context(output_lock(out_dir))
+        summary, method = (None, audit.method) if in_place else _explain_for_audit(given, out_dir, labels, groups)
+        held.enter_context(output_lock(out_dir))  # the explain run's lock, given back, is taken for the audit
+        found = audit_folder.read_folder(out_dir, method, audit.by, labels)
+        result = audit_folder.audit_maps(found, audit.by, FlagRule.of(audit), audit.neighbours, audit.seed)
+        result.explain_summary = summary
+        result.interrupted = bool(summary is not None and summary.interrupted) or bool(stop and stop.is_set())
+        with writing_into(out_dir):
+            audit_folder.write_audit(result, out_dir, files.colormap)
+        if run.report:
+            result.report_path = write_report(out_dir)
     return result
+
+
+def _audit_folder_in_place(folder: Path, groups: dict) -> Path:
+    """An explain output folder, audited in place: the options that choose a model or maps, or another
+    folder, do not apply (UsageError naming them)."""
+    model, maps, run = groups["model"], groups["maps"], groups["run"]
+    if maps.layers or maps.methods != MapRequest().methods or maps.token_grid is not None:
+        raise UsageError(f"{folder} is an explain output folder: its maps are audited as they are; method "
+                         "and layer options apply when auditing images")
+    given = [name for name in field_names(ModelOptions) if getattr(model, name) != field_default(ModelOptions, name)]
+    if given:
+        raise UsageError(f"{folder} is an explain output folder: its maps are audited as they are, and "
+                         f"{', '.join(f'`{name}`' for name in given)} would choose the model that explains images; "
+                         "drop it, or give the images instead of the folder")
+    if run.out not in (None, RunOptions().out, folder):
+        raise UsageError(f"{folder} is an explain output folder, audited in place: `out` does not apply")
+    return folder
+
+
+def _explain_for_audit(given: list[Path], out_dir: Path, labels, groups: dict):
+    """Explain the images into `out_dir` with their maps saved, for the audit: (the run's summary, the
+    audited method). A run that a full disk or a read-only folder stopped stops the audit (CamcliError)."""
+    from camcli.errors import CamcliError
+
+    audit, maps = groups["audit"], groups["maps"]
+    if audit.by == "truth" and not maps.classes:
+        maps = replace(maps, classes=tuple(_truth_classes(labels)))
+    if audit.method is not None:
+        maps = replace(maps, methods=(audit.method, *[m for m in maps.methods if m != audit.method]))
+    summary = explain_with(given, groups["model"], maps, replace(groups["files"], save_heatmap=True),
+                           replace(groups["run"], out=out_dir, report=False), groups["hooks"])
+    if summary.stopped:
+        raise CamcliError(summary.stopped)
+    return summary, maps.methods[0]
 
 
 MAX_TRUTH_CLASSES = 20

@@ -7,6 +7,9 @@ TensorFlow is imported only inside the library calls that need a model, so `camc
     1    some images failed (the others are written), a gate failed, or the outputs cannot be written
     2    usage error: a bad option, model, layer, class or output folder; nothing was done
     130  interrupted by Ctrl-C (SIGINT), 143 by SIGTERM; the summary is written with interrupted: true
+
+The same rule holds for every command (explain, evaluate, audit). --debug shows the traceback, and
+keeps the status.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 from dataclasses import replace
 from pathlib import Path
 
@@ -454,8 +458,10 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
     if not quiet:
         resumed = f", {summary.skipped} unchanged and skipped" if run.resume else ""
         recomputed = f", {summary.recomputed} recomputed" if summary.recomputed else ""
+        untried = summary.images - summary.ok - summary.failed  # a stopped or interrupted run never got to them
+        untried = f", {untried} not tried" if untried > 0 else ""
         click.echo(f"camcli: explained {summary.explained} of {summary.images} images ({summary.failed} failed"
-                   f"{resumed}{recomputed}) with {summary.run['method']} at {summary.run['layer']} in "
+                   f"{resumed}{recomputed}{untried}) with {summary.run['method']} at {summary.run['layer']} in "
                    f"{summary.elapsed_seconds:.1f} s ({summary.images_per_second:.1f} images/s) -> {run.out}",
                    err=True)
         warning = summary.as_record().get("warning")  # random weights: the summary's warning, in the CLI's terms
@@ -463,8 +469,7 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
             click.echo(f"camcli: warning: {cli_terms(warning, click.get_current_context().command)}", err=True)
     if summary.stopped:
         click.echo(f"camcli: error: {cli_terms(summary.stopped, click.get_current_context().command)}", err=True)
-    if summary.interrupted:
-        sys.exit(EXIT_SIGNAL_BASE + (stop.signal or signal.SIGINT))
+    exit_if_interrupted(summary.interrupted, stop)
     sys.exit(EXIT_FAILED if summary.failed or summary.stopped else 0)
 
 
@@ -517,7 +522,8 @@ def evaluate_command(paths, **options):
     With --sanity, the model-parameter randomisation test runs next on the same images, model, layer
     and methods, and writes OUT/sanity.json.
     Exit status: 0 every gate passed, 1 a gate failed or an image could not be read, 2 usage error
-    (also a mask of the wrong size, or a mask value that names no class).
+    (also a mask of the wrong size, or a mask value that names no class), 130/143 interrupted by
+    SIGINT/SIGTERM (evaluation.json of the images so far says interrupted: true and passed: false).
 
     \b
     Example:
@@ -538,14 +544,27 @@ def evaluate_command(paths, **options):
                                                      ScoringOptions)
     progress = Progress()
     try:
-        report = evaluate_paths(paths, model, scoring=scoring, maps=maps, files=files, run=run, hooks=progress.hooks())
+        with stop_on_signals(progress.say) as stop:
+            report = evaluate_paths(paths, model, scoring=scoring, maps=maps, files=files, run=run,
+                                    hooks=progress.hooks(stop))
     finally:
         progress.close()
+    _finish_evaluate(report, format_table, run, stop)
+    sanity_failed = run_sanity_from_cli(paths, sanity, model, maps, run)
+    sys.exit(EXIT_FAILED if report.failed_gates or report.failures or sanity_failed else 0)
+
+
+def _finish_evaluate(report, format_table, run: RunOptions, stop) -> None:
     click.echo(format_table(report))
     for line in report.closing_lines(run.out):
         click.echo(f"camcli: {cli_terms(line, click.get_current_context().command)}", err=True)
-    sanity_failed = run_sanity_from_cli(paths, sanity, model, maps, run)
-    sys.exit(EXIT_FAILED if report.failed_gates or report.failures or sanity_failed else 0)
+    exit_if_interrupted(report.interrupted, stop)  # no gate passes, and no sanity check runs, on a partial run
+
+
+def exit_if_interrupted(interrupted: bool, stop) -> None:
+    """One rule for every command: a run that SIGINT or SIGTERM stopped exits 130 or 143."""
+    if interrupted:
+        sys.exit(EXIT_SIGNAL_BASE + (stop.signal or signal.SIGINT))
 
 
 # --- audit ----------------------------------------------------------------------------------------------
@@ -594,7 +613,8 @@ def audit_command(ctx, paths, quiet, print_json, fail_on_flag, **options):
     class's strategies (Lapuschkin et al. 2019). A cluster is flagged when it is small, tight and
     its mass sits at the border, away from where the rest of the class looks. Writes OUT/audit.json,
     OUT/audit.csv and each cluster's mean map, OUT/audit.<class>.<cluster>.png.
-    Exit status: 0 done, 1 a cluster was flagged with --fail-on-flag (or images failed), 2 usage error.
+    Exit status: 0 done, 1 a cluster was flagged with --fail-on-flag (or images failed), 2 usage error,
+    130/143 interrupted by SIGINT/SIGTERM (audit.json of the maps so far says interrupted: true).
 
     \b
     Example:
@@ -614,6 +634,7 @@ def audit_command(ctx, paths, quiet, print_json, fail_on_flag, **options):
     finally:
         progress.close()
     _finish_audit(report, quiet, print_json)
+    exit_if_interrupted(report.interrupted, stop)  # --fail-on-flag never passes on the maps of part of the images
     sanity_failed = run_sanity_from_cli(paths, sanity, model, maps, replace(run, out=report.paths["json"].parent))
     failed = report.explain_summary.failed if report.explain_summary is not None else 0
     sys.exit(EXIT_FAILED if (fail_on_flag and report.flagged) or failed or sanity_failed else 0)
@@ -633,6 +654,9 @@ def _finish_audit(report, quiet: bool, print_json: bool) -> None:
     skipped = ", ".join(f"{count} {why}" for why, count in report.folder.skipped.items())
     if skipped:
         click.echo(f"camcli: not audited: {skipped}", err=True)
+    if report.interrupted:
+        click.echo("camcli: interrupted: the audit covers the images explained before the signal; audit.json says "
+                   "interrupted: true", err=True)
 
 
 def _audit_sanity_plan(paths, options: dict) -> dict | None:
@@ -771,7 +795,11 @@ def methods(markdown):
 
 
 def main():
-    cli(prog_name="camcli", obj={})
+    try:
+        cli(prog_name="camcli", obj={})
+    except UsageError:  # only with --debug does one get here: its traceback, and still the usage error's status
+        traceback.print_exc()
+        sys.exit(EXIT_USAGE)
 
 
 if __name__ == "__main__":

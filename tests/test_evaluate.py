@@ -183,7 +183,7 @@ def test_json_and_csv_files(fake_run):
     report, _, folder = fake_run
     record = json.loads((folder / "out" / "evaluation.json").read_text("utf-8"))
     assert list(record) == ["camcli_version", "model", "truth", "options", "images", "evaluated", "without_truth",
-                            "failed", "failures", "methods", "gates", "passed", "warnings", "rows"]
+                            "failed", "failures", "methods", "gates", "passed", "interrupted", "warnings", "rows"]
     assert record["model"] == "fake-model" and record["truth"] == "truth.json" and record["passed"] is False
     assert record["options"]["steps"] == 16 and record["options"]["box_threshold"] == 0.2
     assert record["methods"]["fake"]["metrics"]["pointing"] == pytest.approx(2 / 3)

@@ -101,7 +101,7 @@ def test_the_internal_error_hint_works_in_a_real_process(tmp_path):
     """`--debug` after the command is accepted by the real entry point too."""
     result = subprocess.run([sys.executable, "-m", "camcli", "summary", str(tmp_path), "--debug"],
                             capture_output=True, text=True)
-    assert result.returncode == 1 and "MissingSummaryError" in result.stderr  # the traceback, as asked
+    assert result.returncode == 2 and "MissingSummaryError" in result.stderr  # the traceback, as asked; status kept
     plain = subprocess.run([sys.executable, "-m", "camcli", "summary", str(tmp_path)], capture_output=True, text=True)
     assert plain.returncode == 2
     assert plain.stderr.strip() == (f"camcli: error: no run summary at {tmp_path / 'summary.json'}: is it an output "

@@ -75,6 +75,7 @@ class AuditReport:
     paths: dict[str, Path] = field(default_factory=dict)
     explain_summary: object = None  # the explain run's RunSummary, when the audit explained the images
     report_path: Path | None = None
+    interrupted: bool = False  # SIGINT or SIGTERM stopped the run: the maps audited are those explained so far
 
     @property
     def flagged(self) -> list[tuple[str, int]]:
@@ -89,7 +90,7 @@ class AuditReport:
             "method": self.folder.method, "by": self.by, "grid": GRID, "neighbours": self.neighbours,
             "rule": self.rule.record(), "images": sum(len(maps) for maps, _ in self.classes),
             "flagged": len(self.flagged), "skipped": self.folder.skipped, "problems": self.folder.problems,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
             "classes": [_class_record(maps, result, mean_maps) for maps, result in self.classes],
         }
 

@@ -268,6 +268,7 @@ class EvaluationReport:
     failures: list[dict] = field(default_factory=list)  # {"image", "error"}
     gates: list[GateResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False  # stopped by `stop` (SIGINT, SIGTERM): the figures cover part of the images
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -281,6 +282,9 @@ class EvaluationReport:
             lines.append(f"skipped {len(self.without_truth) - shown} more images without truth{where}")
         lines += [f"warning: {warning}" for warning in self.warnings]
         lines += [result.message() for result in self.failed_gates]
+        if self.interrupted:
+            lines.append(f"interrupted: the metrics cover {self.evaluated} of {self.images} images; a partial run "
+                         "passes no gate")
         lines.append(f"evaluated {self.evaluated} of {self.images} images ({len(self.failures)} failed, "
                      f"{len(self.without_truth)} without truth)" + (f" -> {out_dir}" if out_dir is not None else ""))
         return lines
@@ -305,7 +309,8 @@ class EvaluationReport:
             "failures": self.failures,
             "methods": self.methods,
             "gates": [result.record() for result in self.gates],
-            "passed": not self.failed_gates,
+            "passed": not self.failed_gates and not self.interrupted,
+            "interrupted": self.interrupted,
             "warnings": self.warnings,
             "rows": self.rows,
         }
@@ -567,10 +572,14 @@ class _Evaluation(MethodScoring):
 
 
 def score_in_batches(items: Sequence, batch_size: int, decode: Callable[[Sequence], list],
-                     score: Callable[[list], None], on_progress: Callable[[int], None] | None = None) -> int:
-    """Decode and score `items` `batch_size` at a time; returns how many decoded (the others failed)."""
+                     score: Callable[[list], None], on_progress: Callable[[int], None] | None = None,
+                     stop=None) -> int:
+    """Decode and score `items` `batch_size` at a time; returns how many decoded (the others failed).
+    Setting `stop` (a threading.Event) ends the loop after the current batch."""
     evaluated = 0
     for start in range(0, len(items), batch_size):
+        if stop is not None and stop.is_set():
+            break
         chunk = items[start:start + batch_size]
         batch = decode(chunk)
         if batch:
@@ -584,7 +593,7 @@ def score_in_batches(items: Sequence, batch_size: int, decode: Callable[[Sequenc
 def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[ImageTask], truth: Truth,
              options: EvaluationOptions,
              skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
-             on_progress: Callable[[int], None] | None = None) -> EvaluationReport:
+             on_progress: Callable[[int], None] | None = None, stop=None) -> EvaluationReport:
     """Score every method's maps on every image that has truth; write the outputs; return the report.
 
     explainers: `camcli.Explainer`s on the same model, one per method, built with
@@ -592,7 +601,8 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     class to score gets its map; or a function that builds them, called once the truth and the
     gates have been checked (so a bad gate fails before a model loads).
     Images without truth are listed in `without_truth` and skipped; unreadable images (and `skipped`
-    inputs) are failures, reported through on_failure(image, reason) as they happen.
+    inputs) are failures, reported through on_failure(image, reason) as they happen. Setting `stop` (a
+    threading.Event) ends the run after the current batch: the report, written, says `interrupted`.
     """
     check_computable(options.gates, options, truth)
     check_matches(truth, tasks, options.truth_name or "the ground truth")
@@ -601,13 +611,14 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
-    evaluated = score_in_batches(matched, options.batch_size, run.decode, run.score, on_progress)
+    evaluated = score_in_batches(matched, options.batch_size, run.decode, run.score, on_progress, stop)
     _warn_unknown_labels(truth, matched, run.labels, run.warn)
     methods = run.method_summaries()
     report = EvaluationReport(run.explainers[0].loaded.name, options, methods,
                               run.all_rows(), images=len(tasks) + len(skipped),
                               evaluated=evaluated, without_truth=without_truth, failures=run.failures,
-                              gates=check_gates(methods, options.gates), warnings=run.warnings)
+                              gates=check_gates(methods, options.gates), warnings=run.warnings,
+                              interrupted=stop is not None and stop.is_set())
     if options.out_dir is not None:
         write_evaluation(report, options.out_dir)
     return report
@@ -664,10 +675,14 @@ def write_evaluation(report: EvaluationReport, out_dir: Path, record: dict | Non
                  csv: str | None = None) -> tuple[Path, Path]:
     """evaluation.json and evaluation.csv in `out_dir`, each written atomically: `record` (default
     the report's) and `csv` (default one line per row, `box_csv_text`)."""
+    from camcli.runs.runner import writing_into
+
     layout = Layout(out_dir)
-    layout.out_dir.mkdir(parents=True, exist_ok=True)
-    save_json(layout.evaluation_json, report.record() if record is None else record)
-    write_bytes_atomic(layout.evaluation_csv, (box_csv_text(report.rows) if csv is None else csv).encode("utf-8"))
+    with writing_into(layout.out_dir):  # a full disk or a read-only folder: one line
+        layout.out_dir.mkdir(parents=True, exist_ok=True)
+        save_json(layout.evaluation_json, report.record() if record is None else record)
+        write_bytes_atomic(layout.evaluation_csv,
+                           (box_csv_text(report.rows) if csv is None else csv).encode("utf-8"))
     return layout.evaluation_json, layout.evaluation_csv
 
 

@@ -341,13 +341,14 @@ class _SegmentationRun(MethodScoring):
 def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Sequence], tasks: Sequence[ImageTask],
                    mask_folder: Path, options: SegmentationOptions, mask_labels: dict[int, str] | None = None,
                    skipped: Iterable[SkippedInput] = (), on_failure: Callable[[str, str], None] | None = None,
-                   on_progress: Callable[[int], None] | None = None) -> EvaluationReport:
+                   on_progress: Callable[[int], None] | None = None, stop=None) -> EvaluationReport:
     """Score every method's label maps against the masks in `mask_folder`; write the outputs; return
     the report (its methods' `metrics` hold `miou`; also `iou_per_class`, `bg_sweep`, `best_bg_threshold`).
 
     explainers: `camcli.Explainer`s on the same model, one per method, built with
     `classes=["top1"] * n` for n at least the most classes one mask holds (`mask_classes_needed`); or
-    a function of the surveyed masks that builds them, called once the masks have been read.
+    a function of the surveyed masks that builds them, called once the masks have been read. Setting
+    `stop` (a threading.Event) ends the run after the current batch: the report says `interrupted`.
     """
     masked, without = survey_masks(Path(mask_folder), tasks, mask_labels)
     built = explainers(masked) if callable(explainers) else explainers
@@ -355,12 +356,13 @@ def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Seque
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
-    evaluated = score_in_batches(masked, options.batch_size, run.load_all, run.score, on_progress)
+    evaluated = score_in_batches(masked, options.batch_size, run.load_all, run.score, on_progress, stop)
     methods = run.method_summaries()
     report = EvaluationReport(built[0].loaded.name, options, methods, run.all_rows(),
                               images=len(tasks) + len(skipped),
                               evaluated=evaluated, without_truth=without, failures=run.failures,
-                              gates=check_gates(methods, options.gates))
+                              gates=check_gates(methods, options.gates),
+                              interrupted=stop is not None and stop.is_set())
     if options.out_dir is not None:
         write_evaluation(report, options.out_dir, {**report.record(), "kind": "segmentation"}, mask_csv_text(report))
     return report

@@ -16,7 +16,7 @@ This module is the one owner of those facts. For an image whose output stem is `
 and at the top of the folder: summary.json (summary.K-of-N.json for shard K of N), index.html (the
 report), evaluation.json and evaluation.csv, and from `camcli audit` audit.json, audit.csv,
 audit.<class>.<cluster>.png (each cluster's mean map) and sanity.json. Temporary files are
-`.camcli.<name>.<random>.tmp`.
+`.camcli.<name>.<random>.tmp`; the writer's lock is `.camcli.lock.tmp` (`.camcli.lock.K-of-N.tmp` for a shard).
 
 camcli replaces only what camcli wrote. Its pictures carry a marker (a PNG tEXt chunk
 `Software=camcli`, a JPEG comment `camcli`, an XMP packet naming camcli as CreatorTool at the end
@@ -46,6 +46,10 @@ RECORD_SUFFIX = ".json"
 THUMB_SUFFIX = ".thumb.jpg"
 TEMP_PREFIX = ".camcli."
 TEMP_SUFFIX = ".tmp"
+# The writer's lock (camcli.runs.lock): one run writes a folder at a time. Temporary-style names, so that
+# the report and discovery ignore them; shard K of N locks only its own summary's share of the folder.
+LOCK_NAME = f"{TEMP_PREFIX}lock{TEMP_SUFFIX}"
+SHARD_LOCK = re.compile(re.escape(TEMP_PREFIX) + r"lock\.(\d+)-of-(\d+)" + re.escape(TEMP_SUFFIX))
 
 SHARD_SUMMARY = re.compile(r"summary\.(\d+)-of-(\d+)\.json")
 # Top-level names of the run's own files: an image stem equal to one of them is renamed by discovery,
@@ -181,8 +185,18 @@ def thumbnail_path(picture: Path) -> Path:
     return picture.with_name(picture.stem + THUMB_SUFFIX)
 
 
+def lock_name(shard: tuple[int, int] | None = None) -> str:
+    """The lock of a whole-folder run (explain, evaluate, audit), or of shard K of N's run."""
+    return LOCK_NAME if shard is None else f"{TEMP_PREFIX}lock.{shard[0]}-of-{shard[1]}{TEMP_SUFFIX}"
+
+
+def is_lock(name: str) -> bool:
+    return name == LOCK_NAME or SHARD_LOCK.fullmatch(name) is not None
+
+
 def is_temporary(name: str) -> bool:
-    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+    """A half-written file a killed run may leave (a lock is not one: camcli.runs.lock owns those)."""
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX) and not is_lock(name)
 
 
 # --- what camcli wrote ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ fingerprint and whose files exist, and recomputes the others.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -46,6 +47,7 @@ from camcli.runs import records
 from camcli.runs.decode import DecodedImage, decode_image, picture_bytes
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.layout import Layout, check_replaceable, is_temporary, may_replace
+from camcli.runs.lock import output_lock
 from camcli.runs.records import RunIdentity
 from camcli.runs.writer import ImageWriter, required_files, settings_of
 
@@ -172,6 +174,25 @@ def check_run_files(out_dir: Path, shard: tuple[int, int] | None = None, report:
     layout = Layout(out_dir)
     for path in [layout.summary(shard)] + ([layout.report] if report else []):
         check_replaceable(path, may_replace)
+
+
+def write_error_line(out_dir: Path, error: OSError, then: str = "rerun") -> str:
+    """One line for an error writing into `out_dir`: a full disk, a read-only folder or a quota (which
+    would repeat for every file) stops the run and says what to do."""
+    if error.errno in REPEATING_WRITE_ERRORS:
+        return (f"cannot write to {out_dir}: {os.strerror(error.errno)} "
+                f"({errno.errorcode.get(error.errno, error.errno)}, at {error.filename or out_dir}); "
+                f"the run stopped: free space or fix the folder, then {then}")
+    return f"cannot write to {out_dir}: {one_line(error)}"
+
+
+@contextlib.contextmanager
+def writing_into(out_dir: Path):
+    """Turn an OSError raised while writing a run's results into `out_dir` into one CamcliError line."""
+    try:
+        yield
+    except OSError as error:
+        raise CamcliError(write_error_line(out_dir, error)) from error
 
 
 class _Decoded:
@@ -328,10 +349,7 @@ class RunPipeline:
             self.summary.failures.append({"image": task.display, "error": reason})
             return
         if error.errno in REPEATING_WRITE_ERRORS:
-            where = error.filename or self.options.out_dir
-            self.summary.stopped = (f"cannot write to {self.options.out_dir}: {os.strerror(error.errno)} "
-                                    f"({errno.errorcode.get(error.errno, error.errno)}, at {where}); "
-                                    "the run stopped: free space or fix the folder, then rerun with `resume`")
+            self.summary.stopped = write_error_line(self.options.out_dir, error, "rerun with `resume`")
             self.halt.set()
         self.fail(task.display, reason)
 
@@ -410,9 +428,10 @@ def run(explainer, tasks: list[ImageTask], options: RunOptions, files: FileOptio
         # Inputs that were never images have no output path to split by, and their spelling may
         # differ between processes: shard 1 reports them all, so each is reported exactly once.
         skipped = list(skipped) if options.shard[0] == 1 else []
-    prepare_output_folder(options.out_dir, options.shard, options.resume)
-    summary = run_batch(explainer, tasks, options, files, inputs=inputs, skipped=skipped, hooks=hooks).summary
-    _write_summary(summary, options)
+    with output_lock(options.out_dir, options.shard):  # one writer per folder (per shard: they write apart)
+        prepare_output_folder(options.out_dir, options.shard, options.resume)
+        summary = run_batch(explainer, tasks, options, files, inputs=inputs, skipped=skipped, hooks=hooks).summary
+        _write_summary(summary, options)
     return summary
 
 
