@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,7 +100,8 @@ class CamcliGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with camcli_warnings():
+                return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except CamcliError as error:
@@ -120,6 +122,25 @@ class CamcliGroup(click.Group):
             click.echo(f"camcli: internal error: {type(error).__name__}: {one_line(error)} "
                        "(rerun with --debug for the traceback)", err=True)
             ctx.exit(EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def camcli_warnings():
+    """camcli's own warnings (warnings.warn in the library, one line each) become one line on stderr in
+    the CLI's terms, `camcli: warning: ...`; other warnings are shown as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("camcli."):
+            return shown(message, category, filename, lineno, file, line)
+        context = click.get_current_context(silent=True)
+        click.echo(f"camcli: warning: {cli_terms(str(message), context.command if context else None)}", err=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 def _debug(ctx) -> bool:

@@ -260,3 +260,66 @@ def test_a_full_disk_says_how_many_images_were_not_tried(scenes, tmp_path, monke
     assert untried > 0
     [closing] = [line for line in result.stderr.splitlines() if line.startswith("camcli: explained")]
     assert closing.startswith(f"camcli: explained 1 of 30 images ({summary['failed']} failed, {untried} not tried) ")
+
+
+# --- 6. a model file's pixels: raw 0..255 said aloud, scaled twice refused ----------------------------------
+
+
+def _scaling_model(layer):
+    import keras
+
+    x = keras.Input((16, 16, 3))
+    y = layer(x) if layer is not None else x
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(x, keras.layers.Dense(6, activation="softmax")(y))
+
+
+@pytest.fixture(scope="module")
+def scaling_models(tmp_path_factory):
+    import keras
+
+    folder = tmp_path_factory.mktemp("scaling")
+    layers = {"raw": None, "rescaling": keras.layers.Rescaling(1 / 255, name="rescale"),
+              "normalization": keras.layers.Normalization(mean=[120.0] * 3, variance=[3600.0] * 3, name="norm")}
+    paths = {}
+    for name, layer in layers.items():
+        paths[name] = folder / f"{name}.keras"
+        _scaling_model(layer).save(paths[name])
+    return paths
+
+
+RAW_PIXELS = ("camcli: warning: model {path} has no Rescaling or Normalization layer at its input, and no --preprocess "
+              "was given: its pixels go in as 0..255; if it was trained on scaled pixels, choose --preprocess "
+              "(scale01 = x/255, or its keras.applications mode), or --preprocess none to keep them")
+TWICE = ("camcli: warning: model {path} scales its own pixels ({layer} at its input), and --preprocess scale01 "
+         "scales them first: they are scaled twice; drop --preprocess")
+
+
+@pytest.mark.filterwarnings("default::camcli.models.loading.PreprocessWarning")
+@pytest.mark.parametrize("model, preprocess, expected", [
+    ("raw", None, RAW_PIXELS),
+    ("raw", "none", None),  # chosen: no warning
+    ("raw", "scale01", None),
+    ("rescaling", None, None),  # the model scales its own pixels: 0..255 is right
+    ("rescaling", "scale01", TWICE.replace("{layer}", "rescale")),
+    ("normalization", "caffe", TWICE.replace("{layer}", "norm").replace("scale01", "caffe")),
+])
+def test_a_model_files_pixel_scaling_is_said_in_one_warning(scaling_models, scenes, tmp_path, model, preprocess,
+                                                            expected):
+    path = scaling_models[model]
+    extra = ["--preprocess", preprocess] if preprocess else []
+    result = invoke("explain", scenes[0], "--model", path, *extra, "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines() == ([expected.format(path=path)] if expected else [])
+
+
+@pytest.mark.filterwarnings("default::camcli.models.loading.PreprocessWarning")
+def test_the_library_warns_with_one_line(scaling_models):
+    import camcli
+    from camcli.models.loading import PreprocessWarning
+
+    with pytest.warns(PreprocessWarning) as caught:
+        camcli.load_model(str(scaling_models["raw"]))
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert str(caught[0].message).startswith(f"model {scaling_models['raw']} has no Rescaling or Normalization")

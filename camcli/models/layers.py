@@ -55,6 +55,20 @@ def all_layers(model: keras.Model, prefix: str = "") -> list[LayerInfo]:
     return found
 
 
+_SCALING = ("Rescaling", "Normalization")  # preprocessing layers that scale pixels inside the model
+
+
+def input_scaling(model: keras.Model) -> str | None:
+    """The path of the Rescaling or Normalization layer at the model's input (before any layer with
+    weights of its own), or None: a model that scales its own pixels wants them as 0..255."""
+    for info in all_layers(model):
+        if type(info.layer).__name__ in _SCALING:
+            return info.path
+        if info.layer.weights and not is_model(info.layer):
+            return None
+    return None
+
+
 def is_spatial(info: LayerInfo) -> bool:
     return info.output_shape is not None and len(info.output_shape) == 4
 

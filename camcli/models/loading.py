@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -253,7 +254,28 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
         raise ModelLoadError(f"cannot load model {path}: {message}") from error
     loaded = wrap_model(model, preprocess=preprocess or "none", labels_file=labels_file, name=path, **interface)
     loaded.weights_path = path
+    _warn_about_scaling(model, path, preprocess)
     return loaded
+
+
+class PreprocessWarning(UserWarning):
+    """A model file's pixels may be scaled wrongly: not at all, or twice (one line; the CLI prints it
+    as `camcli: warning: ...`)."""
+
+
+def _warn_about_scaling(model, path: str, preprocess: str | None) -> None:
+    """Warn when a model file gets raw 0..255 pixels without saying so, or pixels scaled twice."""
+    from camcli.models.layers import input_scaling
+
+    scaling = input_scaling(model)
+    if preprocess is None and scaling is None:
+        warnings.warn(f"model {path} has no Rescaling or Normalization layer at its input, and no `preprocess` was "
+                      "given: its pixels go in as 0..255; if it was trained on scaled pixels, choose `preprocess` "
+                      "(scale01 = x/255, or its keras.applications mode), or `preprocess=none` to keep them",
+                      PreprocessWarning, stacklevel=3)
+    elif preprocess not in (None, "none") and scaling is not None:
+        warnings.warn(f"model {path} scales its own pixels ({scaling} at its input), and `preprocess={preprocess}` "
+                      "scales them first: they are scaled twice; drop `preprocess`", PreprocessWarning, stacklevel=3)
 
 
 def _looks_like_model_file(path: str) -> bool:
