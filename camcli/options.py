@@ -226,6 +226,8 @@ class MapRequest:
             raise UsageError(f"unknown method {unknown[0]!r}: choose one of {', '.join(REGISTRY)}")
         _number(self, "top_k", 1, whole=True, optional=True)
         _choice(self, "head", HEADS)
+        if self.target is None:
+            _set(self, "target", "class")
         if not callable(self.target) and self.target not in TARGETS and not hasattr(self.target, "selected"):
             raise UsageError(f"unknown target {self.target!r}: choose one of {', '.join(TARGETS)}, or give a callable")
         if self.target_mask is not None and self.target != "region":
