@@ -78,6 +78,8 @@ def input_paths(paths) -> list[Path]:
     for path in given:
         if not isinstance(path, (str, os.PathLike)):
             raise UsageError(f"paths are strings or os.PathLike, not {type(path).__name__} {path!r:.40}")
+        if not str(os.fspath(path)).strip():
+            raise UsageError("an empty path names no image or folder: give the images and folders to read")
         if not os.path.lexists(path):
             raise UsageError(f"{os.fspath(path)} does not exist: check the path")
     return [Path(path) for path in given]
@@ -290,8 +292,8 @@ def _audit_folder_in_place(folder: Path, groups: dict) -> Path:
     folder, do not apply (UsageError naming them)."""
     model, maps, run = groups["model"], groups["maps"], groups["run"]
     if maps.layers or maps.methods != MapRequest().methods or maps.token_grid is not None:
-        raise UsageError(f"{folder} is an explain output folder: its maps are audited as they are; method "
-                         "and layer options apply when auditing images")
+        raise UsageError(f"{folder} is an explain output folder: its maps are audited as they are; method, "
+                         "layer and token grid options apply when auditing images")
     given = [name for name in field_names(ModelOptions) if getattr(model, name) != field_default(ModelOptions, name)]
     if given:
         raise UsageError(f"{folder} is an explain output folder: its maps are audited as they are, and "

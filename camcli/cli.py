@@ -57,6 +57,16 @@ EXIT_USAGE = 2
 EXIT_SIGNAL_BASE = 128  # a run stopped by signal N exits 128 + N, as shells report it
 
 
+class InputPath(click.Path):
+    """An image or folder argument: an empty one ("", which Click would read as the working folder) is
+    a usage error naming it."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path names no image or folder", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class MethodChoice(click.Choice):
     """`--method`'s choices, read from the method registry when first needed (parsing, `explain
     --help`), so that `camcli --help` and `camcli models` never import numpy through the registry."""
@@ -391,7 +401,7 @@ class Progress:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=InputPath(path_type=Path))
 @model_options
 @map_options
 @click.option("--aug-smooth", is_flag=True,
@@ -498,7 +508,7 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
 
 
 @cli.command("evaluate")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=InputPath(path_type=Path))
 @click.option("--truth", type=click.Path(path_type=Path), metavar="FILE|DIR",
               help="Ground-truth boxes: CSV image,x0,y0,x1,y1[,label] (pixels, x1/y1 exclusive), JSON "
                    "{\"img.jpg\": [{\"box\": [x0, y0, x1, y1], \"label\": \"cat\"}]}, or a folder of Pascal VOC XML.")
@@ -592,7 +602,7 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
 
 
 @cli.command("audit")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=InputPath(exists=True, path_type=Path))
 @model_options
 @map_options
 @token_grid_option

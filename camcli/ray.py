@@ -267,6 +267,9 @@ def explain_dataset(ds, out, model: object = DEFAULT_MODEL, *, root: str | os.Pa
     from camcli.runs.layout import Layout
     from camcli.runs.runner import check_run_files, prepare_output_folder, run_fields, run_identity
 
+    if not isinstance(ds, ray.data.Dataset):
+        raise UsageError(f"explain_dataset takes a ray.data.Dataset (e.g. ray.data.read_binary_files(folder, "
+                         f"include_paths=True)), not {type(ds).__name__}; camcli.explain_paths reads paths")
     settings = ExplainSettings.of(model, out, maps=maps, files=files, run=run, **options)
     given = [name for name in ("shard", "fail_fast", "report") if getattr(settings.run, name)]
     if given:

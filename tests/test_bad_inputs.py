@@ -16,6 +16,8 @@ import sys
 import pytest
 from cli_helpers import invoke, only_line, read_json
 
+from camcli.errors import CamcliError, UsageError
+
 
 @pytest.fixture()
 def six(scenes, tmp_path):
@@ -323,3 +325,263 @@ def test_the_library_warns_with_one_line(scaling_models):
         camcli.load_model(str(scaling_models["raw"]))
     assert len(caught) == 1 and "\n" not in str(caught[0].message)
     assert str(caught[0].message).startswith(f"model {scaling_models['raw']} has no Rescaling or Normalization")
+
+
+# --- 7, 8 and 10. bad inputs, surface by surface: one line and an exit status ------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """A folder of everything the tables below need: the six scenes, three masked scenes, model files
+    (one input, two inputs, a ViT, a truncated one), label files, tables and an explained folder."""
+    import tiny_models
+
+    from camcli.models.demo.samples import write_generated, write_segmentation_samples
+
+    root = tmp_path_factory.mktemp("bad")
+    write_generated(root / "scenes")
+    write_segmentation_samples(root / "masked", count=3, seed=5)
+    tiny_models.two_inputs().save(root / "two.keras")
+    tiny_models.gap_dense(classes=6).save(root / "gap.keras")
+    tiny_models.vit().save(root / "vit.keras")
+    one = tiny_models.vit()  # one input, named "image"
+    one.save(root / "one.keras")
+    whole = (root / "gap.keras").read_bytes()
+    (root / "truncated.keras").write_bytes(whole[: len(whole) // 2])
+    (root / "labels_twice.txt").write_text("circle\ncrane\nring\nstar\ncrane\ntriangle\n")
+    (root / "labels_numbers.txt").write_text("5\n2\n0\n1\n3\n4\n")
+    tables = {"extra_cell.csv": "image,meta\ncircle_1.png,1 2,7\n",
+              "extra_twice.csv": "image,meta\ncircle_1.png,1 2\ncircle_1.png,3 4\n",
+              "extra_twice.json": '{"circle_1.png": {"meta": [1, 2]}, "circle_1.png": {"meta": [3, 4]}}',
+              "extra_ok.csv": "image,meta\ncircle_1.png,1 2\n",
+              "box_backwards.csv": "image,x0,y0,x1,y1\ncircle_1.png,10,10,5,5\n",
+              "box_nan.csv": "image,x0,y0,x1,y1\ncircle_1.png,nan,10,5,5\n",
+              "box_columns.csv": "image,x0,y0\ncircle_1.png,1,2\n",
+              "mask_300.csv": "300,circle\n"}
+    for name, text in tables.items():
+        (root / name).write_text(text)
+    assert invoke("explain", root / "scenes", "--model", "demo", "--save-heatmap", "--out", root / "explained",
+                  "-q").exit_code == 0
+    return root
+
+
+IMAGE = "{T}/scenes/circle_1.png"
+TWO = ["--model", "{T}/two.keras", "--input", "image", "--preprocess", "none"]
+GAP = ["--model", "{T}/gap.keras", "--preprocess", "none"]
+IN_PLACE = ("{T}/explained is an explain output folder: its maps are audited as they are, and {flag} would choose "
+            "the model that explains images; drop it, or give the images instead of the folder")
+MAP_OPTIONS = ("{T}/explained is an explain output folder: its maps are audited as they are; method, layer and token "
+               "grid options apply when auditing images")
+NOT_A_MASK = ("{T}/mask_300.csv, line 1: value 300: masks hold 8-bit values, 0..255; name values 1..254, or 255 "
+              "(the object of binary masks)")
+
+CLI_CASES = [
+    # explain: the extra-inputs table, the token grid, classes that mean two things, files that are no model
+    ("extra-cell", ["explain", IMAGE, *TWO, "--extra-inputs", "{T}/extra_cell.csv"], 2,
+     "{T}/extra_cell.csv, line 2: 1 cell more than the header's 2 columns (image, meta); quote a cell that holds "
+     "a comma"),
+    ("extra-row-twice", ["explain", IMAGE, *TWO, "--extra-inputs", "{T}/extra_twice.csv"], 2,
+     "{T}/extra_twice.csv, line 3: a second row for 'circle_1.png' (the first is line 2); keep one row per image"),
+    ("extra-key-twice", ["explain", IMAGE, *TWO, "--extra-inputs", "{T}/extra_twice.json"], 2,
+     "{T}/extra_twice.json: 'circle_1.png' is given twice; keep one row per image (and one value per input)"),
+    ("extra-on-one-input", ["explain", IMAGE, "--model", "{T}/one.keras", "--extra-inputs", "{T}/extra_ok.csv"], 2,
+     "model {T}/one.keras has one input (image: (batch, 8, 8, 3)): --extra-inputs gives the other inputs of "
+     "a model with several; drop it"),
+    ("grid-on-cnn", ["explain", IMAGE, *GAP, "--token-grid", "4x4"], 2,
+     "--token-grid reshapes a vision transformer's tokens, and model 'gap_dense' has no token layer: drop "
+     "--token-grid"),
+    ("grid-on-conv-layer", ["explain", IMAGE, *GAP, "--layer", "target", "--token-grid", "4x4"], 2,
+     "--token-grid reshapes a vision transformer's tokens, and layer 'target' (Conv2D) outputs a 8x8 map already: "
+     "drop --token-grid"),
+    ("grid-drops-patches", ["explain", IMAGE, "--model", "{T}/vit.keras", "--preprocess", "none",
+                            "--token-grid", "3x3"], 2,
+     "layer 'norm1' outputs 17 tokens, 1 leading token and a 4x4 grid of patches (the 8x8 input in the patch "
+     "embedding's patches): 3x3 would drop 7 patch tokens; give --token-grid 4x4, or leave it out"),
+    ("grid-too-large", ["explain", IMAGE, "--model", "{T}/vit.keras", "--preprocess", "none",
+                        "--token-grid", "100x100"], 2,
+     "layer 'norm1' outputs 17 tokens, fewer than the 100x100 grid given; give the patch grid with --token-grid "
+     "HxW (its first tokens beyond HxW, e.g. a class token, are dropped)"),
+    ("class-two-labels", ["explain", IMAGE, *GAP, "--labels", "{T}/labels_twice.txt", "--class", "crane"], 2,
+     "--class crane is ambiguous: classes 1 and 4 are both labelled 'crane'; give the index of the one to explain"),
+    ("truncated-model", ["explain", IMAGE, "--model", "{T}/truncated.keras"], 2,
+     "cannot load model {T}/truncated.keras: the .keras file is truncated or damaged (not a whole zip archive); "
+     "save the model again, or copy the whole file"),
+    # audit: an explained folder is audited as it is
+    ("audit-model", ["audit", "{T}/explained", "--model", "demo-cheat"], 2, IN_PLACE.replace("{flag}", "--model")),
+    ("audit-preprocess", ["audit", "{T}/explained", "--preprocess", "scale01"], 2,
+     IN_PLACE.replace("{flag}", "--preprocess")),
+    ("audit-weights", ["audit", "{T}/explained", "--weights", "none"], 2, IN_PLACE.replace("{flag}", "--weights")),
+    ("audit-token-grid", ["audit", "{T}/explained", "--token-grid", "4x4"], 2, MAP_OPTIONS),
+    ("audit-method", ["audit", "{T}/explained", "--method", "cam"], 2, MAP_OPTIONS),
+    ("audit-out", ["audit", "{T}/explained", "--out", "{T}/elsewhere"], 2,
+     "{T}/explained is an explain output folder, audited in place: --out does not apply"),
+    ("audit-by-truth", ["audit", "{T}/scenes", "--model", "demo", "--by", "truth", "--out", "{T}/a"], 2,
+     "--by truth needs the images' labels: give --truth-labels, a CSV with image,label columns"),
+    ("audit-gate", ["audit", "{T}/scenes", "--model", "demo", "--fail-under", "pointing=0.5", "--out", "{T}/a"], 2,
+     "--fail-under pointing=0.5: audit gates only the sanity score (sanity=VALUE); gate localization metrics with "
+     "`camcli evaluate`"),
+    # evaluate with boxes
+    ("boxes-no-truth", ["evaluate", "{T}/scenes", "--model", "demo", "--out", "{T}/e"], 2,
+     "evaluate needs the truth: boxes (--truth) or pixel masks (--truth-masks), one of them"),
+    ("boxes-and-masks", ["evaluate", "{T}/scenes", "--truth", "{T}/scenes/truth.csv", "--truth-masks",
+                         "{T}/masked/masks", "--model", "demo", "--out", "{T}/e"], 2,
+     "evaluate needs the truth: boxes (--truth) or pixel masks (--truth-masks), one of them"),
+    ("boxes-missing", ["evaluate", "{T}/scenes", "--truth", "{T}/nope.csv", "--model", "demo", "--out", "{T}/e"], 2,
+     "truth file {T}/nope.csv does not exist; give a .csv, a .json or a folder of VOC .xml files"),
+    ("boxes-backwards", ["evaluate", "{T}/scenes", "--truth", "{T}/box_backwards.csv", "--model", "demo"], 2,
+     "{T}/box_backwards.csv: line 2: x1 (5) must be greater than x0 (10); write image,x0,y0,x1,y1[,label] with "
+     "x1 > x0 and y1 > y0 in pixels"),
+    ("boxes-nan", ["evaluate", "{T}/scenes", "--truth", "{T}/box_nan.csv", "--model", "demo"], 2,
+     "{T}/box_nan.csv: line 2: x0 nan is not a finite number; write image,x0,y0,x1,y1[,label] with x1 > x0 and "
+     "y1 > y0 in pixels"),
+    ("boxes-columns", ["evaluate", "{T}/scenes", "--truth", "{T}/box_columns.csv", "--model", "demo"], 2,
+     "{T}/box_columns.csv: line 1: 3 columns, expected 5 or 6; write image,x0,y0,x1,y1[,label] with x1 > x0 and "
+     "y1 > y0 in pixels"),
+    ("boxes-gate-value", ["evaluate", "{T}/scenes", "--truth", "{T}/scenes/truth.csv", "--model", "demo",
+                          "--fail-under", "pointing=x"], 2,
+     "--fail-under pointing=x: 'x' is not a number; write e.g. pointing=0.8"),
+    ("boxes-mask-gate", ["evaluate", "{T}/scenes", "--truth", "{T}/scenes/truth.csv", "--model", "demo",
+                         "--fail-under", "miou=0.5"], 2,
+     "--fail-under miou=0.5: unknown metric 'miou'; choose one of pointing, energy, iou, corloc, loc_error, "
+     "deletion, insertion, average_drop, confidence_increase"),
+    ("boxes-two-inputs", ["evaluate", "{T}/scenes", "--truth", "{T}/scenes/truth.csv", *TWO, "--extra-inputs",
+                          "{T}/extra_ok.csv"], 2,
+     "evaluate scores one-input models, and {T}/two.keras also takes meta; explain it with `camcli explain`"),
+    ("boxes-mask-labels", ["evaluate", "{T}/scenes", "--truth", "{T}/scenes/truth.csv", "--mask-labels",
+                           "{T}/mask_300.csv", "--model", "demo"], 2,
+     "--mask-labels applies to pixel masks: give --truth-masks"),
+    # evaluate with masks
+    ("masks-missing", ["evaluate", "{T}/masked/images", "--truth-masks", "{T}/nope", "--model", "demo"], 2,
+     "--truth-masks {T}/nope: not a folder; give the folder of the masks (VOC's SegmentationClass)"),
+    ("masks-value-300", ["evaluate", "{T}/masked/images", "--truth-masks", "{T}/masked/masks", "--mask-labels",
+                         "{T}/mask_300.csv", "--model", "demo"], 2, NOT_A_MASK),
+    ("masks-box-gate", ["evaluate", "{T}/masked/images", "--truth-masks", "{T}/masked/masks", "--model", "demo",
+                        "--fail-under", "pointing=0.5"], 2,
+     "--fail-under pointing=0.5: unknown metric 'pointing'; choose one of miou"),
+]
+
+
+@pytest.mark.parametrize("args, code, message", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
+def test_a_bad_input_is_one_line_and_an_exit_status(bad, args, code, message):
+    result = invoke(*(arg.replace("{T}", str(bad)) for arg in args))
+    assert result.exit_code == code, result.stderr
+    assert only_line(result) == "camcli: error: " + message.replace("{T}", str(bad))
+
+
+def test_an_empty_path_is_a_usage_error_not_the_working_folder(bad, tmp_path, monkeypatch):
+    monkeypatch.chdir(bad / "scenes")  # "" was read as ".": this folder's images were explained
+    result = invoke("explain", "", "--model", "demo", "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert only_line(result, click_usage=True) == (
+        "Error: Invalid value for 'PATHS...': an empty path names no image or folder")
+    assert not (tmp_path / "out").exists()
+
+
+def test_digits_that_are_another_class_s_label_say_which_class_was_taken(bad, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("explain", bad / "scenes" / "circle_1.png", "--model", bad / "gap.keras", "--preprocess", "none",
+                    "--labels", bad / "labels_numbers.txt", "--class", "2", "--out", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert only_line(result) == ("camcli: warning: --class 2 is the class labelled '2' (index 1), not class index 2 "
+                                 "(labelled '0'): labels win over indices")
+    assert read_json(out / "circle_1.json")["explanations"][0]["class_index"] == 1
+
+
+def _explainer():
+    import tiny_models
+
+    return tiny_models.explainer_for(tiny_models.gap_dense())
+
+
+def _method_set():
+    import tiny_models
+
+    from camcli.explain.explainer import MethodSet
+    from camcli.models.loading import wrap_model
+
+    return MethodSet.of(wrap_model(tiny_models.gap_dense(), preprocess="none"), methods=["gradcam", "cam"])
+
+
+def _batch(*shape):
+    import numpy as np
+
+    return np.zeros(shape, np.float32)
+
+
+BATCH = ("`batch` is a float32 array (images, 8, 8, 3) of preprocessed images, {what}; Explainer.preprocess makes "
+         "one, or Explainer.explain takes images as they are")
+IDS = "; give 1x1 class indices (images x classes asked for; -1 keeps a request)"
+LIBRARY_CASES = [
+    ("explain-none", lambda: _explainer().explain(None),
+     "give a list of images (numpy arrays or Pillow images), not NoneType"),
+    ("explain-number", lambda: _explainer().explain(5),
+     "give a list of images (numpy arrays or Pillow images), not int"),
+    ("explain-path", lambda: _explainer().explain("cat.png"),
+     "give a list of images (numpy arrays or Pillow images), not the path 'cat.png'; camcli.explain_paths reads "
+     "and explains files"),
+    ("explain-dict", lambda: _explainer().explain({"a": 1}),
+     "give a list of images (numpy arrays or Pillow images), not dict"),
+    ("batch-one-image", lambda: _explainer().explain_batch(_batch(8, 8, 3)), BATCH.format(what="not shape (8, 8, 3)")),
+    ("batch-other-size", lambda: _explainer().explain_batch(_batch(1, 9, 9, 3)),
+     BATCH.format(what="not shape (1, 9, 9, 3)")),
+    ("batch-none", lambda: _explainer().explain_batch(None), BATCH.format(what="not NoneType")),
+    ("batch-text", lambda: _explainer().explain_batch("abc"), BATCH.format(what="not str")),
+    ("batch-ragged", lambda: _explainer().explain_batch([[1, 2], [3]]),
+     BATCH.format(what="not shape (2,)").replace(", not shape (2,)", "; it holds something else (text, or rows of "
+                                                                      "different lengths)")),
+    ("set-batch-other-size", lambda: _method_set().explain_batch(_batch(2, 4, 4, 3)),
+     BATCH.format(what="not shape (2, 4, 4, 3)")),
+    ("class-ids-text", lambda: _explainer().explain_batch(_batch(1, 8, 8, 3), class_ids="a"),
+     "`class_ids` holds something other than numbers" + IDS),
+    ("class-ids-count", lambda: _explainer().explain_batch(_batch(1, 8, 8, 3), class_ids=[[1, 2]]),
+     "`class_ids` has 2 values" + IDS),
+    ("class-ids-negative", lambda: _explainer().explain_batch(_batch(1, 8, 8, 3), class_ids=[-5]),
+     "`class_ids` holds -5.0, which is no class index" + IDS),
+    ("class-ids-fraction", lambda: _explainer().explain_batch(_batch(1, 8, 8, 3), class_ids=[1.5]),
+     "`class_ids` holds 1.5, which is no class index" + IDS),
+    ("paths-empty", lambda: __import__("camcli").explain_paths("", out="x"),
+     "an empty path names no image or folder: give the images and folders to read"),
+    ("evaluate-classes", lambda: __import__("camcli").evaluate_paths(["x"], truth="t.csv", classes=["top1"]),
+     "evaluate scores the class `explain_class` names (the top-1 class, or the truth's): `classes` does not apply"),
+    ("audit-option", lambda: __import__("camcli").audit_paths(["x"], neighbors=5),
+     "audit_paths takes no option 'neighbors'; did you mean 'neighbours'?"),
+]
+
+
+@pytest.mark.parametrize("call, message", [case[1:] for case in LIBRARY_CASES], ids=[case[0] for case in LIBRARY_CASES])
+def test_a_bad_library_call_raises_one_line(call, message):
+    with pytest.raises(CamcliError) as raised:
+        call()
+    assert isinstance(raised.value, UsageError)
+    assert str(raised.value) == message and "\n" not in str(raised.value)
+
+
+def test_no_images_explain_to_no_results():
+    assert _explainer().explain([]) == [] and _method_set().explain([]) == []
+    assert _explainer().explain_batch(_batch(0, 8, 8, 3)) == [] and _explainer().explain_batch([]) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("given, options, message", [
+    ("list", {}, "explain_dataset takes a ray.data.Dataset (e.g. ray.data.read_binary_files(folder, "
+                 "include_paths=True)), not list; camcli.explain_paths reads paths"),
+    ("none", {}, "explain_dataset takes a ray.data.Dataset (e.g. ray.data.read_binary_files(folder, "
+                 "include_paths=True)), not NoneType; camcli.explain_paths reads paths"),
+    ("dataset", {"shard": (1, 2)}, "explain_dataset takes no `shard`: Ray schedules the rows; use camcli explain "
+                                   "for it"),
+    ("dataset", {"concurrency": (3, 1)}, "`concurrency=(3, 1)` must be a number of actors (at least 1), or (min, max)"),
+    ("dataset", {"rows_per_call": 0}, "`rows_per_call=0` must be at least 1"),
+    ("dataset", {"batch_size": 0}, "`batch_size=0` must be at least 1"),
+], ids=["list", "none", "shard", "concurrency", "rows-per-call", "batch-size"])
+def test_a_bad_ray_call_raises_one_line_before_any_actor_starts(bad, tmp_path, given, options, message):
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    import camcli.ray
+
+    ds = {"list": [str(bad / "scenes")], "none": None}.get(given)
+    if given == "dataset":
+        ds = ray.data.from_items([{"path": "x"}])  # never read: the options fail first
+    with pytest.raises(CamcliError) as raised:
+        camcli.ray.explain_dataset(ds, tmp_path / "out", model="demo", **options)
+    assert str(raised.value) == message and "\n" not in str(raised.value)
+    assert not (tmp_path / "out").exists()

@@ -110,15 +110,21 @@ def read_mask_labels(path) -> dict[int, str]:
                 continue  # a header such as value,label
             raise UsageError(f"{path}, line {number}: {cells[0]!r} is not a pixel value (0..255)")
         value = int(cells[0])
-        if value == 0 or (MAX_CLASSES < value != IGNORE):
-            raise UsageError(f"{path}, line {number}: value {value}: 0 is the background; name values "
-                             f"1..{MAX_CLASSES}, or {IGNORE} (the object of binary masks)")
+        _check_mask_value(value, f"{path}, line {number}")
         if value in table:
             raise UsageError(f"{path}, line {number}: value {value} is named twice")
         table[value] = cells[1]
     if not table:
         raise UsageError(f"{path} names no mask value; write VALUE,CLASS lines (e.g. 15,person)")
     return table
+
+
+def _check_mask_value(value: int, where: str) -> None:
+    """UsageError unless `value` may be named in a mask labels file: 1..MAX_CLASSES, or IGNORE."""
+    if value == 0 or (MAX_CLASSES < value != IGNORE):
+        why = "0 is the background" if value == 0 else f"masks hold 8-bit values, 0..{IGNORE}"
+        raise UsageError(f"{where}: value {value}: {why}; name values 1..{MAX_CLASSES}, or {IGNORE} (the object of "
+                         "binary masks)")
 
 
 def mask_path(folder: Path, task: ImageTask) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,14 +36,24 @@ def _spaced(text: str) -> str:
     return text.strip().lower().replace("_", " ")
 
 
-def _label_index(text: str, labels: Sequence[str]) -> int | None:
-    """The first label equal to `text` ignoring case, else the first equal to it with `_` as a space."""
+def _label_indices(text: str, labels: Sequence[str]) -> list[int]:
+    """The labels equal to `text` ignoring case, else those equal to it with `_` as a space."""
     wanted = text.strip().lower()
     for match in (lambda label: label.lower() == wanted, lambda label: _spaced(label) == _spaced(wanted)):
-        index = next((i for i, label in enumerate(labels) if match(label)), None)
-        if index is not None:
-            return index
-    return None
+        found = [i for i, label in enumerate(labels) if match(label)]
+        if found:
+            return found
+    return []
+
+
+def _label_index(text: str, labels: Sequence[str]) -> int | None:
+    """The first label equal to `text` ignoring case, else the first equal to it with `_` as a space."""
+    found = _label_indices(text, labels)
+    return found[0] if found else None
+
+
+class ClassChoiceWarning(UserWarning):
+    """A class given as digits named a label that is not the class of that index (one line)."""
 
 
 def resolve_label(text: str | None, labels: Sequence[str]) -> int | None:
@@ -62,14 +73,30 @@ def _parse_one(text: str, labels: Sequence[str]) -> ClassRequest:
         if not 1 <= int(rank.group(1)) <= len(labels):
             raise UsageError(f"`classes={text}`: the model has {len(labels)} classes, so use top1..top{len(labels)}")
         return ClassRequest(text, rank=int(rank.group(1)))
+    named = _label_indices(text, labels)
+    if len(named) > 1:
+        listed = ", ".join(str(i) for i in named[:-1]) + f" and {named[-1]}"
+        raise UsageError(f"`classes={text}` is ambiguous: classes {listed} are {'both' if len(named) == 2 else 'all'} "
+                         f"labelled {labels[named[0]]!r}; "
+                         "give the index of the one to explain")
     index = resolve_label(text, labels)
     if index is not None:
+        _say_label_over_index(text, index, labels)
         return ClassRequest(text, index=index)
     if _INDEX.fullmatch(text):
         raise UsageError(f"`classes={text}` is out of range: class indices run from 0 to {len(labels) - 1}")
     close = difflib.get_close_matches(text.lower(), [label.lower() for label in labels], n=3, cutoff=0.6)
     hint = f"closest: {', '.join(close)}" if close else "give a class index, a label or top1..topK"
     raise UsageError(f"unknown class {text!r} ({hint})")
+
+
+def _say_label_over_index(text: str, index: int, labels: Sequence[str]) -> None:
+    """Digits that are a label (of another class than that index) name the label: say so."""
+    if not _INDEX.fullmatch(text) or int(text) == index or not 0 <= int(text) < len(labels):
+        return
+    warnings.warn(f"`classes={text}` is the class labelled {labels[index]!r} (index {index}), not class index "
+                  f"{int(text)} (labelled {labels[int(text)]!r}): labels win over indices", ClassChoiceWarning,
+                  stacklevel=4)
 
 
 def parse_class_requests(values: str | Sequence[str] | None, labels: Sequence[str]) -> list[ClassRequest]:
@@ -89,7 +116,17 @@ def forced_class_ids(class_ids: np.ndarray | None, images: int, requests: int, n
     forced = np.full((images, requests), -1, dtype=np.int32)
     if class_ids is None:
         return forced
-    forced = np.asarray(class_ids, dtype=np.int32).reshape(forced.shape)
+    wanted = f"{images}x{requests} class indices (images x classes asked for; -1 keeps a request)"
+    try:
+        given = np.asarray(class_ids, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise UsageError(f"`class_ids` holds something other than numbers; give {wanted}") from None
+    if given.size != forced.size:
+        raise UsageError(f"`class_ids` has {given.size} values; give {wanted}")
+    bad = [value for value in given.ravel().tolist() if not (value == round(value) and value >= -1)]
+    if bad:  # NaN fails the comparison too
+        raise UsageError(f"`class_ids` holds {bad[0]!r}, which is no class index; give {wanted}")
+    forced = given.astype(np.int32).reshape(forced.shape)
     if forced.max(initial=-1) >= num_classes:
         raise UsageError(f"class index {forced.max()} is out of range: the model has {num_classes} classes")
     return forced

@@ -15,7 +15,8 @@ camcli.explain.evidence; the explainer labels them. A `MethodSet` runs several m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -248,6 +249,8 @@ class Explainer:
         """Explain a list of images of any size, in any form `preprocess` takes; each map keeps its
         image (`ClassMap.source_image`). See `explain_batch` for `class_ids` and `extras`."""
         images = image_list(images)
+        if not images:
+            return []
         return with_images(self.explain_batch(self.preprocess(images), class_ids, extras), images)
 
     def extra_tuple(self, extras: Mapping[str, np.ndarray] | None, size: int) -> tuple[np.ndarray, ...]:
@@ -267,7 +270,9 @@ class Explainer:
         (-1 keeps the request), e.g. each image's ground-truth class; repeats give one map.
         extras: for a model with several inputs, {input name: (B, ...) array} for each other input.
         """
-        batch = np.asarray(batch, dtype=np.float32)
+        batch = checked_batch(batch, self.loaded)
+        if not len(batch):
+            return []
         return self.explain_run(BatchRun(self.step, batch, self.forced_ids(batch, class_ids),
                                          self.extra_tuple(extras, len(batch))))
 
@@ -310,10 +315,36 @@ def loaded_model(model, preprocess: str | None = None, labels: Sequence[str] | N
 
 
 def image_list(images) -> list:
-    """`images` as a list; UsageError for one image given alone, which would be read row by row."""
+    """`images` as a list; UsageError for one image given alone, which would be read row by row, and
+    for anything that is no list of images (a path, a number, None)."""
     if isinstance(images, Image.Image) or (isinstance(images, np.ndarray) and images.ndim < 4):
         raise UsageError("give a list of images (for one image, [image])")
+    if isinstance(images, (str, bytes, os.PathLike)):
+        raise UsageError(f"give a list of images (numpy arrays or Pillow images), not the path {images!r:.60}; "
+                         "camcli.explain_paths reads and explains files")
+    if isinstance(images, Mapping) or not isinstance(images, Iterable):
+        raise UsageError(f"give a list of images (numpy arrays or Pillow images), not {type(images).__name__}")
     return list(images)
+
+
+def checked_batch(batch, loaded: LoadedModel) -> np.ndarray:
+    """`batch` as float32 (B, height, width, 3) at the model's input size (B may be 0); a UsageError
+    naming what it is otherwise, never numpy's or TensorFlow's message."""
+    height, width = loaded.input_size
+    wanted = f"a float32 array (images, {height}, {width}, 3) of preprocessed images"
+    hint = "Explainer.preprocess makes one, or Explainer.explain takes images as they are"
+    if batch is None or isinstance(batch, (str, bytes, Mapping)):
+        raise UsageError(f"`batch` is {wanted}, not {type(batch).__name__}; {hint}")
+    try:
+        array = np.asarray(batch, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise UsageError(f"`batch` is {wanted}; it holds something else (text, or rows of different lengths); "
+                         f"{hint}") from None
+    if array.size == 0 and array.ndim < 4:
+        return np.zeros((0, height, width, 3), np.float32)
+    if array.ndim != 4 or tuple(array.shape[1:]) != (height, width, 3):
+        raise UsageError(f"`batch` is {wanted}, not shape {tuple(array.shape)}; {hint}")
+    return array
 
 
 def with_images(results: list[ImageExplanation], images: list) -> list[ImageExplanation]:
@@ -450,12 +481,16 @@ class MethodSet:
     def explain(self, images: Sequence, class_ids: np.ndarray | None = None,
                 extras: Mapping[str, np.ndarray] | None = None) -> list[ImageExplanation]:
         images = image_list(images)
+        if not images:
+            return []
         return with_images(self.explain_batch(self.preprocess(images), class_ids, extras), images)
 
     def explain_each(self, batch: np.ndarray, class_ids: np.ndarray | None = None,
                      extras: Mapping[str, np.ndarray] | None = None) -> list[list[ImageExplanation]]:
         """[method][image]: each explainer's own results, all from one run of the shared step."""
-        batch = np.asarray(batch, dtype=np.float32)
+        batch = checked_batch(batch, self.loaded)
+        if not len(batch):
+            return [[] for _ in self.explainers]
         run = BatchRun(self.step, batch, self.explainers[0].forced_ids(batch, class_ids),
                        extra_tuple(self.loaded, extras, len(batch)))
         return [explainer.explain_run(run) for explainer in self.explainers]

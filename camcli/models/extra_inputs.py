@@ -71,20 +71,40 @@ def _csv_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
     if IMAGE_COLUMN not in columns:
         raise UsageError(f"{path}: no `{IMAGE_COLUMN}` column in its header ({', '.join(columns) or 'empty'}); "
                          "the first row must name the image column and one column per extra input")
-    rows = {}
-    for line, row in enumerate(reader, start=2):
+    rows, lines = {}, {}
+    for row in reader:
+        line = reader.line_num
+        if None in row:  # DictReader's key for the cells beyond the header's columns
+            extra = len(row[None])
+            raise UsageError(f"{path}, line {line}: {extra} cell{'s' if extra > 1 else ''} more than the header's "
+                             f"{len(columns)} columns ({', '.join(columns)}); quote a cell that holds a comma")
         image = (row.pop(IMAGE_COLUMN) or "").strip()
+        if image in rows:
+            raise UsageError(f"{path}, line {line}: a second row for {image!r} (the first is line {lines[image]}); "
+                             "keep one row per image")
+        lines[image] = line
         rows[image] = {name: _values(value or "", f"{path}, line {line}, column {name}")
-                       for name, value in row.items() if name is not None}
+                       for name, value in row.items()}
     return rows
 
 
 def _json_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
+    def unique(pairs):
+        seen = [key for key, _ in pairs]
+        twice = next((key for i, key in enumerate(seen) if key in seen[:i]), None)
+        if twice is not None:
+            raise UsageError(f"{path}: {twice!r} is given twice; keep one row per image (and one value per input)")
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as error:
         raise UsageError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from None
     if isinstance(data, list) and all(isinstance(row, dict) and IMAGE_COLUMN in row for row in data):
+        images = [str(row[IMAGE_COLUMN]) for row in data]
+        twice = next((image for i, image in enumerate(images) if image in images[:i]), None)
+        if twice is not None:
+            raise UsageError(f"{path}: two rows for {twice!r}; keep one row per image")
         data = {str(row[IMAGE_COLUMN]): {k: v for k, v in row.items() if k != IMAGE_COLUMN} for row in data}
     if not isinstance(data, dict) or not all(isinstance(row, dict) for row in data.values()):
         raise UsageError(f"{path}: expected {{image path: {{input name: values}}}} or a list of "

@@ -156,13 +156,12 @@ def token_grid(model: keras.Model, info: LayerInfo, input_size: tuple[int, int],
     else the grid with the input's aspect ratio left after the fewest leading tokens. None: no grid."""
     tokens = int(info.output_shape[1])
     if given is not None:
-        return TokenGrid(tokens - given[0] * given[1], *given) if tokens >= given[0] * given[1] else None
+        return TokenGrid(tokens - given[0] * given[1], *given) if _given_grid_problem(
+            model, tokens, input_size, given) is None else None
+    patched = _patch_grid(model, tokens, input_size)
+    if patched is not None:
+        return patched
     height, width = input_size
-    patch = patch_size(model)
-    if patch is not None and height % patch[0] == 0 and width % patch[1] == 0:
-        rows, columns = height // patch[0], width // patch[1]
-        if 0 <= tokens - rows * columns <= MAX_PREFIX_TOKENS:
-            return TokenGrid(tokens - rows * columns, rows, columns)
     for prefix in range(min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
         cells = tokens - prefix
         rows = round((cells * height / width) ** 0.5)
@@ -170,6 +169,40 @@ def token_grid(model: keras.Model, info: LayerInfo, input_size: tuple[int, int],
         if rows > 1 and cells % rows == 0 and height % rows == 0 and width % (cells // rows) == 0 \
                 and rows * width == (cells // rows) * height:
             return TokenGrid(prefix, rows, cells // rows)
+    return None
+
+
+def _patch_grid(model: keras.Model, tokens: int, input_size: tuple[int, int]) -> TokenGrid | None:
+    """The grid the input size and the patch embedding's patch size make, with the few leading tokens
+    before it; None when the model has no patch embedding or the tokens do not fit it."""
+    height, width = input_size
+    patch = patch_size(model)
+    if patch is not None and height % patch[0] == 0 and width % patch[1] == 0:
+        rows, columns = height // patch[0], width // patch[1]
+        if 0 <= tokens - rows * columns <= MAX_PREFIX_TOKENS:
+            return TokenGrid(tokens - rows * columns, rows, columns)
+    return None
+
+
+def _given_grid_problem(model: keras.Model, tokens: int, input_size: tuple[int, int],
+                        given: tuple[int, int]) -> str | None:
+    """Why the user's grid cannot hold a layer's `tokens`, or None: a grid drops only the few leading
+    special tokens (class, distillation, registers), never patch tokens."""
+    rows, columns = given
+    if tokens < rows * columns:
+        return f"fewer than the {rows}x{columns} grid given"
+    patched = _patch_grid(model, tokens, input_size)
+    if patched is not None and (patched.height, patched.width) != given:
+        dropped = patched.height * patched.width - rows * columns
+        misread = f"would drop {dropped} patch tokens" if dropped > 0 else "would misplace the patches"
+        leading = f"{patched.prefix} leading token{'s' if patched.prefix != 1 else ''} and " if patched.prefix else ""
+        return (f"{leading}a {patched.height}x{patched.width} grid of patches (the "
+                f"{input_size[0]}x{input_size[1]} input in the patch embedding's patches): {rows}x{columns} "
+                f"{misread}; give `token_grid={patched.height}x{patched.width}`, or leave it out")
+    if tokens - rows * columns > MAX_PREFIX_TOKENS:
+        return (f"so {rows}x{columns} would drop {tokens - rows * columns} leading tokens, more than the "
+                f"{MAX_PREFIX_TOKENS} class, distillation and register tokens a transformer has; give the grid of "
+                "its patches")
     return None
 
 
@@ -249,6 +282,8 @@ def default_layer(model: keras.Model, input_size: tuple[int, int] | None = None,
     tokens = default_token_layer(model, size, given_grid) if size is not None else None
     if tokens is not None:
         return tokens
+    if given_grid is not None:  # never a spatial layer in place of the token layer the grid was given for
+        raise _no_layer_for_grid(model, given_grid)
     path = ""
     current = model
     while True:
@@ -269,6 +304,16 @@ def default_layer(model: keras.Model, input_size: tuple[int, int] | None = None,
             return path
         path += SEPARATOR
         current = chosen.layer
+
+
+def _no_layer_for_grid(model: keras.Model, given: tuple[int, int]) -> UsageError:
+    layers = token_layers(model)
+    if not layers:
+        return UsageError(f"`token_grid` reshapes a vision transformer's tokens, and model {model.name!r} has no "
+                          "token layer: drop `token_grid`")
+    listed = ", ".join(f"{info.path} ({info.output_shape[1]})" for info in layers[-3:])
+    return UsageError(f"no token layer of model {model.name!r} fits the {given[0]}x{given[1]} grid given (tokens: "
+                      f"{listed}); give the grid of its patches, or leave `token_grid` out")
 
 
 def _refuse_sequences(model: keras.Model) -> None:
@@ -322,6 +367,10 @@ def layer_grid(model: keras.Model, path: str, input_size: tuple[int, int],
     form no grid."""
     info = _find_layer(model, path)
     if not is_tokens(info):
+        if given_grid is not None and is_spatial(info):
+            raise UsageError(f"`token_grid` reshapes a vision transformer's tokens, and layer {path!r} "
+                             f"({info.type_name}) outputs a {info.output_shape[1]}x{info.output_shape[2]} map "
+                             "already: drop `token_grid`")
         return None
     if id(info.layer) in sequence_layers(model):
         raise _sequence_refusal(model, info)
@@ -329,7 +378,9 @@ def layer_grid(model: keras.Model, path: str, input_size: tuple[int, int],
     if grid is None:
         tokens = info.output_shape[1]
         if given_grid is not None:
-            reason = f"fewer than the {given_grid[0]}x{given_grid[1]} grid given"
+            reason = _given_grid_problem(model, tokens, input_size, given_grid)
+            if not reason.startswith("fewer"):
+                raise UsageError(f"layer {path!r} outputs {tokens} tokens, {reason}")
         else:
             reason = f"which do not form a patch grid of the {input_size[0]}x{input_size[1]} input"
         raise UsageError(f"layer {path!r} outputs {tokens} tokens, {reason}; give the patch grid with "

@@ -246,6 +246,10 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
                 f"{path} contains code (e.g. a Lambda layer) that Keras will not run in safe mode; "
                 f"if you trust this file, rerun with `unsafe_load`"
             ) from error
+        damaged = _damaged(path, message)
+        if damaged:
+            raise ModelLoadError(f"cannot load model {path}: {damaged}; save the model again, or copy the whole "
+                                 "file") from error
         if not _looks_like_model_file(path):
             raise ModelLoadError(
                 f"cannot load model {path}: not a Keras model file (a .keras file is a zip archive, an .h5 "
@@ -276,6 +280,25 @@ def _warn_about_scaling(model, path: str, preprocess: str | None) -> None:
     elif preprocess not in (None, "none") and scaling is not None:
         warnings.warn(f"model {path} scales its own pixels ({scaling} at its input), and `preprocess={preprocess}` "
                       "scales them first: they are scaled twice; drop `preprocess`", PreprocessWarning, stacklevel=3)
+
+
+def _damaged(path: str, message: str) -> str | None:
+    """Why a file that starts as a model file cannot be one: a truncated or damaged zip archive (Keras
+    says "File not found" of it) or HDF5 file; None when it looks whole."""
+    import zipfile
+
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                broken = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return "the .keras file is truncated or damaged (not a whole zip archive)"
+        return f"the .keras file is damaged ({broken} fails its checksum)" if broken else None
+    if head == b"\x89HDF\r\n\x1a\n" and "truncated" in message.lower():
+        return "the .h5 file is truncated (shorter than its HDF5 header says)"
+    return None
 
 
 def _looks_like_model_file(path: str) -> bool:
@@ -351,6 +374,9 @@ def _image_input(model, name: str, image_input: str | None, extra_inputs) -> tup
     if len(inputs) <= 1:
         if image_input is not None and image_input not in names:
             raise UsageError(f"model {name} has no input named {image_input!r} (its input: {listed})")
+        if extra_inputs is not None:
+            raise UsageError(f"model {name} has one input ({listed}): `extra_inputs` gives the other inputs of a "
+                             "model with several; drop it")
         return 0, names
     if image_input is None:
         raise UsageError(f"model {name} has {len(inputs)} inputs ({listed}); name the image input with "
