@@ -514,12 +514,13 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
                    "{\"img.jpg\": [{\"box\": [x0, y0, x1, y1], \"label\": \"cat\"}]}, or a folder of Pascal VOC XML.")
 @click.option("--truth-masks", type=click.Path(path_type=Path), metavar="DIR",
               help="Instead of --truth: pixel masks, PASCAL VOC SegmentationClass PNGs named as the images "
-                   "(0 background, k the model's class k - 1, 255 ignored). Each image's truth classes' maps become "
+                   "(0 background, k the model's class k - 1, 255 ignored; binary 0/255 masks need --mask-labels "
+                   "with the line 255,CLASS). Each image's truth classes' maps become "
                    "a label map (--bg-threshold, --refine), scored by IoU per class and mIoU, with a sweep of the "
                    "background threshold.")
 @click.option("--mask-labels", type=click.Path(dir_okay=False), metavar="FILE",
               help="--truth-masks: the class of each mask value, VALUE,CLASS lines (for masks not numbered as the "
-                   "model's classes).")
+                   "model's classes); for binary 0/255 masks, the line 255,CLASS (e.g. 255,cat).")
 @label_map_options
 @model_options
 @map_options

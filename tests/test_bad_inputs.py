@@ -585,3 +585,23 @@ def test_a_bad_ray_call_raises_one_line_before_any_actor_starts(bad, tmp_path, g
         camcli.ray.explain_dataset(ds, tmp_path / "out", model="demo", **options)
     assert str(raised.value) == message and "\n" not in str(raised.value)
     assert not (tmp_path / "out").exists()
+
+
+# --- 9. the README says how to install today, MethodSet, Ray's CPUs and binary masks -----------------------
+
+
+def test_the_readme_and_help_say_what_issue_28_found_missing():
+    from conftest import REPO
+
+    from camcli.cli import cli
+
+    readme = (REPO / "README.md").read_text("utf-8")
+    assert 'pip install ".[cpu]"' in readme and "dist/keras_camcli-" in readme  # today: a clone or a wheel
+    assert "the index name will be keras-camcli" in readme and 'pip install "keras-camcli[cpu]"' in readme
+    assert "camcli.MethodSet.of(" in readme
+    assert "The actors must leave a whole CPU free for Ray's read tasks" in readme
+    assert "`--mask-labels` with\n  the line `255,CLASS`" in readme
+    evaluate = cli.commands["evaluate"]
+    helps = {param.name: param.help for param in evaluate.params}
+    assert "--mask-labels with the line 255,CLASS" in helps["truth_masks"]
+    assert "255,CLASS" in helps["mask_labels"]
