@@ -110,7 +110,7 @@ class CamcliGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            with camcli_warnings():
+            with camcli_warnings(), terminated_as_interrupt():
                 return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -120,9 +120,10 @@ class CamcliGroup(click.Group):
             command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
             click.echo(f"camcli: error: {cli_terms(one_line(error), command)}", err=True)
             ctx.exit(EXIT_USAGE if isinstance(error, UsageError) else EXIT_FAILED)
-        except KeyboardInterrupt:
-            click.echo("camcli: interrupted", err=True)
-            ctx.exit(EXIT_SIGNAL_BASE + signal.SIGINT)
+        except KeyboardInterrupt as error:  # where no run is there to finish its batch: stop now
+            terminated = isinstance(error, Terminated)
+            click.echo("camcli: terminated (SIGTERM)" if terminated else "camcli: interrupted", err=True)
+            ctx.exit(EXIT_SIGNAL_BASE + (signal.SIGTERM if terminated else signal.SIGINT))
         except BrokenPipeError:  # `camcli methods | head`: the reader left; stop quietly, as cat does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(EXIT_FAILED)
@@ -151,6 +152,28 @@ def camcli_warnings():
         yield
     finally:
         warnings.showwarning = shown
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Python raises KeyboardInterrupt for SIGINT: every command stops on it with one
+    line and exit 143, also outside a run's batches (loading a model, the sanity check)."""
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt():
+    """SIGTERM raises Terminated while a command runs (in the main thread; Click's tests may run elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _debug(ctx) -> bool:
@@ -352,7 +375,7 @@ def stop_on_signals(say):
 
     def handle(signum, frame):
         if stop.is_set():
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         stop.signal = signum
         stop.set()
         name = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"

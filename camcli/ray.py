@@ -265,6 +265,7 @@ def explain_dataset(ds, out, model: object = DEFAULT_MODEL, *, root: str | os.Pa
         raise UsageError("camcli.ray needs Ray Data: pip install 'keras-camcli[ray]'") from None
     from camcli.runs import records
     from camcli.runs.layout import Layout
+    from camcli.runs.lock import output_lock
     from camcli.runs.runner import check_run_files, prepare_output_folder, run_fields, run_identity
 
     if not isinstance(ds, ray.data.Dataset):
@@ -283,17 +284,18 @@ def explain_dataset(ds, out, model: object = DEFAULT_MODEL, *, root: str | os.Pa
     tasks, root, ignored = _listed_tasks(ds, None if root is None else os.fspath(root), out_dir)
     explainer = settings.build()  # on the driver too: a bad layer or class fails here, in one line
     identity = run_identity(explainer, settings.files)
-    prepare_output_folder(out_dir, resume=settings.run.resume)
-    started = time.perf_counter()
-    remote = {key: value for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if value is not None}
-    explained = ds.map_batches(ExplainBatches, batch_size=rows_per_call or 8 * settings.run.batch_size,
-                               batch_format="numpy",
-                               compute=actors,
-                               fn_constructor_kwargs={"out": str(out_dir), "settings": settings, "tasks": tasks,
-                                                      "root": root, "ignored": ignored}, **remote)
-    summary = _merged_summary(explained, run_fields(explainer, identity.fingerprint))
-    summary.elapsed_seconds = time.perf_counter() - started
-    path = Layout(out_dir).summary()
-    records.write_summary(path, summary.as_record())
+    with output_lock(out_dir):  # one writer per folder, as camcli explain
+        prepare_output_folder(out_dir, resume=settings.run.resume)
+        started = time.perf_counter()
+        remote = {key: value for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if value is not None}
+        explained = ds.map_batches(ExplainBatches, batch_size=rows_per_call or 8 * settings.run.batch_size,
+                                   batch_format="numpy",
+                                   compute=actors,
+                                   fn_constructor_kwargs={"out": str(out_dir), "settings": settings, "tasks": tasks,
+                                                          "root": root, "ignored": ignored}, **remote)
+        summary = _merged_summary(explained, run_fields(explainer, identity.fingerprint))
+        summary.elapsed_seconds = time.perf_counter() - started
+        path = Layout(out_dir).summary()
+        records.write_summary(path, summary.as_record())
     summary.summary_path = path
     return summary

@@ -89,6 +89,24 @@ def test_a_signal_stops_the_audit_and_fail_on_flag_never_passes(six, tmp_path, m
     assert "camcli: interrupted: the audit covers the images explained before the signal" in result.stderr
 
 
+def test_sigterm_outside_a_runs_batches_exits_143_too(six, tmp_path, monkeypatch):
+    """The sanity check after an evaluation has no batches to finish: SIGTERM stops it at once, in one line
+    (it killed the process silently, rc -15)."""
+    from camcli.audit import sanity
+
+    def terminated(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(sanity, "run_sanity", terminated)
+    out = tmp_path / "out"
+    result = invoke("evaluate", six, "--truth", six / "truth.csv", "--model", "demo", "--method", "gradcam",
+                    "--steps", "0", "--sanity", "--out", out)
+    assert result.exit_code == 143
+    assert result.stderr.splitlines()[-1] == "camcli: terminated (SIGTERM)"
+    assert read_json(out / "evaluation.json")["interrupted"] is False  # the evaluation itself was whole
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is given back
+
+
 # --- 2. a read-only folder, a full disk or a quota: one line, and the run stops --------------------------
 
 
@@ -211,6 +229,43 @@ def test_shards_write_one_folder_side_by_side_but_never_with_a_whole_run(six, tm
     _lock(out, pid=live_pid)  # a whole-folder run holds it: no shard may write
     shard = invoke("explain", six, "--model", "demo", "--out", out, "--shard", "2/2", "-q")
     assert shard.exit_code == 2 and only_line(shard) == _held_by(out, live_pid)
+
+
+def test_resume_beside_a_running_shard_leaves_its_files_in_flight(six, tmp_path, live_pid):
+    out = tmp_path / "out"
+    lock = _lock(out, ".camcli.lock.1-of-2.tmp", pid=live_pid)
+    in_flight = out / ".camcli.circle_1.json.x1y2z3.tmp"  # shard 1 of 2 is writing it
+    in_flight.write_text("{}")
+    result = invoke("explain", six, "--model", "demo", "--out", out, "--shard", "2/2", "--resume", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert in_flight.exists()  # --resume removed every temporary file, a live shard's included
+    lock.unlink()
+    again = invoke("explain", six, "--model", "demo", "--out", out, "--shard", "2/2", "--resume", "-q")
+    assert again.exit_code == 0 and not in_flight.exists()  # nobody else writes: a killed run's leftover
+
+
+@pytest.fixture()
+def ray_data():
+    """ray, with ray.data imported; a Ray that a test's dataset started is shut down after it."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    started = ray.is_initialized()
+    yield ray
+    if not started and ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_holds_the_folder_lock_too(six, tmp_path, live_pid, ray_data):
+    import camcli.ray
+
+    ray = ray_data
+
+    out = tmp_path / "out"
+    _lock(out, pid=live_pid)
+    with pytest.raises(UsageError) as raised:
+        camcli.ray.explain_dataset(ray.data.read_binary_files(str(six), include_paths=True), out, model="demo")
+    assert f"camcli: error: {raised.value}" == _held_by(out, live_pid).replace("(--out)", "(`out`)")
 
 
 def test_the_lock_is_no_temporary_file_and_the_report_ignores_it(tmp_path):
@@ -573,10 +628,10 @@ def test_no_images_explain_to_no_results():
     ("dataset", {"rows_per_call": 0}, "`rows_per_call=0` must be at least 1"),
     ("dataset", {"batch_size": 0}, "`batch_size=0` must be at least 1"),
 ], ids=["list", "none", "shard", "concurrency", "rows-per-call", "batch-size"])
-def test_a_bad_ray_call_raises_one_line_before_any_actor_starts(bad, tmp_path, given, options, message):
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("ray.data")
+def test_a_bad_ray_call_raises_one_line_before_any_actor_starts(bad, tmp_path, given, options, message, ray_data):
     import camcli.ray
+
+    ray = ray_data
 
     ds = {"list": [str(bad / "scenes")], "none": None}.get(given)
     if given == "dataset":

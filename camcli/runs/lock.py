@@ -20,7 +20,7 @@ import socket
 from pathlib import Path
 
 from camcli.errors import UsageError, one_line
-from camcli.runs.layout import SHARD_LOCK, lock_name
+from camcli.runs.layout import SHARD_LOCK, is_lock, lock_name
 
 _HELD: dict[Path, int] = {}  # lock path -> how many times this process entered it
 
@@ -98,6 +98,17 @@ def _acquire(out_dir: Path, shard: tuple[int, int] | None) -> Path:
         if owner is not None:
             raise _refuse(out_dir, path, owner)
     raise _refuse(out_dir, path, _owner(path) or {"pid": "?", "host": "?"})
+
+
+def other_writers(out_dir) -> bool:
+    """Whether another live run holds a lock in `out_dir` (a shard beside this one): its temporary
+    files are in flight, and must not be cleaned up as a killed run's."""
+    out_dir = Path(out_dir)
+    try:
+        names = [path for path in out_dir.iterdir() if is_lock(path.name)]
+    except OSError:
+        return False
+    return any(path.absolute() not in _HELD and _live_owner(path) is not None for path in names)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ from camcli.runs import records
 from camcli.runs.decode import DecodedImage, decode_image, picture_bytes
 from camcli.runs.discovery import ImageTask, SkippedInput
 from camcli.runs.layout import Layout, check_replaceable, is_temporary, may_replace
-from camcli.runs.lock import output_lock
+from camcli.runs.lock import other_writers, output_lock
 from camcli.runs.records import RunIdentity
 from camcli.runs.writer import ImageWriter, required_files, settings_of
 
@@ -410,7 +410,7 @@ def prepare_output_folder(out_dir: Path, shard: tuple[int, int] | None = None, r
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create output folder {out_dir}: {one_line(error)}") from error
-    if resume:
+    if resume and not other_writers(out_dir):  # a shard beside this one has files in flight: not a killed run's
         remove_stale_temporary_files(out_dir)
 
 
