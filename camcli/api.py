@@ -262,7 +262,7 @@ def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | N
     from camcli.runs.runner import writing_into
 
     groups = groups_of("audit_paths", model, options, audit=audit, maps=maps, files=files, run=run, hooks=hooks)
-    audit, files, run, stop = groups["audit"], groups["files"], groups["run"], groups["hooks"].stop
+    audit, files, run = groups["audit"], groups["files"], groups["run"]
     require_audit_libraries()
     labels = audit_folder.read_truth_labels(audit.truth_labels) if audit.truth_labels is not None else None
     given = input_paths(paths)
@@ -279,7 +279,8 @@ def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | N
         found = audit_folder.read_folder(out_dir, method, audit.by, labels)
         result = audit_folder.audit_maps(found, audit.by, FlagRule.of(audit), audit.neighbours, audit.seed)
         result.explain_summary = summary
-        result.interrupted = bool(summary is not None and summary.interrupted) or bool(stop and stop.is_set())
+        # The clustering cannot stop half-way: only an explain run that a signal cut short leaves the audit partial.
+        result.interrupted = bool(summary is not None and summary.interrupted)
         with writing_into(out_dir):
             audit_folder.write_audit(result, out_dir, files.colormap)
         if run.report:

@@ -41,6 +41,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -573,13 +574,14 @@ class _Evaluation(MethodScoring):
 
 def score_in_batches(items: Sequence, batch_size: int, decode: Callable[[Sequence], list],
                      score: Callable[[list], None], on_progress: Callable[[int], None] | None = None,
-                     stop=None) -> int:
-    """Decode and score `items` `batch_size` at a time; returns how many decoded (the others failed).
-    Setting `stop` (a threading.Event) ends the loop after the current batch."""
+                     stop=None) -> Scored:
+    """Decode and score `items` `batch_size` at a time; returns how many decoded (the others failed),
+    and whether `stop` (a threading.Event, set by SIGINT or SIGTERM) ended the loop with items left: a
+    signal after the last batch interrupts nothing."""
     evaluated = 0
     for start in range(0, len(items), batch_size):
         if stop is not None and stop.is_set():
-            break
+            return Scored(evaluated, interrupted=True)
         chunk = items[start:start + batch_size]
         batch = decode(chunk)
         if batch:
@@ -587,7 +589,12 @@ def score_in_batches(items: Sequence, batch_size: int, decode: Callable[[Sequenc
         evaluated += len(batch)
         if on_progress:
             on_progress(len(chunk))
-    return evaluated
+    return Scored(evaluated, interrupted=False)
+
+
+class Scored(NamedTuple):
+    evaluated: int  # items decoded and scored
+    interrupted: bool  # stopped with items left
 
 
 def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[ImageTask], truth: Truth,
@@ -611,14 +618,14 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
-    evaluated = score_in_batches(matched, options.batch_size, run.decode, run.score, on_progress, stop)
+    evaluated, interrupted = score_in_batches(matched, options.batch_size, run.decode, run.score, on_progress, stop)
     _warn_unknown_labels(truth, matched, run.labels, run.warn)
     methods = run.method_summaries()
     report = EvaluationReport(run.explainers[0].loaded.name, options, methods,
                               run.all_rows(), images=len(tasks) + len(skipped),
                               evaluated=evaluated, without_truth=without_truth, failures=run.failures,
                               gates=check_gates(methods, options.gates), warnings=run.warnings,
-                              interrupted=stop is not None and stop.is_set())
+                              interrupted=interrupted)
     if options.out_dir is not None:
         write_evaluation(report, options.out_dir)
     return report

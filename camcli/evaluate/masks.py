@@ -362,13 +362,13 @@ def evaluate_masks(explainers: Sequence | Callable[[Sequence[MaskedTask]], Seque
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
-    evaluated = score_in_batches(masked, options.batch_size, run.load_all, run.score, on_progress, stop)
+    evaluated, interrupted = score_in_batches(masked, options.batch_size, run.load_all, run.score, on_progress,
+                                              stop)
     methods = run.method_summaries()
     report = EvaluationReport(built[0].loaded.name, options, methods, run.all_rows(),
                               images=len(tasks) + len(skipped),
                               evaluated=evaluated, without_truth=without, failures=run.failures,
-                              gates=check_gates(methods, options.gates),
-                              interrupted=stop is not None and stop.is_set())
+                              gates=check_gates(methods, options.gates), interrupted=interrupted)
     if options.out_dir is not None:
         write_evaluation(report, options.out_dir, {**report.record(), "kind": "segmentation"}, mask_csv_text(report))
     return report

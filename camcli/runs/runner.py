@@ -372,7 +372,8 @@ class RunPipeline:
             self.drain_writes(limit=0)
             for future in self.decoding:  # stopped early: decoded images not yet explained are dropped
                 future.cancel()
-        self.summary.interrupted = self.stop.is_set()
+        left = bool(self.decoding) or self.waiting is not None or next(pending, None) is not None
+        self.summary.interrupted = self.stop.is_set() and left  # a signal after the last batch stops nothing
 
 
 def select_for_resume(tasks: list[ImageTask], explainer, options: RunOptions, files: FileOptions, fingerprint: str

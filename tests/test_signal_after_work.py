@@ -1,0 +1,48 @@
+"""A signal that arrives once every image is done interrupts nothing: the run is complete, its JSON says
+so, and its gates count. One that arrives with images left marks the run interrupted."""
+
+import shutil
+import threading
+
+import camcli
+
+
+def _stop_after(count: int):
+    """A stop event, and an on_progress that sets it once `count` images are done."""
+    stop, done = threading.Event(), []
+
+    def progress(n: int) -> None:
+        done.append(n)
+        if sum(done) >= count:
+            stop.set()
+
+    return stop, progress
+
+
+def test_explain_is_interrupted_only_with_images_left(scenes, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for copy in range(5):  # 30 images: more than the run decodes ahead of what it has written
+        for scene in scenes:
+            shutil.copy(scene, folder / f"{copy}-{scene.name}")
+    stop, progress = _stop_after(30)
+    summary = camcli.explain_paths(folder, model="demo", out=tmp_path / "all", batch_size=2, stop=stop,
+                                   on_progress=progress)
+    assert stop.is_set() and (summary.explained, summary.interrupted) == (30, False)
+    stop, progress = _stop_after(2)
+    summary = camcli.explain_paths(folder, model="demo", out=tmp_path / "part", batch_size=2, stop=stop,
+                                   on_progress=progress)
+    assert summary.interrupted is True and summary.explained < 30
+
+
+def test_evaluate_counts_its_gates_when_the_signal_comes_after_the_last_batch(scenes, tmp_path):
+    truth = scenes[0].parent / "truth.csv"
+    stop, progress = _stop_after(len(scenes))
+    report = camcli.evaluate_paths(scenes, truth=truth, model="demo", out=None, steps=0, batch_size=2, stop=stop,
+                                   on_progress=progress, fail_under=["pointing=0"])
+    assert stop.is_set() and report.interrupted is False and report.failed_gates == []
+    assert report.record()["passed"] is True
+    stop, progress = _stop_after(2)
+    report = camcli.evaluate_paths(scenes, truth=truth, model="demo", out=None, steps=0, batch_size=2, stop=stop,
+                                   on_progress=progress)
+    assert report.interrupted is True and report.evaluated == 2
