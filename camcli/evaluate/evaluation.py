@@ -57,7 +57,7 @@ from camcli.evaluate.metrics import (
     pointing_hit,
 )
 from camcli.evaluate.truth import Truth, TruthBox, match_images
-from camcli.explain.classes import resolve_label
+from camcli.explain.classes import resolve_label, same_label_classes
 from camcli.explain.explainer import distinct_method_names
 from camcli.maps.boxes import box_from_map
 from camcli.maps.overlay import upsample
@@ -615,6 +615,7 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     check_matches(truth, tasks, options.truth_name or "the ground truth")
     run = _Evaluation(explainers() if callable(explainers) else explainers, truth, options, on_failure)
     matched, without_truth = match_tasks(truth, tasks)
+    check_unambiguous_labels(truth, matched, run.labels, options.truth_name or "the ground truth")
     skipped = list(skipped)
     for item in skipped:
         run.fail(item.display, item.reason)
@@ -629,6 +630,17 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     if options.out_dir is not None:
         write_evaluation(report, options.out_dir)
     return report
+
+
+def check_unambiguous_labels(truth: Truth, matched, labels: Sequence[str], truth_name: str) -> None:
+    """UsageError when a truth label names two classes of the model (ImageNet's two cranes): which one
+    its boxes belong to is the truth file's to say, by index."""
+    for label in sorted({box.label for _, key in matched for box in truth[key] if box.label is not None}):
+        named = same_label_classes(label, labels)
+        if named:
+            listed = " and ".join(str(index) for index in named)
+            raise UsageError(f"{truth_name}: the truth label {label!r} names classes {listed} of the model: write "
+                             "the class index of its boxes instead")
 
 
 def _warn_unknown_labels(truth: Truth, matched, labels: Sequence[str], warn) -> None:

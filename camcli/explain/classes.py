@@ -46,6 +46,12 @@ def _label_indices(text: str, labels: Sequence[str]) -> list[int]:
     return []
 
 
+def same_label_classes(text: str, labels: Sequence[str]) -> list[int]:
+    """Every class `text` names as a label, when it names more than one (ImageNet's two cranes); else []."""
+    found = _label_indices(text, labels)
+    return found if len(found) > 1 else []
+
+
 def _label_index(text: str, labels: Sequence[str]) -> int | None:
     """The first label equal to `text` ignoring case, else the first equal to it with `_` as a space."""
     found = _label_indices(text, labels)

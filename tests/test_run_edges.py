@@ -1,5 +1,6 @@
-"""A signal that arrives once every image is done interrupts nothing: the run is complete, its JSON says
-so, and its gates count. One that arrives with images left marks the run interrupted."""
+"""Runs at their edges. A signal that arrives once every image is done interrupts nothing: the run is
+complete, its JSON says so, and its gates count; one that arrives with images left marks the run
+interrupted. A truth label that names two of the model's classes is refused, not guessed."""
 
 import shutil
 import threading
@@ -46,3 +47,18 @@ def test_evaluate_counts_its_gates_when_the_signal_comes_after_the_last_batch(sc
     report = camcli.evaluate_paths(scenes, truth=truth, model="demo", out=None, steps=0, batch_size=2, stop=stop,
                                    on_progress=progress)
     assert report.interrupted is True and report.evaluated == 2
+
+
+def test_a_truth_label_that_names_two_classes_is_refused_in_one_line(scenes, tmp_path):
+    """ImageNet names two classes 'crane': a box labelled so was scored against the first, silently."""
+    import pytest
+
+    from camcli.errors import UsageError
+
+    loaded = camcli.load_model("demo")
+    twice = camcli.wrap_model(loaded.model, preprocess=loaded.preprocess,
+                              labels=["circle", "square", "triangle", "star", "circle", "ring"])
+    with pytest.raises(UsageError) as error:
+        camcli.evaluate_paths(scenes, truth=scenes[0].parent / "truth.csv", model=twice, out=None, steps=0)
+    assert str(error.value).endswith("the truth label 'circle' names classes 0 and 4 of the model: write the class "
+                                     "index of its boxes instead")
