@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from camcli.errors import UsageError
@@ -58,10 +58,27 @@ def groups_of(where: str, model, options: dict, **given) -> dict:
     return gather(where, {key: (_GROUPS[key], value) for key, value in {"model": model, **given}.items()}, options)
 
 
+def refuse_unused(group, used: tuple[str, ...], reason: str) -> None:
+    """A field of `group` given (not its default) that the call never reads: UsageError naming it, with `reason`."""
+    for item in fields(group):
+        if item.name not in used and getattr(group, item.name) != item.default:
+            raise UsageError(f"`{item.name}` {reason}")
+
+
+# What evaluate and the sanity check read of the groups explain_paths shares with them; any other field
+# given is refused rather than ignored.
+EVALUATE_READS = {"files": ("box_threshold", "bg_threshold", "refine"),
+                  "run": ("out", "batch_size", "debug", "picture_budget")}
+MASKS_IGNORE = ("steps", "pointing_tolerance", "explain_class")  # box scoring's own
+
+
 def check_output_folder(out_dir: Path) -> None:
     """Fail early if the output folder cannot be created or written, without creating anything yet."""
     existing = Path(out_dir).absolute()
     while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():
+            raise UsageError(f"cannot create output folder {out_dir}: {existing} is a symbolic link that leads "
+                             "nowhere (a loop, or a missing target)")
         existing = existing.parent
     if not existing.is_dir():
         raise UsageError(f"cannot create output folder {out_dir}: {existing} is not a folder")
@@ -160,6 +177,13 @@ def evaluate_paths(paths, model: object = DEFAULT_MODEL, *, scoring: ScoringOpti
     if maps.classes:
         raise UsageError("evaluate scores the class `explain_class` names (the top-1 class, or the truth's): "
                          "`classes` does not apply")
+    for key, used in EVALUATE_READS.items():
+        refuse_unused(groups[key], used, "does not apply to evaluate, which writes evaluation.json and "
+                                         "evaluation.csv from one whole run; drop it")
+    if scoring.truth_masks is not None:
+        refuse_unused(scoring, tuple(name for name in field_names(ScoringOptions) if name not in MASKS_IGNORE),
+                      "applies to boxes (`truth`); with `truth_masks` the label maps are scored by IoU, for each "
+                      "image's mask classes: drop it")
     paths = input_paths(paths)
     if run.out is not None:
         check_output_folder(run.out)
@@ -353,6 +377,8 @@ def sanity_paths(paths, model: object = DEFAULT_MODEL, *, sanity: SanityOptions 
 
     groups = groups_of("sanity_paths", model, options, sanity=sanity, maps=maps, run=run)
     sanity, maps, run = groups["sanity"], groups["maps"], groups["run"]
+    refuse_unused(run, EVALUATE_READS["run"], "does not apply to the sanity check, which writes sanity.json "
+                                              "from one whole run; drop it")
     sanity_check.require_packages()
     gates = sanity_check.sanity_gates(sanity.fail_under)
     paths = input_paths(paths)

@@ -67,6 +67,18 @@ class InputPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class OutPath(click.Path):
+    """An output folder: an empty one ("", which Click would read as the working folder) is a usage error."""
+
+    def __init__(self):
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path names no folder; give the output folder", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class MethodChoice(click.Choice):
     """`--method`'s choices, read from the method registry when first needed (parsing, `explain
     --help`), so that `camcli --help` and `camcli models` never import numpy through the registry."""
@@ -354,6 +366,7 @@ def run_sanity_from_cli(paths, plan: SanityOptions | None, model: ModelOptions, 
     from camcli.api import sanity_paths
     from camcli.audit.sanity import format_sanity_table
 
+    run = RunOptions(out=run.out, batch_size=run.batch_size)  # the rest (--report, --resume) is the command's
     report = sanity_paths(paths, model, sanity=plan, maps=maps, run=run)
     click.echo("\n" + format_sanity_table(report))
     for line in report.closing_lines(run.out):
@@ -362,7 +375,7 @@ def run_sanity_from_cli(paths, plan: SanityOptions | None, model: ModelOptions, 
 
 
 def out_option(help_text: str):
-    return click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+    return click.option("--out", type=OutPath(),
                         default=default_of(RunOptions, "out"), show_default=True, help=help_text)
 
 
@@ -630,7 +643,7 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
 @model_options
 @map_options
 @token_grid_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", type=OutPath(),
               help="Images: the folder they are explained into (default camcli_out). An explain output "
                    "folder given as PATHS is audited in place.")
 @click.option("--by", type=click.Choice(AUDIT_GROUPINGS), default=default_of(AuditOptions, "by"), show_default=True,

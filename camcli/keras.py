@@ -76,6 +76,10 @@ class ExplainCallback(keras.callbacks.Callback):
         groups = gather("ExplainCallback", {"maps": (MapRequest, maps), "files": (FileOptions, files),
                                             "probe": (ProbeOptions, probe)}, options, aliases=EXPLAINER_ALIASES)
         maps, files, probe = groups["maps"], groups["files"], groups["probe"]
+        from camcli.api import refuse_unused
+
+        refuse_unused(files, ("alpha", "colormap"), "does not apply to the callback, which logs overlays to "
+                                                    "TensorBoard and writes no files; drop it")
         self.probe = Probe(images, truth_labels, boxes, alpha=files.alpha, colormap=files.colormap,
                            pointing_tolerance=probe.pointing_tolerance, max_pictures=probe.max_pictures)
         self.truth_class = TRUTH_CLASS in maps.classes

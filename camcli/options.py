@@ -114,7 +114,10 @@ def parse_token_grid(text: str | tuple[int, int] | None) -> tuple[int, int] | No
     """'14x14' (or (14, 14)) -> (14, 14); UsageError for anything else."""
     if text is None:
         return None
-    if isinstance(text, tuple):
+    if isinstance(text, (tuple, list)):
+        if len(text) != 2 or not all(isinstance(size, int) and not isinstance(size, bool) for size in text):
+            raise UsageError(f"`token_grid={tuple(text)!r:.40}` is not (height, width) in whole numbers, e.g. "
+                             "(14, 14), or '14x14'")
         height, width = text
     else:
         try:
@@ -131,7 +134,10 @@ def parse_shard(value) -> tuple[int, int] | None:
     if value is None:
         return None
     try:
-        k, n = (int(part) for part in (value.split("/") if isinstance(value, str) else value))
+        parts = value.split("/") if isinstance(value, str) else list(value)
+        if any(isinstance(part, (bool, float)) for part in parts):
+            raise TypeError
+        k, n = (int(part) for part in parts)
     except (TypeError, ValueError):
         raise UsageError(f"shard {value!r} is not K/N, e.g. 1/4") from None
     if n < 1 or not 1 <= k <= n:
@@ -318,6 +324,8 @@ class RunOptions:
         if self.out is not None:
             if not isinstance(self.out, (str, os.PathLike)):
                 raise UsageError(f"`out` takes a folder's path, not a {type(self.out).__name__}")
+            if not str(os.fspath(self.out)).strip() or "\0" in str(os.fspath(self.out)):
+                raise UsageError(f"`out={os.fspath(self.out)!r}` names no folder: give the output folder's path")
             _set(self, "out", Path(self.out))
         _number(self, "batch_size", 1, whole=True)
         _number(self, "max_pixels", 1, whole=True, optional=True)
@@ -393,7 +401,10 @@ class AuditOptions:
             raise UsageError("`by=truth` needs the images' labels: give `truth_labels`, a CSV with image,label "
                              "columns")
         if self.method is not None:
-            _set(self, "method", str(self.method).lower())
+            if not isinstance(self.method, str):
+                raise UsageError(f"`method` takes one method's name, not {type(self.method).__name__} "
+                                 f"{self.method!r:.40}")
+            _set(self, "method", self.method.lower())
         _number(self, "neighbours", 2, whole=True)
         _number(self, "seed", whole=True)
         for name in ("max_share", "min_tightness", "min_away"):
@@ -417,6 +428,12 @@ class SanityOptions:
         _number(self, "images", 1, whole=True)
         _number(self, "seed", whole=True)
         _number(self, "threshold", 0, 1)
+        depths = self.depths
+        whole = [isinstance(d, int) and not isinstance(d, bool) for d in
+                 (depths if isinstance(depths, (list, tuple)) else [depths])]
+        if depths is not None and not all(whole):
+            raise UsageError(f"`depths` takes a number of checkpoints or a list of layer counts (whole numbers), "
+                             f"not {depths!r:.40}")
 
 
 @dataclass(frozen=True)
@@ -468,9 +485,7 @@ def gather(where: str, groups: Mapping[str, tuple[type, object]], keywords: Mapp
     for name, value in keywords.items():
         target = (aliases or {}).get(name, name)
         if target not in owner:
-            close = difflib.get_close_matches(name, [*owner, *(aliases or {})], n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(sorted(owner))}"
-            raise UsageError(f"{where} takes no option {name!r}{hint}")
+            raise UsageError(f"{where} takes no option {name!r}{_hint(where, name, owner, aliases)}")
         routed[owner[target]][target] = value
     made = {}
     for key, (group, given) in groups.items():
@@ -478,6 +493,15 @@ def gather(where: str, groups: Mapping[str, tuple[type, object]], keywords: Mapp
             raise UsageError(f"`{key}` takes a camcli.options.{group.__name__}, not a {type(given).__name__}")
         made[key] = dataclasses.replace(given, **routed[key]) if given is not None else group(**routed[key])
     return made
+
+
+def _hint(where: str, name: str, owner: Mapping[str, str], aliases: Mapping[str, str] | None) -> str:
+    """What to say of a keyword no group of the call has: the groups that do have it, else the closest field."""
+    elsewhere = [group.__name__ for group in GROUPS if name in field_names(group)]
+    if elsewhere:
+        return f": it is a field of {' and '.join(elsewhere)}, which {where} does not take"
+    close = difflib.get_close_matches(name, [*owner, *(aliases or {})], n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(sorted(owner))}"
 
 
 def fingerprint_fields(group) -> dict:

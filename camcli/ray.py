@@ -245,6 +245,20 @@ def _merged_summary(explained, run: dict):
     return summary
 
 
+def _check_ray_arguments(root, num_cpus, num_gpus, rows_per_call) -> None:
+    """explain_dataset's own arguments, checked before any actor starts: one line each."""
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise UsageError(f"`root` takes a folder's path, not {type(root).__name__} {root!r:.40}")
+    for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value < float("inf")):
+            raise UsageError(f"`{name}={value!r}` must be a number of {name[4:-1].upper()}s per actor, 0 or more")
+    if rows_per_call is not None and (isinstance(rows_per_call, bool) or not isinstance(rows_per_call, int)):
+        raise UsageError(f"`rows_per_call={rows_per_call!r}` must be a whole number")
+    if rows_per_call is not None and rows_per_call < 1:
+        raise UsageError(f"`rows_per_call={rows_per_call}` must be at least 1")
+
+
 def explain_dataset(ds, out, model: object = DEFAULT_MODEL, *, root: str | os.PathLike | None = None,
                     concurrency: int | tuple[int, int] = 1, num_cpus: float | None = None,
                     num_gpus: float | None = None, rows_per_call: int | None = None, maps: MapRequest | None = None,
@@ -275,9 +289,8 @@ def explain_dataset(ds, out, model: object = DEFAULT_MODEL, *, root: str | os.Pa
     given = [name for name in ("shard", "fail_fast", "report") if getattr(settings.run, name)]
     if given:
         raise UsageError(f"explain_dataset takes no `{given[0]}`: Ray schedules the rows; use camcli explain for it")
+    _check_ray_arguments(root=root, num_cpus=num_cpus, num_gpus=num_gpus, rows_per_call=rows_per_call)
     actors = _actor_pool(ray, concurrency, num_cpus)
-    if rows_per_call is not None and rows_per_call < 1:
-        raise UsageError(f"`rows_per_call={rows_per_call}` must be at least 1")
     out_dir = Path(out).absolute()
     check_output_folder(out_dir)
     check_run_files(out_dir)

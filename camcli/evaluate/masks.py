@@ -106,7 +106,7 @@ def read_mask_labels(path) -> dict[int, str]:
         if len(cells) < 2 or not cells[1]:
             raise UsageError(f"{path}, line {number}: write VALUE,CLASS (e.g. 15,person)")
         if not cells[0].isdigit():
-            if number == 1 and not table:
+            if number == 1 and not table and not _looks_numeric(cells[0]):
                 continue  # a header such as value,label
             raise UsageError(f"{path}, line {number}: {cells[0]!r} is not a pixel value (0..255)")
         value = int(cells[0])
@@ -117,6 +117,15 @@ def read_mask_labels(path) -> dict[int, str]:
     if not table:
         raise UsageError(f"{path} names no mask value; write VALUE,CLASS lines (e.g. 15,person)")
     return table
+
+
+def _looks_numeric(text: str) -> bool:
+    """A number that is no pixel value (-1, 1.5): a mistake to name, never a header."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_mask_value(value: int, where: str) -> None:

@@ -10,7 +10,7 @@ image with its truth boxes drawn, for TensorBoard. It changes nothing in the mod
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +40,9 @@ class ProbeResult:
 def _as_images(images) -> list[np.ndarray]:
     if isinstance(images, np.ndarray) and images.ndim == 3:
         raise UsageError("give a list of probe images, or one (n, height, width, 3) array")
+    if isinstance(images, (str, bytes)) or not isinstance(images, (np.ndarray, Iterable)):
+        raise UsageError(f"give a list of probe images, or one (n, height, width, 3) array, not "
+                         f"{type(images).__name__} {images!r:.40}")
     arrays = [np.asarray(image) for image in images]
     if not arrays:
         raise UsageError("the probe set is empty: give at least one image")
@@ -54,6 +57,9 @@ def _as_boxes(boxes, count: int) -> list[list[tuple[float, float, float, float]]
     """Each image's truth boxes: one (x0, y0, x1, y1) per image, or a list of them per image."""
     if boxes is None:
         return None
+    if isinstance(boxes, (str, bytes, Mapping)) or not isinstance(boxes, (np.ndarray, Iterable)):
+        raise UsageError(f"`boxes` takes one box (x0, y0, x1, y1), or a list of them, per probe image, not "
+                         f"{type(boxes).__name__} {boxes!r:.40}")
     boxes = list(boxes)
     if len(boxes) != count:
         raise UsageError(f"{len(boxes)} truth boxes for {count} probe images: give one box (or a list of boxes) "
@@ -197,6 +203,9 @@ def bounded_figures(metrics: Mapping[str, float], name: str) -> list[tuple[str, 
 def check_bounds(bounds: Mapping[str, float] | None, available: Sequence[str], what: str) -> dict[str, float]:
     """`bounds` ({metric or "method/metric": value}) checked against what the probe can score."""
     checked = {}
+    if bounds is not None and not isinstance(bounds, Mapping):
+        raise UsageError(f"`{what}` takes {{metric: bound}}, e.g. {{'pointing': 0.6}}, not {type(bounds).__name__} "
+                         f"{bounds!r:.40}")
     for name, value in (bounds or {}).items():
         metric = name.rsplit("/", 1)[-1]
         if metric not in PROBE_METRICS:

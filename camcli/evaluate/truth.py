@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from camcli.errors import UsageError
+from camcli.runs.decode import sniff_image
 
 CSV_HELP = "write image,x0,y0,x1,y1[,label] with x1 > x0 and y1 > y0 in pixels"
 JSON_HELP = ('write {"image.jpg": [{"box": [x0, y0, x1, y1], "label": "cat"}]} or '
@@ -113,6 +114,9 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text("utf-8-sig")  # a byte order mark (Excel's CSVs) is dropped
     except UnicodeDecodeError as error:
+        if error.start == 0 and sniff_image(path):
+            raise UsageError(f"{path} is an image, not a truth file; give a .csv, a .json or a folder of VOC .xml "
+                             "files that hold the boxes") from None
         raise UsageError(f"{path}: byte {error.start} is not UTF-8; save the truth file as UTF-8") from None
     except OSError as error:
         raise UsageError(f"cannot read truth file {path}: {error.strerror or error}") from None
@@ -241,6 +245,8 @@ def _parse_json(text: str, path: Path) -> Truth:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise UsageError(f"{path}: line {error.lineno}: invalid JSON ({error.msg}); {JSON_HELP}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: its lists and objects nest too deeply to be boxes; {JSON_HELP}") from None
     truth: Truth = {}
     base = path.parent
     if isinstance(data, dict):

@@ -39,6 +39,7 @@ def overlay(image, class_map: ClassMap | np.ndarray, alpha: float = field_defaul
     from 0 (the image alone) to 1 (the colours alone). A map with no positive evidence leaves the
     image as it is.
     """
+    FileOptions(alpha=alpha, colormap=colormap)  # a bad alpha or colour map is one line, in these words
     picture = as_rgb_picture(image)
     drawn = overlay_picture(picture, _unit_map(class_map), alpha, colormap_lut(colormap))
     return drawn.copy() if drawn is image else drawn  # never hand back the caller's own image

@@ -117,6 +117,8 @@ class Explainer:
     def __init__(self, model, maps: MapRequest | None = None, *, preprocess: str | None = None,
                  labels: Sequence[str] | None = None, build_step: bool = True, **options):
         request = gather("Explainer", {"maps": (MapRequest, maps)}, options, aliases=EXPLAINER_ALIASES)["maps"]
+        if not isinstance(build_step, bool):
+            raise UsageError(f"`build_step` is true or false, not {build_step!r:.40}")
         if len(request.methods) != 1:
             raise UsageError(f"an Explainer runs one method, not {', '.join(request.methods)}: for several in one "
                              "pass, use camcli.MethodSet.of(model, methods=[...])")
@@ -168,6 +170,9 @@ class Explainer:
         self.head = self.target.head_for(analyse_head(loaded.model, head))
         labels = self.target.labels(loaded.labels, output_shape)
         if not self.target.keeps_activation and self.head.num_classes != len(labels):
+            if head != "auto":
+                raise UsageError(f"`head={head}` reads {self.head.num_classes} class(es) from {where}'s output, "
+                                 f"and its labels name {len(labels)}: leave `head` at auto")
             raise UsageError(f"the model has {self.head.num_classes} classes but {len(labels)} labels")
         return labels
 
@@ -311,7 +316,7 @@ def loaded_model(model, preprocess: str | None = None, labels: Sequence[str] | N
     if not isinstance(model, keras.Model):
         raise UsageError(f"the model must be a Keras model or a LoadedModel (camcli.load_model(\"demo\"), "
                          f"camcli.wrap_model(keras_model)), not {type(model).__name__}")
-    return wrap_model(model, preprocess=preprocess or "none", labels=None if labels is None else list(labels))
+    return wrap_model(model, preprocess=preprocess or "none", labels=labels)
 
 
 def image_list(images) -> list:
@@ -369,15 +374,32 @@ def extra_tuple(loaded: LoadedModel, extras: Mapping[str, np.ndarray] | None, si
         if extras:
             raise UsageError(f"model {loaded.name} takes only the image; drop `extras`")
         return ()
+    if extras is not None and not isinstance(extras, Mapping):
+        raise UsageError(f"`extras` is {{input name: array with one row per image}}, not {type(extras).__name__}")
     missing = [name for name in names if name not in (extras or {})]
     if missing:
-        raise UsageError(f"model {loaded.name} also takes {', '.join(missing)}; pass `extras` "
+        unknown = [name for name in extras or {} if name not in names]
+        hint = f" (it has no input {unknown[0]!r})" if unknown else ""
+        raise UsageError(f"model {loaded.name} also takes {', '.join(missing)}{hint}; pass `extras` "
                          "({input name: array with one row per image})")
-    arrays = tuple(np.asarray(extras[name]) for name in names)
-    for name, array in zip(names, arrays):
-        if len(array) != size:
-            raise UsageError(f"extra input {name!r} has {len(array)} rows for {size} images")
-    return arrays
+    return tuple(_extra_array(loaded, name, extras[name], size) for name in names)
+
+
+def _extra_array(loaded: LoadedModel, name: str, given, size: int) -> np.ndarray:
+    """One extra input of a batch, as its input takes it: (images, *the input's shape); UsageError otherwise."""
+    tensor = loaded.model.inputs[loaded.input_names.index(name)]
+    shape = tuple(tensor.shape)[1:]
+    try:
+        array = np.asarray(given, dtype=str(tensor.dtype))
+    except (TypeError, ValueError):
+        raise UsageError(f"extra input {name!r} holds something other than numbers; give an array of shape "
+                         f"(images, {', '.join(map(str, shape))})") from None
+    if array.ndim == 0 or len(array) != size:
+        raise UsageError(f"extra input {name!r} has {len(array) if array.ndim else 'no'} rows for {size} images")
+    if None not in shape and array.shape[1:] != shape:
+        raise UsageError(f"extra input {name!r} is shaped {array.shape[1:]} per image, and the model's input "
+                         f"takes {shape}")
+    return array
 
 
 def distinct_method_names(explainers: Sequence[Explainer]) -> list[str]:

@@ -40,8 +40,9 @@ def _values(text: str, where: str) -> np.ndarray:
             values = np.asarray(json.loads(text), dtype=np.float64)
         else:
             values = np.asarray([float(part) for part in text.replace(";", " ").split()], dtype=np.float64)
-    except (ValueError, TypeError):
-        raise UsageError(f"{where}: {text!r} is not a number, numbers separated by spaces, or a JSON list") from None
+    except (ValueError, TypeError, RecursionError):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise UsageError(f"{where}: {shown!r} is not a number, numbers separated by spaces, or a JSON list") from None
     return _finite(values, where, repr(text))
 
 
@@ -71,6 +72,9 @@ def _csv_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
     if IMAGE_COLUMN not in columns:
         raise UsageError(f"{path}: no `{IMAGE_COLUMN}` column in its header ({', '.join(columns) or 'empty'}); "
                          "the first row must name the image column and one column per extra input")
+    twice = next((name for i, name in enumerate(columns) if name in columns[:i]), None)
+    if twice is not None:
+        raise UsageError(f"{path}: its header names column {twice!r} twice; keep one column per input")
     rows, lines = {}, {}
     for row in reader:
         line = reader.line_num
@@ -100,6 +104,9 @@ def _json_rows(path: Path, text: str) -> dict[str, dict[str, object]]:
         data = json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as error:
         raise UsageError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: its lists and objects nest too deeply; give {{image path: {{input name: values}}}}"
+                         ) from None
     if isinstance(data, list) and all(isinstance(row, dict) and IMAGE_COLUMN in row for row in data):
         images = [str(row[IMAGE_COLUMN]) for row in data]
         twice = next((image for i, image in enumerate(images) if image in images[:i]), None)

@@ -332,6 +332,10 @@ def _find_layer(model: keras.Model, name: str) -> LayerInfo:
         matches = [p for p in layers if p.rsplit(SEPARATOR, 1)[-1] == name]
         if len(matches) == 1:
             info = layers[matches[0]]
+    if info is None and any(layer.name == name for layer in model.layers
+                            if isinstance(layer, keras.layers.InputLayer)):
+        raise UsageError(f"{name!r} is the input of model {model.name!r}, not a layer with activations to "
+                         "explain (see `camcli layers --model ...`)")
     if info is None:
         candidates = [i.path for i in all_layers(model) if is_spatial(i) or is_tokens(i)]
         close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -82,6 +82,9 @@ class LoadedModel:
         import numpy as np
 
         given = self.extra_inputs(key)
+        if not isinstance(given, Mapping):
+            raise UsageError(f"`extra_inputs` returned {type(given).__name__} for {key}; return {{input name: "
+                             "values}")
         arrays = {}
         for name in self.extra_input_names:
             if name not in given:
@@ -89,7 +92,11 @@ class LoadedModel:
                                  f"({', '.join(self.extra_input_names)})")
             tensor = self.model.inputs[self.input_names.index(name)]
             shape = tuple(tensor.shape)[1:]
-            values = np.asarray(given[name], dtype=str(tensor.dtype))
+            try:
+                values = np.asarray(given[name], dtype=str(tensor.dtype))
+            except (TypeError, ValueError):
+                raise UsageError(f"input {name!r} of {key} holds something other than numbers: "
+                                 f"{given[name]!r:.40}") from None
             if None not in shape and values.size != int(np.prod(shape, dtype=np.int64)):
                 raise UsageError(f"input {name!r} takes {int(np.prod(shape, dtype=np.int64))} values per image "
                                  f"(shape {shape}), and {key} has {values.size}")
@@ -234,6 +241,9 @@ def load_user_model(path: str, preprocess: str | None, labels_file: str | None, 
                     **interface) -> LoadedModel:
     """A .keras/.h5 file; `interface`: wrap_model's image_input, extra_inputs and output."""
     keras = import_keras()
+    if os.path.isdir(path):
+        raise ModelLoadError(f"model {path} is a folder, not a .keras or .h5 file; a KerasHub preset folder is "
+                             f"given as hub:{path}")
     if not os.path.isfile(path):
         raise ModelLoadError(f"model file {path} does not exist")
     try:
@@ -308,6 +318,19 @@ def _looks_like_model_file(path: str) -> bool:
     return head.startswith(b"PK\x03\x04") or head == b"\x89HDF\r\n\x1a\n"
 
 
+def _check_wrapped(model, labels, extra_inputs) -> None:
+    """wrap_model's arguments that are of the wrong kind, in one line each."""
+    if not (hasattr(model, "inputs") and hasattr(model, "layers")):
+        hint = "; camcli.load_model loads a built-in name or a model file" if isinstance(model, str) else ""
+        raise UsageError(f"wrap_model takes a Keras model, not {type(model).__name__} {model!r:.40}{hint}")
+    if labels is not None and (isinstance(labels, (str, bytes, Mapping)) or not isinstance(labels, Iterable)):
+        raise UsageError(f"`labels` takes a list of class names, one per class, not {type(labels).__name__} "
+                         f"{labels!r:.40}")
+    if extra_inputs is not None and not callable(extra_inputs) and not isinstance(extra_inputs, (str, os.PathLike)):
+        raise UsageError(f"`extra_inputs` takes a CSV or JSON table's path, or a function of the image's key, not "
+                         f"{type(extra_inputs).__name__} {extra_inputs!r:.40}")
+
+
 def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
                labels_file: str | None = None, name: str | None = None, *, image_input: str | None = None,
                extra_inputs: Callable[[str], Mapping[str, object]] | None = None,
@@ -323,6 +346,7 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
     """
     from camcli.models.layers import analyse_head
 
+    _check_wrapped(model, labels, extra_inputs)
     name = name or model.name
     if isinstance(extra_inputs, (str, os.PathLike)):
         from camcli.models.extra_inputs import read_table
@@ -383,6 +407,9 @@ def _image_input(model, name: str, image_input: str | None, extra_inputs) -> tup
                          "`image_input=NAME` and give the others with `extra_inputs`")
     if image_input not in names:
         raise UsageError(f"model {name} has no input named {image_input!r}; its inputs are {listed}")
+    if len(inputs[names.index(image_input)].shape) != 4:
+        raise UsageError(f"input {image_input!r} of model {name} is no image, (batch, height, width, 3): name the "
+                         f"image input with `image_input` (its inputs are {listed})")
     if extra_inputs is None:
         others = ", ".join(n for n in names if n != image_input)
         raise UsageError(f"model {name} also takes {others}; give them per image with `extra_inputs` "
@@ -427,6 +454,10 @@ def load_model(spec: str, weights: str | None = None, preprocess: str | None = N
     stays clean for `--json`. `interface`: wrap_model's image_input, extra_inputs and output, for
     model files with several inputs or outputs.
     """
+    spec = os.fspath(spec) if isinstance(spec, os.PathLike) else spec
+    if not isinstance(spec, str):
+        raise UsageError(f"load_model takes a built-in name, a model file or hub:PRESET, not {type(spec).__name__} "
+                         f"{spec!r:.40}; camcli.wrap_model wraps a Keras model")
     with contextlib.redirect_stdout(sys.stderr):
         import_keras()  # first, so that no path (the demo's module imports keras) imports it loudly
         return _load_model(spec, weights, preprocess, labels_file, unsafe_load, interface)

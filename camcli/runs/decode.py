@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from camcli.errors import ImageLoadError, one_line
+from camcli.errors import ImageLoadError, UsageError, one_line
 
 # The same two-step resize as the model input's, and the one transparency rule (camcli.models.preprocess
 # imports no TensorFlow).
@@ -305,6 +305,8 @@ def picture_bytes(path, max_side: int | None = None) -> int:
 def load_rgb(path, max_pixels: int | None = None):
     """Decode the image at `path` into a uint8 array of shape (height, width, 3), at full size
     (see `decode_image`)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"load_rgb takes an image file's path, not {type(path).__name__} {path!r:.40}")
     return np.asarray(decode_image(path, max_pixels=max_pixels).picture, dtype=np.uint8)
 
 

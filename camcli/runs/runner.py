@@ -205,7 +205,7 @@ class _Decoded:
 
 def _stage_error(stage: str, error: BaseException) -> str:
     if isinstance(error, CamcliError):
-        return str(getattr(error, "reason", None) or error)
+        return getattr(error, "reason", None) or one_line(error)  # one_line: a UsageError raised inside the step
     return (f"internal error while {stage}: {type(error).__name__}: {one_line(error)} "
             "(rerun with `debug` for the traceback)")
 
