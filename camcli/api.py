@@ -334,12 +334,14 @@ def _explain_for_audit(given: list[Path], out_dir: Path, labels, groups: dict):
     audited method). A run that a full disk or a read-only folder stopped stops the audit (CamcliError)."""
     from camcli.errors import CamcliError
 
-    audit, maps = groups["audit"], groups["maps"]
+    audit, maps, model = groups["audit"], groups["maps"], groups["model"]
     if audit.by == "truth" and not maps.classes:
-        maps = replace(maps, classes=tuple(_truth_classes(labels)))
+        loaded = model.load()  # once, here: each label must name one of its classes
+        maps = replace(maps, classes=tuple(_truth_classes(labels, loaded)))
+        model = ModelOptions(model=loaded)
     if audit.method is not None:
         maps = replace(maps, methods=(audit.method, *[m for m in maps.methods if m != audit.method]))
-    summary = explain_with(given, groups["model"], maps, replace(groups["files"], save_heatmap=True),
+    summary = explain_with(given, model, maps, replace(groups["files"], save_heatmap=True),
                            replace(groups["run"], out=out_dir, report=False), groups["hooks"])
     if summary.stopped:
         raise CamcliError(summary.stopped)
@@ -349,14 +351,23 @@ def _explain_for_audit(given: list[Path], out_dir: Path, labels, groups: dict):
 MAX_TRUTH_CLASSES = 20
 
 
-def _truth_classes(labels) -> list[str]:
+def _truth_classes(labels, loaded) -> list[str]:
     """The classes to explain for an audit by truth: every label of the table (each image's map of
-    its own label is then there)."""
+    its own label is then there), each one of the model's classes."""
+    from camcli.explain.classes import parse_class_requests
+
     names = sorted(set(labels.rows()))
     if len(names) > MAX_TRUTH_CLASSES:
         raise UsageError(f"the truth labels name {len(names)} classes, more than {MAX_TRUTH_CLASSES} maps per "
                          "image: explain the images first (with --class for the classes to audit and "
                          "--save-heatmap), then audit that output folder")
+    for name in names:
+        try:
+            parse_class_requests([name], loaded.labels)
+        except UsageError:
+            shown = ", ".join(loaded.labels[:6]) + (", ..." if len(loaded.labels) > 6 else "")
+            raise UsageError(f"{labels.path}: label {name!r} is no class of model {loaded.name} ({shown}); give "
+                             "each image a class name or index of the model") from None
     return names
 
 

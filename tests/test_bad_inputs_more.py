@@ -35,7 +35,10 @@ def odd(tmp_path_factory):
               "extra_deep.csv": f'image,meta\ncircle_1.png,"{DEEP}"\n',
               "extra_columns.csv": "image,meta,meta\ncircle_1.png,1 2,3 4\n",
               "labels_negative.csv": "-1,circle\n2,square\n3,triangle\n",
-              "labels_fraction.csv": "1.5,circle\n"}
+              "labels_fraction.csv": "1.5,circle\n",
+              "truth_labels_unknown.csv": "image,label\ncircle_1.png,elephant\nsquare_1.png,square\n",
+              "truth_labels_index.csv": "image,label\ncircle_1.png,99\n",
+              "truth_labels_twice.csv": "image,label\ncircle_1.png,circle\ncircle_1.png,square\n"}
     for name, text in tables.items():
         (root / name).write_text(text)
     os.symlink(root / "loop_b", root / "loop_a")
@@ -82,6 +85,20 @@ CLI_CASES = [
      "or a JSON list"),
     ("extra-column-twice", ["explain", IMAGE, *TWO, "--extra-inputs", "{T}/extra_columns.csv"], 2,
      "{T}/extra_columns.csv: its header names column 'meta' twice; keep one column per input"),
+    # audit by truth: labels the model does not have (they were "unknown class" and "`classes=99`", with no
+    # word of the file), and two labels for one image (the second won)
+    ("audit-label-unknown", ["audit", "{T}/scenes", "--model", "demo", "--by", "truth", "--truth-labels",
+                             "{T}/truth_labels_unknown.csv"], 2,
+     "{T}/truth_labels_unknown.csv: label 'elephant' is no class of model demo (circle, square, triangle, star, "
+     "cross, ring); give each image a class name or index of the model"),
+    ("audit-label-index", ["audit", "{T}/scenes", "--model", "demo", "--by", "truth", "--truth-labels",
+                           "{T}/truth_labels_index.csv"], 2,
+     "{T}/truth_labels_index.csv: label '99' is no class of model demo (circle, square, triangle, star, cross, "
+     "ring); give each image a class name or index of the model"),
+    ("audit-label-twice", ["audit", "{T}/scenes", "--model", "demo", "--truth-labels",
+                           "{T}/truth_labels_twice.csv"], 2,
+     "{T}/truth_labels_twice.csv, line 3: a second label for 'circle_1.png' ('square', and 'circle' before); keep "
+     "one row per image"),
     # evaluate with masks: mask labels that are numbers but no pixel values, and the box options it ignored
     ("mask-label-negative", [*EVALUATE_MASKS, "--mask-labels", "{T}/labels_negative.csv"], 2,
      "{T}/labels_negative.csv, line 1: '-1' is not a pixel value (0..255)"),

@@ -140,7 +140,13 @@ def read_truth_labels(path: str | os.PathLike):
     if not {"image", "label"} <= set(reader.fieldnames or []):
         raise UsageError(f"{path}: its header must name an `image` and a `label` column "
                          f"(found {', '.join(reader.fieldnames or []) or 'none'})")
-    rows = {(row["image"] or "").strip(): (row["label"] or "").strip() for row in reader}
+    rows = {}
+    for row in reader:
+        image, label = (row["image"] or "").strip(), (row["label"] or "").strip()
+        if image in rows and rows[image] != label:
+            raise UsageError(f"{path}, line {reader.line_num}: a second label for {image!r} ({label!r}, and "
+                             f"{rows[image]!r} before); keep one row per image")
+        rows[image] = label
     rows = {key: label for key, label in rows.items() if key and label}
     if not rows:
         raise UsageError(f"{path} has no rows with an image and a label")
