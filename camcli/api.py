@@ -414,7 +414,14 @@ def write_report(out: PathLike, title: str | None = None) -> Path:
     """Write OUT/index.html for the camcli outputs in `out`; returns its path."""
     from camcli.report.page import write_page
 
-    return write_page(Path(out), title)
+    return write_page(_folder(out, "write_report"), title)
+
+
+def _folder(out, where: str) -> Path:
+    """An output folder's path as a Path; UsageError for anything else."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise UsageError(f"{where} takes an output folder's path, not {type(out).__name__} {out!r:.40}")
+    return Path(out)
 
 
 def merge_summaries(out: PathLike, write: bool = True) -> dict:
@@ -423,7 +430,10 @@ def merge_summaries(out: PathLike, write: bool = True) -> dict:
     from camcli.runs import records
     from camcli.runs.layout import Layout
 
-    merged = records.merged_summary(Path(out))
+    out = _folder(out, "merge_summaries")
+    if not isinstance(write, bool):
+        raise UsageError(f"`write` is true or false, not {write!r:.40}")
+    merged = records.merged_summary(out)
     if write and merged.get("shards"):
         records.write_summary(Layout(out).summary(), merged)
     return merged

@@ -57,26 +57,22 @@ EXIT_USAGE = 2
 EXIT_SIGNAL_BASE = 128  # a run stopped by signal N exits 128 + N, as shells report it
 
 
-class InputPath(click.Path):
-    """An image or folder argument: an empty one ("", which Click would read as the working folder) is
-    a usage error naming it."""
+class GivenPath(click.Path):
+    """A file or folder option: an empty one ("", which Click or pathlib would read as the working folder)
+    is a usage error that says what the option names."""
+
+    def __init__(self, names: str, **options):
+        super().__init__(**options)
+        self.names = names
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
-            self.fail("an empty path names no image or folder", param, ctx)
+            self.fail(f"an empty path names no {self.names}", param, ctx)
         return super().convert(value, param, ctx)
 
 
-class OutPath(click.Path):
-    """An output folder: an empty one ("", which Click would read as the working folder) is a usage error."""
-
-    def __init__(self):
-        super().__init__(file_okay=False, path_type=Path)
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, str) and not value.strip():
-            self.fail("an empty path names no folder; give the output folder", param, ctx)
-        return super().convert(value, param, ctx)
+def out_folder():
+    return GivenPath("folder; give the output folder", file_okay=False, path_type=Path)
 
 
 class MethodChoice(click.Choice):
@@ -273,13 +269,13 @@ model_options = _stack(
     click.option("--preprocess", type=click.Choice(catalog.PREPROCESS_MODES),
                  help="Model files: how pixels are scaled (keras.applications modes, scale01 = x/255, "
                       "none = raw 0..255). Default: none; for hub: presets, their image converter's."),
-    click.option("--labels", "labels_file", type=click.Path(dir_okay=False),
+    click.option("--labels", "labels_file", type=GivenPath("file", dir_okay=False),
                  help="Model files and hub: presets: class names, one per line."),
     click.option("--unsafe-load", is_flag=True,
                  help="Allow model files that contain code (Lambda layers). Only for files you trust."),
     click.option("--input", "image_input", metavar="NAME",
                  help="Model files with several inputs: the image input; the others come from --extra-inputs."),
-    click.option("--extra-inputs", type=click.Path(dir_okay=False), metavar="FILE",
+    click.option("--extra-inputs", type=GivenPath("file", dir_okay=False), metavar="FILE",
                  help="The other inputs of each image: a CSV (an `image` column and one column per input, values "
                       "separated by spaces) or JSON table, keyed by image path."),
     click.option("--output", metavar="NAME",
@@ -375,7 +371,7 @@ def run_sanity_from_cli(paths, plan: SanityOptions | None, model: ModelOptions, 
 
 
 def out_option(help_text: str):
-    return click.option("--out", type=OutPath(),
+    return click.option("--out", type=out_folder(),
                         default=default_of(RunOptions, "out"), show_default=True, help=help_text)
 
 
@@ -437,7 +433,7 @@ class Progress:
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=InputPath(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=GivenPath("image or folder", path_type=Path))
 @model_options
 @map_options
 @click.option("--aug-smooth", is_flag=True,
@@ -457,7 +453,7 @@ class Progress:
                    "models): the class's pre-softmax scores summed over the pixels predicted as it, or over "
                    "--target-mask. value, increase, decrease (regression outputs; the classes are the output's "
                    "units): what supports the value as it is, what raises it, what lowers it.")
-@click.option("--target-mask", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--target-mask", type=GivenPath("file", dir_okay=False), metavar="FILE",
               help="--target region: an image whose nonzero pixels are the region, for every image.")
 @token_grid_option
 @click.option("--top-k", type=click.IntRange(min=1),
@@ -544,17 +540,17 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
 
 
 @cli.command("evaluate")
-@click.argument("paths", nargs=-1, required=True, type=InputPath(path_type=Path))
-@click.option("--truth", type=click.Path(path_type=Path), metavar="FILE|DIR",
+@click.argument("paths", nargs=-1, required=True, type=GivenPath("image or folder", path_type=Path))
+@click.option("--truth", type=GivenPath("file or folder", path_type=Path), metavar="FILE|DIR",
               help="Ground-truth boxes: CSV image,x0,y0,x1,y1[,label] (pixels, x1/y1 exclusive), JSON "
                    "{\"img.jpg\": [{\"box\": [x0, y0, x1, y1], \"label\": \"cat\"}]}, or a folder of Pascal VOC XML.")
-@click.option("--truth-masks", type=click.Path(path_type=Path), metavar="DIR",
+@click.option("--truth-masks", type=GivenPath("folder", path_type=Path), metavar="DIR",
               help="Instead of --truth: pixel masks, PASCAL VOC SegmentationClass PNGs named as the images "
                    "(0 background, k the model's class k - 1, 255 ignored; binary 0/255 masks need --mask-labels "
                    "with the line 255,CLASS). Each image's truth classes' maps become "
                    "a label map (--bg-threshold, --refine), scored by IoU per class and mIoU, with a sweep of the "
                    "background threshold.")
-@click.option("--mask-labels", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--mask-labels", type=GivenPath("file", dir_okay=False), metavar="FILE",
               help="--truth-masks: the class of each mask value, VALUE,CLASS lines (for masks not numbered as the "
                    "model's classes); for binary 0/255 masks, the line 255,CLASS (e.g. 255,cat).")
 @label_map_options
@@ -639,17 +635,17 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
 
 
 @cli.command("audit")
-@click.argument("paths", nargs=-1, required=True, type=InputPath(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=GivenPath("image or folder", exists=True, path_type=Path))
 @model_options
 @map_options
 @token_grid_option
-@click.option("--out", type=OutPath(),
+@click.option("--out", type=out_folder(),
               help="Images: the folder they are explained into (default camcli_out). An explain output "
                    "folder given as PATHS is audited in place.")
 @click.option("--by", type=click.Choice(AUDIT_GROUPINGS), default=default_of(AuditOptions, "by"), show_default=True,
               help="Group images by the model's top-1 class (its map), or by their truth label (--truth-labels; "
                    "the truth class's map).")
-@click.option("--truth-labels", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--truth-labels", type=GivenPath("file", dir_okay=False), metavar="FILE",
               help="A CSV with image and label columns: --by truth groups by it; clusters get a label purity.")
 @click.option("--neighbours", type=click.IntRange(min=2), default=default_of(AuditOptions, "neighbours"),
               show_default=True,

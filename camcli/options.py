@@ -108,6 +108,8 @@ def _text(group, name: str) -> None:
     value = getattr(group, name)
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise UsageError(f"`{name}` takes a name or a path, not a {type(value).__name__}")
+    if isinstance(value, str) and not value.strip():
+        raise UsageError(f"`{name}` is empty: give a name or a path, or leave it out")
 
 
 def parse_token_grid(text: str | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -190,7 +192,9 @@ class ModelOptions:
 
         interface = {"image_input": self.image_input, "extra_inputs": self.extra_inputs, "output": self.output}
         if isinstance(self.model, LoadedModel):
-            given = [name for name, value in interface.items() if value is not None]
+            chosen = {"weights": self.weights, "preprocess": self.preprocess, "labels_file": self.labels_file,
+                      "unsafe_load": self.unsafe_load or None, **interface}  # a LoadedModel has them all already
+            given = [name for name, value in chosen.items() if value is not None]
             if given:
                 raise UsageError(f"`{given[0]}` goes to camcli.wrap_model or load_model, with the model")
             return self.model

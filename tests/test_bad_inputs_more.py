@@ -130,6 +130,27 @@ def test_an_empty_out_is_a_usage_error_not_the_working_folder(odd, tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args, flag, names", [
+    (["evaluate", "{T}/scenes", "--truth", "", "--model", "demo"], "--truth", "file or folder"),  # read "."
+    (["evaluate", "{T}/masked/images", "--truth-masks", "", "--model", "demo"], "--truth-masks", "folder"),
+    (["evaluate", "{T}/masked/images", "--truth-masks", "{T}/masked/masks", "--mask-labels", "", "--model", "demo"],
+     "--mask-labels", "file"),
+    (["explain", IMAGE, *TWO, "--extra-inputs", ""], "--extra-inputs", "file"),
+    (["audit", "{T}/scenes", "--model", "demo", "--truth-labels", ""], "--truth-labels", "file"),
+], ids=["truth", "truth-masks", "mask-labels", "extra-inputs", "truth-labels"])
+def test_an_empty_file_option_is_a_usage_error_not_the_working_folder(odd, tmp_path, args, flag, names):
+    result = invoke(*(arg.replace("{T}", str(odd)) for arg in args), "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    assert only_line(result, click_usage=True) == f"Error: Invalid value for '{flag}': an empty path names no {names}"
+
+
+def test_an_empty_weights_file_is_one_line(odd, tmp_path):
+    result = invoke("explain", IMAGE.replace("{T}", str(odd)), "--model", "mobilenet", "--weights", "", "--out",
+                    tmp_path / "out")
+    assert result.exit_code == 2
+    assert only_line(result) == "camcli: error: --weights is empty: give a name or a path, or leave it out"
+
+
 @pytest.mark.slow
 def test_audit_and_evaluate_with_sanity_still_take_their_own_run_options(odd, tmp_path):
     """The sanity check refuses run options it ignores; the commands give it only its own."""
@@ -167,6 +188,12 @@ def _gap():
     import tiny_models
 
     return tiny_models.gap_dense()
+
+
+def _unbuilt():
+    import keras
+
+    return keras.Sequential([keras.layers.Dense(2)], name="unbuilt")  # no input yet
 
 
 def _callback(**options):
@@ -222,7 +249,19 @@ LIBRARY_CASES = [
      "classes: drop it"),
     ("sanity-report", lambda odd: _camcli().sanity_paths([str(odd / "scenes")], model="demo", report=True),
      "`report` does not apply to the sanity check, which writes sanity.json from one whole run; drop it"),
+    ("truth-empty", lambda odd: _evaluate(odd, truth=""),  # read as the working folder
+     "`truth` is empty: give a name or a path, or leave it out"),
+    ("report-number", lambda odd: _camcli().write_report(5), "write_report takes an output folder's path, not int 5"),
+    ("merge-number", lambda odd: _camcli().merge_summaries(5),
+     "merge_summaries takes an output folder's path, not int 5"),
+    ("merge-write-text", lambda odd: _camcli().merge_summaries(odd, write="no"), "`write` is true or false, not 'no'"),
     # models, labels, images
+    ("loaded-model-and-preprocess", lambda odd: _camcli().explain_paths(  # was ignored
+        [str(odd / "scenes")], model=_camcli().load_model("demo"), preprocess="scale01", out=str(odd / "never")),
+     "`preprocess` goes to camcli.wrap_model or load_model, with the model"),
+    ("wrap-unbuilt", lambda odd: _camcli().wrap_model(_unbuilt()),
+     "model unbuilt is not built: it has no inputs yet; make it from keras.Input(...), or call it on a batch of "
+     "images first"),
     ("load-model-number", lambda odd: _camcli().load_model(5),
      "load_model takes a built-in name, a model file or hub:PRESET, not int 5; camcli.wrap_model wraps a Keras model"),
     ("wrap-a-name", lambda odd: _camcli().wrap_model("demo"),

@@ -320,9 +320,12 @@ def _looks_like_model_file(path: str) -> bool:
 
 def _check_wrapped(model, labels, extra_inputs) -> None:
     """wrap_model's arguments that are of the wrong kind, in one line each."""
-    if not (hasattr(model, "inputs") and hasattr(model, "layers")):
+    if not isinstance(model, import_keras().Model):
         hint = "; camcli.load_model loads a built-in name or a model file" if isinstance(model, str) else ""
         raise UsageError(f"wrap_model takes a Keras model, not {type(model).__name__} {model!r:.40}{hint}")
+    if not getattr(model, "inputs", None):
+        raise UsageError(f"model {model.name} is not built: it has no inputs yet; make it from keras.Input(...), or "
+                         "call it on a batch of images first")
     if labels is not None and (isinstance(labels, (str, bytes, Mapping)) or not isinstance(labels, Iterable)):
         raise UsageError(f"`labels` takes a list of class names, one per class, not {type(labels).__name__} "
                          f"{labels!r:.40}")
