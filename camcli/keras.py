@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import keras
 
 from camcli.errors import UsageError
-from camcli.options import FileOptions, MapRequest, ProbeOptions, gather
+from camcli.options import FileOptions, MapRequest, ModelOptions, ProbeOptions, gather
 
 
 class ProbeWarning(UserWarning):
@@ -80,6 +80,10 @@ class ExplainCallback(keras.callbacks.Callback):
 
         refuse_unused(files, ("alpha", "colormap"), "does not apply to the callback, which logs overlays to "
                                                     "TensorBoard and writes no files; drop it")
+        from camcli.models.loading import check_labels
+
+        ModelOptions(preprocess=preprocess)  # checked now, not when training has begun
+        check_labels(labels)
         self.probe = Probe(images, truth_labels, boxes, alpha=files.alpha, colormap=files.colormap,
                            pointing_tolerance=probe.pointing_tolerance, max_pictures=probe.max_pictures)
         self.truth_class = TRUTH_CLASS in maps.classes

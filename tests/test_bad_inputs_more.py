@@ -276,6 +276,8 @@ LIBRARY_CASES = [
      "`build_step` is true or false, not 'no'"),
     ("load-rgb-number", lambda odd: _camcli().load_rgb(5),  # read file descriptor 5
      "load_rgb takes an image file's path, not int 5"),
+    ("load-rgb-max-pixels", lambda odd: _camcli().load_rgb(str(odd / "scenes" / "circle_1.png"), max_pixels=-1),
+     "`max_pixels=-1` must be a whole number, at least 1"),  # was a decompression bomb "over the limit of -1"
     # a model's other inputs, given to explain
     ("extras-shape", lambda odd: _explain_two({"meta": np.zeros((1, 5))}),
      "extra input 'meta' is shaped (5,) per image, and the model's input takes (2,)"),
@@ -293,6 +295,12 @@ LIBRARY_CASES = [
      "`boxes` takes one box (x0, y0, x1, y1), or a list of them, per probe image, not str 'abc'"),
     ("callback-bounds-list", lambda odd: _callback(warn_below=[0.5]),
      "`warn_below` takes {metric: bound}, e.g. {'pointing': 0.6}, not list [0.5]"),
+    ("callback-preprocess", lambda odd: _callback(preprocess="scale"),  # refused once training had begun
+     "unknown `preprocess` 'scale': choose one of caffe, tf, torch, scale01, none"),
+    ("callback-labels-text", lambda odd: _callback(labels="abc"), "`labels` takes a list of class names, one per "
+                                                                    "class, not str 'abc'"),
+    ("callback-truth-labels-text", lambda odd: _callback(truth_labels="ab"),  # two images: labels 'a' and 'b'
+     "`truth_labels` takes one label (a class name or index) per probe image, not str 'ab'"),
     ("callback-save-mask", lambda odd: _callback(save_mask=True),
      "`save_mask` does not apply to the callback, which logs overlays to TensorBoard and writes no files; drop it"),
 ]
@@ -355,3 +363,14 @@ def test_ray_checks_its_own_arguments_before_any_actor_starts(tmp_path, options,
             ray.shutdown()
     assert str(raised.value) == message
     assert not (tmp_path / "out").exists()
+
+
+def test_shard_summaries_of_two_runs_say_which_files_to_remove(odd, tmp_path):
+    out = tmp_path / "out"
+    image = odd / "scenes" / "circle_1.png"
+    for shard in ("1/2", "1/3"):
+        assert invoke("explain", image, "--model", "demo", "--shard", shard, "--out", out, "-q").exit_code == 0
+    result = invoke("summary", out)
+    assert result.exit_code == 2
+    assert only_line(result) == (f"camcli: error: shard summaries in {out} disagree on the shard count: [2, 3]; remove "
+                                 "the summary.K-of-N.json files of the run that is not this one")

@@ -40,7 +40,7 @@ class ProbeResult:
 def _as_images(images) -> list[np.ndarray]:
     if isinstance(images, np.ndarray) and images.ndim == 3:
         raise UsageError("give a list of probe images, or one (n, height, width, 3) array")
-    if isinstance(images, (str, bytes)) or not isinstance(images, (np.ndarray, Iterable)):
+    if isinstance(images, (str, bytes)) or not isinstance(images, Iterable):
         raise UsageError(f"give a list of probe images, or one (n, height, width, 3) array, not "
                          f"{type(images).__name__} {images!r:.40}")
     arrays = [np.asarray(image) for image in images]
@@ -57,7 +57,7 @@ def _as_boxes(boxes, count: int) -> list[list[tuple[float, float, float, float]]
     """Each image's truth boxes: one (x0, y0, x1, y1) per image, or a list of them per image."""
     if boxes is None:
         return None
-    if isinstance(boxes, (str, bytes, Mapping)) or not isinstance(boxes, (np.ndarray, Iterable)):
+    if isinstance(boxes, (str, bytes, Mapping)) or not isinstance(boxes, Iterable):
         raise UsageError(f"`boxes` takes one box (x0, y0, x1, y1), or a list of them, per probe image, not "
                          f"{type(boxes).__name__} {boxes!r:.40}")
     boxes = list(boxes)
@@ -90,6 +90,9 @@ class Probe:
                  max_pictures: int = field_default(ProbeOptions, "max_pictures")):
         self.images = _as_images(images)
         self.boxes = _as_boxes(boxes, len(self.images))
+        if isinstance(labels, (str, bytes, Mapping)) or not (labels is None or isinstance(labels, Iterable)):
+            raise UsageError(f"`truth_labels` takes one label (a class name or index) per probe image, not "
+                             f"{type(labels).__name__} {labels!r:.40}")
         self.labels = None if labels is None else list(labels)
         if self.labels is not None and len(self.labels) != len(self.images):
             raise UsageError(f"{len(self.labels)} labels for {len(self.images)} probe images: give one per image")

@@ -318,6 +318,13 @@ def _looks_like_model_file(path: str) -> bool:
     return head.startswith(b"PK\x03\x04") or head == b"\x89HDF\r\n\x1a\n"
 
 
+def check_labels(labels) -> None:
+    """`labels`, a list of class names (one string would be read letter by letter): UsageError otherwise."""
+    if labels is not None and (isinstance(labels, (str, bytes, Mapping)) or not isinstance(labels, Iterable)):
+        raise UsageError(f"`labels` takes a list of class names, one per class, not {type(labels).__name__} "
+                         f"{labels!r:.40}")
+
+
 def _check_wrapped(model, labels, extra_inputs) -> None:
     """wrap_model's arguments that are of the wrong kind, in one line each."""
     if not isinstance(model, import_keras().Model):
@@ -326,9 +333,7 @@ def _check_wrapped(model, labels, extra_inputs) -> None:
     if not getattr(model, "inputs", None):
         raise UsageError(f"model {model.name} is not built: it has no inputs yet; make it from keras.Input(...), or "
                          "call it on a batch of images first")
-    if labels is not None and (isinstance(labels, (str, bytes, Mapping)) or not isinstance(labels, Iterable)):
-        raise UsageError(f"`labels` takes a list of class names, one per class, not {type(labels).__name__} "
-                         f"{labels!r:.40}")
+    check_labels(labels)
     if extra_inputs is not None and not callable(extra_inputs) and not isinstance(extra_inputs, (str, os.PathLike)):
         raise UsageError(f"`extra_inputs` takes a CSV or JSON table's path, or a function of the image's key, not "
                          f"{type(extra_inputs).__name__} {extra_inputs!r:.40}")

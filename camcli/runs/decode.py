@@ -307,6 +307,8 @@ def load_rgb(path, max_pixels: int | None = None):
     (see `decode_image`)."""
     if not isinstance(path, (str, os.PathLike)):
         raise UsageError(f"load_rgb takes an image file's path, not {type(path).__name__} {path!r:.40}")
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1):
+        raise UsageError(f"`max_pixels={max_pixels!r}` must be a whole number, at least 1")
     return np.asarray(decode_image(path, max_pixels=max_pixels).picture, dtype=np.uint8)
 
 

@@ -221,7 +221,8 @@ def merged_summary(out_dir: Path) -> dict:
     shards = {key: read_summary_file(path) for key, path in shard_paths.items()}
     counts = {n for _, n in shards}
     if len(counts) != 1:
-        raise UsageError(f"shard summaries in {out_dir} disagree on the shard count: {sorted(counts)}")
+        raise UsageError(f"shard summaries in {out_dir} disagree on the shard count: {sorted(counts)}; remove the "
+                         "summary.K-of-N.json files of the run that is not this one")
     (count,) = counts
     records = [shards[key] for key in sorted(shards)]
     elapsed = max(r.get("elapsed_seconds", 0.0) for r in records)  # shards run side by side
