@@ -278,6 +278,10 @@ LIBRARY_CASES = [
      "load_rgb takes an image file's path, not int 5"),
     ("load-rgb-max-pixels", lambda odd: _camcli().load_rgb(str(odd / "scenes" / "circle_1.png"), max_pixels=-1),
      "`max_pixels=-1` must be a whole number, at least 1"),  # was a decompression bomb "over the limit of -1"
+    ("overlay-map-text", lambda odd: _camcli().overlay(np.zeros((8, 8, 3), np.uint8), "abc"),  # ValueError
+     "`class_map` must be a ClassMap or a 2-D map in [0, 1], not str 'abc'"),
+    ("overlay-map-nan", lambda odd: _camcli().overlay(np.zeros((8, 8, 3), np.uint8), np.full((4, 4), np.nan)),
+     "`class_map` holds NaN or infinite values; give a 2-D map in [0, 1]"),  # a RuntimeWarning, then a picture
     # a model's other inputs, given to explain
     ("extras-shape", lambda odd: _explain_two({"meta": np.zeros((1, 5))}),
      "extra input 'meta' is shaped (5,) per image, and the model's input takes (2,)"),

@@ -46,9 +46,15 @@ def overlay(image, class_map: ClassMap | np.ndarray, alpha: float = field_defaul
 
 
 def _unit_map(class_map) -> np.ndarray:
-    heatmap = class_map.heatmap if isinstance(class_map, ClassMap) else np.asarray(class_map, dtype=np.float32)
+    try:
+        heatmap = class_map.heatmap if isinstance(class_map, ClassMap) else np.asarray(class_map, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise UsageError(f"`class_map` must be a ClassMap or a 2-D map in [0, 1], not {type(class_map).__name__} "
+                         f"{class_map!r:.40}") from None
     if heatmap.ndim != 2:
         raise UsageError(f"`class_map` must be a ClassMap or a 2-D map in [0, 1], not shape {heatmap.shape}")
+    if not np.isfinite(heatmap).all():
+        raise UsageError("`class_map` holds NaN or infinite values; give a 2-D map in [0, 1]")
     return heatmap
 
 
