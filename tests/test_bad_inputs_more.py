@@ -340,6 +340,10 @@ def test_extra_inputs_that_are_not_numbers_fail_the_image_in_one_line(odd, tmp_p
     summary = camcli.explain_paths([str(image)], model=model, out=tmp_path / "out")
     assert [failure["error"] for failure in summary.failures] == [
         f"input 'meta' of {image} holds something other than numbers: 'ab'"]
+    fails = camcli.wrap_model(tiny_models.two_inputs(), image_input="image", extra_inputs=lambda key: 1 / 0)
+    summary = camcli.explain_paths([str(image)], model=fails, out=tmp_path / "fails")  # was an "internal error"
+    assert [failure["error"] for failure in summary.failures] == [
+        f"`extra_inputs` failed for {image}: ZeroDivisionError: division by zero"]
     returns_none = camcli.wrap_model(tiny_models.two_inputs(), image_input="image", extra_inputs=lambda key: None)
     summary = camcli.explain_paths([str(image)], model=returns_none, out=tmp_path / "none")
     assert [failure["error"] for failure in summary.failures] == [

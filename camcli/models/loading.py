@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError, one_line
+from camcli.errors import CamcliError, ModelLoadError, UsageError, WeightsUnavailableError, one_line
 from camcli.models import catalog
 
 WEIGHTS_IMAGENET = "imagenet"
@@ -81,7 +81,12 @@ class LoadedModel:
         batch axis) in its dtype; UsageError naming what is missing or mis-shaped."""
         import numpy as np
 
-        given = self.extra_inputs(key)
+        try:
+            given = self.extra_inputs(key)
+        except CamcliError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the caller's function failed, not camcli
+            raise CamcliError(f"`extra_inputs` failed for {key}: {type(error).__name__}: {one_line(error)}") from error
         if not isinstance(given, Mapping):
             raise UsageError(f"`extra_inputs` returned {type(given).__name__} for {key}; return {{input name: "
                              "values}")
