@@ -178,6 +178,20 @@ def _explain_two(extras):
     return _two_input_explainer().explain([np.zeros((8, 8, 3), np.uint8)], extras=extras)
 
 
+def first_score(outputs):
+    return outputs[0, 0]  # one number for the whole batch
+
+
+def no_score(outputs):
+    return 1 / 0
+
+
+def _explain_demo(target, method="gradcam"):
+    camcli = _camcli()
+    return camcli.Explainer(camcli.load_model("demo"), method=method, target=target).explain(
+        [np.zeros((8, 8, 3), np.uint8)])
+
+
 def _camcli():
     import camcli
 
@@ -282,6 +296,13 @@ LIBRARY_CASES = [
      "`class_map` must be a ClassMap or a 2-D map in [0, 1], not str 'abc'"),
     ("overlay-map-nan", lambda odd: _camcli().overlay(np.zeros((8, 8, 3), np.uint8), np.full((4, 4), np.nan)),
      "`class_map` holds NaN or infinite values; give a 2-D map in [0, 1]"),  # a RuntimeWarning, then a picture
+    # a target function that fails while TensorFlow traces the step: its message held "in user code:" and frames
+    ("target-shape", lambda odd: _explain_demo(first_score),
+     "the target first_score returned shape (); return one score per image, (batch,)"),
+    ("target-shape-guided", lambda odd: _explain_demo(first_score, "guidedbackprop"),
+     "the target first_score returned shape (); return one score per image, (batch,)"),
+    ("target-raises", lambda odd: _explain_demo(no_score),
+     "the target no_score failed on the model's output: ZeroDivisionError: division by zero"),
     # a model's other inputs, given to explain
     ("extras-shape", lambda odd: _explain_two({"meta": np.zeros((1, 5))}),
      "extra input 'meta' is shaped (5,) per image, and the model's input takes (2,)"),
@@ -318,16 +339,16 @@ def test_a_bad_library_call_raises_one_line(odd, call, message):
     assert str(raised.value) == message and "\n" not in str(raised.value)
 
 
-def first_score(outputs):
-    return outputs[0, 0]  # one number for the whole batch
-
-
 def test_a_target_that_returns_no_score_per_image_fails_in_one_line(odd, tmp_path):
     """The UsageError raised inside the compiled step carried TensorFlow's frames ("in user code: File ...")."""
     summary = _camcli().explain_paths([str(odd / "scenes" / "circle_1.png")], model="demo", out=tmp_path / "out",
                                       target=first_score)
     assert [failure["error"] for failure in summary.failures] == [
         "the target first_score returned shape (); return one score per image, (batch,)"]
+    summary = _camcli().explain_paths([str(odd / "scenes" / "circle_1.png")], model="demo", out=tmp_path / "raises",
+                                      target=no_score)  # was "internal error while explaining: StagingError"
+    assert [failure["error"] for failure in summary.failures] == [
+        "the target no_score failed on the model's output: ZeroDivisionError: division by zero"]
 
 
 def test_extra_inputs_that_are_not_numbers_fail_the_image_in_one_line(odd, tmp_path):

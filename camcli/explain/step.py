@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from camcli.errors import CamcliError, UsageError, one_line
 from camcli.explain.augment import augment_batch
 from camcli.explain.classes import ClassRequest
 from camcli.models.loading import LoadedModel, import_keras
@@ -37,6 +38,21 @@ class StepOutputs(NamedTuple):
     top_scores: np.ndarray  # (B, k): the k best scores, best first
     top_indices: np.ndarray  # (B, k): their class indices
     class_ids: np.ndarray  # (B, R) int32: the class explained for each image and request
+
+
+def _one_line_errors(function):
+    """`function` (a tf.function), whose camcli errors keep one line: an error raised while TensorFlow traces
+    it (a target callable's wrong shape) comes back with "in user code:" and a stack of frames in its message."""
+
+    def call(*args):
+        try:
+            return function(*args)
+        except CamcliError as error:
+            if "\n" not in str(error):
+                raise
+            raise (UsageError if isinstance(error, UsageError) else CamcliError)(one_line(error)) from None
+
+    return call
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -92,13 +108,13 @@ class Step:
         self._images_spec = tf.TensorSpec((None, height, width, 3), tf.float32)
         self._ids_spec = tf.TensorSpec((None, len(self.requests)), tf.int32)
         compute = self._forward_and_backward if gradients else self._forward_only
-        self._step = tf.function(compute, input_signature=[self._images_spec, self._ids_spec, extras_spec],
-                                 reduce_retracing=True)
-        self._scores_step = tf.function(self._scores, input_signature=[self._images_spec, extras_spec],
-                                        reduce_retracing=True)
-        self._masked_step = tf.function(self._masked_scores, reduce_retracing=True, input_signature=[
+        self._step = _one_line_errors(tf.function(compute, input_signature=[self._images_spec, self._ids_spec,
+                                                                            extras_spec], reduce_retracing=True))
+        self._scores_step = _one_line_errors(tf.function(self._scores, input_signature=[self._images_spec, extras_spec],
+                                                         reduce_retracing=True))
+        self._masked_step = _one_line_errors(tf.function(self._masked_scores, reduce_retracing=True, input_signature=[
             tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None, None), tf.float32),
-            tf.TensorSpec((), tf.int32), extras_spec])
+            tf.TensorSpec((), tf.int32), extras_spec]))
         self._extras_spec = extras_spec
 
     # -- the numpy interface ---------------------------------------------------------------------
@@ -235,8 +251,8 @@ class Step:
                 totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
             return tf.stack([tape.gradient(total, images) for total in totals], axis=1)
 
-        return tf.function(guided_gradients, input_signature=[self._images_spec, self._ids_spec, self._extras_spec],
-                           reduce_retracing=True)
+        return _one_line_errors(tf.function(guided_gradients, reduce_retracing=True, input_signature=[
+            self._images_spec, self._ids_spec, self._extras_spec]))
 
 
 class BatchRun:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from camcli.errors import UsageError
+from camcli.errors import UsageError, one_line
 from camcli.models.loading import shape_text
 
 REGRESSION_KINDS = ("value", "increase", "decrease")
@@ -199,7 +199,11 @@ class CallableTarget(Target):
     def scores(self, output, head):
         import tensorflow as tf
 
-        value = tf.cast(self.function(output), tf.float32)
+        try:
+            value = tf.cast(self.function(output), tf.float32)
+        except Exception as error:  # noqa: BLE001 - the caller's function failed, not camcli
+            raise UsageError(f"the target {self.name} failed on the model's output: {type(error).__name__}: "
+                             f"{one_line(error)}") from error
         if value.shape.rank not in (None, 1) and not (value.shape.rank == 2 and value.shape[-1] == 1):
             raise UsageError(f"the target {self.name} returned shape {tuple(value.shape)}; return one score per "
                              "image, (batch,)")
