@@ -283,7 +283,7 @@ def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | N
     from camcli.audit.rule import FlagRule
     from camcli.audit.spray import require_audit_libraries
     from camcli.runs.lock import output_lock
-    from camcli.runs.runner import writing_into
+    from camcli.runs.runner import check_run_files, writing_into
 
     groups = groups_of("audit_paths", model, options, audit=audit, maps=maps, files=files, run=run, hooks=hooks)
     audit, files, run = groups["audit"], groups["files"], groups["run"]
@@ -295,6 +295,8 @@ def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | N
     if not in_place:
         check_output_folder(out_dir)
     audit_folder.check_audit_files(out_dir)
+    if run.report:
+        check_run_files(out_dir, report=True)  # a page camcli did not write stops the audit before it starts
     with contextlib.ExitStack() as held:
         if in_place:
             held.enter_context(output_lock(out_dir))

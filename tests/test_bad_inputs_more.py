@@ -403,3 +403,34 @@ def test_shard_summaries_of_two_runs_say_which_files_to_remove(odd, tmp_path):
     assert result.exit_code == 2
     assert only_line(result) == (f"camcli: error: shard summaries in {out} disagree on the shard count: [2, 3]; remove "
                                  "the summary.K-of-N.json files of the run that is not this one")
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_the_report_never_replaces_an_index_html_camcli_did_not_write(odd, tmp_path, kind):
+    """`camcli report` replaced the user's own index.html without a word (explain --report refused it), and a
+    folder there was an internal error (IsADirectoryError)."""
+    out = tmp_path / "out"
+    assert invoke("explain", odd / "scenes" / "circle_1.png", "--model", "demo", "--out", out, "-q").exit_code == 0
+    page = out / "index.html"
+    if kind == "file":
+        page.write_text("<html>my own page</html>")
+    else:
+        page.mkdir()
+    result = invoke("report", out)
+    assert result.exit_code == 2
+    assert only_line(result) == (f"camcli: error: {page} exists and was not written by camcli; move it away, then "
+                                 "write the report (camcli never replaces files it did not write)")
+    assert kind == "folder" or page.read_text() == "<html>my own page</html>"
+    with pytest.raises(UsageError):
+        _camcli().write_report(out)
+
+
+def test_an_audit_with_report_checks_the_page_before_it_starts(odd, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").write_text("<html>my own page</html>")
+    result = invoke("audit", odd / "scenes", "--model", "demo", "--report", "--out", out, "-q")
+    assert result.exit_code == 2
+    assert only_line(result) == (f"camcli: error: {out / 'index.html'} exists and was not written by camcli; write "
+                                 "to another output folder (--out) (camcli never replaces files it did not write)")
+    assert sorted(path.name for path in out.iterdir()) == ["index.html"]  # nothing explained, nothing audited

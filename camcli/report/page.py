@@ -37,6 +37,8 @@ from camcli.runs.layout import (
     TEMP_PREFIX,
     THUMB_SUFFIX,
     Layout,
+    check_replaceable,
+    may_replace,
     thumbnail_path,
 )
 from camcli.runs.records import is_run_summary, merged_summary, scan_image_record
@@ -483,6 +485,7 @@ def write_page(out_dir: Path, title: str | None = None) -> Path:
     """Write OUT/index.html (and the thumbnails it needs) for the camcli outputs in `out_dir`; return
     its path. Raises UsageError when `out_dir` holds no camcli outputs."""
     out_dir = Path(out_dir)
+    check_replaceable(out_dir / REPORT_NAME, may_replace, fix="move it away, then write the report")
     data = load_report_data(out_dir)
     pictures = _make_thumbnails(data, out_dir)
     page = render_html(data, pictures, out_dir, title or f"camcli report: {out_dir.resolve().name}")

@@ -256,13 +256,14 @@ def is_camcli_json(path) -> bool:
     return "camcli_version" in data  # summaries and evaluations
 
 
-def check_replaceable(path, ours=is_camcli_json, error: type[Exception] = UsageError) -> None:
+def check_replaceable(path, ours=is_camcli_json, error: type[Exception] = UsageError,
+                      fix: str = "write to another output folder (`out`)") -> None:
     """The one refusal of camcli's rule that it replaces only what it wrote: `error` (a UsageError,
     raised before any work; a ForeignFileError fails one image) when something is at `path` and
-    `ours(path)` says camcli did not write it."""
+    `ours(path)` says camcli did not write it; `fix` says what to do."""
     if os.path.lexists(path) and not ours(path):
-        raise error(f"{path} exists and was not written by camcli; write to another output folder (`out`) "
-                    "(camcli never replaces files it did not write)")
+        raise error(f"{path} exists and was not written by camcli; {fix} (camcli never replaces files it did "
+                    "not write)")
 
 
 def is_camcli_page(path) -> bool:
