@@ -59,7 +59,8 @@ REPEATING_WRITE_ERRORS = frozenset({28, 30, 122})  # ENOSPC, EROFS, EDQUOT
 def one_line(error: BaseException, limit: int | None = None) -> str:
     """The message of `error` as one line, at most `limit` characters (cut with "...") when given.
     TensorFlow's errors from inside a tf.function start with "in user code:" and a stack of frames;
-    their last line names the real exception, and is kept."""
+    their last line names the real exception, and is kept. An op's error at run time ("Graph execution
+    error:", frames, then what went wrong, then the node) keeps what went wrong."""
     line = _telling_line(error)
     return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
 
@@ -70,6 +71,9 @@ def _telling_line(error: BaseException) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return type(error).__name__
+    if lines[0].startswith("Graph execution error:"):  # TensorFlow's op error: frames, then what went wrong
+        told = [line for line in lines[1:] if not line.startswith(("[[", "File ", "Detected at node"))]
+        return told[-1] if told else lines[0]
     if lines[0].startswith("in user code:"):
         for line in reversed(lines):
             head, _, rest = line.partition(":")

@@ -307,7 +307,7 @@ LIBRARY_CASES = [
     ("extras-shape", lambda odd: _explain_two({"meta": np.zeros((1, 5))}),
      "extra input 'meta' is shaped (5,) per image, and the model's input takes (2,)"),
     ("extras-text", lambda odd: _explain_two({"meta": "ab"}),
-     "extra input 'meta' holds something other than numbers; give an array of shape (images, 2)"),
+     "extra input 'meta' holds something other than numbers: 'ab'"),
     ("extras-list", lambda odd: _explain_two([1, 2]),
      "`extras` is {input name: array with one row per image}, not list"),
     ("extras-misspelt", lambda odd: _explain_two({"mta": np.zeros((1, 2))}),
@@ -434,3 +434,42 @@ def test_an_audit_with_report_checks_the_page_before_it_starts(odd, tmp_path):
     assert only_line(result) == (f"camcli: error: {out / 'index.html'} exists and was not written by camcli; write "
                                  "to another output folder (--out) (camcli never replaces files it did not write)")
     assert sorted(path.name for path in out.iterdir()) == ["index.html"]  # nothing explained, nothing audited
+
+
+def _embedding_model():
+    """image 8x8x3 -> conv 'target' -> GAP, concatenated with an Embedding(5) of the int32 input 'idx'."""
+    import keras
+
+    image, idx = keras.Input((8, 8, 3), name="image"), keras.Input((1,), dtype="int32", name="idx")
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, padding="same", name="target")(image))
+    e = keras.layers.Flatten()(keras.layers.Embedding(5, 2, name="embedding")(idx))
+    head = keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([y, e]))
+    return keras.Model([image, idx], head, name="embedded")
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("1.5", "input 'idx' of {image} holds 1.5, and the input takes whole numbers (int32)"),  # was read as 1
+    ("1e20", "input 'idx' of {image} holds 1e+20, and the input takes whole numbers (int32)"),  # internal error
+    ("99", "the model refused the inputs: indices[0,0] = 99 is not in [0, 5); check the values of its other inputs "
+           "(--extra-inputs)"),  # internal error while explaining: InvalidArgumentError: Graph execution error:
+], ids=["fraction", "too-large-for-int32", "out-of-the-embedding"])
+def test_an_integer_extra_input_takes_whole_numbers_and_the_model_s_refusal_is_one_line(odd, tmp_path, value, reason):
+    model = tmp_path / "embedded.keras"
+    _embedding_model().save(model)
+    table = tmp_path / "idx.csv"
+    table.write_text(f"image,idx\ncircle_1.png,{value}\n")
+    image = odd / "scenes" / "circle_1.png"
+    result = invoke("explain", image, "--model", model, "--input", "image", "--preprocess", "none",
+                    "--extra-inputs", table, "--out", tmp_path / "out", "-q")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["camcli: failed: " + str(image) + ": " + reason.format(image=image)]
+
+
+def test_the_library_gets_the_model_s_refusal_of_its_inputs_in_one_line():
+    camcli = _camcli()
+    explainer = camcli.Explainer(camcli.wrap_model(_embedding_model(), image_input="image",
+                                                   extra_inputs=lambda key: {"idx": [0]}))
+    with pytest.raises(CamcliError) as raised:  # TensorFlow's InvalidArgumentError, with its frames
+        explainer.explain([np.zeros((8, 8, 3), np.uint8)], extras={"idx": np.array([[99]], np.int32)})
+    assert str(raised.value) == ("the model refused the inputs: indices[0,0] = 99 is not in [0, 5); check the values "
+                                 "of its other inputs (`extra_inputs`)")

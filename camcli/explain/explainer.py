@@ -28,7 +28,7 @@ from camcli.explain.evidence import BatchEvidence, MapOptions
 from camcli.explain.methods import Method, MethodMap, resolve_method
 from camcli.explain.step import BatchRun, Step, StepOutputs
 from camcli.maps.overlay import upsample
-from camcli.models.loading import LoadedModel, import_keras, wrap_model
+from camcli.models.loading import LoadedModel, import_keras, input_values, wrap_model
 from camcli.models.preprocess import as_rgb_picture, image_height_width, preprocess, resize_rgb
 from camcli.options import MapRequest, fingerprint_fields, gather, parse_token_grid
 
@@ -389,11 +389,7 @@ def _extra_array(loaded: LoadedModel, name: str, given, size: int) -> np.ndarray
     """One extra input of a batch, as its input takes it: (images, *the input's shape); UsageError otherwise."""
     tensor = loaded.model.inputs[loaded.input_names.index(name)]
     shape = tuple(tensor.shape)[1:]
-    try:
-        array = np.asarray(given, dtype=str(tensor.dtype))
-    except (TypeError, ValueError):
-        raise UsageError(f"extra input {name!r} holds something other than numbers; give an array of shape "
-                         f"(images, {', '.join(map(str, shape))})") from None
+    array = input_values(given, str(tensor.dtype), f"extra input {name!r}")
     if array.ndim == 0 or len(array) != size:
         raise UsageError(f"extra input {name!r} has {len(array) if array.ndim else 'no'} rows for {size} images")
     if None not in shape and array.shape[1:] != shape:

@@ -40,17 +40,26 @@ class StepOutputs(NamedTuple):
     class_ids: np.ndarray  # (B, R) int32: the class explained for each image and request
 
 
-def _one_line_errors(function):
+def _one_line_errors(function, other_inputs: bool = False):
     """`function` (a tf.function), whose camcli errors keep one line: an error raised while TensorFlow traces
-    it (a target callable's wrong shape) comes back with "in user code:" and a stack of frames in its message."""
+    it (a target callable's wrong shape) comes back with "in user code:" and a stack of frames in its message.
+    With `other_inputs` (a model with extra inputs), an op that refuses its values (an embedding index out of
+    range) is a CamcliError that says so, not an internal error."""
 
     def call(*args):
+        import tensorflow as tf
+
         try:
             return function(*args)
         except CamcliError as error:
             if "\n" not in str(error):
                 raise
             raise (UsageError if isinstance(error, UsageError) else CamcliError)(one_line(error)) from None
+        except tf.errors.InvalidArgumentError as error:
+            if not other_inputs:
+                raise
+            raise CamcliError(f"the model refused the inputs: {one_line(error)}; check the values of its other "
+                              "inputs (`extra_inputs`)") from None
 
     return call
 
@@ -108,13 +117,15 @@ class Step:
         self._images_spec = tf.TensorSpec((None, height, width, 3), tf.float32)
         self._ids_spec = tf.TensorSpec((None, len(self.requests)), tf.int32)
         compute = self._forward_and_backward if gradients else self._forward_only
-        self._step = _one_line_errors(tf.function(compute, input_signature=[self._images_spec, self._ids_spec,
-                                                                            extras_spec], reduce_retracing=True))
+        others = bool(extra_tensors)
+        step = tf.function(compute, input_signature=[self._images_spec, self._ids_spec, extras_spec],
+                           reduce_retracing=True)
+        self._step = _one_line_errors(step, others)
         self._scores_step = _one_line_errors(tf.function(self._scores, input_signature=[self._images_spec, extras_spec],
-                                                         reduce_retracing=True))
+                                                         reduce_retracing=True), others)
         self._masked_step = _one_line_errors(tf.function(self._masked_scores, reduce_retracing=True, input_signature=[
             tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None, None), tf.float32),
-            tf.TensorSpec((), tf.int32), extras_spec]))
+            tf.TensorSpec((), tf.int32), extras_spec]), others)
         self._extras_spec = extras_spec
 
     # -- the numpy interface ---------------------------------------------------------------------
@@ -252,7 +263,7 @@ class Step:
             return tf.stack([tape.gradient(total, images) for total in totals], axis=1)
 
         return _one_line_errors(tf.function(guided_gradients, reduce_retracing=True, input_signature=[
-            self._images_spec, self._ids_spec, self._extras_spec]))
+            self._images_spec, self._ids_spec, self._extras_spec]), bool(self._extras_spec))
 
 
 class BatchRun:

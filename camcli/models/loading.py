@@ -97,11 +97,7 @@ class LoadedModel:
                                  f"({', '.join(self.extra_input_names)})")
             tensor = self.model.inputs[self.input_names.index(name)]
             shape = tuple(tensor.shape)[1:]
-            try:
-                values = np.asarray(given[name], dtype=str(tensor.dtype))
-            except (TypeError, ValueError):
-                raise UsageError(f"input {name!r} of {key} holds something other than numbers: "
-                                 f"{given[name]!r:.40}") from None
+            values = input_values(given[name], str(tensor.dtype), f"input {name!r} of {key}")
             if None not in shape and values.size != int(np.prod(shape, dtype=np.int64)):
                 raise UsageError(f"input {name!r} takes {int(np.prod(shape, dtype=np.int64))} values per image "
                                  f"(shape {shape}), and {key} has {values.size}")
@@ -321,6 +317,25 @@ def _looks_like_model_file(path: str) -> bool:
     with open(path, "rb") as file:
         head = file.read(8)
     return head.startswith(b"PK\x03\x04") or head == b"\x89HDF\r\n\x1a\n"
+
+
+def input_values(given, dtype: str, what: str):
+    """`given` as a model input of `dtype` takes it: UsageError naming `what` for text, and for an integer
+    input (an embedding's indices) for numbers that are not whole or do not fit (they were truncated)."""
+    import numpy as np
+
+    try:
+        kind = np.dtype(dtype)
+        values = np.asarray(given, dtype=np.float64 if kind.kind in "iu" else kind)
+    except (TypeError, ValueError):
+        raise UsageError(f"{what} holds something other than numbers: {given!r:.40}") from None
+    if kind.kind in "iu":
+        limits = np.iinfo(kind)
+        bad = values[~((values == np.round(values)) & (values >= limits.min) & (values <= limits.max))]
+        if bad.size:
+            raise UsageError(f"{what} holds {bad.flat[0]:g}, and the input takes whole numbers ({dtype})")
+        values = values.astype(kind)
+    return values
 
 
 def check_labels(labels) -> None:
