@@ -1,6 +1,7 @@
 """Runs at their edges. A signal that arrives once every image is done interrupts nothing: the run is
 complete, its JSON says so, and its gates count; one that arrives with images left marks the run
-interrupted. A truth label that names two of the model's classes is refused, not guessed."""
+interrupted. A truth label that names two of the model's classes is refused, not guessed, and an image the
+model scores NaN fails alone, with no file of it written."""
 
 import shutil
 import threading
@@ -62,3 +63,22 @@ def test_a_truth_label_that_names_two_classes_is_refused_in_one_line(scenes, tmp
         camcli.evaluate_paths(scenes, truth=scenes[0].parent / "truth.csv", model=twice, out=None, steps=0)
     assert str(error.value).endswith("the truth label 'circle' names classes 0 and 4 of the model: write the class "
                                      "index of its boxes instead")
+
+
+def test_an_image_the_model_scores_nan_fails_alone_and_leaves_no_file(tmp_path):
+    """Its overlay was written, then its record refused: 'internal error ... not JSON compliant: nan'."""
+    import numpy as np
+    import tiny_models
+    from PIL import Image
+
+    model = tiny_models.gap_dense(activation="linear")
+    weights = model.get_layer("head").get_weights()
+    weights[1][:] = np.nan
+    model.get_layer("head").set_weights(weights)
+    (tmp_path / "in").mkdir()
+    Image.fromarray((tiny_models.images(1)[0] * 255).astype("uint8")).save(tmp_path / "in" / "a.png")
+    summary = camcli.explain_paths(tmp_path / "in", model=model, out=tmp_path / "out", head="softmax")
+    assert (summary.ok, summary.failed) == (0, 1)
+    assert summary.failures[0]["error"] == ("the model's scores for this image are not finite (NaN or infinity): "
+                                            "check the model's weights and its preprocessing (`preprocess`)")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["summary.json"]

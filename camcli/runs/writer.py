@@ -112,6 +112,7 @@ class ImageWriter:
         if isinstance(decoded, np.ndarray):
             picture = Image.fromarray(np.asarray(decoded, np.uint8))
             decoded = DecodedImage(picture, picture, picture.size, None)
+        _check_finite_scores(result)  # before any file: a record could not hold them, and the image fails whole
         overlay_format = overlay_format_for(self.options.overlay_format, decoded.format)
         planned = self.planned_files(task, result.maps, overlay_format)
         previous = self.check_planned_files(task, planned)
@@ -194,6 +195,15 @@ class ImageWriter:
                 values.append({"value": value, "class_index": class_map.class_index, "label": class_map.label})
             tables[method] = {"file": self.layout.relative(path), "values": values}
         return {"bg_threshold": options.label_threshold, "refine": options.refine, "maps": tables}
+
+
+def _check_finite_scores(result) -> None:
+    """CamcliError when the model scored the image NaN or infinity (its maps are reported empty, but no
+    record can hold such scores)."""
+    scores = [p.score for p in result.predictions] + [m.score for m in result.maps]
+    if not all(math.isfinite(score) for score in scores):
+        raise CamcliError("the model's scores for this image are not finite (NaN or infinity): check the model's "
+                          "weights and its preprocessing (`preprocess`)")
 
 
 class _MapWork:
