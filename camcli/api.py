@@ -39,7 +39,6 @@ from camcli.options import (
     RunOptions,
     SanityOptions,
     ScoringOptions,
-    field_default,
     field_names,
     gather,
 )
@@ -58,11 +57,17 @@ def groups_of(where: str, model, options: dict, **given) -> dict:
     return gather(where, {key: (_GROUPS[key], value) for key, value in {"model": model, **given}.items()}, options)
 
 
+def changed_fields(group) -> list[str]:
+    """The fields of `group` given a value other than their default (as a group made with none holds it)."""
+    default = type(group)()
+    return [item.name for item in fields(group) if getattr(group, item.name) != getattr(default, item.name)]
+
+
 def refuse_unused(group, used: tuple[str, ...], reason: str) -> None:
     """A field of `group` given (not its default) that the call never reads: UsageError naming it, with `reason`."""
-    for item in fields(group):
-        if item.name not in used and getattr(group, item.name) != item.default:
-            raise UsageError(f"`{item.name}` {reason}")
+    for name in changed_fields(group):
+        if name not in used:
+            raise UsageError(f"`{name}` {reason}")
 
 
 # What evaluate and the sanity check read of the groups explain_paths shares with them; any other field
@@ -318,10 +323,10 @@ def _audit_folder_in_place(folder: Path, groups: dict) -> Path:
     """An explain output folder, audited in place: the options that choose a model or maps, or another
     folder, do not apply (UsageError naming them)."""
     model, maps, run = groups["model"], groups["maps"], groups["run"]
-    if maps.layers or maps.methods != MapRequest().methods or maps.token_grid is not None:
+    if {"methods", "layers", "token_grid"} & set(changed_fields(maps)):
         raise UsageError(f"{folder} is an explain output folder: its maps are audited as they are; method, "
                          "layer and token grid options apply when auditing images")
-    given = [name for name in field_names(ModelOptions) if getattr(model, name) != field_default(ModelOptions, name)]
+    given = changed_fields(model)
     if given:
         raise UsageError(f"{folder} is an explain output folder: its maps are audited as they are, and "
                          f"{', '.join(f'`{name}`' for name in given)} would choose the model that explains images; "

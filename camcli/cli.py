@@ -252,13 +252,8 @@ def flag_options(group: type):
                     if isinstance(item.default, bool) and item.metadata.get("cli", True)))
 
 
-def default_of(group: type, name: str):
-    """A group's default for `name`, as the command line shows it (camcli.options owns every default)."""
-    return field_default(group, name)
-
-
 model_options = _stack(
-    click.option("--model", default=default_of(ModelOptions, "model"), show_default=True,
+    click.option("--model", default=field_default(ModelOptions, "model"), show_default=True,
                  metavar="NAME|FILE|hub:PRESET",
                  help="A built-in model (see `camcli models`), a .keras/.h5 file, or hub:PRESET, a KerasHub "
                       "image classifier (needs keras-camcli[hub]): a preset name such as resnet_50_imagenet, a "
@@ -297,13 +292,13 @@ map_options = _stack(
     click.option("--method", "methods", multiple=True, type=MethodChoice(),
                  help="Mapping method (see `camcli methods`); repeat to run several in one pass (they share one "
                       "forward and backward pass per batch). Default: gradcam."),
-    click.option("--head", type=click.Choice(HEADS), default=default_of(MapRequest, "head"), show_default=True,
+    click.option("--head", type=click.Choice(HEADS), default=field_default(MapRequest, "head"), show_default=True,
                  help="How scores come from the model's output; auto reads the final activation."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=default_of(RunOptions, "batch_size"),
+    click.option("--batch-size", type=click.IntRange(min=1), default=field_default(RunOptions, "batch_size"),
                  show_default=True,
                  help="Images per compiled step. Memory grows with it; Score-CAM's masked copies go 32 per pass "
                       "whatever it is."),
-    click.option("--box-threshold", type=click.FloatRange(0, 1), default=default_of(FileOptions, "box_threshold"),
+    click.option("--box-threshold", type=click.FloatRange(0, 1), default=field_default(FileOptions, "box_threshold"),
                  show_default=True,
                  help="A map's box: its largest connected region at or above this fraction of its maximum "
                       "(CAM paper)."),
@@ -315,7 +310,7 @@ label_map_options = _stack(
                  help="Label maps: the background's score; a pixel takes the class whose normalised map is highest "
                       f"there when that map is above T. Default: {DEFAULT_BG_THRESHOLD} (chosen on the demo's "
                       "validation scenes, see `make bench-segmentation`)."),
-    click.option("--refine", type=click.Choice(REFINEMENTS), default=default_of(FileOptions, "refine"),
+    click.option("--refine", type=click.Choice(REFINEMENTS), default=field_default(FileOptions, "refine"),
                  show_default=True,
                  help="Label maps: pull the maps onto the image's edges first. slic: each map's mean in SLIC "
                       "superpixels; randomwalk: a random walk from confident seeds; crf: a dense CRF (needs "
@@ -330,7 +325,7 @@ sanity_options = _stack(
                       "(rank correlation, SSIM). Prints a table, writes OUT/sanity.json; gate it with --fail-under "
                       "sanity=VALUE (every method's score: 1 - the mean rank correlation of |map| over the randomised "
                       "depths)."),
-    click.option("--sanity-images", type=click.IntRange(min=1), default=default_of(SanityOptions, "images"),
+    click.option("--sanity-images", type=click.IntRange(min=1), default=field_default(SanityOptions, "images"),
                  show_default=True, metavar="N",
                  help="--sanity: explain the first N images, on the trained model and at each of 6 depths."),
 )
@@ -372,7 +367,7 @@ def run_sanity_from_cli(paths, plan: SanityOptions | None, model: ModelOptions, 
 
 def out_option(help_text: str):
     return click.option("--out", type=out_folder(),
-                        default=default_of(RunOptions, "out"), show_default=True, help=help_text)
+                        default=field_default(RunOptions, "out"), show_default=True, help=help_text)
 
 
 @contextlib.contextmanager
@@ -447,7 +442,7 @@ class Progress:
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
                    "each class gets its own map. Default: top1.")
-@click.option("--target", type=click.Choice(TARGETS), default=default_of(MapRequest, "target"),
+@click.option("--target", type=click.Choice(TARGETS), default=field_default(MapRequest, "target"),
               show_default=True,
               help="What the maps explain. class: the class score before the softmax. region (segmentation "
                    "models): the class's pre-softmax scores summed over the pixels predicted as it, or over "
@@ -459,12 +454,12 @@ class Progress:
 @click.option("--top-k", type=click.IntRange(min=1),
               help="Predictions recorded per image. Default: 5 (or every class, when there are fewer).")
 @out_option("Output folder (mirrors the input tree). camcli never replaces a file it did not write.")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=default_of(FileOptions, "alpha"), show_default=True,
+@click.option("--alpha", type=click.FloatRange(0, 1), default=field_default(FileOptions, "alpha"), show_default=True,
               help="Heatmap opacity in the overlays.")
-@click.option("--colormap", default=default_of(FileOptions, "colormap"), show_default=True,
+@click.option("--colormap", default=field_default(FileOptions, "colormap"), show_default=True,
               help="Any matplotlib colour map name.")
 @click.option("--format", "overlay_format", type=click.Choice(OVERLAY_FORMATS),
-              default=default_of(FileOptions, "overlay_format"),
+              default=field_default(FileOptions, "overlay_format"),
               show_default=True,
               help="Overlay file format. auto: JPEG (quality 90) for JPEG, HEIC and AVIF photos, PNG for lossless "
                    "inputs. Masks and panels are always PNG.")
@@ -557,14 +552,14 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
 @model_options
 @map_options
 @out_option("Folder for evaluation.json and evaluation.csv.")
-@click.option("--steps", type=click.IntRange(min=0), default=default_of(ScoringOptions, "steps"), show_default=True,
+@click.option("--steps", type=click.IntRange(min=0), default=field_default(ScoringOptions, "steps"), show_default=True,
               help="Deletion/insertion steps (2 x (steps + 1) forward passes per image and method); 0 skips them.")
 @click.option("--pointing-tolerance", type=click.FloatRange(min=0),
-              default=default_of(ScoringOptions, "pointing_tolerance"),
+              default=field_default(ScoringOptions, "pointing_tolerance"),
               show_default=True,
               help="Pointing game: a peak this many pixels outside a box still hits (Zhang et al. use 15).")
 @click.option("--explain-class", type=click.Choice(EXPLAIN_CLASSES),
-              default=default_of(ScoringOptions, "explain_class"),
+              default=field_default(ScoringOptions, "explain_class"),
               show_default=True,
               help="Whose map is scored against the boxes: the model's top-1 class (what it decided on; catches a "
                    "model that looks at a watermark) or the truth label's (ground-truth-known pointing game).")
@@ -642,23 +637,23 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
 @click.option("--out", type=out_folder(),
               help="Images: the folder they are explained into (default camcli_out). An explain output "
                    "folder given as PATHS is audited in place.")
-@click.option("--by", type=click.Choice(AUDIT_GROUPINGS), default=default_of(AuditOptions, "by"), show_default=True,
+@click.option("--by", type=click.Choice(AUDIT_GROUPINGS), default=field_default(AuditOptions, "by"), show_default=True,
               help="Group images by the model's top-1 class (its map), or by their truth label (--truth-labels; "
                    "the truth class's map).")
 @click.option("--truth-labels", type=GivenPath("file", dir_okay=False), metavar="FILE",
               help="A CSV with image and label columns: --by truth groups by it; clusters get a label purity.")
-@click.option("--neighbours", type=click.IntRange(min=2), default=default_of(AuditOptions, "neighbours"),
+@click.option("--neighbours", type=click.IntRange(min=2), default=field_default(AuditOptions, "neighbours"),
               show_default=True,
               help="k of the k-nearest-neighbour affinity graph.")
-@click.option("--max-share", type=click.FloatRange(0, 1), default=default_of(AuditOptions, "max_share"),
+@click.option("--max-share", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "max_share"),
               show_default=True,
               help="Flag rule: a cluster holds at most this share of its class (small).")
-@click.option("--min-tightness", type=click.FloatRange(0, 1), default=default_of(AuditOptions, "min_tightness"),
+@click.option("--min-tightness", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_tightness"),
               show_default=True, help="Flag rule: its maps' mean cosine similarity to their mean (tight).")
-@click.option("--min-away", type=click.FloatRange(0, 1), default=default_of(AuditOptions, "min_away"),
+@click.option("--min-away", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_away"),
               show_default=True,
               help="Flag rule: its border share exceeds the rest of the class's by this much (away).")
-@click.option("--seed", type=int, default=default_of(AuditOptions, "seed"), show_default=True,
+@click.option("--seed", type=int, default=field_default(AuditOptions, "seed"), show_default=True,
               help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True, help="Also write OUT/index.html, with the audit's section.")
 @click.option("--fail-on-flag", is_flag=True, help="Exit 1 when any cluster is flagged (CI).")

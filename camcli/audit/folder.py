@@ -28,7 +28,6 @@ from camcli.options import AuditOptions, FileOptions, field_default
 from camcli.runs.files import save_json, save_png, write_bytes_atomic
 from camcli.runs.layout import AUDIT_MAP, Layout, check_replaceable, is_camcli_csv, is_camcli_output
 
-BY_CHOICES = ("predicted", "truth")
 AUDIT_CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
                "main", "flagged", "x", "y")
 MEAN_MAP_SIDE = 128  # pixels of a cluster's mean-map picture

@@ -26,9 +26,7 @@ import numpy as np
 
 from camcli.errors import UsageError, one_line
 from camcli.models.loading import shape_text
-
-REGRESSION_KINDS = ("value", "increase", "decrease")
-TARGET_KINDS = ("class", "region", *REGRESSION_KINDS)
+from camcli.options import REGRESSION_TARGETS, TARGETS
 
 
 def class_logits_and_scores(logits, head):
@@ -261,10 +259,10 @@ def resolve_target(target: str | Callable | Target | None, mask=None) -> Target:
     elif target == "region":
         mask_name = str(mask) if isinstance(mask, str) else (None if mask is None else "array")
         chosen = RegionTarget(read_mask(mask) if isinstance(mask, str) else mask, mask_name)
-    elif target in REGRESSION_KINDS:
+    elif target in REGRESSION_TARGETS:
         chosen = RegressionTarget(target)
     else:
-        raise UsageError(f"unknown target {target!r}: choose one of {', '.join(TARGET_KINDS)}, or give a callable")
+        raise UsageError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}, or give a callable")
     if mask is not None and not isinstance(chosen, RegionTarget):
         raise UsageError("`target_mask` applies to `target=region`")
     return chosen

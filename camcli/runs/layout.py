@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from camcli.errors import UsageError
+from camcli.options import OVERLAY_FORMATS
 
 SUMMARY_NAME = "summary.json"
 REPORT_NAME = "index.html"
@@ -74,7 +75,7 @@ WEBP_MARKER_XMP = (
     "</rdf:RDF></x:xmpmeta>").encode()
 _WEBP_MARKER = f'xmp:CreatorTool="{MARKER_VALUE}"'.encode()
 # Overlay formats and their file suffixes. Masks and panels are always PNG (lossless).
-OVERLAY_SUFFIXES = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+OVERLAY_SUFFIXES = {name: f".{name}" for name in OVERLAY_FORMATS if name != "auto"}
 HTML_GENERATOR = '<meta name="generator" content="camcli'  # followed by the version
 _MARKER_HEAD_BYTES = 256
 MAX_JSON_BYTES = 10 * 2**20  # a larger .json file is not one of camcli's (records, summaries, evaluations)

@@ -73,6 +73,7 @@ class ImageWriter:
         self.options = options
         self.identity = identity
         self.inputs = inputs  # real paths of the run's input images: never written
+        self.required = required_files(options)  # the file kinds every map of this run gets
         colormap_lut(options.colormap)  # an unknown colour map fails before any image is written
 
     def planned_files(self, task: ImageTask, maps, overlay_format: str = "png") -> list[tuple[object, MapPaths]]:
@@ -104,7 +105,7 @@ class ImageWriter:
 
     def _written(self, paths: MapPaths) -> list[Path]:
         """The paths of one map's files this run writes (its per-method label map aside)."""
-        return [paths[key] for key in required_files(self.options) if key in paths]
+        return [paths[key] for key in self.required if key in paths]
 
     def write(self, task: ImageTask, decoded: DecodedImage | np.ndarray, result) -> None:
         """Every map's files, then the record (last: a record means the image is complete).
