@@ -41,6 +41,9 @@ DEFAULT_OUT = "camcli_out"
 # not grow with the batch size (a ResNet50 pass over 400 masked copies held 7 GB).
 MASKED_BATCH = 32
 HEADS = ("auto", "softmax", "sigmoid")
+# The compute dtype of the step: float32 (the default) runs the user's model; the others run a copy of it
+# under Keras' mixed-precision policy (camcli.models.precision). The maps' arithmetic is float32 in all.
+PRECISIONS = ("float32", "bfloat16", "float16")
 REGRESSION_TARGETS = ("value", "increase", "decrease")
 TARGETS = ("class", "region", *REGRESSION_TARGETS)
 OVERLAY_FORMATS = ("auto", "png", "jpg", "webp")
@@ -223,6 +226,7 @@ class MapRequest:
     aug_smooth: bool = option(False)
     max_channels: int | None = option()  # Score-CAM: score only this many channels
     masked_batch: int = option(MASKED_BATCH, cli=False, fingerprint=False)  # masked copies per pass
+    precision: str = option(PRECISIONS[0])  # the step's compute dtype (PRECISIONS)
 
     def __post_init__(self):
         methods = tuple(dict.fromkeys(name.lower() for name in _names(self.methods, "methods"))) or ("gradcam",)
@@ -248,6 +252,7 @@ class MapRequest:
         if self.max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
             raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(methods)}")
         _number(self, "masked_batch", 1, whole=True)
+        _choice(self, "precision", PRECISIONS)
 
     def one_method(self, name: str) -> MapRequest:
         """This request for one of its methods (max_channels only where the method scores masked copies)."""

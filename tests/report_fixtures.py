@@ -57,7 +57,7 @@ def write_record(out_dir: Path, stem: str, photo: Path | None, top: list[tuple[i
             entry["bbox"] = bbox
         explanations.append(entry)
     record = records.image_record(
-        records.RunIdentity("tiny", "conv", ["conv"], True, "sha256:fixture"),
+        records.RunIdentity("tiny", "conv", ["conv"], True, "sha256:fixture", "float32"),
         image=display if display is not None else (str(photo) if photo is not None else f"{stem}.png"),
         width=width, height=height,
         predictions=[{"rank": r, "index": i, "label": LABELS[i], "score": s} for r, (i, s) in enumerate(top, 1)],

@@ -258,12 +258,14 @@ def test_method_set_refuses_mismatched_or_repeated_methods():
     gradcam = Explainer(loaded, method="gradcam")
     with pytest.raises(UsageError, match="`methods=gradcam` is given twice"):
         MethodSet([gradcam, Explainer(loaded, method="gradcam")])
-    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target and the classes"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the precision"):
         MethodSet([gradcam, Explainer(loaded, method="cam", classes=["top2"])])
-    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target and the classes"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the precision"):
         MethodSet([gradcam, Explainer(loaded, method="cam", head="sigmoid")])  # other scores: another step
-    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target and the classes"):
+    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the precision"):
         MethodSet([gradcam, Explainer(loaded, method="layercam", layer="conv1")])
+    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the"):
+        MethodSet([gradcam, Explainer(loaded, method="cam", precision="bfloat16")])  # another copy of the model
     with pytest.raises(UsageError, match=r"at least one method \(`methods`\)"):
         MethodSet([])
     both = MethodSet([gradcam, Explainer(loaded, method="cam")])

@@ -213,7 +213,7 @@ def _another_value(group, item):
     others = {"colormap": "viridis", "overlay_format": "webp", "refine": "slic", "max_size": 64,
               "bg_threshold": 0.3, "alpha": 0.25, "box_threshold": 0.4, "png_compress_level": 6,
               "methods": ("cam",), "layers": ("conv5",), "classes": ("top2",), "top_k": 2, "head": "sigmoid",
-              "token_grid": "4x4", "max_channels": 3}
+              "token_grid": "4x4", "max_channels": 3, "precision": "bfloat16"}
     if item.name in others:
         return others[item.name]
     if isinstance(item.default, bool):

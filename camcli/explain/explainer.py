@@ -150,7 +150,8 @@ class Explainer:
 
     def new_step(self, top_k: int, gradients: bool) -> Step:
         """A compiled step for this explainer's model, layers, head, classes and target."""
-        return Step(self.loaded, self.layers, self.head, self.requests, top_k, gradients, self.target, self.grids)
+        return Step(self.loaded, self.layers, self.head, self.requests, top_k, gradients, self.target, self.grids,
+                    self.request.precision)
 
     @property
     def step(self) -> Step:
@@ -175,6 +176,11 @@ class Explainer:
                                  f"and its labels name {len(labels)}: leave `head` at auto")
             raise UsageError(f"the model has {self.head.num_classes} classes but {len(labels)} labels")
         return labels
+
+    @property
+    def precision(self) -> str:
+        """The step's compute dtype (camcli.options.PRECISIONS); the maps' arithmetic is float32 in every one."""
+        return self.request.precision
 
     @property
     def method_names(self) -> list[str]:
@@ -432,26 +438,28 @@ class MethodSet:
     @staticmethod
     def can_share(explainers: Sequence) -> bool:
         """Whether these explainers can run on one compiled step: Explainers of one model, layers, token
-        grids, head, target and classes (the one rule; `camcli evaluate` asks it too)."""
+        grids, head, target, classes and precision (the one rule; `camcli evaluate` asks it too)."""
         if not explainers or not all(isinstance(e, Explainer) for e in explainers):
             return False
         first = explainers[0]
         return all(other.loaded == first.loaded and other.layers == first.layers and other.head == first.head
                    and other.requests == first.requests and other.grids == first.grids
-                   and other.target_record() == first.target_record() for other in explainers[1:])
+                   and other.target_record() == first.target_record()
+                   and other.request.precision == first.request.precision for other in explainers[1:])
 
     def __init__(self, explainers: Sequence[Explainer]):
         explainers = list(explainers)
         if not explainers:
             raise UsageError("give at least one method (`methods`)")
         if not self.can_share(explainers):
-            raise UsageError("the methods of one run must share the model, the layers, the head, the target and "
-                             "the classes")
+            raise UsageError("the methods of one run must share the model, the layers, the head, the target, "
+                             "the classes and the precision")
         first = explainers[0]
         self.method_names = distinct_method_names(explainers)
         self.explainers = explainers
         self.loaded, self.layer, self.layers = first.loaded, first.layer, first.layers
         self.requests, self.top_k, self.target, self.labels = first.requests, first.top_k, first.target, first.labels
+        self.precision = first.precision
         self.step = first.new_step(max(e.top_k for e in explainers), any(e.method.needs_gradients for e in explainers))
         for explainer in explainers:
             if explainer._step is None:

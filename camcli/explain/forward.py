@@ -11,12 +11,12 @@ Keras replays a Functional model's graph through a private call, made in camcli.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 
-from camcli.models.keras_internals import check_keras_internals, run_graph
-from camcli.models.layers import Head, is_model, layer_chain, require_graph_model
+from camcli.models.keras_internals import autocast, check_keras_internals, run_graph
+from camcli.models.layers import Head, is_model, layer_chain, require_graph_model, walk_layers
 
 
 class _LinearView:
@@ -39,7 +39,13 @@ class _LinearView:
         return getattr(self._layer, name)
 
     def __call__(self, x, *args, **kwargs):
-        return self._call(self, x, *args, **kwargs)
+        compute = self._layer.compute_dtype
+        if compute == self._layer.variable_dtype:
+            return self._call(self, x, *args, **kwargs)
+        # A layer under a mixed-precision policy (a reduced-precision step's copy of the model): Keras' own
+        # __call__, which this bypasses, casts the inputs and reads the variables in the compute dtype.
+        with autocast(compute):
+            return self._call(self, keras.ops.cast(x, compute), *args, **kwargs)
 
 
 class _LinearCopy:
@@ -129,19 +135,13 @@ def _guided_override(layer: keras.layers.Layer, linear: Callable = _linear) -> C
     return None
 
 
-def _all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    for layer in model.layers:
-        yield layer
-        if is_model(layer):
-            yield from _all_layers(layer)
-
-
 class TappedForward:
     """Callable: `activations, logits = forward(images, extras, watch)`; works inside `tf.function`.
 
     `extras` are the model's other inputs, in order (empty for a one-input model); the images go in
     at position `image_input` among the model's inputs.
-    `activations` lists the outputs of the tapped layers, in the order of `layer_paths`. `watch`,
+    `activations` lists the outputs of the tapped layers, in the order of `layer_paths` (in the model's
+    compute dtype); `logits` are float32 whatever the model computes in. `watch`,
     when given, is called with each of them the moment it exists (pass `tape.watch`), so that a
     gradient tape records everything computed from them. With `guided=True` every ReLU in the model
     passes back only positive gradients (guided backpropagation), on stand-in layers.
@@ -160,7 +160,7 @@ class TappedForward:
         self._copies: list[_LinearCopy] = []  # stand-ins holding a snapshot of weights (see refresh)
         replay_below = [*tapped, head.final]
         if guided:
-            for layer in _all_layers(model):
+            for layer in walk_layers(model):
                 override = _guided_override(layer, self._linear)
                 if override is not None:
                     self._overrides[id(layer)] = override
@@ -221,6 +221,7 @@ class TappedForward:
         inputs.insert(self.image_input, images)
         try:
             logits = self._replay(self.model, inputs if len(inputs) > 1 else images)
-            return list(self._captured), logits
+            # A reduced-precision copy computes bfloat16 or float16 logits: every score is float32.
+            return list(self._captured), keras.ops.cast(logits, "float32")
         finally:
             self._captured, self._watch = [None] * len(self._slots), None

@@ -13,6 +13,7 @@ them; `MethodSet` hands one to every method it runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
@@ -23,10 +24,14 @@ from camcli.errors import CamcliError, UsageError, one_line
 from camcli.explain.augment import augment_batch
 from camcli.explain.classes import ClassRequest
 from camcli.models.loading import LoadedModel, import_keras
+from camcli.options import PRECISIONS
 
 if TYPE_CHECKING:  # camcli.models.layers imports Keras, which camcli imports only through import_keras
     from camcli.explain.targets import Target
     from camcli.models.layers import Head, TokenGrid
+
+
+PRECISION = PRECISIONS[0]  # float32: the user's own model computes; the others compute on a copy
 
 
 class StepOutputs(NamedTuple):
@@ -95,20 +100,31 @@ class Step:
 
     def __init__(self, loaded: LoadedModel, layers: Sequence[str], head: Head, requests: Sequence[ClassRequest],
                  top_k: int, gradients: bool, target: Target | None = None,
-                 grids: Sequence[TokenGrid | None] | None = None):
+                 grids: Sequence[TokenGrid | None] | None = None, precision: str = PRECISION):
         import_keras()
         import tensorflow as tf
 
         from camcli.explain.forward import TappedForward
         from camcli.explain.targets import Target
+        from camcli.models.precision import ComputeCopy, gradient_scale, warn_if_slow
 
         self.loaded, self.layers, self.head = loaded, list(layers), head
+        # The model that computes: the user's own in float32, else a copy in the precision's policy
+        # (camcli.models.precision), whose head is the copy of the user's head layer.
+        self.precision, self.compute_copy = precision, None
+        self._model, self._compute_head = loaded.model, head
+        if precision != PRECISION:
+            warn_if_slow(precision)
+            self.compute_copy = ComputeCopy(loaded.model, precision, keep=self.layers)
+            self._model = self.compute_copy.model
+            self._compute_head = dataclasses.replace(head, final=self.compute_copy.counterpart(head.final))
+        self._gradient_scale = gradient_scale(precision)
         self.target = target or Target()
         self.grids = list(grids) if grids is not None else [None] * len(self.layers)
         self.requests, self.gradients = list(requests), gradients
         self.top_k = max(top_k, *(r.rank or 1 for r in self.requests))
         self.runs = 0
-        self._forward = TappedForward(loaded.model, self.layers, head, image_input=loaded.image_input)
+        self._forward = TappedForward(self._model, self.layers, self._compute_head, image_input=loaded.image_input)
         height, width = loaded.input_size
         extra_tensors = [tensor for i, tensor in enumerate(loaded.model.inputs) if i != loaded.image_input] \
             if len(loaded.input_names) > 1 else []
@@ -140,7 +156,10 @@ class Step:
 
     def refresh(self) -> None:
         """Read the model's weights again where a stand-in layer holds a copy of them (a custom layer with
-        a built-in softmax or ReLU; Keras' own layers are read live). Call it after training the model."""
+        a built-in softmax or ReLU; Keras' own layers are read live), and into the reduced-precision copy of the
+        model where the step computes on one. Call it after training the model."""
+        if self.compute_copy is not None:
+            self.compute_copy.refresh()
         self._forward.refresh()
         guided = self.__dict__.get("_guided_forward")
         if guided is not None:
@@ -214,11 +233,19 @@ class Step:
             predictions, selected = self._select(logits, forced_ids)
             # Summing y^c over the batch and differentiating gives each image its own gradient, as
             # the images do not interact at inference; nothing is averaged across the batch.
-            totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
-        per_request = [self._on_grid(tape.gradient(total, activations)) for total in totals]  # [request][layer]
+            # float16: a multiple of the score, so that small gradients keep their bits (divided out below).
+            totals = [tf.reduce_sum(selected[:, r]) * self._gradient_scale for r in range(len(self.requests))]
+        per_request = [self._unscaled(self._on_grid(tape.gradient(total, activations)))
+                       for total in totals]  # [request][layer]
         gradients = [tf.stack([per_request[r][i] for r in range(len(totals))], axis=1)
                      for i in range(len(activations))]  # [layer]: (B, R, h, w, channels)
         return StepOutputs(activations=self._on_grid(activations), gradients=gradients, **predictions)
+
+    def _unscaled(self, gradients):
+        """float32 gradients of the score itself, from those of its scaled multiple."""
+        if self._gradient_scale == 1.0:
+            return gradients
+        return [gradient / self._gradient_scale for gradient in gradients]
 
     def _scores(self, images, extras):
         _, logits = self._forward(images, extras)
@@ -250,7 +277,7 @@ class Step:
 
         from camcli.explain.forward import TappedForward
 
-        guided_forward = TappedForward(self.loaded.model, [], self.head, guided=True,
+        guided_forward = TappedForward(self._model, [], self._compute_head, guided=True,
                                        image_input=self.loaded.image_input)
         self._guided_forward = guided_forward
 
@@ -259,8 +286,8 @@ class Step:
                 tape.watch(images)
                 _, logits = guided_forward(images, extras)
                 selected = self.target.selected(logits, class_ids, self.head)
-                totals = [tf.reduce_sum(selected[:, r]) for r in range(len(self.requests))]
-            return tf.stack([tape.gradient(total, images) for total in totals], axis=1)
+                totals = [tf.reduce_sum(selected[:, r]) * self._gradient_scale for r in range(len(self.requests))]
+            return tf.stack([self._unscaled([tape.gradient(total, images)])[0] for total in totals], axis=1)
 
         return _one_line_errors(tf.function(guided_gradients, reduce_retracing=True, input_signature=[
             self._images_spec, self._ids_spec, self._extras_spec]), bool(self._extras_spec))

@@ -77,6 +77,25 @@ def input_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
         raise KerasIncompatibleError("Layer._inbound_nodes[].input_tensors", _INPUT_LAYERS) from None
 
 
+def call_count(layer: keras.layers.Layer) -> int:
+    """How many times `layer` is called in the graphs it belongs to (a shared layer: more than once)."""
+    try:
+        return len(layer._inbound_nodes)
+    except AttributeError:
+        raise KerasIncompatibleError("Layer._inbound_nodes", _INPUT_LAYERS) from None
+
+
+def autocast(dtype: str):
+    """A context in which Keras variables read as `dtype`, as inside a layer with a mixed-precision policy
+    (a stand-in that calls a layer's `call` directly bypasses the layer's own autocasting)."""
+    try:
+        from keras.src.backend.common.variables import AutocastScope
+    except ImportError:
+        raise KerasIncompatibleError("keras.src.backend.common.variables.AutocastScope",
+                                     "run a layer's call in its compute dtype") from None
+    return AutocastScope(dtype)
+
+
 def check_keras_internals() -> None:
     """KerasIncompatibleError unless every private attribute above exists in the installed Keras."""
     functional = _functional_class()

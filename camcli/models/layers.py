@@ -7,6 +7,7 @@ path of names joined with "/", e.g. "resnet50/conv5_block3_out". Nothing here ch
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import keras
@@ -34,6 +35,14 @@ class LayerInfo:
 def is_model(layer: object) -> bool:
     return isinstance(layer, keras.Model)
 
+
+
+def walk_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer object of `model`, nested models' layers after the nested model itself."""
+    for layer in model.layers:
+        yield layer
+        if is_model(layer):
+            yield from walk_layers(layer)
 
 def _output_shape(layer: keras.layers.Layer) -> tuple | None:
     try:

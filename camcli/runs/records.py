@@ -47,8 +47,8 @@ RANDOM_WEIGHTS_WARNING = "random weights (`weights=none`): the predictions and m
 MAP_FILE_KEYS = tuple(kind.key for kind in MAP_FILES)
 
 # Summary fields that describe the run rather than count it; merged summaries take them from shard 1.
-RUN_FIELDS = ("camcli_version", "model", "layer", "method", "methods", "classes", "target", "pretrained",
-              "fingerprint")
+RUN_FIELDS = ("camcli_version", "model", "layer", "method", "methods", "classes", "target", "precision",
+              "pretrained", "fingerprint")
 
 
 def fingerprint(settings: Mapping) -> str:
@@ -70,6 +70,7 @@ class RunIdentity:
     layers: list[str]
     pretrained: bool
     fingerprint: str
+    precision: str  # the step's compute dtype (camcli.options.PRECISIONS); the maps' arithmetic is float32
     target: dict | None = None  # what the maps explain (explainer.target_record), with the output's name
 
 
@@ -86,6 +87,7 @@ def image_record(identity: RunIdentity, *, image: str, width: int, height: int, 
         "layer": identity.layer,
         "layers": identity.layers,
         "target": identity.target or {"kind": "class"},
+        "precision": identity.precision,
         "predictions": predictions,
         "explanations": explanations,
         "camcli_version": __version__,

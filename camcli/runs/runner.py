@@ -136,7 +136,7 @@ def run_identity(explainer, files: FileOptions) -> RunIdentity:
     the explainer resolved (its layers, head, model interface and weights)."""
     fingerprint = records.fingerprint({**explainer_settings(explainer), **settings_of(files)})
     return RunIdentity(explainer.loaded.name, explainer.layer, list(explainer.layers), explainer.loaded.pretrained,
-                       fingerprint, run_target(explainer))
+                       fingerprint, explainer.precision, run_target(explainer))
 
 
 def run_fields(explainer, fingerprint: str) -> dict:
@@ -149,6 +149,7 @@ def run_fields(explainer, fingerprint: str) -> dict:
         "methods": list(explainer.method_names),
         "classes": [request.text for request in explainer.requests],
         "target": run_target(explainer),
+        "precision": explainer.precision,
         "pretrained": loaded.pretrained,
         "fingerprint": fingerprint,
     }
