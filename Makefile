@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model samples bench bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
+.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model samples bench bench-precision bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
 
 all: lint test
 
@@ -77,6 +77,11 @@ bench: venv
 # Maps only: camcli's Grad-CAM against tf-keras-vis's Gradcam and the keras.io example, side by side.
 bench-peers: venv
 	$(BIN)/python benchmarks/peers.py
+
+# How far maps move in bfloat16 and float16: every layer method against float32, same class, on the real
+# MobileNetV2 (../shared) and the demo models; the README's precision table. `make bench` has the speeds.
+bench-precision: venv
+	$(BIN)/python benchmarks/precision.py
 
 # Every CAM method's images/s and its ratio to predict-only (resnet50, batch 8); no targets.
 bench-methods: venv

@@ -82,7 +82,14 @@ TARGETS = {
     "tutorial_share_of_ceiling": 0.9,
     "help_seconds": 0.3,
     "memory_growth": MAX_MEMORY_GROWTH,
+    # issue 29: the bfloat16 Grad-CAM step against a float32 forward pass, batch 8, maps only (the limit is 2x)
+    "bfloat16_step_vs_predict": {"vgg16": 1.85, "resnet50": 1.7, "xception": 1.7},
+    "bfloat16_scorecam_vs_float32": 1.7,
+    "bfloat16_photos_vs_predict": 1.3,  # whole process, ResNet50, ~512 px photos, marginal images/s
 }
+PRECISIONS = ("float32", "bfloat16", "float16")
+PRECISION_BATCH = 8
+SHORT = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 def peak_rss_mb() -> float:
@@ -155,11 +162,12 @@ def predict_only(loaded, paths: list[Path], batch_size: int) -> float:
 
 # -- 2. camcli end to end -------------------------------------------------------------------------
 
-def compiled_explainer(loaded, method: str, batch_size: int):
-    """An Explainer as the CLI builds it once per run, with its step traced outside the timing."""
+def compiled_explainer(loaded, method: str, batch_size: int, **maps):
+    """An Explainer as the CLI builds it once per run (`maps`: more MapRequest fields), with its step traced
+    outside the timing."""
     from camcli.explain.explainer import Explainer
 
-    explainer = Explainer(loaded, method=method)
+    explainer = Explainer(loaded, method=method, **maps)
     explainer.explain_batch(np.zeros((batch_size, *loaded.input_size, 3), np.float32))
     return explainer
 
@@ -480,13 +488,14 @@ def predict_seconds(loaded, folder: Path) -> float:
     return len(paths) / predict_only(loaded, paths, PHOTO_BATCH)
 
 
-def explain_seconds(loaded, method: str, out: Path, folder: Path) -> float:
+def explain_seconds(loaded, method: str, out: Path, folder: Path, precision: str = "float32") -> float:
     """Seconds of one `camcli.explain_paths` call over `folder`, outputs written as by default."""
     import camcli
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    summary = camcli.explain_paths([folder], model=loaded, out=out, methods=[method], batch_size=PHOTO_BATCH)
+    summary = camcli.explain_paths([folder], model=loaded, out=out, methods=[method], batch_size=PHOTO_BATCH,
+                                   precision=precision)
     seconds = time.perf_counter() - started
     expected = len(list(folder.iterdir()))
     assert summary.failed == 0 and summary.ok == expected, (summary.ok, summary.failures[:3])
@@ -550,6 +559,105 @@ def photos_section(args, work: Path, targets) -> None:
         print(f"  {name:<10} {method + '/predict':<16} {targets.check(ratio, TARGETS[f'{method}_vs_predict'])}")
 
 
+# -- precision (issue 29) -----------------------------------------------------------------------------
+
+def forward_speed(forward, batch: np.ndarray, repeats: int) -> float:
+    """images/s of `forward(batch)` (its outputs read back as numpy), `repeats` batches in a row."""
+    started = time.perf_counter()
+    for _ in range(repeats):
+        forward(batch)
+    return repeats * len(batch) / (time.perf_counter() - started)
+
+
+def precision_steps(args, loaded, targets) -> None:
+    """Maps only, one process: a compiled float32 forward pass against the Grad-CAM step in each precision."""
+    import tensorflow as tf
+
+    height, width = loaded.input_size
+    batch = np.random.default_rng(0).uniform(-1, 1, (PRECISION_BATCH, height, width, 3)).astype(np.float32)
+    model = loaded.model
+    forward = tf.function(lambda x: model(x, training=False),
+                          input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
+    forward(batch)
+    modes = {"predict": partial(forward_speed, lambda x: forward(x).numpy(), batch, args.precision_repeats)}
+    ids = np.full((PRECISION_BATCH, 1), -1, np.int32)
+    for precision in PRECISIONS:
+        step = compiled_explainer(loaded, "gradcam", PRECISION_BATCH, precision=precision).step
+        modes[precision] = partial(forward_speed, lambda x, step=step: step.run(x, ids), batch, args.precision_repeats)
+    speeds, ratios = side_by_side(modes, args.rounds)
+    print(f"  {loaded.name:<10} {speeds['predict']:8.1f} " + " ".join(f"{speeds[p]:9.1f}" for p in PRECISIONS)
+          + " " + " ".join(f"{ratios[p]:9.2f}" for p in PRECISIONS) + "   bfloat16 step/predict "
+          + targets.check(ratios["bfloat16"], TARGETS["bfloat16_step_vs_predict"][loaded.name]))
+
+
+def precision_runs(args, name: str, loaded, work: Path, targets) -> None:
+    """End to end (camcli.runs.runner.run, outputs written) on model-size JPEGs: predict-only float32, and
+    gradcam, cam and scorecam (--max-channels) in each precision, side by side."""
+    from camcli.models.catalog import BUILTIN_MODELS
+
+    entry = BUILTIN_MODELS[name]
+    paths = make_images(work / f"precision-{name}", args.precision_images, entry.input_size)
+    slow = make_images(work / f"precision-{name}-scorecam", args.precision_slow_images, entry.input_size)
+    methods = ["gradcam", *(["cam"] if entry.cam else []), "scorecam"]
+    rows = {}
+    for method in methods:
+        use, maps = (slow, {"max_channels": args.scorecam_channels}) if method == "scorecam" else (paths, {})
+        modes = {"predict": partial(predict_only, loaded, use, PRECISION_BATCH)}
+        for precision in PRECISIONS:
+            explainer = compiled_explainer(loaded, method, PRECISION_BATCH, precision=precision, **maps)
+            modes[precision] = partial(timed_run, explainer, use, PRECISION_BATCH, work / "out")
+        rows[method] = side_by_side(modes, args.rounds)
+    for method, (speeds, ratios) in rows.items():
+        label = f"{method} ({args.scorecam_channels} ch)" if method == "scorecam" else method
+        print(f"  {name:<10} {label:<16} {speeds['predict']:8.1f} " + " ".join(f"{speeds[p]:9.2f}" for p in PRECISIONS)
+              + " " + " ".join(f"{ratios[p]:9.2f}" for p in PRECISIONS))
+    _, ratios = rows["scorecam"]
+    print(f"  {name:<10} scorecam bfloat16 / its own float32: "
+          + targets.check(ratios["bfloat16"] / ratios["float32"], TARGETS["bfloat16_scorecam_vs_float32"]))
+
+
+def precision_section(args, work: Path, targets) -> None:
+    """The precision column (issue 29): maps-only steps, end-to-end methods per precision, whole-process photos."""
+    import tensorflow as tf
+
+    from camcli.models.loading import load_model
+    from camcli.models.precision import PrecisionWarning, hardware_warning
+
+    warnings.simplefilter("ignore", PrecisionWarning)  # printed once below, as a note
+    tf.get_logger().setLevel("ERROR")  # a Step per mode: TensorFlow counts their traces together and warns
+    notes = [note for note in (hardware_warning(p) for p in PRECISIONS) if note]
+    print(f"precision, batch {PRECISION_BATCH}, weights=None; medians of {args.rounds} interleaved rounds"
+          + "".join(f"\n  note: {note}" for note in notes))
+    print(f"  maps only, in one process: a compiled float32 forward pass against camcli's Grad-CAM step "
+          f"({args.precision_repeats} batches per measurement); images/s, then each step's ratio to predict")
+    print(f"  {'model':<10} {'predict':>8} " + " ".join(f"{p:>9}" for p in PRECISIONS) + " "
+          + " ".join(f"{SHORT[p] + '/pr':>9}" for p in PRECISIONS))
+    models = args.models.split(",")
+    for name in models:
+        precision_steps(args, load_model(name, weights="none"), targets)
+    print(f"  end to end (camcli.runs.runner.run: decode, step, overlays, JSON) on {args.precision_images} "
+          f"model-size JPEGs ({args.precision_slow_images} for scorecam); images/s, then ratio to float32 predict-only")
+    print(f"  {'model':<10} {'method':<16} {'predict':>8} " + " ".join(f"{p:>9}" for p in PRECISIONS) + " "
+          + " ".join(f"{SHORT[p] + '/pr':>9}" for p in PRECISIONS))
+    for name in models:
+        precision_runs(args, name, load_model(name, weights="none"), work, targets)
+    if "resnet50" in models:
+        small, full = photo_folders(work, args.photos_images)
+        loaded = load_model("resnet50", weights="none")
+        modes = {"predict": Marginal(partial(predict_seconds, loaded), small, full)}
+        for precision in PRECISIONS[:2]:
+            modes[precision] = Marginal(partial(explain_seconds, loaded, "gradcam", work / "photos" / "out",
+                                                precision=precision), small, full)
+        for mode in modes.values():
+            mode.warm()
+        speeds, ratios = side_by_side(modes, args.rounds)
+        print(f"  whole process, resnet50, {args.photos_images} ~512 px photos, marginal images/s: predict "
+              f"{speeds['predict']:.1f}, gradcam float32 {speeds['float32']:.1f} ({ratios['float32']:.2f}x), "
+              f"bfloat16 {speeds['bfloat16']:.1f}")
+        print("  resnet50 camcli explain --precision bfloat16 / float32 predict-only: "
+              + targets.check(ratios["bfloat16"], TARGETS["bfloat16_photos_vs_predict"]))
+
+
 # -- process-level figures ----------------------------------------------------------------------
 
 def wall(command: list[str], repeat: int = 3) -> float:
@@ -607,13 +715,20 @@ def parse_args():
                         help="images per method row (default 48; 16 with --quick)")
     parser.add_argument("--methods-slow-images", type=int, default=None,
                         help="images for the Score-CAM and --aug-smooth rows (default 8; 4 with --quick)")
+    parser.add_argument("--precision-repeats", type=int, default=6,
+                        help="precision section: batches per maps-only measurement (default 6)")
+    parser.add_argument("--precision-images", type=int, default=None,
+                        help="precision section: images per end-to-end measurement (default 32, quick 16)")
+    parser.add_argument("--precision-slow-images", type=int, default=None,
+                        help="precision section: images per scorecam measurement (default 8, quick 4)")
     parser.add_argument("--scorecam-channels", type=int, default=64,
                         help="Score-CAM's --max-channels in the methods section (default 64)")
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.images, args.tutorial_images = "resnet50", "8", 32, 8
     defaults = {"memory_images": (2000, 500), "methods_images": (48, 16), "methods_slow_images": (8, 4),
-                "peer_images": (16, 8), "photos_images": (48, 24)}
+                "peer_images": (16, 8), "photos_images": (48, 24), "precision_images": (32, 16),
+                "precision_slow_images": (8, 4)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -703,7 +818,8 @@ def print_start_and_memory(args, work, targets):
 
 
 # The sections after the main table, in the order they run; each takes (args, work folder, Targets).
-SECTIONS = {"peers": peers_section, "methods": methods_section, "photos": photos_section}
+SECTIONS = {"peers": peers_section, "methods": methods_section, "photos": photos_section,
+            "precision": precision_section}
 
 
 def main():
