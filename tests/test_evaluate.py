@@ -474,3 +474,12 @@ def test_real_mobilenetv2_points_at_the_hand_drawn_boxes(tmp_path):
     record = json.loads((tmp_path / "out" / "evaluation.json").read_text("utf-8"))
     assert [row["top1_label"] for row in record["rows"]] == ["Egyptian_cat", "espresso"]
     assert all(row["class_source"] == "top1" and row["corloc"] for row in record["rows"])
+
+
+def test_evaluate_takes_the_precision(boxed_scenes, tmp_path):
+    result = invoke("evaluate", boxed_scenes / "images", "--truth", boxed_scenes / "truth.csv", "--model", "demo",
+                    "--method", "gradcam", "--steps", 4, "--precision", "bfloat16", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads((tmp_path / "out" / "evaluation.json").read_text("utf-8"))
+    assert record["evaluated"] == 6 and record["failed"] == 0
+    assert 0.0 <= record["methods"]["gradcam"]["metrics"]["pointing"] <= 1.0

@@ -269,3 +269,21 @@ def test_a_sequential_model_with_a_softmax_layer_and_two_classes_logs_both_maps(
     assert [len(pictures) for _, pictures in events["probe/gradcam"]] == [3, 3]
     assert [len(pictures) for _, pictures in events["probe/gradcam/class2"]] == [3, 3]
     assert [step for step, _ in events["probe/gradcam/pointing"]] == [0, 1]
+
+
+def test_a_bfloat16_probe_follows_training_and_leaves_the_model_as_it_was():
+    """precision="bfloat16": the probe explains a copy of the model, read again after each epoch."""
+    model = _tiny_model()
+    callback = _probe_callback(methods="gradcam", precision="bfloat16")
+    callback.set_model(model)
+    before = [w.numpy().copy() for w in model.weights]
+    first = callback.explain_now()
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, model.weights, strict=True))
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    model.set_weights([w * 0.5 + 0.1 for w in model.get_weights()])
+    second = callback.explain_now()
+    assert set(first.metrics) == set(second.metrics) == {"accuracy", "gradcam/pointing", "gradcam/energy"}
+    step = callback.explainer().step
+    assert step.compute_copy is not None
+    np.testing.assert_allclose(step.compute_copy.model.get_layer("target").get_weights()[0],
+                               model.get_layer("target").get_weights()[0], rtol=1e-2, atol=1e-2)

@@ -224,3 +224,13 @@ def test_a_two_input_model_takes_its_extra_inputs_table_as_camcli_explain_does(l
         predictions = json.loads((by_ray / f"img{i}.json").read_text())["predictions"]
         assert {p["index"]: p["score"] for p in predictions} == pytest.approx(dict(enumerate(expected.tolist())),
                                                                                 abs=1e-5)
+
+
+def test_ray_takes_the_precision(local_ray, folder, tmp_path):
+    ds = ray.data.read_binary_files(str(folder / "night"), include_paths=True)
+    summary = camcli.ray.explain_dataset(ds, tmp_path / "out", model="demo", precision="bfloat16", **ACTORS)
+    assert summary.failed == 0 and summary.ok == summary.images > 0
+    written = json.loads((tmp_path / "out" / "summary.json").read_text("utf-8"))
+    records = [json.loads((tmp_path / "out" / name).read_text("utf-8")) for name in _files(tmp_path / "out")
+               if name.endswith(".json") and name != "summary.json"]
+    assert written["precision"] == "bfloat16" and records and {r["precision"] for r in records} == {"bfloat16"}
