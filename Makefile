@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model samples bench bench-precision bench-peers bench-methods bench-photos bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
+.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model samples bench bench-precision bench-peers bench-methods bench-photos bench-overlay bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
 
 all: lint test
 
@@ -91,6 +91,11 @@ bench-methods: venv
 # ms per image, MB per overlay, peak RSS, and the targets (resnet50, batch 8).
 bench-photos: venv
 	$(BIN)/python benchmarks/photos.py
+
+# One 12 MP photo's full-size overlay, stage by stage: Pillow's path against OpenCV's (the `fast` extra), CPU ms,
+# and the target (upsample, colour, blend and JPEG encode within 50 ms).
+bench-overlay: venv
+	$(BIN)/python benchmarks/overlay_speed.py
 
 # --max-channels: the two channel rules against full Score-CAM on the real MobileNetV2 photos.
 bench-scorecam: venv

@@ -187,7 +187,8 @@ def run_rounds(modes: Modes, folder: Path, rounds: int) -> dict:
 def stage_costs(explainer, path: Path, repeats: int = 5) -> dict:
     """Milliseconds of each stage for one photo, on one core (best of `repeats`), and of the step
     per image at batch 8 (both cores): where the time of a full-size overlay goes."""
-    from camcli.maps.overlay import colormap_lut, overlay_picture
+    from camcli.maps.fast_overlay import draw_overlay  # the writer's: OpenCV's where it imports, else Pillow's
+    from camcli.maps.overlay import colormap_lut
     from camcli.runs.decode import decode_image
     from camcli.runs.files import encode_picture
     from camcli.runs.writer import measure
@@ -204,7 +205,7 @@ def stage_costs(explainer, path: Path, repeats: int = 5) -> dict:
     decoded = decode_image(path, model_size=size)
     unit = np.random.default_rng(0).random((7, 7)).astype(np.float32)
     lut = colormap_lut("jet")
-    drawn = overlay_picture(decoded.picture, unit, 0.5, lut)
+    drawn = draw_overlay(decoded.picture, unit, 0.5, lut)
     batch = np.zeros((BATCH, *size, 3), np.float32)
     return {
         "decode": best(lambda: decode_image(path, model_size=size)),
@@ -212,7 +213,7 @@ def stage_costs(explainer, path: Path, repeats: int = 5) -> dict:
         "forward per image": best(lambda: explainer.class_scores(batch)) / BATCH,
         "Grad-CAM step per image": best(lambda: explainer.explain_batch(batch)) / BATCH,
         "box and peak": best(lambda: measure(unit, decoded.original_size, 0.2)),
-        "overlay": best(lambda: overlay_picture(decoded.picture, unit, 0.5, lut)),
+        "overlay": best(lambda: draw_overlay(decoded.picture, unit, 0.5, lut)),
         "JPEG encode": best(lambda: encode_picture(drawn, "jpg")),
     }
 
@@ -275,8 +276,11 @@ def held(ok: bool) -> str:
 
 
 def print_table(result: dict, image_label: str) -> None:
+    from camcli.maps.fast_overlay import opencv
+
     count = result["count"]
-    print(f"{image_label}: {count} photos per round, {MODEL} weights=None, batch {BATCH}")
+    drawn_by = "OpenCV (the fast extra)" if opencv() is not None else "Pillow (no OpenCV)"
+    print(f"{image_label}: {count} photos per round, {MODEL} weights=None, batch {BATCH}, overlays drawn by {drawn_by}")
     print(f"{'mode':<34}{'ms/image':>10}{'images/s':>10}{'MB/overlay':>12}")
     labels = {"predict_full": "predict-only, full decode", "predict_reduced": "predict-only, reduced decode",
               "camcli_default": "camcli explain (defaults)", "camcli_max_size": "camcli explain --max-size 1024"}

@@ -262,7 +262,7 @@ def test_an_unexpected_error_is_one_line_naming_the_image_and_the_stage(scenes, 
     def broken_blend(*args, **kwargs):
         raise ZeroDivisionError("float division by zero")
 
-    monkeypatch.setattr(writer, "overlay_picture", broken_blend)
+    monkeypatch.setattr(writer, "draw_overlay", broken_blend)
     out = tmp_path / "out"
     result = invoke("explain", scenes[0], "--model", "demo", "--out", out, "-q")
     assert result.exit_code == 1

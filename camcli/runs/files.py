@@ -128,6 +128,8 @@ def encode_picture(image: Image.Image, overlay_format: str, quality: int = LOSSY
 
     JPEG: 4:2:0 chroma subsampling (Pillow's default), baseline, with camcli's comment segment
     right after the header. WebP: lossy, with camcli's XMP packet (layout.WEBP_MARKER_XMP).
+    An "RGBX" image (camcli.maps.fast_overlay's overlays) goes to Pillow's JPEG and WebP encoders as
+    it is: they read RGB from it, and write the same bytes as from the RGB image.
     """
     buffer = io.BytesIO()
     _encode_into(buffer, image, overlay_format, quality, compress_level)
@@ -136,9 +138,10 @@ def encode_picture(image: Image.Image, overlay_format: str, quality: int = LOSSY
 
 def _encode_into(fp, image: Image.Image, overlay_format: str, quality: int, compress_level: int) -> None:
     if overlay_format == "png":
-        fp.write(encode_png(np.asarray(image), compress_level=compress_level))
+        fp.write(encode_png(np.asarray(image if image.mode in ("RGB", "L") else image.convert("RGB")),
+                            compress_level=compress_level))
         return
-    if image.mode not in ("RGB", "L"):
+    if image.mode not in ("RGB", "RGBX", "L"):
         image = image.convert("RGB")
     if overlay_format == "jpg":
         image.save(fp, format="JPEG", quality=quality, comment=JPEG_MARKER_COMMENT)

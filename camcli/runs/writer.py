@@ -22,8 +22,9 @@ from PIL import Image
 
 from camcli.errors import CamcliError, ForeignFileError
 from camcli.maps.boxes import box_from_map, draw_box, peak_xy, threshold_mask
+from camcli.maps.fast_overlay import draw_overlay, rgb_array
 from camcli.maps.label_settings import SEGMENTATION_SIDE
-from camcli.maps.overlay import colormap_lut, overlay_picture, resize_unit_rgb, upsample
+from camcli.maps.overlay import colormap_lut, resize_unit_rgb, upsample
 from camcli.maps.panel import panel_title
 from camcli.maps.refine import label_image
 from camcli.maps.segmentation import MAX_CLASSES, labels_at_size
@@ -148,9 +149,9 @@ class ImageWriter:
         if class_map.image is not None:  # guided methods: the RGB gradient image, not a blend
             drawn = Image.fromarray(resize_unit_rgb(class_map.image, decoded.picture.size))
         else:
-            drawn = overlay_picture(decoded.picture, class_map.heatmap, options.alpha, colormap_lut(options.colormap))
+            drawn = draw_overlay(decoded.picture, class_map.heatmap, options.alpha, colormap_lut(options.colormap))
         if options.draw_box and box is not None:  # the box is in original pixels, the picture may be smaller
-            drawn = Image.fromarray(draw_box(np.asarray(drawn), [value * decoded.scale for value in box]))
+            drawn = Image.fromarray(draw_box(rgb_array(drawn), [value * decoded.scale for value in box]))
         work = _MapWork(options, decoded.picture, pictures, class_map, drawn, overlay_format)
         written = set(self._written(paths))
         for key, path in paths.items():
@@ -208,8 +209,9 @@ def _check_finite_scores(result) -> None:
 
 
 class _MapWork:
-    """What one map's file writers share: its overlay as drawn, and its heatmap at the picture's size
-    (computed once, for the heatmap and the mask alike)."""
+    """What one map's file writers share: its overlay as drawn (RGB, or "RGBX" from OpenCV: see
+    camcli.maps.fast_overlay), and its heatmap at the picture's size (computed once, for the heatmap
+    and the mask alike)."""
 
     def __init__(self, options: FileOptions, picture: Image.Image, pictures: _Pictures, class_map, drawn: Image.Image,
                  overlay_format: str):
@@ -240,7 +242,7 @@ def _write_panel(work: _MapWork, path: Path) -> None:
     shown = None if class_map.image is not None else upsample(class_map.heatmap, height=small.height,
                                                                 width=small.width)
     save_panel(path, np.asarray(small), shown,
-               np.asarray(work.drawn.resize(small.size, Image.Resampling.BILINEAR, reducing_gap=3.0)),
+               rgb_array(work.drawn.resize(small.size, Image.Resampling.BILINEAR, reducing_gap=3.0)),
                title, work.options.colormap)
 
 
