@@ -250,6 +250,9 @@ def test_class_ids_per_image_replace_the_requests():
         explainer.explain_batch(batch, np.array([[3], [0], [0]]))
 
 
+SHARED_MESSAGE = "must share the model, the layers, the head, the target, the classes and the precision"
+
+
 def test_method_set_refuses_mismatched_or_repeated_methods():
     from camcli.explain.explainer import Explainer, MethodSet
     from camcli.models.loading import wrap_model
@@ -258,13 +261,13 @@ def test_method_set_refuses_mismatched_or_repeated_methods():
     gradcam = Explainer(loaded, method="gradcam")
     with pytest.raises(UsageError, match="`methods=gradcam` is given twice"):
         MethodSet([gradcam, Explainer(loaded, method="gradcam")])
-    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the precision"):
+    with pytest.raises(UsageError, match=SHARED_MESSAGE):
         MethodSet([gradcam, Explainer(loaded, method="cam", classes=["top2"])])
-    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the precision"):
+    with pytest.raises(UsageError, match=SHARED_MESSAGE):
         MethodSet([gradcam, Explainer(loaded, method="cam", head="sigmoid")])  # other scores: another step
-    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the precision"):
+    with pytest.raises(UsageError, match=SHARED_MESSAGE):
         MethodSet([gradcam, Explainer(loaded, method="layercam", layer="conv1")])
-    with pytest.raises(UsageError, match="must share the model, the layers, the head, the target, the classes and the"):
+    with pytest.raises(UsageError, match=SHARED_MESSAGE):
         MethodSet([gradcam, Explainer(loaded, method="cam", precision="bfloat16")])  # another copy of the model
     with pytest.raises(UsageError, match=r"at least one method \(`methods`\)"):
         MethodSet([])

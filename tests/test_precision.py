@@ -8,7 +8,7 @@ import pytest
 from cli_helpers import invoke, read_json
 from tiny_models import SIZE, explainer_for, gap_dense, images
 
-from camcli.explain.explainer import Explainer, MethodSet
+from camcli.explain.explainer import MethodSet
 from camcli.models import precision as precision_module
 from camcli.models.loading import wrap_model
 from camcli.models.precision import ComputeCopy, hardware_warning
@@ -86,7 +86,7 @@ def test_the_user_model_and_the_global_policy_are_unchanged(precision):
     ExplainerSet.explain_batch(batch)
     assert keras.config.dtype_policy().name == global_policy == "float32"
     assert {layer.name: layer.dtype_policy.name for layer in model.layers} == policies
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     assert model.get_layer("conv_bn").__class__ is keras.layers.BatchNormalization
 
 
@@ -101,10 +101,10 @@ def test_every_number_after_the_step_is_float32_and_maps_stay_within_the_bound(p
     assert outputs.activations[0].dtype == outputs.gradients[0].dtype == outputs.scores.dtype == np.float32
     assert reduced.step.compute_copy is not None and reference.step.compute_copy is None
     expected, got = reference.explain_batch(batch), reduced.explain_batch(batch)
-    for want_image, got_image in zip(expected, got):
+    for want_image, got_image in zip(expected, got, strict=True):
         assert [p.index for p in got_image.predictions][:1] == [p.index for p in want_image.predictions][:1]
         assert all(isinstance(p.score, float) for p in got_image.predictions)
-        for want, have in zip(want_image.maps, got_image.maps):
+        for want, have in zip(want_image.maps, got_image.maps, strict=True):
             assert (have.method, have.class_index) == (want.method, want.class_index)
             assert np.isfinite(have.heatmap).all()
             assert _correlation(want.heatmap, have.heatmap) > 0.97, (have.method, precision)
@@ -138,7 +138,7 @@ def test_float16_keeps_small_gradients_by_scaling_the_score():
     batch = images(4, seed=7)
     reference = _maps(explainer_for(model, layer="target", method="gradcam"), batch)
     half = _maps(explainer_for(model, layer="target", method="gradcam", precision="float16"), batch)
-    assert min(_correlation(a, b) for a, b in zip(reference, half)) > 0.999
+    assert min(_correlation(a, b) for a, b in zip(reference, half, strict=True)) > 0.999
     assert precision_module.gradient_scale("float16") > 1 and precision_module.gradient_scale("bfloat16") == 1
 
 
