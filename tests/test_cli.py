@@ -174,7 +174,7 @@ def test_image_json_record(contract, models):
     root, out, _ = contract
     record = read_json(out / "a" / "b" / "x.json")
     assert list(record) == ["image", "width", "height", "output_width", "output_height", "model", "layer", "layers",
-                            "target", "predictions", "explanations", "camcli_version", "fingerprint"]
+                            "target", "precision", "predictions", "explanations", "camcli_version", "fingerprint"]
     assert record["target"] == {"kind": "class"}
     assert (record["output_width"], record["output_height"]) == (record["width"], record["height"])
     assert record["camcli_version"] == __version__
