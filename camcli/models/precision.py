@@ -38,10 +38,10 @@ POLICIES = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 # (Micikevicius et al. 2018, Sec. 3.2); bfloat16 has float32's exponent range and needs none.
 FLOAT16_GRADIENT_SCALE = 1024.0
 
-# float16 on a CPU without float16 arithmetic: measured on the development machine (AMD EPYC with
-# AVX-512 BF16, no AVX-512 FP16; TensorFlow 2.21, oneDNN), ResNet50's Grad-CAM step at batch 8 ran at
-# 1.0x float32's speed (bfloat16: 2.2x). CPUs without AVX-512 emulate it, slower still.
-FLOAT16_CPU_SPEED = "no faster than float32 (1.0x measured on an AVX-512 CPU), slower on older CPUs"
+# float16 on a CPU without float16 arithmetic: on the development machine (AMD EPYC with AVX-512 BF16,
+# no AVX-512 FP16; TensorFlow 2.21, oneDNN), the Grad-CAM step at batch 8 ran at 0.57x float32's speed
+# for VGG16, 0.73x for Xception and 0.96x for ResNet50 (make bench's precision section).
+FLOAT16_CPU_SPEED = "slower than float32 (0.6-1.0x measured on an AVX-512 CPU)"
 
 _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv1D,
                  keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
