@@ -357,17 +357,22 @@ def sanity_plan(options: dict) -> SanityOptions | None:
 def run_sanity_from_cli(paths, plan: SanityOptions | None, model: ModelOptions, maps: MapRequest,
                         run: RunOptions) -> int:
     """Run the check `sanity_plan` prepared on the command's images, with its model, maps and run: print its
-    table and closing lines. Returns EXIT_FAILED when a gate failed or an image could not be read, else 0."""
+    table and closing lines. With the command's `report`, its page (written before the check ran) is
+    written again, with the check's section. Returns EXIT_FAILED when a gate failed or an image could not
+    be read, else 0."""
     if plan is None:
         return 0
-    from camcli.api import sanity_paths
+    from camcli.api import sanity_paths, write_report
     from camcli.audit.sanity import format_sanity_table
 
+    page = run.report and run.out is not None
     run = RunOptions(out=run.out, batch_size=run.batch_size)  # the rest (--report, --resume) is the command's
     report = sanity_paths(paths, model, sanity=plan, maps=maps, run=run)
     click.echo("\n" + format_sanity_table(report))
     for line in report.closing_lines(run.out):
         click.echo(f"camcli: {line}", err=True)
+    if page:  # else the page shows no sanity section, or the sanity.json of an earlier run
+        write_report(run.out)
     return EXIT_FAILED if report.failed_gates or report.failures else 0
 
 
@@ -661,7 +666,9 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
               help="Flag rule: its border share exceeds the rest of the class's by this much (away).")
 @click.option("--seed", type=int, default=field_default(AuditOptions, "seed"), show_default=True,
               help="Seed of the clustering and the t-SNE picture.")
-@click.option("--report", is_flag=True, help="Also write OUT/index.html, with the audit's section.")
+@click.option("--report", is_flag=True,
+              help="Also write OUT/index.html, with the audit's section (and with --sanity the sanity check's, "
+                   "once it has run).")
 @click.option("--fail-on-flag", is_flag=True, help="Exit 1 when any cluster is flagged (CI).")
 @sanity_options
 @click.option("--fail-under", multiple=True, metavar="sanity=VALUE",

@@ -269,7 +269,8 @@ class FileOptions:
     alpha: float = option(0.5)  # heatmap opacity in the overlays
     colormap: str = option("jet")  # any matplotlib colour map
     box_threshold: float = option(DEFAULT_BOX_THRESHOLD)  # a box keeps pixels >= this fraction of the map's maximum
-    draw_box: bool = option(False, help="Draw the box on the overlay.")
+    draw_box: bool = option(False, help="Draw the box on the overlay (heatmaps only: no box on a guided "
+                                        "method's gradient picture).")
     save_heatmap: bool = option(False, help="Also write each map as float32 .npy at the output size (the image's, "
                                              "or --max-size), values in [0, 1].")
     save_mask: bool = option(False, help="Also write each map's thresholded region as a binary PNG mask.")

@@ -168,6 +168,39 @@ def make_audit_folder(root: Path, with_records: bool = True) -> tuple[Path, dict
     return out, audit
 
 
+def add_small_classes(out: Path, audit: dict, labels: list[str], images: int = 1, flagged: bool = False) -> list[dict]:
+    """Append to `audit` (and write) classes with too few maps for SpRAy to look for strategies in, as
+    `camcli audit` writes them: eigenvalues [], a note, one cluster holding every member, no embedding
+    under 5 distinct maps, its mean map on disk; the class indices follow the fixture's. Returns them."""
+    layout = Layout(out)
+    added = []
+    for offset, label in enumerate(labels):
+        index = 10 + len(audit["classes"]) + offset
+        stems = [f"few/{label}_{i}" for i in range(images)]
+        overlays = []
+        for stem in stems:
+            overlay = layout.map_paths(stem, "gradcam", index)["overlay"]
+            save_png(overlay, np.full((40, 40, 3), 90, np.uint8))
+            overlays.append(layout.relative(overlay))
+        mean_map = layout.audit_map(index, 0)
+        save_png(mean_map, np.full((32, 32, 3), 200, np.uint8))
+        added.append({
+            "label": label, "class_index": index, "images": images, "eigenvalues": [],
+            "note": f"{images} maps: too few to find strategies (at least 12); one cluster",
+            "members": [f"{stem}.png" for stem in stems], "overlays": overlays, "embedding": None,
+            "cluster_of": [0] * images,
+            "clusters": [{"id": 0, "size": images, "share": 1.0, "main": True, "flagged": flagged,
+                          "reason": "the only cluster of the class: nothing to compare with",
+                          "members": [f"{stem}.png" for stem in stems], "samples": overlays[:6],
+                          "mean_map": layout.relative(mean_map), "focus": 0.2, "border_share": 0.1,
+                          "corner_share": 0.03, "rest_border_share": None, "tightness": 1.0, "purity": None,
+                          "purity_label": None}]})
+    audit["classes"] += added
+    audit["images"] += images * len(labels)
+    save_json(layout.audit_json, audit)
+    return added
+
+
 def sanity_record() -> dict:
     """sanity.json as `camcli audit` writes it: gradcam passes, guidedbackprop does not."""
     return {"camcli_version": "0.1.0", "kind": "sanity", "model": "demo", "layer": "conv6", "class": "top1",

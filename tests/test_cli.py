@@ -938,6 +938,35 @@ def test_save_mask_draw_box_and_panel(models, tmp_path):
     assert (out / explanation["panel"]).is_file()
 
 
+def test_draw_box_leaves_gradient_pictures_alone(models, tmp_path):
+    """Issue 30: --draw-box drew the box on the guided methods' gradient pictures, where it marks nothing
+    (guidedbackprop's is a patch of the gradient's edges). Their overlays and panels are now the same with
+    and without --draw-box; the heatmap's overlay gets its box. The JSON keeps a bbox for every map:
+    guidedgradcam's is its Grad-CAM map's, as the README says."""
+    image = write_image(tmp_path / "in" / "img.png", size=(40, 30), seed=3)
+    methods = ["--method", "gradcam", "--method", "guidedbackprop", "--method", "guidedgradcam"]
+    common = ["--model", models["path"]["gap"], "--preprocess", "scale01", "--layer", "target", *methods,
+              "--panel", "--quiet"]
+    for name, extra in (("plain", []), ("boxed", ["--draw-box"])):
+        result = invoke("explain", image, *common, *extra, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.stderr
+    entries = {e["method"]: e for e in read_json(tmp_path / "boxed" / "img.json")["explanations"]}
+    assert [entries[m]["guided"] for m in ("gradcam", "guidedbackprop", "guidedgradcam")] == [False, True, True]
+    assert all(entries[m]["bbox"] is not None for m in entries)
+    assert entries["guidedgradcam"]["bbox"] == entries["gradcam"]["bbox"]
+
+    def pixels(run, method, kind):
+        with Image.open(tmp_path / run / entries[method][kind]) as picture:
+            return np.asarray(picture.convert("RGB"))
+
+    for method in ("guidedbackprop", "guidedgradcam"):
+        for kind in ("overlay", "panel"):
+            assert np.array_equal(pixels("plain", method, kind), pixels("boxed", method, kind)), (method, kind)
+    x0, y0, x1, y1 = entries["gradcam"]["bbox"]
+    boxed = pixels("boxed", "gradcam", "overlay")
+    assert (boxed[y0, x0:x1] == [0, 255, 0]).all() and not np.array_equal(boxed, pixels("plain", "gradcam", "overlay"))
+
+
 def test_box_threshold_out_of_range_is_a_usage_error(models, image, tmp_path):
     result = invoke("explain", image, "--model", models["path"]["gap"], "--box-threshold", "1.5", "--out", tmp_path)
     assert result.exit_code == 2

@@ -49,5 +49,5 @@ def test_the_report_reads_the_gradient_badge_from_the_record_not_the_method_name
     text = write_page(out).read_text("utf-8")
     figures = {chunk.split('"', 1)[0]: chunk.split("</figure>", 1)[0]
                for chunk in text.split('<figure class="thumb" data-method="')[1:]}
-    badged = {method for method, figure in figures.items() if '<span class="badge">gradients</span>' in figure}
+    badged = {method for method, figure in figures.items() if ">gradients</span>" in figure}
     assert set(figures) == {"guidedbackprop", "mymethod", "guidedgradcam"} and badged == {"mymethod"}

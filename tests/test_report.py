@@ -139,9 +139,32 @@ def test_box_empty_badge_guided_layers_and_mask(tmp_path):
     text, parsed = page(out)
     assert 'class="box" style="left:10.00%;top:10.00%;width:50.00%;height:50.00%"' in text
     assert text.count('<span class="badge empty">empty map</span>') == 2  # on the card and on the overlay
-    assert '<span class="badge">gradients</span>' in text
+    assert '<span class="badge" title="a gradient picture, not a heatmap over the image: no box is drawn' in text
     assert "2 layers" in text and "conv_a + conv_b" in text
     assert any(link.get("href") == "guided.mask.png" for link in parsed.links)
+
+
+def test_no_box_on_a_gradient_picture(tmp_path):
+    """Issue 30: a guided method's picture got the record's box, measured on another map (guidedbackprop:
+    a patch of the gradient's edges). Heatmaps keep their box; gradient pictures get none, and their
+    badge says why. A record without "guided" is a heatmap, as before."""
+    out = tmp_path / "out"
+    write_record(out, "img", None, [(0, 0.9)], methods=("gradcam", "guidedbackprop", "guidedgradcam"),
+                 bbox=[6, 4, 36, 24])
+    record = json.loads((out / "img.json").read_text("utf-8"))
+    for explanation in record["explanations"]:
+        explanation["guided"] = explanation["method"] != "gradcam"
+    outputs.save_json(out / "img.json", record)
+    write_page(out)
+    text, _ = page(out)
+    figures = {chunk.split('"', 1)[0]: chunk.split("</figure>", 1)[0]
+               for chunk in text.split('<figure class="thumb" data-method="')[1:]}
+    assert set(figures) == {"gradcam", "guidedbackprop", "guidedgradcam"}
+    assert 'class="box" style="left:10.00%;top:10.00%;width:50.00%;height:50.00%"' in figures["gradcam"]
+    for method in ("guidedbackprop", "guidedgradcam"):
+        assert 'class="box"' not in figures[method], method
+        assert "no box is drawn on it" in figures[method] and ">gradients</span>" in figures[method]
+    assert text.count('class="box"') == 1
 
 
 def test_bbox_style_clips_and_rejects_bad_boxes():

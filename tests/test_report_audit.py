@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import pytest
 from click.testing import CliRunner
-from report_fixtures import ODD_STEM, make_audit_folder, make_output_folder, sanity_record
+from report_fixtures import ODD_STEM, add_small_classes, make_audit_folder, make_output_folder, sanity_record
 
 from camcli.cli import cli
 from camcli.report.audit_files import read_audit, read_sanity
@@ -164,7 +164,7 @@ def test_a_folder_with_only_the_audit_files_gets_a_page(tmp_path):
     out, audit = make_audit_folder(tmp_path, with_records=False)
     save_json(Layout(out).sanity_json, sanity_record())
     text, parsed = render(out)
-    assert parsed.sections[:2] == ["audit", "sanity"]
+    assert parsed.sections[:2] == ["sanity", "audit"]
     assert len(parsed.shape("scatter", "circle", "pt")) == 17
     samples = [img for img in parsed.images if img["src"].endswith(".thumb.jpg")]
     assert len(samples) == 6 + 3 + 5 and all((out / unquote(img["src"])).is_file() for img in samples)
@@ -238,6 +238,8 @@ MALFORMED = [  # (change to audit.json, the problem line, whether the audit sect
     (lambda a: _circle(a)["clusters"][1].update(share=float("nan")),
      "audit.json: class circle, cluster 1: share is not a number (nan)", True),
     (lambda a: a.update(rule=[0.25]), "audit.json: rule is not an object ([0.25])", True),
+    (lambda a: _circle(a).update(eigenvalues="none"), "audit.json: class circle: eigenvalues is not a list (none)",
+     True),
 ]
 
 
@@ -284,6 +286,91 @@ def test_read_audit_orders_flagged_classes_first(audited):
     assert audit.classes[0].clusters[1].figures["corner_share"] == 0.61
     assert audit.classes[0].member_of[f"{ODD_STEM}.gradcam.0.png"] == f"{ODD_STEM}.png"
     assert read_audit(out / "nowhere", problems) is None and problems == []
+
+
+SMALL = ["triangle", "star", "cross", "ring", "oval", "heart"]  # six classes of one image each
+
+
+def test_classes_too_small_for_strategies_are_one_line_not_cards(audited):
+    """Issue 30: six one-image classes gave six cards with one cluster each and nothing to compare it
+    with. They are one line now, each name linking to its mean map, its note as the tooltip."""
+    out, audit = audited
+    added = add_small_classes(out, audit, SMALL)
+    text, parsed = render(out)
+    audit_text = section(text, "audit")
+    assert audit_text.count('<div class="audit-class"') == 2  # circle and square, which were clustered
+    assert audit_text.count('<article class="cluster') == 3 and "nothing to compare with</p>" not in audit_text
+    assert all(f"<h3>{label}" not in audit_text for label in SMALL)
+    line = audit_text[audit_text.index('id="audit-too-few"'):]
+    line = line[:line.index("</p>")]
+    assert "<b>6</b> classes have too few maps to look for strategies in" in line
+    for entry in added:
+        mean_map = entry["clusters"][0]["mean_map"]
+        assert (f'<a class="zoom" href="{mean_map}" data-caption="{entry["label"]}: mean map of 1 image" '
+                f'title="1 maps: too few to find strategies (at least 12); one cluster">{entry["label"]}</a> '
+                "(1 image)") in line
+    # the line comes before the clustered classes' cards, and their samples are not thumbnailed
+    assert audit_text.index('id="audit-too-few"') < audit_text.index('<div class="audit-class"')
+    assert not any(img["src"].startswith("few/") for img in parsed.images)
+    assert not list((out / "few").glob("*.thumb.jpg"))
+    assert load_report_data(out).problems == []
+
+
+def test_a_small_class_with_a_flagged_cluster_keeps_its_card(audited):
+    out, audit = audited
+    add_small_classes(out, audit, ["oval"], images=3, flagged=True)
+    add_small_classes(out, audit, ["heart"], images=7)
+    text, _ = render(out)
+    audit_text = section(text, "audit")
+    assert "<h3>oval (class 12) &middot; 3 images" in audit_text  # flagged: never folded into the line
+    assert "<b>1</b> class has too few maps" in audit_text and ">heart</a> (7 images)" in audit_text
+
+
+def test_a_class_without_eigenvalues_keeps_its_card(audited):
+    """Only an empty list of eigenvalues says that no strategies were looked for."""
+    out, audit = audited
+    added = add_small_classes(out, audit, ["oval"])
+    del added[0]["eigenvalues"]
+    rewrite(out, audit)
+    audit_class = next(c for c in read_audit(out, []).classes if c.label == "oval")
+    assert audit_class.searched and not audit_class.summarised
+    text, _ = render(out)
+    assert "<h3>oval (class 12)" in text and 'id="audit-too-few"' not in text
+
+
+def test_many_small_classes_are_folded_away(audited):
+    out, audit = audited
+    labels = [f"class_{i:02d}" for i in range(40)]
+    add_small_classes(out, audit, labels)
+    text, _ = render(out)
+    audit_text = section(text, "audit")
+    assert '<details class="facts too-few" id="audit-too-few"><summary><b>40</b> classes have too few maps' \
+           in audit_text
+    assert all(f">{label}</a> (1 image)" in audit_text for label in labels)
+    assert audit_text.count('<div class="audit-class"') == 2
+
+
+def test_the_sanity_check_comes_before_the_audit_and_the_contents_line_leads_to_both(audited):
+    """Issue 30: the sanity plot sat below the audit's cards. It comes first now, and a line under the
+    title links to every section with its verdict."""
+    out, audit = audited
+    add_small_classes(out, audit, SMALL)
+    save_json(Layout(out).sanity_json, sanity_record())
+    text, parsed = render(out)
+    assert parsed.sections == ["sanity", "audit"]
+    assert text.index('<svg class="sanity"') < text.index('<section id="audit">') < text.index('class="cluster')
+    contents = text[text.index('<nav id="contents"'):]
+    contents = contents[:contents.index("</nav>")]
+    assert contents.index('href="#sanity"') < contents.index('href="#audit"') < contents.index('href="#cards"')
+    assert "Sanity check</a> (1 of 2 methods failed)" in contents and "Audit</a> (1 flagged)" in contents
+    assert text.index("</header>") < text.index('<nav id="contents"') < text.index('<section id="sanity">')
+
+
+def test_no_contents_line_for_a_page_of_images_only(tmp_path):
+    out, _ = make_output_folder(tmp_path)
+    (out / "summary.json").unlink()
+    text, _ = render(out)
+    assert '<nav id="contents"' not in text
 
 
 # --- sanity.json ----------------------------------------------------------------------------------

@@ -285,6 +285,27 @@ def test_evaluate_sanity_fails_a_gate_above_the_score(tmp_path):
     assert f"camcli: guidedbackprop sanity {score:.4g} is below --fail-under sanity=0.95" in result.stderr.splitlines()
 
 
+@pytest.mark.slow
+def test_audit_sanity_report_shows_this_runs_check_first(tmp_path):
+    """Issue 30, the run the user made: `camcli audit --sanity --report` wrote its page before the sanity
+    check ran, so the page had no sanity section (or an earlier run's), below six one-image audit cards.
+    Now the page has this run's check first, the six classes in one line, and no box on the gradient
+    pictures."""
+    stale = {"camcli_version": camcli.__version__, "kind": "sanity", "depths": ["none"],
+             "methods": {"an earlier run": {"score": 0.5}}}
+    save_json(tmp_path / "sanity.json", stale)
+    result = invoke("audit", SCENES, "--model", "demo", "--method", "gradcam", "--method", "guidedbackprop",
+                    "--sanity", "--sanity-images", 2, "--report", "--out", tmp_path, "-q")
+    assert result.exit_code == 0, result.stderr
+    page = (tmp_path / "index.html").read_text("utf-8")
+    assert "an earlier run" not in page
+    assert page.index('<section id="sanity">') < page.index('<svg class="sanity"') < page.index('<section id="audit">')
+    assert 'data-method="guidedbackprop"' in page[page.index('<svg class="sanity"'):page.index("</svg>")]
+    assert "<b>6</b> classes have too few maps to look for strategies in" in page
+    assert '<article class="cluster' not in page and '<div class="audit-class"' not in page
+    assert page.count('class="box"') == 6  # gradcam's, one per image; none on guidedbackprop's pictures
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--fail-under", "sanity=0.5"], "--fail-under sanity=0.5 needs --sanity"),
     (["--sanity", "--fail-over", "sanity=0.5"],

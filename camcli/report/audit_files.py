@@ -56,10 +56,18 @@ class AuditClass:
     clusters: list[AuditCluster]
     points: list[Point]  # empty when there is no embedding, or a malformed one
     member_of: dict[str, str]  # overlay -> the image's path, to caption the samples
+    note: str = ""  # the audit's note on the class ("3 maps: too few to find strategies (at least 12)...")
+    searched: bool = True  # SpRAy looked for strategies; False when audit.json's eigenvalues are [] (too few maps)
 
     @property
     def flagged(self) -> bool:
         return any(cluster.flagged for cluster in self.clusters)
+
+    @property
+    def summarised(self) -> bool:
+        """Shown in one line, not a card: SpRAy looked for no strategies in the class (too few distinct
+        maps: one cluster, nothing compared) and none of its clusters is flagged."""
+        return not self.searched and not self.flagged
 
 
 @dataclass
@@ -161,8 +169,10 @@ def _audit_class(entry, position: int, layout: Layout, problems: list[str]) -> A
     clusters = _field(entry, "clusters", list, where, problems) or []
     parsed = [_cluster(c, where, layout, class_index, problems) for c in clusters]
     points, member_of = _points(entry, where, problems)
+    eigenvalues = _field(entry, "eigenvalues", list, where, problems)  # [] when no strategies were looked for
     return AuditClass(label=label, class_index=class_index, images=_field(entry, "images", int, where, problems),
-                      clusters=[c for c in parsed if c is not None], points=points, member_of=member_of)
+                      clusters=[c for c in parsed if c is not None], points=points, member_of=member_of,
+                      note=_field(entry, "note", str, where, problems) or "", searched=eigenvalues != [])
 
 
 def _cluster(entry, where: str, layout: Layout, class_index: int | None, problems: list[str]) -> AuditCluster | None:

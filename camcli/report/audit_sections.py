@@ -8,7 +8,9 @@ randomisation plot of Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", ar
 Fig. 2): rank correlation (absolute) between the trained model's maps and those after randomising the
 layers from the top down, one line per method. A cluster's sample overlays are shown as the page's
 thumbnails (`pictures`, made by camcli.report.page), so a large audit stays light; a point's overlay
-is only loaded when it is hovered or clicked (page.js).
+is only loaded when it is hovered or clicked (page.js). Classes with too few maps for SpRAy to look for
+strategies in (one cluster, nothing compared, never flagged) get no card each, only their names in one
+line: six one-image classes would otherwise fill the section with cards that say nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from camcli.report.markup import cell, esc, inside, url
 
 PALETTE_SIZE = 10  # k0..k9 in page.css
 _SIDE, _PAD = 320, 12  # the scatter plot's square, in SVG units
+_INLINE_SMALL_CLASSES = 12  # more classes too small to cluster than this: their one line is folded away
 _FIGURE_NAMES = {"size": "images", "share": "share of the class", "focus": "focus", "border_share": "border share",
                  "corner_share": "corner share", "tightness": "tightness", "purity": "purity"}
 
@@ -50,11 +53,41 @@ def audit_html(audit: Audit, pictures: dict, out_dir: Path) -> str:
              f'<p class="facts">{facts} &middot; <b>{esc(cell(flagged))}</b> flagged</p>']
     if rule:
         parts.append(f'<p class="facts">a cluster is flagged by the rule: {rule}</p>')
-    parts += [_class_html(k, position, pictures, out_dir) for position, k in enumerate(audit.classes)]
+    summarised = [k for k in audit.classes if k.summarised]
+    if summarised:
+        parts.append(_summarised_html(summarised, pictures))
+    parts += [_class_html(k, position, pictures, out_dir)
+              for position, k in enumerate(k for k in audit.classes if not k.summarised)]
     if not audit.classes:
         parts.append('<p class="facts">audit.json lists no classes</p>')
     parts.append("</section>")
     return "".join(parts)
+
+
+def _summarised_html(classes: list[AuditClass], pictures: dict) -> str:
+    """One line for the classes with too few maps to look for strategies in, where a card each would show
+    one cluster with nothing to compare it with. A name links to its class's mean map and has the
+    audit's note as its tooltip; the list is folded away when it is long."""
+    names = []
+    for audit_class in classes:
+        count = audit_class.images if audit_class.images is not None else \
+            sum(int(c.figures["size"] or 0) for c in audit_class.clusters)
+        images = f"{count} image" + ("" if count == 1 else "s")
+        label, note = esc(audit_class.label), f' title="{esc(audit_class.note)}"' if audit_class.note else ""
+        main = next((c for c in audit_class.clusters if c.main), None)
+        picture = pictures.get(("mean_map", main.mean_map)) if main is not None else None
+        if picture is not None and picture.thumb:
+            caption = esc(f"{audit_class.label}: mean map of {images}")
+            name = f'<a class="zoom" href="{url(picture.href)}" data-caption="{caption}"{note}>{label}</a>'
+        else:
+            name = f"<span{note}>{label}</span>"
+        names.append(f"{name} ({esc(images)})")
+    lead = (f"<b>{len(classes)}</b> {'class has' if len(classes) == 1 else 'classes have'} too few maps to look for "
+            "strategies in: one cluster each, nothing to compare it with, never flagged")
+    listed = ", ".join(names)
+    if len(classes) <= _INLINE_SMALL_CLASSES:
+        return f'<p class="facts too-few" id="audit-too-few">{lead}: {listed}</p>'
+    return f'<details class="facts too-few" id="audit-too-few"><summary>{lead}</summary><p>{listed}</p></details>'
 
 
 def _class_html(audit_class: AuditClass, position: int, pictures: dict, out_dir: Path) -> str:

@@ -7,7 +7,9 @@ camcli.report.audit_sections). It uses no network: CSS and JavaScript are inline
 small JPEG thumbnails written next to the outputs (`cat.thumb.jpg` for the original,
 `cat.gradcam.285.thumb.jpg` per overlay), loaded lazily, so a run of 10,000 images gives a page that
 opens quickly. Clicking a thumbnail shows the full-size picture. Filters (top-1 class, method, empty
-maps) and sorting run in plain JavaScript over `data-*` attributes of the cards.
+maps) and sorting run in plain JavaScript over `data-*` attributes of the cards. A map's box is drawn
+over its overlay, except on a guided method's gradient picture, where it would mark nothing the picture
+shows (guided backprop's bbox bounds a patch of gradient edges, guided Grad-CAM's is its Grad-CAM map's).
 
 Everything taken from JSON is escaped: file names may hold `<`, `&`, quotes, any Unicode, and even
 undecodable bytes (kept as lone surrogates, see camcli.runs.discovery). No TensorFlow is imported here.
@@ -207,6 +209,10 @@ def _bbox_style(bbox, width, height) -> str | None:
     return f"left:{left:.2f}%;top:{top:.2f}%;width:{right - left:.2f}%;height:{bottom - top:.2f}%"
 
 
+_GUIDED_NOTE = ("a gradient picture, not a heatmap over the image: no box is drawn on it (guided backprop's bbox "
+               "bounds a patch of gradient edges, guided Grad-CAM's is its Grad-CAM map's)")
+
+
 @dataclass
 class _Picture:
     href: str  # the full-size picture, relative to OUT
@@ -276,8 +282,12 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
     picture = pictures.get(("overlay", explanation.get("overlay")))
     parts = [f'<figure class="thumb" data-method="{esc(method)}" data-empty="{int(empty)}" '
              f'title="{esc(full_caption)}">']
+    guided = explanation.get("guided") is True  # the record says the overlay is a gradient picture
     if picture is not None and picture.thumb:
-        box = _bbox_style(explanation.get("bbox"), width, height)
+        # No box on a gradient picture: the box was measured on another map than the one shown (the
+        # gradient's magnitude, whose largest region is a patch of edges, or a Grad-CAM map), so it marks
+        # nothing the reader can see there.
+        box = None if guided else _bbox_style(explanation.get("bbox"), width, height)
         box_html = f'<span class="box" style="{box}"></span>' if box else ""
         parts.append(f'<a class="zoom" href="{url(picture.href)}" data-caption="{esc(full_caption)}">'
                      f'<span class="frame" style="aspect-ratio:{ratio}"><img loading="lazy" '
@@ -285,8 +295,8 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
     else:
         parts.append(f'<span class="frame missing" style="aspect-ratio:{ratio}">overlay missing</span>')
     extras = []
-    if explanation.get("guided") is True:  # the record says the overlay is a gradient picture
-        extras.append('<span class="badge">gradients</span>')
+    if guided:
+        extras.append(f'<span class="badge" title="{_GUIDED_NOTE}">gradients</span>')
     if empty:
         extras.append('<span class="badge empty">empty map</span>')
     if len(layers) > 1:
@@ -392,6 +402,28 @@ def _header_html(data: ReportData, title: str) -> str:
     return f'<header><h1>{esc(title)}</h1><p class="facts">{facts_html}</p>{notes_html}</header>'
 
 
+def _contents_html(data: ReportData) -> str:
+    """A line of links to the page's sections, each with its verdict, when it has more than the images."""
+    links = []
+    if data.sanity is not None:
+        failed = sum(m.passed is False for m in data.sanity.methods)
+        verdict = f"{failed} of {len(data.sanity.methods)} methods failed" if failed else \
+            f"{sum(m.passed is True for m in data.sanity.methods)} of {len(data.sanity.methods)} methods passed"
+        links.append(f'<a href="#sanity">Sanity check</a> ({verdict})')
+    if data.evaluation is not None:
+        links.append('<a href="#evaluation">Evaluation</a>')
+    if data.audit is not None:
+        flagged = data.audit.facts.get("flagged", sum(c.flagged for k in data.audit.classes for c in k.clusters))
+        links.append(f'<a href="#audit">Audit</a> ({esc(cell(flagged))} flagged)')
+    if data.failures:
+        links.append(f'<a href="#failures">Failures</a> ({len(data.failures)})')
+    if not links:
+        return ""
+    if data.records:
+        links.append(f'<a href="#cards">Images</a> ({len(data.records)})')
+    return f'<nav id="contents" class="facts">on this page: {" &middot; ".join(links)}</nav>'
+
+
 def _controls_html(records: list[dict]) -> str:
     classes: dict[str, int] = {}
     methods: list[str] = []
@@ -426,13 +458,17 @@ def render_html(data: ReportData, pictures: dict, out_dir: Path, title: str) -> 
     """The page, as text. `pictures` maps ("original", record json), ("overlay", overlay path) and
     ("mean_map", path) to the _Picture to show."""
     cards = "\n".join(_card(record, pictures, out_dir) for record in data.records)
-    body = [_header_html(data, title)]
+    # The sections go from the methods to the model to the images: whether the maps depend on the model
+    # at all (sanity), how well they localise (evaluation), the model's strategies (audit), then the
+    # failures and every image. The sanity check is short and says whether the rest can be trusted, so
+    # it comes first, never below the audit's cards.
+    body = [_header_html(data, title), _contents_html(data)]
+    if data.sanity is not None:
+        body.append(sanity_html(data.sanity))
     if data.evaluation is not None:
         body.append(_evaluation_html(data.evaluation))
     if data.audit is not None:
         body.append(audit_html(data.audit, pictures, out_dir))
-    if data.sanity is not None:
-        body.append(sanity_html(data.sanity))
     body.append(_failures_html(data.failures))
     body.append(_controls_html(data.records))
     body.append(f'<main><div id="cards">\n{cards}\n</div></main>')
@@ -464,7 +500,8 @@ def _make_thumbnails(data: ReportData, out_dir: Path) -> dict:
         for explanation in record["explanations"]:
             _add_overlay_job(jobs, out_dir, explanation.get("overlay") if isinstance(explanation, dict) else None)
     clusters = [c for k in data.audit.classes for c in k.clusters] if data.audit is not None else []
-    for sample in (s for c in clusters for s in c.samples):
+    shown = [c for k in data.audit.classes if not k.summarised for c in k.clusters] if data.audit is not None else []
+    for sample in (s for c in shown for s in c.samples):  # a class summarised in one line shows no samples
         _add_overlay_job(jobs, out_dir, sample)
 
     def make(job):

@@ -150,7 +150,11 @@ class ImageWriter:
             drawn = Image.fromarray(resize_unit_rgb(class_map.image, decoded.picture.size))
         else:
             drawn = draw_overlay(decoded.picture, class_map.heatmap, options.alpha, colormap_lut(options.colormap))
-        if options.draw_box and box is not None:  # the box is in original pixels, the picture may be smaller
+        # The box goes on heatmaps only. A gradient picture is not the map the box was measured on
+        # (guidedbackprop: the gradient's magnitude, whose largest region is a patch of edges;
+        # guidedgradcam: its Grad-CAM map), so on it a box would mark nothing the picture shows.
+        if options.draw_box and box is not None and class_map.image is None:
+            # the box is in original pixels, the picture may be smaller
             drawn = Image.fromarray(draw_box(rgb_array(drawn), [value * decoded.scale for value in box]))
         work = _MapWork(options, decoded.picture, pictures, class_map, drawn, overlay_format)
         written = set(self._written(paths))
