@@ -31,6 +31,7 @@ from camcli.runs.layout import AUDIT_MAP, Layout, check_replaceable, is_camcli_c
 AUDIT_CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
                "main", "flagged", "x", "y")
 MEAN_MAP_SIDE = 128  # pixels of a cluster's mean-map picture
+PICTURE_SIDE = 256  # the rule compares the images' pixels at this size (longest side), decoded reduced
 
 
 @dataclass
@@ -44,6 +45,19 @@ class AuditMap:
     label: str
     truth: str | None
     cells: np.ndarray  # (GRID, GRID), max 1 or all zero
+    source: Path | None = None  # the image file, where it can still be read (the rule compares its pixels)
+
+    def picture(self) -> np.ndarray | None:
+        """The image as RGB, its longest side at most PICTURE_SIDE; None where it cannot be read."""
+        from camcli.errors import CamcliError
+        from camcli.runs.decode import decode_image
+
+        if self.source is None:
+            return None
+        try:
+            return np.asarray(decode_image(self.source, max_side=PICTURE_SIDE).picture)
+        except (CamcliError, OSError, ValueError):
+            return None
 
 
 @dataclass
@@ -110,6 +124,8 @@ def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict) 
             "mean_map": mean_maps.get((index, cluster.id)), "focus": cluster.focus,
             "border_share": cluster.border_share, "corner_share": cluster.corner_share,
             "rest_border_share": cluster.rest_border_share, "tightness": cluster.tightness,
+            "peak_spread": cluster.peak_spread, "pattern": cluster.pattern,
+            "pattern_compared": cluster.pattern_compared, "evidence": cluster.evidence,
             "purity": cluster.purity, "purity_label": cluster.purity_label,
         })
     return {
@@ -217,8 +233,10 @@ def _load_maps(out_dir: Path, jobs, folder: FolderMaps, grid: int) -> list[Audit
             return f"cannot read {explanation['heatmap']}: {error}"
         peak = float(cells.max())
         cells = cells / peak if peak > 0 else cells
+        source = Path(record["image"]) if isinstance(record.get("image"), str) else None
         return AuditMap(record["image"], record["_json"], explanation.get("overlay"),
-                        int(explanation.get("class_index", -1)), str(explanation.get("label", "")), truth, cells)
+                        int(explanation.get("class_index", -1)), str(explanation.get("label", "")), truth, cells,
+                        source if source is not None and source.is_file() else None)
 
     # np.load and Pillow's resize release the GIL for their reading and filtering
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="camcli-audit") as pool:
@@ -245,7 +263,9 @@ def audit_maps(folder: FolderMaps, by: str = field_default(AuditOptions, "by"), 
     def audit_class(maps: list[AuditMap]) -> tuple[list[AuditMap], ClassClusters]:
         cells = np.stack([m.cells for m in maps])
         truth = [m.truth for m in maps] if any(m.truth is not None for m in maps) else None
-        return maps, cluster_class(cells, truth, rule=rule, neighbours=neighbours, seed=seed, embed=embed)
+        pictures = [m.picture for m in maps] if any(m.source is not None for m in maps) else None
+        return maps, cluster_class(cells, truth, rule=rule, neighbours=neighbours, seed=seed, embed=embed,
+                                   pictures=pictures)
 
     # One class per thread: t-SNE's gradient descent (most of the time) runs in compiled code that
     # releases the GIL, so the classes share the cores. Each class is seeded alone: same result.

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, FlagRule
+from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, MIN_MEMBERS, FlagRule
+from camcli.audit.signals import evidence_share, pattern_similarity, peak_spread
 from camcli.errors import UsageError
 from camcli.options import AuditOptions, field_default
 
@@ -52,6 +53,10 @@ class Cluster:
     corner_share: float  # of the mean map's mass, in the four corner squares
     tightness: float  # mean cosine similarity of the members' maps to their mean
     rest_border_share: float | None  # the border share of the rest of the class
+    peak_spread: float = 1.0  # how far apart its maps peak, a fraction of the map's side (camcli.audit.signals)
+    pattern: float | None = None  # how alike the pixels under its maps' relevant regions are; None: no pictures
+    pattern_compared: int = 0  # crops compared for `pattern`
+    evidence: float = 0.0  # the mean share of its maps' cells at or above half their maximum
     purity: float | None = None  # with truth labels: the share of the commonest label
     purity_label: str | None = None
     main: bool = False  # the largest cluster
@@ -222,14 +227,20 @@ def _purity(truth: Sequence[str | None] | None, members: np.ndarray) -> tuple[fl
 
 
 def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[str | None] | None = None,
-                    grid: int = GRID) -> list[Cluster]:
-    """Each cluster's figures (see Cluster), from the class's flattened (n, grid*grid) maps."""
+                    grid: int = GRID, pictures: Sequence | None = None, seed: int = SEED) -> list[Cluster]:
+    """Each cluster's figures (see Cluster), from the class's flattened (n, grid*grid) maps; `pictures`
+    (one callable per map giving its RGB picture, or None) let it compare the pixels under the maps."""
     border, corners = (mask.ravel() for mask in region_masks(grid))
     unit, mass = unit_rows(maps), mass_rows(maps)
+    squares = maps.reshape(len(maps), grid, grid)
     clusters = []
     for cluster_id in np.unique(cluster_of):
         inside = cluster_of == cluster_id
         members = np.flatnonzero(inside)
+        pattern, compared = None, 0
+        if pictures is not None:
+            pattern, compared = pattern_similarity([pictures[i] for i in members], squares[members].mean(axis=0),
+                                                   seed)
         mean_mass = mass[inside].mean(axis=0)
         centre = unit[inside].mean(axis=0)
         length = np.linalg.norm(centre)
@@ -244,33 +255,59 @@ def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[st
             focus=round(_focus(mean_mass), 4), border_share=round(float(mean_mass[border].sum()), 4),
             corner_share=round(float(mean_mass[corners].sum()), 4), tightness=round(tightness, 4),
             rest_border_share=None if rest_border is None else round(rest_border, 4), purity=purity,
-            purity_label=purity_label))
+            purity_label=purity_label, peak_spread=round(peak_spread(squares[members]), 4),
+            pattern=None if pattern is None else round(pattern, 4), pattern_compared=compared,
+            evidence=round(evidence_share(squares[members]), 4)))
     if clusters:
         max(clusters, key=lambda c: (len(c.members), -c.id)).main = True
     return clusters
 
 
 def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
-    """Set each cluster's `flagged` and `reason` (why it is flagged, or the first test it fails)."""
+    """Set each cluster's `flagged` and `reason` (why it is flagged, quoting the figures, or the first test it
+    fails): the pixel rule where the cluster's pattern could be measured, else the border rule (FlagRule)."""
     for cluster in clusters:
-        share = f"{cluster.share:.0%} of the class"
-        if cluster.rest_border_share is None:
-            cluster.flagged, cluster.reason = False, "the only cluster of the class: nothing to compare with"
-        elif cluster.share > rule.max_share:
-            cluster.flagged, cluster.reason = False, (f"not small: {cluster.share:.1%} of the class "
-                                                      f"(above {rule.max_share:.0%})")
+        size = len(cluster.members)
+        if size < MIN_MEMBERS:
+            cluster.flagged, cluster.reason = False, (f"{size} image{'s' if size != 1 else ''}: a flag judges a "
+                                                      f"cluster of at least {MIN_MEMBERS}, never one image")
         elif cluster.tightness < rule.min_tightness:
             cluster.flagged, cluster.reason = False, (f"not tight: its maps differ (tightness {cluster.tightness:.3f}"
                                                       f", below {rule.min_tightness:g})")
-        elif cluster.border_share < cluster.rest_border_share + rule.min_away:
+        elif cluster.pattern is None:
+            _border_rule(cluster, rule)
+        elif cluster.peak_spread > rule.max_spread:
             cluster.flagged, cluster.reason = False, (
-                f"looks where the rest of the class looks (border share {cluster.border_share:.3f} against "
-                f"{cluster.rest_border_share:.3f}, less than {rule.min_away:g} above it)")
+                f"its maps peak in different places (spread {cluster.peak_spread:.3f} of the side, above "
+                f"{rule.max_spread:g}): the evidence moves with the picture")
+        elif cluster.pattern < rule.min_pattern:
+            cluster.flagged, cluster.reason = False, (
+                f"one place, but the pixels there differ from image to image (pattern {cluster.pattern:.2f}, below "
+                f"{rule.min_pattern:g}): not a repeated mark")
         else:
             cluster.flagged, cluster.reason = True, (
-                f"small ({share}), tight ({cluster.tightness:.2f}), its mass sits at the border "
-                f"({cluster.border_share:.2f} against {cluster.rest_border_share:.2f} for the rest of the class; "
-                f"corners {cluster.corner_share:.2f}): a possible shortcut")
+                f"its maps pile up in one place (spread {cluster.peak_spread:.3f} of the side) over the same pattern "
+                f"in every image (similarity {cluster.pattern:.2f} over {cluster.pattern_compared} images), "
+                f"{cluster.evidence:.0%} of the map hot, in {cluster.share:.0%} of the class: a possible shortcut")
+
+
+def _border_rule(cluster: Cluster, rule: FlagRule) -> None:
+    """The rule without the images' pixels: small, (tight,) and away at the border."""
+    unread = "the images cannot be read, so the border rule judges: "
+    if cluster.rest_border_share is None:
+        cluster.flagged, cluster.reason = False, unread + "the only cluster of the class, nothing to compare with"
+    elif cluster.share > rule.max_share:
+        cluster.flagged, cluster.reason = False, unread + (f"not small: {cluster.share:.1%} of the class "
+                                                           f"(above {rule.max_share:.0%})")
+    elif cluster.border_share < cluster.rest_border_share + rule.min_away:
+        cluster.flagged, cluster.reason = False, unread + (
+            f"looks where the rest of the class looks (border share {cluster.border_share:.3f} against "
+            f"{cluster.rest_border_share:.3f}, less than {rule.min_away:g} above it)")
+    else:
+        cluster.flagged, cluster.reason = True, unread + (
+            f"small ({cluster.share:.0%} of the class), tight ({cluster.tightness:.2f}), its mass sits at the "
+            f"border ({cluster.border_share:.2f} against {cluster.rest_border_share:.2f} for the rest of the class; "
+            f"corners {cluster.corner_share:.2f}): a possible shortcut")
 
 
 def _strategies(unit_maps: np.ndarray, neighbours: int, seed: int) -> tuple[np.ndarray, list[float], str]:
@@ -290,7 +327,7 @@ def _strategies(unit_maps: np.ndarray, neighbours: int, seed: int) -> tuple[np.n
 
 def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *, rule: FlagRule = DEFAULT_RULE,
                   neighbours: int = NEIGHBOURS, seed: int = SEED, embed: bool = True,
-                  grid: int = GRID) -> ClassClusters:
+                  grid: int = GRID, pictures: Sequence | None = None) -> ClassClusters:
     """SpRAy on one class's maps, (n, grid, grid) or (n, grid*grid), each scaled to max 1 (or all zero).
 
     All-zero maps take no part in the clustering (they have no direction): they form a cluster of their
@@ -309,7 +346,7 @@ def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *
     if empty.any():
         cluster_of[empty] = cluster_of.max(initial=-1) + 1 if len(live) else 0
         note = "; ".join(filter(None, [note, f"{int(empty.sum())} all-zero maps form a cluster of their own"]))
-    clusters = cluster_figures(flat, cluster_of, truth, grid)
+    clusters = cluster_figures(flat, cluster_of, truth, grid, pictures, seed)
     apply_rule(clusters, rule)
     for cluster in clusters:
         if empty[cluster.members].all():

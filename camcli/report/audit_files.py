@@ -18,7 +18,9 @@ from camcli.report.markup import cell, is_scalar, number
 from camcli.runs.layout import Layout
 
 AUDIT_FACTS = ("model", "layer", "method", "by", "images", "flagged", "grid", "neighbours")
-FIGURES = ("size", "share", "focus", "border_share", "corner_share", "tightness", "purity")  # a cluster's numbers
+# a cluster's numbers (camcli.audit.spray.Cluster)
+FIGURES = ("size", "share", "tightness", "peak_spread", "pattern", "evidence", "focus", "border_share", "corner_share",
+           "purity")
 SANITY_FACTS = ("model", "layer", "class", "seed", "threshold", "seconds")
 SERIES = ("spearman_abs", "spearman", "ssim")  # one value per depth for each method
 MAX_SAMPLES = 6

@@ -20,8 +20,9 @@ from camcli.report.markup import cell, esc, inside, url
 
 PALETTE_SIZE = 10  # k0..k9 in page.css
 _SIDE, _PAD = 320, 12  # the scatter plot's square, in SVG units
-_FIGURE_NAMES = {"size": "images", "share": "share of the class", "focus": "focus", "border_share": "border share",
-                 "corner_share": "corner share", "tightness": "tightness", "purity": "purity"}
+_FIGURE_NAMES = {"size": "images", "share": "share of the class", "tightness": "tightness",
+                 "peak_spread": "peak spread", "pattern": "same pattern", "evidence": "hot share of the map",
+                 "focus": "focus", "border_share": "border share", "corner_share": "corner share", "purity": "purity"}
 
 
 def _colour(position: int | None) -> str:
