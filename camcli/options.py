@@ -403,7 +403,7 @@ class AuditOptions:
     min_tightness: float = option(0.85)  # flagged: its maps' mean cosine similarity to their mean (tight)
     min_away: float = option(0.25)  # without pictures: its border share exceeds the rest of the class's by this much
     max_spread: float = option(0.06)  # flagged: its maps peak this close together (a share of the side): one place
-    min_pattern: float = option(0.75)  # flagged: the pixels under its maps are this alike (a repeated pattern)
+    min_pattern: float = option(0.8)  # flagged: the pixels under its maps are this alike (a repeated pattern)
 
     def __post_init__(self):
         _choice(self, "by", AUDIT_GROUPINGS)

@@ -31,7 +31,7 @@ from camcli.runs.layout import AUDIT_MAP, Layout, check_replaceable, is_camcli_c
 AUDIT_CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
                "main", "flagged", "x", "y")
 MEAN_MAP_SIDE = 128  # pixels of a cluster's mean-map picture
-PICTURE_SIDE = 256  # the rule compares the images' pixels at this size (longest side), decoded reduced
+AUDIT_PICTURE_SIDE = 256  # the rule compares the images' pixels at this size (longest side), decoded reduced
 
 
 @dataclass
@@ -48,14 +48,14 @@ class AuditMap:
     source: Path | None = None  # the image file, where it can still be read (the rule compares its pixels)
 
     def picture(self) -> np.ndarray | None:
-        """The image as RGB, its longest side at most PICTURE_SIDE; None where it cannot be read."""
+        """The image as RGB, its longest side at most AUDIT_PICTURE_SIDE; None where it cannot be read."""
         from camcli.errors import CamcliError
         from camcli.runs.decode import decode_image
 
         if self.source is None:
             return None
         try:
-            return np.asarray(decode_image(self.source, max_side=PICTURE_SIDE).picture)
+            return np.asarray(decode_image(self.source, max_side=AUDIT_PICTURE_SIDE).picture)
         except (CamcliError, OSError, ValueError):
             return None
 
@@ -134,6 +134,10 @@ def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict) 
         "overlays": [m.overlay for m in maps], "truth": [m.truth for m in maps],
         "embedding": None if result.embedding is None else result.embedding.tolist(),
         "cluster_of": result.cluster_of.tolist(), "clusters": clusters,
+        "pile_ups": [{"members": [maps[i].image for i in pile.members], "place": list(pile.place),
+                      "size": len(pile.members), "share": pile.share, "peak_spread": pile.peak_spread,
+                      "pattern": pile.pattern, "pattern_compared": pile.pattern_compared, "evidence": pile.evidence,
+                      "flagged": pile.flagged, "reason": pile.reason} for pile in result.pile_ups],
     }
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, MIN_MEMBERS, FlagRule
-from camcli.audit.signals import evidence_share, pattern_similarity, peak_spread
+from camcli.audit.signals import evidence_share, pattern_similarity, peak_cells, peak_spread
 from camcli.errors import UsageError
 from camcli.options import AuditOptions, field_default
 
@@ -73,6 +73,22 @@ class ClassClusters:
     eigenvalues: list[float]
     embedding: np.ndarray | None  # (n, 2) in [0, 1], or None for too few maps
     note: str = ""
+    pile_ups: list[PileUp] = field(default_factory=list)  # where maps pile up in one place (with pictures)
+
+
+@dataclass
+class PileUp:
+    """Maps of a class that peak in one place (camcli.audit.signals.pile_ups), and what lies there."""
+
+    members: np.ndarray  # indexes into the class's maps
+    place: tuple[float, float]  # (x, y) of their median peak, fractions of the picture
+    share: float  # of the class's maps
+    peak_spread: float
+    pattern: float | None  # how alike the pixels are there (None: fewer than two pictures could be read)
+    pattern_compared: int
+    evidence: float
+    flagged: bool = False
+    reason: str = ""
 
 
 def require_audit_libraries() -> None:
@@ -227,9 +243,8 @@ def _purity(truth: Sequence[str | None] | None, members: np.ndarray) -> tuple[fl
 
 
 def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[str | None] | None = None,
-                    grid: int = GRID, pictures: Sequence | None = None, seed: int = SEED) -> list[Cluster]:
-    """Each cluster's figures (see Cluster), from the class's flattened (n, grid*grid) maps; `pictures`
-    (one callable per map giving its RGB picture, or None) let it compare the pixels under the maps."""
+                    grid: int = GRID) -> list[Cluster]:
+    """Each cluster's figures (see Cluster), from the class's flattened (n, grid*grid) maps."""
     border, corners = (mask.ravel() for mask in region_masks(grid))
     unit, mass = unit_rows(maps), mass_rows(maps)
     squares = maps.reshape(len(maps), grid, grid)
@@ -237,10 +252,6 @@ def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[st
     for cluster_id in np.unique(cluster_of):
         inside = cluster_of == cluster_id
         members = np.flatnonzero(inside)
-        pattern, compared = None, 0
-        if pictures is not None:
-            pattern, compared = pattern_similarity([pictures[i] for i in members], squares[members].mean(axis=0),
-                                                   seed)
         mean_mass = mass[inside].mean(axis=0)
         centre = unit[inside].mean(axis=0)
         length = np.linalg.norm(centre)
@@ -256,7 +267,6 @@ def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[st
             corner_share=round(float(mean_mass[corners].sum()), 4), tightness=round(tightness, 4),
             rest_border_share=None if rest_border is None else round(rest_border, 4), purity=purity,
             purity_label=purity_label, peak_spread=round(peak_spread(squares[members]), 4),
-            pattern=None if pattern is None else round(pattern, 4), pattern_compared=compared,
             evidence=round(evidence_share(squares[members]), 4)))
     if clusters:
         max(clusters, key=lambda c: (len(c.members), -c.id)).main = True
@@ -264,8 +274,8 @@ def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[st
 
 
 def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
-    """Set each cluster's `flagged` and `reason` (why it is flagged, quoting the figures, or the first test it
-    fails): the pixel rule where the cluster's pattern could be measured, else the border rule (FlagRule)."""
+    """The rule without the images' pixels (an output folder whose images have moved): set each cluster's
+    `flagged` and `reason` by the border rule (FlagRule), quoting its figures or the first test it fails."""
     for cluster in clusters:
         size = len(cluster.members)
         if size < MIN_MEMBERS:
@@ -274,21 +284,62 @@ def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
         elif cluster.tightness < rule.min_tightness:
             cluster.flagged, cluster.reason = False, (f"not tight: its maps differ (tightness {cluster.tightness:.3f}"
                                                       f", below {rule.min_tightness:g})")
-        elif cluster.pattern is None:
-            _border_rule(cluster, rule)
-        elif cluster.peak_spread > rule.max_spread:
-            cluster.flagged, cluster.reason = False, (
-                f"its maps peak in different places (spread {cluster.peak_spread:.3f} of the side, above "
-                f"{rule.max_spread:g}): the evidence moves with the picture")
-        elif cluster.pattern < rule.min_pattern:
-            cluster.flagged, cluster.reason = False, (
-                f"one place, but the pixels there differ from image to image (pattern {cluster.pattern:.2f}, below "
-                f"{rule.min_pattern:g}): not a repeated mark")
         else:
-            cluster.flagged, cluster.reason = True, (
-                f"its maps pile up in one place (spread {cluster.peak_spread:.3f} of the side) over the same pattern "
-                f"in every image (similarity {cluster.pattern:.2f} over {cluster.pattern_compared} images), "
-                f"{cluster.evidence:.0%} of the map hot, in {cluster.share:.0%} of the class: a possible shortcut")
+            _border_rule(cluster, rule)
+
+
+def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rule: FlagRule,
+                  seed: int = SEED) -> list[PileUp]:
+    """The class's pile-ups (maps that peak in one place, among the `live` ones), each judged: flagged when
+    the pixels there are the same pattern in its images (FlagRule.min_pattern)."""
+    from camcli.audit.signals import MIN_PILE, PILE_RADIUS, pile_ups
+
+    found = []
+    grid = squares.shape[1]
+    for group in pile_ups(squares[live], PILE_RADIUS, max(MIN_PILE, MIN_MEMBERS)):
+        members = live[group]
+        maps = squares[members]
+        pattern, compared = pattern_similarity([pictures[i] for i in members], maps.mean(axis=0), seed)
+        rows, cols = np.median(peak_cells(maps), axis=0)
+        pile = PileUp(members=members, place=(round((cols + 0.5) / grid, 4), round((rows + 0.5) / grid, 4)),
+                      share=round(len(members) / len(squares), 4), peak_spread=round(peak_spread(maps), 4),
+                      pattern=None if pattern is None else round(pattern, 4), pattern_compared=compared,
+                      evidence=round(evidence_share(maps), 4))
+        where = f"at ({pile.place[0]:.2f}, {pile.place[1]:.2f}) of the picture"
+        if pattern is None:
+            pile.reason = f"{len(members)} maps peak {where}; their images cannot be read to compare"
+        elif pattern < rule.min_pattern:
+            pile.reason = (f"{len(members)} maps peak {where}, over pixels that differ from image to image "
+                           f"(pattern {pattern:.2f}, below {rule.min_pattern:g}): not a repeated mark")
+        else:
+            pile.flagged, pile.reason = True, (
+                f"{len(members)} maps ({pile.share:.0%} of the class) pile up {where} (spread "
+                f"{pile.peak_spread:.3f} of the side) over the same pattern in their images (similarity "
+                f"{pattern:.2f} over {compared}), {pile.evidence:.0%} of each map hot: a possible shortcut")
+        found.append(pile)
+    return found
+
+
+def judge_by_pile_ups(clusters: list[Cluster], piles: list[PileUp], rule: FlagRule) -> None:
+    """A SpRAy cluster is flagged when at least half of its maps belong to flagged pile-ups: the pile-up
+    judges a group of images in one place, and the cluster shows it."""
+    flagged = [pile for pile in piles if pile.flagged]
+    for cluster in clusters:
+        inside = [pile for pile in flagged if np.isin(pile.members, cluster.members).any()]
+        covered = np.isin(cluster.members, np.concatenate([p.members for p in inside])).sum() if inside else 0
+        if len(cluster.members) < MIN_MEMBERS:
+            cluster.flagged, cluster.reason = False, (f"{len(cluster.members)} image"
+                                                      f"{'s' if len(cluster.members) != 1 else ''}: a flag judges a "
+                                                      f"cluster of at least {MIN_MEMBERS}, never one image")
+        elif covered * 2 >= len(cluster.members):
+            best = max(inside, key=lambda pile: np.isin(pile.members, cluster.members).sum())
+            cluster.pattern, cluster.pattern_compared = best.pattern, best.pattern_compared
+            cluster.flagged, cluster.reason = True, (f"{covered} of its {len(cluster.members)} maps belong to "
+                                                     f"shortcut pile-ups; {best.reason}")
+        else:
+            cluster.flagged = False
+            cluster.reason = (f"{covered} of its {len(cluster.members)} maps belong to shortcut pile-ups"
+                              if covered else "no repeated pattern where its maps pile up")
 
 
 def _border_rule(cluster: Cluster, rule: FlagRule) -> None:
@@ -346,11 +397,17 @@ def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *
     if empty.any():
         cluster_of[empty] = cluster_of.max(initial=-1) + 1 if len(live) else 0
         note = "; ".join(filter(None, [note, f"{int(empty.sum())} all-zero maps form a cluster of their own"]))
-    clusters = cluster_figures(flat, cluster_of, truth, grid, pictures, seed)
-    apply_rule(clusters, rule)
+    clusters = cluster_figures(flat, cluster_of, truth, grid)
+    pile_up_list = []
+    if pictures is None:
+        apply_rule(clusters, rule)
+    else:
+        squares = flat.reshape(len(flat), grid, grid)
+        pile_up_list = find_pile_ups(squares, live, pictures, rule, seed)
+        judge_by_pile_ups(clusters, pile_up_list, rule)
     for cluster in clusters:
         if empty[cluster.members].all():
             cluster.flagged, cluster.reason = False, "all-zero maps: the method found no evidence for the class"
     embedding = embed_2d(unit_rows(flat), seed) if embed else None
     return ClassClusters(cluster_of=cluster_of, clusters=clusters, eigenvalues=eigenvalues, embedding=embedding,
-                         note=note)
+                         note=note, pile_ups=pile_up_list)
