@@ -11,7 +11,7 @@ Nothing here writes HTML (that is camcli.report.audit_sections).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from camcli.report.markup import cell, is_scalar, number
@@ -51,6 +51,18 @@ class AuditCluster:
 
 
 @dataclass
+class AuditShortcut:
+    """A flagged pile-up: maps that pile up in one place over the same pattern (camcli.audit.spray.PileUp)."""
+
+    reason: str
+    figures: dict[str, float | None]  # SHORTCUT_FIGURES
+    crops: str | None  # the crops side by side, relative to OUT
+
+
+SHORTCUT_FIGURES = ("size", "share", "peak_spread", "pattern", "evidence")
+
+
+@dataclass
 class AuditClass:
     label: str
     class_index: int | None
@@ -58,6 +70,7 @@ class AuditClass:
     clusters: list[AuditCluster]
     points: list[Point]  # empty when there is no embedding, or a malformed one
     member_of: dict[str, str]  # overlay -> the image's path, to caption the samples
+    shortcuts: list[AuditShortcut] = field(default_factory=list)  # the flagged pile-ups
 
     @property
     def flagged(self) -> bool:
@@ -163,8 +176,14 @@ def _audit_class(entry, position: int, layout: Layout, problems: list[str]) -> A
     clusters = _field(entry, "clusters", list, where, problems) or []
     parsed = [_cluster(c, where, layout, class_index, problems) for c in clusters]
     points, member_of = _points(entry, where, problems)
+    piles = _field(entry, "pile_ups", list, where, problems) or []
+    shortcuts = [AuditShortcut(reason=pile.get("reason") if isinstance(pile.get("reason"), str) else "",
+                               figures={key: _number_field(pile, key, where, problems) for key in SHORTCUT_FIGURES},
+                               crops=pile.get("crops") if isinstance(pile.get("crops"), str) else None)
+                 for pile in piles if isinstance(pile, dict) and pile.get("flagged") is True]
     return AuditClass(label=label, class_index=class_index, images=_field(entry, "images", int, where, problems),
-                      clusters=[c for c in parsed if c is not None], points=points, member_of=member_of)
+                      clusters=[c for c in parsed if c is not None], points=points, member_of=member_of,
+                      shortcuts=shortcuts)
 
 
 def _cluster(entry, where: str, layout: Layout, class_index: int | None, problems: list[str]) -> AuditCluster | None:
