@@ -668,6 +668,10 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
               show_default=True,
               help="Flag rule: the pixels under its maps' relevant regions are this alike across its images (a "
                    "repeated pattern: a tag, a logo, a watermark).")
+@click.option("--min-reliance", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_reliance"),
+              show_default=True,
+              help="Flag rule, when the audit explains the images itself: covering the place where the maps pile "
+                   "up changes the model's answer for at least this share of the images (the answer follows it).")
 @click.option("--seed", type=int, default=field_default(AuditOptions, "seed"), show_default=True,
               help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True, help="Also write OUT/index.html, with the audit's section.")

@@ -175,3 +175,46 @@ def test_a_pile_up_at_its_bounds(copies, inverted, min_pattern, flagged):
         [pile] = at_tag
         assert pile.flagged is flagged and pile.pattern_compared == len(pile.members)
         assert ("possible shortcut" in pile.reason) if flagged else ("not a repeated mark" in pile.reason)
+
+
+class _FakeModel:
+    """Answers class 0 when the picture's top-left corner holds a high-contrast mark (`follows`), else by the
+    mean colour; `preprocess` keeps the pictures as they are."""
+
+    def __init__(self, follows: bool):
+        self.follows = follows
+
+    def preprocess(self, pictures):
+        return list(pictures)
+
+    def class_scores(self, batch):
+        scores = []
+        for picture in batch:
+            if self.follows:
+                marked = picture[4:4 + TAG, 4:4 + TAG].std() > 60
+            else:
+                marked = True  # answers from the rest of the picture: always class 0 here
+            scores.append([1.0, 0.0] if marked else [0.0, 1.0])
+        return np.asarray(scores)
+
+
+@pytest.mark.parametrize(("follows", "flagged"), [(True, True), (False, False)])
+def test_covering_the_place_tells_a_shortcut_from_a_glance(follows, flagged):
+    """The maps pile up on the mark either way; only a model whose answer changes when it is covered is flagged."""
+    from camcli.audit.reliance import covered
+    from camcli.audit.spray import check_reliance
+
+    rng = np.random.default_rng(6)
+    pairs = [_tagged(rng, (4, 4)) for _ in range(8)] + [_object(rng) for _ in range(20)]
+    maps = np.stack([m for m, _ in pairs])
+    pictures = [(lambda p=p: p) for _, p in pairs]
+    result = cluster_class(maps, pictures=pictures, seed=0, embed=False)
+    assert any(pile.flagged for pile in result.pile_ups)  # the pattern alone flags it
+    check_reliance(result.pile_ups, result.clusters, _FakeModel(follows), pictures, 0, FlagRule(), seed=0)
+    pile = next(pile for pile in result.pile_ups if set(range(8)) <= set(pile.members.tolist()))
+    assert pile.flagged is flagged and pile.reliance == (1.0 if follows else 0.0)
+    assert ("the answer follows it" in pile.reason) if flagged else ("answers from something else" in pile.reason)
+    assert any(cluster.flagged for cluster in result.clusters) is flagged
+    picture = pairs[0][1]
+    hidden = covered(picture, (0.1, 0.1))
+    assert hidden[4:4 + TAG, 4:4 + TAG].std(axis=(0, 1)).max() == 0 and np.array_equal(hidden[60:], picture[60:])

@@ -139,7 +139,7 @@ def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict, 
         "pile_ups": [{"members": [maps[i].image for i in pile.members], "place": list(pile.place),
                       "size": len(pile.members), "share": pile.share, "peak_spread": pile.peak_spread,
                       "pattern": pile.pattern, "pattern_compared": pile.pattern_compared, "evidence": pile.evidence,
-                      "flagged": pile.flagged, "reason": pile.reason,
+                      "flagged": pile.flagged, "reason": pile.reason, "reliance": pile.reliance,
                       "crops": (crops or {}).get((index, k))} for k, pile in enumerate(result.pile_ups)],
     }
 
@@ -280,6 +280,15 @@ def audit_maps(folder: FolderMaps, by: str = field_default(AuditOptions, "by"), 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camcli-spray") as pool:
         classes = list(pool.map(audit_class, ordered))
     return AuditReport(folder, by, rule, neighbours, classes, seconds=time.perf_counter() - started)
+
+
+def check_reliance_with(report: AuditReport, explainer, seed: int = SEED) -> None:
+    """Score each flagged pile-up's images again with its place covered (camcli.audit.spray.check_reliance)."""
+    from camcli.audit.spray import check_reliance
+
+    for maps, result in report.classes:
+        check_reliance(result.pile_ups, result.clusters, explainer, [m.picture for m in maps], maps[0].class_index,
+                      report.rule, seed)
 
 
 def check_audit_files(out_dir: Path) -> None:

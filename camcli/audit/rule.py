@@ -46,14 +46,17 @@ class FlagRule:
     min_away: float = field_default(AuditOptions, "min_away")
     max_spread: float = field_default(AuditOptions, "max_spread")
     min_pattern: float = field_default(AuditOptions, "min_pattern")
+    min_reliance: float = field_default(AuditOptions, "min_reliance")
 
     @classmethod
     def of(cls, audit: AuditOptions) -> FlagRule:
-        return cls(audit.max_share, audit.min_tightness, audit.min_away, audit.max_spread, audit.min_pattern)
+        return cls(audit.max_share, audit.min_tightness, audit.min_away, audit.max_spread, audit.min_pattern,
+                   audit.min_reliance)
 
     def record(self) -> dict:
         return {"max_share": self.max_share, "min_tightness": self.min_tightness, "min_away": self.min_away,
-                "max_spread": self.max_spread, "min_pattern": self.min_pattern, "min_members": MIN_MEMBERS,
+                "max_spread": self.max_spread, "min_pattern": self.min_pattern, "min_reliance": self.min_reliance,
+                "min_members": MIN_MEMBERS,
                 "border_band": BORDER_BAND, "corner_side": CORNER_SIDE}
 
 

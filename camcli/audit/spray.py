@@ -89,6 +89,7 @@ class PileUp:
     evidence: float
     flagged: bool = False
     reason: str = ""
+    reliance: float | None = None  # covering the place changes this share of its answers (None: not tested)
 
 
 def require_audit_libraries() -> None:
@@ -318,6 +319,32 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
                 f"{pattern:.2f} over {compared}), {pile.evidence:.0%} of each map hot: a possible shortcut")
         found.append(pile)
     return found
+
+
+def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pictures: Sequence, class_index: int,
+                  rule: FlagRule, seed: int = SEED) -> None:
+    """With the model: cover each flagged pile-up's place in its images and score them again
+    (camcli.audit.reliance); a pile-up stays flagged only when the answer follows the pattern, the top-1 of at
+    least `rule.min_reliance` of its images leaving the class. The clusters are judged again."""
+    from camcli.audit.reliance import COVER_SPAN, reliance
+
+    for pile in piles:
+        if not pile.flagged:
+            continue
+        pile.reliance = reliance(explainer, [pictures[i] for i in pile.members], class_index, pile.place, seed)
+        if pile.reliance is None:
+            continue
+        covered = (f"covering {COVER_SPAN:.0%} of the picture there changes the answer of {pile.reliance:.0%} of "
+                   "its images")
+        if pile.reliance >= rule.min_reliance:
+            pile.reason = pile.reason.replace(": a possible shortcut", f"; {covered}: the answer follows it, a "
+                                                                       "likely shortcut")
+        else:
+            pile.flagged = False
+            pile.reason = pile.reason.replace(": a possible shortcut", f"; but {covered} (below "
+                                                                       f"{rule.min_reliance:g}): the model looks "
+                                                                       "at it and answers from something else")
+    judge_by_pile_ups(clusters, piles, rule)
 
 
 def judge_by_pile_ups(clusters: list[Cluster], piles: list[PileUp], rule: FlagRule) -> None:
