@@ -77,11 +77,30 @@ def hot_box(cells: np.ndarray) -> tuple[float, float, float, float] | None:
 
 
 def small_picture(picture: np.ndarray, side: int = PICTURE_CELLS) -> np.ndarray:
-    """An (H, W, 3) picture as (side, side, 3) float64, each cell the mean of the pixels it covers."""
+    """An (H, W, 3) picture shrunk so that its short side is `side` cells (its shape kept, so that a mark of
+    a fixed share of the short side is the same size in every picture), float64, each cell the mean of the
+    pixels it covers, padded by SHIFT cells of its edge values on every side."""
     from PIL import Image
 
-    small = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize((side, side), Image.Resampling.BOX)
-    return np.asarray(small, dtype=np.float64)
+    height, width = picture.shape[:2]
+    short = min(height, width)
+    size = (max(1, round(side * width / short)), max(1, round(side * height / short)))
+    small = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize(size, Image.Resampling.BOX)
+    return np.pad(np.asarray(small, dtype=np.float64), ((SHIFT, SHIFT), (SHIFT, SHIFT), (0, 0)), mode="edge")
+
+
+def _blocks(smalls: list[np.ndarray], x: float, y: float) -> np.ndarray:
+    """Each padded small picture's block of WINDOW + 2 * SHIFT cells a side around (x, y) (fractions of the
+    picture), (n, block, block, 3): the window and every shift of it."""
+    block = WINDOW + 2 * SHIFT
+    out = np.empty((len(smalls), block, block, 3))
+    for i, small in enumerate(smalls):
+        height, width = small.shape[0] - 2 * SHIFT, small.shape[1] - 2 * SHIFT
+        top = min(max(0, round(y * height - WINDOW / 2)), max(0, height - WINDOW))
+        left = min(max(0, round(x * width - WINDOW / 2)), max(0, width - WINDOW))
+        piece = small[top: top + block, left: left + block]
+        out[i] = np.pad(piece, ((0, block - piece.shape[0]), (0, block - piece.shape[1]), (0, 0)), mode="edge")
+    return out
 
 
 def _unit_patches(patches: np.ndarray) -> np.ndarray:
@@ -98,34 +117,31 @@ def pattern_similarity(pictures: Sequence[Callable[[], np.ndarray | None]], mean
                        seed: int) -> tuple[float | None, int]:
     """(how alike the members' pixels are somewhere in the cluster's relevant region, pictures compared).
 
-    Every member's picture (`pictures[i]()`, RGB, None when it cannot be read) is shrunk to PICTURE_CELLS
-    cells a side. For each WINDOW x WINDOW window centred in the relevant region (the mean map's cells at or
-    above HOT times its maximum), the members' patches are compared with their mean: each patch has its
-    colour channels centred (a brighter or darker copy of a pattern still matches) and is scaled to unit
-    length (a flat patch, no pattern at all, is a zero vector, unlike anything), and may move by up to SHIFT
-    cells to meet the mean (pictures of other sizes put a mark a cell or two apart). The window's figure is
-    the median over the members of their patch's cosine similarity to the mean of the others' (what most of
-    the cluster's pictures share). The result is the best window's: a mark repeated in the pictures under
-    the maps scores near 1 however much of the region around it varies; instances of an object, or varied
-    content in a fixed place, score far lower. None when fewer than two pictures could be read."""
+    Every member's picture (`pictures[i]()`, RGB, None when it cannot be read) is shrunk to PICTURE_CELLS cells on
+    its short side, its shape kept. For each WINDOW x WINDOW window centred in the relevant region (the mean map's
+    cells at or above HOT times its maximum), the members' patches are compared with their mean: each patch has its
+    colour channels centred (a brighter or darker copy of a pattern still matches) and is scaled to unit length (a
+    flat patch, no pattern at all, is a zero vector, unlike anything), and may move by up to SHIFT cells to meet the
+    mean (pictures of other sizes put a mark a cell or two apart). The window's figure is the median over the
+    members of their patch's cosine similarity to the mean of the others' (what most of the cluster's pictures
+    share). The result is the best window's: a mark repeated in the pictures under the maps scores near 1 however
+    much of the region around it varies; instances of an object, or varied content in a fixed place, score far
+    lower. None when fewer than two pictures could be read."""
     order = np.arange(len(pictures))
     if len(order) > MAX_PATTERN_MEMBERS:
         order = np.sort(np.random.default_rng(seed).choice(order, MAX_PATTERN_MEMBERS, replace=False))
     smalls = [small_picture(picture) for picture in (pictures[i]() for i in order) if picture is not None]
     if len(smalls) < 2:
         return None, len(smalls)
-    stack = np.stack(smalls)  # (n, cells, cells, 3)
-    n, cells = len(stack), stack.shape[1]
+    n, cells = len(smalls), PICTURE_CELLS
     region = small_picture_map(mean_map, cells) >= HOT * max(float(np.max(mean_map)), _FLAT)
-    shifts = [(dy, dx) for dy in range(-SHIFT, SHIFT + 1) for dx in range(-SHIFT, SHIFT + 1)]
+    shifts = [(dy, dx) for dy in range(2 * SHIFT + 1) for dx in range(2 * SHIFT + 1)]
     best = 0.0
     for row, col in zip(*np.nonzero(region), strict=True):
-        top = min(max(SHIFT, row - WINDOW // 2), cells - WINDOW - SHIFT)
-        left = min(max(SHIFT, col - WINDOW // 2), cells - WINDOW - SHIFT)
-        # every member's patch at every shift: (shifts, n, d)
-        moved = np.stack([_unit_patches(stack[:, top + dy: top + dy + WINDOW, left + dx: left + dx + WINDOW])
-                          for dy, dx in shifts])
-        aligned = moved[shifts.index((0, 0))]
+        blocks = _blocks(smalls, (col + 0.5) / cells, (row + 0.5) / cells)
+        # every member's window at every shift: (shifts, n, d)
+        moved = np.stack([_unit_patches(blocks[:, dy: dy + WINDOW, dx: dx + WINDOW]) for dy, dx in shifts])
+        aligned = moved[shifts.index((SHIFT, SHIFT))]
         for _ in range(2):  # align each member to the others' mean, then once more to the aligned mean
             total = aligned.sum(axis=0)
             others = total[np.newaxis, :] - aligned  # (n, d): the others' sum, per member
