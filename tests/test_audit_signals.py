@@ -123,12 +123,13 @@ def test_signals_measure_what_they_say():
     tag = _with_tag(np.zeros((SIDE, SIDE, 3), np.uint8), 40, 40)
     mean_map = _blob(((40 + TAG / 2) / SIDE, (40 + TAG / 2) / SIDE))
     copies = [np.clip(tag.astype(int) + rng.integers(-20, 20, tag.shape), 0, 255).astype(np.uint8) for _ in range(6)]
-    similarity, compared = pattern_similarity([(lambda c=c: c) for c in copies], mean_map, seed=0)
-    assert compared == 6 and similarity > 0.95
+    found = pattern_similarity([(lambda c=c: c) for c in copies], mean_map, seed=0)
+    assert found.compared == 6 and found.figure > 0.95
+    assert abs(found.where[0] - (40 + TAG / 2) / SIDE) < 0.1 and abs(found.where[1] - (40 + TAG / 2) / SIDE) < 0.1
     varied = [_background(rng) for _ in range(20)]
-    similarity, _ = pattern_similarity([(lambda c=c: c) for c in varied], mean_map, seed=0)
-    assert similarity < 0.7  # smooth content matches by chance this far, at the best window and shift
-    assert pattern_similarity([lambda: None] * 4, mean_map, seed=0) == (None, 0)  # no picture could be read
+    # smooth content matches by chance this far, at the best window and shift
+    assert pattern_similarity([(lambda c=c: c) for c in varied], mean_map, seed=0).figure < 0.7
+    assert pattern_similarity([lambda: None] * 4, mean_map, seed=0) == (None, 0, None)  # no picture could be read
 
 
 def _cluster(**figures):

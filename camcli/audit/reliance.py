@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-COVER_SPAN = 0.3  # the covered square's side, a share of the picture's short side, centred on the pile's place
+# The covered square's side, a share of the picture's short side, centred on the pile-up's mark: a little more
+# than the pattern's window (camcli.audit.signals: WINDOW of PICTURE_CELLS, 1/8), so that it hides the mark
+# and as little of the rest as it can (30% also hid the object wherever the two overlap).
+COVER_SPAN = 0.18
 MAX_TESTED = 32  # images scored per pile-up (a seeded sample of larger ones)
 
 

@@ -23,6 +23,7 @@ come in as a callable, so that a missing picture is the caller's to report.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -76,6 +77,15 @@ def hot_box(cells: np.ndarray) -> tuple[float, float, float, float] | None:
     return x0 / width, y0 / height, x1 / width, y1 / height
 
 
+class Pattern(NamedTuple):
+    """What pattern_similarity found: the figure (None: fewer than two pictures), how many pictures it
+    compared, and where its best window is, (x, y) fractions of the picture (the mark)."""
+
+    figure: float | None
+    compared: int
+    where: tuple[float, float] | None
+
+
 def small_picture(picture: np.ndarray, side: int = PICTURE_CELLS) -> np.ndarray:
     """An (H, W, 3) picture shrunk so that its short side is `side` cells (its shape kept, so that a mark of
     a fixed share of the short side is the same size in every picture), float64, each cell the mean of the
@@ -114,7 +124,7 @@ def _unit_patches(patches: np.ndarray) -> np.ndarray:
 
 
 def pattern_similarity(pictures: Sequence[Callable[[], np.ndarray | None]], mean_map: np.ndarray,
-                       seed: int) -> tuple[float | None, int]:
+                       seed: int) -> Pattern:
     """(how alike the members' pixels are somewhere in the cluster's relevant region, pictures compared).
 
     Every member's picture (`pictures[i]()`, RGB, None when it cannot be read) is shrunk to PICTURE_CELLS cells on
@@ -132,11 +142,11 @@ def pattern_similarity(pictures: Sequence[Callable[[], np.ndarray | None]], mean
         order = np.sort(np.random.default_rng(seed).choice(order, MAX_PATTERN_MEMBERS, replace=False))
     smalls = [small_picture(picture) for picture in (pictures[i]() for i in order) if picture is not None]
     if len(smalls) < 2:
-        return None, len(smalls)
+        return Pattern(None, len(smalls), None)
     n, cells = len(smalls), PICTURE_CELLS
     region = small_picture_map(mean_map, cells) >= HOT * max(float(np.max(mean_map)), _FLAT)
     shifts = [(dy, dx) for dy in range(2 * SHIFT + 1) for dx in range(2 * SHIFT + 1)]
-    best = 0.0
+    best, where = 0.0, None
     for row, col in zip(*np.nonzero(region), strict=True):
         blocks = _blocks(smalls, (col + 0.5) / cells, (row + 0.5) / cells)
         # every member's window at every shift: (shifts, n, d)
@@ -150,8 +160,10 @@ def pattern_similarity(pictures: Sequence[Callable[[], np.ndarray | None]], mean
             scores = np.einsum("snd,nd->sn", moved, others)  # each member's cosine to the others, at each shift
             pick = np.argmax(scores, axis=0)
             aligned = moved[pick, np.arange(n)]
-        best = max(best, float(np.median(scores[pick, np.arange(n)])))
-    return best, n
+        figure = float(np.median(scores[pick, np.arange(n)]))
+        if where is None or figure > best:
+            best, where = figure, ((col + 0.5) / cells, (row + 0.5) / cells)
+    return Pattern(best, n, where)
 
 
 def small_picture_map(mean_map: np.ndarray, cells: int) -> np.ndarray:

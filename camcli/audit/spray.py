@@ -89,7 +89,8 @@ class PileUp:
     evidence: float
     flagged: bool = False
     reason: str = ""
-    reliance: float | None = None  # covering the place changes this share of its answers (None: not tested)
+    reliance: float | None = None  # covering the mark changes this share of its answers (None: not tested)
+    mark: tuple[float, float] | None = None  # (x, y) of the pattern's best window: what the occlusion test covers
 
 
 def require_audit_libraries() -> None:
@@ -300,12 +301,12 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
     for group in pile_ups(squares[live], PILE_RADIUS, max(MIN_PILE, MIN_MEMBERS)):
         members = live[group]
         maps = squares[members]
-        pattern, compared = pattern_similarity([pictures[i] for i in members], maps.mean(axis=0), seed)
+        pattern, compared, mark = pattern_similarity([pictures[i] for i in members], maps.mean(axis=0), seed)
         rows, cols = np.median(peak_cells(maps), axis=0)
         pile = PileUp(members=members, place=(round((cols + 0.5) / grid, 4), round((rows + 0.5) / grid, 4)),
                       share=round(len(members) / len(squares), 4), peak_spread=round(peak_spread(maps), 4),
                       pattern=None if pattern is None else round(pattern, 4), pattern_compared=compared,
-                      evidence=round(evidence_share(maps), 4))
+                      evidence=round(evidence_share(maps), 4), mark=mark)
         where = f"at ({pile.place[0]:.2f}, {pile.place[1]:.2f}) of the picture"
         if pattern is None:
             pile.reason = f"{len(members)} maps peak {where}; their images cannot be read to compare"
@@ -331,7 +332,8 @@ def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pict
     for pile in piles:
         if not pile.flagged:
             continue
-        pile.reliance = reliance(explainer, [pictures[i] for i in pile.members], class_index, pile.place, seed)
+        pile.reliance = reliance(explainer, [pictures[i] for i in pile.members], class_index,
+                                 pile.mark or pile.place, seed)
         if pile.reliance is None:
             continue
         covered = (f"covering {COVER_SPAN:.0%} of the picture there changes the answer of {pile.reliance:.0%} of "
