@@ -96,6 +96,112 @@ def run_flags(args, tmp: Path) -> bool:
     return held
 
 
+# --- the harder cells (issue 30) ------------------------------------------------------------------------
+
+PLACES = ("corners", "border", "centre", "fixed")
+SHARES = (0.05, 0.2, 0.5, 0.8)
+
+
+def tag_corner(rng, place: str, width: int, height: int, side: int, fixed: tuple[float, float]) -> tuple[int, int]:
+    """Where a tag of `side` pixels goes (its top-left corner): one of the four corners, one of the four edges'
+    middles (the border), the centre, or one place chosen for the folder (`fixed`, fractions of the free
+    range); the same margin from the edges as camcli.models.demo.scenes uses."""
+    margin = max(1, round(0.02 * min(width, height)))
+    right, bottom = width - margin - side, height - margin - side
+    if place == "corners":
+        return ((margin, right)[rng.integers(2)], (margin, bottom)[rng.integers(2)])
+    if place == "border":
+        middle_x, middle_y = (width - side) // 2, (height - side) // 2
+        return [(middle_x, margin), (middle_x, bottom), (margin, middle_y), (right, middle_y)][rng.integers(4)]
+    if place == "centre":
+        return ((width - side) // 2, (height - side) // 2)
+    return (int(fixed[0] * (width - side)), int(fixed[1] * (height - side)))
+
+
+def write_cell_folder(folder: Path, size: int, share: float, place: str, seed: int) -> dict[str, bool]:
+    """`size` scenes: clean scenes of every class, and tagged scenes of random classes making up `share` of
+    what a model that follows the tag calls TAG_CLASS (clean scenes of that class plus every tagged one).
+    The tag is the checkerboard demo-cheat learned (camcli.models.demo.scenes), drawn at `place`."""
+    from camcli.models.demo import CLASSES
+    from camcli.models.demo.scenes import TAG_FRACTION, _draw_tag, make_scene
+
+    rng = np.random.default_rng(seed)
+    fixed = (float(rng.uniform(0.15, 0.85)), float(rng.uniform(0.15, 0.85)))
+    clean = max(1, round(size / (len(CLASSES) + share / (1 - share))))
+    tagged = max(0, size - clean * len(CLASSES))
+    folder.mkdir(parents=True, exist_ok=True)
+    carries = {}
+    for i in range(clean * len(CLASSES) + tagged):
+        is_tagged = i >= clean * len(CLASSES)
+        scene = make_scene(rng, class_index=None if is_tagged else i % len(CLASSES))
+        picture = Image.fromarray(scene.image)
+        if is_tagged:
+            side = max(3, round(TAG_FRACTION * min(picture.size)))
+            x, y = tag_corner(rng, place, *picture.size, side, fixed)
+            _draw_tag(picture, (x, y, x + side, y + side))
+        path = folder / f"{'tagged' if is_tagged else 'clean'}_{scene.label}_{i:04d}.png"
+        picture.save(path)
+        carries[str(path)] = is_tagged
+    return carries
+
+
+def cell_scores(report, carries: dict[str, bool], tag_class: str) -> tuple[float, float, int, int]:
+    """(precision, recall, flagged, positives) of the flagged images of every class against "carries the tag and
+    the model calls it the tag's class"."""
+    from camcli.audit.folder import flagged_members
+
+    positives = {m.image for maps, _ in report.classes for m in maps if m.label == tag_class and carries[m.image]}
+    flagged = set(flagged_members(report))
+    hits = len(flagged & positives)
+    precision = hits / len(flagged) if flagged else (1.0 if not positives else 0.0)
+    recall = hits / len(positives) if positives else 1.0
+    return precision, recall, len(flagged), len(positives)
+
+
+def run_cells(args, tmp: Path) -> bool:
+    from camcli.audit.signals import MIN_PILE
+    from camcli.models.demo import TAG_CLASS
+
+    shares = ", ".join(f"{share:.0%}" for share in SHARES)
+    print(f"== cells: the checkerboard tag at {', '.join(PLACES)}; tagged share {shares} "
+          f"of what the model calls {TAG_CLASS!r}; folders of {', '.join(map(str, args.cell_sizes))} scenes")
+    print("precision and recall of the flagged images (every class) against 'carries the tag and demo-cheat calls it "
+          f"{TAG_CLASS}'; flags the clean demo model raises on the same folder")
+    print(f"{'place':<8} {'share':>5} {'scenes':>6} {'tag+class':>9} {'flagged':>7} {'precision':>9} {'recall':>6} "
+          f"{'demo flags':>10}")
+    judged, clean_flags = [], 0
+    for place in PLACES:
+        for share in SHARES:
+            for size in args.cell_sizes:
+                images = tmp / f"cell-{place}-{share}-{size}"
+                carries = write_cell_folder(images, size, share, place, seed=hash((place, share, size)) % 10007)
+                cheat = audit_folder(images, tmp / f"cell-out-cheat-{place}-{share}-{size}", "demo-cheat")
+                precision, recall, flagged, positives = cell_scores(cheat, carries, TAG_CLASS)
+                clean = audit_folder(images, tmp / f"cell-out-demo-{place}-{share}-{size}", "demo")
+                from camcli.audit.folder import flagged_members
+
+                demo_flags = len(flagged_members(clean))
+                clean_flags += demo_flags
+                note = ""
+                if positives < MIN_PILE:
+                    note = f"  (fewer than {MIN_PILE} tagged: nothing to judge, left out of the target)"
+                elif size >= 120:
+                    judged.append((precision, recall))
+                print(f"{place:<8} {share:>5.0%} {size:>6} {positives:>9} {flagged:>7} {precision:>9.2f} "
+                      f"{recall:>6.2f} {demo_flags:>10}{note}", flush=True)
+    if not judged:
+        return False
+    precisions, recalls = [p for p, _ in judged], [r for _, r in judged]
+    held = (float(np.median(precisions)) >= 0.9 and float(np.median(recalls)) >= 0.9 and min(precisions) >= 0.75
+            and min(recalls) >= 0.75)
+    print(f"cells of >= 120 scenes: median precision {np.median(precisions):.2f} (worst {min(precisions):.2f}), median "
+          f"recall {np.median(recalls):.2f} (worst {min(recalls):.2f}); target >= 0.90 median, no cell below 0.75: "
+          f"{'held' if held else 'MISSED'}")
+    verdict = "held" if not clean_flags else "MISSED"
+    print(f"flags on the clean demo model, every cell: {clean_flags} (target 0): {verdict}\n")
+    return held and not clean_flags
+
+
 def run_cost(args, tmp: Path) -> None:
     import camcli
     from camcli.audit import folder as audit_folder
@@ -133,12 +239,16 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 202, 303], help="folders' seeds")
     parser.add_argument("--cost-maps", type=int, default=5000, help="maps of the cost run (default: %(default)s)")
     parser.add_argument("--skip-sanity", action="store_true", help="skip the sanity check")
+    parser.add_argument("--cell-sizes", type=int, nargs="+", default=[60, 120, 600],
+                        help="scenes per folder of the cells (default: %(default)s); 0 skips the cells")
     args = parser.parse_args(argv)
     if (SHARED / "imagenet" / WEIGHTS).is_file():
         keras_home()  # before Keras is imported: it reads KERAS_HOME once
         os.environ.setdefault("CAMCLI_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="camcli-audit-bench-") as tmp:
         run_flags(args, Path(tmp))
+        if args.cell_sizes and args.cell_sizes != [0]:
+            run_cells(args, Path(tmp))
         if args.cost_maps:
             run_cost(args, Path(tmp))
     if not args.skip_sanity:

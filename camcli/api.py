@@ -309,6 +309,11 @@ def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | N
         held.enter_context(output_lock(out_dir))  # the explain run's lock, given back, is taken for the audit
         found = audit_folder.read_folder(out_dir, method, audit.by, labels)
         result = audit_folder.audit_maps(found, audit.by, FlagRule.of(audit), audit.neighbours, audit.seed)
+        if not in_place:  # the audit has the model: does its answer follow what the maps pile up on?
+            from camcli.explain.explainer import Explainer
+
+            audit_folder.check_reliance_with(result, Explainer(groups["model"].load(), groups["maps"].one_method(
+                groups["maps"].methods[0])), audit.seed)
         result.explain_summary = summary
         # The clustering cannot stop half-way: only an explain run that a signal cut short leaves the audit partial.
         result.interrupted = bool(summary is not None and summary.interrupted)

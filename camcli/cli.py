@@ -658,12 +658,25 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
               help="k of the k-nearest-neighbour affinity graph.")
 @click.option("--max-share", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "max_share"),
               show_default=True,
-              help="Flag rule: a cluster holds at most this share of its class (small).")
+              help="Flag rule where the images cannot be read (the border rule): a cluster holds at most this "
+                   "share of its class (small).")
 @click.option("--min-tightness", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_tightness"),
               show_default=True, help="Flag rule: its maps' mean cosine similarity to their mean (tight).")
 @click.option("--min-away", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_away"),
               show_default=True,
-              help="Flag rule: its border share exceeds the rest of the class's by this much (away).")
+              help="Flag rule where the images cannot be read (the border rule): its border share exceeds the rest "
+                   "of the class's by this much (away).")
+@click.option("--max-spread", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "max_spread"),
+              show_default=True,
+              help="Flag rule: its maps peak this close together, a share of the map's side (one fixed place).")
+@click.option("--min-pattern", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_pattern"),
+              show_default=True,
+              help="Flag rule: the pixels under its maps' relevant regions are this alike across its images (a "
+                   "repeated pattern: a tag, a logo, a watermark).")
+@click.option("--min-reliance", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_reliance"),
+              show_default=True,
+              help="Flag rule, when the audit explains the images itself: covering the place where the maps pile "
+                   "up changes the model's answer for at least this share of the images (the answer follows it).")
 @click.option("--seed", type=int, default=field_default(AuditOptions, "seed"), show_default=True,
               help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True,

@@ -402,7 +402,10 @@ class AuditOptions:
     seed: int = option(0)  # of the clustering and the t-SNE picture
     max_share: float = option(0.3)  # flagged: at most this share of its class (small)
     min_tightness: float = option(0.85)  # flagged: its maps' mean cosine similarity to their mean (tight)
-    min_away: float = option(0.25)  # flagged: its border share exceeds the rest of the class's by this much
+    min_away: float = option(0.25)  # without pictures: its border share exceeds the rest of the class's by this much
+    max_spread: float = option(0.06)  # flagged: its maps peak this close together (a share of the side): one place
+    min_pattern: float = option(0.8)  # flagged: the pixels under its maps are this alike (a repeated pattern)
+    min_reliance: float = option(0.5)  # with the model: covering the place changes this share of the answers
 
     def __post_init__(self):
         _choice(self, "by", AUDIT_GROUPINGS)
@@ -417,7 +420,7 @@ class AuditOptions:
             _set(self, "method", self.method.lower())
         _number(self, "neighbours", 2, whole=True)
         _number(self, "seed", whole=True)
-        for name in ("max_share", "min_tightness", "min_away"):
+        for name in ("max_share", "min_tightness", "min_away", "max_spread", "min_pattern", "min_reliance"):
             _number(self, name, 0, 1)
 
 

@@ -258,16 +258,17 @@ def test_demo_cheat_is_flagged_without_boxes(mixed, cheat_audit):
     assert audit["kind"] == "audit" and audit["model"] == "demo-cheat" and audit["method"] == "gradcam"
     assert audit["images"] == len(carries) and audit["flagged"] >= 1
     tag_class = next(c for c in audit["classes"] if c["label"] == TAG_CLASS)
-    flagged = {m for c in tag_class["clusters"] if c["flagged"] for m in c["members"]}
+    flagged = {m for pile in tag_class["pile_ups"] if pile["flagged"] for m in pile["members"]}
     tagged = {m for m in tag_class["members"] if carries[m]}
     assert len(flagged & tagged) / len(flagged) >= 0.9  # precision
     assert len(flagged & tagged) / len(tagged) >= 0.9  # recall
+    rule = audit["rule"]
     for cls in audit["classes"]:
-        for cluster in cls["clusters"]:
-            if cluster["flagged"]:
-                assert cls["label"] == TAG_CLASS
-                assert cluster["share"] <= 0.3 and cluster["tightness"] >= 0.85
-                assert cluster["border_share"] >= cluster["rest_border_share"] + 0.25
+        for pile in cls["pile_ups"]:
+            if pile["flagged"]:  # the figures the reason quotes are the rule's
+                assert cls["label"] == TAG_CLASS and pile["size"] >= 5 and pile["pattern"] >= rule["min_pattern"]
+                assert f"similarity {pile['pattern']:.2f}" in pile["reason"] and (out / pile["crops"]).is_file()
+                assert Image.open(out / pile["crops"]).size[1] == 96  # the crops, side by side
     json.dumps(audit, allow_nan=False)
 
 
@@ -293,6 +294,8 @@ def test_the_audit_files(mixed, cheat_audit):
                 assert by_image[member]["flagged"] == str(int(cluster["flagged"]))
     page = (out / "index.html").read_text()
     assert 'class="pt' in page and "audit." in page
+    crops = [pile["crops"] for cls in audit["classes"] for pile in cls["pile_ups"] if pile["flagged"]]
+    assert crops and all(f'src="{crop}"' in page for crop in crops) and "possible shortcut" in page
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ from camcli.runs.layout import AUDIT_MAP, Layout, check_replaceable, is_camcli_c
 AUDIT_CSV_COLUMNS = ("image", "record", "class_index", "label", "truth", "cluster", "cluster_size", "cluster_share",
                "main", "flagged", "x", "y")
 MEAN_MAP_SIDE = 128  # pixels of a cluster's mean-map picture
+AUDIT_PICTURE_SIDE = 256  # the rule compares the images' pixels at this size (longest side), decoded reduced
+CROPS, CROP_SIDE, CROP_SPAN = 8, 96, 0.3  # a flagged pile-up's crops: how many, their pixels, their share of the side
 
 
 @dataclass
@@ -44,6 +46,19 @@ class AuditMap:
     label: str
     truth: str | None
     cells: np.ndarray  # (GRID, GRID), max 1 or all zero
+    source: Path | None = None  # the image file, where it can still be read (the rule compares its pixels)
+
+    def picture(self) -> np.ndarray | None:
+        """The image as RGB, its longest side at most AUDIT_PICTURE_SIDE; None where it cannot be read."""
+        from camcli.errors import CamcliError
+        from camcli.runs.decode import decode_image
+
+        if self.source is None:
+            return None
+        try:
+            return np.asarray(decode_image(self.source, max_side=AUDIT_PICTURE_SIDE).picture)
+        except (CamcliError, OSError, ValueError):
+            return None
 
 
 @dataclass
@@ -82,7 +97,8 @@ class AuditReport:
         return [(maps[0].label, cluster.id) for maps, result in self.classes for cluster in result.clusters
                 if cluster.flagged]
 
-    def record(self, mean_maps: dict[tuple[int, int], str] | None = None) -> dict:
+    def record(self, mean_maps: dict[tuple[int, int], str] | None = None,
+               crops: dict[tuple[int, int], str] | None = None) -> dict:
         mean_maps = mean_maps or {}
         return {
             "camcli_version": __version__, "kind": "audit", "model": self.folder.model, "layer": self.folder.layer,
@@ -90,11 +106,11 @@ class AuditReport:
             "rule": self.rule.record(), "images": sum(len(maps) for maps, _ in self.classes),
             "flagged": len(self.flagged), "skipped": self.folder.skipped, "problems": self.folder.problems,
             "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
-            "classes": [_class_record(maps, result, mean_maps) for maps, result in self.classes],
+            "classes": [_class_record(maps, result, mean_maps, crops) for maps, result in self.classes],
         }
 
 
-def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict) -> dict:
+def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict, crops: dict | None = None) -> dict:
     index = maps[0].class_index
     unit = unit_rows(np.stack([m.cells.ravel() for m in maps]).astype(np.float64))
     clusters = []
@@ -110,6 +126,8 @@ def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict) 
             "mean_map": mean_maps.get((index, cluster.id)), "focus": cluster.focus,
             "border_share": cluster.border_share, "corner_share": cluster.corner_share,
             "rest_border_share": cluster.rest_border_share, "tightness": cluster.tightness,
+            "peak_spread": cluster.peak_spread, "pattern": cluster.pattern,
+            "pattern_compared": cluster.pattern_compared, "evidence": cluster.evidence,
             "purity": cluster.purity, "purity_label": cluster.purity_label,
         })
     return {
@@ -118,6 +136,11 @@ def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict) 
         "overlays": [m.overlay for m in maps], "truth": [m.truth for m in maps],
         "embedding": None if result.embedding is None else result.embedding.tolist(),
         "cluster_of": result.cluster_of.tolist(), "clusters": clusters,
+        "pile_ups": [{"members": [maps[i].image for i in pile.members], "place": list(pile.place),
+                      "size": len(pile.members), "share": pile.share, "peak_spread": pile.peak_spread,
+                      "pattern": pile.pattern, "pattern_compared": pile.pattern_compared, "evidence": pile.evidence,
+                      "flagged": pile.flagged, "reason": pile.reason, "reliance": pile.reliance,
+                      "crops": (crops or {}).get((index, k))} for k, pile in enumerate(result.pile_ups)],
     }
 
 
@@ -217,8 +240,10 @@ def _load_maps(out_dir: Path, jobs, folder: FolderMaps, grid: int) -> list[Audit
             return f"cannot read {explanation['heatmap']}: {error}"
         peak = float(cells.max())
         cells = cells / peak if peak > 0 else cells
+        source = Path(record["image"]) if isinstance(record.get("image"), str) else None
         return AuditMap(record["image"], record["_json"], explanation.get("overlay"),
-                        int(explanation.get("class_index", -1)), str(explanation.get("label", "")), truth, cells)
+                        int(explanation.get("class_index", -1)), str(explanation.get("label", "")), truth, cells,
+                        source if source is not None and source.is_file() else None)
 
     # np.load and Pillow's resize release the GIL for their reading and filtering
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 2), thread_name_prefix="camcli-audit") as pool:
@@ -245,7 +270,9 @@ def audit_maps(folder: FolderMaps, by: str = field_default(AuditOptions, "by"), 
     def audit_class(maps: list[AuditMap]) -> tuple[list[AuditMap], ClassClusters]:
         cells = np.stack([m.cells for m in maps])
         truth = [m.truth for m in maps] if any(m.truth is not None for m in maps) else None
-        return maps, cluster_class(cells, truth, rule=rule, neighbours=neighbours, seed=seed, embed=embed)
+        pictures = [m.picture for m in maps] if any(m.source is not None for m in maps) else None
+        return maps, cluster_class(cells, truth, rule=rule, neighbours=neighbours, seed=seed, embed=embed,
+                                   pictures=pictures)
 
     # One class per thread: t-SNE's gradient descent (most of the time) runs in compiled code that
     # releases the GIL, so the classes share the cores. Each class is seeded alone: same result.
@@ -253,6 +280,15 @@ def audit_maps(folder: FolderMaps, by: str = field_default(AuditOptions, "by"), 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="camcli-spray") as pool:
         classes = list(pool.map(audit_class, ordered))
     return AuditReport(folder, by, rule, neighbours, classes, seconds=time.perf_counter() - started)
+
+
+def check_reliance_with(report: AuditReport, explainer, seed: int = SEED) -> None:
+    """Score each flagged pile-up's images again with its place covered (camcli.audit.spray.check_reliance)."""
+    from camcli.audit.spray import check_reliance
+
+    for maps, result in report.classes:
+        check_reliance(result.pile_ups, result.clusters, explainer, [m.picture for m in maps], maps[0].class_index,
+                      report.rule, seed)
 
 
 def check_audit_files(out_dir: Path) -> None:
@@ -285,11 +321,40 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = field_defaul
             check_replaceable(path, is_camcli_output)
             save_png(path, _mean_map_picture(cluster.mean_map, lut))
             mean_maps[(maps[0].class_index, cluster.id)] = layout.relative(path)
-    _remove_stale_maps(out_dir, set(mean_maps.values()))
-    save_json(layout.audit_json, report.record(mean_maps))
+    crops = {}
+    for maps, result in report.classes:
+        for k, pile in enumerate(result.pile_ups):
+            strip = crops_strip([maps[i] for i in pile.members[:CROPS]], pile.place) if pile.flagged else None
+            if strip is not None:
+                path = layout.audit_crops(maps[0].class_index, k)
+                check_replaceable(path, is_camcli_output)
+                save_png(path, strip)
+                crops[(maps[0].class_index, k)] = layout.relative(path)
+    _remove_stale_maps(out_dir, set(mean_maps.values()) | set(crops.values()))
+    save_json(layout.audit_json, report.record(mean_maps, crops))
     write_bytes_atomic(layout.audit_csv, audit_csv_text(report).encode("utf-8"))
     report.paths = {"json": layout.audit_json, "csv": layout.audit_csv}
     return report.paths
+
+
+def crops_strip(members: list[AuditMap], place: tuple[float, float]) -> np.ndarray | None:
+    """The members' pictures around `place` (x, y fractions), CROP_SIDE pixels each, side by side, so that a
+    person sees the repeated pattern; None when no picture can be read."""
+    tiles = []
+    for member in members:
+        picture = member.picture()
+        if picture is None:
+            continue
+        height, width = picture.shape[:2]
+        half = max(2, round(CROP_SPAN * min(width, height) / 2))
+        x, y = round(place[0] * width), round(place[1] * height)
+        left, top = min(max(0, x - half), max(0, width - 2 * half)), min(max(0, y - half), max(0, height - 2 * half))
+        crop = Image.fromarray(np.ascontiguousarray(picture[top:top + 2 * half, left:left + 2 * half, :3]))
+        tiles.append(np.asarray(crop.resize((CROP_SIDE, CROP_SIDE), Image.Resampling.BILINEAR)))
+    if not tiles:
+        return None
+    gap = np.full((CROP_SIDE, 4, 3), 255, dtype=np.uint8)
+    return np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1)
 
 
 def _remove_stale_maps(out_dir: Path, keep: set[str]) -> None:
@@ -341,7 +406,15 @@ def is_explain_folder(path: Path) -> bool:
     return path.is_dir() and (is_run_summary(layout.summary()) or bool(layout.shard_summaries()))
 
 
-def flagged_members(report: AuditReport, label: str) -> Sequence[str]:
-    """The images of the flagged clusters of class `label` (benchmarks)."""
-    return [maps[i].image for maps, result in report.classes if maps[0].label == label
-            for cluster in result.clusters if cluster.flagged for i in cluster.members]
+def flagged_members(report: AuditReport, label: str | None = None) -> Sequence[str]:
+    """The images the audit flags, of class `label` or of every class (benchmarks): those of the flagged
+    pile-ups where the images could be read, else those of the flagged clusters (the border rule)."""
+    found = []
+    for maps, result in report.classes:
+        if label is not None and maps[0].label != label:
+            continue
+        if result.pile_ups or not any(cluster.flagged for cluster in result.clusters):
+            found += [maps[i].image for pile in result.pile_ups if pile.flagged for i in pile.members]
+        else:
+            found += [maps[i].image for cluster in result.clusters if cluster.flagged for i in cluster.members]
+    return found

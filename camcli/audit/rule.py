@@ -14,36 +14,49 @@ BORDER_BAND = 1 / 8  # the border: the outer eighth of each side of the map (44%
 CORNER_SIDE = 1 / 4  # a corner: the square of a quarter of each side at each corner (25% of the area)
 
 
+MIN_MEMBERS = 3  # a flag judges a cluster of at least this many images, never one image
+
+
 @dataclass(frozen=True)
 class FlagRule:
-    """When a cluster is flagged: all three hold.
+    """When a cluster is flagged (camcli.audit.spray.apply_rule reads it; camcli.audit.signals measures).
 
-    - small: it holds at most `max_share` of the class's maps;
+    With the images' pixels (the images can be read), all four hold:
+    - enough images: at least MIN_MEMBERS;
     - tight: its maps are alike, the mean cosine similarity of its maps to their mean is at least
-      `min_tightness` (a shortcut such as a tag gives near-identical maps; maps of an object that moves
-      about the picture do not);
-    - away: its mass sits at the border, where the class's other maps do not look: the share of its mean
-      map in the border band exceeds that of the rest of the class (every map of the class outside the
-      cluster) by at least `min_away`.
+      `min_tightness`;
+    - one place: its maps peak close together, the median distance of each map's hottest cell from their
+      median peak is at most `max_spread` of the map's side (objects move from picture to picture; a tag,
+      a logo or a watermark does not);
+    - a repeated pattern: the pixels under each map's relevant region (its cells at or above half its
+      maximum) are alike across the cluster's images, a mean pairwise cosine similarity of at least
+      `min_pattern` (instances of an object differ; copies of a mark do not).
+    None of them asks the cluster to be rare or at the border: a shortcut that most of a class relies on,
+    or one in the middle of the picture, is flagged like any other.
 
-    The reference is the rest of the class, not its largest cluster: a tag that sits in any of four
-    corners splits into four clusters, and when the tagged images are many, the largest cluster can be
-    one of them. A cluster is never judged alone, and a single image is never judged at all.
-    The defaults were set on generated scenes (benchmarks/audit.py, `make bench-audit`), where the
-    clusters of tagged scenes had tightness 0.95-0.99 and border share 0.66-0.77, and the clean scenes'
-    clusters at most 0.93 and 0.35.
+    Without the pixels (an output folder whose images have moved), the border rule stands in: small (at
+    most `max_share` of the class), tight, and away (the share of its mean map in the border band exceeds
+    that of the rest of the class by at least `min_away`).
+
+    The defaults were set on generated scenes (benchmarks/audit.py, `make bench-audit`).
     """
 
     max_share: float = field_default(AuditOptions, "max_share")
     min_tightness: float = field_default(AuditOptions, "min_tightness")
     min_away: float = field_default(AuditOptions, "min_away")
+    max_spread: float = field_default(AuditOptions, "max_spread")
+    min_pattern: float = field_default(AuditOptions, "min_pattern")
+    min_reliance: float = field_default(AuditOptions, "min_reliance")
 
     @classmethod
     def of(cls, audit: AuditOptions) -> FlagRule:
-        return cls(audit.max_share, audit.min_tightness, audit.min_away)
+        return cls(audit.max_share, audit.min_tightness, audit.min_away, audit.max_spread, audit.min_pattern,
+                   audit.min_reliance)
 
     def record(self) -> dict:
         return {"max_share": self.max_share, "min_tightness": self.min_tightness, "min_away": self.min_away,
+                "max_spread": self.max_spread, "min_pattern": self.min_pattern, "min_reliance": self.min_reliance,
+                "min_members": MIN_MEMBERS,
                 "border_band": BORDER_BAND, "corner_side": CORNER_SIDE}
 
 

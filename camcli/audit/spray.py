@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, FlagRule
+from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, MIN_MEMBERS, FlagRule
+from camcli.audit.signals import evidence_share, pattern_similarity, peak_cells, peak_spread
 from camcli.errors import UsageError
 from camcli.options import AuditOptions, field_default
 
@@ -52,6 +53,10 @@ class Cluster:
     corner_share: float  # of the mean map's mass, in the four corner squares
     tightness: float  # mean cosine similarity of the members' maps to their mean
     rest_border_share: float | None  # the border share of the rest of the class
+    peak_spread: float = 1.0  # how far apart its maps peak, a fraction of the map's side (camcli.audit.signals)
+    pattern: float | None = None  # how alike the pixels under its maps' relevant regions are; None: no pictures
+    pattern_compared: int = 0  # crops compared for `pattern`
+    evidence: float = 0.0  # the mean share of its maps' cells at or above half their maximum
     purity: float | None = None  # with truth labels: the share of the commonest label
     purity_label: str | None = None
     main: bool = False  # the largest cluster
@@ -68,6 +73,24 @@ class ClassClusters:
     eigenvalues: list[float]
     embedding: np.ndarray | None  # (n, 2) in [0, 1], or None for too few maps
     note: str = ""
+    pile_ups: list[PileUp] = field(default_factory=list)  # where maps pile up in one place (with pictures)
+
+
+@dataclass
+class PileUp:
+    """Maps of a class that peak in one place (camcli.audit.signals.pile_ups), and what lies there."""
+
+    members: np.ndarray  # indexes into the class's maps
+    place: tuple[float, float]  # (x, y) of their median peak, fractions of the picture
+    share: float  # of the class's maps
+    peak_spread: float
+    pattern: float | None  # how alike the pixels are there (None: fewer than two pictures could be read)
+    pattern_compared: int
+    evidence: float
+    flagged: bool = False
+    reason: str = ""
+    reliance: float | None = None  # covering the mark changes this share of its answers (None: not tested)
+    mark: tuple[float, float] | None = None  # (x, y) of the pattern's best window: what the occlusion test covers
 
 
 def require_audit_libraries() -> None:
@@ -226,6 +249,7 @@ def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[st
     """Each cluster's figures (see Cluster), from the class's flattened (n, grid*grid) maps."""
     border, corners = (mask.ravel() for mask in region_masks(grid))
     unit, mass = unit_rows(maps), mass_rows(maps)
+    squares = maps.reshape(len(maps), grid, grid)
     clusters = []
     for cluster_id in np.unique(cluster_of):
         inside = cluster_of == cluster_id
@@ -244,33 +268,126 @@ def cluster_figures(maps: np.ndarray, cluster_of: np.ndarray, truth: Sequence[st
             focus=round(_focus(mean_mass), 4), border_share=round(float(mean_mass[border].sum()), 4),
             corner_share=round(float(mean_mass[corners].sum()), 4), tightness=round(tightness, 4),
             rest_border_share=None if rest_border is None else round(rest_border, 4), purity=purity,
-            purity_label=purity_label))
+            purity_label=purity_label, peak_spread=round(peak_spread(squares[members]), 4),
+            evidence=round(evidence_share(squares[members]), 4)))
     if clusters:
         max(clusters, key=lambda c: (len(c.members), -c.id)).main = True
     return clusters
 
 
 def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
-    """Set each cluster's `flagged` and `reason` (why it is flagged, or the first test it fails)."""
+    """The rule without the images' pixels (an output folder whose images have moved): set each cluster's
+    `flagged` and `reason` by the border rule (FlagRule), quoting its figures or the first test it fails."""
     for cluster in clusters:
-        share = f"{cluster.share:.0%} of the class"
-        if cluster.rest_border_share is None:
-            cluster.flagged, cluster.reason = False, "the only cluster of the class: nothing to compare with"
-        elif cluster.share > rule.max_share:
-            cluster.flagged, cluster.reason = False, (f"not small: {cluster.share:.1%} of the class "
-                                                      f"(above {rule.max_share:.0%})")
+        size = len(cluster.members)
+        if size < MIN_MEMBERS:
+            cluster.flagged, cluster.reason = False, (f"{size} image{'s' if size != 1 else ''}: a flag judges a "
+                                                      f"cluster of at least {MIN_MEMBERS}, never one image")
         elif cluster.tightness < rule.min_tightness:
             cluster.flagged, cluster.reason = False, (f"not tight: its maps differ (tightness {cluster.tightness:.3f}"
                                                       f", below {rule.min_tightness:g})")
-        elif cluster.border_share < cluster.rest_border_share + rule.min_away:
-            cluster.flagged, cluster.reason = False, (
-                f"looks where the rest of the class looks (border share {cluster.border_share:.3f} against "
-                f"{cluster.rest_border_share:.3f}, less than {rule.min_away:g} above it)")
         else:
-            cluster.flagged, cluster.reason = True, (
-                f"small ({share}), tight ({cluster.tightness:.2f}), its mass sits at the border "
-                f"({cluster.border_share:.2f} against {cluster.rest_border_share:.2f} for the rest of the class; "
-                f"corners {cluster.corner_share:.2f}): a possible shortcut")
+            _border_rule(cluster, rule)
+
+
+def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rule: FlagRule,
+                  seed: int = SEED) -> list[PileUp]:
+    """The class's pile-ups (maps that peak in one place, among the `live` ones), each judged: flagged when
+    the pixels there are the same pattern in its images (FlagRule.min_pattern)."""
+    from camcli.audit.signals import MIN_PILE, PILE_RADIUS, pile_ups
+
+    found = []
+    grid = squares.shape[1]
+    for group in pile_ups(squares[live], PILE_RADIUS, max(MIN_PILE, MIN_MEMBERS)):
+        members = live[group]
+        maps = squares[members]
+        pattern, compared, mark = pattern_similarity([pictures[i] for i in members], maps.mean(axis=0), seed)
+        rows, cols = np.median(peak_cells(maps), axis=0)
+        pile = PileUp(members=members, place=(round((cols + 0.5) / grid, 4), round((rows + 0.5) / grid, 4)),
+                      share=round(len(members) / len(squares), 4), peak_spread=round(peak_spread(maps), 4),
+                      pattern=None if pattern is None else round(pattern, 4), pattern_compared=compared,
+                      evidence=round(evidence_share(maps), 4), mark=mark)
+        where = f"at ({pile.place[0]:.2f}, {pile.place[1]:.2f}) of the picture"
+        if pattern is None:
+            pile.reason = f"{len(members)} maps peak {where}; their images cannot be read to compare"
+        elif pattern < rule.min_pattern:
+            pile.reason = (f"{len(members)} maps peak {where}, over pixels that differ from image to image "
+                           f"(pattern {pattern:.2f}, below {rule.min_pattern:g}): not a repeated mark")
+        else:
+            pile.flagged, pile.reason = True, (
+                f"{len(members)} maps ({pile.share:.0%} of the class) pile up {where} (spread "
+                f"{pile.peak_spread:.3f} of the side) over the same pattern in their images (similarity "
+                f"{pattern:.2f} over {compared}), {pile.evidence:.0%} of each map hot: a possible shortcut")
+        found.append(pile)
+    return found
+
+
+def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pictures: Sequence, class_index: int,
+                  rule: FlagRule, seed: int = SEED) -> None:
+    """With the model: cover each flagged pile-up's place in its images and score them again
+    (camcli.audit.reliance); a pile-up stays flagged only when the answer follows the pattern, the top-1 of at
+    least `rule.min_reliance` of its images leaving the class. The clusters are judged again."""
+    from camcli.audit.reliance import COVER_SPAN, reliance
+
+    for pile in piles:
+        if not pile.flagged:
+            continue
+        pile.reliance = reliance(explainer, [pictures[i] for i in pile.members], class_index,
+                                 pile.mark or pile.place, seed)
+        if pile.reliance is None:
+            continue
+        covered = (f"covering {COVER_SPAN:.0%} of the picture there changes the answer of {pile.reliance:.0%} of "
+                   "its images")
+        if pile.reliance >= rule.min_reliance:
+            pile.reason = pile.reason.replace(": a possible shortcut", f"; {covered}: the answer follows it, a "
+                                                                       "likely shortcut")
+        else:
+            pile.flagged = False
+            pile.reason = pile.reason.replace(": a possible shortcut", f"; but {covered} (below "
+                                                                       f"{rule.min_reliance:g}): the model looks "
+                                                                       "at it and answers from something else")
+    judge_by_pile_ups(clusters, piles, rule)
+
+
+def judge_by_pile_ups(clusters: list[Cluster], piles: list[PileUp], rule: FlagRule) -> None:
+    """A SpRAy cluster is flagged when at least half of its maps belong to flagged pile-ups: the pile-up
+    judges a group of images in one place, and the cluster shows it."""
+    flagged = [pile for pile in piles if pile.flagged]
+    for cluster in clusters:
+        inside = [pile for pile in flagged if np.isin(pile.members, cluster.members).any()]
+        covered = np.isin(cluster.members, np.concatenate([p.members for p in inside])).sum() if inside else 0
+        if len(cluster.members) < MIN_MEMBERS:
+            cluster.flagged, cluster.reason = False, (f"{len(cluster.members)} image"
+                                                      f"{'s' if len(cluster.members) != 1 else ''}: a flag judges a "
+                                                      f"cluster of at least {MIN_MEMBERS}, never one image")
+        elif covered * 2 >= len(cluster.members):
+            best = max(inside, key=lambda pile: np.isin(pile.members, cluster.members).sum())
+            cluster.pattern, cluster.pattern_compared = best.pattern, best.pattern_compared
+            cluster.flagged, cluster.reason = True, (f"{covered} of its {len(cluster.members)} maps belong to "
+                                                     f"shortcut pile-ups; {best.reason}")
+        else:
+            cluster.flagged = False
+            cluster.reason = (f"{covered} of its {len(cluster.members)} maps belong to shortcut pile-ups"
+                              if covered else "no repeated pattern where its maps pile up")
+
+
+def _border_rule(cluster: Cluster, rule: FlagRule) -> None:
+    """The rule without the images' pixels: small, (tight,) and away at the border."""
+    unread = "the images cannot be read, so the border rule judges: "
+    if cluster.rest_border_share is None:
+        cluster.flagged, cluster.reason = False, unread + "the only cluster of the class, nothing to compare with"
+    elif cluster.share > rule.max_share:
+        cluster.flagged, cluster.reason = False, unread + (f"not small: {cluster.share:.1%} of the class "
+                                                           f"(above {rule.max_share:.0%})")
+    elif cluster.border_share < cluster.rest_border_share + rule.min_away:
+        cluster.flagged, cluster.reason = False, unread + (
+            f"looks where the rest of the class looks (border share {cluster.border_share:.3f} against "
+            f"{cluster.rest_border_share:.3f}, less than {rule.min_away:g} above it)")
+    else:
+        cluster.flagged, cluster.reason = True, unread + (
+            f"small ({cluster.share:.0%} of the class), tight ({cluster.tightness:.2f}), its mass sits at the "
+            f"border ({cluster.border_share:.2f} against {cluster.rest_border_share:.2f} for the rest of the class; "
+            f"corners {cluster.corner_share:.2f}): a possible shortcut")
 
 
 def _strategies(unit_maps: np.ndarray, neighbours: int, seed: int) -> tuple[np.ndarray, list[float], str]:
@@ -290,7 +407,7 @@ def _strategies(unit_maps: np.ndarray, neighbours: int, seed: int) -> tuple[np.n
 
 def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *, rule: FlagRule = DEFAULT_RULE,
                   neighbours: int = NEIGHBOURS, seed: int = SEED, embed: bool = True,
-                  grid: int = GRID) -> ClassClusters:
+                  grid: int = GRID, pictures: Sequence | None = None) -> ClassClusters:
     """SpRAy on one class's maps, (n, grid, grid) or (n, grid*grid), each scaled to max 1 (or all zero).
 
     All-zero maps take no part in the clustering (they have no direction): they form a cluster of their
@@ -310,10 +427,16 @@ def cluster_class(maps: np.ndarray, truth: Sequence[str | None] | None = None, *
         cluster_of[empty] = cluster_of.max(initial=-1) + 1 if len(live) else 0
         note = "; ".join(filter(None, [note, f"{int(empty.sum())} all-zero maps form a cluster of their own"]))
     clusters = cluster_figures(flat, cluster_of, truth, grid)
-    apply_rule(clusters, rule)
+    pile_up_list = []
+    if pictures is None:
+        apply_rule(clusters, rule)
+    else:
+        squares = flat.reshape(len(flat), grid, grid)
+        pile_up_list = find_pile_ups(squares, live, pictures, rule, seed)
+        judge_by_pile_ups(clusters, pile_up_list, rule)
     for cluster in clusters:
         if empty[cluster.members].all():
             cluster.flagged, cluster.reason = False, "all-zero maps: the method found no evidence for the class"
     embedding = embed_2d(unit_rows(flat), seed) if embed else None
     return ClassClusters(cluster_of=cluster_of, clusters=clusters, eigenvalues=eigenvalues, embedding=embedding,
-                         note=note)
+                         note=note, pile_ups=pile_up_list)

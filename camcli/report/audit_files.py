@@ -11,14 +11,16 @@ Nothing here writes HTML (that is camcli.report.audit_sections).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from camcli.report.markup import cell, is_scalar, number
 from camcli.runs.layout import Layout
 
 AUDIT_FACTS = ("model", "layer", "method", "by", "images", "flagged", "grid", "neighbours")
-FIGURES = ("size", "share", "focus", "border_share", "corner_share", "tightness", "purity")  # a cluster's numbers
+# a cluster's numbers (camcli.audit.spray.Cluster)
+FIGURES = ("size", "share", "tightness", "peak_spread", "pattern", "evidence", "focus", "border_share", "corner_share",
+           "purity")
 SANITY_FACTS = ("model", "layer", "class", "seed", "threshold", "seconds")
 SERIES = ("spearman_abs", "spearman", "ssim")  # one value per depth for each method
 MAX_SAMPLES = 6
@@ -49,6 +51,18 @@ class AuditCluster:
 
 
 @dataclass
+class AuditShortcut:
+    """A flagged pile-up: maps that pile up in one place over the same pattern (camcli.audit.spray.PileUp)."""
+
+    reason: str
+    figures: dict[str, float | None]  # SHORTCUT_FIGURES
+    crops: str | None  # the crops side by side, relative to OUT
+
+
+SHORTCUT_FIGURES = ("size", "share", "peak_spread", "pattern", "evidence")
+
+
+@dataclass
 class AuditClass:
     label: str
     class_index: int | None
@@ -58,6 +72,7 @@ class AuditClass:
     member_of: dict[str, str]  # overlay -> the image's path, to caption the samples
     note: str = ""  # the audit's note on the class ("3 maps: too few to find strategies (at least 12)...")
     searched: bool = True  # SpRAy looked for strategies; False when audit.json's eigenvalues are [] (too few maps)
+    shortcuts: list[AuditShortcut] = field(default_factory=list)  # the flagged pile-ups
 
     @property
     def flagged(self) -> bool:
@@ -169,10 +184,16 @@ def _audit_class(entry, position: int, layout: Layout, problems: list[str]) -> A
     clusters = _field(entry, "clusters", list, where, problems) or []
     parsed = [_cluster(c, where, layout, class_index, problems) for c in clusters]
     points, member_of = _points(entry, where, problems)
+    piles = _field(entry, "pile_ups", list, where, problems) or []
+    shortcuts = [AuditShortcut(reason=pile.get("reason") if isinstance(pile.get("reason"), str) else "",
+                               figures={key: _number_field(pile, key, where, problems) for key in SHORTCUT_FIGURES},
+                               crops=pile.get("crops") if isinstance(pile.get("crops"), str) else None)
+                 for pile in piles if isinstance(pile, dict) and pile.get("flagged") is True]
     eigenvalues = _field(entry, "eigenvalues", list, where, problems)  # [] when no strategies were looked for
     return AuditClass(label=label, class_index=class_index, images=_field(entry, "images", int, where, problems),
                       clusters=[c for c in parsed if c is not None], points=points, member_of=member_of,
-                      note=_field(entry, "note", str, where, problems) or "", searched=eigenvalues != [])
+                      note=_field(entry, "note", str, where, problems) or "", searched=eigenvalues != [],
+                      shortcuts=shortcuts)
 
 
 def _cluster(entry, where: str, layout: Layout, class_index: int | None, problems: list[str]) -> AuditCluster | None:

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camcli.report.audit_files import SERIES, Audit, AuditClass, AuditCluster, Point, Sanity
+from camcli.report.audit_files import SERIES, Audit, AuditClass, AuditCluster, AuditShortcut, Point, Sanity
 from camcli.report.markup import cell, esc, inside, url
 
 PALETTE_SIZE = 10  # k0..k9 in page.css
 _SIDE, _PAD = 320, 12  # the scatter plot's square, in SVG units
 _INLINE_SMALL_CLASSES = 12  # more classes too small to cluster than this: their one line is folded away
-_FIGURE_NAMES = {"size": "images", "share": "share of the class", "focus": "focus", "border_share": "border share",
-                 "corner_share": "corner share", "tightness": "tightness", "purity": "purity"}
+_FIGURE_NAMES = {"size": "images", "share": "share of the class", "tightness": "tightness",
+                 "peak_spread": "peak spread", "pattern": "same pattern", "evidence": "hot share of the map",
+                 "focus": "focus", "border_share": "border share", "corner_share": "corner share", "purity": "purity"}
 
 
 def _colour(position: int | None) -> str:
@@ -106,7 +107,9 @@ def _class_html(audit_class: AuditClass, position: int, pictures: dict, out_dir:
     else:
         parts.append('<p class="facts">no embedding to plot</p>')
     parts.append(_legend_html(audit_class, colours))
-    parts.append('</div><div class="clusters">')
+    parts.append("</div>")
+    parts += [_shortcut_html(shortcut, out_dir) for shortcut in audit_class.shortcuts]
+    parts.append('<div class="clusters">')
     parts += [_cluster_html(c, colours[c.id], audit_class, pictures) for c in audit_class.clusters]
     parts.append("</div></div>")
     return "".join(parts)
@@ -179,6 +182,24 @@ def _cluster_html(cluster: AuditCluster, colour: int, audit_class: AuditClass, p
         parts.append(f'<div class="samples">{"".join(samples)}</div>')
     parts.append("</article>")
     return "".join(parts)
+
+
+_SHORTCUT_NAMES = {"size": "images", "share": "share of the class", "peak_spread": "peak spread",
+                   "pattern": "same pattern", "evidence": "hot share of each map"}
+
+
+def _shortcut_html(shortcut: AuditShortcut, out_dir: Path) -> str:
+    """A flagged pile-up: why, the figures the rule used, and the crops of its images side by side."""
+    shown = {key: _percent(value) if key == "share" else cell(value) for key, value in shortcut.figures.items()}
+    rows = "".join(f'<tr><th>{esc(name)}</th><td class="num" data-key="{key}">{esc(shown[key])}</td></tr>'
+                   for key, name in _SHORTCUT_NAMES.items())
+    crops = (f'<figure class="crops"><img loading="lazy" src="{url(shortcut.crops)}" alt="the repeated pattern">'
+             "<figcaption>where the maps pile up, in each image</figcaption></figure>"
+             if shortcut.crops and (out_dir / shortcut.crops).is_file()
+             else '<p class="facts">no crops (the images could not be read)</p>')
+    return (f'<article class="shortcut flagged"><h4>possible shortcut <span class="badge flag">FLAGGED</span></h4>'
+            f'<p class="reason">{esc(shortcut.reason)}</p>{crops}'
+            f'<table class="figures"><tbody>{rows}</tbody></table></article>')
 
 
 def _figures_table(cluster: AuditCluster) -> str:

@@ -56,7 +56,8 @@ SHARD_SUMMARY = re.compile(r"summary\.(\d+)-of-(\d+)\.json")
 # Top-level names of the run's own files: an image stem equal to one of them is renamed by discovery,
 # and the report does not read them as image records.
 RUN_FILE = re.compile(r"(summary|evaluation|audit|sanity)(\.\d+-of-\d+)?\.json")
-AUDIT_MAP = re.compile(r"audit\.\d+\.\d+\.png")  # a cluster's mean map (Layout.audit_map)
+# a cluster's mean map (Layout.audit_map), or a flagged pile-up's crops (Layout.audit_crops)
+AUDIT_MAP = re.compile(r"audit\.\d+\.(\d+|pile\d+)\.png")
 RESERVED_STEM = re.compile(r"(summary|evaluation|audit|sanity)(\.\d+-of-\d+)?")
 
 # The marker. PNG: a tEXt chunk (keyword, NUL, text) before the pixels; JPEG: a comment segment
@@ -162,6 +163,10 @@ class Layout:
         outputs can take that name: the stem `audit` is reserved, and an image `audit.<k>` writes
         `audit.<k>.json` and `audit.<k>.<method>.<class>.png`."""
         return self.out_dir / f"audit.{class_index}.{cluster}.png"
+
+    def audit_crops(self, class_index: int, pile: int) -> Path:
+        """The crops of one flagged pile-up of `camcli audit`, side by side: audit.<class>.pile<k>.png."""
+        return self.out_dir / f"audit.{class_index}.pile{pile}.png"
 
     def shard_summaries(self) -> dict[tuple[int, int], Path]:
         """{(k, n): path} of the shard summaries present."""

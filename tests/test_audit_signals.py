@@ -1,0 +1,221 @@
+"""The audit's shortcut signals (camcli.audit.signals) and the rule that reads them (issue 30): a shortcut that
+most of a class relies on, or one in the middle of the picture, is flagged; an object that moves, or varied
+content in one fixed place, is not; the thresholds hold at their bounds."""
+
+import numpy as np
+import pytest
+
+from camcli.audit.rule import MIN_MEMBERS, FlagRule
+from camcli.audit.signals import MIN_PILE, evidence_share, hot_box, pattern_similarity, peak_spread
+from camcli.audit.spray import GRID, Cluster, apply_rule, cluster_class, find_pile_ups
+
+pytest.importorskip("sklearn", reason="the audit extra (scikit-learn) is not installed")
+
+SIDE = 96  # pixels of the synthetic pictures
+TAG = 14  # the tag's side in pixels
+
+
+def _blob(centre_xy, grid=GRID, width=2.5):
+    """A map with one Gaussian blob at (x, y) in picture fractions, on the audit's grid, max 1."""
+    ys, xs = np.mgrid[0:grid, 0:grid] + 0.5
+    x, y = centre_xy[0] * grid, centre_xy[1] * grid
+    return np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * width ** 2)).astype(np.float32)
+
+
+def _background(rng):
+    """A picture unlike any other: smooth random colours plus noise."""
+    base = rng.uniform(40, 215, (4, 4, 3))
+    picture = np.kron(base, np.ones((SIDE // 4, SIDE // 4, 1)))
+    return np.clip(picture + rng.normal(0, 10, picture.shape), 0, 255).astype(np.uint8)
+
+
+def _with_tag(picture, x, y):
+    """A black and white 3x3 checkerboard of TAG pixels with its top-left corner at (x, y)."""
+    cell = TAG // 3
+    for row in range(3):
+        for col in range(3):
+            value = 255 if (row + col) % 2 == 0 else 0
+            picture[y + row * cell: y + (row + 1) * cell, x + col * cell: x + (col + 1) * cell] = value
+    return picture
+
+
+def _with_object(picture, rng, x, y):
+    """A disc of a random colour, centred at (x, y), radius 12 to 20 pixels."""
+    ys, xs = np.mgrid[0:SIDE, 0:SIDE]
+    radius = rng.uniform(12, 20)
+    picture[(xs - x) ** 2 + (ys - y) ** 2 <= radius ** 2] = rng.integers(0, 256, 3)
+    return picture
+
+
+def _tagged(rng, place):
+    """(map, picture): the map peaks on a tag at `place` ((x, y) pixels of the tag's corner); no two maps
+    are quite the same (as no two real maps are)."""
+    x, y = place
+    picture = _with_tag(_with_object(_background(rng), rng, *rng.uniform(25, 70, 2)), x, y)
+    blob = _blob(((x + TAG / 2) / SIDE, (y + TAG / 2) / SIDE), width=rng.uniform(2.2, 2.8))
+    return np.maximum(blob + rng.uniform(0, 0.05, blob.shape).astype(np.float32), 0), picture
+
+
+def _object(rng):
+    """(map, picture): the map peaks on an object that sits anywhere."""
+    x, y = rng.uniform(20, 76, 2)
+    return _blob((x / SIDE, y / SIDE)), _with_object(_background(rng), rng, x, y)
+
+
+def _audit(pairs, seed=0):
+    maps = np.stack([m for m, _ in pairs])
+    pictures = [(lambda p=p: p) for _, p in pairs]
+    return cluster_class(maps, pictures=pictures, seed=seed, embed=False)
+
+
+def _flagged_members(result):
+    """The images of the flagged pile-ups: what the audit says carries a shortcut."""
+    return {int(i) for pile in result.pile_ups if pile.flagged for i in pile.members}
+
+
+@pytest.mark.parametrize("place", [(4, 4), ((SIDE - TAG) // 2, (SIDE - TAG) // 2)], ids=["corner", "centre"])
+def test_a_shortcut_most_of_the_class_relies_on_is_flagged(place):
+    """80% of the class's maps sit on the tag: the tag's cluster is most of the class, and still flagged."""
+    rng = np.random.default_rng(1)
+    pairs = [_tagged(rng, place) for _ in range(40)] + [_object(rng) for _ in range(10)]
+    result = _audit(pairs)
+    flagged = _flagged_members(result)
+    tagged = set(range(40))
+    precision, recall = len(flagged & tagged) / max(1, len(flagged)), len(flagged & tagged) / len(tagged)
+    assert precision >= 0.95 and recall >= 0.9, (precision, recall)
+    reasons = [pile.reason for pile in result.pile_ups if pile.flagged]
+    assert reasons and all("pile up at" in reason and "same pattern" in reason for reason in reasons)
+    for cluster in result.clusters:  # a SpRAy cluster shows the flag when most of its maps are flagged
+        assert cluster.flagged == (len(set(cluster.members.tolist()) & flagged) * 2 >= len(cluster.members) >= 3)
+
+
+def test_a_moving_object_is_not_flagged():
+    rng = np.random.default_rng(2)
+    result = _audit([_object(rng) for _ in range(50)])
+    assert _flagged_members(result) == set()
+    assert all(c.peak_spread > FlagRule().max_spread or (c.pattern or 0) < FlagRule().min_pattern
+               for c in result.clusters)
+
+
+def test_varied_content_in_one_fixed_place_is_not_flagged():
+    """Objects always centred, as in many photo datasets: one place, but the pixels there differ."""
+    rng = np.random.default_rng(3)
+    pairs = []
+    for _ in range(40):
+        picture = _with_object(_background(rng), rng, SIDE / 2, SIDE / 2)
+        picture[34:62, 34:62] = np.clip(picture[34:62, 34:62] + rng.normal(0, 60, (28, 28, 3)), 0, 255)
+        pairs.append((_blob((0.5, 0.5)), picture))
+    result = _audit(pairs)
+    assert _flagged_members(result) == set() and not any(c.flagged for c in result.clusters)
+    assert result.pile_ups and all("not a repeated mark" in pile.reason for pile in result.pile_ups)
+
+
+def test_signals_measure_what_they_say():
+    same_place = np.stack([_blob((0.2, 0.2)) for _ in range(5)])
+    assert peak_spread(same_place) == 0.0
+    moving = np.stack([_blob((x, 0.5)) for x in (0.1, 0.3, 0.5, 0.7, 0.9)])
+    assert peak_spread(moving) == pytest.approx(0.1875, abs=0.04)  # median distance 6 cells of 32
+    assert evidence_share(same_place) == pytest.approx(float((_blob((0.2, 0.2)) >= 0.5).mean()))
+    x0, y0, x1, y1 = hot_box(_blob((0.5, 0.5)))
+    assert x0 < 0.5 < x1 and y0 < 0.5 < y1 and x1 - x0 < 0.3
+    assert hot_box(np.zeros((GRID, GRID), np.float32)) is None
+    rng = np.random.default_rng(4)
+    tag = _with_tag(np.zeros((SIDE, SIDE, 3), np.uint8), 40, 40)
+    mean_map = _blob(((40 + TAG / 2) / SIDE, (40 + TAG / 2) / SIDE))
+    copies = [np.clip(tag.astype(int) + rng.integers(-20, 20, tag.shape), 0, 255).astype(np.uint8) for _ in range(6)]
+    found = pattern_similarity([(lambda c=c: c) for c in copies], mean_map, seed=0)
+    assert found.compared == 6 and found.figure > 0.95
+    assert abs(found.where[0] - (40 + TAG / 2) / SIDE) < 0.1 and abs(found.where[1] - (40 + TAG / 2) / SIDE) < 0.1
+    varied = [_background(rng) for _ in range(20)]
+    # smooth content matches by chance this far, at the best window and shift
+    assert pattern_similarity([(lambda c=c: c) for c in varied], mean_map, seed=0).figure < 0.7
+    assert pattern_similarity([lambda: None] * 4, mean_map, seed=0) == (None, 0, None)  # no picture could be read
+
+
+def _cluster(**figures):
+    base = {"id": 0, "members": np.arange(10), "share": 0.2, "mean_map": np.zeros((GRID, GRID), np.float32),
+            "focus": 0.5, "border_share": 0.7, "corner_share": 0.0, "tightness": 0.9, "rest_border_share": 0.1}
+    return Cluster(**{**base, **figures})
+
+
+@pytest.mark.parametrize(("figures", "flagged", "reason"), [
+    ({}, True, "border rule"),
+    ({"share": 0.3}, True, "border rule"),  # exactly max_share
+    ({"share": 0.3001}, False, "not small"),
+    ({"border_share": 0.35}, True, "border rule"),  # exactly min_away above the rest
+    ({"border_share": 0.3499}, False, "looks where the rest of the class looks"),
+    ({"tightness": 0.8499}, False, "not tight"),
+    ({"members": np.arange(MIN_MEMBERS - 1)}, False, "never one image"),
+    ({"rest_border_share": None}, False, "nothing to compare with"),
+])
+def test_the_border_rule_judges_where_the_images_cannot_be_read(figures, flagged, reason):
+    cluster = _cluster(**figures)
+    apply_rule([cluster], FlagRule(max_share=0.3, min_tightness=0.85, min_away=0.25))
+    assert cluster.flagged is flagged and reason in cluster.reason
+    assert "the images cannot be read" in cluster.reason or not flagged
+
+
+@pytest.mark.parametrize(("copies", "inverted", "min_pattern", "flagged"), [
+    (MIN_PILE, False, 0.8, True),
+    (MIN_PILE - 1, False, 0.8, None),  # too few maps in one place: no pile-up is judged
+    (MIN_PILE + 1, True, 0.8, False),  # half the marks are the checkerboard's negative: not one pattern
+])
+def test_a_pile_up_at_its_bounds(copies, inverted, min_pattern, flagged):
+    rng = np.random.default_rng(5)
+    pairs = [_tagged(rng, (4, 4)) for _ in range(copies)] + [_object(rng) for _ in range(20)]
+    if inverted:
+        for _, picture in pairs[:copies:2]:
+            picture[4:4 + TAG, 4:4 + TAG] = 255 - picture[4:4 + TAG, 4:4 + TAG]
+    maps = np.stack([m for m, _ in pairs])
+    pictures = [(lambda p=p: p) for _, p in pairs]
+    piles = find_pile_ups(maps, np.arange(len(maps)), pictures, FlagRule(min_pattern=min_pattern))
+    at_tag = [pile for pile in piles if set(range(copies)) <= set(pile.members.tolist())]
+    if flagged is None:
+        assert not at_tag
+    else:
+        [pile] = at_tag
+        assert pile.flagged is flagged and pile.pattern_compared == len(pile.members)
+        assert ("possible shortcut" in pile.reason) if flagged else ("not a repeated mark" in pile.reason)
+
+
+class _FakeModel:
+    """Answers class 0 when the picture's top-left corner holds a high-contrast mark (`follows`), else by the
+    mean colour; `preprocess` keeps the pictures as they are."""
+
+    def __init__(self, follows: bool):
+        self.follows = follows
+
+    def preprocess(self, pictures):
+        return list(pictures)
+
+    def class_scores(self, batch):
+        scores = []
+        for picture in batch:
+            if self.follows:
+                marked = picture[4:4 + TAG, 4:4 + TAG].std() > 60
+            else:
+                marked = True  # answers from the rest of the picture: always class 0 here
+            scores.append([1.0, 0.0] if marked else [0.0, 1.0])
+        return np.asarray(scores)
+
+
+@pytest.mark.parametrize(("follows", "flagged"), [(True, True), (False, False)])
+def test_covering_the_place_tells_a_shortcut_from_a_glance(follows, flagged):
+    """The maps pile up on the mark either way; only a model whose answer changes when it is covered is flagged."""
+    from camcli.audit.reliance import covered
+    from camcli.audit.spray import check_reliance
+
+    rng = np.random.default_rng(6)
+    pairs = [_tagged(rng, (4, 4)) for _ in range(8)] + [_object(rng) for _ in range(20)]
+    maps = np.stack([m for m, _ in pairs])
+    pictures = [(lambda p=p: p) for _, p in pairs]
+    result = cluster_class(maps, pictures=pictures, seed=0, embed=False)
+    assert any(pile.flagged for pile in result.pile_ups)  # the pattern alone flags it
+    check_reliance(result.pile_ups, result.clusters, _FakeModel(follows), pictures, 0, FlagRule(), seed=0)
+    pile = next(pile for pile in result.pile_ups if set(range(8)) <= set(pile.members.tolist()))
+    assert pile.flagged is flagged and pile.reliance == (1.0 if follows else 0.0)
+    assert ("the answer follows it" in pile.reason) if flagged else ("answers from something else" in pile.reason)
+    assert any(cluster.flagged for cluster in result.clusters) is flagged
+    picture = pairs[0][1]
+    hidden = covered(picture, (0.1, 0.1))
+    assert hidden[4:4 + TAG, 4:4 + TAG].std(axis=(0, 1)).max() == 0 and np.array_equal(hidden[60:], picture[60:])
