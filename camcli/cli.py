@@ -668,7 +668,8 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
                    "of the class's by this much (away).")
 @click.option("--max-spread", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "max_spread"),
               show_default=True,
-              help="Flag rule: its maps peak this close together, a share of the map's side (one fixed place).")
+              help="Flag rule: maps pile up in one place when their peaks lie this close, a share of the map's side "
+                   "(2 of 32 cells).")
 @click.option("--min-pattern", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_pattern"),
               show_default=True,
               help="Flag rule: the pixels under its maps' relevant regions are this alike across its images (a "

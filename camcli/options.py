@@ -403,7 +403,7 @@ class AuditOptions:
     max_share: float = option(0.3)  # flagged: at most this share of its class (small)
     min_tightness: float = option(0.85)  # flagged: its maps' mean cosine similarity to their mean (tight)
     min_away: float = option(0.25)  # without pictures: its border share exceeds the rest of the class's by this much
-    max_spread: float = option(0.06)  # flagged: its maps peak this close together (a share of the side): one place
+    max_spread: float = option(0.0625)  # a pile-up: maps whose peaks lie this close (a share of the side: 2/32)
     min_pattern: float = option(0.8)  # flagged: the pixels under its maps are this alike (a repeated pattern)
     min_reliance: float = option(0.5)  # with the model: covering the place changes this share of the answers
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from camcli.audit.rule import MIN_MEMBERS, FlagRule
-from camcli.audit.signals import MIN_PILE, evidence_share, hot_box, pattern_similarity, peak_spread
+from camcli.audit.signals import MIN_PILE, evidence_share, pattern_similarity, peak_spread
 from camcli.audit.spray import GRID, Cluster, apply_rule, cluster_class, find_pile_ups
 
 pytest.importorskip("sklearn", reason="the audit extra (scikit-learn) is not installed")
@@ -116,9 +116,6 @@ def test_signals_measure_what_they_say():
     moving = np.stack([_blob((x, 0.5)) for x in (0.1, 0.3, 0.5, 0.7, 0.9)])
     assert peak_spread(moving) == pytest.approx(0.1875, abs=0.04)  # median distance 6 cells of 32
     assert evidence_share(same_place) == pytest.approx(float((_blob((0.2, 0.2)) >= 0.5).mean()))
-    x0, y0, x1, y1 = hot_box(_blob((0.5, 0.5)))
-    assert x0 < 0.5 < x1 and y0 < 0.5 < y1 and x1 - x0 < 0.3
-    assert hot_box(np.zeros((GRID, GRID), np.float32)) is None
     rng = np.random.default_rng(4)
     tag = _with_tag(np.zeros((SIDE, SIDE, 3), np.uint8), 40, 40)
     mean_map = _blob(((40 + TAG / 2) / SIDE, (40 + TAG / 2) / SIDE))
@@ -219,3 +216,12 @@ def test_covering_the_place_tells_a_shortcut_from_a_glance(follows, flagged):
     picture = pairs[0][1]
     hidden = covered(picture, (0.1, 0.1))
     assert hidden[4:4 + TAG, 4:4 + TAG].std(axis=(0, 1)).max() == 0 and np.array_equal(hidden[60:], picture[60:])
+
+
+@pytest.mark.parametrize(("max_spread", "piles"), [(0.0625, 0), (0.1, 1)])
+def test_max_spread_sets_how_close_maps_pile_up(max_spread, piles):
+    """Six maps peaking at two places 5 cells (of 32) apart: two groups of three (too few to judge) within
+    2 cells, one pile-up of six within 3.2."""
+    maps = np.stack([_blob(((10.5 + 5 * (i % 2)) / GRID, 16.5 / GRID)) for i in range(6)])
+    found = find_pile_ups(maps, np.arange(6), [lambda: None] * 6, FlagRule(max_spread=max_spread))
+    assert len(found) == piles and all(len(pile.members) == 6 and pile.pattern is None for pile in found)

@@ -19,24 +19,24 @@ MIN_MEMBERS = 3  # a flag judges a cluster of at least this many images, never o
 
 @dataclass(frozen=True)
 class FlagRule:
-    """When a cluster is flagged (camcli.audit.spray.apply_rule reads it; camcli.audit.signals measures).
+    """When a shortcut is flagged (camcli.audit.spray reads it; camcli.audit.signals measures).
 
-    With the images' pixels (the images can be read), all four hold:
-    - enough images: at least MIN_MEMBERS;
-    - tight: its maps are alike, the mean cosine similarity of its maps to their mean is at least
-      `min_tightness`;
-    - one place: its maps peak close together, the median distance of each map's hottest cell from their
-      median peak is at most `max_spread` of the map's side (objects move from picture to picture; a tag,
-      a logo or a watermark does not);
-    - a repeated pattern: the pixels under each map's relevant region (its cells at or above half its
-      maximum) are alike across the cluster's images, a mean pairwise cosine similarity of at least
-      `min_pattern` (instances of an object differ; copies of a mark do not).
-    None of them asks the cluster to be rare or at the border: a shortcut that most of a class relies on,
-    or one in the middle of the picture, is flagged like any other.
+    With the images' pixels (the images can be read), a pile-up of a class's maps is flagged when:
+    - one place: at least MIN_PILE (camcli.audit.signals) maps peak within `max_spread` of the map's side of
+      one another (objects move from picture to picture; a tag, a logo or a watermark does not);
+    - a repeated pattern: the pixels there are alike across its images, the median of each image's cosine
+      similarity to the others' at the best window (shifts allowed) at least `min_pattern` (instances of an
+      object differ; copies of a mark do not);
+    - the answer follows it, where the audit has the model: covering the mark changes the top-1 of at least
+      `min_reliance` of its images (camcli.audit.reliance).
+    A SpRAy cluster of at least MIN_MEMBERS maps shows the flag when at least half of them are in flagged
+    pile-ups. Nothing asks the shortcut to be rare or at the border: one that most of a class relies on, or
+    one in the middle of the picture, is flagged like any other.
 
-    Without the pixels (an output folder whose images have moved), the border rule stands in: small (at
-    most `max_share` of the class), tight, and away (the share of its mean map in the border band exceeds
-    that of the rest of the class by at least `min_away`).
+    Without the pixels (an output folder whose images have moved), the border rule judges the clusters: at
+    least MIN_MEMBERS maps, tight (the mean cosine similarity of its maps to their mean at least
+    `min_tightness`), small (at most `max_share` of the class) and away (the share of its mean map in the
+    border band exceeds that of the rest of the class by at least `min_away`).
 
     The defaults were set on generated scenes (benchmarks/audit.py, `make bench-audit`).
     """

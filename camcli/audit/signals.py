@@ -8,8 +8,6 @@ its instances differ. These functions put numbers on what the person sees; camcl
 - `peak_spread`: where the members' maps peak, and how far apart: the median distance of each member's
   hottest cell from the members' median peak, as a fraction of the map's side (0: every map peaks in the
   same cell). A fixed place gives a few hundredths; an object that moves, a tenth or more.
-- `hot_box`: a map's relevant region, the box of the largest connected region at or above half its
-  maximum, as fractions of the picture (the report crops it).
 - `pattern_similarity`: the pixels under the cluster's relevant region, compared across the members: the
   best window of the region where most members' patches agree (a repeated pattern: near 1; instances of
   an object, or varied content under a fixed place: far lower).
@@ -30,7 +28,6 @@ import numpy as np
 PICTURE_CELLS = 48  # pattern_similarity compares the pictures shrunk to this many cells a side
 WINDOW = 6  # cells a side of the windows it compares (1/8 of the picture's side)
 SHIFT = 2  # cells a member's window may move to meet the others'
-PILE_RADIUS = 2.0  # cells of the audit grid (32): maps that peak this close together pile up in one place
 # The fewest maps a pile-up is judged on. A few maps that happen to peak together, over instances of one
 # shape, can match by chance (the best of many windows and shifts): on generated scenes, pile-ups of 3 or 4
 # such maps scored up to 0.87, and none of 5 or more formed; tags' pile-ups scored 0.84-0.97 (make bench-audit).
@@ -62,19 +59,6 @@ def evidence_share(cells: np.ndarray) -> float:
     peaks = flat.max(axis=1, keepdims=True)
     hot = (flat >= HOT * peaks) & (peaks > _FLAT)
     return float(hot.mean()) if len(flat) else 0.0
-
-
-def hot_box(cells: np.ndarray) -> tuple[float, float, float, float] | None:
-    """(x0, y0, x1, y1) as fractions of the picture: the box around the largest connected region of a map
-    at or above HOT times its maximum; None for an all-zero map."""
-    from camcli.maps.boxes import box_from_map
-
-    height, width = cells.shape
-    box = box_from_map(np.asarray(cells, dtype=np.float32), HOT)
-    if box is None:
-        return None
-    x0, y0, x1, y1 = box
-    return x0 / width, y0 / height, x1 / width, y1 / height
 
 
 class Pattern(NamedTuple):
@@ -174,7 +158,7 @@ def small_picture_map(mean_map: np.ndarray, cells: int) -> np.ndarray:
     return np.asarray(Image.fromarray(values, mode="F").resize((cells, cells), Image.Resampling.BOX))
 
 
-def pile_ups(cells: np.ndarray, radius: float = PILE_RADIUS, minimum: int = 3) -> list[np.ndarray]:
+def pile_ups(cells: np.ndarray, radius: float, minimum: int) -> list[np.ndarray]:
     """Groups of maps that peak in one place, most crowded first: index arrays into `cells` (n, grid, grid).
 
     Repeatedly, the cell with the most remaining maps peaking within `radius` cells of it takes those maps,

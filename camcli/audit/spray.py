@@ -279,10 +279,8 @@ def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
     """The rule without the images' pixels (an output folder whose images have moved): set each cluster's
     `flagged` and `reason` by the border rule (FlagRule), quoting its figures or the first test it fails."""
     for cluster in clusters:
-        size = len(cluster.members)
-        if size < MIN_MEMBERS:
-            cluster.flagged, cluster.reason = False, (f"{size} image{'s' if size != 1 else ''}: a flag judges a "
-                                                      f"cluster of at least {MIN_MEMBERS}, never one image")
+        if len(cluster.members) < MIN_MEMBERS:
+            cluster.flagged, cluster.reason = False, _too_few(cluster)
         elif cluster.tightness < rule.min_tightness:
             cluster.flagged, cluster.reason = False, (f"not tight: its maps differ (tightness {cluster.tightness:.3f}"
                                                       f", below {rule.min_tightness:g})")
@@ -290,15 +288,20 @@ def apply_rule(clusters: list[Cluster], rule: FlagRule) -> None:
             _border_rule(cluster, rule)
 
 
+def _too_few(cluster: Cluster) -> str:
+    size = len(cluster.members)
+    return f"{size} image{'s' if size != 1 else ''}: a flag judges a cluster of at least {MIN_MEMBERS}, never one image"
+
+
 def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rule: FlagRule,
                   seed: int = SEED) -> list[PileUp]:
     """The class's pile-ups (maps that peak in one place, among the `live` ones), each judged: flagged when
     the pixels there are the same pattern in its images (FlagRule.min_pattern)."""
-    from camcli.audit.signals import MIN_PILE, PILE_RADIUS, pile_ups
+    from camcli.audit.signals import MIN_PILE, pile_ups
 
     found = []
     grid = squares.shape[1]
-    for group in pile_ups(squares[live], PILE_RADIUS, max(MIN_PILE, MIN_MEMBERS)):
+    for group in pile_ups(squares[live], rule.max_spread * grid, max(MIN_PILE, MIN_MEMBERS)):
         members = live[group]
         maps = squares[members]
         pattern, compared, mark = pattern_similarity([pictures[i] for i in members], maps.mean(axis=0), seed)
@@ -357,9 +360,7 @@ def judge_by_pile_ups(clusters: list[Cluster], piles: list[PileUp], rule: FlagRu
         inside = [pile for pile in flagged if np.isin(pile.members, cluster.members).any()]
         covered = np.isin(cluster.members, np.concatenate([p.members for p in inside])).sum() if inside else 0
         if len(cluster.members) < MIN_MEMBERS:
-            cluster.flagged, cluster.reason = False, (f"{len(cluster.members)} image"
-                                                      f"{'s' if len(cluster.members) != 1 else ''}: a flag judges a "
-                                                      f"cluster of at least {MIN_MEMBERS}, never one image")
+            cluster.flagged, cluster.reason = False, _too_few(cluster)
         elif covered * 2 >= len(cluster.members):
             best = max(inside, key=lambda pile: np.isin(pile.members, cluster.members).sum())
             cluster.pattern, cluster.pattern_compared = best.pattern, best.pattern_compared
