@@ -302,6 +302,8 @@ def audit_paths(paths, model: object = DEFAULT_MODEL, *, audit: AuditOptions | N
     audit_folder.check_audit_files(out_dir)
     if run.report:
         check_run_files(out_dir, report=True)  # a page camcli did not write stops the audit before it starts
+    if not in_place:  # loaded once: it explains the images, then scores them covered (the occlusion test)
+        groups = {**groups, "model": ModelOptions(model=groups["model"].load())}
     with contextlib.ExitStack() as held:
         if in_place:
             held.enter_context(output_lock(out_dir))
@@ -347,10 +349,8 @@ def _explain_for_audit(given: list[Path], out_dir: Path, labels, groups: dict):
     from camcli.errors import CamcliError
 
     audit, maps, model = groups["audit"], groups["maps"], groups["model"]
-    if audit.by == "truth" and not maps.classes:
-        loaded = model.load()  # once, here: each label must name one of its classes
-        maps = replace(maps, classes=tuple(_truth_classes(labels, loaded)))
-        model = ModelOptions(model=loaded)
+    if audit.by == "truth" and not maps.classes:  # each label must name one of the model's classes
+        maps = replace(maps, classes=tuple(_truth_classes(labels, model.load())))
     if audit.method is not None:
         maps = replace(maps, methods=(audit.method, *[m for m in maps.methods if m != audit.method]))
     summary = explain_with(given, model, maps, replace(groups["files"], save_heatmap=True),
