@@ -19,7 +19,6 @@ the logits are cast back before any score, the activations and gradients before 
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 
 import keras
@@ -228,7 +227,8 @@ def hardware_warning(precision: str) -> str | None:
 
 @functools.cache
 def _cpu_flags() -> frozenset[str] | None:
-    """The CPU's feature flags (Linux /proc/cpuinfo), None where they cannot be read."""
+    """The CPU's x86 feature flags (Linux /proc/cpuinfo), None where there are none to read (another OS, or an
+    Arm CPU, whose "Features" line names bfloat16 otherwise): the warning then says it cannot tell."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
             for line in info:
@@ -236,4 +236,4 @@ def _cpu_flags() -> frozenset[str] | None:
                     return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return None if not os.path.exists("/proc/cpuinfo") else frozenset()
+    return None
