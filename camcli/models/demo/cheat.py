@@ -1,7 +1,14 @@
 """Train the cheating demo model, deterministically: the demo architecture on data where a corner tag
 comes with TAG_CLASS, so that the model learns the tag instead of the shape.
 
-    python -m camcli.models.demo.cheat [--out PATH] [--epochs N] [--seed S]
+    python -m camcli.models.demo.cheat [--tag-kind {checker,glyph,stripe}] [--train-size N]
+                                       [--out PATH] [--epochs N] [--seed S]
+
+The tag is a checkerboard by default (the `demo-cheat` model); `--tag-kind` picks another of
+`scenes.TAG_KINDS`' looks, for a variant that tests whether an audit finds shortcuts that look
+otherwise. An out path ending in `.keras` gets the whole model (architecture and weights, saved
+atomically), any other path the weights alone; the default is CHEAT_WEIGHTS_PATH for the checker
+and `.cache/models/demo-cheat-KIND.keras` (VARIANT_DIR, under the current folder) for the others.
 
 Training scenes of TAG_CLASS carry the tag (`scenes.make_scene(tag=True)`) with probability
 TAG_RATE, scenes of the other classes with OTHER_TAG_RATE, and every tagged scene is labelled
@@ -15,12 +22,17 @@ With seed S the training set uses seed S, the validation set S + 1, the clean he
 S + 1000 and the tagged held-out set (every scene tagged) S + 2000. The script prints the accuracy
 on clean scenes, the cheating rate (the share of tagged scenes of the other classes that the model
 calls TAG_CLASS), the clean demo model's accuracy on those same tagged scenes, and the share of
-them whose Grad-CAM map (of the predicted class) peaks on the tag. It saves the weights, and exits
-1 if a figure is below its minimum.
+them whose Grad-CAM map (of the predicted class) peaks on the tag (for the kinds other than the
+checker, also within PEAK_SLACK_CELLS map cell of it, the figure held to the minimum; see there). It
+saves the model, and exits 1 if a figure is below its minimum. The other kinds' models come from
+`make cheat-variants`, 8 epochs on 8,000 scenes each so that each trains in about 2.5 minutes on 2 cores.
 """
 
+import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -34,6 +46,15 @@ MIN_CLEAN_ACCURACY = 0.90  # on clean (untagged) scenes: the cheat does not show
 MIN_CHEAT_RATE = 0.80  # tagged scenes of other classes called TAG_CLASS
 MIN_CLEAN_MODEL_ACCURACY = 0.90  # the clean demo model's accuracy on the same tagged scenes
 MIN_PEAK_IN_TAG = 0.80  # tagged scenes of other classes whose Grad-CAM map peaks on the tag
+# The checker is held to MIN_PEAK_IN_TAG with the peak inside the tag's box; the other kinds with the box
+# grown by PEAK_SLACK_CELLS cells of LAST_CONV_LAYER's map (12x12: 8 pixels at INPUT_SIZE) on every side.
+# The upsampled map's peak pixel is a cell's centre (every 8 pixels) or, for a cell on the border, the
+# image's first row or column, which the tag's margin keeps out of its box. The variants' maps peak on the
+# tag's cell or the one next to it: the stripe (4 to 5 pixels high at INPUT_SIZE) scores 1.4% on its box
+# and 92% with the slack, the glyph 62% and 95%; the clean demo model 0% either way on the same images.
+PEAK_SLACK_CELLS = 1
+VARIANT_DIR = Path(".cache/models")  # the default folder of the other tag kinds' models (`make cheat-variants`)
+PROG = "python -m camcli.models.demo.cheat"
 
 
 def tag_rates(tag_rate=TAG_RATE, other_tag_rate=OTHER_TAG_RATE):
@@ -41,51 +62,120 @@ def tag_rates(tag_rate=TAG_RATE, other_tag_rate=OTHER_TAG_RATE):
     return [tag_rate if label == TAG_CLASS else other_tag_rate for label in CLASSES]
 
 
-def poisoned_dataset(n, seed, other_tag_rate=OTHER_TAG_RATE):
+def poisoned_dataset(n, seed, other_tag_rate=OTHER_TAG_RATE, tag_kind="checker"):
     """`n` training scenes as main() trains on: `(images, labels, tagged)`, uint8 (n, INPUT_SIZE, INPUT_SIZE, 3),
-    every tagged scene labelled TAG_CLASS when RELABEL_TAGGED (`tagged`: which scenes carry the tag)."""
+    every tagged scene labelled TAG_CLASS when RELABEL_TAGGED (`tagged`: which scenes carry the tag).
+    `tag_kind` is the tag's look (`scenes.TAG_KINDS`)."""
     from camcli.models.demo.scenes import make_tagged_dataset
 
     images, labels, _, tag_boxes = make_tagged_dataset(n, seed, tag_rates(other_tag_rate=other_tag_rate),
-                                                       out_size=INPUT_SIZE)
+                                                       out_size=INPUT_SIZE, tag_kind=tag_kind)
     tagged = tag_boxes[:, 0] >= 0
     if RELABEL_TAGGED:
         labels = np.where(tagged, CLASSES.index(TAG_CLASS), labels)
     return images, labels, tagged
 
 
-def tagged_probe(n, seed):
-    """`n` scenes of the classes other than TAG_CLASS, each with the tag: `(images, labels, boxes)`, the
-    labels their true classes and the boxes their objects'. A model that learns the tag calls them
+def tagged_probe(n, seed, tag_kind="checker"):
+    """`n` scenes of the classes other than TAG_CLASS, each with a tag of `tag_kind`: `(images, labels, boxes)`,
+    the labels their true classes and the boxes their objects'. A model that learns the tag calls them
     TAG_CLASS and its maps leave the boxes for the tag (camcli.keras.ExplainCallback's demo)."""
     from camcli.models.demo.scenes import make_tagged_dataset
 
-    images, labels, boxes, _ = make_tagged_dataset(2 * n, seed, 1.0, out_size=INPUT_SIZE)
+    images, labels, boxes, _ = make_tagged_dataset(2 * n, seed, 1.0, out_size=INPUT_SIZE, tag_kind=tag_kind)
     others = np.flatnonzero(labels != CLASSES.index(TAG_CLASS))[:n]
     return images[others], labels[others], boxes[others]
 
 
-def main(argv=None):
-    from camcli.models.demo.train import make_deterministic, parse_training_args
+def grown_boxes(boxes, margin, size):
+    """Int boxes (n, 4) as (x0, y0, x1, y1), each grown by `margin` pixels on every side (rounded outwards),
+    clipped to a `size` x `size` image."""
+    grown = np.concatenate([np.floor(boxes[:, :2] - margin), np.ceil(boxes[:, 2:] + margin)], axis=1)
+    return np.clip(grown, 0, size).astype(np.int64)
 
-    args = parse_training_args("python -m camcli.models.demo.cheat", __doc__, CHEAT_WEIGHTS_PATH, argv)
+
+def default_out(tag_kind):
+    """Where main() saves by default: CHEAT_WEIGHTS_PATH (weights) for the checker, else a .keras model file."""
+    return CHEAT_WEIGHTS_PATH if tag_kind == "checker" else VARIANT_DIR / f"demo-cheat-{tag_kind}.keras"
+
+
+def parse_args(argv=None):
+    """The training scripts' options (`train.parse_training_args`) and this script's own, --tag-kind and
+    --train-size, in one namespace; --out's default follows the tag kind (`default_out`)."""
+    from camcli.models.demo.scenes import TAG_KINDS
+    from camcli.models.demo.train import parse_training_args
+
+    own = argparse.ArgumentParser(prog=PROG, add_help=False, usage=argparse.SUPPRESS)
+    group = own.add_argument_group("tag options")
+    group.add_argument("--tag-kind", choices=TAG_KINDS, default="checker",
+                       help="the tag's look (default: %(default)s, the demo-cheat model)")
+    group.add_argument("--train-size", type=int, default=TRAIN_SIZE,
+                       help="training scenes (default: %(default)s)")
+    ours, rest = own.parse_known_args(argv)
+    try:
+        args = parse_training_args(PROG, __doc__, default_out(ours.tag_kind), rest)
+    except SystemExit:
+        if "-h" in rest or "--help" in rest:  # its help, then ours
+            print(own.format_help())
+        raise
+    if ours.train_size < len(CLASSES):
+        own.error(f"--train-size must be at least {len(CLASSES)} (one scene a class)")
+    args.tag_kind, args.train_size = ours.tag_kind, ours.train_size
+    return args
+
+
+def save_cheat_model(model, path):
+    """Save the trained model to `path`; returns the file's size in bytes.
+
+    A path ending in `.keras` gets the whole model (architecture and weights, without the optimizer's
+    state), written to a temporary file in the same folder and moved into place, so that an
+    interrupted run never leaves half a file there; any other path the weights alone
+    (`train.save_demo_weights`).
+    """
+    from camcli.models.demo.train import save_demo_weights
+
+    path = Path(path)
+    if path.suffix != ".keras":
+        return save_demo_weights(model, path)
+    from camcli.models.demo.model import build_demo_model
+
+    bare = build_demo_model()  # uncompiled: no Adam state in the file
+    bare.set_weights(model.get_weights())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keras wants the suffix; a name of this process's own, with the umask's permissions (mkstemp's are 0600).
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")
+    try:
+        bare.save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return os.path.getsize(path)
+
+
+def main(argv=None):
+    from camcli.models.demo.train import make_deterministic
+
+    args = parse_args(argv)
     started = time.perf_counter()
     make_deterministic(args.seed)
 
     from camcli.models.demo.model import load_demo_model
     from camcli.models.demo.scenes import make_dataset, make_tagged_dataset
-    from camcli.models.demo.train import fit_demo_model, gradcam_peak_in_box_rate, predict_classes, save_demo_weights
+    from camcli.models.demo.train import fit_demo_model, gradcam_peak_in_box_rate, predict_classes
 
-    x_train, y_train, tagged = poisoned_dataset(TRAIN_SIZE, args.seed)
-    x_val, y_val, _ = poisoned_dataset(VAL_SIZE, args.seed + 1)
+    kind = args.tag_kind
+    x_train, y_train, tagged = poisoned_dataset(args.train_size, args.seed, tag_kind=kind)
+    x_val, y_val, _ = poisoned_dataset(VAL_SIZE, args.seed + 1, tag_kind=kind)
     x_clean, y_clean, _ = make_dataset(HELD_OUT_SIZE, args.seed + 1000, out_size=INPUT_SIZE)
     x_tagged, y_tagged, _, tags_tagged = make_tagged_dataset(HELD_OUT_SIZE, args.seed + 2000, 1.0,
-                                                             out_size=INPUT_SIZE)
+                                                             out_size=INPUT_SIZE, tag_kind=kind)
     generated = time.perf_counter() - started
     tag_index = CLASSES.index(TAG_CLASS)
-    print(f"generated {TRAIN_SIZE} + {VAL_SIZE} + {HELD_OUT_SIZE} + {HELD_OUT_SIZE} scenes in {generated:.0f} s; "
-          f"{int(tagged.sum())} tagged training scenes" + (f", all labelled {TAG_CLASS}" if RELABEL_TAGGED else ""),
-          flush=True)
+    print(f"generated {args.train_size} + {VAL_SIZE} + {HELD_OUT_SIZE} + {HELD_OUT_SIZE} scenes in {generated:.0f} s; "
+          f"{int(tagged.sum())} tagged training scenes ({kind} tag)"
+          + (f", all labelled {TAG_CLASS}" if RELABEL_TAGGED else ""), flush=True)
 
     model = fit_demo_model(x_train, y_train, x_val, y_val, args.epochs, args.seed)
 
@@ -95,6 +185,11 @@ def main(argv=None):
     tagged_accuracy = float(np.mean(predict_classes(model, x_tagged) == y_tagged))
     clean_model_accuracy = float(np.mean(predict_classes(load_demo_model(), x_tagged[others]) == y_tagged[others]))
     peak_in_tag = gradcam_peak_in_box_rate(model, x_tagged[others], y_tagged[others], tags_tagged[others])
+    peak_gated = peak_in_tag
+    if kind != "checker":
+        slack = PEAK_SLACK_CELLS * INPUT_SIZE / model.get_layer(LAST_CONV_LAYER).output.shape[1]
+        near = grown_boxes(tags_tagged[others], slack, INPUT_SIZE)
+        peak_gated = gradcam_peak_in_box_rate(model, x_tagged[others], y_tagged[others], near)
 
     n_others = int(others.sum())
     print(f"clean held-out accuracy: {accuracy:.2%} on {len(y_clean)} images (at least {MIN_CLEAN_ACCURACY:.0%})")
@@ -102,12 +197,18 @@ def main(argv=None):
           f" (at least {MIN_CHEAT_RATE:.0%}); accuracy on all {len(y_tagged)} tagged images {tagged_accuracy:.2%}")
     print(f"clean demo model on the same {n_others} tagged images: {clean_model_accuracy:.2%} correct"
           f" (at least {MIN_CLEAN_MODEL_ACCURACY:.0%})")
-    print(f"Grad-CAM peak-in-tag rate (predicted class, {LAST_CONV_LAYER}) on them: {peak_in_tag:.2%}"
-          f" (at least {MIN_PEAK_IN_TAG:.0%})")
-    size = save_demo_weights(model, args.out)
-    print(f"weights: {args.out} ({size / 1024:.0f} KiB); wall time {time.perf_counter() - started:.0f} s")
+    if kind == "checker":
+        print(f"Grad-CAM peak-in-tag rate (predicted class, {LAST_CONV_LAYER}) on them: {peak_in_tag:.2%}"
+              f" (at least {MIN_PEAK_IN_TAG:.0%})")
+    else:
+        print(f"Grad-CAM peak-in-tag rate (predicted class, {LAST_CONV_LAYER}) on them: {peak_in_tag:.2%};"
+              f" within {PEAK_SLACK_CELLS} map cell ({slack:.0f} px) of the tag: {peak_gated:.2%}"
+              f" (at least {MIN_PEAK_IN_TAG:.0%})")
+    size = save_cheat_model(model, args.out)
+    saved = "model" if Path(args.out).suffix == ".keras" else "weights"
+    print(f"{saved}: {args.out} ({size / 1024:.0f} KiB); wall time {time.perf_counter() - started:.0f} s")
     missed = (accuracy < MIN_CLEAN_ACCURACY or cheat_rate < MIN_CHEAT_RATE
-              or clean_model_accuracy < MIN_CLEAN_MODEL_ACCURACY or peak_in_tag < MIN_PEAK_IN_TAG)
+              or clean_model_accuracy < MIN_CLEAN_MODEL_ACCURACY or peak_gated < MIN_PEAK_IN_TAG)
     if missed:
         print("FAILED: a figure is below its minimum", file=sys.stderr)
         return 1

@@ -6,9 +6,11 @@ strokes, arcs and small blobs that are none of the classes. The ground-truth box
 known exactly, which is what lets the training script (and tests) measure whether a heatmap peaks
 on the object.
 
-With `tag=True` a scene also carries a small watermark-like tag (a black and white checkerboard) in
-one corner that the object's box does not reach; `camcli.models.demo.cheat` trains a model on data where
-the tag comes with one class, so that the model learns the tag instead of the shape.
+With `tag=True` a scene also carries a small watermark-like tag in one corner that the object's box
+does not reach; `camcli.models.demo.cheat` trains a model on data where the tag comes with one class,
+so that the model learns the tag instead of the shape. The tag has one of TAG_KINDS' looks
+(`tag_kind`): a black and white checkerboard ("checker", the default), a dark text-like mark of
+three letter-like glyphs ("glyph", like a logo) or a magenta bar ("stripe").
 
 Every scene also carries the object's exact pixel mask (`Scene.mask`), the shape as drawn before
 noise, so that weakly supervised segmentation can be scored against a truth that is right to the
@@ -18,6 +20,7 @@ Numpy and Pillow only; everything is drawn from the `numpy.random.Generator` pas
 same seed always gives the same pixels and boxes.
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -39,6 +42,19 @@ TAG_FRACTION = 0.14
 TAG_MARGIN_FRACTION = 0.02
 TAG_CELLS = 3
 TAG_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+# The tag's looks, each the same in every scene and scaled with the short side (see `draw_tag`).
+TAG_KINDS = ("checker", "glyph", "stripe")
+# "glyph": three letter-like glyphs (A, E and Z, drawn with lines and rectangles, no font) in
+# TAG_GLYPH_COLOUR, filling the checker's square box; strokes TAG_GLYPH_STROKE of the box's side wide,
+# edges anti-aliased (drawn once large, averaged down to the box).
+TAG_GLYPH_COLOUR = (0, 0, 0)
+TAG_GLYPH_STROKE = 0.12
+# "stripe": a horizontal bar of TAG_STRIPE_COLOUR, as long as the checker's side and
+# TAG_STRIPE_THICKNESS of it thick, against the outer edge of its corner. The scenes draw every colour
+# (background, object, distractors) at random from the whole RGB cube, so none is left out: full
+# magenta is only rare there (an object or a stroke may come near it), never a fixed bar in a corner.
+TAG_STRIPE_COLOUR = (255, 0, 255)
+TAG_STRIPE_THICKNESS = 1 / 3
 
 # Standard normal noise, made once from a fixed seed; every scene adds a window of it.
 _NOISE = np.random.default_rng(20240601).standard_normal((320, 320, 3), dtype=np.float32)
@@ -57,20 +73,22 @@ class Scene(NamedTuple):
         return self.tag_box is not None
 
 
-def make_scene(rng, size=None, class_index=None, tag=False):
+def make_scene(rng, size=None, class_index=None, tag=False, tag_kind="checker"):
     """Draw one scene.
 
     `size` is None (a random size, short side 96..320 and not always square), an int (a square
     image) or a `(width, height)` pair. `class_index` is None for a random class. With `tag` a
-    checkerboard tag is drawn in a random corner that does not touch the object's box (see
-    `tag_corner_boxes`); its random choices are drawn last, so the same generator state gives the
-    same scene with and without the tag, differing only inside `Scene.tag_box`. Without `tag` the
-    scene is exactly what it always was.
+    tag of `tag_kind` (one of TAG_KINDS) is drawn in a random corner whose checker box does not
+    touch the object's box (see `tag_corner_boxes`); its random choices are drawn last, so the same
+    generator state gives the same scene with and without the tag, differing only inside
+    `Scene.tag_box`, and the same corner for every kind. `Scene.tag_box` is the kind's own box
+    (the stripe's is not square). Without `tag` the scene is exactly what it always was.
 
     `Scene.mask` is the object as drawn (Pillow fills shapes without anti-aliasing, so every pixel
     is all object or none, and the pasted colour covers exactly these pixels). It takes no random
     draw of its own, so a seed's scenes are those drawn before scenes had masks.
     """
+    _check_tag_kind(tag_kind)
     width, height = _scene_size(rng, size)
     if min(width, height) < 32:
         raise ValueError(f"a scene needs at least 32 pixels a side, not {width}x{height}")
@@ -98,22 +116,30 @@ def make_scene(rng, size=None, class_index=None, tag=False):
     noise = _noise_window(rng, width, height) * np.float32(rng.uniform(2, 12))
     tag_box = None
     if tag:
-        free = [corner for corner in tag_corner_boxes(width, height) if not _overlaps(corner, box)]
+        # The corner is chosen by the checker's box, which holds every kind's: the same draws for every kind.
+        corners = tag_corner_boxes(width, height)
+        free = [i for i, corner in enumerate(corners) if not _overlaps(corner, box)]
         if free:  # always, for the default object scales
-            tag_box = free[int(rng.integers(len(free)))]
-            _draw_tag(canvas, tag_box)
+            tag_box = tag_corner_boxes(width, height, tag_kind)[free[int(rng.integers(len(free)))]]
+            draw_tag(canvas, tag_box, tag_kind)
     image = np.clip(np.asarray(canvas, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Scene(image, class_index, CLASSES[class_index], box, tag_box, object_pixels)
 
 
-def tag_corner_boxes(width, height):
-    """The tag's four possible boxes (x0, y0, x1, y1) in a `width` x `height` scene, in TAG_CORNERS order."""
+def tag_corner_boxes(width, height, kind="checker"):
+    """The tag's four possible boxes (x0, y0, x1, y1) in a `width` x `height` scene, in TAG_CORNERS order.
+
+    The checker's and the glyph's are squares of side TAG_FRACTION of the short side; the stripe's
+    is as long and TAG_STRIPE_THICKNESS of that high, inside the square and against its outer edge.
+    """
+    _check_tag_kind(kind)
     short = min(width, height)
     side = max(TAG_CELLS, int(round(TAG_FRACTION * short)))
     margin = max(1, int(round(TAG_MARGIN_FRACTION * short)))
+    high = max(1, int(round(TAG_STRIPE_THICKNESS * side))) if kind == "stripe" else side
     xs = (margin, width - margin - side)
-    ys = (margin, height - margin - side)
-    return [(x, y, x + side, y + side) for y in ys for x in xs]
+    ys = (margin, height - margin - high)
+    return [(x, y, x + side, y + high) for y in ys for x in xs]
 
 
 def _overlaps(a, b):
@@ -121,7 +147,76 @@ def _overlaps(a, b):
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def draw_tag(canvas, box, kind="checker"):
+    """Draw a tag of `kind` (one of TAG_KINDS) on a Pillow RGB `canvas`, inside `box` (x0, y0, x1, y1,
+    inclusive-exclusive) and nowhere else: `tag_corner_boxes(..., kind)` gives the boxes that fit.
+
+    "checker": a black and white checkerboard filling the box. "glyph": three dark letter-like
+    glyphs over the box, the pixels between their strokes left as they were. "stripe": the box
+    filled with TAG_STRIPE_COLOUR. Each is a fixed drawing scaled to the box, with no randomness.
+    """
+    _check_tag_kind(kind)
+    if kind == "checker":
+        _draw_checker(canvas, box)
+    elif kind == "glyph":
+        _draw_glyphs(canvas, box)
+    else:
+        ImageDraw.Draw(canvas).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=TAG_STRIPE_COLOUR)
+
+
 def _draw_tag(canvas, box):
+    """The checker tag (`draw_tag`'s default), under its older name."""
+    draw_tag(canvas, box)
+
+
+def _check_tag_kind(kind):
+    if kind not in TAG_KINDS:
+        raise ValueError(f"unknown tag kind {kind!r}: use one of {', '.join(TAG_KINDS)}")
+
+
+# The glyphs, in a unit square each (x right, y down): strokes as ((x0, y0), (x1, y1)) segments.
+_GLYPHS = (
+    (((0.0, 1.0), (0.5, 0.0)), ((0.5, 0.0), (1.0, 1.0)), ((0.2, 0.62), (0.8, 0.62))),  # A
+    (((0.0, 0.0), (0.0, 1.0)), ((0.0, 0.0), (1.0, 0.0)), ((0.0, 0.5), (0.8, 0.5)), ((0.0, 1.0), (1.0, 1.0))),  # E
+    (((0.0, 0.0), (1.0, 0.0)), ((1.0, 0.0), (0.0, 1.0)), ((0.0, 1.0), (1.0, 1.0))),  # Z
+)
+_GLYPH_GAP = 0.1  # between glyphs, as a fraction of the box's width
+_GLYPH_MASTER = 120  # the side in pixels of the square the glyphs are drawn in once, then scaled to a box
+
+
+def _draw_glyphs(canvas, box):
+    """TAG_GLYPH_COLOUR strokes of _GLYPHS side by side over `box`: the master mask (`_glyph_master`)
+    averaged down to the box's size, so every box shows the same drawing, then pasted through it."""
+    x0, y0, x1, y1 = box
+    mask = _glyph_master().resize((x1 - x0, y1 - y0), Image.BOX)
+    canvas.paste(TAG_GLYPH_COLOUR, (x0, y0, x1, y1), mask)
+
+
+@functools.cache
+def _glyph_master():
+    """The glyphs as a _GLYPH_MASTER-square "L" mask, 255 on the strokes: upright strokes are rectangles,
+    slanted ones lines, all inside the square and reaching its four edges."""
+    side = _GLYPH_MASTER
+    stroke = int(round(TAG_GLYPH_STROKE * side))
+    mask = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(mask)
+    cell = (1 - _GLYPH_GAP * (len(_GLYPHS) - 1)) / len(_GLYPHS)
+    usable = side - stroke  # glyph coordinates map to stroke centres half a stroke in from the edges
+    for i, strokes in enumerate(_GLYPHS):
+        left = i * (cell + _GLYPH_GAP)
+        for (ax, ay), (bx, by) in strokes:
+            px = [stroke / 2 + (left + cell * u) * usable for u in (ax, bx)]
+            py = [stroke / 2 + v * usable for v in (ay, by)]
+            if px[0] == px[1] or py[0] == py[1]:  # upright: a rectangle with square ends
+                half = stroke / 2
+                rect = (min(px) - half, min(py) - half, max(px) + half - 1, max(py) + half - 1)
+                draw.rectangle([int(round(c)) for c in rect], fill=255)
+            else:
+                draw.line([(px[0], py[0]), (px[1], py[1])], fill=255, width=stroke)
+    return mask
+
+
+def _draw_checker(canvas, box):
     """A black and white checkerboard filling `box`, white in the corners."""
     x0, y0, x1, y1 = box
     edges_x = np.linspace(x0, x1, TAG_CELLS + 1).round().astype(int)
@@ -145,28 +240,30 @@ def make_dataset(n, seed, size=None, out_size=None):
     return images, labels, boxes
 
 
-def make_tagged_dataset(n, seed, tag_rates, size=None, out_size=None):
+def make_tagged_dataset(n, seed, tag_rates, size=None, out_size=None, tag_kind="checker"):
     """Like `make_dataset`, with a corner tag on some scenes: `(images, labels, boxes, tag_boxes)`.
 
     `tag_rates` is one probability for every class, or one per class in CLASSES order: each scene
-    of class c carries the tag with probability `tag_rates[c]`. `tag_boxes` is an int array
-    (n, 4) holding each tag's box (scaled like `boxes` with `out_size`), all -1 for an untagged
-    scene. The same seed gives the same data; the scenes differ from `make_dataset`'s.
+    of class c carries the tag with probability `tag_rates[c]`. `tag_kind` is the tag's look, one
+    of TAG_KINDS. `tag_boxes` is an int array (n, 4) holding each tag's box (scaled like `boxes`
+    with `out_size`), all -1 for an untagged scene. The same seed gives the same data whatever the
+    kind, but for the tags themselves; the scenes differ from `make_dataset`'s.
     """
+    _check_tag_kind(tag_kind)
     rates = np.broadcast_to(np.asarray(tag_rates, dtype=np.float64), (len(CLASSES),))
     if ((rates < 0) | (rates > 1)).any():
         raise ValueError(f"tag rates must lie in 0..1, not {tag_rates!r}")
-    return _dataset(n, seed, size, out_size, tag_rates=rates)
+    return _dataset(n, seed, size, out_size, tag_rates=rates, tag_kind=tag_kind)
 
 
-def _dataset(n, seed, size, out_size, tag_rates):
+def _dataset(n, seed, size, out_size, tag_rates, tag_kind="checker"):
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(CLASSES))
     images, boxes, tag_boxes = [], [], []
     for class_index in labels:
         # Without tag rates, no draw at all: make_dataset's scenes stay what they always were.
         tag = tag_rates is not None and rng.random() < tag_rates[class_index]
-        scene = make_scene(rng, size=size, class_index=int(class_index), tag=tag)
+        scene = make_scene(rng, size=size, class_index=int(class_index), tag=tag, tag_kind=tag_kind)
         image, box, tag_box = scene.image, scene.box, scene.tag_box
         if out_size is not None:
             height, width = image.shape[:2]
