@@ -51,10 +51,10 @@ def write_mixed_folder(folder: Path, clean: int, tagged: int, seed: int) -> dict
     return carries
 
 
-def audit_folder(images: Path, out: Path, model: str):
+def audit_folder(images: Path, out: Path, model: str, **model_options):
     import camcli
 
-    return camcli.audit_paths([images], out=out, model=model, batch_size=32)
+    return camcli.audit_paths([images], out=out, model=model, batch_size=32, **model_options)
 
 
 def flag_scores(report, carries: dict[str, bool], tag_class: str) -> dict:
@@ -103,28 +103,40 @@ PLACES = ("corners", "border", "centre", "fixed")
 SHARES = (0.05, 0.2, 0.5, 0.8)
 
 
-def tag_corner(rng, place: str, width: int, height: int, side: int, fixed: tuple[float, float]) -> tuple[int, int]:
-    """Where a tag of `side` pixels goes (its top-left corner): one of the four corners, one of the four edges'
-    middles (the border), the centre, or one place chosen for the folder (`fixed`, fractions of the free
+def tag_corner(rng, place: str, width: int, height: int, size: tuple[int, int],
+               fixed: tuple[float, float]) -> tuple[int, int]:
+    """Where a tag of `size` (width, height) pixels goes (its top-left corner): one of the four corners, one of the
+    four edges' middles (the border), the centre, or one place chosen for the folder (`fixed`, fractions of the free
     range); the same margin from the edges as camcli.models.demo.scenes uses."""
+    side_x, side_y = size
     margin = max(1, round(0.02 * min(width, height)))
-    right, bottom = width - margin - side, height - margin - side
+    right, bottom = width - margin - side_x, height - margin - side_y
     if place == "corners":
         return ((margin, right)[rng.integers(2)], (margin, bottom)[rng.integers(2)])
     if place == "border":
-        middle_x, middle_y = (width - side) // 2, (height - side) // 2
+        middle_x, middle_y = (width - side_x) // 2, (height - side_y) // 2
         return [(middle_x, margin), (middle_x, bottom), (margin, middle_y), (right, middle_y)][rng.integers(4)]
     if place == "centre":
-        return ((width - side) // 2, (height - side) // 2)
-    return (int(fixed[0] * (width - side)), int(fixed[1] * (height - side)))
+        return ((width - side_x) // 2, (height - side_y) // 2)
+    return (int(fixed[0] * (width - side_x)), int(fixed[1] * (height - side_y)))
 
 
-def write_cell_folder(folder: Path, size: int, share: float, place: str, seed: int) -> dict[str, bool]:
+def tag_size(kind: str, short: int) -> tuple[int, int]:
+    """(width, height) in pixels of a tag of `kind` in a picture whose short side is `short`, as the training
+    scenes draw it (camcli.models.demo.scenes.tag_corner_boxes)."""
+    from camcli.models.demo.scenes import tag_corner_boxes
+
+    x0, y0, x1, y1 = tag_corner_boxes(short, short, kind)[0]
+    return x1 - x0, y1 - y0
+
+
+def write_cell_folder(folder: Path, size: int, share: float, place: str, seed: int,
+                      kind: str = "checker") -> dict[str, bool]:
     """`size` scenes: clean scenes of every class, and tagged scenes of random classes making up `share` of
     what a model that follows the tag calls TAG_CLASS (clean scenes of that class plus every tagged one).
-    The tag is the checkerboard demo-cheat learned (camcli.models.demo.scenes), drawn at `place`."""
+    The tag is the one of `kind` that a cheating model learned (camcli.models.demo.scenes), drawn at `place`."""
     from camcli.models.demo import CLASSES
-    from camcli.models.demo.scenes import TAG_FRACTION, _draw_tag, make_scene
+    from camcli.models.demo.scenes import draw_tag, make_scene
 
     rng = np.random.default_rng(seed)
     fixed = (float(rng.uniform(0.15, 0.85)), float(rng.uniform(0.15, 0.85)))
@@ -137,9 +149,9 @@ def write_cell_folder(folder: Path, size: int, share: float, place: str, seed: i
         scene = make_scene(rng, class_index=None if is_tagged else i % len(CLASSES))
         picture = Image.fromarray(scene.image)
         if is_tagged:
-            side = max(3, round(TAG_FRACTION * min(picture.size)))
-            x, y = tag_corner(rng, place, *picture.size, side, fixed)
-            _draw_tag(picture, (x, y, x + side, y + side))
+            width, height = tag_size(kind, min(picture.size))
+            x, y = tag_corner(rng, place, *picture.size, (width, height), fixed)
+            draw_tag(picture, (x, y, x + width, y + height), kind)
         path = folder / f"{'tagged' if is_tagged else 'clean'}_{scene.label}_{i:04d}.png"
         picture.save(path)
         carries[str(path)] = is_tagged
@@ -159,49 +171,77 @@ def cell_scores(report, carries: dict[str, bool], tag_class: str) -> tuple[float
     return precision, recall, len(flagged), len(positives)
 
 
+CHEAT_MODELS = {"checker": "demo-cheat", "glyph": REPO / ".cache/models/demo-cheat-glyph.keras",
+                "stripe": REPO / ".cache/models/demo-cheat-stripe.keras"}  # `make cheat-variants` builds the last two
+
+
+def cheat_model(kind: str, tmp: Path) -> dict:
+    """audit_paths' model options for the cheating model of a tag kind: demo-cheat, or a variant .keras file
+    (which carries neither the class names nor the preprocessing: given here)."""
+    from camcli.models.demo import CLASSES, PREPROCESS
+
+    model = CHEAT_MODELS[kind]
+    if kind == "checker":
+        return {"model": model}
+    if not Path(model).is_file():
+        raise SystemExit(f"{model} is missing: build the cheating variants with `make cheat-variants`")
+    labels = tmp / "demo-labels.txt"
+    labels.write_text("\n".join(CLASSES) + "\n")
+    return {"model": str(model), "preprocess": PREPROCESS, "labels_file": str(labels)}
+
+
 def run_cells(args, tmp: Path) -> bool:
-    from camcli.audit.signals import MIN_PILE
+    from camcli.audit.folder import flagged_members
     from camcli.models.demo import TAG_CLASS
 
     shares = ", ".join(f"{share:.0%}" for share in SHARES)
-    print(f"== cells: the checkerboard tag at {', '.join(PLACES)}; tagged share {shares} "
-          f"of what the model calls {TAG_CLASS!r}; folders of {', '.join(map(str, args.cell_sizes))} scenes")
-    print("precision and recall of the flagged images (every class) against 'carries the tag and demo-cheat calls it "
-          f"{TAG_CLASS}'; flags the clean demo model raises on the same folder")
-    print(f"{'place':<8} {'share':>5} {'scenes':>6} {'tag+class':>9} {'flagged':>7} {'precision':>9} {'recall':>6} "
-          f"{'demo flags':>10}")
-    judged, clean_flags = [], 0
-    for place in PLACES:
-        for share in SHARES:
-            for size in args.cell_sizes:
-                images = tmp / f"cell-{place}-{share}-{size}"
-                seed = zlib.crc32(f"{place}-{share}-{size}".encode())  # the same folders in every run
-                carries = write_cell_folder(images, size, share, place, seed=seed)
-                cheat = audit_folder(images, tmp / f"cell-out-cheat-{place}-{share}-{size}", "demo-cheat")
-                precision, recall, flagged, positives = cell_scores(cheat, carries, TAG_CLASS)
-                clean = audit_folder(images, tmp / f"cell-out-demo-{place}-{share}-{size}", "demo")
-                from camcli.audit.folder import flagged_members
-
-                demo_flags = len(flagged_members(clean))
-                clean_flags += demo_flags
-                note = ""
-                if positives < MIN_PILE:
-                    note = f"  (fewer than {MIN_PILE} tagged: nothing to judge, left out of the target)"
-                elif size >= 120:
-                    judged.append((precision, recall))
-                print(f"{place:<8} {share:>5.0%} {size:>6} {positives:>9} {flagged:>7} {precision:>9.2f} "
-                      f"{recall:>6.2f} {demo_flags:>10}{note}", flush=True)
+    print(f"== cells: tags {', '.join(args.tag_kinds)} at {', '.join(PLACES)}; tagged share {shares} of what the "
+          f"model calls {TAG_CLASS!r}; folders of {', '.join(map(str, args.cell_sizes))} scenes")
+    print("precision and recall of the flagged images (every class) against 'carries the tag and the cheating model "
+          f"calls it {TAG_CLASS}'; flags the clean demo model raises on the same folder")
+    print(f"{'tag':<8} {'place':<8} {'share':>5} {'scenes':>6} {'tag+class':>9} {'flagged':>7} {'precision':>9} "
+          f"{'recall':>6} {'demo flags':>10}")
+    judged, clean_flags, started = [], 0, time.perf_counter()
+    for kind in args.tag_kinds:
+        cheat = cheat_model(kind, tmp)
+        for place in PLACES:
+            for share in SHARES:
+                for size in args.cell_sizes:
+                    name = f"{kind}-{place}-{share}-{size}"
+                    images = tmp / f"cell-{name}"
+                    # the same folders in every run (the checker's seeds as before the tag kinds came)
+                    seed = zlib.crc32((name if kind != "checker" else f"{place}-{share}-{size}").encode())
+                    carries = write_cell_folder(images, size, share, place, seed=seed, kind=kind)
+                    report = audit_folder(images, tmp / f"cell-out-cheat-{name}", **cheat)
+                    precision, recall, flagged, positives = cell_scores(report, carries, TAG_CLASS)
+                    clean = audit_folder(images, tmp / f"cell-out-demo-{name}", model="demo")
+                    demo_flags = len(flagged_members(clean))
+                    clean_flags += demo_flags
+                    note = ""
+                    if positives < MIN_JUDGED:
+                        note = f"  (fewer than {MIN_JUDGED} tagged: no cluster to judge, left out of the target)"
+                    elif size >= 120:
+                        judged.append((precision, recall))
+                    print(f"{kind:<8} {place:<8} {share:>5.0%} {size:>6} {positives:>9} {flagged:>7} {precision:>9.2f} "
+                          f"{recall:>6.2f} {demo_flags:>10}{note}", flush=True)
     if not judged:
         return False
     precisions, recalls = [p for p, _ in judged], [r for _, r in judged]
     held = (float(np.median(precisions)) >= 0.9 and float(np.median(recalls)) >= 0.9 and min(precisions) >= 0.75
             and min(recalls) >= 0.75)
-    print(f"cells of >= 120 scenes: median precision {np.median(precisions):.2f} (worst {min(precisions):.2f}), median "
-          f"recall {np.median(recalls):.2f} (worst {min(recalls):.2f}); target >= 0.90 median, no cell below 0.75: "
-          f"{'held' if held else 'MISSED'}")
+    below = sum(p < 0.75 or r < 0.75 for p, r in judged)
+    print(f"{len(judged)} cells of >= 120 scenes: median precision {np.median(precisions):.2f} (worst "
+          f"{min(precisions):.2f}), median recall {np.median(recalls):.2f} (worst {min(recalls):.2f}); {below} cells "
+          f"below 0.75; target >= 0.90 median, no cell below 0.75: {'held' if held else 'MISSED'}")
     verdict = "held" if not clean_flags else "MISSED"
-    print(f"flags on the clean demo model, every cell: {clean_flags} (target 0): {verdict}\n")
+    print(f"flags on the clean demo model, every cell: {clean_flags} (target 0): {verdict}; "
+          f"{time.perf_counter() - started:.0f} s\n")
     return held and not clean_flags
+
+
+# A cell is judged when at least this many images carry the tag and get the tag's class: a flag judges a group of
+# MIN_PILE pictures (camcli.audit.signals); fewer could match by chance.
+MIN_JUDGED = 5
 
 
 def run_cost(args, tmp: Path) -> None:
@@ -241,6 +281,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 202, 303], help="folders' seeds")
     parser.add_argument("--cost-maps", type=int, default=5000, help="maps of the cost run (default: %(default)s)")
     parser.add_argument("--skip-sanity", action="store_true", help="skip the sanity check")
+    parser.add_argument("--skip-flags", action="store_true", help="skip the original folders (section 1)")
+    parser.add_argument("--tag-kinds", nargs="+", default=["checker", "glyph", "stripe"],
+                        choices=["checker", "glyph", "stripe"], help="the tags of the cells (default: all)")
     parser.add_argument("--cell-sizes", type=int, nargs="+", default=[60, 120, 600],
                         help="scenes per folder of the cells (default: %(default)s); 0 skips the cells")
     args = parser.parse_args(argv)
@@ -248,7 +291,8 @@ def main(argv=None) -> int:
         keras_home()  # before Keras is imported: it reads KERAS_HOME once
         os.environ.setdefault("CAMCLI_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="camcli-audit-bench-") as tmp:
-        run_flags(args, Path(tmp))
+        if not args.skip_flags:
+            run_flags(args, Path(tmp))
         if args.cell_sizes and args.cell_sizes != [0]:
             run_cells(args, Path(tmp))
         if args.cost_maps:

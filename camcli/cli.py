@@ -640,6 +640,13 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
 # --- audit ----------------------------------------------------------------------------------------------
 
 
+def _rule_option(field: str, help: str):
+    """A threshold of the audit's flag rule (camcli.audit.rule.FlagRule): --FIELD, a share in [0, 1], its default
+    AuditOptions'."""
+    return click.option(f"--{field.replace('_', '-')}", type=click.FloatRange(0, 1),
+                        default=field_default(AuditOptions, field), show_default=True, help=help)
+
+
 @cli.command("audit")
 @click.argument("paths", nargs=-1, required=True, type=GivenPath("image or folder", exists=True, path_type=Path))
 @model_options
@@ -656,28 +663,26 @@ def exit_if_interrupted(interrupted: bool, stop) -> None:
 @click.option("--neighbours", type=click.IntRange(min=2), default=field_default(AuditOptions, "neighbours"),
               show_default=True,
               help="k of the k-nearest-neighbour affinity graph.")
-@click.option("--max-share", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "max_share"),
-              show_default=True,
-              help="Flag rule where the images cannot be read (the border rule): a cluster holds at most this "
-                   "share of its class (small).")
-@click.option("--min-tightness", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_tightness"),
-              show_default=True, help="Flag rule: its maps' mean cosine similarity to their mean (tight).")
-@click.option("--min-away", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_away"),
-              show_default=True,
-              help="Flag rule where the images cannot be read (the border rule): its border share exceeds the rest "
-                   "of the class's by this much (away).")
-@click.option("--max-spread", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "max_spread"),
-              show_default=True,
-              help="Flag rule: maps pile up in one place when their peaks lie this close, a share of the map's side "
-                   "(2 of 32 cells).")
-@click.option("--min-pattern", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_pattern"),
-              show_default=True,
-              help="Flag rule: the pixels under its maps' relevant regions are this alike across its images (a "
-                   "repeated pattern: a tag, a logo, a watermark).")
-@click.option("--min-reliance", type=click.FloatRange(0, 1), default=field_default(AuditOptions, "min_reliance"),
-              show_default=True,
-              help="Flag rule, when the audit explains the images itself: covering the place where the maps pile "
-                   "up changes the model's answer for at least this share of the images (the answer follows it).")
+@_rule_option("max_share",
+              "Flag rule where the images cannot be read (the border rule): a cluster holds at most this share of its "
+              "class (small).")
+@_rule_option("min_tightness", "Flag rule: its maps' mean cosine similarity to their mean (tight).")
+@_rule_option("min_away",
+              "Flag rule where the images cannot be read (the border rule): its border share exceeds the rest of the "
+              "class's by this much (away).")
+@_rule_option("max_spread",
+              "Flag rule: maps pile up in one place when their peaks lie this close, a share of the map's side (2 of "
+              "32 cells).")
+@_rule_option("min_pattern",
+              "Flag rule: a picture carries a mark when its pixels where its map peaks are this alike to the others' "
+              "(a repeated pattern: a tag, a logo, a watermark).")
+@_rule_option("min_distinct",
+              "Flag rule: the pictures that carry a mark make up at least this share of them and the pictures that "
+              "come near it (a copied mark matches or does not; an object's look varies).")
+@_rule_option("min_reliance",
+              "Flag rule, when the audit has the model: pasting the mark into pictures of other classes turns at "
+              "least this share of them into the class (half for a distinct mark; with one class, covering it "
+              "changes this share of its answers).")
 @click.option("--seed", type=int, default=field_default(AuditOptions, "seed"), show_default=True,
               help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True,

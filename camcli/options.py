@@ -404,8 +404,9 @@ class AuditOptions:
     min_tightness: float = option(0.85)  # flagged: its maps' mean cosine similarity to their mean (tight)
     min_away: float = option(0.25)  # without pictures: its border share exceeds the rest of the class's by this much
     max_spread: float = option(0.0625)  # a pile-up: maps whose peaks lie this close (a share of the side: 2/32)
-    min_pattern: float = option(0.8)  # flagged: the pixels under its maps are this alike (a repeated pattern)
-    min_reliance: float = option(0.5)  # with the model: covering the place changes this share of the answers
+    min_pattern: float = option(0.8)  # a picture carries a mark: its pixels there are this alike to the others'
+    min_distinct: float = option(0.8)  # flagged: the carriers' share of them and the pictures that come near the mark
+    min_reliance: float = option(0.5)  # with the model: a pasted mark gives the class this share (half: distinct)
 
     def __post_init__(self):
         _choice(self, "by", AUDIT_GROUPINGS)
@@ -420,7 +421,8 @@ class AuditOptions:
             _set(self, "method", self.method.lower())
         _number(self, "neighbours", 2, whole=True)
         _number(self, "seed", whole=True)
-        for name in ("max_share", "min_tightness", "min_away", "max_spread", "min_pattern", "min_reliance"):
+        for name in ("max_share", "min_tightness", "min_away", "max_spread", "min_pattern", "min_distinct",
+                     "min_reliance"):
             _number(self, name, 0, 1)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from camcli.audit.rule import MIN_MEMBERS, FlagRule
-from camcli.audit.signals import MIN_PILE, evidence_share, pattern_similarity, peak_spread
+from camcli.audit.signals import MIN_PILE, SmallPictures, evidence_share, find_mark, mark_extent, peak_spread
 from camcli.audit.spray import GRID, Cluster, apply_rule, cluster_class, find_pile_ups
 
 pytest.importorskip("sklearn", reason="the audit extra (scikit-learn) is not installed")
@@ -84,7 +84,8 @@ def test_a_shortcut_most_of_the_class_relies_on_is_flagged(place):
     precision, recall = len(flagged & tagged) / max(1, len(flagged)), len(flagged & tagged) / len(tagged)
     assert precision >= 0.95 and recall >= 0.9, (precision, recall)
     reasons = [pile.reason for pile in result.pile_ups if pile.flagged]
-    assert reasons and all("pile up at" in reason and "same pattern" in reason for reason in reasons)
+    assert reasons and all("peak on the same pattern at" in reason and "a possible shortcut" in reason
+                           for reason in reasons)
     for cluster in result.clusters:  # a SpRAy cluster shows the flag when most of its maps are flagged
         assert cluster.flagged == (len(set(cluster.members.tolist()) & flagged) * 2 >= len(cluster.members) >= 3)
 
@@ -107,7 +108,9 @@ def test_varied_content_in_one_fixed_place_is_not_flagged():
         pairs.append((_blob((0.5, 0.5)), picture))
     result = _audit(pairs)
     assert _flagged_members(result) == set() and not any(c.flagged for c in result.clusters)
-    assert result.pile_ups and all("not a repeated mark" in pile.reason for pile in result.pile_ups)
+    assert result.pile_ups and all(any(why in pile.reason for why in ("not a repeated mark", "fewer than",
+                                                                        "an object's look varies"))
+                                   for pile in result.pile_ups)
 
 
 def test_signals_measure_what_they_say():
@@ -120,13 +123,16 @@ def test_signals_measure_what_they_say():
     tag = _with_tag(np.zeros((SIDE, SIDE, 3), np.uint8), 40, 40)
     mean_map = _blob(((40 + TAG / 2) / SIDE, (40 + TAG / 2) / SIDE))
     copies = [np.clip(tag.astype(int) + rng.integers(-20, 20, tag.shape), 0, 255).astype(np.uint8) for _ in range(6)]
-    found = pattern_similarity([(lambda c=c: c) for c in copies], mean_map, seed=0)
-    assert found.compared == 6 and found.figure > 0.95
+    found = find_mark(SmallPictures([(lambda c=c: c) for c in copies]), np.arange(6), mean_map, 0.8, seed=0)
+    assert found.compared == 6 and found.figure > 0.95 and found.matching.tolist() == list(range(6))
     assert abs(found.where[0] - (40 + TAG / 2) / SIDE) < 0.1 and abs(found.where[1] - (40 + TAG / 2) / SIDE) < 0.1
     varied = [_background(rng) for _ in range(20)]
-    # smooth content matches by chance this far, at the best window and shift
-    assert pattern_similarity([(lambda c=c: c) for c in varied], mean_map, seed=0).figure < 0.7
-    assert pattern_similarity([lambda: None] * 4, mean_map, seed=0) == (None, 0, None)  # no picture could be read
+    # varied content: the block edges of the backgrounds (every 24 pixels) match in a few pictures by chance (which
+    # `distinct` and the model's answer judge, below); the copies match in all, and more closely
+    unlike = find_mark(SmallPictures([(lambda c=c: c) for c in varied]), np.arange(20), mean_map, 0.8, seed=0)
+    assert len(unlike.matching) <= 10 and unlike.figure < found.figure - 0.05, unlike
+    nothing = find_mark(SmallPictures([lambda: None] * 4), np.arange(4), mean_map, 0.8, seed=0)
+    assert nothing.figure is None and nothing.compared == 0 and nothing.template is None  # no picture could be read
 
 
 def _cluster(**figures):
@@ -154,25 +160,25 @@ def test_the_border_rule_judges_where_the_images_cannot_be_read(figures, flagged
 
 @pytest.mark.parametrize(("copies", "inverted", "min_pattern", "flagged"), [
     (MIN_PILE, False, 0.8, True),
-    (MIN_PILE - 1, False, 0.8, None),  # too few maps in one place: no pile-up is judged
-    (MIN_PILE + 1, True, 0.8, False),  # half the marks are the checkerboard's negative: not one pattern
+    (MIN_PILE - 1, False, 0.8, None),  # too few pictures carry the mark: never flagged
+    (MIN_PILE + 1, True, 0.8, None),  # half the tags are wiped out (a flat colour): three carry the mark
 ])
 def test_a_pile_up_at_its_bounds(copies, inverted, min_pattern, flagged):
     rng = np.random.default_rng(5)
     pairs = [_tagged(rng, (4, 4)) for _ in range(copies)] + [_object(rng) for _ in range(20)]
     if inverted:
         for _, picture in pairs[:copies:2]:
-            picture[4:4 + TAG, 4:4 + TAG] = 255 - picture[4:4 + TAG, 4:4 + TAG]
+            picture[4:4 + TAG, 4:4 + TAG] = rng.integers(0, 256, 3)
     maps = np.stack([m for m, _ in pairs])
     pictures = [(lambda p=p: p) for _, p in pairs]
     piles = find_pile_ups(maps, np.arange(len(maps)), pictures, FlagRule(min_pattern=min_pattern))
-    at_tag = [pile for pile in piles if set(range(copies)) <= set(pile.members.tolist())]
     if flagged is None:
-        assert not at_tag
+        assert not any(pile.flagged for pile in piles)
+        assert any("fewer than 5" in pile.reason for pile in piles)
     else:
-        [pile] = at_tag
-        assert pile.flagged is flagged and pile.pattern_compared == len(pile.members)
-        assert ("possible shortcut" in pile.reason) if flagged else ("not a repeated mark" in pile.reason)
+        [pile] = [pile for pile in piles if set(range(copies)) <= set(pile.members.tolist())]
+        assert pile.flagged is flagged and set(pile.members.tolist()) == set(range(copies))
+        assert "possible shortcut" in pile.reason
 
 
 class _FakeModel:
@@ -196,9 +202,12 @@ class _FakeModel:
         return np.asarray(scores)
 
 
-@pytest.mark.parametrize(("follows", "flagged"), [(True, True), (False, False)])
-def test_covering_the_place_tells_a_shortcut_from_a_glance(follows, flagged):
-    """The maps pile up on the mark either way; only a model whose answer changes when it is covered is flagged."""
+@pytest.mark.parametrize(("follows", "others", "flagged"), [(True, False, True), (False, False, False),
+                                                         (True, True, True), (False, True, False)])
+def test_the_model_tells_a_shortcut_from_a_glance(follows, others, flagged):
+    """The maps pile up on the mark either way; only a model whose answer follows it is flagged: pasted into
+    pictures of other classes it gives the class (transfer), or, with no other class, covering it changes the
+    answer (reliance)."""
     from camcli.audit.reliance import covered
     from camcli.audit.spray import check_reliance
 
@@ -208,14 +217,104 @@ def test_covering_the_place_tells_a_shortcut_from_a_glance(follows, flagged):
     pictures = [(lambda p=p: p) for _, p in pairs]
     result = cluster_class(maps, pictures=pictures, seed=0, embed=False)
     assert any(pile.flagged for pile in result.pile_ups)  # the pattern alone flags it
-    check_reliance(result.pile_ups, result.clusters, _FakeModel(follows), pictures, 0, FlagRule(), seed=0)
+    unmarked = [(lambda p=p: p) for _, p in (_object(rng) for _ in range(6))] if others else ()
+    check_reliance(result.pile_ups, result.clusters, _FakeModel(follows), pictures, 0, FlagRule(), seed=0,
+                   others=unmarked)
     pile = next(pile for pile in result.pile_ups if set(range(8)) <= set(pile.members.tolist()))
     assert pile.flagged is flagged and pile.reliance == (1.0 if follows else 0.0)
-    assert ("the answer follows it" in pile.reason) if flagged else ("answers from something else" in pile.reason)
+    # the fake model that does not follow the mark calls everything class 0: no picture of another class to test
+    assert pile.transfer == (1.0 if follows and others else None)
+    assert ("the answer follows it" in pile.reason) if flagged else ("does not follow it" in pile.reason)
     assert any(cluster.flagged for cluster in result.clusters) is flagged
     picture = pairs[0][1]
     hidden = covered(picture, (0.1, 0.1))
     assert hidden[4:4 + TAG, 4:4 + TAG].std(axis=(0, 1)).max() == 0 and np.array_equal(hidden[60:], picture[60:])
+
+
+def test_a_mark_in_the_four_corners_is_one_mark():
+    """A tag in any of the four corners, two or three pictures a corner: too few at any one place, one mark."""
+    rng = np.random.default_rng(8)
+    corners = [(4, 4), (SIDE - TAG - 4, 4), (4, SIDE - TAG - 4), (SIDE - TAG - 4, SIDE - TAG - 4)]
+    pairs = [_tagged(rng, corners[i % 4]) for i in range(10)] + [_object(rng) for _ in range(30)]
+    result = _audit(pairs)
+    assert _flagged_members(result) == set(range(10))
+    [pile] = [pile for pile in result.pile_ups if pile.flagged]
+    assert "at 4 places" in pile.reason or "at 3 places" in pile.reason or "at 2 places" in pile.reason
+    # each carrier's place sits on its own corner's tag
+    for k, i in enumerate(pile.members):
+        x, y = pile.place_of(k)
+        cx, cy = corners[i % 4]
+        assert abs(x * SIDE - (cx + TAG / 2)) <= 6 and abs(y * SIDE - (cy + TAG / 2)) <= 6
+
+
+def test_mark_extent_measures_the_tag():
+    """The carriers' mean keeps the tag and averages the rest out: the box is the tag's, to a cell or two."""
+    rng = np.random.default_rng(9)
+    pictures = [_with_tag(_background(rng), 40, 30) for _ in range(12)]
+    smalls = SmallPictures([(lambda p=p: p) for p in pictures])
+    centre = ((40 + TAG / 2) / SIDE, (30 + TAG / 2) / SIDE)
+    left, top, right, bottom = mark_extent(smalls, np.arange(12), np.tile(centre, (12, 1)))
+    cell = 1 / 48
+    assert right - left == pytest.approx(TAG / SIDE, abs=2.5 * cell)
+    assert bottom - top == pytest.approx(TAG / SIDE, abs=2.5 * cell)
+    assert (left + right) / 2 == pytest.approx(0, abs=1.5 * cell)
+    assert (top + bottom) / 2 == pytest.approx(0, abs=1.5 * cell)
+    assert mark_extent(smalls, np.arange(2), np.tile(centre, (2, 1))) is None  # two pictures: too few to tell
+
+
+@pytest.mark.parametrize(("min_distinct", "flagged"), [(0.9, True), (1.0, False)])
+def test_min_distinct_at_its_bound(min_distinct, flagged, monkeypatch):
+    """A mark carried by 9 pictures, with one more of the class coming near it: distinct 9 / 10 = 0.9."""
+    from camcli.audit import spray
+
+    rng = np.random.default_rng(10)
+    pairs = [_tagged(rng, (4, 4)) for _ in range(9)] + [_object(rng) for _ in range(20)]
+    maps = np.stack([m for m, _ in pairs])
+    pictures = [(lambda p=p: p) for _, p in pairs]
+    real = spray._carried_pile
+
+    def one_near(squares, carriers, joined, near, rule):
+        return real(squares, carriers, joined, 1, rule)
+
+    monkeypatch.setattr(spray, "_carried_pile", one_near)
+    piles = find_pile_ups(maps, np.arange(len(maps)), pictures, FlagRule(min_distinct=min_distinct))
+    [pile] = [pile for pile in piles if pile.candidate]
+    assert pile.distinct == 0.9 and pile.flagged is flagged
+    assert ("possible shortcut" in pile.reason) if flagged else ("an object's look varies" in pile.reason)
+
+
+@pytest.mark.parametrize(("dark", "flagged"), [(4, True), (3, False)])
+def test_min_reliance_at_its_bound(dark, flagged):
+    """`dark` of 8 pictures of other classes answer the class once the mark is pasted in: transfer 4/8 is exactly
+    half of min_reliance 1.0, which a distinct mark needs; 3/8 is below."""
+    from camcli.audit.spray import check_reliance
+
+    rng = np.random.default_rng(11)
+    pairs = [_tagged(rng, (4, 4)) for _ in range(8)] + [_object(rng) for _ in range(20)]
+    maps = np.stack([m for m, _ in pairs])
+    pictures = [(lambda p=p: p) for _, p in pairs]
+    result = cluster_class(maps, pictures=pictures, seed=0, embed=False)
+    grey = [np.clip(128 + rng.normal(0, 5, (SIDE, SIDE, 3)), 0, 255).astype(np.uint8) for _ in range(8)]
+    others = [(lambda p=p: p) for p in grey]
+
+    class HalfFollows(_FakeModel):
+        """Follows the mark only in pictures whose top-right pixel is dark."""
+
+        def class_scores(self, batch):
+            scores = super().class_scores(batch)
+            for row, picture in zip(scores, batch, strict=True):
+                if picture[0, -1].sum() >= 300:  # bright corner: the mark does not count
+                    row[:] = [0.0, 1.0]
+            return scores
+
+    for k, picture in enumerate(grey):
+        picture[0, -1] = 0 if k < dark else 255
+    for member in result.pile_ups[0].members:  # the carriers keep a dark corner: covering tells
+        pictures[member]()[0, -1] = 0
+    check_reliance(result.pile_ups, result.clusters, HalfFollows(True), pictures, 0, FlagRule(min_reliance=1.0),
+                   seed=0, others=others)
+    pile = next(pile for pile in result.pile_ups if pile.candidate)
+    assert pile.distinct == 1.0 and pile.transfer == dark / 8 and pile.flagged is flagged
 
 
 @pytest.mark.parametrize(("max_spread", "piles"), [(0.0625, 0), (0.1, 1)])

@@ -224,3 +224,37 @@ def test_audit_and_sanity_sections(browser, tmp_path):
         assert page.errors == []
     finally:
         page.close()
+
+
+def test_a_real_audits_crops_load(browser, tmp_path):
+    """`camcli audit --report` on scenes where demo-cheat follows a corner tag: each flagged mark's crops (the
+    carriers' pictures around the mark, side by side) load in the page, 96 pixels high, one tile per carrier shown."""
+    from camcli.models.demo import CLASSES
+    from camcli.models.demo.scenes import make_scene
+
+    images = tmp_path / "scenes"
+    images.mkdir()
+    rng = np.random.default_rng(31)
+    for index in range(len(CLASSES)):
+        for i in range(14):
+            scene = make_scene(rng, size=96, class_index=index, tag=i < 4)
+            Image.fromarray(scene.image).save(images / f"{CLASSES[index]}_{i:02d}.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["audit", str(images), "--model", "demo-cheat", "--out", str(out), "--report",
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    audit = json.loads((out / "audit.json").read_text())
+    crops = [pile["crops"] for cls in audit["classes"] for pile in cls["pile_ups"] if pile["flagged"]]
+    assert crops, "demo-cheat follows the tag: a mark is flagged"
+    page = Page(browser, out / "index.html")
+    try:
+        page.load_every_image()
+        shown = page.js("[...document.querySelectorAll('figure.crops img')]"
+                        ".map(img => [img.getAttribute('src'), img.naturalWidth, img.naturalHeight])")
+        assert sorted(src for src, _, _ in shown) == sorted(crops)
+        for src, width, height in shown:
+            tiles = (width + 4) // 100  # 96-pixel tiles with 4-pixel gaps
+            assert height == 96 and width == tiles * 100 - 4 and 1 <= tiles <= 8, (src, width, height)
+        assert page.errors == []
+    finally:
+        page.close()

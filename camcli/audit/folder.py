@@ -139,7 +139,10 @@ def _class_record(maps: list[AuditMap], result: ClassClusters, mean_maps: dict, 
         "pile_ups": [{"members": [maps[i].image for i in pile.members], "place": list(pile.place),
                       "size": len(pile.members), "share": pile.share, "peak_spread": pile.peak_spread,
                       "pattern": pile.pattern, "pattern_compared": pile.pattern_compared, "evidence": pile.evidence,
+                      "distinct": pile.distinct, "near": pile.near, "transfer": pile.transfer,
                       "flagged": pile.flagged, "reason": pile.reason, "reliance": pile.reliance,
+                      "places": None if pile.marks is None else np.round(pile.marks, 4).tolist(),
+                      "extent": None if pile.extent is None else [round(float(v), 4) for v in pile.extent],
                       "crops": (crops or {}).get((index, k))} for k, pile in enumerate(result.pile_ups)],
     }
 
@@ -286,9 +289,10 @@ def check_reliance_with(report: AuditReport, explainer, seed: int = SEED) -> Non
     """Score each flagged pile-up's images again with its place covered (camcli.audit.spray.check_reliance)."""
     from camcli.audit.spray import check_reliance
 
-    for maps, result in report.classes:
+    for k, (maps, result) in enumerate(report.classes):
+        others = [m.picture for j, (other, _) in enumerate(report.classes) if j != k for m in other]
         check_reliance(result.pile_ups, result.clusters, explainer, [m.picture for m in maps], maps[0].class_index,
-                      report.rule, seed)
+                       report.rule, seed, others)
 
 
 def check_audit_files(out_dir: Path) -> None:
@@ -324,7 +328,9 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = field_defaul
     crops = {}
     for maps, result in report.classes:
         for k, pile in enumerate(result.pile_ups):
-            strip = crops_strip([maps[i] for i in pile.members[:CROPS]], pile.place) if pile.flagged else None
+            shown = pile.best_carriers(CROPS)
+            strip = (crops_strip([maps[pile.members[k]] for k in shown], [pile.place_of(k) for k in shown])
+                     if pile.flagged else None)
             if strip is not None:
                 path = layout.audit_crops(maps[0].class_index, k)
                 check_replaceable(path, is_camcli_output)
@@ -337,11 +343,11 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = field_defaul
     return report.paths
 
 
-def crops_strip(members: list[AuditMap], place: tuple[float, float]) -> np.ndarray | None:
-    """The members' pictures around `place` (x, y fractions), CROP_SIDE pixels each, side by side, so that a
-    person sees the repeated pattern; None when no picture can be read."""
+def crops_strip(members: list[AuditMap], places: list[tuple[float, float]]) -> np.ndarray | None:
+    """The members' pictures around their places (x, y fractions, one per member), CROP_SIDE pixels each, side
+    by side, so that a person sees the repeated pattern; None when no picture can be read."""
     tiles = []
-    for member in members:
+    for member, place in zip(members, places, strict=True):
         picture = member.picture()
         if picture is None:
             continue

@@ -19,19 +19,29 @@ MIN_MEMBERS = 3  # a flag judges a cluster of at least this many images, never o
 
 @dataclass(frozen=True)
 class FlagRule:
-    """When a shortcut is flagged (camcli.audit.spray reads it; camcli.audit.signals measures).
+    """When a shortcut is flagged (camcli.audit.spray reads it; camcli.audit.signals measures; the constants
+    named here live there, and in camcli.audit.reliance).
 
-    With the images' pixels (the images can be read), a pile-up of a class's maps is flagged when:
-    - one place: at least MIN_PILE (camcli.audit.signals) maps peak within `max_spread` of the map's side of
-      one another (objects move from picture to picture; a tag, a logo or a watermark does not);
-    - a repeated pattern: the pixels there are alike across its images, the median of each image's cosine
-      similarity to the others' at the best window (shifts allowed) at least `min_pattern` (instances of an
-      object differ; copies of a mark do not);
-    - the answer follows it, where the audit has the model: covering the mark changes the top-1 of at least
-      `min_reliance` of its images (camcli.audit.reliance).
-    A SpRAy cluster of at least MIN_MEMBERS maps shows the flag when at least half of them are in flagged
-    pile-ups. Nothing asks the shortcut to be rare or at the border: one that most of a class relies on, or
-    one in the middle of the picture, is flagged like any other.
+    With the images' pixels (the images can be read), per class:
+    1. places: at least MIN_MEMBERS maps that peak within `max_spread` of the map's side of one another (at most
+       spray.MAX_PLACES places, the most crowded first);
+    2. a mark: at a place, the pictures whose pixels there match the others' (cosine similarity of the patches,
+       colour channels centred, shifts of a cell or two allowed) at `min_pattern` or above carry it, as long as
+       MIN_MEMBERS do; objects that happen to peak there do not. Marks of several places whose templates match
+       are one mark (a tag in any corner); the mark is then looked for in every other map of the class, where it
+       peaks and where the mark sits in the others, so that a carrier alone at its place joins;
+    3. flagged by its pattern when at least MIN_PILE pictures carry it and it is distinct: the carriers make up at
+       least `min_distinct` of them and the pictures of the class that come near it (similarity within
+       spray.NEAR_BAND below `min_pattern`). A copied mark matches or does not; instances of an object's edge make
+       a continuum, as many near as matching;
+    4. with the model (the audit explains the images itself), each mark of at least MIN_PILE carriers, distinct or
+       not (at most spray.MODEL_TESTS per class), is pasted into pictures of other classes (at most
+       reliance.MAX_PASTE of the short side each way): flagged when the share whose answer becomes the class
+       reaches `min_reliance`, or half of it for a distinct mark. With no other class, covering the mark in its
+       carriers (the share whose answer leaves the class) decides instead.
+    A SpRAy cluster of at least MIN_MEMBERS maps shows the flag when at least half of them carry flagged marks.
+    Nothing asks the shortcut to be rare or at the border: one that most of a class relies on, one in the middle
+    of the picture, or one in several places, is flagged like any other.
 
     Without the pixels (an output folder whose images have moved), the border rule judges the clusters: at
     least MIN_MEMBERS maps, tight (the mean cosine similarity of its maps to their mean at least
@@ -46,16 +56,18 @@ class FlagRule:
     min_away: float = field_default(AuditOptions, "min_away")
     max_spread: float = field_default(AuditOptions, "max_spread")
     min_pattern: float = field_default(AuditOptions, "min_pattern")
+    min_distinct: float = field_default(AuditOptions, "min_distinct")
     min_reliance: float = field_default(AuditOptions, "min_reliance")
 
     @classmethod
     def of(cls, audit: AuditOptions) -> FlagRule:
         return cls(audit.max_share, audit.min_tightness, audit.min_away, audit.max_spread, audit.min_pattern,
-                   audit.min_reliance)
+                   audit.min_distinct, audit.min_reliance)
 
     def record(self) -> dict:
         return {"max_share": self.max_share, "min_tightness": self.min_tightness, "min_away": self.min_away,
-                "max_spread": self.max_spread, "min_pattern": self.min_pattern, "min_reliance": self.min_reliance,
+                "max_spread": self.max_spread, "min_pattern": self.min_pattern,
+                "min_distinct": self.min_distinct, "min_reliance": self.min_reliance,
                 "min_members": MIN_MEMBERS,
                 "border_band": BORDER_BAND, "corner_side": CORNER_SIDE}
 

@@ -8,13 +8,15 @@ its instances differ. These functions put numbers on what the person sees; camcl
 - `peak_spread`: where the members' maps peak, and how far apart: the median distance of each member's
   hottest cell from the members' median peak, as a fraction of the map's side (0: every map peaks in the
   same cell). A fixed place gives a few hundredths; an object that moves, a tenth or more.
-- `pattern_similarity`: the pixels under the cluster's relevant region, compared across the members: the
-  best window of the region where most members' patches agree (a repeated pattern: near 1; instances of
-  an object, or varied content under a fixed place: far lower).
+- `find_mark`: the pixels under a pile-up's relevant region, compared across its pictures: the window where
+  most of them share one pattern (a mark: a tag, a logo, a watermark), which of them carry it, and its template.
+  A mark carried by a few of the pictures still stands out of a mean over many that differ (_consensus).
+- `search_mark`: each picture's best match to a template where its map peaks (a mark found elsewhere);
+  `align_mark` moves each carrier's place onto its mark; `mark_extent` measures the box the mark fills.
 - `evidence_share`: the share of a map's cells at or above half its maximum (the member's mean): a
   shortcut is a small share of the picture.
 
-Numpy and Pillow only; nothing here reads the maps' files (camcli.audit.folder does), and the pictures
+Numpy, Pillow and SciPy's ndimage; nothing here reads the maps' files (camcli.audit.folder does), and the pictures
 come in as a callable, so that a missing picture is the caller's to report.
 """
 
@@ -25,13 +27,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-PICTURE_CELLS = 48  # pattern_similarity compares the pictures shrunk to this many cells a side
+PICTURE_CELLS = 48  # marks are compared on the pictures shrunk to this many cells a side
 WINDOW = 6  # cells a side of the windows it compares (1/8 of the picture's side)
 SHIFT = 2  # cells a member's window may move to meet the others'
 # The fewest maps a pile-up is judged on. A few maps that happen to peak together, over instances of one
 # shape, can match by chance (the best of many windows and shifts): on generated scenes, pile-ups of 3 or 4
 # such maps scored up to 0.87, and none of 5 or more formed; tags' pile-ups scored 0.84-0.97 (make bench-audit).
 MIN_PILE = 5
+SEARCH_SHIFT = 4  # cells a window may move when the mark is looked for at a map's own peak (a coarse map's peak
+# sits a few cells from the mark)
+PAD = SEARCH_SHIFT + WINDOW  # cells of edge values around each small picture: no window is cut by the picture's edge
+MIN_CONSENSUS = 3  # a pattern is formed from at least this many pictures (camcli.audit.rule.MIN_MEMBERS)
 MAX_PATTERN_MEMBERS = 48  # crops compared per cluster (a seeded sample of larger clusters): the cost stays flat
 HOT = 0.5  # the relevant region: cells at or above this fraction of the maximum
 _FLAT = 1e-12  # below this a vector, a map or a patch counts as zero
@@ -61,37 +67,41 @@ def evidence_share(cells: np.ndarray) -> float:
     return float(hot.mean()) if len(flat) else 0.0
 
 
-class Pattern(NamedTuple):
-    """What pattern_similarity found: the figure (None: fewer than two pictures), how many pictures it
-    compared, and where its best window is, (x, y) fractions of the picture (the mark)."""
-
-    figure: float | None
-    compared: int
-    where: tuple[float, float] | None
-
-
-def small_picture(picture: np.ndarray, side: int = PICTURE_CELLS) -> np.ndarray:
+def small_picture(picture: np.ndarray, side: int = PICTURE_CELLS, phase: tuple[float, float] = (0.0, 0.0)
+                  ) -> np.ndarray:
     """An (H, W, 3) picture shrunk so that its short side is `side` cells (its shape kept, so that a mark of
     a fixed share of the short side is the same size in every picture), float64, each cell the mean of the
-    pixels it covers, padded by SHIFT cells of its edge values on every side."""
+    pixels it covers, padded by PAD cells of its edge values on every side (a window about a mark at the edge
+    stays centred on it). `phase`: the cells' grid moved by this share of a cell, (x, y), so that a mark that
+    falls between two cells in one picture can be met on a grid where it falls on them (PHASES)."""
     from PIL import Image
 
     height, width = picture.shape[:2]
     short = min(height, width)
     size = (max(1, round(side * width / short)), max(1, round(side * height / short)))
-    small = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize(size, Image.Resampling.BOX)
-    return np.pad(np.asarray(small, dtype=np.float64), ((SHIFT, SHIFT), (SHIFT, SHIFT), (0, 0)), mode="edge")
+    cell_x, cell_y = width / size[0], height / size[1]
+    left, top = phase[0] * cell_x, phase[1] * cell_y
+    region = (left, top, left + width - 0.5 * cell_x, top + height - 0.5 * cell_y)  # the same span for every phase
+    small = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize(size, Image.Resampling.BOX, box=region)
+    return np.pad(np.asarray(small, dtype=np.float64), ((PAD, PAD), (PAD, PAD), (0, 0)), mode="edge")
 
 
-def _blocks(smalls: list[np.ndarray], x: float, y: float) -> np.ndarray:
-    """Each padded small picture's block of WINDOW + 2 * SHIFT cells a side around (x, y) (fractions of the
+# The grids a picture is shrunk on when a mark is looked for (search_mark): a repeated pattern whose squares are two
+# cells wide matches itself a half cell off at a cosine of about 0.7 (a tag in the left and the right corners of
+# scenes 96 pixels wide), on one of these grids at about 0.95.
+PHASES = ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5))
+
+
+def _blocks(smalls: list[np.ndarray], x: float, y: float, shift: int = SHIFT) -> np.ndarray:
+    """Each padded small picture's block of WINDOW + 2 * shift cells a side around (x, y) (fractions of the
     picture), (n, block, block, 3): the window and every shift of it."""
-    block = WINDOW + 2 * SHIFT
+    block = WINDOW + 2 * shift
     out = np.empty((len(smalls), block, block, 3))
     for i, small in enumerate(smalls):
-        height, width = small.shape[0] - 2 * SHIFT, small.shape[1] - 2 * SHIFT
-        top = min(max(0, round(y * height - WINDOW / 2)), max(0, height - WINDOW))
-        left = min(max(0, round(x * width - WINDOW / 2)), max(0, width - WINDOW))
+        height, width = small.shape[0] - 2 * PAD, small.shape[1] - 2 * PAD
+        top = round(y * height - WINDOW / 2) + PAD - shift
+        left = round(x * width - WINDOW / 2) + PAD - shift
+        top, left = max(0, min(top, small.shape[0] - block)), max(0, min(left, small.shape[1] - block))
         piece = small[top: top + block, left: left + block]
         out[i] = np.pad(piece, ((0, block - piece.shape[0]), (0, block - piece.shape[1]), (0, 0)), mode="edge")
     return out
@@ -107,55 +117,204 @@ def _unit_patches(patches: np.ndarray) -> np.ndarray:
     return np.divide(flat, lengths, out=np.zeros_like(flat), where=lengths > _FLAT)
 
 
-def pattern_similarity(pictures: Sequence[Callable[[], np.ndarray | None]], mean_map: np.ndarray,
-                       seed: int) -> Pattern:
-    """(how alike the members' pixels are somewhere in the cluster's relevant region, pictures compared).
-
-    Every member's picture (`pictures[i]()`, RGB, None when it cannot be read) is shrunk to PICTURE_CELLS cells on
-    its short side, its shape kept. For each WINDOW x WINDOW window centred in the relevant region (the mean map's
-    cells at or above HOT times its maximum), the members' patches are compared with their mean: each patch has its
-    colour channels centred (a brighter or darker copy of a pattern still matches) and is scaled to unit length (a
-    flat patch, no pattern at all, is a zero vector, unlike anything), and may move by up to SHIFT cells to meet the
-    mean (pictures of other sizes put a mark a cell or two apart). The window's figure is the median over the
-    members of their patch's cosine similarity to the mean of the others' (what most of the cluster's pictures
-    share). The result is the best window's: a mark repeated in the pictures under the maps scores near 1 however
-    much of the region around it varies; instances of an object, or varied content in a fixed place, score far
-    lower. None when fewer than two pictures could be read."""
-    order = np.arange(len(pictures))
-    if len(order) > MAX_PATTERN_MEMBERS:
-        order = np.sort(np.random.default_rng(seed).choice(order, MAX_PATTERN_MEMBERS, replace=False))
-    smalls = [small_picture(picture) for picture in (pictures[i]() for i in order) if picture is not None]
-    if len(smalls) < 2:
-        return Pattern(None, len(smalls), None)
-    n, cells = len(smalls), PICTURE_CELLS
-    region = small_picture_map(mean_map, cells) >= HOT * max(float(np.max(mean_map)), _FLAT)
-    shifts = [(dy, dx) for dy in range(2 * SHIFT + 1) for dx in range(2 * SHIFT + 1)]
-    best, where = 0.0, None
-    for row, col in zip(*np.nonzero(region), strict=True):
-        blocks = _blocks(smalls, (col + 0.5) / cells, (row + 0.5) / cells)
-        # every member's window at every shift: (shifts, n, d)
-        moved = np.stack([_unit_patches(blocks[:, dy: dy + WINDOW, dx: dx + WINDOW]) for dy, dx in shifts])
-        aligned = moved[shifts.index((SHIFT, SHIFT))]
-        for _ in range(2):  # align each member to the others' mean, then once more to the aligned mean
-            total = aligned.sum(axis=0)
-            others = total[np.newaxis, :] - aligned  # (n, d): the others' sum, per member
-            lengths = np.linalg.norm(others, axis=1, keepdims=True)
-            others = np.divide(others, lengths, out=np.zeros_like(others), where=lengths > _FLAT)
-            scores = np.einsum("snd,nd->sn", moved, others)  # each member's cosine to the others, at each shift
-            pick = np.argmax(scores, axis=0)
-            aligned = moved[pick, np.arange(n)]
-        figure = float(np.median(scores[pick, np.arange(n)]))
-        if where is None or figure > best:
-            best, where = figure, ((col + 0.5) / cells, (row + 0.5) / cells)
-    return Pattern(best, n, where)
-
-
 def small_picture_map(mean_map: np.ndarray, cells: int) -> np.ndarray:
     """A (grid, grid) map resized to (cells, cells) by area averaging."""
     from PIL import Image
 
     values = np.asarray(mean_map, dtype=np.float32)
     return np.asarray(Image.fromarray(values, mode="F").resize((cells, cells), Image.Resampling.BOX))
+
+
+class SmallPictures:
+    """Each picture of a class shrunk once on every grid of PHASES (small_picture), on first use, and kept as
+    bytes (a 48-cell picture is 17 kB a grid): the pile-ups' marks and the search for them elsewhere read the
+    same pictures many times. `pictures[i]()` gives an RGB picture or None."""
+
+    def __init__(self, pictures: Sequence[Callable[[], np.ndarray | None]]):
+        self._pictures = pictures
+        self._small: dict[int, list[np.ndarray] | None] = {}
+
+    def __call__(self, index: int, phase: int = 0) -> np.ndarray | None:
+        """Picture `index` shrunk on grid PHASES[phase] (uint8 cells), None where it cannot be read."""
+        if index not in self._small:
+            picture = self._pictures[index]()
+            self._small[index] = None if picture is None else [
+                np.rint(small_picture(picture, phase=phase)).astype(np.uint8) for phase in PHASES]
+        grids = self._small[index]
+        return None if grids is None else grids[phase]
+
+
+class Mark(NamedTuple):
+    """A pattern repeated under part of a pile-up (find_mark): its figure (the median similarity of the
+    matching pictures to the others', None: fewer than two pictures), how many pictures it compared, where
+    (x, y fractions of the picture), the unit template (channels centred) and which of the given members
+    match it (positions into them), with every member's similarity to the template."""
+
+    figure: float | None
+    compared: int
+    where: tuple[float, float] | None
+    template: np.ndarray | None
+    matching: np.ndarray
+    scores: np.ndarray
+
+
+def _consensus(moved: np.ndarray, threshold: float, rounds: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """(each member's best similarity, at its best shift, to the mean of the other members that form the
+    pattern; which members form it). moved: (shifts, n, d) unit patches, the unshifted window in the middle.
+
+    The pattern starts as the mean of all members and is then re-formed from those that match it (at least
+    MIN_CONSENSUS of the best): a mark carried by a few of the pictures stands out of a mean over many that
+    differ (their differences cancel, the mark adds up), and re-formed from its carriers it matches them
+    alone. Each member is compared with the others' mean, never with a mean that holds itself."""
+    n = moved.shape[1]
+    aligned = moved[moved.shape[0] // 2]
+    forming = np.ones(n, dtype=bool)
+    best = np.zeros(n)
+    for _ in range(rounds):
+        total = aligned[forming].sum(axis=0)
+        others = total[np.newaxis, :] - aligned * forming[:, np.newaxis]
+        lengths = np.linalg.norm(others, axis=1, keepdims=True)
+        others = np.divide(others, lengths, out=np.zeros_like(others), where=lengths > _FLAT)
+        scores = np.einsum("snd,nd->sn", moved, others)
+        pick = np.argmax(scores, axis=0)
+        aligned = moved[pick, np.arange(n)]
+        best = scores[pick, np.arange(n)]
+        matching = best >= threshold
+        if matching.sum() >= MIN_CONSENSUS:
+            forming = matching
+        else:
+            forming = np.zeros(n, dtype=bool)
+            forming[np.argsort(-best, kind="stable")[:MIN_CONSENSUS]] = True
+    return best, best >= threshold
+
+
+def find_mark(smalls: SmallPictures, members: np.ndarray, mean_map: np.ndarray, threshold: float,
+              seed: int) -> Mark:
+    """The pattern that most of a pile-up's pictures share, in its relevant region (the mean map's cells at
+    or above HOT times its maximum): for each WINDOW x WINDOW window there, the members' patches (colour
+    channels centred, unit length, moved by up to SHIFT cells) are compared (_consensus); the window where the
+    most members match the others at `threshold` or above wins (ties: the higher median). Then every member
+    is scored against the winning window's template. A seeded sample of MAX_PATTERN_MEMBERS members chooses
+    the window, so that the cost stays flat."""
+    members = np.asarray(members)
+    order = np.arange(len(members))
+    if len(order) > MAX_PATTERN_MEMBERS:
+        order = np.sort(np.random.default_rng(seed).choice(order, MAX_PATTERN_MEMBERS, replace=False))
+    readable = [k for k in order if smalls(int(members[k])) is not None]
+    nothing = Mark(None, len(readable), None, None, np.zeros(0, dtype=np.int64), np.zeros(len(members)))
+    if len(readable) < 2:
+        return nothing
+    pictures = [smalls(int(members[k])) for k in readable]
+    cells = PICTURE_CELLS
+    region = small_picture_map(mean_map, cells) >= HOT * max(float(np.max(mean_map)), _FLAT)
+    best_key, where = None, None
+    for row, col in zip(*np.nonzero(region), strict=True):
+        point = ((col + 0.5) / cells, (row + 0.5) / cells)
+        moved = _shifted_patches(_blocks(pictures, *point, SHIFT), SHIFT)
+        scores, matching = _consensus(moved, threshold)
+        key = (int(matching.sum()), float(np.median(scores[matching])) if matching.any() else float(np.median(scores)))
+        if best_key is None or key > best_key:
+            best_key, where, chosen = key, point, (moved, scores, matching)
+    moved, scores, matching = chosen
+    # the template: the matching members' patches, each at its best shift, summed and scaled to unit length
+    centre = moved.shape[0] // 2
+    forming = matching if matching.any() else np.ones(len(readable), dtype=bool)
+    seed_template = _unit(moved[centre][forming].sum(axis=0))
+    at_best = moved[np.argmax(np.einsum("snd,d->sn", moved, seed_template), axis=0), np.arange(len(readable))]
+    template = _unit(at_best[forming].sum(axis=0))
+    everyone = search_mark(smalls, members, np.tile(where, (len(members), 1)), template, SHIFT)
+    sampled = np.asarray(readable)
+    everyone[sampled] = scores  # the sampled members keep their leave-one-out figure
+    figure = float(np.median(scores[matching])) if matching.any() else float(np.median(scores))
+    return Mark(figure, len(readable), where, template, np.flatnonzero(everyone >= threshold), everyone)
+
+
+def search_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, template: np.ndarray,
+                shift: int, phases: bool = True) -> np.ndarray:
+    """Each picture's best similarity to `template` (a unit patch of WINDOW x WINDOW cells), its window centred
+    at its point ((x, y) fractions of the picture) and moved by up to `shift` cells, on each grid of PHASES (only
+    the first without `phases`); 0 for unreadable pictures."""
+    found = np.zeros(len(indexes))
+    readable = [k for k, index in enumerate(indexes) if smalls(int(index)) is not None]
+    if not readable:
+        return found
+    for k in readable:
+        for phase in range(len(PHASES) if phases else 1):
+            block = _blocks([smalls(int(indexes[k]), phase)], float(points[k][0]), float(points[k][1]), shift)
+            found[k] = max(found[k], float(np.max(_shifted_patches(block, shift)[:, 0] @ template)))
+    return found
+
+
+def align_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, template: np.ndarray,
+               shift: int = SHIFT) -> np.ndarray:
+    """Each picture's point ((x, y) fractions) moved to where its window matches `template` best, within `shift`
+    cells: (n, 2). Unreadable pictures keep their point."""
+    aligned = np.array(points, dtype=np.float64, copy=True).reshape(len(indexes), 2)
+    span = 2 * shift + 1
+    for k, index in enumerate(indexes):
+        small = smalls(int(index))
+        if small is None:
+            continue
+        block = _blocks([small], float(aligned[k][0]), float(aligned[k][1]), shift)
+        best = int(np.argmax(_shifted_patches(block, shift)[:, 0] @ template))
+        height, width = small.shape[0] - 2 * PAD, small.shape[1] - 2 * PAD
+        aligned[k] += ((best % span - shift) / width, (best // span - shift) / height)
+    return np.clip(aligned, 0.0, 1.0)
+
+
+EXTENT_CELLS = 16  # the block, in cells of the small pictures, in which mark_extent looks for the mark's edges
+STANDS_OUT = 0.25  # a cell belongs to the mark when the carriers' mean stands out this much of its most
+
+
+def mark_extent(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray) -> tuple | None:
+    """The box that the mark fills around the carriers' (aligned) points: (left, top, right, bottom) offsets from
+    the point, as shares of the picture's short side; None with fewer than MIN_CONSENSUS readable carriers.
+
+    A copied mark survives averaging while what surrounds it differs from picture to picture and averages out:
+    in a block of EXTENT_CELLS around the points, the carriers' mean picture departs from its own median colour
+    where the mark is (colour channels summed). The mark is the connected group of cells departing by at least
+    STANDS_OUT of the largest departure (gaps of a cell closed), nearest the middle; the result is its box."""
+    from scipy import ndimage
+
+    half = EXTENT_CELLS // 2
+    blocks = []
+    for index, point in zip(indexes, points, strict=True):
+        small = smalls(int(index))
+        if small is None:
+            continue
+        inner = small[PAD:-PAD, PAD:-PAD]
+        height, width = inner.shape[:2]
+        row, col = round(float(point[1]) * height), round(float(point[0]) * width)
+        padded = np.pad(inner, ((half, half), (half, half), (0, 0)), mode="edge")
+        blocks.append(padded[row: row + 2 * half, col: col + 2 * half])
+    if len(blocks) < MIN_CONSENSUS:
+        return None
+    mean = np.stack(blocks).mean(axis=0)
+    departure = np.abs(mean - np.median(mean.reshape(-1, 3), axis=0)).sum(axis=-1)
+    if float(departure.max()) <= _FLAT:
+        return None
+    marked = ndimage.binary_closing(departure >= STANDS_OUT * float(departure.max()), iterations=1,
+                                    border_value=0) | (departure >= STANDS_OUT * float(departure.max()))
+    groups, count = ndimage.label(marked)
+    rows, cols = np.nonzero(groups)
+    nearest = np.argmin((rows - half + 0.5) ** 2 + (cols - half + 0.5) ** 2)
+    ys, xs = np.nonzero(groups == groups[rows[nearest], cols[nearest]])
+    cells = float(PICTURE_CELLS)
+    return ((xs.min() - half) / cells, (ys.min() - half) / cells, (xs.max() + 1 - half) / cells,
+            (ys.max() + 1 - half) / cells)
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    length = float(np.linalg.norm(vector))
+    return vector / length if length > _FLAT else np.zeros_like(vector)
+
+
+def _shifted_patches(blocks: np.ndarray, shift: int) -> np.ndarray:
+    """(shifts, n, d): every member's window at every shift of up to `shift` cells, unit patches; the unshifted
+    window is the middle one."""
+    span = 2 * shift + 1
+    return np.stack([_unit_patches(blocks[:, dy: dy + WINDOW, dx: dx + WINDOW]) for dy in range(span)
+                     for dx in range(span)])
 
 
 def pile_ups(cells: np.ndarray, radius: float, minimum: int) -> list[np.ndarray]:

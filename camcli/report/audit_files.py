@@ -52,14 +52,14 @@ class AuditCluster:
 
 @dataclass
 class AuditShortcut:
-    """A flagged pile-up: maps that pile up in one place over the same pattern (camcli.audit.spray.PileUp)."""
+    """A flagged mark: maps that peak on the same pattern, in one place or several (camcli.audit.spray.PileUp)."""
 
     reason: str
     figures: dict[str, float | None]  # SHORTCUT_FIGURES
     crops: str | None  # the crops side by side, relative to OUT
 
 
-SHORTCUT_FIGURES = ("size", "share", "peak_spread", "pattern", "evidence")
+SHORTCUT_FIGURES = ("size", "share", "peak_spread", "pattern", "distinct", "transfer", "reliance", "evidence")
 
 
 @dataclass

@@ -185,16 +185,19 @@ def _cluster_html(cluster: AuditCluster, colour: int, audit_class: AuditClass, p
 
 
 _SHORTCUT_NAMES = {"size": "images", "share": "share of the class", "peak_spread": "peak spread",
-                   "pattern": "same pattern", "evidence": "hot share of each map"}
+                   "pattern": "same pattern", "distinct": "distinct (carriers / carriers and near)",
+                   "transfer": "pasted: answers the class", "reliance": "covered: answer changes",
+                   "evidence": "hot share of each map"}
 
 
 def _shortcut_html(shortcut: AuditShortcut, out_dir: Path) -> str:
     """A flagged pile-up: why, the figures the rule used, and the crops of its images side by side."""
-    shown = {key: _percent(value) if key == "share" else cell(value) for key, value in shortcut.figures.items()}
+    shown = {key: _percent(value) if key in ("share", "transfer", "reliance") else cell(value)
+             for key, value in shortcut.figures.items()}
     rows = "".join(f'<tr><th>{esc(name)}</th><td class="num" data-key="{key}">{esc(shown[key])}</td></tr>'
                    for key, name in _SHORTCUT_NAMES.items())
     crops = (f'<figure class="crops"><img loading="lazy" src="{url(shortcut.crops)}" alt="the repeated pattern">'
-             "<figcaption>where the maps pile up, in each image</figcaption></figure>"
+             "<figcaption>the mark, in each image that carries it</figcaption></figure>"
              if shortcut.crops and (out_dir / shortcut.crops).is_file()
              else '<p class="facts">no crops (the images could not be read)</p>')
     return (f'<article class="shortcut flagged"><h4>possible shortcut <span class="badge flag">FLAGGED</span></h4>'
