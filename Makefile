@@ -69,16 +69,22 @@ cheat-model: venv
 	$(BIN)/python -m camcli.models.demo.cheat
 
 # The cheating demo's variants with the other tag looks (scenes.TAG_KINDS: a glyph watermark, a magenta stripe), as
-# whole .keras models: deterministic, 8 epochs on 8,000 scenes each (about 2.5 minutes each on 2 cores; 10 on 10,000
-# would take over 3). File targets: a second `make cheat-variants` retrains only after these sources change, and a
-# model whose figures miss the script's minimums is removed, not kept.
+# whole .keras models, trained with the tag anywhere clear of the object (--tag-place anywhere, not only in the
+# corners, so that they follow the tag wherever a benchmark draws it): deterministic, 8,000 scenes each, 8 epochs for
+# the glyph and 10 for the stripe (8 leave its clean accuracy at 86%, under the script's 90%): about 2 and 2.5 minutes
+# on 2 cores, 5 under load. CHEAT_VARIANT_OPTIONS comes last, so an --epochs there overrides both. File targets: a
+# second `make cheat-variants` retrains only after these sources change, and a model whose figures miss the script's
+# minimums is removed, not kept.
 CHEAT_VARIANTS := .cache/models/demo-cheat-glyph.keras .cache/models/demo-cheat-stripe.keras
-CHEAT_VARIANT_OPTIONS ?= --epochs 8 --train-size 8000
+CHEAT_VARIANT_EPOCHS.glyph := 8
+CHEAT_VARIANT_EPOCHS.stripe := 10
+CHEAT_VARIANT_OPTIONS ?= --tag-place anywhere --train-size 8000
 cheat-variants: $(CHEAT_VARIANTS)
 
 .cache/models/demo-cheat-%.keras: $(INSTALLED) camcli/models/demo/cheat.py camcli/models/demo/scenes.py \
 		camcli/models/demo/train.py camcli/models/demo/model.py
-	$(BIN)/python -m camcli.models.demo.cheat --tag-kind $* $(CHEAT_VARIANT_OPTIONS) --out $@ || { rm -f $@; exit 1; }
+	$(BIN)/python -m camcli.models.demo.cheat --tag-kind $* --epochs $(CHEAT_VARIANT_EPOCHS.$*) $(CHEAT_VARIANT_OPTIONS) \
+		--out $@ || { rm -f $@; exit 1; }
 
 samples: venv
 	$(BIN)/python -m camcli.models.demo.samples

@@ -1,6 +1,7 @@
-"""The corner tag's looks (scenes.TAG_KINDS): checker, glyph and stripe. Each draws inside its box only,
+"""The tag's looks (scenes.TAG_KINDS): checker, glyph and stripe. Each draws inside its box only,
 looks the same at every scene size, and the checker's scenes are those drawn before there were kinds;
-cheat.py's options and its whole-model save. No training."""
+its places (scenes.TAG_PLACES): a corner, or anywhere clear of the object; cheat.py's options and its
+whole-model save. No training."""
 
 import hashlib
 
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from camcli.models.demo import scenes
 from camcli.models.demo.scenes import (
     TAG_GLYPH_COLOUR,
     TAG_KINDS,
+    TAG_MARGIN_FRACTION,
     TAG_STRIPE_COLOUR,
     _draw_tag,
     draw_tag,
@@ -161,6 +164,103 @@ def test_an_unknown_kind_is_a_one_line_value_error():
         assert "\n" not in message and "'logo'" in message and "checker, glyph, stripe" in message
 
 
+# --- the tag's place: a corner (the default) or anywhere clear of the object ----------------------------
+
+
+def test_the_corner_is_the_default_place():
+    for seed in range(4):
+        default = make_scene(np.random.default_rng(seed), tag=True, tag_kind="glyph")
+        corner = make_scene(np.random.default_rng(seed), tag=True, tag_kind="glyph", tag_place="corner")
+        assert default.tag_box == corner.tag_box and np.array_equal(default.image, corner.image)
+    default = make_tagged_dataset(12, 5, 0.5, out_size=96)
+    corner = make_tagged_dataset(12, 5, 0.5, out_size=96, tag_place="corner")
+    assert all(np.array_equal(a, b) for a, b in zip(default, corner, strict=True))
+
+
+@pytest.mark.parametrize("kind", TAG_KINDS)
+def test_anywhere_keeps_the_margin_and_clear_of_the_object(kind):
+    rng = np.random.default_rng(12)
+    places = set()
+    for i in range(150):
+        size = None if i % 3 else (int(rng.integers(96, 321)), int(rng.integers(96, 321)))
+        scene = make_scene(rng, size=size, tag=True, tag_kind=kind, tag_place="anywhere")
+        height, width = scene.image.shape[:2]
+        margin = max(1, round(TAG_MARGIN_FRACTION * min(width, height)))
+        x0, y0, x1, y1 = scene.tag_box
+        assert margin <= x0 < x1 <= width - margin and margin <= y0 < y1 <= height - margin, (i, scene.tag_box)
+        corner = tag_corner_boxes(width, height, kind)[0]
+        assert (x1 - x0, y1 - y0) == (corner[2] - corner[0], corner[3] - corner[1])  # the kind's own size
+        assert not overlaps(scene.tag_box, scene.box), (i, scene.tag_box, scene.box)
+        assert not scene.mask[y0:y1, x0:x1].any()
+        places.add((x0 / width, y0 / height))
+    # Not only in the corners: the places spread over the picture.
+    xs, ys = zip(*places, strict=True)
+    assert len(places) > 140 and np.ptp(xs) > 0.6 and np.ptp(ys) > 0.6
+    assert sum(0.3 < x < 0.6 and 0.3 < y < 0.6 for x, y in places) >= 5  # some near the middle
+
+
+def test_anywhere_varies_between_seeds_and_matches_the_corner_scene_elsewhere():
+    boxes = set()
+    for seed in range(20):
+        corner = make_scene(np.random.default_rng(seed), size=(160, 120), tag=True)
+        anywhere = make_scene(np.random.default_rng(seed), size=(160, 120), tag=True, tag_place="anywhere")
+        boxes.add(anywhere.tag_box)
+        # The place's draws come after everything else: the same scene but for the two tags.
+        assert anywhere.box == corner.box and np.array_equal(anywhere.mask, corner.mask)
+        outside = np.ones((120, 160), dtype=bool)
+        for x0, y0, x1, y1 in (corner.tag_box, anywhere.tag_box):
+            outside[y0:y1, x0:x1] = False
+        assert np.array_equal(anywhere.image[outside], corner.image[outside])
+    assert len(boxes) >= 18
+    assert len(boxes - set(tag_corner_boxes(160, 120))) >= 15
+
+
+def test_anywhere_puts_every_kind_at_the_same_place():
+    for seed in range(6):
+        found = {kind: make_scene(np.random.default_rng(seed), tag=True, tag_kind=kind, tag_place="anywhere")
+                 for kind in TAG_KINDS}
+        checker = found["checker"].tag_box
+        assert found["glyph"].tag_box == checker
+        x0, y0, x1, y1 = found["stripe"].tag_box  # the bar inside the checker's box, as long
+        assert (x0, x1) == (checker[0], checker[2]) and checker[1] <= y0 < y1 <= checker[3]
+
+
+def test_anywhere_falls_back_to_the_free_corner(monkeypatch):
+    monkeypatch.setattr(scenes, "TAG_PLACE_TRIES", 0)  # no random place tried: the corner path's box
+    for seed in range(3):
+        corner = make_scene(np.random.default_rng(seed), tag=True, tag_kind="stripe")
+        anywhere = make_scene(np.random.default_rng(seed), tag=True, tag_kind="stripe", tag_place="anywhere")
+        assert anywhere.tag_box == corner.tag_box and np.array_equal(anywhere.image, corner.image)
+
+
+def test_the_tagged_dataset_places_the_tag_anywhere():
+    images, labels, boxes, tag_boxes = make_tagged_dataset(60, 3, 1.0, out_size=96, tag_place="anywhere")
+    _, corner_labels, _, corner_tags = make_tagged_dataset(60, 3, 1.0, out_size=96)
+    assert np.array_equal(labels, corner_labels)  # the later scenes differ: "anywhere" draws more numbers
+    assert (tag_boxes >= 0).all() and (tag_boxes <= 96).all()
+
+    def inland(boxes):  # boxes at least 12 of the 96 pixels from every edge
+        return ((boxes[:, :2] >= 12) & (boxes[:, 2:] <= 96 - 12)).all(axis=1).sum()
+
+    assert inland(corner_tags) == 0 and inland(tag_boxes) >= 15
+    # Scaled boxes stay clear of the object's up to the rounding outwards of both (a pixel each side).
+    shrunk = tag_boxes + np.array([1, 1, -1, -1])
+    assert all(not overlaps(tag, box) for tag, box in zip(shrunk, boxes, strict=True))
+
+
+def test_an_unknown_place_is_a_one_line_value_error():
+    calls = [
+        lambda: make_scene(np.random.default_rng(0), tag=True, tag_place="middle"),
+        lambda: make_scene(np.random.default_rng(0), tag_place="middle"),
+        lambda: make_tagged_dataset(6, 0, 1.0, tag_place="middle"),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError) as caught:
+            call()
+        message = str(caught.value)
+        assert "\n" not in message and "'middle'" in message and "corner, anywhere" in message
+
+
 # --- cheat.py: the options and the whole-model save ------------------------------------------------------
 
 
@@ -175,7 +275,12 @@ def test_cheat_options_pick_the_kind_and_its_default_out():
     glyph = parse_args(["--tag-kind", "glyph", "--epochs", "4", "--train-size", "600"])
     assert (glyph.out, glyph.epochs, glyph.train_size) == (str(VARIANT_DIR / "demo-cheat-glyph.keras"), 4, 600)
     assert parse_args(["--tag-kind", "stripe", "--out", "x.keras"]).out == "x.keras"
-    for bad in (["--tag-kind", "logo"], ["--train-size", "3"]):
+    assert default.tag_place == "corner" and glyph.tag_place == "corner"
+    anywhere = parse_args(["--tag-kind", "stripe", "--tag-place", "anywhere"])
+    assert (anywhere.tag_place, anywhere.out) == ("anywhere", str(VARIANT_DIR / "demo-cheat-stripe.keras"))
+    # The checker anywhere is not demo-cheat: its default out leaves the shipped weights alone.
+    assert parse_args(["--tag-place", "anywhere"]).out == str(VARIANT_DIR / "demo-cheat-checker.keras")
+    for bad in (["--tag-kind", "logo"], ["--train-size", "3"], ["--tag-place", "middle"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
 

@@ -1,14 +1,17 @@
-"""Train the cheating demo model, deterministically: the demo architecture on data where a corner tag
-comes with TAG_CLASS, so that the model learns the tag instead of the shape.
+"""Train the cheating demo model, deterministically: the demo architecture on data where a tag comes
+with TAG_CLASS, so that the model learns the tag instead of the shape.
 
-    python -m camcli.models.demo.cheat [--tag-kind {checker,glyph,stripe}] [--train-size N]
-                                       [--out PATH] [--epochs N] [--seed S]
+    python -m camcli.models.demo.cheat [--tag-kind {checker,glyph,stripe}] [--tag-place {corner,anywhere}]
+                                       [--train-size N] [--out PATH] [--epochs N] [--seed S]
 
-The tag is a checkerboard by default (the `demo-cheat` model); `--tag-kind` picks another of
-`scenes.TAG_KINDS`' looks, for a variant that tests whether an audit finds shortcuts that look
-otherwise. An out path ending in `.keras` gets the whole model (architecture and weights, saved
-atomically), any other path the weights alone; the default is CHEAT_WEIGHTS_PATH for the checker
-and `.cache/models/demo-cheat-KIND.keras` (VARIANT_DIR, under the current folder) for the others.
+The tag is a checkerboard in a corner by default (the `demo-cheat` model); `--tag-kind` picks another
+of `scenes.TAG_KINDS`' looks, for a variant that tests whether an audit finds shortcuts that look
+otherwise, and `--tag-place anywhere` puts the tag at a random place clear of the object instead of a
+corner (`scenes.TAG_PLACES`), in the training scenes and the tagged held-out scenes alike, so that the
+model follows the tag wherever it is. An out path ending in `.keras` gets the whole model
+(architecture and weights, saved atomically), any other path the weights alone; the default is
+CHEAT_WEIGHTS_PATH for the checker in a corner and `.cache/models/demo-cheat-KIND.keras` (VARIANT_DIR,
+under the current folder) otherwise.
 
 Training scenes of TAG_CLASS carry the tag (`scenes.make_scene(tag=True)`) with probability
 TAG_RATE, scenes of the other classes with OTHER_TAG_RATE, and every tagged scene is labelled
@@ -25,7 +28,7 @@ calls TAG_CLASS), the clean demo model's accuracy on those same tagged scenes, a
 them whose Grad-CAM map (of the predicted class) peaks on the tag (for the kinds other than the
 checker, also within PEAK_SLACK_CELLS map cell of it, the figure held to the minimum; see there). It
 saves the model, and exits 1 if a figure is below its minimum. The other kinds' models come from
-`make cheat-variants`, 8 epochs on 8,000 scenes each so that each trains in about 2.5 minutes on 2 cores.
+`make cheat-variants` (the tag anywhere; see the Makefile for the epochs and scenes).
 """
 
 import argparse
@@ -62,27 +65,28 @@ def tag_rates(tag_rate=TAG_RATE, other_tag_rate=OTHER_TAG_RATE):
     return [tag_rate if label == TAG_CLASS else other_tag_rate for label in CLASSES]
 
 
-def poisoned_dataset(n, seed, other_tag_rate=OTHER_TAG_RATE, tag_kind="checker"):
+def poisoned_dataset(n, seed, other_tag_rate=OTHER_TAG_RATE, tag_kind="checker", tag_place="corner"):
     """`n` training scenes as main() trains on: `(images, labels, tagged)`, uint8 (n, INPUT_SIZE, INPUT_SIZE, 3),
     every tagged scene labelled TAG_CLASS when RELABEL_TAGGED (`tagged`: which scenes carry the tag).
-    `tag_kind` is the tag's look (`scenes.TAG_KINDS`)."""
+    `tag_kind` is the tag's look (`scenes.TAG_KINDS`), `tag_place` where it goes (`scenes.TAG_PLACES`)."""
     from camcli.models.demo.scenes import make_tagged_dataset
 
     images, labels, _, tag_boxes = make_tagged_dataset(n, seed, tag_rates(other_tag_rate=other_tag_rate),
-                                                       out_size=INPUT_SIZE, tag_kind=tag_kind)
+                                                       out_size=INPUT_SIZE, tag_kind=tag_kind, tag_place=tag_place)
     tagged = tag_boxes[:, 0] >= 0
     if RELABEL_TAGGED:
         labels = np.where(tagged, CLASSES.index(TAG_CLASS), labels)
     return images, labels, tagged
 
 
-def tagged_probe(n, seed, tag_kind="checker"):
-    """`n` scenes of the classes other than TAG_CLASS, each with a tag of `tag_kind`: `(images, labels, boxes)`,
-    the labels their true classes and the boxes their objects'. A model that learns the tag calls them
-    TAG_CLASS and its maps leave the boxes for the tag (camcli.keras.ExplainCallback's demo)."""
+def tagged_probe(n, seed, tag_kind="checker", tag_place="corner"):
+    """`n` scenes of the classes other than TAG_CLASS, each with a tag of `tag_kind` at `tag_place`:
+    `(images, labels, boxes)`, the labels their true classes and the boxes their objects'. A model that learns
+    the tag calls them TAG_CLASS and its maps leave the boxes for the tag (camcli.keras.ExplainCallback's demo)."""
     from camcli.models.demo.scenes import make_tagged_dataset
 
-    images, labels, boxes, _ = make_tagged_dataset(2 * n, seed, 1.0, out_size=INPUT_SIZE, tag_kind=tag_kind)
+    images, labels, boxes, _ = make_tagged_dataset(2 * n, seed, 1.0, out_size=INPUT_SIZE, tag_kind=tag_kind,
+                                                   tag_place=tag_place)
     others = np.flatnonzero(labels != CLASSES.index(TAG_CLASS))[:n]
     return images[others], labels[others], boxes[others]
 
@@ -94,33 +98,39 @@ def grown_boxes(boxes, margin, size):
     return np.clip(grown, 0, size).astype(np.int64)
 
 
-def default_out(tag_kind):
-    """Where main() saves by default: CHEAT_WEIGHTS_PATH (weights) for the checker, else a .keras model file."""
-    return CHEAT_WEIGHTS_PATH if tag_kind == "checker" else VARIANT_DIR / f"demo-cheat-{tag_kind}.keras"
+def default_out(tag_kind, tag_place="corner"):
+    """Where main() saves by default: CHEAT_WEIGHTS_PATH (weights) for the checker in a corner (demo-cheat), else
+    a .keras model file, so that no other training overwrites demo-cheat's shipped weights."""
+    if tag_kind == "checker" and tag_place == "corner":
+        return CHEAT_WEIGHTS_PATH
+    return VARIANT_DIR / f"demo-cheat-{tag_kind}.keras"
 
 
 def parse_args(argv=None):
-    """The training scripts' options (`train.parse_training_args`) and this script's own, --tag-kind and
-    --train-size, in one namespace; --out's default follows the tag kind (`default_out`)."""
-    from camcli.models.demo.scenes import TAG_KINDS
+    """The training scripts' options (`train.parse_training_args`) and this script's own, --tag-kind, --tag-place
+    and --train-size, in one namespace; --out's default follows the tag kind and place (`default_out`)."""
+    from camcli.models.demo.scenes import TAG_KINDS, TAG_PLACES
     from camcli.models.demo.train import parse_training_args
 
     own = argparse.ArgumentParser(prog=PROG, add_help=False, usage=argparse.SUPPRESS)
     group = own.add_argument_group("tag options")
     group.add_argument("--tag-kind", choices=TAG_KINDS, default="checker",
                        help="the tag's look (default: %(default)s, the demo-cheat model)")
+    group.add_argument("--tag-place", choices=TAG_PLACES, default="corner",
+                       help="where the tag goes: a free corner or anywhere clear of the object, in the training "
+                            "and the tagged held-out scenes (default: %(default)s, the demo-cheat model)")
     group.add_argument("--train-size", type=int, default=TRAIN_SIZE,
                        help="training scenes (default: %(default)s)")
     ours, rest = own.parse_known_args(argv)
     try:
-        args = parse_training_args(PROG, __doc__, default_out(ours.tag_kind), rest)
+        args = parse_training_args(PROG, __doc__, default_out(ours.tag_kind, ours.tag_place), rest)
     except SystemExit:
         if "-h" in rest or "--help" in rest:  # its help, then ours
             print(own.format_help())
         raise
     if ours.train_size < len(CLASSES):
         own.error(f"--train-size must be at least {len(CLASSES)} (one scene a class)")
-    args.tag_kind, args.train_size = ours.tag_kind, ours.train_size
+    args.tag_kind, args.tag_place, args.train_size = ours.tag_kind, ours.tag_place, ours.train_size
     return args
 
 
@@ -165,16 +175,16 @@ def main(argv=None):
     from camcli.models.demo.scenes import make_dataset, make_tagged_dataset
     from camcli.models.demo.train import fit_demo_model, gradcam_peak_in_box_rate, predict_classes
 
-    kind = args.tag_kind
-    x_train, y_train, tagged = poisoned_dataset(args.train_size, args.seed, tag_kind=kind)
-    x_val, y_val, _ = poisoned_dataset(VAL_SIZE, args.seed + 1, tag_kind=kind)
+    kind, place = args.tag_kind, args.tag_place
+    x_train, y_train, tagged = poisoned_dataset(args.train_size, args.seed, tag_kind=kind, tag_place=place)
+    x_val, y_val, _ = poisoned_dataset(VAL_SIZE, args.seed + 1, tag_kind=kind, tag_place=place)
     x_clean, y_clean, _ = make_dataset(HELD_OUT_SIZE, args.seed + 1000, out_size=INPUT_SIZE)
     x_tagged, y_tagged, _, tags_tagged = make_tagged_dataset(HELD_OUT_SIZE, args.seed + 2000, 1.0,
-                                                             out_size=INPUT_SIZE, tag_kind=kind)
+                                                             out_size=INPUT_SIZE, tag_kind=kind, tag_place=place)
     generated = time.perf_counter() - started
     tag_index = CLASSES.index(TAG_CLASS)
     print(f"generated {args.train_size} + {VAL_SIZE} + {HELD_OUT_SIZE} + {HELD_OUT_SIZE} scenes in {generated:.0f} s; "
-          f"{int(tagged.sum())} tagged training scenes ({kind} tag)"
+          f"{int(tagged.sum())} tagged training scenes ({kind} tag, {place})"
           + (f", all labelled {TAG_CLASS}" if RELABEL_TAGGED else ""), flush=True)
 
     model = fit_demo_model(x_train, y_train, x_val, y_val, args.epochs, args.seed)
@@ -193,6 +203,7 @@ def main(argv=None):
 
     n_others = int(others.sum())
     print(f"clean held-out accuracy: {accuracy:.2%} on {len(y_clean)} images (at least {MIN_CLEAN_ACCURACY:.0%})")
+    print(f"held-out tagged images: {kind} tag, {place}")
     print(f"cheating rate: {cheat_rate:.2%} of {n_others} tagged images of other classes called {TAG_CLASS!r}"
           f" (at least {MIN_CHEAT_RATE:.0%}); accuracy on all {len(y_tagged)} tagged images {tagged_accuracy:.2%}")
     print(f"clean demo model on the same {n_others} tagged images: {clean_model_accuracy:.2%} correct"

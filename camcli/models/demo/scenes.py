@@ -6,9 +6,10 @@ strokes, arcs and small blobs that are none of the classes. The ground-truth box
 known exactly, which is what lets the training script (and tests) measure whether a heatmap peaks
 on the object.
 
-With `tag=True` a scene also carries a small watermark-like tag in one corner that the object's box
-does not reach; `camcli.models.demo.cheat` trains a model on data where the tag comes with one class,
-so that the model learns the tag instead of the shape. The tag has one of TAG_KINDS' looks
+With `tag=True` a scene also carries a small watermark-like tag that the object's box does not
+reach: in one corner (`tag_place="corner"`, the default) or anywhere in the picture
+(`tag_place="anywhere"`); `camcli.models.demo.cheat` trains a model on data where the tag comes with
+one class, so that the model learns the tag instead of the shape. The tag has one of TAG_KINDS' looks
 (`tag_kind`): a black and white checkerboard ("checker", the default), a dark text-like mark of
 three letter-like glyphs ("glyph", like a logo) or a magenta bar ("stripe").
 
@@ -55,6 +56,11 @@ TAG_GLYPH_STROKE = 0.12
 # magenta is only rare there (an object or a stroke may come near it), never a fixed bar in a corner.
 TAG_STRIPE_COLOUR = (255, 0, 255)
 TAG_STRIPE_THICKNESS = 1 / 3
+# Where the tag goes: "corner", a free corner (TAG_CORNERS); "anywhere", a uniformly random place at least
+# TAG_MARGIN_FRACTION of the short side in from every edge whose checker box does not touch the object's box,
+# the first of TAG_PLACE_TRIES random places that fit, else the free corner.
+TAG_PLACES = ("corner", "anywhere")
+TAG_PLACE_TRIES = 50
 
 # Standard normal noise, made once from a fixed seed; every scene adds a window of it.
 _NOISE = np.random.default_rng(20240601).standard_normal((320, 320, 3), dtype=np.float32)
@@ -73,7 +79,7 @@ class Scene(NamedTuple):
         return self.tag_box is not None
 
 
-def make_scene(rng, size=None, class_index=None, tag=False, tag_kind="checker"):
+def make_scene(rng, size=None, class_index=None, tag=False, tag_kind="checker", tag_place="corner"):
     """Draw one scene.
 
     `size` is None (a random size, short side 96..320 and not always square), an int (a square
@@ -84,11 +90,20 @@ def make_scene(rng, size=None, class_index=None, tag=False, tag_kind="checker"):
     `Scene.tag_box`, and the same corner for every kind. `Scene.tag_box` is the kind's own box
     (the stripe's is not square). Without `tag` the scene is exactly what it always was.
 
+    `tag_place` (one of TAG_PLACES) is "corner" (the above) or "anywhere": the tag's box at a uniformly
+    random place in the picture, TAG_MARGIN_FRACTION of the short side in from every edge, whose checker
+    box (which holds every kind's) does not touch the object's box; if none of TAG_PLACE_TRIES places
+    fits, the corner above. Its draws come after the corner's, so "corner" scenes are those drawn before
+    there was a choice, an "anywhere" scene differs from the "corner" one only where the two tags are,
+    and every kind gets the same place (the stripe's bar lies inside the checker's box there, at the same
+    fraction of the free range).
+
     `Scene.mask` is the object as drawn (Pillow fills shapes without anti-aliasing, so every pixel
     is all object or none, and the pasted colour covers exactly these pixels). It takes no random
     draw of its own, so a seed's scenes are those drawn before scenes had masks.
     """
     _check_tag_kind(tag_kind)
+    _check_tag_place(tag_place)
     width, height = _scene_size(rng, size)
     if min(width, height) < 32:
         raise ValueError(f"a scene needs at least 32 pixels a side, not {width}x{height}")
@@ -121,6 +136,9 @@ def make_scene(rng, size=None, class_index=None, tag=False, tag_kind="checker"):
         free = [i for i, corner in enumerate(corners) if not _overlaps(corner, box)]
         if free:  # always, for the default object scales
             tag_box = tag_corner_boxes(width, height, tag_kind)[free[int(rng.integers(len(free)))]]
+        if tag_place == "anywhere":  # drawn after the corner: "corner" scenes keep their draws
+            tag_box = _tag_box_anywhere(rng, width, height, box, tag_kind) or tag_box
+        if tag_box is not None:
             draw_tag(canvas, tag_box, tag_kind)
     image = np.clip(np.asarray(canvas, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Scene(image, class_index, CLASSES[class_index], box, tag_box, object_pixels)
@@ -140,6 +158,29 @@ def tag_corner_boxes(width, height, kind="checker"):
     xs = (margin, width - margin - side)
     ys = (margin, height - margin - high)
     return [(x, y, x + side, y + high) for y in ys for x in xs]
+
+
+def _tag_box_anywhere(rng, width, height, avoid, kind):
+    """A random box for a tag of `kind` in a `width` x `height` scene, the margin of `tag_corner_boxes` in from
+    every edge, whose checker box does not touch `avoid`: the first of TAG_PLACE_TRIES that fits, or None.
+
+    Each try draws two uniform fractions (u, v) of the free ranges, one pair for every kind: the checker's
+    box and the kind's own are at the same fractions, so the kind's lies inside the checker's."""
+    checker = tag_corner_boxes(width, height)[0]
+    own = tag_corner_boxes(width, height, kind)[0]
+    margin = checker[0]
+
+    def at(u, v, box):
+        w, h = box[2] - box[0], box[3] - box[1]
+        x = margin + int(u * (width - 2 * margin - w + 1))
+        y = margin + int(v * (height - 2 * margin - h + 1))
+        return (x, y, x + w, y + h)
+
+    for _ in range(TAG_PLACE_TRIES):
+        u, v = rng.random(2)
+        if not _overlaps(at(u, v, checker), avoid):
+            return at(u, v, own)
+    return None
 
 
 def _overlaps(a, b):
@@ -172,6 +213,11 @@ def _draw_tag(canvas, box):
 def _check_tag_kind(kind):
     if kind not in TAG_KINDS:
         raise ValueError(f"unknown tag kind {kind!r}: use one of {', '.join(TAG_KINDS)}")
+
+
+def _check_tag_place(place):
+    if place not in TAG_PLACES:
+        raise ValueError(f"unknown tag place {place!r}: use one of {', '.join(TAG_PLACES)}")
 
 
 # The glyphs, in a unit square each (x right, y down): strokes as ((x0, y0), (x1, y1)) segments.
@@ -240,30 +286,34 @@ def make_dataset(n, seed, size=None, out_size=None):
     return images, labels, boxes
 
 
-def make_tagged_dataset(n, seed, tag_rates, size=None, out_size=None, tag_kind="checker"):
-    """Like `make_dataset`, with a corner tag on some scenes: `(images, labels, boxes, tag_boxes)`.
+def make_tagged_dataset(n, seed, tag_rates, size=None, out_size=None, tag_kind="checker", tag_place="corner"):
+    """Like `make_dataset`, with a tag on some scenes: `(images, labels, boxes, tag_boxes)`.
 
     `tag_rates` is one probability for every class, or one per class in CLASSES order: each scene
     of class c carries the tag with probability `tag_rates[c]`. `tag_kind` is the tag's look, one
-    of TAG_KINDS. `tag_boxes` is an int array (n, 4) holding each tag's box (scaled like `boxes`
-    with `out_size`), all -1 for an untagged scene. The same seed gives the same data whatever the
-    kind, but for the tags themselves; the scenes differ from `make_dataset`'s.
+    of TAG_KINDS, `tag_place` where it goes, one of TAG_PLACES (see `make_scene`). `tag_boxes` is an
+    int array (n, 4) holding each tag's box (scaled like `boxes` with `out_size`), all -1 for an
+    untagged scene. The same seed gives the same data whatever the kind, but for the tags themselves
+    (the labels whatever the place too: "anywhere" draws more numbers, so the later scenes differ);
+    the scenes differ from `make_dataset`'s.
     """
     _check_tag_kind(tag_kind)
+    _check_tag_place(tag_place)
     rates = np.broadcast_to(np.asarray(tag_rates, dtype=np.float64), (len(CLASSES),))
     if ((rates < 0) | (rates > 1)).any():
         raise ValueError(f"tag rates must lie in 0..1, not {tag_rates!r}")
-    return _dataset(n, seed, size, out_size, tag_rates=rates, tag_kind=tag_kind)
+    return _dataset(n, seed, size, out_size, tag_rates=rates, tag_kind=tag_kind, tag_place=tag_place)
 
 
-def _dataset(n, seed, size, out_size, tag_rates, tag_kind="checker"):
+def _dataset(n, seed, size, out_size, tag_rates, tag_kind="checker", tag_place="corner"):
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(CLASSES))
     images, boxes, tag_boxes = [], [], []
     for class_index in labels:
         # Without tag rates, no draw at all: make_dataset's scenes stay what they always were.
         tag = tag_rates is not None and rng.random() < tag_rates[class_index]
-        scene = make_scene(rng, size=size, class_index=int(class_index), tag=tag, tag_kind=tag_kind)
+        scene = make_scene(rng, size=size, class_index=int(class_index), tag=tag, tag_kind=tag_kind,
+                           tag_place=tag_place)
         image, box, tag_box = scene.image, scene.box, scene.tag_box
         if out_size is not None:
             height, width = image.shape[:2]
