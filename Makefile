@@ -133,7 +133,7 @@ bench-localization: venv
 
 # camcli audit: SpRAy's flags on demo-cheat against the planted tag (precision, recall) and on demo,
 # the audit's cost on 5,000 maps, and the sanity check on demo and MobileNetV2 (../shared weights).
-bench-audit: venv
+bench-audit: venv $(CHEAT_VARIANTS)
 	$(BIN)/python benchmarks/audit.py
 
 # Weakly supervised segmentation on generated scenes with exact masks: mIoU of gradcam, gradcam++,

@@ -143,27 +143,55 @@ def write_cell_folder(folder: Path, size: int, share: float, place: str, seed: i
     clean = max(1, round(size / (len(CLASSES) + share / (1 - share))))
     tagged = max(0, size - clean * len(CLASSES))
     folder.mkdir(parents=True, exist_ok=True)
+    untagged = untagged_folder(folder)
     carries = {}
     for i in range(clean * len(CLASSES) + tagged):
         is_tagged = i >= clean * len(CLASSES)
         scene = make_scene(rng, class_index=None if is_tagged else i % len(CLASSES))
         picture = Image.fromarray(scene.image)
+        path = folder / f"{'tagged' if is_tagged else 'clean'}_{scene.label}_{i:04d}.png"
         if is_tagged:
+            untagged.mkdir(exist_ok=True)
+            picture.save(untagged / path.name)  # the same scene without its tag: does the answer follow the tag?
             width, height = tag_size(kind, min(picture.size))
             x, y = tag_corner(rng, place, *picture.size, (width, height), fixed)
             draw_tag(picture, (x, y, x + width, y + height), kind)
-        path = folder / f"{'tagged' if is_tagged else 'clean'}_{scene.label}_{i:04d}.png"
         picture.save(path)
         carries[str(path)] = is_tagged
     return carries
 
 
-def cell_scores(report, carries: dict[str, bool], tag_class: str) -> tuple[float, float, int, int]:
+def untagged_folder(folder: Path) -> Path:
+    """Where write_cell_folder keeps each tagged scene without its tag (same file name)."""
+    return folder.parent / f"{folder.name}-untagged"
+
+
+def answers_without_tag(report, carries: dict[str, bool], folder: Path, model_options: dict) -> dict[str, str]:
+    """{tagged image: the model's top-1 label for the same scene without the tag}."""
+    from camcli.explain.explainer import Explainer
+    from camcli.models.loading import load_model
+
+    tagged = [m.image for maps, _ in report.classes for m in maps if carries[m.image]]
+    if not tagged:
+        return {}
+    options = dict(model_options)
+    loaded = load_model(str(options.pop("model")), **options)
+    explainer = Explainer(loaded)
+    pictures = [np.asarray(Image.open(untagged_folder(folder) / Path(image).name).convert("RGB")) for image in tagged]
+    scores = explainer.class_scores(explainer.preprocess(pictures))
+    return {image: loaded.labels[int(top)] for image, top in zip(tagged, np.argmax(scores, axis=1), strict=True)}
+
+
+def cell_scores(report, carries: dict[str, bool], tag_class: str,
+                without_tag: dict[str, str] | None = None) -> tuple[float, float, int, int]:
     """(precision, recall, flagged, positives) of the flagged images of every class against "carries the tag and
-    the model calls it the tag's class"."""
+    the model's answer follows it": the model calls it the tag's class, or (`without_tag`: the answers for the
+    scenes without their tags) an answer the same scene without the tag does not get."""
     from camcli.audit.folder import flagged_members
 
-    positives = {m.image for maps, _ in report.classes for m in maps if m.label == tag_class and carries[m.image]}
+    without_tag = without_tag or {}
+    positives = {m.image for maps, _ in report.classes for m in maps if carries[m.image]
+                 and (m.label == tag_class or without_tag.get(m.image, m.label) != m.label)}
     flagged = set(flagged_members(report))
     hits = len(flagged & positives)
     precision = hits / len(flagged) if flagged else (1.0 if not positives else 0.0)
@@ -197,9 +225,10 @@ def run_cells(args, tmp: Path) -> bool:
     shares = ", ".join(f"{share:.0%}" for share in SHARES)
     print(f"== cells: tags {', '.join(args.tag_kinds)} at {', '.join(PLACES)}; tagged share {shares} of what the "
           f"model calls {TAG_CLASS!r}; folders of {', '.join(map(str, args.cell_sizes))} scenes")
-    print("precision and recall of the flagged images (every class) against 'carries the tag and the cheating model "
-          f"calls it {TAG_CLASS}'; flags the clean demo model raises on the same folder")
-    print(f"{'tag':<8} {'place':<8} {'share':>5} {'scenes':>6} {'tag+class':>9} {'flagged':>7} {'precision':>9} "
+    print("precision and recall of the flagged images (every class) against 'carries the tag and the cheating model's "
+          f"answer follows it' ({TAG_CLASS}, or an answer the scene without the tag does not get); flags the clean "
+          "demo model raises on the same folder")
+    print(f"{'tag':<8} {'place':<8} {'share':>5} {'scenes':>6} {'followed':>9} {'flagged':>7} {'precision':>9} "
           f"{'recall':>6} {'demo flags':>10}")
     judged, clean_flags, started = [], 0, time.perf_counter()
     for kind in args.tag_kinds:
@@ -213,7 +242,8 @@ def run_cells(args, tmp: Path) -> bool:
                     seed = zlib.crc32((name if kind != "checker" else f"{place}-{share}-{size}").encode())
                     carries = write_cell_folder(images, size, share, place, seed=seed, kind=kind)
                     report = audit_folder(images, tmp / f"cell-out-cheat-{name}", **cheat)
-                    precision, recall, flagged, positives = cell_scores(report, carries, TAG_CLASS)
+                    without_tag = answers_without_tag(report, carries, images, cheat)
+                    precision, recall, flagged, positives = cell_scores(report, carries, TAG_CLASS, without_tag)
                     clean = audit_folder(images, tmp / f"cell-out-demo-{name}", model="demo")
                     demo_flags = len(flagged_members(clean))
                     clean_flags += demo_flags

@@ -406,7 +406,7 @@ class AuditOptions:
     max_spread: float = option(0.0625)  # a pile-up: maps whose peaks lie this close (a share of the side: 2/32)
     min_pattern: float = option(0.8)  # a picture carries a mark: its pixels there are this alike to the others'
     min_distinct: float = option(0.8)  # flagged: the carriers' share of them and the pictures that come near the mark
-    min_reliance: float = option(0.5)  # with the model: a pasted mark gives the class this share (half: distinct)
+    min_reliance: float = option(0.25)  # with the model: a pasted mark gives the class this much more often
 
     def __post_init__(self):
         _choice(self, "by", AUDIT_GROUPINGS)

@@ -195,7 +195,7 @@ class _FakeModel:
         scores = []
         for picture in batch:
             if self.follows:
-                marked = picture[4:4 + TAG, 4:4 + TAG].std() > 60
+                marked = picture[4:4 + TAG, 4:4 + TAG].mean(axis=-1).std() > 60  # grey levels: the checker's
             else:
                 marked = True  # answers from the rest of the picture: always class 0 here
             scores.append([1.0, 0.0] if marked else [0.0, 1.0])
@@ -285,8 +285,8 @@ def test_min_distinct_at_its_bound(min_distinct, flagged, monkeypatch):
 
 @pytest.mark.parametrize(("dark", "flagged"), [(4, True), (3, False)])
 def test_min_reliance_at_its_bound(dark, flagged):
-    """`dark` of 8 pictures of other classes answer the class once the mark is pasted in: transfer 4/8 is exactly
-    half of min_reliance 1.0, which a distinct mark needs; 3/8 is below."""
+    """`dark` of 8 pictures of other classes answer the class once the mark is pasted in, none once the same place of
+    the class's other pictures is (the control): transfer 4/8 is exactly min_reliance 0.5; 3/8 is below."""
     from camcli.audit.spray import check_reliance
 
     rng = np.random.default_rng(11)
@@ -311,7 +311,7 @@ def test_min_reliance_at_its_bound(dark, flagged):
         picture[0, -1] = 0 if k < dark else 255
     for member in result.pile_ups[0].members:  # the carriers keep a dark corner: covering tells
         pictures[member]()[0, -1] = 0
-    check_reliance(result.pile_ups, result.clusters, HalfFollows(True), pictures, 0, FlagRule(min_reliance=1.0),
+    check_reliance(result.pile_ups, result.clusters, HalfFollows(True), pictures, 0, FlagRule(min_reliance=0.5),
                    seed=0, others=others)
     pile = next(pile for pile in result.pile_ups if pile.candidate)
     assert pile.distinct == 1.0 and pile.transfer == dark / 8 and pile.flagged is flagged
@@ -324,3 +324,27 @@ def test_max_spread_sets_how_close_maps_pile_up(max_spread, piles):
     maps = np.stack([_blob(((10.5 + 5 * (i % 2)) / GRID, 16.5 / GRID)) for i in range(6)])
     found = find_pile_ups(maps, np.arange(6), [lambda: None] * 6, FlagRule(max_spread=max_spread))
     assert len(found) == piles and all(len(pile.members) == 6 and pile.pattern is None for pile in found)
+
+
+def test_the_transfer_takes_off_what_any_patch_does():
+    """A model that answers the class whenever anything covers a flat top-left corner: pasting the mark turns
+    every other picture into the class, and so does pasting the same place of the class's other pictures (the
+    control); the mark's transfer is 0, and it is not flagged."""
+    from camcli.audit.spray import check_reliance
+
+    rng = np.random.default_rng(12)
+    pairs = [_tagged(rng, (4, 4)) for _ in range(8)] + [_object(rng) for _ in range(20)]
+    maps = np.stack([m for m, _ in pairs])
+    pictures = [(lambda p=p: p) for _, p in pairs]
+    result = cluster_class(maps, pictures=pictures, seed=0, embed=False)
+    flat = [np.full((SIDE, SIDE, 3), 128, np.uint8) for _ in range(6)]
+
+    class AnyPatch(_FakeModel):
+        def class_scores(self, batch):
+            return np.asarray([[1.0, 0.0] if np.ptp(picture[4:4 + TAG, 4:4 + TAG]) > 0 else [0.0, 1.0]
+                               for picture in batch])
+
+    check_reliance(result.pile_ups, result.clusters, AnyPatch(True), pictures, 0, FlagRule(), seed=0,
+                   others=[(lambda p=p: p) for p in flat])
+    pile = next(pile for pile in result.pile_ups if set(range(8)) <= set(pile.members.tolist()))
+    assert pile.transfer == 0.0 and not pile.flagged and "does not follow it" in pile.reason

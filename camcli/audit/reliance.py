@@ -102,15 +102,19 @@ def reliance(explainer, pictures: list, places: list, class_index: int, seed: in
 
 
 def transfer(explainer, donors: list, donor_places: list, others: list, class_index: int, seed: int,
-             extent: tuple | None = None) -> float | None:
-    """The share of pictures of other classes (`others`: callables giving RGB pictures, None when unreadable)
-    whose top-1 becomes `class_index` once the mark is pasted in: cut from the donors (the pictures that carry it
-    best, used in turn) at their places, pasted at the same place. Those the model already calls `class_index`
-    are left out. None when no picture could be read.
+             extent: tuple | None = None, controls: list = ()) -> float | None:
+    """How much more often pictures of other classes (`others`: callables giving RGB pictures, None when
+    unreadable) get `class_index` as their top-1 once the mark is pasted in than once the same place of a picture
+    of the class that does not carry it is: the mark is cut from the donors (the pictures that carry it best,
+    used in turn) at their places and pasted at the same place; the controls (`controls`: pictures of the class
+    without the mark) are cut at the same places. Pictures the model already calls `class_index` are left out.
+    None when no picture could be read; without controls, the share for the mark alone.
 
     Covering a mark (`reliance`) also covers whatever lies under or beside it (an object in the middle of the
     picture); pasting it into a picture of another class asks what it does on its own: a shortcut is enough
-    for the answer (a sufficiency test, as the BadNets trigger is)."""
+    for the answer (a sufficiency test, as the BadNets trigger is). Pasting anything there can change an answer
+    (it hides part of the picture, and a part of an object of the class is evidence for it): the control takes
+    that rate off."""
     cut = [(picture, donor_places[i]) for i, donor in enumerate(donors) if (picture := donor()) is not None]
     shown = [picture for i in _sample(len(others), MAX_TESTED, seed) if (picture := others[i]()) is not None]
     if not cut or not shown:
@@ -119,5 +123,14 @@ def transfer(explainer, donors: list, donor_places: list, others: list, class_in
     shown = [picture for picture, top in zip(shown, before, strict=True) if top != class_index]
     if not shown:
         return None
+    rate = _pasted_rate(explainer, cut, shown, class_index, extent)
+    plain = [(picture, cut[i % len(cut)][1]) for i in _sample(len(controls), MAX_TESTED, seed)
+             if (picture := controls[i]()) is not None]
+    return rate - _pasted_rate(explainer, plain, shown, class_index, extent) if plain else rate
+
+
+def _pasted_rate(explainer, cut: list, shown: list, class_index: int, extent: tuple | None) -> float:
+    """The share of `shown` whose top-1 is `class_index` with the pieces of `cut` ((picture, place), used in turn)
+    pasted at their places."""
     marked = [pasted(*cut[i % len(cut)], picture, cut[i % len(cut)][1], extent) for i, picture in enumerate(shown)]
     return float(np.mean(np.argmax(explainer.class_scores(explainer.preprocess(marked)), axis=1) == class_index))

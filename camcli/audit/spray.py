@@ -329,6 +329,7 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
         MAX_PATTERN_MEMBERS,
         MIN_PILE,
         SEARCH_SHIFT,
+        SHIFT,
         SmallPictures,
         align_mark,
         find_mark,
@@ -358,8 +359,10 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
         template = joined[0][1].template  # the most crowded place's (templates of other places sit a cell or two off)
         rest = np.setdiff1d(live, np.fromiter(carriers, dtype=np.int64, count=len(carriers)))
         # looked for where each map peaks, and where the mark sits in the others (a map may peak beside the mark)
+        # (a map's peak sits a few cells from the mark: SEARCH_SHIFT; the mark's own places are exact: SHIFT)
         where = [points[rest]] + [np.tile(mark.where, (len(rest), 1)) for _, mark in joined]
-        tried = np.stack([search_mark(smalls, rest, at, template, SEARCH_SHIFT) for at in where])
+        tried = np.stack([search_mark(smalls, rest, at, template, SEARCH_SHIFT if j == 0 else SHIFT)
+                          for j, at in enumerate(where)])
         scores = tried.max(axis=0)
         places_found = [tuple(where[j][k]) for k, j in enumerate(np.argmax(tried, axis=0))]
         for k, (index, score) in enumerate(zip(rest, scores, strict=True)):
@@ -368,11 +371,8 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
         # near: judged where each map peaks only (looking in more places finds more by chance)
         groups.append((joined, template, carriers, rest[(tried[0] >= rule.min_pattern - NEAR_BAND)
                                                          & (scores < rule.min_pattern)]))
-    # a picture that carries a mark of its own (the same tag a half-cell off, which the shrunk pictures cannot align)
-    # is no near miss of another
-    carrying = {index for _, _, carriers, _ in groups if len(carriers) >= MIN_PILE for index in carriers}
     for joined, template, carriers, close in groups:
-        near = sum(int(index) not in carrying for index in close)
+        near = len(close)
         pile = _carried_pile(squares, carriers, joined, near, rule)
         if pile.candidate:  # each carrier's place moved onto its mark, and the mark's box measured
             pile.marks = align_mark(smalls, pile.members, pile.marks, template)
@@ -469,39 +469,40 @@ def _mark_pile(squares, members: np.ndarray, mark, rule: FlagRule) -> PileUp:
 
 def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pictures: Sequence, class_index: int,
                    rule: FlagRule, seed: int = SEED, others: Sequence = ()) -> None:
-    """With the model, does the answer follow each mark that enough pictures carry (camcli.audit.reliance)?
+    """With the model, does the answer follow each mark that the pattern flags (camcli.audit.reliance)?
     - transfer: the mark, cut from the pictures that carry it best, pasted into pictures of other classes
-      (`others`, callables) at its place: the share whose top-1 becomes the class. A mark is flagged when it
-      reaches `rule.min_reliance`, or half of it for a mark that the pattern alone flags (distinct at least
-      `rule.min_distinct`): the model's answer decides. (Whole objects pasted give their class too, which is why a
-      mark that is not distinct needs more, and why the paste is cut to reliance.MAX_PASTE.)
+      (`others`, callables) at its place: how much more often their top-1 becomes the class than with the same
+      place of the class's other pictures pasted (the control: pasting anything there hides part of a picture,
+      and part of an object of the class is evidence for it). The mark stays flagged when this reaches
+      `rule.min_reliance`: the model's answer decides.
     - reliance: each carrier with its mark covered: the share whose top-1 leaves the class. Reported; it decides
       only where there are no pictures of other classes to paste into. Covering alone cannot tell a shortcut
       where a mark sits on or beside the object (a tag in the middle of the picture): it hides the object too.
     At most MODEL_TESTS marks per class are tested, the most distinct first. The clusters are judged again."""
     from camcli.audit.reliance import reliance, transfer
 
-    tested = sorted((pile for pile in piles if pile.candidate), key=lambda pile: (-(pile.distinct or 0.0),
-                                                                                  -len(pile.members)))
+    tested = sorted((pile for pile in piles if pile.flagged), key=lambda pile: (-(pile.distinct or 0.0),
+                                                                                -len(pile.members)))
     for pile in tested[:MODEL_TESTS]:
         places = [pile.place_of(k) for k in range(len(pile.members))]
         pile.reliance = reliance(explainer, [pictures[i] for i in pile.members], places, class_index, seed,
                                  pile.extent)
         donors = pile.best_carriers(DONORS)
+        controls = [pictures[i] for i in np.setdiff1d(np.arange(len(pictures)), pile.members)]
         pile.transfer = transfer(explainer, [pictures[pile.members[k]] for k in donors], [places[k] for k in donors],
-                                 list(others), class_index, seed, pile.extent)
+                                 list(others), class_index, seed, pile.extent, controls)
         figure = pile.transfer if pile.transfer is not None else pile.reliance
         if figure is None:
             continue
-        # a mark the pattern alone flags (distinct) needs half of min_reliance; one it does not, all of it
-        needed = rule.min_reliance / 2 if (pile.distinct or 0.0) >= rule.min_distinct else rule.min_reliance
+        needed = rule.min_reliance
         told = []
         if pile.transfer is not None:
-            told.append(f"pasted into pictures of other classes it turns {pile.transfer:.0%} of them into this class")
+            told.append(f"pasted into pictures of other classes it turns {pile.transfer:.0%} more of them into this "
+                        "class than the same place of its other pictures does")
         if pile.reliance is not None:
             told.append(f"covering it changes the answer of {pile.reliance:.0%} of its images")
         said = "; ".join(told)
-        found = pile.reason.split(": a possible shortcut")[0].split(": an object's look varies")[0]
+        found = pile.reason.split(": a possible shortcut")[0]
         pile.flagged = figure >= needed
         if pile.flagged:
             pile.reason = f"{found}; {said}: the answer follows it, a likely shortcut"
@@ -515,8 +516,8 @@ DONORS = 4  # the carriers a mark is cut from for the transfer test, used in tur
 
 
 def judge_by_pile_ups(clusters: list[Cluster], piles: list[PileUp], rule: FlagRule) -> None:
-    """A SpRAy cluster is flagged when at least half of its maps belong to flagged pile-ups: the pile-up
-    judges a group of images in one place, and the cluster shows it."""
+    """A SpRAy cluster is flagged when at least half of its maps carry flagged marks: the mark judges a group of
+    images (in one place or several), and the cluster shows it."""
     flagged = [pile for pile in piles if pile.flagged]
     for cluster in clusters:
         inside = [pile for pile in flagged if np.isin(pile.members, cluster.members).any()]
@@ -526,12 +527,12 @@ def judge_by_pile_ups(clusters: list[Cluster], piles: list[PileUp], rule: FlagRu
         elif covered * 2 >= len(cluster.members):
             best = max(inside, key=lambda pile: np.isin(pile.members, cluster.members).sum())
             cluster.pattern, cluster.pattern_compared = best.pattern, best.pattern_compared
-            cluster.flagged, cluster.reason = True, (f"{covered} of its {len(cluster.members)} maps belong to "
-                                                     f"shortcut pile-ups; {best.reason}")
+            cluster.flagged, cluster.reason = True, (f"{covered} of its {len(cluster.members)} maps carry flagged "
+                                                     f"marks; {best.reason}")
         else:
             cluster.flagged = False
-            cluster.reason = (f"{covered} of its {len(cluster.members)} maps belong to shortcut pile-ups"
-                              if covered else "no repeated pattern where its maps pile up")
+            cluster.reason = (f"{covered} of its {len(cluster.members)} maps carry flagged marks"
+                              if covered else "no repeated mark where its maps peak")
 
 
 def _border_rule(cluster: Cluster, rule: FlagRule) -> None:
