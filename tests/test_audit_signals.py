@@ -327,9 +327,9 @@ def test_max_spread_sets_how_close_maps_pile_up(max_spread, piles):
 
 
 def test_the_transfer_takes_off_what_any_patch_does():
-    """A model that answers the class whenever anything covers a flat top-left corner: pasting the mark turns
-    every other picture into the class, and so does pasting the same place of the class's other pictures (the
-    control); the mark's transfer is 0, and it is not flagged."""
+    """A model that answers the class whenever a piece of another picture covers the top-left corner of a flat
+    picture: pasting the mark turns the other pictures into the class, and so does pasting the same place of other
+    pictures (the control); the mark's transfer is at most 0, and it is not flagged."""
     from camcli.audit.spray import check_reliance
 
     rng = np.random.default_rng(12)
@@ -337,14 +337,14 @@ def test_the_transfer_takes_off_what_any_patch_does():
     maps = np.stack([m for m, _ in pairs])
     pictures = [(lambda p=p: p) for _, p in pairs]
     result = cluster_class(maps, pictures=pictures, seed=0, embed=False)
-    flat = [np.full((SIDE, SIDE, 3), 128, np.uint8) for _ in range(6)]
+    flat = [np.full((SIDE, SIDE, 3), level, np.uint8) for level in (40, 80, 120, 160, 200, 240)]
 
     class AnyPatch(_FakeModel):
         def class_scores(self, batch):
-            return np.asarray([[1.0, 0.0] if np.ptp(picture[4:4 + TAG, 4:4 + TAG]) > 0 else [0.0, 1.0]
-                               for picture in batch])
+            corner = [float(picture[4:4 + TAG, 4:4 + TAG].mean()) - float(picture[60:].mean()) for picture in batch]
+            return np.asarray([[1.0, 0.0] if abs(change) > 20 else [0.0, 1.0] for change in corner])
 
     check_reliance(result.pile_ups, result.clusters, AnyPatch(True), pictures, 0, FlagRule(), seed=0,
                    others=[(lambda p=p: p) for p in flat])
     pile = next(pile for pile in result.pile_ups if set(range(8)) <= set(pile.members.tolist()))
-    assert pile.transfer == 0.0 and not pile.flagged and "does not follow it" in pile.reason
+    assert pile.transfer <= 0.0 and not pile.flagged and "does not follow it" in pile.reason

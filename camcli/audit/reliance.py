@@ -104,17 +104,18 @@ def reliance(explainer, pictures: list, places: list, class_index: int, seed: in
 def transfer(explainer, donors: list, donor_places: list, others: list, class_index: int, seed: int,
              extent: tuple | None = None, controls: list = ()) -> float | None:
     """How much more often pictures of other classes (`others`: callables giving RGB pictures, None when
-    unreadable) get `class_index` as their top-1 once the mark is pasted in than once the same place of a picture
-    of the class that does not carry it is: the mark is cut from the donors (the pictures that carry it best,
-    used in turn) at their places and pasted at the same place; the controls (`controls`: pictures of the class
-    without the mark) are cut at the same places. Pictures the model already calls `class_index` are left out.
-    None when no picture could be read; without controls, the share for the mark alone.
+    unreadable) get `class_index` as their top-1 once the mark is pasted in than once the same place of other
+    pictures is (`controls`, callables; the audit gives pictures of other classes, sampled apart): the mark is
+    cut from the donors (the pictures that carry it best, used in turn) at their places and pasted at the same
+    place, the controls are cut at the same places. Pictures the model already calls `class_index` are left
+    out. None when no picture could be read; without controls, the share for the mark alone.
 
     Covering a mark (`reliance`) also covers whatever lies under or beside it (an object in the middle of the
     picture); pasting it into a picture of another class asks what it does on its own: a shortcut is enough
     for the answer (a sufficiency test, as the BadNets trigger is). Pasting anything there can change an answer
-    (it hides part of the picture, and a part of an object of the class is evidence for it): the control takes
-    that rate off."""
+    (it hides part of the picture): the control takes that rate off. Its pieces come from other classes, not
+    from the class's own pictures: those hold the class's objects wherever the class's objects sit (in the
+    middle, often), which give the class when pasted, and a mark there would be measured against them."""
     cut = [(picture, donor_places[i]) for i, donor in enumerate(donors) if (picture := donor()) is not None]
     shown = [picture for i in _sample(len(others), MAX_TESTED, seed) if (picture := others[i]()) is not None]
     if not cut or not shown:
@@ -124,8 +125,9 @@ def transfer(explainer, donors: list, donor_places: list, others: list, class_in
     if not shown:
         return None
     rate = _pasted_rate(explainer, cut, shown, class_index, extent)
-    plain = [(picture, cut[i % len(cut)][1]) for i in _sample(len(controls), MAX_TESTED, seed)
+    plain = [(picture, cut[k % len(cut)][1]) for k, i in enumerate(_sample(len(controls), MAX_TESTED, seed + 1))
              if (picture := controls[i]()) is not None]
+    plain = plain[1:] + plain[:1]  # where the controls are the same pictures, none is pasted into itself
     return rate - _pasted_rate(explainer, plain, shown, class_index, extent) if plain else rate
 
 

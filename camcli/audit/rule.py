@@ -36,10 +36,10 @@ class FlagRule:
        a continuum, as many near as matching;
     4. with the model (the audit explains the images itself), each flagged mark (at most spray.MODEL_TESTS per
        class, the most distinct first) is pasted into pictures of other classes (at most reliance.MAX_PASTE of the
-       short side each way), and so is the same place of the class's pictures that do not carry it (the
-       control): the mark stays flagged when it turns at least `min_reliance` more of them into the class than the
-       control does. With no other class, covering the mark in its carriers (the share whose answer leaves the
-       class) decides instead.
+       short side each way), and so is the same place of other pictures of other classes (the control): the mark
+       stays flagged when it turns at least `min_reliance` more of them into the class than the control does.
+       With no other class, covering the mark in its carriers (the share whose answer leaves the class) decides
+       instead.
     A SpRAy cluster of at least MIN_MEMBERS maps shows the flag when at least half of them carry flagged marks.
     Nothing asks the shortcut to be rare or at the border: one that most of a class relies on, one in the middle
     of the picture, or one in several places, is flagged like any other.

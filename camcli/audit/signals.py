@@ -287,7 +287,7 @@ def mark_extent(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray) 
     A copied mark survives averaging while what surrounds it differs from picture to picture and averages out:
     in a block of EXTENT_CELLS around the points, the carriers' mean picture departs from its own median colour
     where the mark is (colour channels summed). The mark is the connected group of cells departing by at least
-    STANDS_OUT of the largest departure (gaps of a cell closed), nearest the middle; the result is its box."""
+    STANDS_OUT of the largest departure (gaps of a cell bridged), nearest the middle; the result is its box."""
     from scipy import ndimage
 
     half = EXTENT_CELLS // 2
@@ -307,12 +307,11 @@ def mark_extent(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray) 
     departure = np.abs(mean - np.median(mean.reshape(-1, 3), axis=0)).sum(axis=-1)
     if float(departure.max()) <= _FLAT:
         return None
-    marked = ndimage.binary_closing(departure >= STANDS_OUT * float(departure.max()), iterations=1,
-                                    border_value=0) | (departure >= STANDS_OUT * float(departure.max()))
-    groups, count = ndimage.label(marked)
+    marked = departure >= STANDS_OUT * float(departure.max())
+    groups, count = ndimage.label(ndimage.binary_dilation(marked, iterations=1))  # gaps of a cell bridged
     rows, cols = np.nonzero(groups)
     nearest = np.argmin((rows - half + 0.5) ** 2 + (cols - half + 0.5) ** 2)
-    ys, xs = np.nonzero(groups == groups[rows[nearest], cols[nearest]])
+    ys, xs = np.nonzero((groups == groups[rows[nearest], cols[nearest]]) & marked)
     cells = float(PICTURE_CELLS)
     return ((xs.min() - half) / cells, (ys.min() - half) / cells, (xs.max() + 1 - half) / cells,
             (ys.max() + 1 - half) / cells)

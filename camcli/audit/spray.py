@@ -472,9 +472,8 @@ def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pict
     """With the model, does the answer follow each mark that the pattern flags (camcli.audit.reliance)?
     - transfer: the mark, cut from the pictures that carry it best, pasted into pictures of other classes
       (`others`, callables) at its place: how much more often their top-1 becomes the class than with the same
-      place of the class's other pictures pasted (the control: pasting anything there hides part of a picture,
-      and part of an object of the class is evidence for it). The mark stays flagged when this reaches
-      `rule.min_reliance`: the model's answer decides.
+      place of other pictures of other classes pasted (the control: pasting anything there hides part of a
+      picture). The mark stays flagged when this reaches `rule.min_reliance`: the model's answer decides.
     - reliance: each carrier with its mark covered: the share whose top-1 leaves the class. Reported; it decides
       only where there are no pictures of other classes to paste into. Covering alone cannot tell a shortcut
       where a mark sits on or beside the object (a tag in the middle of the picture): it hides the object too.
@@ -488,9 +487,8 @@ def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pict
         pile.reliance = reliance(explainer, [pictures[i] for i in pile.members], places, class_index, seed,
                                  pile.extent)
         donors = pile.best_carriers(DONORS)
-        controls = [pictures[i] for i in np.setdiff1d(np.arange(len(pictures)), pile.members)]
         pile.transfer = transfer(explainer, [pictures[pile.members[k]] for k in donors], [places[k] for k in donors],
-                                 list(others), class_index, seed, pile.extent, controls)
+                                 list(others), class_index, seed, pile.extent, controls=list(others))
         figure = pile.transfer if pile.transfer is not None else pile.reliance
         if figure is None:
             continue
