@@ -681,8 +681,8 @@ def _rule_option(field: str, help: str):
               "come near it (a copied mark matches or does not; an object's look varies).")
 @_rule_option("min_reliance",
               "Flag rule, when the audit has the model: pasting the mark into pictures of other classes turns at "
-              "least this much more of them into the class than pasting the same place of its other pictures (with "
-              "one class: covering the mark changes this share of its answers).")
+              "least this much more of them into the class than pasting the same place of other pictures (with one "
+              "class: covering the mark changes this share of its answers).")
 @click.option("--seed", type=int, default=field_default(AuditOptions, "seed"), show_default=True,
               help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True,

@@ -496,7 +496,7 @@ def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pict
         told = []
         if pile.transfer is not None:
             told.append(f"pasted into pictures of other classes it turns {pile.transfer:.0%} more of them into this "
-                        "class than the same place of its other pictures does")
+                        "class than the same place of other pictures does")
         if pile.reliance is not None:
             told.append(f"covering it changes the answer of {pile.reliance:.0%} of its images")
         said = "; ".join(told)
