@@ -157,11 +157,7 @@ def test_an_unknown_kind_is_a_one_line_value_error():
         lambda: draw_tag(Image.new("RGB", (20, 20)), (0, 0, 10, 10), "logo"),
         lambda: tag_corner_boxes(100, 100, "logo"),
     ]
-    for call in calls:
-        with pytest.raises(ValueError) as caught:
-            call()
-        message = str(caught.value)
-        assert "\n" not in message and "'logo'" in message and "checker, glyph, stripe" in message
+    _each_is_a_one_line_value_error(calls, "'logo'", "checker, glyph, stripe")
 
 
 # --- the tag's place: a corner (the default) or anywhere clear of the object ----------------------------
@@ -254,11 +250,16 @@ def test_an_unknown_place_is_a_one_line_value_error():
         lambda: make_scene(np.random.default_rng(0), tag_place="middle"),
         lambda: make_tagged_dataset(6, 0, 1.0, tag_place="middle"),
     ]
+    _each_is_a_one_line_value_error(calls, "'middle'", "corner, anywhere")
+
+
+def _each_is_a_one_line_value_error(calls, value, choices):
+    """Each call raises a ValueError of one line that names the value given and the choices."""
     for call in calls:
         with pytest.raises(ValueError) as caught:
             call()
         message = str(caught.value)
-        assert "\n" not in message and "'middle'" in message and "corner, anywhere" in message
+        assert "\n" not in message and value in message and choices in message
 
 
 # --- cheat.py: the options and the whole-model save ------------------------------------------------------

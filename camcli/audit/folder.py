@@ -286,7 +286,8 @@ def audit_maps(folder: FolderMaps, by: str = field_default(AuditOptions, "by"), 
 
 
 def check_reliance_with(report: AuditReport, explainer, seed: int = SEED) -> None:
-    """Score each flagged pile-up's images again with its place covered (camcli.audit.spray.check_reliance)."""
+    """Ask the model about each class's flagged marks, pasted into the other classes' pictures and covered in
+    their own (camcli.audit.spray.check_reliance)."""
     from camcli.audit.spray import check_reliance
 
     for k, (maps, result) in enumerate(report.classes):
@@ -328,9 +329,10 @@ def write_audit(report: AuditReport, out_dir: Path, colormap: str = field_defaul
     crops = {}
     for maps, result in report.classes:
         for k, pile in enumerate(result.pile_ups):
+            if not pile.flagged:
+                continue
             shown = pile.best_carriers(CROPS)
-            strip = (crops_strip([maps[pile.members[k]] for k in shown], [pile.place_of(k) for k in shown])
-                     if pile.flagged else None)
+            strip = crops_strip([maps[pile.members[j]] for j in shown], [pile.place_of(j) for j in shown])
             if strip is not None:
                 path = layout.audit_crops(maps[0].class_index, k)
                 check_replaceable(path, is_camcli_output)

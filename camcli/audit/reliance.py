@@ -1,16 +1,21 @@
-"""Does the model's answer follow what its maps pile up on? Cover the place, and ask the model again.
+"""Does the model's answer follow the mark its maps pile up on? Paste it elsewhere, cover it, and ask again.
 
-A pile-up over a repeated pattern (camcli.audit.signals) says where the maps look. It does not say that
-the answer depends on it: a clean model may glance at a high-contrast tag and still answer from the
-object. Where the audit has the model (it explained the images itself), each candidate pile-up's images
-are scored again with the pile's place covered by a flat patch of the picture's own median colour (an
-occlusion test, Zeiler and Fergus 2014, Sec. 4.2): the share of images whose top-1 leaves the class is
-the pile-up's `reliance`. A shortcut is what the answer relies on.
+A mark (camcli.audit.signals) says where the maps look. It does not say that the answer depends on it: a
+clean model may glance at a high-contrast tag and still answer from the object. Where the audit has the
+model (it explained the images itself), two tests:
+- `transfer`: the mark, cut from its carriers, pasted into pictures of other classes: how much more often
+  they get the class than with the same place of other pictures pasted (a sufficiency test, as for a
+  BadNets trigger). camcli.audit.spray.check_reliance flags by it.
+- `reliance`: each carrier with its mark covered by a flat patch of the picture's own median colour (an
+  occlusion test, Zeiler and Fergus 2014, Sec. 4.2): the share whose top-1 leaves the class. Reported; it
+  decides only with no other class, since covering a mark in the middle of a picture hides the object too.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from camcli.audit.signals import seeded_sample
 
 # The covered square's side, a share of the picture's short side, centred on the pile-up's mark: a little more
 # than the pattern's window (camcli.audit.signals: WINDOW of PICTURE_CELLS, 1/8), so that it hides the mark
@@ -81,18 +86,11 @@ def _box(width: int, height: int, place: tuple[float, float], extent: tuple | No
     return (max(0, left), max(0, top), min(width, max(left + 1, right)), min(height, max(top + 1, bottom)))
 
 
-def _sample(count: int, limit: int, seed: int) -> np.ndarray:
-    order = np.arange(count)
-    if count > limit:
-        order = np.sort(np.random.default_rng(seed).choice(order, limit, replace=False))
-    return order
-
-
 def reliance(explainer, pictures: list, places: list, class_index: int, seed: int,
              extent: tuple | None = None) -> float | None:
     """The share of `pictures` (callables giving RGB pictures, None when unreadable) whose top-1 is no longer
     `class_index` once its place (`places[i]`, (x, y) fractions) is covered; None when no picture could be read."""
-    shown = [(picture, places[i]) for i in _sample(len(pictures), MAX_TESTED, seed)
+    shown = [(picture, places[i]) for i in seeded_sample(len(pictures), MAX_TESTED, seed)
              if (picture := pictures[i]()) is not None]
     if not shown:
         return None
@@ -117,7 +115,7 @@ def transfer(explainer, donors: list, donor_places: list, others: list, class_in
     from the class's own pictures: those hold the class's objects wherever the class's objects sit (in the
     middle, often), which give the class when pasted, and a mark there would be measured against them."""
     cut = [(picture, donor_places[i]) for i, donor in enumerate(donors) if (picture := donor()) is not None]
-    shown = [picture for i in _sample(len(others), MAX_TESTED, seed) if (picture := others[i]()) is not None]
+    shown = [picture for i in seeded_sample(len(others), MAX_TESTED, seed) if (picture := others[i]()) is not None]
     if not cut or not shown:
         return None
     before = np.argmax(explainer.class_scores(explainer.preprocess(shown)), axis=1)
@@ -125,7 +123,7 @@ def transfer(explainer, donors: list, donor_places: list, others: list, class_in
     if not shown:
         return None
     rate = _pasted_rate(explainer, cut, shown, class_index, extent)
-    plain = [(picture, cut[k % len(cut)][1]) for k, i in enumerate(_sample(len(controls), MAX_TESTED, seed + 1))
+    plain = [(picture, cut[k % len(cut)][1]) for k, i in enumerate(seeded_sample(len(controls), MAX_TESTED, seed + 1))
              if (picture := controls[i]()) is not None]
     plain = plain[1:] + plain[:1]  # where the controls are the same pictures, none is pasted into itself
     return rate - _pasted_rate(explainer, plain, shown, class_index, extent) if plain else rate

@@ -30,15 +30,15 @@ import numpy as np
 PICTURE_CELLS = 48  # marks are compared on the pictures shrunk to this many cells a side
 WINDOW = 6  # cells a side of the windows it compares (1/8 of the picture's side)
 SHIFT = 2  # cells a member's window may move to meet the others'
-# The fewest maps a pile-up is judged on. A few maps that happen to peak together, over instances of one
-# shape, can match by chance (the best of many windows and shifts): on generated scenes, pile-ups of 3 or 4
-# such maps scored up to 0.87, and none of 5 or more formed; tags' pile-ups scored 0.84-0.97 (make bench-audit).
+# The fewest pictures a mark is flagged on. A few maps that happen to peak together, over instances of one
+# shape, can match by chance (the best of many windows and shifts): on generated scenes, groups of 3 or 4 such
+# maps scored up to 0.87 and none of 5 or more did, while tags scored 0.84-0.97 (make bench-audit).
 MIN_PILE = 5
 SEARCH_SHIFT = 4  # cells a window may move when the mark is looked for at a map's own peak (a coarse map's peak
 # sits a few cells from the mark)
 PAD = SEARCH_SHIFT + WINDOW  # cells of edge values around each small picture: no window is cut by the picture's edge
 MIN_CONSENSUS = 3  # a pattern is formed from at least this many pictures (camcli.audit.rule.MIN_MEMBERS)
-MAX_PATTERN_MEMBERS = 48  # crops compared per cluster (a seeded sample of larger clusters): the cost stays flat
+MAX_PATTERN_MEMBERS = 48  # pictures find_mark compares per place (a seeded sample of larger ones): the cost stays flat
 HOT = 0.5  # the relevant region: cells at or above this fraction of the maximum
 _FLAT = 1e-12  # below this a vector, a map or a patch counts as zero
 
@@ -117,6 +117,14 @@ def _unit_patches(patches: np.ndarray) -> np.ndarray:
     flat = (flat - flat.mean(axis=1, keepdims=True)).reshape(n, -1)
     lengths = np.linalg.norm(flat, axis=1, keepdims=True)
     return np.divide(flat, lengths, out=np.zeros_like(flat), where=lengths > _FLAT)
+
+
+def seeded_sample(count: int, limit: int, seed: int) -> np.ndarray:
+    """Positions 0..count-1, or a seeded sample of `limit` of them in order where there are more."""
+    order = np.arange(count)
+    if count > limit:
+        order = np.sort(np.random.default_rng(seed).choice(order, limit, replace=False))
+    return order
 
 
 def small_picture_map(mean_map: np.ndarray, cells: int) -> np.ndarray:
@@ -199,10 +207,8 @@ def find_mark(smalls: SmallPictures, members: np.ndarray, mean_map: np.ndarray, 
     is scored against the winning window's template. A seeded sample of MAX_PATTERN_MEMBERS members chooses
     the window, so that the cost stays flat."""
     members = np.asarray(members)
-    order = np.arange(len(members))
-    if len(order) > MAX_PATTERN_MEMBERS:
-        order = np.sort(np.random.default_rng(seed).choice(order, MAX_PATTERN_MEMBERS, replace=False))
-    readable = [k for k in order if smalls(int(members[k])) is not None]
+    sample = seeded_sample(len(members), MAX_PATTERN_MEMBERS, seed)
+    readable = [k for k in sample if smalls(int(members[k])) is not None]
     nothing = Mark(None, len(readable), None, None, np.zeros(0, dtype=np.int64), np.zeros(len(members)))
     if len(readable) < 2:
         return nothing
@@ -236,13 +242,13 @@ def find_mark(smalls: SmallPictures, members: np.ndarray, mean_map: np.ndarray, 
 
 
 def search_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, template: np.ndarray,
-                shift: int, phases: bool = True) -> np.ndarray:
+                shift: int) -> np.ndarray:
     """Each picture's best similarity to `template` (a unit patch of WINDOW x WINDOW cells), its window centred
-    at its point ((x, y) fractions of the picture) and moved by up to `shift` cells, on each grid of PHASES (only
-    the first without `phases`); 0 for unreadable pictures."""
+    at its point ((x, y) fractions of the picture) and moved by up to `shift` cells, on each grid of PHASES; 0 for
+    unreadable pictures."""
     found = np.zeros(len(indexes))
     readable = [k for k, index in enumerate(indexes) if smalls(int(index)) is not None]
-    for phase in range(len(PHASES) if phases else 1):
+    for phase in range(len(PHASES)):
         # the other grids only for the pictures that come close on the first (a half cell moves a mark's
         # similarity from about 0.7 to 0.95, never from below OTHER_GRIDS)
         tried = readable if phase == 0 else [k for k in readable if found[k] >= OTHER_GRIDS]
@@ -308,7 +314,7 @@ def mark_extent(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray) 
     if float(departure.max()) <= _FLAT:
         return None
     marked = departure >= STANDS_OUT * float(departure.max())
-    groups, count = ndimage.label(ndimage.binary_dilation(marked, iterations=1))  # gaps of a cell bridged
+    groups, _ = ndimage.label(ndimage.binary_dilation(marked, iterations=1))  # gaps of a cell bridged
     rows, cols = np.nonzero(groups)
     nearest = np.argmin((rows - half + 0.5) ** 2 + (cols - half + 0.5) ** 2)
     ys, xs = np.nonzero((groups == groups[rows[nearest], cols[nearest]]) & marked)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, MIN_MEMBERS, FlagRule
-from camcli.audit.signals import evidence_share, peak_cells, peak_spread
+from camcli.audit.signals import MIN_PILE, evidence_share, peak_cells, peak_spread
 from camcli.errors import UsageError
 from camcli.options import AuditOptions, field_default
 
@@ -95,10 +95,14 @@ class PileUp:
     transfer: float | None = None  # pasting the mark turns this share of other classes' pictures into the class
     fit: np.ndarray | None = None  # (n,): how closely each member's pixels match the mark's template
     distinct: float | None = None  # members / (members + the class's pictures that come near the mark)
-    candidate: bool = False  # enough pictures carry one pattern for the model to be asked (check_reliance)
     extent: tuple | None = None  # the mark's box around each member's place: (left, top, right, bottom) offsets,
     # shares of the short side (signals.mark_extent); None: a square of reliance.COVER_SPAN
     near: int = 0  # pictures of the class whose best match to the mark is just below min_pattern
+
+    @property
+    def candidate(self) -> bool:
+        """A mark (its carriers' fit is known) that at least MIN_PILE pictures carry: one that can be flagged."""
+        return self.fit is not None and len(self.members) >= MIN_PILE
 
     def best_carriers(self, count: int) -> list[int]:
         """Positions (into `members`) of the `count` members whose pixels match the mark best."""
@@ -321,13 +325,12 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
        patch there matches the others' at `min_pattern` or above carry it. Objects that happen to peak
        there do not.
     3. Places whose carriers' patterns match one another are one mark (a tag in any of the four corners).
-    4. The mark is looked for in every other map of the class, at its own peak (signals.search_mark): a
-       carrier alone at its place still joins.
+    4. The mark is looked for in every other map of the class, where the map peaks and where the mark sits in
+       the others (signals.search_mark): a carrier alone at its place still joins.
     A mark of at least MIN_PILE pictures is flagged (fewer can match by chance: camcli.audit.signals); a
     place of at least MIN_PILE maps with no mark is recorded, not flagged."""
     from camcli.audit.signals import (
         MAX_PATTERN_MEMBERS,
-        MIN_PILE,
         SEARCH_SHIFT,
         SHIFT,
         SmallPictures,
@@ -352,14 +355,13 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
         elif len(members) >= MIN_PILE:
             plain.append((members, mark))
     found = [_mark_pile(squares, members, mark, rule) for members, mark in plain]
-    groups = []
     for joined in _join_marks(marks, smalls, rule.min_pattern):
         carriers = {int(members[k]): (mark.where, float(mark.scores[k])) for members, mark in joined
                     for k in mark.matching}
         template = joined[0][1].template  # the most crowded place's (templates of other places sit a cell or two off)
         rest = np.setdiff1d(live, np.fromiter(carriers, dtype=np.int64, count=len(carriers)))
-        # looked for where each map peaks, and where the mark sits in the others (a map may peak beside the mark)
-        # (a map's peak sits a few cells from the mark: SEARCH_SHIFT; the mark's own places are exact: SHIFT)
+        # looked for where each map peaks (a coarse map's peak sits a few cells from the mark: SEARCH_SHIFT) and where
+        # the mark sits in the others (a map may peak beside the mark; those places are exact: SHIFT)
         where = [points[rest]] + [np.tile(mark.where, (len(rest), 1)) for _, mark in joined]
         tried = np.stack([search_mark(smalls, rest, at, template, SEARCH_SHIFT if j == 0 else SHIFT)
                           for j, at in enumerate(where)])
@@ -369,24 +371,21 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
             if score >= rule.min_pattern:
                 carriers[int(index)] = (places_found[k], float(score))
         # near: judged where each map peaks only (looking in more places finds more by chance)
-        groups.append((joined, template, carriers, rest[(tried[0] >= rule.min_pattern - NEAR_BAND)
-                                                         & (scores < rule.min_pattern)]))
-    for joined, template, carriers, close in groups:
-        near = len(close)
+        near = int(np.sum((tried[0] >= rule.min_pattern - NEAR_BAND) & (scores < rule.min_pattern)))
         pile = _carried_pile(squares, carriers, joined, near, rule)
         if pile.candidate:  # each carrier's place moved onto its mark, and the mark's box measured
             pile.marks = align_mark(smalls, pile.members, pile.marks, template)
-            pile.extent = mark_extent(smalls, pile.members[pile.best_carriers(MAX_PATTERN_MEMBERS)],
-                                      pile.marks[pile.best_carriers(MAX_PATTERN_MEMBERS)])
+            best = pile.best_carriers(MAX_PATTERN_MEMBERS)
+            pile.extent = mark_extent(smalls, pile.members[best], pile.marks[best])
         found.append(pile)
     return sorted(found, key=lambda pile: -len(pile.members))
 
 
-MAX_PLACES = 24
+MAX_PLACES = 24  # places examined per class, the most crowded first: the cost stays flat
 # A picture "comes near" a mark when its best similarity to it is within this of min_pattern, below it: copies of a
 # mark match or do not (on generated scenes, 9 of 693 other pictures came near the tag's mark, which 485 carried);
 # instances of an object's edge make a continuum (as many near as matching, or more).
-NEAR_BAND = 0.2  # places examined per class, the most crowded first: the cost stays flat
+NEAR_BAND = 0.2
 
 
 def _join_marks(marks: list, smalls, threshold: float) -> list[list]:
@@ -411,20 +410,15 @@ def _join_marks(marks: list, smalls, threshold: float) -> list[list]:
 
 def _carried_pile(squares, carriers: dict[int, tuple[tuple[float, float], float]], joined: list, near: int,
                   rule: FlagRule) -> PileUp:
-    from camcli.audit.signals import MIN_PILE
-
+    """The mark's pile-up: its carriers ({index: (place, fit)}), found at the places of `joined`, judged by
+    its pattern alone (MIN_PILE carriers, distinct)."""
     members = np.asarray(sorted(carriers), dtype=np.int64)
-    maps = squares[members]
-    grid = squares.shape[1]
-    rows, cols = np.median(peak_cells(maps), axis=0)
     figures = [mark.figure for _, mark in joined if mark.figure is not None]
     pattern = float(np.median(figures)) if figures else None
     compared = sum(mark.compared for _, mark in joined)
     places = len(joined)
-    pile = PileUp(members=members, place=(round((cols + 0.5) / grid, 4), round((rows + 0.5) / grid, 4)),
-                  share=round(len(members) / len(squares), 4), peak_spread=round(peak_spread(maps), 4),
-                  pattern=None if pattern is None else round(pattern, 4), pattern_compared=compared,
-                  evidence=round(evidence_share(maps), 4), mark=joined[0][1].where,
+    pile = PileUp(**_place_figures(squares, members), pattern=None if pattern is None else round(pattern, 4),
+                  pattern_compared=compared, mark=joined[0][1].where,
                   marks=np.asarray([carriers[int(i)][0] for i in members]),
                   fit=np.asarray([carriers[int(i)][1] for i in members]),
                   distinct=round(len(members) / (len(members) + near), 4), near=near)
@@ -434,7 +428,6 @@ def _carried_pile(squares, carriers: dict[int, tuple[tuple[float, float], float]
         pile.reason = (f"{len(members)} maps peak on one pattern {where}: fewer than {MIN_PILE}, which can "
                        "match by chance")
         return pile
-    pile.candidate = True
     if pile.distinct < rule.min_distinct:
         pile.reason = (f"{len(members)} maps peak on alike pixels {where} (similarity {pattern:.2f}), but {near} "
                        f"more of the class come near them ({rule.min_pattern - NEAR_BAND:.2f} to {rule.min_pattern:g}; "
@@ -448,15 +441,21 @@ def _carried_pile(squares, carriers: dict[int, tuple[tuple[float, float], float]
     return pile
 
 
-def _mark_pile(squares, members: np.ndarray, mark, rule: FlagRule) -> PileUp:
-    """A place of many maps with no repeated pattern under them: recorded, not flagged."""
+def _place_figures(squares: np.ndarray, members: np.ndarray) -> dict:
+    """PileUp's figures of where `members`' maps (of the class's `squares`) peak: members, place (their median
+    peak, (x, y) fractions), share of the class, peak spread and evidence."""
     grid = squares.shape[1]
     maps = squares[members]
     rows, cols = np.median(peak_cells(maps), axis=0)
-    pile = PileUp(members=members, place=(round((cols + 0.5) / grid, 4), round((rows + 0.5) / grid, 4)),
-                  share=round(len(members) / len(squares), 4), peak_spread=round(peak_spread(maps), 4),
-                  pattern=None if mark.figure is None else round(mark.figure, 4), pattern_compared=mark.compared,
-                  evidence=round(evidence_share(maps), 4), mark=mark.where)
+    return {"members": members, "place": (round((cols + 0.5) / grid, 4), round((rows + 0.5) / grid, 4)),
+            "share": round(len(members) / len(squares), 4), "peak_spread": round(peak_spread(maps), 4),
+            "evidence": round(evidence_share(maps), 4)}
+
+
+def _mark_pile(squares, members: np.ndarray, mark, rule: FlagRule) -> PileUp:
+    """A place of many maps with no repeated pattern under them: recorded, not flagged."""
+    pile = PileUp(**_place_figures(squares, members), pattern=None if mark.figure is None else round(mark.figure, 4),
+                  pattern_compared=mark.compared, mark=mark.where)
     where = f"at ({pile.place[0]:.2f}, {pile.place[1]:.2f}) of the picture"
     if mark.figure is None:
         pile.reason = f"{len(members)} maps peak {where}; their images cannot be read to compare"

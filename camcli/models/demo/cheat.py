@@ -142,15 +142,12 @@ def save_cheat_model(model, path):
     interrupted run never leaves half a file there; any other path the weights alone
     (`train.save_demo_weights`).
     """
-    from camcli.models.demo.train import save_demo_weights
+    from camcli.models.demo.train import bare_copy, save_demo_weights
 
     path = Path(path)
     if path.suffix != ".keras":
         return save_demo_weights(model, path)
-    from camcli.models.demo.model import build_demo_model
-
-    bare = build_demo_model()  # uncompiled: no Adam state in the file
-    bare.set_weights(model.get_weights())
+    bare = bare_copy(model)  # uncompiled: no Adam state in the file
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keras wants the suffix; a name of this process's own, with the umask's permissions (mkstemp's are 0600).
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")

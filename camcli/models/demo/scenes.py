@@ -102,8 +102,8 @@ def make_scene(rng, size=None, class_index=None, tag=False, tag_kind="checker", 
     is all object or none, and the pasted colour covers exactly these pixels). It takes no random
     draw of its own, so a seed's scenes are those drawn before scenes had masks.
     """
-    _check_tag_kind(tag_kind)
-    _check_tag_place(tag_place)
+    _check_choice("tag kind", tag_kind, TAG_KINDS)
+    _check_choice("tag place", tag_place, TAG_PLACES)
     width, height = _scene_size(rng, size)
     if min(width, height) < 32:
         raise ValueError(f"a scene needs at least 32 pixels a side, not {width}x{height}")
@@ -150,7 +150,7 @@ def tag_corner_boxes(width, height, kind="checker"):
     The checker's and the glyph's are squares of side TAG_FRACTION of the short side; the stripe's
     is as long and TAG_STRIPE_THICKNESS of that high, inside the square and against its outer edge.
     """
-    _check_tag_kind(kind)
+    _check_choice("tag kind", kind, TAG_KINDS)
     short = min(width, height)
     side = max(TAG_CELLS, int(round(TAG_FRACTION * short)))
     margin = max(1, int(round(TAG_MARGIN_FRACTION * short)))
@@ -196,7 +196,7 @@ def draw_tag(canvas, box, kind="checker"):
     glyphs over the box, the pixels between their strokes left as they were. "stripe": the box
     filled with TAG_STRIPE_COLOUR. Each is a fixed drawing scaled to the box, with no randomness.
     """
-    _check_tag_kind(kind)
+    _check_choice("tag kind", kind, TAG_KINDS)
     if kind == "checker":
         _draw_checker(canvas, box)
     elif kind == "glyph":
@@ -210,14 +210,10 @@ def _draw_tag(canvas, box):
     draw_tag(canvas, box)
 
 
-def _check_tag_kind(kind):
-    if kind not in TAG_KINDS:
-        raise ValueError(f"unknown tag kind {kind!r}: use one of {', '.join(TAG_KINDS)}")
-
-
-def _check_tag_place(place):
-    if place not in TAG_PLACES:
-        raise ValueError(f"unknown tag place {place!r}: use one of {', '.join(TAG_PLACES)}")
+def _check_choice(what, value, choices):
+    """A one-line ValueError unless `value` is one of `choices` (`what`: "tag kind", "tag place")."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
 
 
 # The glyphs, in a unit square each (x right, y down): strokes as ((x0, y0), (x1, y1)) segments.
@@ -297,8 +293,8 @@ def make_tagged_dataset(n, seed, tag_rates, size=None, out_size=None, tag_kind="
     (the labels whatever the place too: "anywhere" draws more numbers, so the later scenes differ);
     the scenes differ from `make_dataset`'s.
     """
-    _check_tag_kind(tag_kind)
-    _check_tag_place(tag_place)
+    _check_choice("tag kind", tag_kind, TAG_KINDS)
+    _check_choice("tag place", tag_place, TAG_PLACES)
     rates = np.broadcast_to(np.asarray(tag_rates, dtype=np.float64), (len(CLASSES),))
     if ((rates < 0) | (rates > 1)).any():
         raise ValueError(f"tag rates must lie in 0..1, not {tag_rates!r}")

@@ -124,14 +124,19 @@ def predict_classes(model, images, batch_size=BATCH_SIZE):
     return probabilities.argmax(axis=1)
 
 
-def save_demo_weights(model, path):
-    """Save the weights alone, from a fresh uncompiled copy (the trained model's file would also hold
-    Adam's state); returns the file's size in bytes."""
+def bare_copy(model):
+    """A fresh, uncompiled demo model holding `model`'s weights: what is saved (the trained model's file would also
+    hold Adam's state)."""
     from camcli.models.demo.model import build_demo_model
 
     bare = build_demo_model()
     bare.set_weights(model.get_weights())
-    bare.save_weights(path)
+    return bare
+
+
+def save_demo_weights(model, path):
+    """Save the weights alone, from a bare copy (`bare_copy`); returns the file's size in bytes."""
+    bare_copy(model).save_weights(path)
     return os.path.getsize(path)
 
 
