@@ -448,7 +448,7 @@ class Progress:
               help="Reduce the method's weighted activations by their first principal component (less noise).")
 @click.option("--max-channels", type=click.IntRange(min=1), metavar="N",
               help="scorecam: score only the N channels whose activation varies most (Faster Score-CAM): N "
-                   "forward passes per image, 32 masked copies at a time, so memory does not grow with "
+                   "masked copies per image and the baseline, 32 at a time, so memory does not grow with "
                    "--batch-size. Default: every channel.")
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "

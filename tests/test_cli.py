@@ -331,6 +331,9 @@ USAGE_ERRORS = [
                   "'target'"), id="dense-layer"),
     pytest.param(["--model", "{gap}", "--labels", "{labels}", "--class", "cta"],
                  "camcli: error: unknown class 'cta' (closest: cat)", id="unknown-class-label"),
+    pytest.param(["--model", "{gap}", "--class", "cat"],
+                 ("camcli: error: unknown class 'cat': the model's classes have no names; give them with --labels "
+                  "FILE (one name per line), or give a class index, 0 to 2"), id="unknown-class-no-labels"),
     pytest.param(["--model", "{gap}", "--class", "3"],
                  "camcli: error: --class 3 is out of range: class indices run from 0 to 2", id="class-index-range"),
     pytest.param(["--model", "{gap}", "--class", "-1"],

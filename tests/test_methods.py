@@ -222,7 +222,11 @@ def test_bilinear_reference_is_the_usual_resize():
 
 def test_scorecam_matches_hand_computed_reference(flatten_case):
     model, batch, activations, _ = flatten_case
-    for image, a, class_map in zip(batch, activations, explained(model, batch, "scorecam"), strict=True):
+    maps = explained(model, batch, "scorecam")
+    assert sum(not m.empty for m in maps) >= 2  # the comparison is not between empty maps
+    for image, a, class_map in zip(batch, activations, maps, strict=True):
+        # Eq. 7: the baseline X_b is the input times the all-zero mask; its score is subtracted.
+        baseline = model.predict(np.zeros_like(image)[None], verbose=0)[0, 1]
         weights = []
         for k in range(a.shape[-1]):  # Wang et al. 2020, Algorithm 1: one masked forward pass per channel
             # Upsample the 4x4 channel to the 8x8 input first, then min-max it to [0, 1] (Eq. 9, and the
@@ -233,7 +237,7 @@ def test_scorecam_matches_hand_computed_reference(flatten_case):
             spread = upsampled.max() - upsampled.min()
             mask = (upsampled - upsampled.min()) / spread if spread else np.zeros_like(upsampled)
             probabilities = model.predict((image * mask[:, :, None])[None], verbose=0)[0]  # the softmax output
-            weights.append(probabilities[1])
+            weights.append(probabilities[1] - baseline)  # the increase of confidence
         expected = unit(sum(w * a[:, :, k] for k, w in enumerate(weights)))
         np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-5)
 
@@ -242,7 +246,7 @@ def test_scorecam_max_channels_scores_the_most_varying_channels_only(flatten_cas
     model, batch, activations, _ = flatten_case
     explainer = explainer_for(model, layer="target", method="scorecam", classes=["1"], max_channels=2)
     results = explainer.explain_batch(batch)
-    assert explainer.masked_images_scored == 2 * len(batch)  # N masked passes per image, no more
+    assert explainer.masked_images_scored == (2 + 1) * len(batch)  # N masked copies and the baseline per image
     for a, result in zip(activations, results, strict=True):
         kept = set(np.argsort(-a.reshape(-1, a.shape[-1]).var(axis=0))[:2])  # Faster Score-CAM's rule
         heatmap = result.maps[0].heatmap
@@ -329,12 +333,24 @@ def test_score_channels_keeps_the_channels_that_vary_most():
     np.testing.assert_array_equal(score_channels(locations, 9), [0, 1, 2, 3])
 
 
-def test_scorecam_with_one_channel_is_that_channels_normalised_activation():
-    model = one_channel_model()
+def test_scorecam_with_one_channel_is_that_channels_normalised_activation_or_empty():
+    # One channel, one weight: the map is the channel's activation, scaled, when its masked copy scores
+    # above the baseline (the all-zero mask, Eq. 7), and empty when it scores below it.
+    model = one_channel_model(seed=8)
     batch = tiny_models.images(3, seed=4)
     activations = activations_of(model, "target", batch)[..., 0]
-    for a, class_map in zip(activations, explained(model, batch, "scorecam"), strict=True):
-        np.testing.assert_allclose(class_map.heatmap, unit(a), atol=1e-5)
+    baseline = model.predict(np.zeros_like(batch[:1]), verbose=0)[0]
+    results = explainer_for(model, layer="target", method="scorecam", classes=["0", "1"]).explain_batch(batch)
+    signs = set()
+    for image, a, result in zip(batch, activations, results, strict=True):
+        mask = (a - a.min()) / (a.max() - a.min())  # the layer is at the input's size: no upsampling
+        increases = model.predict((image * mask[:, :, None])[None], verbose=0)[0] - baseline
+        for class_map in result.maps:
+            increase = increases[class_map.class_index]
+            signs.add(bool(increase > 0))
+            assert class_map.empty == (increase < 0)
+            np.testing.assert_allclose(class_map.heatmap, unit(a) if increase > 0 else 0 * a, atol=1e-5)
+    assert signs == {True, False}  # both cases are met
 
 
 def test_eigen_sign_is_fixed_by_the_channel_sum():

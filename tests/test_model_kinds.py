@@ -383,6 +383,17 @@ def test_cli_segmentation_region_and_mask(files, tmp_path):
     record = json.loads((tmp_path / "img0.json").read_text())
     assert record["target"]["kind"] == "region" and record["target"]["mask"] == str(files["mask"])
     assert sum(p["score"] for p in record["predictions"]) == pytest.approx(1.0)  # shares of the pixels
+    # A class name needs the classes' names: the one line says where they come from.
+    result = invoke("explain", files["images"], "--model", files["segmenter"], "--target", "region", "--class", "car",
+                    "--out", tmp_path / "car")
+    assert result.exit_code == 2 and not (tmp_path / "car").exists()
+    assert only_line(result) == ("camcli: error: unknown class 'car': the model's classes have no names; give them "
+                                 "with --labels FILE (one name per line), or give a class index, 0 to 2")
+    (tmp_path / "labels.txt").write_text("road\ncar\nsky\n", "utf-8")
+    result = invoke("explain", files["images"], "--model", files["segmenter"], "--target", "region", "--class", "car",
+                    "--labels", tmp_path / "labels.txt", "--out", tmp_path / "car", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "car" / "img0.json").read_text())["explanations"][0]["class_index"] == 1
     result = invoke("explain", files["images"], "--model", files["regressor"], "--target", "region",
                     "--out", tmp_path / "r")
     assert result.exit_code == 2

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from camcli.errors import UsageError
+from camcli.models.loading import index_labels
 
 _INDEX = re.compile(r"-?[0-9]+")  # only ASCII digits: "²".isdigit() is True, but int("²") fails
 _RANK = re.compile(r"top([0-9]+)")
@@ -91,6 +92,9 @@ def _parse_one(text: str, labels: Sequence[str]) -> ClassRequest:
         return ClassRequest(text, index=index)
     if _INDEX.fullmatch(text):
         raise UsageError(f"`classes={text}` is out of range: class indices run from 0 to {len(labels) - 1}")
+    if list(labels) == index_labels(len(labels)):  # the model's classes have no names
+        raise UsageError(f"unknown class {text!r}: the model's classes have no names; give them with "
+                         f"`labels_file=FILE` (one name per line), or give a class index, 0 to {len(labels) - 1}")
     close = difflib.get_close_matches(text.lower(), [label.lower() for label in labels], n=3, cutoff=0.6)
     hint = f"closest: {', '.join(close)}" if close else "give a class index, a label or top1..topK"
     raise UsageError(f"unknown class {text!r} ({hint})")

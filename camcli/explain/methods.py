@@ -33,9 +33,10 @@ class MapInputs:
     gradients: (batch, h, w, channels) d y^c / d A of each image's own class score y^c (before the
         softmax); None when the step computed none (gradient-free methods run on their own).
     class_weights: (batch, channels) dense weights w^c of each image's class; only for CAM.
-    masked_scores: for Score-CAM, `masked_scores(b, masks)` takes masks (n, h, w) in [0, 1] at the
-        layer's resolution, upsamples them to the input, multiplies image b by each and returns the
-        model's score (probability) for image b's class on each masked copy, shape (n,).
+    masked_scores: for Score-CAM, `masked_scores(b, masks)` takes channel maps (n, h, w) at the
+        layer's resolution, upsamples each to the input and min-max scales it into a mask in [0, 1] (a
+        flat map gives the all-zero mask), multiplies image b by each and returns the target's score
+        (for classes: the probability) of image b's class on each masked copy, shape (n,).
     max_channels: for Score-CAM, score only this many channels (those whose activation varies most).
     """
 
@@ -157,11 +158,9 @@ def cam(inputs: MapInputs) -> np.ndarray:
 
 def scorecam(inputs: MapInputs) -> np.ndarray:
     # Wang et al. 2020, Sec. 3 and Algorithm 1. Each channel A^k is upsampled to the input and scaled
-    # to [0, 1] (min-max, Eq. 9) into a mask H^k (the step does both, in that order); the weight of
-    # channel k is the model's softmax score for class c on the masked input X * H^k, and the map is
-    # ReLU(sum_k alpha_k A^k). As in the authors' code, the softmax score itself is the weight (the
-    # baseline score f(X_b) of Eq. 7 is not subtracted). With --max-channels N only N channels are
-    # scored (the others weigh 0), chosen by `score_channels` below: the cost is N forward passes.
+    # to [0, 1] (min-max, Eq. 9) into a mask H^k (the step does both, in that order); the map is
+    # ReLU(sum_k alpha_k A^k). With --max-channels N only N channels are scored (the others weigh 0),
+    # chosen by `score_channels` below: the cost is N forward passes, plus one for the baseline.
     activations = inputs.activations
     batch, height, width, channels = activations.shape
     keep = channels if inputs.max_channels is None else min(inputs.max_channels, channels)
@@ -170,7 +169,14 @@ def scorecam(inputs: MapInputs) -> np.ndarray:
         per_channel = activations[b].reshape(height * width, channels)
         chosen = score_channels(per_channel, keep)
         maps = per_channel[:, chosen].T.reshape(keep, height, width).astype(np.float32)
-        weights[b, chosen] = inputs.masked_scores(b, maps)
+        # The baseline X_b = X * 0 is one more masked copy, scored in the same batched passes, once
+        # per image: an all-zero map is flat, and a flat map's mask is all zero.
+        baseline = np.zeros((1, height, width), dtype=np.float32)
+        scores = inputs.masked_scores(b, np.concatenate([baseline, maps])).astype(np.float64)
+        # Eq. 7: channel k's weight is its increase of confidence, f(X * H^k) - f(X_b), the target's
+        # score (for classes: the softmax probability) over the baseline's. A constant offset on the
+        # outputs cancels, whatever the target.
+        weights[b, chosen] = scores[1:] - scores[0]
     return _scale_channels(activations, weights)
 
 
@@ -179,10 +185,10 @@ def score_channels(per_channel: np.ndarray, keep: int) -> np.ndarray:
     activations: those whose activation varies most over the locations. This is Faster Score-CAM's
     rule (the Score-CAM authors' repository; tf-keras-vis's `max_N`): a channel that is flat
     masks nothing in particular. On the five real photos in ../shared with MobileNetV2 (1280
-    channels), its maps correlate with full Score-CAM's at 0.932/0.939/0.967/0.991/0.998 for N =
-    16/32/64/128/256, against 0.887/0.898/0.964/0.990/0.998 for the channels with the largest total
+    channels), its maps correlate with full Score-CAM's at 0.916/0.916/0.951/0.980/0.992 for N =
+    16/32/64/128/256, against 0.877/0.884/0.954/0.981/0.992 for the channels with the largest total
     activation (camcli's rule before), with a smaller mean difference at every N
-    (benchmarks/scorecam_channels.py, `make bench-scorecam`)."""
+    (benchmarks/scorecam_channels.py, `make bench-scorecam`; measured with the baseline of Eq. 7)."""
     if keep >= per_channel.shape[1]:
         return np.arange(per_channel.shape[1])
     spread = per_channel.astype(np.float64).var(axis=0)
@@ -284,7 +290,7 @@ class LayerMethod:
     @property
     def cost(self) -> str:
         if self.needs_masked_scores:
-            return "one forward pass per scored channel (batched; see --max-channels)"
+            return "one forward pass per scored channel, and one for the baseline (batched; see --max-channels)"
         return "gradients" if self.needs_gradients else "forward pass only"
 
     def check_options(self, eigen_smooth: bool, aug_smooth: bool, max_channels: int | None) -> None:
@@ -432,7 +438,8 @@ REGISTRY: dict[str, Method] = {
         LayerMethod("eigengradcam", "first principal component of gradient times activation",
                     "Muhammad & Yeasin 2020, arXiv:2008.00299 (on Grad-CAM's product)", eigengradcam,
                     needs_gradients=True, principal_component=True),
-        LayerMethod("scorecam", "gradient-free: channels weighted by the score of the image masked by them",
+        LayerMethod("scorecam", "gradient-free: channels weighted by the score the image masked by them gains "
+                    "over a blank input",
                     "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_masked_scores=True),
         LayerMethod("cam", "class activation map from the dense weights after global average pooling",
                     "Zhou et al. 2016, arXiv:1512.04150", cam, needs_gap_head=True),

@@ -13,7 +13,7 @@
   model computes it (after its final activation), in TensorFlow / keras.ops. One "class": `target`.
 
 Each target knows which outputs it takes, the labels of its classes, the step's reported scores
-and differentiated values, and Score-CAM's weight of a masked copy. Built and called inside the
+and differentiated values, and Score-CAM's score of a masked copy. Built and called inside the
 compiled step (TensorFlow), so TensorFlow is imported inside the methods.
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from camcli.errors import UsageError, one_line
-from camcli.models.loading import shape_text
+from camcli.models.loading import index_labels, shape_text
 from camcli.options import REGRESSION_TARGETS, TARGETS
 
 
@@ -75,7 +75,8 @@ class Target:
         return tf.gather(class_logits_and_scores(output, head)[0], class_ids, batch_dims=1)
 
     def masked(self, output, class_index, head, reference=None):
-        """(n,): Score-CAM's weight of each masked copy: the class's probability (Wang et al. 2020)."""
+        """(n,): Score-CAM's score of each masked copy: the class's probability (Wang et al. 2020). A
+        channel's weight is its copy's score minus the baseline copy's (camcli.explain.methods.scorecam)."""
         return self.scores(output, head)[:, class_index]
 
     def record(self) -> dict:
@@ -149,7 +150,7 @@ class RegressionTarget(Target):
 
     def labels(self, labels: Sequence[str], output_shape: tuple) -> list[str]:
         units = int(output_shape[-1])
-        return list(labels) if len(labels) == units else [str(i) for i in range(units)]
+        return list(labels) if len(labels) == units else index_labels(units)
 
     def scores(self, output, head):
         import tensorflow as tf

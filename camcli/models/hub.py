@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError, one_line
 from camcli.models import catalog
-from camcli.models.loading import LoadedModel, _offline, imagenet_labels, read_labels
+from camcli.models.loading import LoadedModel, _offline, imagenet_labels, index_labels, read_labels
 from camcli.models.preprocess import affine_mode, check_mode
 
 INSTALL_HINT = 'pip install "keras-camcli[hub]"'
@@ -171,7 +171,7 @@ def load_hub_model(preset: str, weights: str | None = None, preprocess: str | No
     if labels_file:
         labels = read_labels(labels_file)
     else:
-        labels = imagenet_labels() if classes == _IMAGENET_CLASSES else [str(i) for i in range(classes)]
+        labels = imagenet_labels() if classes == _IMAGENET_CLASSES else index_labels(classes)
     if len(labels) != classes:
         raise UsageError(f"{labels_file} has {len(labels)} names but {name} has {classes} classes")
     return LoadedModel(classifier, name, _input_size(classifier, name), preprocess or converter_preprocess(classifier),

@@ -159,6 +159,11 @@ def imagenet_labels() -> list[str]:
     return [index[str(i)][1] for i in range(len(index))]
 
 
+def index_labels(count: int) -> list[str]:
+    """The labels of a model whose classes have no names: their indices, "0".."count-1"."""
+    return [str(i) for i in range(count)]
+
+
 def read_labels(path: str | os.PathLike) -> list[str]:
     try:
         lines = Path(path).read_text("utf-8-sig").splitlines()  # -sig: tolerate a BOM
@@ -396,7 +401,7 @@ def wrap_model(model, preprocess: str = "none", labels: list[str] | None = None,
     view, output_name = _output_view(model, name, output)
     head = analyse_head(view)
     if labels is None:
-        labels = read_labels(labels_file) if labels_file else [str(i) for i in range(head.num_classes)]
+        labels = read_labels(labels_file) if labels_file else index_labels(head.num_classes)
     if len(labels) != head.num_classes:
         source = labels_file or "labels"
         raise UsageError(f"{source} has {len(labels)} names but the model has {head.num_classes} classes")
