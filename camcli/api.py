@@ -117,9 +117,14 @@ def _discover(paths, out_dir: Path):
 
 
 def build_explainer(loaded, maps: MapRequest):
-    """One Explainer, or a MethodSet when several methods are asked for (they share one compiled step)."""
+    """One Explainer, or a MethodSet when several methods are asked for (they share one compiled step); for
+    an object detector, a DetectionExplainer of every method."""
     from camcli.explain.explainer import Explainer, MethodSet
 
+    if loaded.detector is not None:
+        from camcli.explain.detection import DetectionExplainer
+
+        return DetectionExplainer(loaded, maps)
     if len(maps.methods) == 1:
         return Explainer(loaded, maps)
     return MethodSet.of(loaded, maps)

@@ -457,10 +457,19 @@ class Progress:
               show_default=True,
               help="What the maps explain. class: the class score before the softmax. region (segmentation "
                    "models): the class's pre-softmax scores summed over the pixels predicted as it, or over "
-                   "--target-mask. value, increase, decrease (regression outputs; the classes are the output's "
-                   "units): what supports the value as it is, what raises it, what lowers it.")
+                   "--target-mask. box (object detectors, hub:PRESET): each detection, its class logit at the "
+                   "anchor that produced it; --class keeps a class's detections or the K best (topK). value, "
+                   "increase, decrease (regression outputs; the classes are the output's units): what supports the "
+                   "value as it is, what raises it, what lowers it.")
 @click.option("--target-mask", type=GivenPath("file", dir_okay=False), metavar="FILE",
               help="--target region: an image whose nonzero pixels are the region, for every image.")
+@click.option("--min-score", type=click.FloatRange(0, 1), metavar="S",
+              help="--target box: explain the detections the detector scores above S (its confidence, after the "
+                   "sigmoid). Default: the detector's own threshold.")
+@click.option("--box-overlap", type=click.FloatRange(0, 1), metavar="IOU",
+              help="--target box: differentiate the sum of the detection's class logits over every raw prediction "
+                   "whose box overlaps the detection's with IoU >= IOU (pytorch-grad-cam's box-score target), "
+                   "instead of the logit at the anchor that produced it.")
 @token_grid_option
 @click.option("--top-k", type=click.IntRange(min=1),
               help="Predictions recorded per image. Default: 5 (or every class, when there are fewer).")

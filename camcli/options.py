@@ -45,7 +45,8 @@ HEADS = ("auto", "softmax", "sigmoid")
 # under Keras' mixed-precision policy (camcli.models.precision). The maps' arithmetic is float32 in all.
 PRECISIONS = ("float32", "bfloat16", "float16")
 REGRESSION_TARGETS = ("value", "increase", "decrease")
-TARGETS = ("class", "region", *REGRESSION_TARGETS)
+BOX_TARGET = "box"  # an object detector's detections (camcli.explain.detection)
+TARGETS = ("class", "region", BOX_TARGET, *REGRESSION_TARGETS)
 OVERLAY_FORMATS = ("auto", "png", "jpg", "webp")
 EXPLAIN_CLASSES = ("predicted", "truth")
 AUDIT_GROUPINGS = ("predicted", "truth")
@@ -225,6 +226,11 @@ class MapRequest:
     eigen_smooth: bool = option(False)
     aug_smooth: bool = option(False)
     max_channels: int | None = option()  # Score-CAM: score only this many channels
+    # target=box: explain the detections scored at least this (None: the detector's own threshold)
+    min_score: float | None = option()
+    # target=box: differentiate the sum of the class's logits over the raw predictions whose box overlaps the
+    # detection's with IoU >= this (pytorch-grad-cam's box-score target); None: the detection's own anchor's logit
+    box_overlap: float | None = option()
     masked_batch: int = option(MASKED_BATCH, cli=False, fingerprint=False)  # masked copies per pass
     precision: str = option(PRECISIONS[0])  # the step's compute dtype (PRECISIONS)
 
@@ -253,6 +259,11 @@ class MapRequest:
             raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(methods)}")
         _number(self, "masked_batch", 1, whole=True)
         _choice(self, "precision", PRECISIONS)
+        _number(self, "min_score", 0, 1, optional=True)
+        _number(self, "box_overlap", 0, 1, optional=True)
+        for name in ("min_score", "box_overlap"):
+            if getattr(self, name) is not None and self.target != BOX_TARGET:
+                raise UsageError(f"`{name}` applies to an object detector's detections: add `target=box`")
 
     def one_method(self, name: str) -> MapRequest:
         """This request for one of its methods (max_channels only where the method scores masked copies)."""

@@ -120,6 +120,19 @@ def parse_class_requests(values: str | Sequence[str] | None, labels: Sequence[st
     return [_parse_one(str(value).strip(), labels) for value in values]
 
 
+def parse_detection_requests(values: Sequence[str], labels: Sequence[str]) -> list[ClassRequest]:
+    """`--class` for a detector's detections: a class (index or label) keeps the detections of that class,
+    top1..topK the K best detections, whatever their class. No values: every detection (no request)."""
+    requests = []
+    for value in values:
+        rank = _RANK.fullmatch(str(value).strip().lower())
+        if rank and int(rank.group(1)) >= 1:
+            requests.append(ClassRequest(str(value).strip(), rank=int(rank.group(1))))
+        else:
+            requests.append(_parse_one(str(value).strip(), labels))
+    return requests
+
+
 def forced_class_ids(class_ids: np.ndarray | None, images: int, requests: int, num_classes: int) -> np.ndarray:
     """(images, requests) int32 class indices that replace the requests image by image; -1 keeps the
     request. None: keep every request."""

@@ -61,6 +61,8 @@ class ClassMap:
     # The image explained, as the caller gave it to `explain`: the same object for all its maps, not
     # a copy. None from `explain_batch`, which sees only the preprocessed batch.
     source_image: object = field(default=None, repr=False, compare=False)
+    # An object detector's map: the detection it explains (camcli.explain.detection.Detection); None otherwise.
+    detection: object = None
 
     def resized(self, *, height: int, width: int) -> np.ndarray:
         """The heatmap resized bilinearly to (height, width): float32 in [0, 1]."""
@@ -85,6 +87,7 @@ class ClassMap:
 class ImageExplanation:
     predictions: list[Prediction]
     maps: list[ClassMap] = field(default_factory=list)
+    detections: list | None = None  # an object detector's: every explained detection (Detection), best first
 
     def _repr_html_(self) -> str:
         """Jupyter's view: every map, captioned with its method, class and score."""
@@ -243,9 +246,7 @@ class Explainer:
     def preprocess(self, images: Sequence) -> np.ndarray:
         """Images in any form `as_rgb_picture` takes (uint8 or float [0, 1]; RGB, greyscale or RGBA;
         Pillow), resized to the model's input, with its preprocessing applied."""
-        pictures = [as_rgb_picture(image) for image in image_list(images)]
-        batch = np.stack([resize_rgb(picture, self.loaded.input_size) for picture in pictures])
-        return preprocess(batch, self.loaded.preprocess)
+        return preprocess_images(images, self.loaded)
 
     def class_scores(self, batch: np.ndarray, extras: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The model's scores (probabilities) for every class, (B, num_classes), of a preprocessed batch.
@@ -323,6 +324,13 @@ def loaded_model(model, preprocess: str | None = None, labels: Sequence[str] | N
         raise UsageError(f"the model must be a Keras model or a LoadedModel (camcli.load_model(\"demo\"), "
                          f"camcli.wrap_model(keras_model)), not {type(model).__name__}")
     return wrap_model(model, preprocess=preprocess or "none", labels=labels)
+
+
+def preprocess_images(images: Sequence, loaded: LoadedModel) -> np.ndarray:
+    """Images in any form `as_rgb_picture` takes, resized to the model's input, with its preprocessing applied."""
+    pictures = [as_rgb_picture(image) for image in image_list(images)]
+    batch = np.stack([resize_rgb(picture, loaded.input_size) for picture in pictures])
+    return preprocess(batch, loaded.preprocess)
 
 
 def image_list(images) -> list:

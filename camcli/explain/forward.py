@@ -221,7 +221,8 @@ class TappedForward:
         inputs.insert(self.image_input, images)
         try:
             logits = self._replay(self.model, inputs if len(inputs) > 1 else images)
-            # A reduced-precision copy computes bfloat16 or float16 logits: every score is float32.
-            return list(self._captured), keras.ops.cast(logits, "float32")
+            # A reduced-precision copy computes bfloat16 or float16 logits: every score is float32. A detector
+            # outputs a dict of raw predictions (class logits, box deltas): each is cast.
+            return list(self._captured), keras.tree.map_structure(lambda t: keras.ops.cast(t, "float32"), logits)
         finally:
             self._captured, self._watch = [None] * len(self._slots), None

@@ -75,7 +75,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _to_numpy(value):
+def read_only_numpy(value):
     """A tensor, or a sequence of them (one per layer), as read-only numpy arrays."""
     if isinstance(value, (list, tuple)):
         return tuple(_read_only(tensor.numpy()) for tensor in value)
@@ -152,7 +152,7 @@ class Step:
         self.runs += 1
         tensors = self._step(np.asarray(batch, dtype=np.float32), np.asarray(forced_ids, dtype=np.int32),
                              _extra_arrays(extras, self._extra_dtypes))
-        return StepOutputs(**{name: _to_numpy(value) for name, value in tensors._asdict().items()})
+        return StepOutputs(**{name: read_only_numpy(value) for name, value in tensors._asdict().items()})
 
     def refresh(self) -> None:
         """Read the model's weights again where a stand-in layer holds a copy of them (a custom layer with

@@ -9,6 +9,9 @@
 - `value`, `increase`, `decrease`, for regression outputs (batch, values): the value itself, as the
   model outputs it; its negation (what pushes it down); or the value times its sign (what holds it
   away from zero, i.e. supports the prediction as it is). The "classes" are the output's units.
+- `box`, for object detectors (camcli.explain.detection): each detection's class logit, before the
+  sigmoid, at the anchor that produced it; or, with `box_overlap`, the sum of that class's logits over
+  every raw prediction whose box overlaps the detection's. The "classes" are the detections.
 - a callable, in the library: `target(outputs) -> (batch,)` from the model's output tensor, as the
   model computes it (after its final activation), in TensorFlow / keras.ops. One "class": `target`.
 
@@ -26,7 +29,7 @@ import numpy as np
 
 from camcli.errors import UsageError, one_line
 from camcli.models.loading import index_labels, shape_text
-from camcli.options import REGRESSION_TARGETS, TARGETS
+from camcli.options import BOX_TARGET, REGRESSION_TARGETS, TARGETS
 
 
 def class_logits_and_scores(logits, head):
@@ -179,6 +182,30 @@ class RegressionTarget(Target):
         return self._signed(values, self.scores(reference, head)[:, class_index])
 
 
+class BoxTarget(Target):
+    """An object detector's detections (camcli.explain.detection computes the scores; this object says which).
+
+    overlap None: each detection's class logit at the anchor that produced it. A number: the sum of the
+    class's logits over the raw predictions whose decoded box overlaps the detection's with IoU >= overlap
+    (pytorch-grad-cam's box-score target, before the sigmoid)."""
+
+    kind = BOX_TARGET
+
+    def __init__(self, overlap: float | None = None):
+        self.overlap = overlap
+
+    def check(self, output_shape: tuple, where: str) -> None:
+        """A model that reaches here is no detector (detectors are explained by DetectionExplainer)."""
+        other = "region" if len(output_shape) == 4 else "class"
+        raise UsageError(f"`target=box` explains the detections of an object detector (a KerasHub "
+                         f"ObjectDetector, hub:PRESET), and {where} outputs {shape_text(output_shape)}: use "
+                         f"`target={other}`")
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "score": "anchor" if self.overlap is None else "overlap",
+                **({"box_overlap": self.overlap} if self.overlap is not None else {})}
+
+
 class CallableTarget(Target):
     """The library's `target=callable`: outputs -> one score per image."""
 
@@ -260,6 +287,8 @@ def resolve_target(target: str | Callable | Target | None, mask=None) -> Target:
     elif target == "region":
         mask_name = str(mask) if isinstance(mask, str) else (None if mask is None else "array")
         chosen = RegionTarget(read_mask(mask) if isinstance(mask, str) else mask, mask_name)
+    elif target == BOX_TARGET:
+        chosen = BoxTarget()
     elif target in REGRESSION_TARGETS:
         chosen = RegressionTarget(target)
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from camcli.models.loading import LoadedModel, _offline, imagenet_labels, index_
 from camcli.models.preprocess import affine_mode, check_mode
 
 INSTALL_HINT = 'pip install "keras-camcli[hub]"'
+# The KerasHub task bases camcli loads, in the order a preset of unknown kind is tried: each preset is
+# loaded through its own (a detector through ObjectDetector.from_preset...).
+TASK_BASES = ("ImageClassifier", "ObjectDetector")
+TASK_FILE = "task.json"  # what save_to_preset writes for a task: its class, whose base says the kind
 KAGGLE_SCHEME, HF_SCHEME = "kaggle://", "hf://"
 _IMAGENET_CLASSES = 1000
 
@@ -61,6 +66,8 @@ class PresetSource:
     cache: str | None = None
     cached: bool = False
     cache_env: str = ""
+    task: str | None = None  # the KerasHub task base (TASK_BASES) when known before loading
+    task_file: str | None = None  # the preset's task.json, where it is on disk
 
     def unavailable(self, name: str, reason: str) -> WeightsUnavailableError:
         return WeightsUnavailableError(
@@ -76,7 +83,7 @@ def _kaggle_source(handle: str) -> PresetSource:
     parts = handle.removeprefix(KAGGLE_SCHEME).strip("/").split("/")
     folder = os.path.join(kagglehub_cache_dir(), "models", *parts)
     cached = len(parts) == 5 and os.path.isfile(os.path.join(folder, "config.json"))
-    return PresetSource(handle, folder, cached, "KAGGLEHUB_CACHE")
+    return PresetSource(handle, folder, cached, "KAGGLEHUB_CACHE", task_file=os.path.join(folder, TASK_FILE))
 
 
 def _hf_source(handle: str) -> PresetSource:
@@ -85,28 +92,53 @@ def _hf_source(handle: str) -> PresetSource:
     repo = handle.removeprefix(HF_SCHEME).strip("/")
     folder = os.path.join(hf_cache_dir(), "models--" + repo.replace("/", "--"))
     cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
-    return PresetSource(handle, folder, cached, "HF_HUB_CACHE")
+    task_file = try_to_load_from_cache(repo, TASK_FILE)
+    return PresetSource(handle, folder, cached, "HF_HUB_CACHE", task_file=task_file if isinstance(task_file, str)
+                        else None)
 
 
 def preset_source(keras_hub, preset: str) -> PresetSource:
-    """A local folder, a kaggle:// or hf:// handle, a KerasHub classifier preset name, or another scheme."""
+    """A local folder, a kaggle:// or hf:// handle, a KerasHub classifier or detector preset name, or another
+    scheme."""
     if os.path.isdir(preset):
-        return PresetSource(preset)
+        return PresetSource(preset, task_file=os.path.join(preset, TASK_FILE))
     if preset.startswith(KAGGLE_SCHEME):
         return _kaggle_source(preset)
     if preset.startswith(HF_SCHEME):
         return _hf_source(preset)
     if "://" in preset:  # gs://, modelscope://...: KerasHub's own business
         return PresetSource(preset)
-    presets = keras_hub.models.ImageClassifier.presets
-    if preset in presets:
-        return _kaggle_source(presets[preset]["kaggle_handle"])
-    close = difflib.get_close_matches(preset, list(presets), n=3, cutoff=0.6)
+    names = []
+    for base in TASK_BASES:
+        presets = getattr(keras_hub.models, base).presets
+        if preset in presets:
+            source = _kaggle_source(presets[preset]["kaggle_handle"])
+            return PresetSource(source.preset, source.cache, source.cached, source.cache_env, base)
+        names += list(presets)
+    close = difflib.get_close_matches(preset, names, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     raise UsageError(
-        f"{catalog.HUB_PREFIX}{preset}: no such folder, and not a KerasHub image classifier preset; {hint}give a "
-        f"name from keras_hub.models.ImageClassifier.presets, a kaggle:// or hf:// handle, or a preset folder"
+        f"{catalog.HUB_PREFIX}{preset}: no such folder, and not a KerasHub image classifier or object detector "
+        f"preset; {hint}give a name from keras_hub.models.ImageClassifier.presets (or ObjectDetector.presets), a "
+        f"kaggle:// or hf:// handle, or a preset folder"
     )
+
+
+def preset_task(keras_hub, source: PresetSource) -> str:
+    """The task base of a preset (TASK_BASES): known from its name, else read from the class its task.json
+    names where that file is on disk; an image classifier otherwise (the preset then loads as one or says why)."""
+    if source.task is not None:
+        return source.task
+    try:
+        with open(source.task_file or "", encoding="utf-8") as file:
+            class_name = json.load(file).get("class_name")
+    except (OSError, ValueError, AttributeError):
+        return TASK_BASES[0]
+    task_class = getattr(keras_hub.models, str(class_name), None)
+    for base in TASK_BASES:
+        if isinstance(task_class, type) and issubclass(task_class, getattr(keras_hub.models, base)):
+            return base
+    return TASK_BASES[0]
 
 
 @contextlib.contextmanager
@@ -124,12 +156,12 @@ def _downloads_quiet():
             logger.setLevel(level)
 
 
-def _from_preset(keras_hub, source: PresetSource, name: str):
+def _from_preset(keras_hub, source: PresetSource, name: str, task: str):
     if source.cache is not None and not source.cached and _offline():
         raise source.unavailable(name, "CAMCLI_OFFLINE is set")
     try:
         with _downloads_quiet():
-            return keras_hub.models.ImageClassifier.from_preset(source.preset)
+            return getattr(keras_hub.models, task).from_preset(source.preset)
     except Exception as error:  # network failures arrive as OSError, ValueError or Kaggle's own errors
         if source.cache is not None and not source.cached:
             raise source.unavailable(name, one_line(error)) from error
@@ -156,8 +188,10 @@ def converter_preprocess(classifier) -> str:
 
 def load_hub_model(preset: str, weights: str | None = None, preprocess: str | None = None,
                    labels_file: str | None = None) -> LoadedModel:
-    """A KerasHub image classifier as a LoadedModel. `preprocess` replaces the converter's arithmetic;
-    labels: `labels_file`, else ImageNet's names for 1000 classes, else the class indices."""
+    """A KerasHub image classifier or object detector as a LoadedModel. `preprocess` replaces the converter's
+    arithmetic; labels: `labels_file`, else ImageNet's names for 1000 classes (a classifier) or COCO's for 91
+    (a detector), else the class indices."""
+    from camcli.models import detectors
     from camcli.models.layers import analyse_head
 
     name = catalog.HUB_PREFIX + preset
@@ -166,13 +200,16 @@ def load_hub_model(preset: str, weights: str | None = None, preprocess: str | No
     if preprocess is not None:
         check_mode(preprocess)
     keras_hub = import_keras_hub()
-    classifier = _from_preset(keras_hub, preset_source(keras_hub, preset), name)
-    classes = analyse_head(classifier).num_classes
-    if labels_file:
-        labels = read_labels(labels_file)
+    source = preset_source(keras_hub, preset)
+    task = _from_preset(keras_hub, source, name, preset_task(keras_hub, source))
+    detector = detectors.detector_head(task, name) if detectors.is_object_detector(task) else None
+    if detector is not None:
+        classes, default_labels = detector.num_classes, detectors.detector_labels(keras_hub, detector.num_classes)
     else:
-        labels = imagenet_labels() if classes == _IMAGENET_CLASSES else index_labels(classes)
+        classes = analyse_head(task).num_classes
+        default_labels = imagenet_labels() if classes == _IMAGENET_CLASSES else index_labels(classes)
+    labels = read_labels(labels_file) if labels_file else default_labels
     if len(labels) != classes:
         raise UsageError(f"{labels_file} has {len(labels)} names but {name} has {classes} classes")
-    return LoadedModel(classifier, name, _input_size(classifier, name), preprocess or converter_preprocess(classifier),
-                       labels, pretrained=True)
+    return LoadedModel(task, name, _input_size(task, name), preprocess or converter_preprocess(task), labels,
+                       pretrained=True, detector=detector)

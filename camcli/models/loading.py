@@ -71,6 +71,7 @@ class LoadedModel:
     input_names: tuple[str, ...] = ()  # every input's name, in model.inputs order
     extra_inputs: Callable[[str], Mapping[str, object]] | None = None  # key -> the other inputs of one image
     output_name: str | None = None  # the explained output, for a model with several
+    detector: object = None  # a KerasHub object detector's camcli.models.detectors.DetectorHead; None otherwise
 
     @property
     def extra_input_names(self) -> list[str]:

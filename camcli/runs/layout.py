@@ -6,6 +6,8 @@ This module is the one owner of those facts. For an image whose output stem is `
     a/cat.json                          the image's record (camcli.runs.records), written last
     a/cat.<method>.<class>.png          the overlay (.jpg or .webp with `overlay_format`; by
                                         default .jpg for JPEG, HEIC and AVIF photos, .png otherwise)
+    a/cat.<method>.det<k>.png           an object detector's map of its k-th detection (k from 0, best
+                                        first), and its other files named the same way
     a/cat.<method>.<class>.npy          the heatmap (--save-heatmap)
     a/cat.<method>.<class>.mask.png     the box mask (--save-mask)
     a/cat.<method>.<class>.panel.png    the panel (--panel)
@@ -44,6 +46,7 @@ AUDIT_JSON = "audit.json"
 AUDIT_CSV = "audit.csv"
 SANITY_JSON = "sanity.json"
 RECORD_SUFFIX = ".json"
+DETECTION_PREFIX = "det"  # a detection's map: <stem>.<method>.det<k> (never a number, as a class's map is)
 THUMB_SUFFIX = ".thumb.jpg"
 TEMP_PREFIX = ".camcli."
 TEMP_SUFFIX = ".tmp"
@@ -120,9 +123,12 @@ class Layout:
     def record(self, stem: str) -> Path:
         return self._with_suffix(stem, RECORD_SUFFIX)
 
-    def map_paths(self, stem: str, method: str, class_index: int, overlay_format: str = "png") -> MapPaths:
-        """{kind: path} of every per-map kind (MAP_FILES) of one map, the overlay in `overlay_format`."""
-        base = f"{stem}.{method}.{class_index}"
+    def map_paths(self, stem: str, method: str, class_index: int, overlay_format: str = "png",
+                  detection: int | None = None) -> MapPaths:
+        """{kind: path} of every per-map kind (MAP_FILES) of one map, the overlay in `overlay_format`. An object
+        detector's map is named by its detection's index (`det<k>`: two detections may share a class)."""
+        key = class_index if detection is None else f"{DETECTION_PREFIX}{detection}"
+        base = f"{stem}.{method}.{key}"
         return {kind.key: self._with_suffix(base, kind.suffix or OVERLAY_SUFFIXES[overlay_format])
                 for kind in MAP_FILES if not kind.per_method}
 

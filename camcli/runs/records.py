@@ -15,6 +15,11 @@ complete):
                                   written);
                                   with --save-segmentation also segmentation (the method's label
                                   map) and segmentation_value (this map's pixel value in it)
+    detections                    an object detector's (target box): every explained detection, best
+                                  first: {index, class_index, label, score, logit, box, anchor}, box
+                                  [x0, y0, x1, y1] in original pixels; each of its maps' entries has
+                                  detection (its index) and box. predictions are then the best
+                                  detections, and an image without detections has none of either
     segmentation                  with --save-segmentation: bg_threshold, refine, and per method
                                   {file, values: [{value, class_index, label}]}, value 0 the background
     camcli_version, fingerprint   who wrote it, and a digest of everything that shaped its outputs
@@ -76,7 +81,7 @@ class RunIdentity:
 
 def image_record(identity: RunIdentity, *, image: str, width: int, height: int, predictions: list[dict],
                  explanations: list[dict], output_size: tuple[int, int] | None = None,
-                 segmentation: dict | None = None) -> dict:
+                 segmentation: dict | None = None, detections: list[dict] | None = None) -> dict:
     record = {
         "image": image,
         "width": width,
@@ -93,6 +98,8 @@ def image_record(identity: RunIdentity, *, image: str, width: int, height: int, 
         "camcli_version": __version__,
         "fingerprint": identity.fingerprint,
     }
+    if detections is not None:
+        record["detections"] = detections
     if segmentation is not None:
         record["segmentation"] = segmentation
     if not identity.pretrained:

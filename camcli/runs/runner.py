@@ -396,6 +396,8 @@ def wanted_maps(record: dict | None, explainer) -> set[tuple[str, int]] | None:
     """The (method, class) maps a record must hold, from its own top-k for ranked classes."""
     if record is None:
         return None
+    if getattr(explainer, "detects", False):  # an object detector's maps: one per method and detection
+        return explainer.wanted_maps(record)
     try:
         ranked = [p["index"] for p in record["predictions"]]
         classes = {r.index if r.index is not None else ranked[r.rank - 1] for r in explainer.requests}

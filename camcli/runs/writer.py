@@ -40,6 +40,7 @@ from camcli.runs.layout import MAP_FILES, Layout, MapPaths, check_replaceable, m
 # map comes from a grid of 7x7 to 28x28 cells, so a finer grid adds no information; a 12 MP photo's
 # box costs 2 ms instead of 100), then scaled to original pixels.
 MEASURE_SIDE = 512
+DETECTION_COLOUR = (255, 0, 255)  # a detection's box on its overlay: magenta, which no common colour map holds
 
 
 def overlay_format_for(requested: str, source_format: str | None) -> str:
@@ -79,7 +80,7 @@ class ImageWriter:
 
     def planned_files(self, task: ImageTask, maps, overlay_format: str = "png") -> list[tuple[object, MapPaths]]:
         return [(class_map, self.layout.map_paths(task.out_stem, class_map.method, class_map.class_index,
-                                                  overlay_format))
+                                                  overlay_format, _detection_index(class_map)))
                 for class_map in maps]
 
     def check_planned_files(self, task: ImageTask, planned: list[tuple[object, MapPaths]]) -> frozenset[str]:
@@ -130,11 +131,13 @@ class ImageWriter:
         segmentation_paths = self.segmentation_paths(task, planned)
         segmentation = self._write_segmentations(decoded, planned, explanations, segmentation_paths) \
             if segmentation_paths else None
+        detections = getattr(result, "detections", None)
         record = records.image_record(
             self.identity, image=task.display, width=width, height=height, explanations=explanations,
             output_size=decoded.picture.size, segmentation=segmentation,
             predictions=[{"rank": p.rank, "index": p.index, "label": p.label, "score": p.score}
                          for p in result.predictions],
+            detections=None if detections is None else [d.record(width, height) for d in detections],
         )
         save_json(self.layout.record(task.out_stem), record)
         written = {os.path.realpath(path) for _, paths in planned for path in self._written(paths)}
@@ -156,6 +159,11 @@ class ImageWriter:
         if options.draw_box and box is not None and class_map.image is None:
             # the box is in original pixels, the picture may be smaller
             drawn = Image.fromarray(draw_box(rgb_array(drawn), [value * decoded.scale for value in box]))
+        detection = getattr(class_map, "detection", None)
+        if detection is not None:  # a detector's map: the detection it explains, always drawn, in its own colour
+            width, height = drawn.size
+            drawn = Image.fromarray(draw_box(rgb_array(drawn), detection.box_in_pixels(width, height),
+                                             DETECTION_COLOUR))
         work = _MapWork(options, decoded.picture, pictures, class_map, drawn, overlay_format)
         written = set(self._written(paths))
         for key, path in paths.items():
@@ -174,6 +182,9 @@ class ImageWriter:
             "raw_max": class_map.raw_max,
             "empty": class_map.empty,
             "guided": class_map.image is not None,  # the overlay is the method's gradient picture, not a blend
+            **({} if detection is None else {"detection": detection.index,
+                                             "box": [round(v, 2) for v in detection.box_in_pixels(
+                                                 *decoded.original_size)]}),
         }
 
     def _write_segmentations(self, decoded: DecodedImage, planned, explanations: list[dict],
@@ -201,6 +212,12 @@ class ImageWriter:
                 values.append({"value": value, "class_index": class_map.class_index, "label": class_map.label})
             tables[method] = {"file": self.layout.relative(path), "values": values}
         return {"bg_threshold": options.label_threshold, "refine": options.refine, "maps": tables}
+
+
+def _detection_index(class_map) -> int | None:
+    """The index of the detection an object detector's map explains (its files are named by it); None otherwise."""
+    detection = getattr(class_map, "detection", None)
+    return None if detection is None else detection.index
 
 
 def _check_finite_scores(result) -> None:

@@ -1,0 +1,261 @@
+"""KerasHub object detectors, `--model hub:PRESET --target box` (camcli/explain/detection.py, issue 31).
+
+The detector is a tiny RetinaNet built from its config with random weights (a one-stack ResNet, whose
+finest output, P3, is the only level the feature pyramid reads), saved once per module with
+`save_to_preset` to a temporary folder, so nothing downloads. Its box head is scaled down so that the
+boxes stay near their anchors, and its class head up, so that an image has a few dozen detections.
+"""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import invoke, only_line, read_json
+from PIL import Image
+
+import camcli
+from camcli.errors import UsageError
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None,
+                                reason='keras_hub is not installed (pip install "keras-camcli[hub]")')
+
+SIZE = 64
+CLASSES = 3
+LAYER = "retina_net_backbone/backbone/stack1_block0_out"  # the ResNet's P3 output, stride 8
+
+
+def tiny_detector(size=SIZE, classes=CLASSES, seed=0):
+    """A RetinaNet on a two-stack ResNet (P2, P3): the pyramid reads P3 and makes P4 from it."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16],
+        stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+        image_shape=(None, None, 3))
+    backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3, max_level=4, use_p5=False,
+                                                  image_shape=(None, None, 3))
+    converter = keras_hub.layers.RetinaNetImageConverter(image_size=(size, size), scale=1 / 255.0)
+    preprocessor = keras_hub.models.RetinaNetObjectDetectorPreprocessor(image_converter=converter)
+    detector = keras_hub.models.RetinaNetObjectDetector(backbone=backbone, num_classes=classes,
+                                                        preprocessor=preprocessor, pre_logits_num_conv_layers=1)
+    kernel, bias = detector.box_head.prediction_layer.get_weights()
+    detector.box_head.prediction_layer.set_weights([kernel * 0.01, bias * 0])  # boxes near their anchors
+    kernel, bias = detector.classification_head.prediction_layer.get_weights()
+    detector.classification_head.prediction_layer.set_weights([kernel * 3, bias - 1])
+    return detector
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("detector") / "tiny_retinanet"
+    tiny_detector().save_to_preset(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loaded(preset):
+    return camcli.load_model(f"hub:{preset}")
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)]
+
+
+@pytest.fixture(scope="module")
+def explainer(loaded):
+    from camcli.explain.detection import DetectionExplainer
+
+    return DetectionExplainer(loaded, methods=["gradcam", "eigencam"], target="box", min_score=0.84)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory, pictures):
+    folder = tmp_path_factory.mktemp("detector_images")
+    for i, pixels in enumerate(pictures):
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+    return folder
+
+
+# --- loading and the detector's own detections ----------------------------------------------------------
+
+
+def test_a_detector_preset_loads_with_its_decoder(loaded):
+    assert loaded.detector is not None and loaded.detector.detector == "RetinaNetObjectDetector"
+    assert loaded.input_size == (SIZE, SIZE) and loaded.labels == ["0", "1", "2"]
+    assert (loaded.detector.iou_threshold, loaded.detector.confidence_threshold) == (0.5, 0.5)
+
+
+def test_the_detections_are_the_detectors_own(loaded, pictures):
+    """camcli's decoding and suppression, at the decoder's threshold, keep what `predict` keeps."""
+    from camcli.explain.detection import DetectionExplainer
+
+    explainer = DetectionExplainer(loaded, methods="eigencam", target="box")
+    batch = explainer.preprocess(pictures)
+    results = explainer.explain_batch(batch)
+    predicted = loaded.model.predict(np.stack([np.asarray(Image.fromarray(p).resize((SIZE, SIZE), Image.BILINEAR),
+                                                          np.float32) for p in pictures]), verbose=0)
+    for b, result in enumerate(results):
+        count = int(predicted["num_detections"][b])
+        assert len(result.detections) == count > 3
+        ours = sorted((d.class_index, round(d.score, 4)) for d in result.detections)
+        theirs = sorted((int(c), round(float(s), 4)) for c, s in zip(predicted["labels"][b][:count],
+                                                                      predicted["confidence"][b][:count], strict=True))
+        assert ours == theirs
+        assert [d.score for d in result.detections] == sorted((d.score for d in result.detections), reverse=True)
+
+
+# --- the target's gradient against a hand computation ---------------------------------------------------
+
+
+def _hand_gradients(model, batch, anchors, classes):
+    """d cls_logits[b, anchor, class] / d P3[b] with a plain tape on the detector's own layers: the encoder's
+    P3, the feature pyramid, the class head per level, reshaped and concatenated as the model does."""
+    import keras
+    import tensorflow as tf
+
+    backbone = model.backbone
+    extractor = backbone.get_layer("backbone")
+    features = extractor(batch)
+    with tf.GradientTape() as tape:
+        tape.watch(features["P3"])
+        pyramid = backbone.get_layer("fpn")(features)
+        logits = keras.ops.concatenate([keras.ops.reshape(model.classification_head(pyramid[level]),
+                                                          (len(batch), -1, CLASSES)) for level in pyramid], axis=1)
+        where = [[b, a, c] for b, (a, c) in enumerate(zip(anchors, classes, strict=True))]
+        score = tf.reduce_sum(tf.gather_nd(logits, where))
+    return logits.numpy(), tape.gradient(score, features["P3"]).numpy()
+
+
+def test_a_detections_gradient_is_its_anchors_class_logit_by_hand(loaded, explainer, pictures):
+    batch = explainer.preprocess(pictures)
+    outputs = explainer.step.run(batch)
+    assert explainer.layers == [LAYER]
+    assert min(outputs.counts) >= 2
+    for r in (0, min(outputs.counts) - 1):
+        anchors, classes = outputs.anchors[:, r], outputs.class_ids[:, r]
+        logits, hand = _hand_gradients(loaded.model, batch, anchors, classes)
+        by_hand = [logits[b, a, c] for b, (a, c) in enumerate(zip(anchors, classes, strict=True))]
+        np.testing.assert_allclose(outputs.logits[:, r], by_hand, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outputs.scores[:, r], 1 / (1 + np.exp(-outputs.logits[:, r])), rtol=1e-5)
+        np.testing.assert_allclose(outputs.gradients[0][:, r], hand, rtol=1e-4, atol=1e-6)
+        assert np.abs(hand).max() > 0
+
+
+def test_the_box_overlap_target_sums_the_overlapping_predictions(loaded, pictures):
+    from camcli.explain.detection import DetectionExplainer
+
+    overlap = DetectionExplainer(loaded, methods="gradcam", target="box", min_score=0.84, box_overlap=0.5)
+    batch = overlap.preprocess(pictures[:1])
+    outputs = overlap.step.run(batch)
+    anchor, cls = int(outputs.anchors[0, 0]), int(outputs.class_ids[0, 0])
+    own = DetectionExplainer(loaded, methods="gradcam", target="box", min_score=0.84).step.run(batch)
+    assert int(own.anchors[0, 0]) == anchor
+    assert not np.allclose(outputs.gradients[0][0, 0], own.gradients[0][0, 0])  # several anchors overlap it
+    assert overlap.target_record() == {"kind": "box", "score": "overlap", "box_overlap": 0.5}
+    assert cls == int(own.class_ids[0, 0])
+
+
+# --- the batch contract -----------------------------------------------------------------------------------
+
+
+def test_a_detections_map_does_not_depend_on_the_other_images(explainer, pictures):
+    """Image 0's maps are the same alone and beside an image with other detections (nothing is averaged
+    across the batch, and padding slots cost it nothing)."""
+    [alone] = explainer.explain(pictures[:1])
+    together = explainer.explain(pictures)
+    assert len(together[1].detections) != len(alone.detections)
+    assert [d.anchor for d in together[0].detections] == [d.anchor for d in alone.detections]
+    assert len(alone.maps) == 2 * len(alone.detections)
+    for mine, theirs in zip(alone.maps, together[0].maps, strict=True):
+        assert (mine.method, mine.detection.index) == (theirs.method, theirs.detection.index)
+        np.testing.assert_allclose(mine.heatmap, theirs.heatmap, atol=1e-5)
+    gradcam = [m for m in alone.maps if m.method == "gradcam"]
+    assert not all(np.allclose(gradcam[0].heatmap, m.heatmap) for m in gradcam[1:])  # each detection its own map
+
+
+def test_classes_keep_a_class_or_the_best_detections(loaded, pictures):
+    from camcli.explain.detection import DetectionExplainer
+
+    every = DetectionExplainer(loaded, methods="eigencam", target="box").explain(pictures[:1])[0].detections
+    best = DetectionExplainer(loaded, methods="eigencam", target="box", classes="top2").explain(pictures[:1])[0]
+    assert [d.anchor for d in best.detections] == [d.anchor for d in every[:2]]
+    ones = DetectionExplainer(loaded, methods="eigencam", target="box", classes="1").explain(pictures[:1])[0]
+    assert [d.anchor for d in ones.detections] == [d.anchor for d in every if d.class_index == 1]
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+
+def test_explain_writes_a_map_per_detection_with_its_box(preset, image_folder, tmp_path):
+    out = tmp_path / "out"
+    result = invoke("explain", image_folder, "--model", f"hub:{preset}", "--target", "box", "--min-score", "0.88",
+                    "--method", "gradcam", "--method", "eigencam", "--out", out, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(out / "img0.json")
+    assert record["target"] == {"kind": "box", "score": "anchor"}
+    detections = record["detections"]
+    assert detections and all(d["score"] > 0.88 for d in detections)
+    assert len(record["explanations"]) == 2 * len(detections)
+    entry = record["explanations"][0]
+    assert entry["overlay"] == "img0.gradcam.det0.png" and entry["detection"] == 0
+    assert entry["box"] == detections[0]["box"] and entry["class_index"] == detections[0]["class_index"]
+    x0, y0, x1, y1 = (int(round(v)) for v in detections[0]["box"])
+    assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 48  # in the image's own pixels (80x48), not the input's
+    overlay = np.asarray(Image.open(out / entry["overlay"]).convert("RGB"))
+    assert overlay.shape == (48, 80, 3)
+    assert (overlay[y0, x0:x1] == [255, 0, 255]).all()  # the detection's box, drawn
+    assert [p["score"] for p in record["predictions"]] == [d["score"] for d in detections[:5]]
+    again = invoke("explain", image_folder, "--model", f"hub:{preset}", "--target", "box", "--min-score", "0.88",
+                   "--method", "gradcam", "--method", "eigencam", "--out", out, "--resume", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] == 2
+
+
+def test_an_image_without_detections_is_recorded_not_failed(preset, image_folder, tmp_path):
+    result = invoke("explain", image_folder, "--model", f"hub:{preset}", "--target", "box", "--min-score", "0.99999",
+                    "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(tmp_path / "img1.json")
+    assert record["detections"] == [] and record["explanations"] == [] and record["predictions"] == []
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--target", "class"], "camcli: error: hub:{preset} is an object detector: explain its detections with "
+                            "--target box, not --target class"),
+    (["--target", "box", "--method", "scorecam"], "camcli: error: --method scorecam does not explain detections yet"),
+    (["--target", "box", "--aug-smooth"], "camcli: error: --aug-smooth does not apply to an object detector"),
+    (["--min-score", "0.5"], "camcli: error: --min-score applies to an object detector's detections: add --target box"),
+])
+def test_what_a_detector_cannot_do_is_one_line(preset, image_folder, tmp_path, arguments, message):
+    result = invoke("explain", image_folder, "--model", f"hub:{preset}", *arguments, "--out", tmp_path)
+    assert result.exit_code == 2
+    assert only_line(result).startswith(message.format(preset=preset))
+
+
+def test_target_box_on_a_classifier_is_one_line(image_folder, tmp_path):
+    result = invoke("explain", image_folder, "--model", "demo", "--target", "box", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert only_line(result) == ("camcli: error: --target box explains the detections of an object detector (a "
+                                 "KerasHub ObjectDetector, hub:PRESET), and model demo outputs (batch, 6): use "
+                                 "--target class")
+
+
+def test_a_named_detector_preset_offline_is_one_line(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kagglehub"))
+    result = invoke("explain", image_folder, "--model", "hub:retinanet_resnet50_fpn_coco", "--target", "box",
+                    "--out", tmp_path / "out")
+    assert result.exit_code == 2
+    line = only_line(result)
+    assert line.startswith("camcli: error: hub:retinanet_resnet50_fpn_coco: KerasHub preset not in its cache at ")
+    assert "retinanet_resnet50_fpn_coco" in line and "CAMCLI_OFFLINE is set" in line
+
+
+def test_the_detector_explainer_refuses_a_classifier():
+    from camcli.explain.detection import DetectionExplainer
+
+    with pytest.raises(UsageError, match="is no object detector; explain it with camcli.Explainer"):
+        DetectionExplainer(camcli.load_model("demo"), target="box")
