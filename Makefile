@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model cheat-variants samples bench bench-precision bench-peers bench-methods bench-photos bench-overlay bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-callback bench-ray soak clean
+.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model cheat-variants samples bench bench-precision bench-peers bench-methods bench-photos bench-overlay bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-detectors bench-callback bench-ray soak clean
 
 all: lint test
 
@@ -141,6 +141,10 @@ bench-audit: venv $(CHEAT_VARIANTS)
 # and each refinement's cost per 224 px image.
 bench-segmentation: venv
 	$(BIN)/python benchmarks/segmentation.py
+
+# Every detection of a 640 px image explained by a RetinaNet on ResNet-18 (random weights), against its own predict.
+bench-detectors: venv
+	$(BIN)/python benchmarks/detectors.py
 
 # camcli.keras.ExplainCallback: seconds per call against an epoch of training (demo), and on ResNet50.
 bench-callback: venv
