@@ -22,6 +22,10 @@ from camcli.audit.signals import seeded_sample
 # and as little of the rest as it can (30% also hid the object wherever the two overlap).
 COVER_SPAN = 0.18
 MAX_TESTED = 32  # images scored per pile-up (a seeded sample of larger ones)
+# Pictures of other classes the transfer test pastes into (and as many controls): the difference of two rates,
+# which on 32 each moved by up to 0.08 from sample to sample; a clean model's cross part reached the 0.25 threshold
+# on 32 pictures and measured 0.17 on 64, while the cheating models' tags stayed at 0.3-1.0 (make bench-audit).
+MAX_TRANSFERRED = 64
 
 
 # The most of a picture's short side that the transfer test pastes, each way: a mark is small (the demo's tags are 14%
@@ -115,7 +119,8 @@ def transfer(explainer, donors: list, donor_places: list, others: list, class_in
     from the class's own pictures: those hold the class's objects wherever the class's objects sit (in the
     middle, often), which give the class when pasted, and a mark there would be measured against them."""
     cut = [(picture, donor_places[i]) for i, donor in enumerate(donors) if (picture := donor()) is not None]
-    shown = [picture for i in seeded_sample(len(others), MAX_TESTED, seed) if (picture := others[i]()) is not None]
+    shown = [picture for i in seeded_sample(len(others), MAX_TRANSFERRED, seed)
+             if (picture := others[i]()) is not None]
     if not cut or not shown:
         return None
     before = np.argmax(explainer.class_scores(explainer.preprocess(shown)), axis=1)
@@ -123,7 +128,8 @@ def transfer(explainer, donors: list, donor_places: list, others: list, class_in
     if not shown:
         return None
     rate = _pasted_rate(explainer, cut, shown, class_index, extent)
-    plain = [(picture, cut[k % len(cut)][1]) for k, i in enumerate(seeded_sample(len(controls), MAX_TESTED, seed + 1))
+    plain = [(picture, cut[k % len(cut)][1])
+             for k, i in enumerate(seeded_sample(len(controls), MAX_TRANSFERRED, seed + 1))
              if (picture := controls[i]()) is not None]
     plain = plain[1:] + plain[:1]  # where the controls are the same pictures, none is pasted into itself
     return rate - _pasted_rate(explainer, plain, shown, class_index, extent) if plain else rate

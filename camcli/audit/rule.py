@@ -26,18 +26,21 @@ class FlagRule:
     1. places: at least MIN_MEMBERS maps that peak within `max_spread` of the map's side of one another (at most
        spray.MAX_PLACES places, the most crowded first);
     2. a mark: at a place, the pictures whose pixels there match the others' (cosine similarity of the patches,
-       colour channels centred, shifts of a cell or two allowed) at `min_pattern` or above carry it, as long as
-       MIN_MEMBERS do; objects that happen to peak there do not. Marks of several places whose templates match
-       are one mark (a tag in any corner); the mark is then looked for in every other map of the class, where it
-       peaks and where the mark sits in the others, so that a carrier alone at its place joins;
+       colour channels centred, shifts of a cell or two allowed; the better of that and the same with each
+       channel scaled to unit contrast, so that a one-colour mark matches on any background: signals.Template)
+       at `min_pattern` or above carry it, as long as MIN_MEMBERS do; objects that happen to peak there do not.
+       Marks of several places whose templates match are one mark (a tag in any corner); the mark is then looked
+       for in every other map of the class, where it peaks and where the mark sits in the others, so that a
+       carrier alone at its place joins;
     3. flagged by its pattern when at least MIN_PILE pictures carry it and it is distinct: the carriers make up at
        least `min_distinct` of them and the pictures of the class that come near it (similarity within
-       spray.NEAR_BAND below `min_pattern`). A copied mark matches or does not; instances of an object's edge make
-       a continuum, as many near as matching;
+       spray.NEAR_BAND below `min_pattern`; a picture that carries another mark of the class is not counted). A
+       copied mark matches or does not; instances of an object's edge make a continuum, as many near as matching;
     4. with the model (the audit explains the images itself), each flagged mark (at most spray.MODEL_TESTS per
        class, the most distinct first) is pasted into pictures of other classes (at most reliance.MAX_PASTE of the
        short side each way), and so is the same place of other pictures of other classes (the control): the mark
-       stays flagged when it turns at least `min_reliance` more of them into the class than the control does.
+       stays flagged when it turns at least `min_reliance` more of them into the class than the control does
+       (reliance.MAX_TRANSFERRED pictures each).
        With no other class, covering the mark in its carriers (the share whose answer leaves the class) decides
        instead.
     A SpRAy cluster of at least MIN_MEMBERS maps shows the flag when at least half of them carry flagged marks.

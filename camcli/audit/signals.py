@@ -10,7 +10,9 @@ its instances differ. These functions put numbers on what the person sees; camcl
   same cell). A fixed place gives a few hundredths; an object that moves, a tenth or more.
 - `find_mark`: the pixels under a pile-up's relevant region, compared across its pictures: the window where
   most of them share one pattern (a mark: a tag, a logo, a watermark), which of them carry it, and its template.
-  A mark carried by a few of the pictures still stands out of a mean over many that differ (_consensus).
+  A mark carried by a few of the pictures still stands out of a mean over many that differ (_consensus). Its
+  template has two forms (Template): the patch's contrast as it is, and scaled per colour channel, so that a
+  mark of one colour matches itself on backgrounds of any colour.
 - `search_mark`: each picture's best match to a template where its map peaks (a mark found elsewhere);
   `align_mark` moves each carrier's place onto its mark; `mark_extent` measures the box the mark fills.
 - `evidence_share`: the share of a map's cells at or above half its maximum (the member's mean): a
@@ -109,14 +111,38 @@ def _blocks(smalls: list[np.ndarray], x: float, y: float, shift: int = SHIFT) ->
     return out
 
 
-def _unit_patches(patches: np.ndarray) -> np.ndarray:
+def _unit_patches(patches: np.ndarray, colour_free: bool = False) -> np.ndarray:
     """(n, ..., 3) patches as (n, d) unit vectors, each colour channel centred (a mark on a brighter or
-    darker picture, or in another tint, still matches); a flat patch is all zero."""
+    darker picture, or in another tint, still matches); a flat patch is all zero.
+
+    `colour_free`: each centred channel is also scaled to unit contrast (CONTRAST_FLOOR at least) before the
+    whole is, so what is compared is the shape of the contrast and its sign in each channel, not its strength.
+    A mark of one fixed colour (a black glyph, a magenta stripe) differs from its background by (mark colour -
+    background colour) in each channel: plain centring keeps that difference, so the same stripe on two
+    backgrounds matched itself at 0.6-0.8 (make bench-audit). Its sign does not change (magenta lies above any
+    background in red and blue, below it in green), so scaled per channel it matches at 0.9 or more."""
     n = len(patches)
     flat = patches.reshape(n, -1, 3)
-    flat = (flat - flat.mean(axis=1, keepdims=True)).reshape(n, -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    if colour_free:
+        flat = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), CONTRAST_FLOOR)
+    flat = flat.reshape(n, -1)
     lengths = np.linalg.norm(flat, axis=1, keepdims=True)
     return np.divide(flat, lengths, out=np.zeros_like(flat), where=lengths > _FLAT)
+
+
+# A channel's contrast in a window (the length of its centred values, 0-255 a cell) is scaled up to unit from this
+# much at least: the demo scenes' pixel noise gives a window about 30, an edge a few hundred.
+CONTRAST_FLOOR = 60.0
+
+
+class Template(NamedTuple):
+    """A mark's pattern, WINDOW x WINDOW cells as unit vectors: `plain` (channels centred) and `colour_free`
+    (each channel also scaled to unit contrast: _unit_patches). A picture's similarity to it is the better of
+    the two, so that a mark matches whether its colour or its background changes."""
+
+    plain: np.ndarray
+    colour_free: np.ndarray
 
 
 def seeded_sample(count: int, limit: int, seed: int) -> np.ndarray:
@@ -157,13 +183,13 @@ class SmallPictures:
 class Mark(NamedTuple):
     """A pattern repeated under part of a pile-up (find_mark): its figure (the median similarity of the
     matching pictures to the others', None: fewer than two pictures), how many pictures it compared, where
-    (x, y fractions of the picture), the unit template (channels centred) and which of the given members
+    (x, y fractions of the picture), the template (Template) and which of the given members
     match it (positions into them), with every member's similarity to the template."""
 
     figure: float | None
     compared: int
     where: tuple[float, float] | None
-    template: np.ndarray | None
+    template: Template | None
     matching: np.ndarray
     scores: np.ndarray
 
@@ -232,20 +258,25 @@ def find_mark(smalls: SmallPictures, members: np.ndarray, mean_map: np.ndarray, 
     centre = moved.shape[0] // 2
     forming = matching if matching.any() else np.ones(len(readable), dtype=bool)
     seed_template = _unit(moved[centre][forming].sum(axis=0))
-    at_best = moved[np.argmax(np.einsum("snd,d->sn", moved, seed_template), axis=0), np.arange(len(readable))]
-    template = _unit(at_best[forming].sum(axis=0))
+    best_shift = np.argmax(np.einsum("snd,d->sn", moved, seed_template), axis=0), np.arange(len(readable))
+    colour_free = _shifted_patches(_blocks(pictures, *where, SHIFT), SHIFT, colour_free=True)
+    template = Template(_unit(moved[best_shift][forming].sum(axis=0)),
+                        _unit(colour_free[best_shift][forming].sum(axis=0)))
     everyone = search_mark(smalls, members, np.tile(where, (len(members), 1)), template, SHIFT)
     sampled = np.asarray(readable)
-    everyone[sampled] = scores  # the sampled members keep their leave-one-out figure
+    # the sampled members keep their leave-one-out figure (plain), or their colour-free one where it is better
+    colour_free_only = Template(np.zeros_like(template.plain), template.colour_free)
+    everyone[sampled] = np.maximum(scores, search_mark(smalls, members[sampled], np.tile(where, (len(sampled), 1)),
+                                                       colour_free_only, SHIFT))
     figure = float(np.median(scores[matching])) if matching.any() else float(np.median(scores))
     return Mark(figure, len(readable), where, template, np.flatnonzero(everyone >= threshold), everyone)
 
 
-def search_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, template: np.ndarray,
+def search_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, template: Template,
                 shift: int) -> np.ndarray:
-    """Each picture's best similarity to `template` (a unit patch of WINDOW x WINDOW cells), its window centred
-    at its point ((x, y) fractions of the picture) and moved by up to `shift` cells, on each grid of PHASES; 0 for
-    unreadable pictures."""
+    """Each picture's best similarity to `template` (the better of its plain and colour-free patterns), its window
+    centred at its point ((x, y) fractions of the picture) and moved by up to `shift` cells, on each grid of PHASES;
+    0 for unreadable pictures."""
     found = np.zeros(len(indexes))
     readable = [k for k, index in enumerate(indexes) if smalls(int(index)) is not None]
     for phase in range(len(PHASES)):
@@ -256,8 +287,9 @@ def search_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, 
             batch = tried[start: start + SEARCH_BATCH]
             blocks = np.concatenate([_blocks([smalls(int(indexes[k]), phase)], float(points[k][0]),
                                              float(points[k][1]), shift) for k in batch])
-            best = np.einsum("snd,d->sn", _shifted_patches(blocks, shift), template).max(axis=0)
-            found[batch] = np.maximum(found[batch], best)
+            best = np.maximum(np.einsum("snd,d->sn", _shifted_patches(blocks, shift), template.plain),
+                              np.einsum("snd,d->sn", _shifted_patches(blocks, shift, True), template.colour_free))
+            found[batch] = np.maximum(found[batch], best.max(axis=0))
     return found
 
 
@@ -265,7 +297,7 @@ OTHER_GRIDS = 0.5
 SEARCH_BATCH = 256  # pictures compared at once (their windows at every shift: 256 x 81 x 108 numbers)
 
 
-def align_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, template: np.ndarray,
+def align_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, template: Template,
                shift: int = SHIFT) -> np.ndarray:
     """Each picture's point ((x, y) fractions) moved to where its window matches `template` best, within `shift`
     cells: (n, 2). Unreadable pictures keep their point."""
@@ -276,7 +308,8 @@ def align_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, t
         if small is None:
             continue
         block = _blocks([small], float(aligned[k][0]), float(aligned[k][1]), shift)
-        best = int(np.argmax(_shifted_patches(block, shift)[:, 0] @ template))
+        best = int(np.argmax(np.maximum(_shifted_patches(block, shift)[:, 0] @ template.plain,
+                                        _shifted_patches(block, shift, True)[:, 0] @ template.colour_free)))
         height, width = small.shape[0] - 2 * PAD, small.shape[1] - 2 * PAD
         aligned[k] += ((best % span - shift) / width, (best // span - shift) / height)
     return np.clip(aligned, 0.0, 1.0)
@@ -328,14 +361,14 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / length if length > _FLAT else np.zeros_like(vector)
 
 
-def _shifted_patches(blocks: np.ndarray, shift: int) -> np.ndarray:
+def _shifted_patches(blocks: np.ndarray, shift: int, colour_free: bool = False) -> np.ndarray:
     """(shifts, n, d): every member's window at every shift of up to `shift` cells, unit patches; the unshifted
     window is the middle one. The windows are views of the blocks (no copy until the centring)."""
     span = 2 * shift + 1
     n = len(blocks)
     windows = np.lib.stride_tricks.sliding_window_view(blocks, (WINDOW, WINDOW), axis=(1, 2))  # n, S, S, 3, W, W
     windows = windows[:, :span, :span].transpose(1, 2, 0, 4, 5, 3).reshape(span * span * n, WINDOW * WINDOW, 3)
-    return _unit_patches(windows).reshape(span * span, n, -1)
+    return _unit_patches(windows, colour_free).reshape(span * span, n, -1)
 
 
 def pile_ups(cells: np.ndarray, radius: float, minimum: int) -> list[np.ndarray]:
