@@ -259,3 +259,30 @@ def test_the_detector_explainer_refuses_a_classifier():
 
     with pytest.raises(UsageError, match="is no object detector; explain it with camcli.Explainer"):
         DetectionExplainer(camcli.load_model("demo"), target="box")
+
+
+@pytest.mark.slow  # a shell that builds a detector and runs camcli twice
+def test_the_readmes_detector_recipe_runs(tmp_path):
+    """The README's "Object detectors" recipe, as written: its preset, two runs, each image's detections."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    readme = (REPO / "README.md").read_text("utf-8")
+    start = readme.index("## Object detectors")
+    [script] = re.findall(r"```bash\n(.*?)```", readme[start:readme.index("\n## ", start + 1)], flags=re.DOTALL)
+    (tmp_path / "sample_images").symlink_to(REPO / "sample_images")
+    environment = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+                   "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = read_json(tmp_path / "detections" / "chelsea.json")
+    assert len(record["detections"]) == 3 and len(record["explanations"]) == 3
+    assert (tmp_path / "detections" / "chelsea.gradcam.det2.png").is_file()
+    assert "detection 0:" in (tmp_path / "detections" / "index.html").read_text("utf-8")
+    eigencam = read_json(tmp_path / "detections-eigencam" / "chelsea.json")
+    assert all(d["score"] > 0.7 for d in eigencam["detections"])

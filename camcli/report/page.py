@@ -278,6 +278,8 @@ def _overlay_figure(explanation: dict, pictures: dict, out_dir: Path, name, widt
     layer_text = " + ".join(map(str, layers)) if len(layers) > 1 else str(explanation.get("layer") or "")
     empty = explanation.get("empty") is True
     caption = f"{label} \u00b7 {method}" + (f" \u00b7 {score:.3f}" if score is not None else "")
+    if isinstance(explanation.get("detection"), int):  # a detector's map: which detection (its box is drawn in)
+        caption = f"detection {explanation['detection']}: {caption}"
     full_caption = f"{name}: {caption} at {layer_text}"
     picture = pictures.get(("overlay", explanation.get("overlay")))
     parts = [f'<figure class="thumb" data-method="{esc(method)}" data-empty="{int(empty)}" '
