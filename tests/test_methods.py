@@ -12,7 +12,7 @@ from camcli.errors import UsageError
 from camcli.explain.augment import AUGMENTATIONS, augment_batch, restore_map
 from camcli.explain.methods import REGISTRY, GuidedBackprop, LayerMethod, MethodMap, first_principal_component
 
-GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop"}
+GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop", "fem", "kpcacam"}
 
 
 def guided_model(seed=3):
@@ -171,6 +171,55 @@ def reference_eigen(data):
     return projection.reshape(h, w)
 
 
+def reference_fem(a, k=2.0):
+    """Fuad et al. 2020, pytorch-grad-cam's FEM: the share of a channel's locations above mean + k std."""
+    h, w, channels = a.shape
+    result = np.zeros((h, w))
+    for c in range(channels):
+        values = a[:, :, c]
+        threshold = values.mean() + k * np.sqrt(((values - values.mean()) ** 2).mean())
+        share = sum(values[i, j] > threshold for i in range(h) for j in range(w)) / (h * w)
+        result += share * values
+    return result
+
+
+def reference_kernel_pca(a):
+    """The first kernel principal component, sigmoid kernel tanh(<x, y> / channels + 1), written out:
+    centre the locations, build and double-centre the kernel, take the top eigenvector (SVD of the
+    symmetric kernel, not eigh) times sqrt(eigenvalue); sign matched to the channel sum."""
+    h, w, channels = a.shape
+    x = a.reshape(h * w, channels)
+    x = x - x.mean(axis=0)
+    n = h * w
+    kernel = np.array([[np.tanh(np.dot(x[i], x[j]) / channels + 1.0) for j in range(n)] for i in range(n)])
+    ones = np.full((n, n), 1.0 / n)
+    kernel = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
+    u, s, _ = np.linalg.svd(kernel)
+    projection = u[:, 0] * np.sqrt(s[0])
+    if np.corrcoef(projection, a.reshape(h * w, channels).sum(axis=1))[0, 1] < 0:
+        projection = -projection
+    return projection.reshape(h, w)
+
+
+def reference_dff(a, g, components=5, iterations=200):
+    """Collins et al. 2018 as pytorch-grad-cam's dff() (per image), NMF by Lee & Seung's multiplicative
+    updates written out; the class's concept is the one whose profile scores highest against the
+    location-averaged gradient."""
+    h, w, channels = a.shape
+    v = a.reshape(h * w, channels).T
+    shift = v.min(axis=1, keepdims=True)
+    v = v - shift
+    rng = np.random.RandomState(0)  # scikit-learn's init="random", random_state=0: H is drawn first
+    scale = np.sqrt(v.mean() / components)
+    hh = np.abs(scale * rng.standard_normal((components, h * w)))
+    ww = np.abs(scale * rng.standard_normal((channels, components)))
+    for _ in range(iterations):
+        ww = ww * (v @ hh.T) / (ww @ hh @ hh.T)
+        hh = hh * (ww.T @ v) / (ww.T @ ww @ hh)
+    scores = [np.dot(ww[:, j] + shift[:, 0], g.mean(axis=(0, 1))) for j in range(components)]
+    return hh[int(np.argmax(scores))].reshape(h, w)
+
+
 REFERENCES = {
     "gradcam": lambda a, g: np.einsum("hwk,k->hw", a, g.mean(axis=(0, 1))),
     "gradcam++": reference_gradcam_plus_plus,
@@ -179,6 +228,10 @@ REFERENCES = {
     "hirescam": lambda a, g: (g * a).sum(axis=-1),  # Draelos & Carin 2020, Eq. 4
     "eigencam": lambda a, g: reference_eigen(a),  # Muhammad & Yeasin 2020
     "eigengradcam": lambda a, g: reference_eigen(g * a),
+    "gradcamelementwise": lambda a, g: np.maximum(g * a, 0).sum(axis=-1),  # pytorch-grad-cam's GradCAMElementWise
+    "fem": lambda a, g: reference_fem(a),
+    "kpcacam": lambda a, g: reference_kernel_pca(a),
+    "dff": lambda a, g: reference_dff(a, g),
 }
 
 
@@ -490,3 +543,30 @@ def test_registry_kinds_and_costs():
     assert {name for name, method in REGISTRY.items() if not method.needs_gradients} == GRADIENT_FREE
     assert all(isinstance(REGISTRY[name], LayerMethod) for name in REFERENCES)
     assert REGISTRY["guidedgradcam"].cost == "gradients, plus a guided backward pass to the input"
+
+
+# -- against the libraries the reference implementations call ------------------------------------------
+
+
+def test_kpcacam_and_dff_match_scikit_learn(flatten_case):
+    """pytorch-grad-cam's KPCA-CAM is scikit-learn's KernelPCA(n_components=1, kernel="sigmoid") on the
+    centred locations, and its DFF is scikit-learn's NMF; camcli computes both in numpy. Agreement to
+    1e-4 of the unit maps (the NMF with the multiplicative-update solver camcli uses; pytorch-grad-cam's
+    default coordinate-descent solver reaches another factorisation)."""
+    decomposition = pytest.importorskip("sklearn.decomposition")
+    model, batch, activations, gradient = flatten_case
+    for a, kpca, dff in zip(activations, explained(model, batch, "kpcacam"), explained(model, batch, "dff"),
+                            strict=True):
+        locations = a.reshape(-1, a.shape[-1])
+        centred = locations - locations.mean(axis=0)
+        projection = decomposition.KernelPCA(n_components=1, kernel="sigmoid").fit_transform(centred)[:, 0]
+        if np.corrcoef(projection, locations.sum(axis=1))[0, 1] < 0:
+            projection = -projection  # an eigenvector's sign is arbitrary; camcli's follows the channel sum
+        np.testing.assert_allclose(kpca.heatmap, unit(projection.reshape(a.shape[:2])), atol=1e-4)
+        shifted = locations.T - locations.T.min(axis=1, keepdims=True)
+        factorisation = decomposition.NMF(n_components=5, init="random", random_state=0, solver="mu", tol=0,
+                                          max_iter=200)
+        profiles = factorisation.fit_transform(shifted)
+        scores = (profiles + locations.T.min(axis=1, keepdims=True)).T @ gradient.mean(axis=(0, 1))
+        chosen = factorisation.components_[int(np.argmax(scores))]
+        np.testing.assert_allclose(dff.heatmap, unit(chosen.reshape(a.shape[:2])), atol=1e-4)

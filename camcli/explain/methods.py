@@ -156,6 +156,91 @@ def cam(inputs: MapInputs) -> np.ndarray:
     return _scale_channels(inputs.activations, inputs.class_weights)
 
 
+def gradcam_elementwise(inputs: MapInputs) -> np.ndarray:
+    # pytorch-grad-cam's GradCAMElementWise (after HiResCAM, Draelos & Carin 2020): the ReLU is taken
+    # of each element of g^k * A^k before the sum over channels, M = sum_k ReLU(g_ij^k A_ij^k), so a
+    # channel's negative evidence at a location cannot cancel another's positive evidence there.
+    return np.maximum(inputs.gradients * inputs.activations, 0.0)
+
+
+def fem(inputs: MapInputs, k: float = 2.0) -> np.ndarray:
+    # Fuad et al. 2020 (Feature Explanation Method, IPTA 2020, hal-02963298), as pytorch-grad-cam's FEM
+    # computes it: channel k's locations are binarised by the k-sigma rule, A_ij^k > mu_k + k sigma_k
+    # (its spatial mean and standard deviation), and the channel weighs the share of its locations
+    # that pass, w_k = mean_ij [A_ij^k > mu_k + k sigma_k]: channels with a few strong, localised
+    # responses count. No class and no gradient.
+    activations = inputs.activations.astype(np.float64)
+    means = activations.mean(axis=(1, 2), keepdims=True)
+    spreads = activations.std(axis=(1, 2), keepdims=True)
+    weights = (activations > means + k * spreads).mean(axis=(1, 2))
+    return _scale_channels(activations, weights)
+
+
+def kernel_principal_component(activations: np.ndarray, gamma: float | None = None,
+                               coef0: float = 1.0) -> np.ndarray:
+    """(batch, h, w, channels) -> (batch, h, w): each image's projection on the first kernel principal
+    component of its locations (Schölkopf et al. 1998), with the sigmoid kernel
+    k(x, y) = tanh(gamma <x, y> + coef0) on the channel-centred activations, gamma = 1 / channels:
+    scikit-learn's KernelPCA(n_components=1, kernel="sigmoid"), which pytorch-grad-cam's KPCA-CAM runs.
+    The projection of location i is sqrt(lambda) v_i, (lambda, v) the top eigenpair of the centred
+    kernel matrix. Its sign is fixed as Eigen-CAM's is (first_principal_component)."""
+    gamma = 1.0 / activations.shape[-1] if gamma is None else gamma
+
+    def project(centred: np.ndarray) -> np.ndarray | None:
+        kernel = np.tanh(gamma * centred @ centred.T + coef0)
+        # Centre the kernel in feature space: K - 1K - K1 + 1K1, with 1 the matrix of 1/n.
+        kernel = kernel - kernel.mean(axis=0) - kernel.mean(axis=1, keepdims=True) + kernel.mean()
+        values, vectors = np.linalg.eigh(kernel)
+        return vectors[:, -1] * np.sqrt(values[-1]) if values[-1] > 0 else None
+
+    return _projected(activations, project)
+
+
+def nmf(data: np.ndarray, components: int, iterations: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """A non-negative (rows, columns) matrix V ~ W H, W (rows, components) and H (components, columns):
+    Lee & Seung 2001's multiplicative updates for the Frobenius norm, from scikit-learn's "random"
+    start with seed 0 (sqrt(mean(V) / components) |N(0, 1)|, H drawn first), for a fixed number of
+    iterations. This is scikit-learn's NMF(init="random", random_state=0, solver="mu", tol=0)."""
+    rng = np.random.RandomState(0)
+    scale = np.sqrt(data.mean() / components)
+    h = np.abs(scale * rng.standard_normal((components, data.shape[1])))
+    w = np.abs(scale * rng.standard_normal((data.shape[0], components)))
+    tiny = np.finfo(np.float32).eps  # scikit-learn's guard against a zero denominator
+    for _ in range(iterations):
+        denominator = w @ (h @ h.T)
+        w = w * (data @ h.T) / np.where(denominator == 0, tiny, denominator)
+        denominator = (w.T @ w) @ h
+        h = h * (w.T @ data) / np.where(denominator == 0, tiny, denominator)
+    return w, h
+
+
+def deep_feature_factorization(inputs: MapInputs, components: int = 5) -> np.ndarray:
+    # Collins et al. 2018 (arXiv:1806.10206), as pytorch-grad-cam's dff(): each channel is shifted to a
+    # minimum of 0 and the (channels x locations) activations are factorised, V ~ W H, into
+    # `components` concepts: W's columns are the concepts' channel profiles (shifted back), H's rows
+    # their maps. pytorch-grad-cam labels each concept by running the classifier on its profile; the
+    # class's map here is the map of the concept that raises the class score most to first order,
+    # (W_j + shift) . dy^c/dA averaged over the locations. On a global-average-pooling -> dense head
+    # that average is w^c / (h w), so the concept chosen is the one pytorch-grad-cam's classifier
+    # scores highest for the class; the gradient extends the rule to any layer.
+    activations = inputs.activations.astype(np.float64)
+    batch, height, width, channels = activations.shape
+    keep = min(components, channels, height * width)
+    contributions = np.zeros((batch, height, width, 1), dtype=np.float64)
+    for b in range(batch):
+        # One image at a time, where pytorch-grad-cam factorises the batch together: an image's map
+        # must not depend on the other images in its batch.
+        data = activations[b].reshape(height * width, channels).T  # (channels, locations)
+        shift = data.min(axis=1, keepdims=True)
+        shifted = data - shift
+        if not shifted.any():
+            continue  # no variation: no concept, an empty map
+        profiles, concept_maps = nmf(shifted, keep)
+        relevance = (profiles + shift).T @ inputs.gradients[b].mean(axis=(0, 1))  # (components,)
+        contributions[b, :, :, 0] = concept_maps[int(np.argmax(relevance))].reshape(height, width)
+    return contributions
+
+
 def scorecam(inputs: MapInputs) -> np.ndarray:
     # Wang et al. 2020, Sec. 3 and Algorithm 1. Each channel A^k is upsampled to the input and scaled
     # to [0, 1] (min-max, Eq. 9) into a mask H^k (the step does both, in that order); the map is
@@ -204,28 +289,43 @@ def first_principal_component(contributions: np.ndarray) -> np.ndarray:
     positively with the plain channel sum (the map the method would give without this step), and,
     failing that, its largest-magnitude value must be positive. So the same image gives the same map.
     """
+    def project(centred: np.ndarray) -> np.ndarray:
+        # The projection on the first right singular vector v is sigma u, with u the top eigenvector
+        # of the (locations x locations) Gram matrix: a small eigen-problem (h*w is 49 at ResNet50's
+        # last layer, against 2048 channels), rather than an SVD of the whole matrix.
+        if centred.shape[0] <= centred.shape[1]:
+            values, vectors = np.linalg.eigh(centred @ centred.T)
+            return vectors[:, -1] * np.sqrt(max(values[-1], 0.0))
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        return centred @ vectors[:, -1]
+
+    return _projected(contributions, project)
+
+
+def _projected(contributions: np.ndarray, project: Callable[[np.ndarray], np.ndarray | None]) -> np.ndarray:
+    """(batch, h, w, k) -> (batch, h, w): each image's locations, centred per channel, projected by
+    `project` ((locations, k) -> (locations,), or None for no component), signed like the channel sum.
+    An image without variation gets an empty map."""
     batch, height, width, channels = contributions.shape
     maps = np.zeros((batch, height, width), dtype=np.float64)
     for b in range(batch):
         data = contributions[b].reshape(height * width, channels).astype(np.float64)
         centred = data - data.mean(axis=0)
-        if not np.any(centred):
-            continue  # no variation at all: no component, an empty map
-        # The projection on the first right singular vector v is sigma u, with u the top eigenvector
-        # of the (locations x locations) Gram matrix: a small eigen-problem (h*w is 49 at ResNet50's
-        # last layer, against 2048 channels), rather than an SVD of the whole matrix.
-        if height * width <= channels:
-            values, vectors = np.linalg.eigh(centred @ centred.T)
-            projection = vectors[:, -1] * np.sqrt(max(values[-1], 0.0))
-        else:
-            _, vectors = np.linalg.eigh(centred.T @ centred)
-            projection = centred @ vectors[:, -1]
-        reference = data.sum(axis=1)
-        agreement = float(np.dot(projection - projection.mean(), reference - reference.mean()))
-        if agreement < 0 or (agreement == 0 and projection[np.argmax(np.abs(projection))] < 0):
-            projection = -projection
-        maps[b] = projection.reshape(height, width)
+        projection = project(centred) if np.any(centred) else None
+        if projection is not None:
+            maps[b] = _signed_like_the_sum(projection, data).reshape(height, width)
     return maps
+
+
+def _signed_like_the_sum(projection: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """A projection of (locations, channels) data on a component, whose sign is arbitrary, signed so
+    that it correlates positively with the plain channel sum, or, failing that, so that its
+    largest-magnitude value is positive."""
+    reference = data.sum(axis=1)
+    agreement = float(np.dot(projection - projection.mean(), reference - reference.mean()))
+    if agreement < 0 or (agreement == 0 and projection[np.argmax(np.abs(projection))] < 0):
+        return -projection
+    return projection
 
 
 def gradient_image(input_gradients: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -271,8 +371,9 @@ class LayerMethod:
     (Evidence.layer_maps) does the rest.
 
     contributions: MapInputs -> (batch, h, w, channels), summed over channels for the map.
-    principal_component: the map is the first principal component of the contributions instead of
-        their sum (Eigen-CAM); `--eigen-smooth` turns this on for any method.
+    projection: the map is this projection of the contributions, (batch, h, w, k) -> (batch, h, w),
+        instead of their sum: the first principal component (Eigen-CAM), or a kernel one (KPCA-CAM).
+        `--eigen-smooth` takes the first principal component of any other method's contributions.
     needs_gradients / needs_gap_head / needs_masked_scores: what the MapInputs must hold: the layer
         gradients, the dense weights after global average pooling (CAM), masked scores (Score-CAM).
     """
@@ -284,7 +385,7 @@ class LayerMethod:
     needs_gradients: bool = False
     needs_gap_head: bool = False
     needs_masked_scores: bool = False
-    principal_component: bool = False
+    projection: Callable[[np.ndarray], np.ndarray] | None = None
     guided = False  # no guided backward pass to the input
 
     @property
@@ -300,7 +401,9 @@ class LayerMethod:
     def raw_map(self, inputs: MapInputs, eigen_smooth: bool = False) -> np.ndarray:
         """The raw (batch, h, w) map at one layer, before ReLU and scaling."""
         contributions = self.contributions(inputs)
-        if self.principal_component or eigen_smooth:
+        if self.projection is not None:
+            return self.projection(contributions)
+        if eigen_smooth:
             return first_principal_component(contributions)
         return contributions.sum(axis=-1)
 
@@ -434,15 +537,27 @@ REGISTRY: dict[str, Method] = {
         LayerMethod("hirescam", "element-wise gradient times activation; shows the locations the score used",
                     "Draelos & Carin 2020, arXiv:2011.08891", hirescam, needs_gradients=True),
         LayerMethod("eigencam", "first principal component of the activations; class-agnostic, no gradients",
-                    "Muhammad & Yeasin 2020, arXiv:2008.00299", eigencam, principal_component=True),
+                    "Muhammad & Yeasin 2020, arXiv:2008.00299", eigencam,
+                    projection=first_principal_component),
         LayerMethod("eigengradcam", "first principal component of gradient times activation",
                     "Muhammad & Yeasin 2020, arXiv:2008.00299 (on Grad-CAM's product)", eigengradcam,
-                    needs_gradients=True, principal_component=True),
+                    needs_gradients=True, projection=first_principal_component),
+        LayerMethod("gradcamelementwise", "ReLU of each gradient-times-activation element, summed over channels",
+                    "pytorch-grad-cam's GradCAMElementWise, after Draelos & Carin 2020, arXiv:2011.08891",
+                    gradcam_elementwise, needs_gradients=True),
         LayerMethod("scorecam", "gradient-free: channels weighted by the score the image masked by them gains "
                     "over a blank input",
                     "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_masked_scores=True),
         LayerMethod("cam", "class activation map from the dense weights after global average pooling",
                     "Zhou et al. 2016, arXiv:1512.04150", cam, needs_gap_head=True),
+        LayerMethod("fem", "gradient-free: each channel weighted by the share of its locations above its mean + "
+                    "2 standard deviations", "Fuad et al. 2020, IPTA, hal-02963298", fem),
+        LayerMethod("kpcacam", "first kernel principal component of the activations (sigmoid kernel); "
+                    "class-agnostic, no gradients", "Karmani et al. 2024, arXiv:2410.00267", eigencam,
+                    projection=kernel_principal_component),
+        LayerMethod("dff", "deep feature factorization: the map of the NMF concept (of 5) that raises the class "
+                    "score most", "Collins et al. 2018, arXiv:1806.10206", deep_feature_factorization,
+                    needs_gradients=True),
         _GUIDED_BACKPROP,
         GuidedGradCAM("guidedgradcam", "guided backprop times the upsampled Grad-CAM map (RGB, full resolution)",
                       "Selvaraju et al. 2017, arXiv:1610.02391", cam=_GRADCAM, backprop=_GUIDED_BACKPROP),
