@@ -30,3 +30,24 @@ def only_line(result, click_usage=False):
         return errors[0]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def readme_bash_blocks(heading: str) -> list[str]:
+    """The ```bash blocks of the README section that starts with `heading` (up to the next "## ")."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    start = readme.index(heading)
+    return re.findall(r"```bash\n(.*?)```", readme[start:readme.index("\n## ", start + 1)], flags=re.DOTALL)
+
+
+def run_readme_recipe(heading: str, folder: Path):
+    """Run the one ```bash block of the README section `heading` in `folder` (with the sample images linked
+    there), as a user's shell would; the finished process."""
+    from test_readme_recipes import run_recipe
+
+    [script] = readme_bash_blocks(heading)
+    (folder / "sample_images").symlink_to(Path(__file__).resolve().parents[1] / "sample_images")
+    result = run_recipe(script, folder)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result

@@ -1,4 +1,6 @@
-"""KerasHub image classifiers: `hub:PRESET`, through `keras_hub.models.ImageClassifier.from_preset`.
+"""KerasHub image classifiers, object detectors and segmenters: `hub:PRESET`, through the `from_preset` of
+its task base (`keras_hub.models.ImageClassifier`, `ObjectDetector`, `ImageSegmenter`), which a preset's
+name or its task.json says. A detector also gets its DetectorHead (camcli.models.detectors).
 
 PRESET is a KerasHub preset name (`resnet_50_imagenet`), a `kaggle://` or `hf://` handle, or a local
 folder that `classifier.save_to_preset(folder)` wrote. Named presets come from KerasHub's own caches:
@@ -31,10 +33,16 @@ from camcli.models.preprocess import affine_mode, check_mode
 INSTALL_HINT = 'pip install "keras-camcli[hub]"'
 # The KerasHub task bases camcli loads, in the order a preset of unknown kind is tried: each preset is
 # loaded through its own (a detector through ObjectDetector.from_preset...).
-TASK_BASES = ("ImageClassifier", "ObjectDetector")
+TASK_BASES = ("ImageClassifier", "ObjectDetector", "ImageSegmenter")
 TASK_FILE = "task.json"  # what save_to_preset writes for a task: its class, whose base says the kind
 KAGGLE_SCHEME, HF_SCHEME = "kaggle://", "hf://"
 _IMAGENET_CLASSES = 1000
+# PASCAL VOC's 21 segmentation classes, background first (the order of its SegmentationClass masks): the
+# labels of a 21-class segmenter whose preset names the dataset (deeplab_v3_plus_resnet50_pascalvoc). KerasHub's
+# presets store no class names; other segmenters' classes are their indices unless `labels_file` names them.
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
 
 
 def import_keras_hub():
@@ -186,6 +194,16 @@ def converter_preprocess(classifier) -> str:
     return affine_mode(getattr(converter, "scale", None), getattr(converter, "offset", None))
 
 
+def _default_labels(classes: int, preset: str, is_segmenter: bool) -> list[str]:
+    """ImageNet's names for a 1000-class classifier, VOC's for a 21-class segmenter whose preset names PASCAL VOC,
+    else the class indices."""
+    if is_segmenter and classes == len(VOC_CLASSES) and "pascalvoc" in preset.lower().replace("_", ""):
+        return list(VOC_CLASSES)
+    if not is_segmenter and classes == _IMAGENET_CLASSES:
+        return imagenet_labels()
+    return index_labels(classes)
+
+
 def load_hub_model(preset: str, weights: str | None = None, preprocess: str | None = None,
                    labels_file: str | None = None) -> LoadedModel:
     """A KerasHub image classifier or object detector as a LoadedModel. `preprocess` replaces the converter's
@@ -207,7 +225,8 @@ def load_hub_model(preset: str, weights: str | None = None, preprocess: str | No
         classes, default_labels = detector.num_classes, detectors.detector_labels(keras_hub, detector.num_classes)
     else:
         classes = analyse_head(task).num_classes
-        default_labels = imagenet_labels() if classes == _IMAGENET_CLASSES else index_labels(classes)
+        segmenter = isinstance(task, keras_hub.models.ImageSegmenter)
+        default_labels = _default_labels(classes, preset, is_segmenter=segmenter)
     labels = read_labels(labels_file) if labels_file else default_labels
     if len(labels) != classes:
         raise UsageError(f"{labels_file} has {len(labels)} names but {name} has {classes} classes")

@@ -1,0 +1,117 @@
+"""KerasHub segmenters, `--model hub:PRESET --target region` (camcli/models/hub.py, issue 31).
+
+A DeepLabV3 on a three-stack ResNet and a SegFormer on a two-stage MiT, built from their configs with random
+weights and saved once per module with `save_to_preset`: nothing downloads. The DeepLabV3 folder's name says
+PASCAL VOC, so its 21 classes take VOC's names; the SegFormer's classes are their indices.
+"""
+
+import importlib.util
+
+import numpy as np
+import pytest
+from cli_helpers import invoke, only_line, read_json
+from PIL import Image
+
+import camcli
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None,
+                                reason='keras_hub is not installed (pip install "keras-camcli[hub]")')
+
+SIZE = 64
+
+
+def tiny_deeplab():
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16, 16],
+        stackwise_num_blocks=[1, 1, 1], stackwise_num_strides=[1, 2, 2], block_type="basic_block",
+        image_shape=(None, None, 3), name="deeplab_resnet")  # named: test_hub's ResNet keeps its automatic name
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, spatial_pyramid_pooling_key="P4", upsampling_size=4, dilation_rates=[2],
+        low_level_feature_key="P2", projection_filters=8, image_shape=(None, None, 3))
+    converter = keras_hub.layers.DeepLabV3ImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0)
+    preprocessor = keras_hub.models.DeepLabV3ImageSegmenterPreprocessor(image_converter=converter)
+    return keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=21, preprocessor=preprocessor,
+                                                    activation="softmax")
+
+
+def tiny_segformer():
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    encoder = keras_hub.models.MiTBackbone(
+        layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 1], layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.0, layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[8, 16],
+        image_shape=(SIZE, SIZE, 3))
+    backbone = keras_hub.models.SegFormerBackbone(image_encoder=encoder, projection_filters=16)
+    converter = keras_hub.layers.SegFormerImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0)
+    preprocessor = keras_hub.models.SegFormerImageSegmenterPreprocessor(image_converter=converter)
+    return keras_hub.models.SegFormerImageSegmenter(backbone=backbone, num_classes=4, preprocessor=preprocessor)
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("segmenters")
+    tiny_deeplab().save_to_preset(str(folder / "deeplab_pascalvoc"))
+    tiny_segformer().save_to_preset(str(folder / "segformer"))
+    return {"deeplab": folder / "deeplab_pascalvoc", "segformer": folder / "segformer"}
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("segmenter_images") / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_a_pascal_voc_segmenter_takes_vocs_names_and_explains_a_region(presets, image, tmp_path):
+    loaded = camcli.load_model(f"hub:{presets['deeplab']}")
+    assert loaded.detector is None and loaded.input_size == (SIZE, SIZE)
+    assert loaded.labels[:3] == ["background", "aeroplane", "bicycle"] and len(loaded.labels) == 21
+    result = invoke("explain", image, "--model", f"hub:{presets['deeplab']}", "--target", "region",
+                    "--class", "top1", "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(tmp_path / "street.json")
+    [entry] = record["explanations"]
+    assert record["target"] == {"kind": "region", "mask": None}
+    assert entry["label"] in loaded.labels and not entry["empty"]
+    assert record["layer"] == "deep_lab_v3_backbone/backbone_output_upsampling"
+
+
+def test_a_segformer_explains_a_region_at_its_backbone(presets, image, tmp_path):
+    result = invoke("explain", image, "--model", f"hub:{presets['segformer']}", "--target", "region",
+                    "--layer", "seg_former_backbone", "--class", "2", "--out", tmp_path, "--quiet")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(tmp_path / "street.json")
+    [entry] = record["explanations"]
+    assert entry["class_index"] == 2 and entry["label"] == "2"
+    assert record["layer"].startswith("seg_former_backbone/")
+
+
+def test_a_class_name_on_a_segmenter_without_names_says_to_give_labels(presets, image, tmp_path):
+    result = invoke("explain", image, "--model", f"hub:{presets['segformer']}", "--target", "region",
+                    "--class", "car", "--out", tmp_path)
+    assert result.exit_code == 2
+    assert "--labels FILE" in only_line(result)
+
+
+def test_target_box_on_a_segmenter_is_one_line(presets, image, tmp_path):
+    result = invoke("explain", image, "--model", f"hub:{presets['deeplab']}", "--target", "box", "--out", tmp_path)
+    assert result.exit_code == 2
+    line = only_line(result)
+    assert line.startswith("camcli: error: --target box explains the detections of an object detector")
+    assert line.endswith("outputs (batch, None, None, 21): use --target region")
+
+
+@pytest.mark.slow  # a shell that builds a segmenter and runs camcli
+def test_the_readmes_segmenter_recipe_runs(tmp_path):
+    from cli_helpers import run_readme_recipe
+
+    run_readme_recipe("## KerasHub segmenters", tmp_path)
+    record = read_json(tmp_path / "regions" / "chelsea.json")
+    assert record["target"]["kind"] == "region" and len(record["explanations"]) == 2
+    assert record["explanations"][1]["label"] == "cat"
