@@ -31,6 +31,7 @@ from pathlib import Path
 from camcli.errors import UsageError
 from camcli.models.catalog import DEFAULT_MODEL
 from camcli.options import (
+    BOX_TARGET,
     AuditOptions,
     FileOptions,
     MapRequest,
@@ -244,9 +245,15 @@ def _evaluation_explainers(groups: dict, classes_of: Callable, images: int, held
     if loaded.extra_input_names:
         raise UsageError(f"evaluate scores one-input models, and {loaded.name} also takes "
                          f"{', '.join(loaded.extra_input_names)}; explain it with `camcli explain`")
-    maps = replace(groups["maps"], classes=tuple(classes_of(loaded)))
-    # The steps are built when first used: several methods share one (MethodScoring makes their MethodSet).
-    built = [Explainer(loaded, maps.one_method(name), build_step=len(maps.methods) == 1) for name in maps.methods]
+    if loaded.detector is not None:  # a detector: its detections (target box), every method in one explainer
+        from camcli.explain.detection import DetectionExplainer
+
+        built = [DetectionExplainer(loaded, replace(groups["maps"], target=BOX_TARGET))]
+    else:
+        maps = replace(groups["maps"], classes=tuple(classes_of(loaded)))
+        # The steps are built when first used: several methods share one (MethodScoring makes their MethodSet).
+        built = [Explainer(loaded, maps.one_method(name), build_step=len(maps.methods) == 1)
+                 for name in maps.methods]
     if groups["hooks"].on_start:
         groups["hooks"].on_start(images)
     return built

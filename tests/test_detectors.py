@@ -273,3 +273,51 @@ def test_the_readmes_detector_recipe_runs(tmp_path):
     assert "detection 0:" in (tmp_path / "detections" / "index.html").read_text("utf-8")
     eigencam = read_json(tmp_path / "detections-eigencam" / "chelsea.json")
     assert all(d["score"] > 0.7 for d in eigencam["detections"])
+
+
+# --- evaluate -------------------------------------------------------------------------------------------
+
+
+def test_evaluate_scores_each_matched_detection(preset, image_folder, tmp_path):
+    """Truth boxes where the detector found two objects (one a little shifted) and one where nothing was found:
+    two matches, each scored by both methods."""
+    from camcli.explain.detection import DetectionExplainer
+
+    loaded = camcli.load_model(f"hub:{preset}")
+    [result] = DetectionExplainer(loaded, methods="eigencam", target="box", min_score=0.84).explain(
+        [np.asarray(Image.open(image_folder / "img1.png"))])
+    first, second = result.detections[:2]
+    shifted = [value + 1 for value in first.box_in_pixels(SIZE, SIZE)]
+    rows = [["img1.png", *shifted, first.label], ["img1.png", *second.box_in_pixels(SIZE, SIZE), second.label],
+            ["img1.png", 0, 0, 2, 2, "0"]]
+    truth = tmp_path / "truth.csv"
+    truth.write_text("image,x0,y0,x1,y1,label\n" + "".join(",".join(map(str, row)) + "\n" for row in rows))
+    report = camcli.evaluate_paths([image_folder / "img1.png"], model=f"hub:{preset}", truth=truth,
+                                   methods=["gradcam", "eigencam"], min_score=0.84, target="box",
+                                   out=tmp_path / "out", steps=0)
+    assert report.failures == [] and report.evaluated == 1
+    for method in ("gradcam", "eigencam"):
+        summary = report.methods[method]
+        assert (summary["rows"], summary["matched"], summary["truth_boxes"]) == (2, 2, 3)
+        assert 0 <= summary["metrics"]["energy"] <= 1 and summary["metrics"]["pointing"] in (0, 0.5, 1)
+        assert summary["metrics"]["iou"] is None
+    detections = sorted({row["detection"] for row in report.rows})
+    assert detections == [first.index, second.index]
+    written = read_json(tmp_path / "out" / "evaluation.json")
+    assert written["rows"][0]["match_iou"] >= 0.5 and "energy" in written["rows"][0]
+
+
+def test_a_detection_matches_the_best_free_truth_box_of_its_class():
+    from camcli.evaluate.detections import match_detections
+    from camcli.explain.detection import Detection
+
+    def detection(index, class_index):
+        return Detection(index, class_index, str(class_index), 0.9 - index / 10, 1.0, (0, 0, 0, 0), index)
+
+    detections = [detection(0, 1), detection(1, 1), detection(2, 2)]
+    boxes = [[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30]]
+    truth = [(1, [0, 0, 10, 10]), (2, [1, 0, 11, 10]), (None, [20, 21, 30, 31])]
+    matched = match_detections(detections, boxes, truth)
+    # detection 0 takes the class-1 box; detection 1 finds only a class-2 box there; detection 2 the unlabelled one
+    assert {index: truth_index for index, (truth_index, _) in matched.items()} == {0: 0, 2: 2}
+    assert matched[2][1] == pytest.approx(90 / 110)

@@ -613,7 +613,13 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     """
     check_computable(options.gates, options, truth)
     check_matches(truth, tasks, options.truth_name or "the ground truth")
-    run = _Evaluation(explainers() if callable(explainers) else explainers, truth, options, on_failure)
+    built = explainers() if callable(explainers) else explainers
+    if built and getattr(built[0], "detects", False):  # an object detector: its matched detections' maps
+        from camcli.evaluate.detections import DetectionEvaluation
+
+        run = DetectionEvaluation(built, truth, options, on_failure)
+    else:
+        run = _Evaluation(built, truth, options, on_failure)
     matched, without_truth = match_tasks(truth, tasks)
     check_unambiguous_labels(truth, matched, run.labels, options.truth_name or "the ground truth")
     skipped = list(skipped)
