@@ -12,7 +12,8 @@ from camcli.errors import UsageError
 from camcli.explain.augment import AUGMENTATIONS, augment_batch, restore_map
 from camcli.explain.methods import REGISTRY, GuidedBackprop, LayerMethod, MethodMap, first_principal_component
 
-GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop", "fem", "kpcacam"}
+GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop", "fem", "kpcacam", "sscam", "iscam",
+                 "ablationcam"}
 
 
 def guided_model(seed=3):
@@ -294,6 +295,61 @@ def test_scorecam_matches_hand_computed_reference(flatten_case):
         expected = unit(sum(w * a[:, :, k] for k, w in enumerate(weights)))
         np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-5)
 
+
+
+def unit_mask(channel, size=8):
+    """Score-CAM's mask of one channel: upsampled to the input, then min-max scaled (all zero when flat)."""
+    upsampled = bilinear(channel, size)
+    spread = upsampled.max() - upsampled.min()
+    return (upsampled - upsampled.min()) / spread if spread else np.zeros_like(upsampled)
+
+
+def test_sscam_and_iscam_match_hand_computed_references(flatten_case):
+    """SS-CAM (Wang, Naidu et al. 2020): each channel's score averaged over 35 copies of its mask plus
+    N(0, 2^2) noise, the noise of sample s and channel k drawn from seed s * channels + k. IS-CAM (Naidu et
+    al. 2020): over the image masked by i/10 of the mask, i = 1..10. Both minus the blank input's score."""
+    from camcli.explain.methods import mask_noise
+
+    model, batch, activations, _ = flatten_case
+    for name in ("sscam", "iscam"):
+        maps = explained(model, batch, name)
+        assert sum(not m.empty for m in maps) >= 2
+        for image, a, class_map in zip(batch, activations, maps, strict=True):
+            baseline = model.predict(np.zeros_like(image)[None], verbose=0)[0, 1]
+            channels = a.shape[-1]
+            weights = []
+            for k in range(channels):
+                mask = unit_mask(a[:, :, k])
+                if name == "sscam":
+                    noise = [np.random.default_rng(s * channels + k).normal(0, 2.0, (8, 8)) for s in range(35)]
+                    copies = [image * (mask + delta)[:, :, None] for delta in noise]
+                else:
+                    copies = [image * (i / 10 * mask)[:, :, None] for i in range(1, 11)]
+                assert np.allclose(mask_noise(3 * channels + k, 2.0, (8, 8)),
+                                   np.random.default_rng(3 * channels + k).normal(0, 2.0, (8, 8)), atol=1e-6)
+                weights.append(model.predict(np.stack(copies), verbose=0)[:, 1].mean() - baseline)
+            expected = unit(sum(w * a[:, :, k] for k, w in enumerate(weights)))
+            np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-4)
+
+
+def test_ablationcam_matches_hand_computed_reference(flatten_case):
+    """Desai & Ramaswamy 2020, Eq. 3: w_k = (y - y_k) / y with y the class logit and y_k the logit with
+    channel k set to zero, here computed by running Flatten -> dense on the ablated activations."""
+    model, batch, activations, _ = flatten_case
+    kernel, bias = (w.numpy().astype(np.float64) for w in model.get_layer("head").weights)
+    explainer = explainer_for(model, layer="target", method="ablationcam", classes=["1"])
+    maps = [result.maps[0] for result in explainer.explain_batch(batch)]
+    assert explainer.masked_images_scored == len(batch) * (5 + 1)  # one copy per channel, and the unablated one
+    assert sum(not m.empty for m in maps) >= 2
+    for a, class_map in zip(activations, maps, strict=True):
+        y = a.ravel() @ kernel[:, 1] + bias[1]
+        weights = []
+        for k in range(a.shape[-1]):
+            ablated = a.copy()
+            ablated[:, :, k] = 0.0
+            weights.append((y - (ablated.ravel() @ kernel[:, 1] + bias[1])) / y)
+        expected = unit(sum(w * a[:, :, k] for k, w in enumerate(weights)))
+        np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-5)
 
 def test_scorecam_max_channels_scores_the_most_varying_channels_only(flatten_case):
     model, batch, activations, _ = flatten_case

@@ -90,7 +90,8 @@ def test_vit_token_grid_given_by_hand_drops_the_leading_tokens():
 
 
 @pytest.mark.parametrize("method", ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "eigengradcam",
-                                    "scorecam", "guidedbackprop", "guidedgradcam"])
+                                    "scorecam", "guidedbackprop", "guidedgradcam", "gradcamelementwise", "fem",
+                                    "kpcacam", "dff", "sscam", "iscam", "ablationcam"])
 def test_every_layer_method_runs_at_a_token_layer(method):
     batch = tiny_models.images(2, seed=23)
     [result, _] = Explainer(wrap_model(tiny_models.vit()), method=method).explain_batch(batch)
@@ -270,7 +271,7 @@ def _kinds():
 
 
 @pytest.mark.parametrize("kind", list(_kinds()))
-@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+@pytest.mark.parametrize("method", ["gradcam", "scorecam", "ablationcam"])
 def test_contract_batch_equals_single_untouched_no_nan(kind, method):
     build, interface, options, extras = _kinds()[kind]
     model = build()

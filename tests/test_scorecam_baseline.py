@@ -66,25 +66,29 @@ def _cases():
     }
 
 
-def scorecam_maps(model, **options):
-    explainer = Explainer(wrap_model(model, preprocess="none"), layer="target", method="scorecam", **options)
+def scorecam_maps(model, method="scorecam", **options):
+    explainer = Explainer(wrap_model(model, preprocess="none"), layer="target", method=method, **options)
     return [m for result in explainer.explain_batch(tiny_models.images(6, seed=41)) for m in result.maps]
 
 
+@pytest.mark.parametrize("method", ["scorecam", "sscam", "iscam"])  # SS-CAM and IS-CAM weigh as Score-CAM does
 @pytest.mark.parametrize("kind", list(_cases()))
-def test_scorecam_is_unchanged_by_a_constant_offset_on_the_outputs(kind):
+def test_scorecam_is_unchanged_by_a_constant_offset_on_the_outputs(kind, method):
     model, twin, options = _cases()[kind]
     twin_options = {**options, "target": class_one_shifted} if kind == "callable" else options
     if kind == "value":  # the sign of every output, which `value` explains, is the same in both
         batch = tiny_models.images(6, seed=41)
         assert (model.predict(batch, verbose=0) < 0).all() and (twin.predict(batch, verbose=0) < 0).all()
-    ours, theirs = scorecam_maps(model, **options), scorecam_maps(twin, **twin_options)
+    ours, theirs = scorecam_maps(model, method, **options), scorecam_maps(twin, method, **twin_options)
+    if method == "sscam" and all(m.empty for m in ours + theirs):
+        pytest.skip("SS-CAM's noise (std 2) leaves no channel above the blank input here: nothing to compare")
     assert not all(m.empty for m in ours)  # the comparison is not between empty maps
     for a, b in zip(ours, theirs, strict=True):
         assert a.class_index == b.class_index
         assert a.empty == b.empty  # an all-zero map is empty in both
-        np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5, rtol=0)
-        assert a.raw_max == pytest.approx(b.raw_max, rel=1e-4, abs=1e-7)
+        # SS-CAM and IS-CAM average 35 and 10 float32 scores per channel: their rounding adds up (2e-5 seen).
+        np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5 if method == "scorecam" else 5e-5, rtol=0)
+        assert a.raw_max == pytest.approx(b.raw_max, rel=1e-4 if method == "scorecam" else 1e-3, abs=1e-7)
 
 
 def negative_regressor():

@@ -258,7 +258,7 @@ def check_detector_request(loaded: LoadedModel, request: MapRequest) -> None:
                          f"`target={request.target}`")
     for name in request.methods:
         method = resolve_method(name)
-        if method.guided or method.needs_masked_scores or method.needs_gap_head:
+        if method.own_passes or method.needs_gap_head:
             raise UsageError(f"`methods={name}` does not explain detections yet; use a layer method of the "
                              "detector's features: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam or "
                              "eigengradcam")

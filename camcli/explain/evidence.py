@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from camcli.explain.augment import AUGMENTATIONS, average_maps, restore_map
-from camcli.explain.methods import LayerMethod, MapInputs, MethodMap
+from camcli.explain.methods import LayerMethod, MapInputs, MaskChanges, MethodMap
 from camcli.explain.step import BatchRun, StepOutputs
 from camcli.maps.overlay import normalize_map, upsample
 from camcli.options import MASKED_BATCH
@@ -38,7 +38,8 @@ class BatchEvidence:
     """What one explainer's method may ask for about one batch (see methods.Evidence).
 
     class_weights: per layer, CAM's (channels, classes) dense weights; None for other methods.
-    `masked_images_scored` counts the masked copies Score-CAM ran through the model.
+    `masked_images_scored` counts the masked copies Score-CAM ran through the model, and the ablated
+    copies AblationCAM ran.
     """
 
     def __init__(self, run: BatchRun, options: MapOptions, class_weights: Sequence[np.ndarray] | None,
@@ -85,15 +86,27 @@ class BatchEvidence:
             outputs.activations[layer],
             outputs.gradients[layer][:, request] if outputs.gradients else None,
             self.class_weights[layer][:, ids].T if self.class_weights is not None else None,
-            lambda b, masks: self._score_masks(batch[b], int(ids[b]), masks, self.run.extras_of(b)),
+            lambda b, masks, changes=None: self._score_masks(batch[b], int(ids[b]), masks, self.run.extras_of(b),
+                                                             changes or MaskChanges()),
             self.options.max_channels,
+            lambda b, keep: self._chunked(keep, lambda part, _: self.run.step.ablated_scores(
+                batch[b], part, layer, int(ids[b]), self.run.extras_of(b))),
         )
 
-    def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray, extras) -> np.ndarray:
+    def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray, extras,
+                     changes: MaskChanges) -> np.ndarray:
+        def score(chunk: np.ndarray, start: int) -> np.ndarray:
+            scales, noise = changes.part(start, start + len(chunk), self.input_size)
+            return self.run.step.masked_scores(image, chunk, class_index, extras, scales, noise)
+
+        return self._chunked(masks, score)
+
+    def _chunked(self, rows: np.ndarray, score) -> np.ndarray:
+        """score(chunk, start) over `rows` in chunks of score_batch_size copies, concatenated; counted."""
         scores = []
-        for start in range(0, len(masks), self.options.score_batch_size):
-            chunk = masks[start: start + self.options.score_batch_size]
-            scores.append(self.run.step.masked_scores(image, chunk, class_index, extras))
+        for start in range(0, len(rows), self.options.score_batch_size):
+            chunk = rows[start: start + self.options.score_batch_size]
+            scores.append(score(chunk, start))
             self.masked_images_scored += len(chunk)
         return np.concatenate(scores) if scores else np.zeros((0,), np.float32)
 

@@ -143,8 +143,10 @@ class TappedForward:
     `activations` lists the outputs of the tapped layers, in the order of `layer_paths` (in the model's
     compute dtype); `logits` are float32 whatever the model computes in. `watch`,
     when given, is called with each of them the moment it exists (pass `tape.watch`), so that a
-    gradient tape records everything computed from them. With `guided=True` every ReLU in the model
-    passes back only positive gradients (guided backpropagation), on stand-in layers.
+    gradient tape records everything computed from them. `change`, when given, is called as
+    `change(slot, output)` with each tapped layer's output and its position in `layer_paths`, and what it
+    returns goes on through the model in its place (AblationCAM's ablated channels). With `guided=True`
+    every ReLU in the model passes back only positive gradients (guided backpropagation), on stand-in layers.
     """
 
     def __init__(self, model: keras.Model, layer_paths: Sequence[str], head: Head, guided: bool = False,
@@ -156,6 +158,7 @@ class TappedForward:
         self._slots = {id(layer): i for i, layer in enumerate(tapped)}
         self._captured = [None] * len(tapped)
         self._watch = None
+        self._change = None
         self._overrides = {}
         self._copies: list[_LinearCopy] = []  # stand-ins holding a snapshot of weights (see refresh)
         replay_below = [*tapped, head.final]
@@ -191,6 +194,8 @@ class TappedForward:
 
         def call(*args, **kwargs):
             output = run(*args, **kwargs)
+            if self._change is not None:
+                output = self._change(slot, output)
             if self._watch is not None:
                 self._watch(output)
             self._captured[slot] = output
@@ -215,8 +220,9 @@ class TappedForward:
         require_graph_model(model)
         return run_graph(model, inputs, self._operation)  # a Functional model: Keras runs its graph for us
 
-    def __call__(self, images, extras: Sequence = (), watch: Callable | None = None) -> tuple[list, object]:
-        self._captured, self._watch = [None] * len(self._slots), watch
+    def __call__(self, images, extras: Sequence = (), watch: Callable | None = None,
+                 change: Callable | None = None) -> tuple[list, object]:
+        self._captured, self._watch, self._change = [None] * len(self._slots), watch, change
         inputs = list(extras)
         inputs.insert(self.image_input, images)
         try:
@@ -225,4 +231,4 @@ class TappedForward:
             # outputs a dict of raw predictions (class logits, box deltas): each is cast.
             return list(self._captured), keras.tree.map_structure(lambda t: keras.ops.cast(t, "float32"), logits)
         finally:
-            self._captured, self._watch = [None] * len(self._slots), None
+            self._captured, self._watch, self._change = [None] * len(self._slots), None, None

@@ -37,14 +37,46 @@ class MapInputs:
         layer's resolution, upsamples each to the input and min-max scales it into a mask in [0, 1] (a
         flat map gives the all-zero mask), multiplies image b by each and returns the target's score
         (for classes: the probability) of image b's class on each masked copy, shape (n,).
+        `masked_scores(b, masks, changes)` first changes each mask as `changes` (a MaskChanges) says.
     max_channels: for Score-CAM, score only this many channels (those whose activation varies most).
+    ablated_scores: for AblationCAM, `ablated_scores(b, keep)` takes (n, channels) factors, runs image b
+        once per row with the layer's channels multiplied by the row (0: ablated) and returns the
+        target's differentiated score (for classes: the logit) of image b's class on each, shape (n,).
     """
 
     activations: np.ndarray
     gradients: np.ndarray | None = None
     class_weights: np.ndarray | None = None
-    masked_scores: Callable[[int, np.ndarray], np.ndarray] | None = None
+    masked_scores: Callable[..., np.ndarray] | None = None
     max_channels: int | None = None
+    ablated_scores: Callable[[int, np.ndarray], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class MaskChanges:
+    """How a method changes Score-CAM's masks before they multiply the image, one entry per mask:
+    each mask is scaled by `scales` (IS-CAM's path from the baseline), then Gaussian noise of standard
+    deviation `noise_std` is added at the input's size (SS-CAM), drawn from `noise_seeds`, one seed per
+    mask: the same seed gives the same noise whatever the batch and the chunk."""
+
+    scales: np.ndarray | None = None
+    noise_seeds: np.ndarray | None = None
+    noise_std: float = 0.0
+
+    def part(self, start: int, stop: int, size: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(scales, noise) of masks start..stop, noise (n, height, width); None where unchanged."""
+        scales = None if self.scales is None else self.scales[start:stop]
+        if self.noise_seeds is None:
+            return scales, None
+        return scales, np.stack([mask_noise(int(seed), self.noise_std, size) for seed in self.noise_seeds[start:stop]])
+
+
+def mask_noise(seed: int, std: float, size: tuple[int, int]) -> np.ndarray:
+    """SS-CAM's noise for one mask: (height, width) float32 from N(0, std^2), drawn from `seed`; zero for a
+    negative seed (a mask left as it is, such as the baseline's)."""
+    if seed < 0:
+        return np.zeros(size, np.float32)
+    return np.random.default_rng(seed).normal(0.0, std, size).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -246,6 +278,44 @@ def scorecam(inputs: MapInputs) -> np.ndarray:
     # to [0, 1] (min-max, Eq. 9) into a mask H^k (the step does both, in that order); the map is
     # ReLU(sum_k alpha_k A^k). With --max-channels N only N channels are scored (the others weigh 0),
     # chosen by `score_channels` below: the cost is N forward passes, plus one for the baseline.
+    return _scored_channels(inputs, inputs.masked_scores)
+
+
+def sscam(inputs: MapInputs, samples: int = 35, std: float = 2.0) -> np.ndarray:
+    # Wang, Naidu et al. 2020 (SS-CAM, arXiv:2006.14255), as TorchCAM's SSCAM computes its scores: each
+    # channel's score is averaged over `samples` copies of its mask with Gaussian noise added at the
+    # input's size, (1/N) sum_s f(X * (H^k + delta_s)), delta_s ~ N(0, std^2) (TorchCAM's defaults:
+    # N = 35, std = 2), and weighed as Score-CAM's are, minus the baseline's (see _scored_channels).
+    def scores(b: int, masks: np.ndarray) -> np.ndarray:
+        count = len(masks) - 1  # the baseline first, without noise (seed -1), then the channels
+        seeds = np.concatenate([[-1], np.arange(samples * count)])
+        copies = np.concatenate([masks[:1], np.tile(masks[1:], (samples, 1, 1))])
+        scored = inputs.masked_scores(b, copies, MaskChanges(noise_seeds=seeds, noise_std=std))
+        return np.concatenate([scored[:1], scored[1:].reshape(samples, count).mean(axis=0)])
+
+    return _scored_channels(inputs, scores)
+
+
+def iscam(inputs: MapInputs, samples: int = 10) -> np.ndarray:
+    # Naidu et al. 2020 (IS-CAM, arXiv:2010.03023): Score-CAM's score integrated along the path from the
+    # baseline to the masked image, (1/N) sum_{i=1..N} f(X * (i/N) H^k), as Integrated Gradients
+    # integrates (TorchCAM's default N = 10), weighed as Score-CAM's are, minus the baseline's. The
+    # paper's Eq. and TorchCAM sum the fractions cumulatively (sum_{j<=i} j/N), which multiplies the
+    # image by up to (N + 1) / 2 = 5.5 on the way, beyond the image itself; camcli's path ends at it.
+    def scores(b: int, masks: np.ndarray) -> np.ndarray:
+        count = len(masks) - 1
+        scales = np.concatenate([[1.0], np.repeat(np.arange(1, samples + 1) / samples, count)])
+        copies = np.concatenate([masks[:1], np.tile(masks[1:], (samples, 1, 1))])
+        scored = inputs.masked_scores(b, copies, MaskChanges(scales=scales))
+        return np.concatenate([scored[:1], scored[1:].reshape(samples, count).mean(axis=0)])
+
+    return _scored_channels(inputs, scores)
+
+
+def _scored_channels(inputs: MapInputs, scores: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The Score-CAM family's contributions: for each image b, `scores(b, masks)` scores the channel
+    maps (n + 1, h, w) at the layer's resolution, the baseline's (all zero) first, and each scored
+    channel weighs its score minus the baseline's."""
     activations = inputs.activations
     batch, height, width, channels = activations.shape
     keep = channels if inputs.max_channels is None else min(inputs.max_channels, channels)
@@ -257,11 +327,29 @@ def scorecam(inputs: MapInputs) -> np.ndarray:
         # The baseline X_b = X * 0 is one more masked copy, scored in the same batched passes, once
         # per image: an all-zero map is flat, and a flat map's mask is all zero.
         baseline = np.zeros((1, height, width), dtype=np.float32)
-        scores = inputs.masked_scores(b, np.concatenate([baseline, maps])).astype(np.float64)
-        # Eq. 7: channel k's weight is its increase of confidence, f(X * H^k) - f(X_b), the target's
-        # score (for classes: the softmax probability) over the baseline's. A constant offset on the
-        # outputs cancels, whatever the target.
-        weights[b, chosen] = scores[1:] - scores[0]
+        scored = scores(b, np.concatenate([baseline, maps])).astype(np.float64)
+        # Wang et al. 2020, Eq. 7: channel k's weight is its increase of confidence, f(X * H^k) - f(X_b),
+        # the target's score (for classes: the softmax probability) over the baseline's. A constant
+        # offset on the outputs cancels, whatever the target. (TorchCAM instead takes the softmax over
+        # the channels of the logits' gains, which such an offset also leaves alone.)
+        weights[b, chosen] = scored[1:] - scored[0]
+    return _scale_channels(activations, weights)
+
+
+def ablationcam(inputs: MapInputs) -> np.ndarray:
+    # Desai & Ramaswamy 2020 (Ablation-CAM, WACV), Eq. 3, as pytorch-grad-cam's AblationCAM: channel k
+    # weighs the share of the class score y^c (before the softmax) that is lost when the channel is
+    # set to zero, w_k = (y^c - y^c_k) / y^c, and the map is ReLU(sum_k w_k A^k). One forward pass per
+    # channel, batched. pytorch-grad-cam sets a layer whose minimum is not 0 (no ReLU) to that minimum
+    # minus 1e7 instead of zero; camcli zeroes every layer, as the paper does. y^c = 0 gives no weights.
+    activations = inputs.activations
+    batch, channels = activations.shape[0], activations.shape[-1]
+    weights = np.zeros((batch, channels), dtype=np.float64)
+    for b in range(batch):
+        # The unablated image first (its score is y^c), then each channel ablated in turn.
+        keep = np.concatenate([np.ones((1, channels), np.float32), 1.0 - np.eye(channels, dtype=np.float32)])
+        scores = inputs.ablated_scores(b, keep).astype(np.float64)
+        weights[b] = _safe_divide(scores[0] - scores[1:], np.full(channels, scores[0]))
     return _scale_channels(activations, weights)
 
 
@@ -374,8 +462,10 @@ class LayerMethod:
     projection: the map is this projection of the contributions, (batch, h, w, k) -> (batch, h, w),
         instead of their sum: the first principal component (Eigen-CAM), or a kernel one (KPCA-CAM).
         `--eigen-smooth` takes the first principal component of any other method's contributions.
-    needs_gradients / needs_gap_head / needs_masked_scores: what the MapInputs must hold: the layer
-        gradients, the dense weights after global average pooling (CAM), masked scores (Score-CAM).
+    needs_gradients / needs_gap_head / needs_masked_scores / needs_ablated_scores: what the MapInputs
+        must hold: the layer gradients, the dense weights after global average pooling (CAM), masked
+        scores (Score-CAM and its variants), ablated scores (AblationCAM).
+    passes: what the method's own passes cost, in words, where it makes any (masked or ablated copies).
     """
 
     name: str
@@ -385,13 +475,20 @@ class LayerMethod:
     needs_gradients: bool = False
     needs_gap_head: bool = False
     needs_masked_scores: bool = False
+    needs_ablated_scores: bool = False
     projection: Callable[[np.ndarray], np.ndarray] | None = None
+    passes: str | None = None
     guided = False  # no guided backward pass to the input
 
     @property
+    def own_passes(self) -> bool:
+        """Whether the method runs the model on copies of its own, beyond the shared step."""
+        return self.needs_masked_scores or self.needs_ablated_scores
+
+    @property
     def cost(self) -> str:
-        if self.needs_masked_scores:
-            return "one forward pass per scored channel, and one for the baseline (batched; see --max-channels)"
+        if self.passes is not None:
+            return f"gradients, plus {self.passes}" if self.needs_gradients else self.passes
         return "gradients" if self.needs_gradients else "forward pass only"
 
     def check_options(self, eigen_smooth: bool, aug_smooth: bool, max_channels: int | None) -> None:
@@ -438,6 +535,7 @@ class GuidedBackprop:
     needs_gradients = False
     needs_gap_head = False
     needs_masked_scores = False
+    own_passes = True  # a guided backward pass
     guided = True  # needs Evidence.guided_gradients
 
     @property
@@ -488,6 +586,7 @@ class GuidedGradCAM:
     backprop: GuidedBackprop
     needs_gap_head = False
     needs_masked_scores = False
+    own_passes = True
     guided = True
 
     @property
@@ -547,7 +646,20 @@ REGISTRY: dict[str, Method] = {
                     gradcam_elementwise, needs_gradients=True),
         LayerMethod("scorecam", "gradient-free: channels weighted by the score the image masked by them gains "
                     "over a blank input",
-                    "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_masked_scores=True),
+                    "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_masked_scores=True,
+                    passes="one forward pass per scored channel, and one for the baseline (batched; see "
+                    "--max-channels)"),
+        LayerMethod("sscam", "Score-CAM with each channel's score averaged over 35 noisy copies of its mask",
+                    "Wang, Naidu et al. 2020, arXiv:2006.14255", sscam, needs_masked_scores=True,
+                    passes="35 forward passes per scored channel, and one for the baseline (batched; see "
+                    "--max-channels)"),
+        LayerMethod("iscam", "Score-CAM with each channel's score integrated from a blank input to its masked "
+                    "copy (10 steps)", "Naidu et al. 2020, arXiv:2010.03023", iscam, needs_masked_scores=True,
+                    passes="10 forward passes per scored channel, and one for the baseline (batched; see "
+                    "--max-channels)"),
+        LayerMethod("ablationcam", "gradient-free: channels weighted by the share of the class score lost when "
+                    "each is set to zero", "Desai & Ramaswamy 2020, WACV", ablationcam, needs_ablated_scores=True,
+                    passes="one forward pass per channel, and one for the score (batched)"),
         LayerMethod("cam", "class activation map from the dense weights after global average pooling",
                     "Zhou et al. 2016, arXiv:1512.04150", cam, needs_gap_head=True),
         LayerMethod("fem", "gradient-free: each channel weighted by the share of its locations above its mean + "

@@ -141,8 +141,10 @@ class Step:
                                                          reduce_retracing=True), others)
         self._masked_step = _one_line_errors(tf.function(self._masked_scores, reduce_retracing=True, input_signature=[
             tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None, None), tf.float32),
-            tf.TensorSpec((), tf.int32), extras_spec]), others)
+            tf.TensorSpec((), tf.int32), extras_spec, tf.TensorSpec((None,), tf.float32),
+            tf.TensorSpec((None, None, None), tf.float32)]), others)
         self._extras_spec = extras_spec
+        self._ablated_steps: dict[int, object] = {}  # per explained layer, built when first used
 
     # -- the numpy interface ---------------------------------------------------------------------
 
@@ -169,12 +171,34 @@ class Step:
         """The target's scores (for classes: probabilities) for every class, (B, classes); one forward pass."""
         return self._scores_step(np.asarray(batch, dtype=np.float32), _extra_arrays(extras, self._extra_dtypes)).numpy()
 
-    def masked_scores(self, image: np.ndarray, masks: np.ndarray, class_index: int,
-                      extras: Sequence[np.ndarray] = ()) -> np.ndarray:
+    def masked_scores(self, image: np.ndarray, masks: np.ndarray, class_index: int, extras: Sequence[np.ndarray] = (),
+                      scales: np.ndarray | None = None, noise: np.ndarray | None = None) -> np.ndarray:
         """Score-CAM: the score of class `class_index` for `image` times each mask, (n,). The masks are
         channel maps (n, h, w) on the layer's grid, upsampled to the input and then min-max scaled to
-        [0, 1] (a flat one masks everything out). `extras`: the image's extra inputs, each (1, ...)."""
-        return self._masked_step(image, masks, np.int32(class_index), _extra_arrays(extras, self._extra_dtypes)).numpy()
+        [0, 1] (a flat one masks everything out). `extras`: the image's extra inputs, each (1, ...).
+        `scales` (n,) multiply the masks (IS-CAM), then `noise` (n, H, W) at the input's size is added
+        to them (SS-CAM); by default 1 and 0."""
+        count = len(masks)
+        scales = np.ones((count,), np.float32) if scales is None else np.asarray(scales, np.float32)
+        noise = np.zeros((count, 1, 1), np.float32) if noise is None else np.asarray(noise, np.float32)
+        return self._masked_step(image, masks, np.int32(class_index), _extra_arrays(extras, self._extra_dtypes),
+                                 scales, noise).numpy()
+
+    def ablated_scores(self, image: np.ndarray, keep: np.ndarray, layer: int, class_index: int,
+                       extras: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """AblationCAM: the differentiated score (for classes: the logit) of class `class_index` for
+        `image`, once per row of `keep` (n, channels), with the channels of explained layer `layer`
+        multiplied by that row (0: ablated), (n,)."""
+        if layer not in self._ablated_steps:
+            import tensorflow as tf
+
+            height, width = self.loaded.input_size
+            self._ablated_steps[layer] = _one_line_errors(tf.function(
+                lambda *args: self._ablated(layer, *args), reduce_retracing=True, input_signature=[
+                    tf.TensorSpec((height, width, 3), tf.float32), tf.TensorSpec((None, None), tf.float32),
+                    tf.TensorSpec((), tf.int32), self._extras_spec]), bool(self._extras_spec))
+        return self._ablated_steps[layer](np.asarray(image, np.float32), np.asarray(keep, np.float32),
+                                          np.int32(class_index), _extra_arrays(extras, self._extra_dtypes)).numpy()
 
     def guided_gradients(self, batch: np.ndarray, class_ids: np.ndarray,
                          extras: Sequence[np.ndarray] = ()) -> np.ndarray:
@@ -251,7 +275,7 @@ class Step:
         _, logits = self._forward(images, extras)
         return self.target.scores(logits, self.head)
 
-    def _masked_scores(self, image, masks, class_index, extras):
+    def _masked_scores(self, image, masks, class_index, extras, scales, noise):
         import tensorflow as tf
 
         height, width = self.loaded.input_size
@@ -262,13 +286,36 @@ class Step:
         low = tf.reduce_min(upsampled, axis=(1, 2, 3), keepdims=True)
         span = tf.reduce_max(upsampled, axis=(1, 2, 3), keepdims=True) - low
         unit = tf.math.divide_no_nan(upsampled - low, span)  # a flat channel: span 0, mask 0
-        copies = image[tf.newaxis] * unit
+        copies = image[tf.newaxis] * (unit * scales[:, tf.newaxis, tf.newaxis, tf.newaxis] + noise[..., tf.newaxis])
         if self.target.needs_reference:  # e.g. a region: the pixels the unmasked image predicts as the class
             copies = tf.concat([image[tf.newaxis], copies], axis=0)
         _, logits = self._forward(copies, [tf.repeat(e, tf.shape(copies)[0], axis=0) for e in extras])
         if self.target.needs_reference:
             return self.target.masked(logits[1:], class_index, self.head, reference=logits[:1])
         return self.target.masked(logits, class_index, self.head)
+
+    def _ablated(self, layer, image, keep, class_index, extras):
+        import tensorflow as tf
+
+        rows = tf.shape(keep)[0]
+
+        def ablate(slot, output):
+            if slot != layer:
+                return output
+            factors = keep
+            for _ in range(len(output.shape) - 2):  # (n, channels) -> (n, 1, ..., 1, channels)
+                factors = factors[:, tf.newaxis]
+            return output * tf.cast(factors, output.dtype)
+
+        if self.target.needs_reference:  # the unablated image first: e.g. a region's predicted pixels
+            keep = tf.concat([tf.ones_like(keep[:1]), keep], axis=0)
+        copies = tf.repeat(image[tf.newaxis], tf.shape(keep)[0], axis=0)
+        _, logits = self._forward(copies, [tf.repeat(e, tf.shape(keep)[0], axis=0) for e in extras], change=ablate)
+        class_ids = tf.fill((rows, 1), class_index)
+        if self.target.needs_reference:
+            reference = tf.repeat(logits[:1], rows, axis=0)
+            return self.target.selected(logits[1:], class_ids, self.head, reference)[:, 0]
+        return self.target.selected(logits, class_ids, self.head)[:, 0]
 
     @cached_property
     def _guided_step(self):
