@@ -321,3 +321,57 @@ def test_a_detection_matches_the_best_free_truth_box_of_its_class():
     # detection 0 takes the class-1 box; detection 1 finds only a class-2 box there; detection 2 the unlabelled one
     assert {index: truth_index for index, (truth_index, _) in matched.items()} == {0: 0, 2: 2}
     assert matched[2][1] == pytest.approx(90 / 110)
+
+
+# --- D-FINE, a detection transformer: one box per query ----------------------------------------------------
+
+
+def tiny_dfine(size=SIZE):
+    """A D-FINE on a four-stage HGNetV2 (KerasHub's docstring example, smaller), 20 queries, random weights."""
+    import keras
+    import keras_hub
+    from keras_hub.src.models.d_fine.d_fine_backbone import DFineBackbone
+    from keras_hub.src.models.hgnetv2.hgnetv2_backbone import HGNetV2Backbone
+
+    keras.utils.set_random_seed(0)
+    stages = ["stage3", "stage4"]
+    hgnet = HGNetV2Backbone(
+        stem_channels=[3, 16, 16], stackwise_stage_filters=[[16, 16, 32, 1, 3, 3], [32, 16, 64, 1, 3, 3],
+                                                            [64, 16, 64, 1, 3, 5], [64, 16, 64, 1, 3, 5]],
+        apply_downsample=[False, True, True, True], use_lightweight_conv_block=[False, False, True, True],
+        depths=[1, 1, 1, 1], hidden_sizes=[32, 64, 64, 64], embedding_size=16, use_learnable_affine_block=True,
+        hidden_act="relu", image_shape=(size, size, 3), out_features=stages)
+    backbone = DFineBackbone(
+        backbone=hgnet, decoder_in_channels=[32, 32], encoder_hidden_dim=32, num_denoising=0, num_labels=CLASSES,
+        hidden_dim=32, learn_initial_query=False, num_queries=20, anchor_image_size=(size, size), feat_strides=[16, 32],
+        num_feature_levels=2, encoder_in_channels=[64, 64], encode_proj_layers=[1], num_attention_heads=2,
+        encoder_ffn_dim=32, num_encoder_layers=1, hidden_expansion=0.34, depth_multiplier=0.5, eval_idx=-1,
+        num_decoder_layers=2, decoder_attention_heads=2, decoder_ffn_dim=32, decoder_n_points=[2, 2],
+        lqe_hidden_dim=16, num_lqe_layers=1, out_features=stages, image_shape=(size, size, 3))
+    converter = keras_hub.layers.DFineImageConverter(image_size=(size, size), scale=1 / 255.0)
+    preprocessor = keras_hub.models.DFineObjectDetectorPreprocessor(image_converter=converter)
+    return keras_hub.models.DFineObjectDetector(backbone=backbone, num_classes=CLASSES, bounding_box_format="yxyx",
+                                                preprocessor=preprocessor)
+
+
+@pytest.mark.slow  # about 40 s on 2 cores: a transformer's backward pass per query, compiled in a while loop
+def test_a_dfine_detector_explains_its_best_queries(tmp_path, pictures):
+    from camcli.explain.detection import DetectionExplainer
+
+    tiny_dfine().save_to_preset(str(tmp_path / "dfine"))
+    loaded = camcli.load_model(f"hub:{tmp_path / 'dfine'}")
+    assert loaded.detector.detector == "DFineObjectDetector" and loaded.detector.max_detections == 20
+    explainer = DetectionExplainer(loaded, methods=["hirescam", "eigencam"], target="box", classes="top3")
+    assert explainer.layers == ["d_fine_backbone/encoder_input_proj_bn_0"]
+    image = pictures[1]
+    [result] = explainer.explain([image])
+    predicted = loaded.model.predict(image[np.newaxis].astype(np.float32), verbose=0)
+    count = int(predicted["num_detections"][0])
+    best = sorted(predicted["confidence"][0][:count], reverse=True)[:3]
+    assert [round(d.score, 5) for d in result.detections] == [round(float(s), 5) for s in best]
+    logits = np.asarray(loaded.model(explainer.preprocess([image]))["logits"])[0]
+    assert [d.logit for d in result.detections] == pytest.approx([logits[d.anchor, d.class_index]
+                                                                   for d in result.detections], rel=1e-5)
+    assert len(result.maps) == 6 and not any(m.empty for m in result.maps if m.method == "eigencam")
+    outputs = explainer.step.run(explainer.preprocess([image]))
+    assert all(np.abs(outputs.gradients[0][0, r]).max() > 0 for r in range(3))  # each query's own gradient

@@ -206,11 +206,9 @@ class DetectionStep:
     def _with_gradients(self, images):
         import tensorflow as tf
 
-        from camcli.models.detectors import LOGITS_OUTPUT
-
         with tf.GradientTape(persistent=True) as tape:
             activations, outputs = self._forward(images, watch=tape.watch)
-            logits = outputs[LOGITS_OUTPUT]
+            logits = outputs[self.head.logits_output]
         found = self._detections(images, activations, outputs)
         slots = tf.shape(found["anchors"])[1]
 
