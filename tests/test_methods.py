@@ -397,6 +397,40 @@ def test_guided_backprop_and_guided_gradcam_match_numpy():
         np.testing.assert_allclose(ggc.image, expected, atol=1e-5)
 
 
+
+def test_smooth_gradcam_plus_plus_matches_numpy():
+    """Omeiza et al. 2019: Grad-CAM++'s derivatives averaged over 4 noisy copies, x + 0.15 (max - min) z_m
+    with z_m drawn from seed m, on the guided model (whose gradient at 'target' changes with the input:
+    the hidden ReLUs switch), written out in numpy; the activations are the clean image's."""
+    model = guided_model()
+    batch = tiny_models.images(2, seed=6)
+    k1, b1 = (w.numpy().astype(np.float64) for w in model.get_layer("target").weights)
+    w2, b2 = (w.numpy().astype(np.float64) for w in model.get_layer("hidden").weights)
+    w3 = model.get_layer("head").kernel.numpy().astype(np.float64)
+    maps = explained(model, batch, "smoothgradcam++")
+    assert not any(m.empty for m in maps)
+
+    def activation_and_gradient(x):
+        a = np.maximum(x @ k1[0, 0] + b1, 0)  # (8, 8, 4)
+        z2 = a.ravel() @ w2 + b2
+        return a, (w2 @ ((z2 > 0) * w3[:, 1])).reshape(8, 8, 4)
+
+    for x, class_map in zip(batch.astype(np.float64), maps, strict=True):
+        a, _ = activation_and_gradient(x)
+        spread = x.max() - x.min()
+        noisy = [activation_and_gradient(x + 0.15 * spread * np.random.default_rng(m).standard_normal((8, 8, 3))
+                                         .astype(np.float32))[1] for m in range(4)]
+        assert not all(np.allclose(g, noisy[0]) for g in noisy)  # the noise changes the gradient
+        d1, d2, d3 = (np.mean([g ** p for g in noisy], axis=0) for p in (1, 2, 3))
+        weights = np.zeros(4)
+        for k in range(4):
+            for i in range(8):
+                for j in range(8):
+                    denominator = 2 * d2[i, j, k] + a[:, :, k].sum() * d3[i, j, k]
+                    alpha = d2[i, j, k] / denominator if denominator != 0 else 0.0
+                    weights[k] += alpha * max(d1[i, j, k], 0.0)
+        np.testing.assert_allclose(class_map.heatmap, unit(np.einsum("hwk,k->hw", a, weights)), atol=1e-5)
+
 def test_guided_backprop_does_not_touch_the_model_and_differs_from_plain_gradient():
     model = guided_model()
     config, weights = weights_and_config(model)

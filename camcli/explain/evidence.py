@@ -73,14 +73,19 @@ class BatchEvidence:
     def _units(self, method: LayerMethod, batch: np.ndarray, outputs: StepOutputs) -> list[list[Unit]]:
         """[request][image] -> (unit map on the finest layer's grid, raw max over the layers)."""
         grid = max((a.shape[1:3] for a in outputs.activations), key=lambda hw: hw[0] * hw[1])
+        noise = method.input_noise
+        # Smooth Grad-CAM++: the step on each noisy copy of this batch, for the same classes.
+        noisy = [] if noise is None else [self.run.step.run(noise.copy(batch, m), outputs.class_ids, self.run.extras)
+                                          for m in range(noise.copies)]
         out = []
         for r in range(outputs.class_ids.shape[1]):
-            per_layer = [method.raw_map(self._inputs(batch, outputs, i, r), self.options.eigen_smooth)
+            per_layer = [method.raw_map(self._inputs(batch, outputs, i, r, noisy), self.options.eigen_smooth)
                          for i in range(len(outputs.activations))]
             out.append([_fused([raw[b] for raw in per_layer], tuple(grid)) for b in range(len(batch))])
         return out
 
-    def _inputs(self, batch: np.ndarray, outputs: StepOutputs, layer: int, request: int) -> MapInputs:
+    def _inputs(self, batch: np.ndarray, outputs: StepOutputs, layer: int, request: int,
+                noisy: list[StepOutputs]) -> MapInputs:
         ids = outputs.class_ids[:, request]
         return MapInputs(
             outputs.activations[layer],
@@ -91,6 +96,7 @@ class BatchEvidence:
             self.options.max_channels,
             lambda b, keep: self._chunked(keep, lambda part, _: self.run.step.ablated_scores(
                 batch[b], part, layer, int(ids[b]), self.run.extras_of(b))),
+            tuple(copy.gradients[layer][:, request] for copy in noisy) if noisy else None,
         )
 
     def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray, extras,

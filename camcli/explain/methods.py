@@ -42,6 +42,8 @@ class MapInputs:
     ablated_scores: for AblationCAM, `ablated_scores(b, keep)` takes (n, channels) factors, runs image b
         once per row with the layer's channels multiplied by the row (0: ablated) and returns the
         target's differentiated score (for classes: the logit) of image b's class on each, shape (n,).
+    noisy_gradients: for Smooth Grad-CAM++, per noisy copy of the batch (the method's InputNoise), its
+        gradients d y^c / d A (batch, h, w, channels) for the same classes.
     """
 
     activations: np.ndarray
@@ -50,6 +52,23 @@ class MapInputs:
     masked_scores: Callable[..., np.ndarray] | None = None
     max_channels: int | None = None
     ablated_scores: Callable[[int, np.ndarray], np.ndarray] | None = None
+    noisy_gradients: tuple[np.ndarray, ...] | None = None
+
+
+@dataclass(frozen=True)
+class InputNoise:
+    """Noisy copies of each image (SmoothGrad, Smilkov et al. 2017): copy m adds `share` x (the image's
+    largest value - its smallest) x z_m, z_m ~ N(0, 1) per pixel and colour drawn from seed m, the same
+    z_m for every image, so that a map never depends on its batch."""
+
+    copies: int
+    share: float
+
+    def copy(self, batch: np.ndarray, m: int) -> np.ndarray:
+        """Copy m of a (B, H, W, 3) batch."""
+        spread = (batch.max(axis=(1, 2, 3)) - batch.min(axis=(1, 2, 3)))[:, np.newaxis, np.newaxis, np.newaxis]
+        noise = np.random.default_rng(m).standard_normal(batch.shape[1:]).astype(np.float32)
+        return (batch + self.share * spread * noise).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -141,11 +160,27 @@ def gradcam_plus_plus(inputs: MapInputs) -> np.ndarray:
     # exp(S) is one positive number per image, so it only scales the map and is dropped before the
     # scaling to [0, 1] (the closed form needs no extra backward pass).
     g = inputs.gradients
-    g_squared = g * g
-    activation_sums = inputs.activations.sum(axis=(1, 2), keepdims=True)
-    alpha = _safe_divide(g_squared, g_squared * (2.0 + activation_sums * g))  # = g^2 / (2g^2 + sum A g^3)
-    weights = (alpha * np.maximum(g, 0.0)).sum(axis=(1, 2))
-    return _scale_channels(inputs.activations, weights)
+    return _plus_plus(inputs.activations, g, g * g, g * g * g)
+
+
+def smooth_gradcam_plus_plus(inputs: MapInputs) -> np.ndarray:
+    # Omeiza et al. 2019 (Smooth Grad-CAM++, arXiv:1908.01224), Eqs. 5-7: Grad-CAM++'s first, second and
+    # third derivatives each averaged over n copies of the image with Gaussian noise added (SmoothGrad),
+    # D^p = (1/n) sum_m g_m^p, in Grad-CAM++'s closed form (see gradcam_plus_plus). The activations are
+    # the image's own. TorchCAM's SmoothGradCAMpp weighs ReLU of the last noisy copy's gradient and
+    # draws the map on that copy's activations; camcli takes the averaged D^1 and the image's own, as
+    # the paper writes it.
+    noisy = np.stack(inputs.noisy_gradients).astype(np.float64)  # (copies, batch, h, w, channels)
+    return _plus_plus(inputs.activations, noisy.mean(axis=0), (noisy ** 2).mean(axis=0), (noisy ** 3).mean(axis=0))
+
+
+def _plus_plus(activations: np.ndarray, first: np.ndarray, second: np.ndarray, third: np.ndarray) -> np.ndarray:
+    """Grad-CAM++'s contributions from the first, second and third derivatives (Chattopadhyay et al. 2018,
+    Eq. 19): a_ij^k = D2_ij / (2 D2_ij + sum_ab A_ab^k D3_ij), w_k = sum_ij a_ij^k ReLU(D1_ij)."""
+    activation_sums = activations.sum(axis=(1, 2), keepdims=True)
+    alpha = _safe_divide(second, 2.0 * second + activation_sums * third)
+    weights = (alpha * np.maximum(first, 0.0)).sum(axis=(1, 2))
+    return _scale_channels(activations, weights)
 
 
 def xgradcam(inputs: MapInputs) -> np.ndarray:
@@ -465,7 +500,8 @@ class LayerMethod:
     needs_gradients / needs_gap_head / needs_masked_scores / needs_ablated_scores: what the MapInputs
         must hold: the layer gradients, the dense weights after global average pooling (CAM), masked
         scores (Score-CAM and its variants), ablated scores (AblationCAM).
-    passes: what the method's own passes cost, in words, where it makes any (masked or ablated copies).
+    passes: what the method's own passes cost, in words, where it makes any (masked, ablated or noisy copies).
+    input_noise: the noisy copies of each image whose gradients the method averages (Smooth Grad-CAM++).
     """
 
     name: str
@@ -478,12 +514,13 @@ class LayerMethod:
     needs_ablated_scores: bool = False
     projection: Callable[[np.ndarray], np.ndarray] | None = None
     passes: str | None = None
+    input_noise: InputNoise | None = None
     guided = False  # no guided backward pass to the input
 
     @property
     def own_passes(self) -> bool:
         """Whether the method runs the model on copies of its own, beyond the shared step."""
-        return self.needs_masked_scores or self.needs_ablated_scores
+        return self.needs_masked_scores or self.needs_ablated_scores or self.input_noise is not None
 
     @property
     def cost(self) -> str:
@@ -629,6 +666,10 @@ REGISTRY: dict[str, Method] = {
         _GRADCAM,
         LayerMethod("gradcam++", "Grad-CAM with per-location weights from higher-order terms; better with several "
                     "objects", "Chattopadhyay et al. 2018, arXiv:1710.11063", gradcam_plus_plus, needs_gradients=True),
+        LayerMethod("smoothgradcam++", "Grad-CAM++ with its derivatives averaged over 4 noisy copies of the image",
+                    "Omeiza et al. 2019, arXiv:1908.01224", smooth_gradcam_plus_plus, needs_gradients=True,
+                    input_noise=InputNoise(copies=4, share=0.15),
+                    passes="a forward and backward pass of each of 4 noisy copies"),
         LayerMethod("xgradcam", "Grad-CAM with activation-weighted gradient averages (axiom-based)",
                     "Fu et al. 2020, arXiv:2008.02312", xgradcam, needs_gradients=True),
         LayerMethod("layercam", "per-location positive gradients times activations; works at early layers",
