@@ -375,3 +375,13 @@ def test_a_dfine_detector_explains_its_best_queries(tmp_path, pictures):
     assert len(result.maps) == 6 and not any(m.empty for m in result.maps if m.method == "eigencam")
     outputs = explainer.step.run(explainer.preprocess([image]))
     assert all(np.abs(outputs.gradients[0][0, r]).max() > 0 for r in range(3))  # each query's own gradient
+
+
+def test_a_detections_overlay_in_a_notebook_shows_its_box(explainer, pictures):
+    [result] = explainer.explain(pictures[1:])
+    detection_map = result.maps[0]
+    picture = np.asarray(camcli.overlay(pictures[1], detection_map))
+    x0, y0, x1, y1 = (int(round(v)) for v in detection_map.detection.box_in_pixels(SIZE, SIZE))
+    assert (picture[y0 if y0 < SIZE else y1 - 1, x0:x1] == [255, 0, 255]).all()
+    assert np.asarray(detection_map._repr_png_() and camcli.overlay(pictures[1], detection_map.heatmap)).shape == \
+        picture.shape  # a bare heatmap has no box to draw

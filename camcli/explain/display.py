@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 
 from camcli.errors import UsageError
 from camcli.explain.explainer import ClassMap, ImageExplanation
+from camcli.maps.boxes import DETECTION_COLOUR, draw_box
 from camcli.maps.overlay import colormap_lut, overlay_picture
 from camcli.models.preprocess import as_rgb_picture
 from camcli.options import FileOptions, field_default
@@ -42,6 +43,10 @@ def overlay(image, class_map: ClassMap | np.ndarray, alpha: float = field_defaul
     FileOptions(alpha=alpha, colormap=colormap)  # a bad alpha or colour map is one line, in these words
     picture = as_rgb_picture(image)
     drawn = overlay_picture(picture, _unit_map(class_map), alpha, colormap_lut(colormap))
+    detection = getattr(class_map, "detection", None)
+    if detection is not None:  # an object detector's map: the detection it explains, as the overlay files draw it
+        return Image.fromarray(draw_box(np.asarray(drawn.convert("RGB")), detection.box_in_pixels(*drawn.size),
+                                        DETECTION_COLOUR))
     return drawn.copy() if drawn is image else drawn  # never hand back the caller's own image
 
 
@@ -81,6 +86,8 @@ def png_bytes(picture: Image.Image) -> bytes:
 def map_caption(class_map: ClassMap) -> str:
     """One line that names the map: method, class (label and index) and the model's score."""
     caption = f"{class_map.method} · {class_map.label} ({class_map.class_index}) · {class_map.score:.3f}"
+    if class_map.detection is not None:  # an object detector's map: which of the image's detections
+        caption = f"detection {class_map.detection.index} · {caption}"
     return caption + (" · no positive evidence" if class_map.empty else "")
 
 

@@ -57,6 +57,11 @@ def box_from_map(heatmap: np.ndarray, threshold: float = DEFAULT_BOX_THRESHOLD) 
     return int(cols.start), int(rows.start), int(cols.stop), int(rows.stop)
 
 
+# An object detector's detection, drawn on each of its maps' overlays: magenta, which no common colour map holds
+# (a map's own box, --draw-box, is draw_box's green).
+DETECTION_COLOUR = (255, 0, 255)
+
+
 def draw_box(rgb_uint8: np.ndarray, box: Sequence[float] | None, color: Sequence[int] = (0, 255, 0),
              width: int | None = None) -> np.ndarray:
     """A copy of the RGB image with the box's outline drawn inside its edges.

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from camcli.errors import CamcliError, ForeignFileError
-from camcli.maps.boxes import box_from_map, draw_box, peak_xy, threshold_mask
+from camcli.maps.boxes import DETECTION_COLOUR, box_from_map, draw_box, peak_xy, threshold_mask
 from camcli.maps.fast_overlay import draw_overlay, rgb_array
 from camcli.maps.label_settings import SEGMENTATION_SIDE
 from camcli.maps.overlay import colormap_lut, resize_unit_rgb, upsample
@@ -40,7 +40,6 @@ from camcli.runs.layout import MAP_FILES, Layout, MapPaths, check_replaceable, m
 # map comes from a grid of 7x7 to 28x28 cells, so a finer grid adds no information; a 12 MP photo's
 # box costs 2 ms instead of 100), then scaled to original pixels.
 MEASURE_SIDE = 512
-DETECTION_COLOUR = (255, 0, 255)  # a detection's box on its overlay: magenta, which no common colour map holds
 
 
 def overlay_format_for(requested: str, source_format: str | None) -> str:
