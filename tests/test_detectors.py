@@ -178,6 +178,19 @@ def test_a_detections_map_does_not_depend_on_the_other_images(explainer, picture
     assert not all(np.allclose(gradcam[0].heatmap, m.heatmap) for m in gradcam[1:])  # each detection its own map
 
 
+def test_the_batched_step_gives_each_image_its_own_gradients(explainer, pictures):
+    """The step itself, on a batch (the explainer runs gradient steps one image at a time, for memory): image
+    0's detections and gradients are the same alone and beside an image with more detections, whose extra
+    slots are padding for image 0."""
+    batch = explainer.preprocess(pictures)
+    alone, together = explainer.step.run(batch[:1]), explainer.step.run(batch)
+    count = int(alone.counts[0])
+    assert together.counts[1] > together.counts[0] == count and together.gradients[0].shape[1] > count
+    np.testing.assert_array_equal(together.anchors[0, :count], alone.anchors[0])
+    np.testing.assert_allclose(together.gradients[0][0, :count], alone.gradients[0][0], rtol=1e-4, atol=1e-7)
+    assert not together.gradients[0][0, count:].any()  # padding: no score, no gradient
+
+
 def test_classes_keep_a_class_or_the_best_detections(loaded, pictures):
     from camcli.explain.detection import DetectionExplainer
 

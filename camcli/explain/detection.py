@@ -342,6 +342,11 @@ class DetectionExplainer:
             raise UsageError("a detector's detections are chosen with `classes` and `min_score`; `class_ids` and "
                              "`extras` do not apply")
         batch = checked_batch(batch, self.loaded)
+        if self.step.gradients and len(batch) > 1:
+            # One image per step: its gradients hold detections x the layer's cells x channels floats (100
+            # detections at a 640 px ResNet-50's P3: 1.3 GB), which a batch would multiply. Each image still
+            # has one forward pass, and one backward pass per detection.
+            return [result for b in range(len(batch)) for result in self.explain_batch(batch[b:b + 1])]
         if not len(batch):
             return []
         outputs = self.step.run(batch)
