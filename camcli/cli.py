@@ -453,6 +453,9 @@ class Progress:
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
                    "each class gets its own map. Default: top1.")
+@click.option("--compare-with", multiple=True, metavar="CLASS",
+              help="finercam: a class (index or label) to compare each explained class against. Repeatable. "
+                   "Default: the 3 classes whose scores lie nearest the explained class's.")
 @click.option("--target", type=click.Choice(TARGETS), default=field_default(MapRequest, "target"),
               show_default=True,
               help="What the maps explain. class: the class score before the softmax. region (segmentation "

@@ -226,6 +226,8 @@ class MapRequest:
     eigen_smooth: bool = option(False)
     aug_smooth: bool = option(False)
     max_channels: int | None = option()  # Score-CAM: score only this many channels
+    # finercam: the classes (indices or labels) each class is compared against; default: those whose logits lie nearest
+    compare_with: tuple[str, ...] = option(())
     # target=box: explain the detections scored at least this (None: the detector's own threshold)
     min_score: float | None = option()
     # target=box: differentiate the sum of the class's logits over the raw predictions whose box overlaps the
@@ -239,6 +241,7 @@ class MapRequest:
         _set(self, "methods", methods)
         _set(self, "layers", tuple(dict.fromkeys(_names(self.layers, "layers"))))
         _set(self, "classes", _names(self.classes, "classes"))
+        _set(self, "compare_with", _names(self.compare_with, "compare_with"))
         from camcli.explain.methods import REGISTRY  # numpy, no TensorFlow
 
         unknown = [name for name in methods if name not in REGISTRY]
@@ -257,6 +260,8 @@ class MapRequest:
         _number(self, "max_channels", 1, whole=True, optional=True)
         if self.max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
             raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(methods)}")
+        if self.compare_with and not any(REGISTRY[name].comparison is not None for name in methods):
+            raise UsageError(f"`compare_with` applies to the finercam method, not {', '.join(methods)}")
         _number(self, "masked_batch", 1, whole=True)
         _choice(self, "precision", PRECISIONS)
         _number(self, "min_score", 0, 1, optional=True)
@@ -266,11 +271,13 @@ class MapRequest:
                 raise UsageError(f"`{name}` applies to an object detector's detections: add `target=box`")
 
     def one_method(self, name: str) -> MapRequest:
-        """This request for one of its methods (max_channels only where the method scores masked copies)."""
+        """This request for one of its methods (max_channels only where the method scores masked copies,
+        compare_with only where it compares classes)."""
         from camcli.explain.methods import REGISTRY
 
         keep = self.max_channels if REGISTRY[name].needs_masked_scores else None
-        return dataclasses.replace(self, methods=(name,), max_channels=keep)
+        compared = self.compare_with if REGISTRY[name].comparison is not None else ()
+        return dataclasses.replace(self, methods=(name,), max_channels=keep, compare_with=compared)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from camcli.errors import UsageError
 from camcli.explain.augment import AUGMENTATIONS, augment_batch, restore_map
 from camcli.explain.methods import REGISTRY, GuidedBackprop, LayerMethod, MethodMap, first_principal_component
 
+# Methods that need no gradient from the shared step (finercam differentiates its own comparison).
 GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop", "fem", "kpcacam", "sscam", "iscam",
-                 "ablationcam"}
+                 "ablationcam", "finercam"}
 
 
 def guided_model(seed=3):
@@ -660,3 +661,41 @@ def test_kpcacam_and_dff_match_scikit_learn(flatten_case):
         scores = (profiles + locations.T.min(axis=1, keepdims=True)).T @ gradient.mean(axis=(0, 1))
         chosen = factorisation.components_[int(np.argmax(scores))]
         np.testing.assert_allclose(dff.heatmap, unit(chosen.reshape(a.shape[:2])), atol=1e-4)
+
+
+def finer_reference(a, kernel, bias, c, others, alpha=1.0):
+    """FinerCAM (Zhang et al. 2025) on Flatten -> dense: Grad-CAM of S = sum_j p_j (l_c - alpha l_j) / sum_j p_j,
+    p the softmax of the logits l, differentiated through p as well (pytorch-grad-cam's FinerWeightedTarget)."""
+    logits = a.ravel() @ kernel + bias
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    numerator = sum(p[j] * (logits[c] - alpha * logits[j]) for j in others)
+    denominator = sum(p[j] for j in others)
+    by_logit = np.zeros(len(logits))  # dS / dl_k
+    for k in range(len(logits)):
+        d_numerator = sum(p[j] * ((j == k) - p[k]) * (logits[c] - alpha * logits[j]) for j in others)
+        d_numerator += sum(p[j] * ((c == k) - alpha * (j == k)) for j in others)
+        d_denominator = sum(p[j] * ((j == k) - p[k]) for j in others)
+        by_logit[k] = (d_numerator * denominator - numerator * d_denominator) / denominator ** 2
+    gradient = (kernel @ by_logit).reshape(a.shape)
+    return np.einsum("hwk,k->hw", a, gradient.mean(axis=(0, 1)))
+
+
+def test_finercam_matches_hand_computed_reference():
+    model = tiny_models.flatten_dense(classes=6, seed=21)
+    batch = tiny_models.images(3, seed=18)
+    activations = activations_of(model, "target", batch).astype(np.float64)
+    kernel, bias = (w.numpy().astype(np.float64) for w in model.get_layer("head").weights)
+    nearest = explained(model, batch, "finercam")
+    chosen = explained(model, batch, "finercam", compare_with=["4", "0"])
+    assert sum(not m.empty for m in nearest) >= 2 and sum(not m.empty for m in chosen) >= 2
+    for a, by_default, given in zip(activations, nearest, chosen, strict=True):
+        logits = a.ravel() @ kernel + bias
+        others = [j for j in np.argsort(np.abs(logits - logits[1])) if j != 1][:3]  # the 3 nearest logits
+        # 1e-4: the step's softmax weights and their derivatives are float32 (2e-5 seen on other seeds).
+        np.testing.assert_allclose(by_default.heatmap, unit(finer_reference(a, kernel, bias, 1, others)), atol=1e-4)
+        np.testing.assert_allclose(given.heatmap, unit(finer_reference(a, kernel, bias, 1, [4, 0])), atol=1e-4)
+    with pytest.raises(UsageError, match="`compare_with` applies to the finercam method, not gradcam"):
+        explainer_for(model, layer="target", method="gradcam", compare_with=["2"])
+    with pytest.raises(UsageError, match="`compare_with=top2` names no class"):
+        explainer_for(model, layer="target", method="finercam", compare_with=["top2"])

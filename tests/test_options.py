@@ -213,7 +213,8 @@ def _another_value(group, item):
     others = {"colormap": "viridis", "overlay_format": "webp", "refine": "slic", "max_size": 64,
               "bg_threshold": 0.3, "alpha": 0.25, "box_threshold": 0.4, "png_compress_level": 6,
               "methods": ("cam",), "layers": ("conv5",), "classes": ("top2",), "top_k": 2, "head": "sigmoid",
-              "token_grid": "4x4", "max_channels": 3, "precision": "bfloat16", "min_score": 0.7, "box_overlap": 0.5}
+              "token_grid": "4x4", "max_channels": 3, "precision": "bfloat16", "min_score": 0.7, "box_overlap": 0.5,
+              "compare_with": ("1",)}
     if item.name in others:
         return others[item.name]
     if isinstance(item.default, bool):
@@ -236,6 +237,8 @@ def test_every_field_that_shapes_the_outputs_changes_the_fingerprint(group):
             changes["save_segmentation"] = True
         if item.name == "max_channels":
             changes["methods"] = ("scorecam",)
+        if item.name == "compare_with":
+            changes["methods"] = ("finercam",)
         if item.name in ("min_score", "box_overlap"):
             changes["target"] = "box"
         if digest(dataclasses.replace(base, **changes)) == digest(dataclasses.replace(

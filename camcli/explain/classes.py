@@ -120,6 +120,16 @@ def parse_class_requests(values: str | Sequence[str] | None, labels: Sequence[st
     return [_parse_one(str(value).strip(), labels) for value in values]
 
 
+def compared_class_ids(values: Sequence[str], labels: Sequence[str]) -> tuple[int, ...]:
+    """FinerCAM's `compare_with`: each an index or a label (not topK), as class indices, in order."""
+    requests = [_parse_one(str(value).strip(), labels) for value in values]
+    for request in requests:
+        if request.index is None:
+            raise UsageError(f"`compare_with={request.text}` names no class: give an index or a label (a ranked "
+                             "prediction such as top2 is not one class for every image)")
+    return tuple(dict.fromkeys(request.index for request in requests))
+
+
 def parse_detection_requests(values: Sequence[str], labels: Sequence[str]) -> list[ClassRequest]:
     """`--class` for a detector's detections: a class (index or label) keeps the detections of that class,
     top1..topK the K best detections, whatever their class. No values: every detection (no request)."""

@@ -32,6 +32,7 @@ class MapOptions:
     aug_smooth: bool = False
     max_channels: int | None = None
     score_batch_size: int = MASKED_BATCH
+    compare_with: tuple[int, ...] = ()  # FinerCAM: the classes compared against (empty: the nearest)
 
 
 class BatchEvidence:
@@ -77,19 +78,24 @@ class BatchEvidence:
         # Smooth Grad-CAM++: the step on each noisy copy of this batch, for the same classes.
         noisy = [] if noise is None else [self.run.step.run(noise.copy(batch, m), outputs.class_ids, self.run.extras)
                                           for m in range(noise.copies)]
+        gradients = outputs.gradients
+        if method.comparison is not None:  # FinerCAM: the gradients of the class compared with others
+            nearest = min(method.comparison.classes, outputs.scores.shape[1] - 1)
+            gradients = self.run.step.compared_gradients(batch, outputs.class_ids, self.options.compare_with, nearest,
+                                                         method.comparison.alpha, self.run.extras)
         out = []
         for r in range(outputs.class_ids.shape[1]):
-            per_layer = [method.raw_map(self._inputs(batch, outputs, i, r, noisy), self.options.eigen_smooth)
+            per_layer = [method.raw_map(self._inputs(batch, outputs, gradients, i, r, noisy), self.options.eigen_smooth)
                          for i in range(len(outputs.activations))]
             out.append([_fused([raw[b] for raw in per_layer], tuple(grid)) for b in range(len(batch))])
         return out
 
-    def _inputs(self, batch: np.ndarray, outputs: StepOutputs, layer: int, request: int,
-                noisy: list[StepOutputs]) -> MapInputs:
+    def _inputs(self, batch: np.ndarray, outputs: StepOutputs, gradients: tuple[np.ndarray, ...], layer: int,
+                request: int, noisy: list[StepOutputs]) -> MapInputs:
         ids = outputs.class_ids[:, request]
         return MapInputs(
             outputs.activations[layer],
-            outputs.gradients[layer][:, request] if outputs.gradients else None,
+            gradients[layer][:, request] if gradients else None,
             self.class_weights[layer][:, ids].T if self.class_weights is not None else None,
             lambda b, masks, changes=None: self._score_masks(batch[b], int(ids[b]), masks, self.run.extras_of(b),
                                                              changes or MaskChanges()),

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from camcli.errors import UsageError
-from camcli.explain.classes import ClassRequest, forced_class_ids, parse_class_requests
+from camcli.explain.classes import ClassRequest, compared_class_ids, forced_class_ids, parse_class_requests
 from camcli.explain.evidence import BatchEvidence, MapOptions
 from camcli.explain.methods import Method, MethodMap, resolve_method
 from camcli.explain.step import BatchRun, Step, StepOutputs
@@ -143,7 +143,7 @@ class Explainer:
         self.requests = parse_class_requests(list(request.classes) or None, self.labels)
         self.method.check_options(request.eigen_smooth, request.aug_smooth, request.max_channels)
         self.options = MapOptions(request.eigen_smooth, request.aug_smooth, request.max_channels,
-                                  request.masked_batch)
+                                  request.masked_batch, compared_class_ids(request.compare_with, self.labels))
         self.masked_images_scored = 0  # Score-CAM's cost: masked copies run through the model so far
         if self.method.needs_gap_head:
             self._class_weights()  # a layer without a GAP -> dense head fails here, before any image

@@ -72,6 +72,15 @@ class InputNoise:
 
 
 @dataclass(frozen=True)
+class ClassComparison:
+    """FinerCAM's comparison (Zhang et al. 2025): the class's score against `classes` others (the given
+    ones, or by default those whose logits lie nearest), y_c - alpha y_j, weighted by their probabilities."""
+
+    classes: int
+    alpha: float
+
+
+@dataclass(frozen=True)
 class MaskChanges:
     """How a method changes Score-CAM's masks before they multiply the image, one entry per mask:
     each mask is scaled by `scales` (IS-CAM's path from the baseline), then Gaussian noise of standard
@@ -502,6 +511,8 @@ class LayerMethod:
         scores (Score-CAM and its variants), ablated scores (AblationCAM).
     passes: what the method's own passes cost, in words, where it makes any (masked, ablated or noisy copies).
     input_noise: the noisy copies of each image whose gradients the method averages (Smooth Grad-CAM++).
+    comparison: the gradients are those of the class's score compared with other classes' (FinerCAM),
+        from a backward pass of the method's own.
     """
 
     name: str
@@ -515,12 +526,14 @@ class LayerMethod:
     projection: Callable[[np.ndarray], np.ndarray] | None = None
     passes: str | None = None
     input_noise: InputNoise | None = None
+    comparison: ClassComparison | None = None
     guided = False  # no guided backward pass to the input
 
     @property
     def own_passes(self) -> bool:
         """Whether the method runs the model on copies of its own, beyond the shared step."""
-        return self.needs_masked_scores or self.needs_ablated_scores or self.input_noise is not None
+        return (self.needs_masked_scores or self.needs_ablated_scores or self.input_noise is not None
+                or self.comparison is not None)
 
     @property
     def cost(self) -> str:
@@ -670,6 +683,10 @@ REGISTRY: dict[str, Method] = {
                     "Omeiza et al. 2019, arXiv:1908.01224", smooth_gradcam_plus_plus, needs_gradients=True,
                     input_noise=InputNoise(copies=4, share=0.15),
                     passes="a forward and backward pass of each of 4 noisy copies"),
+        LayerMethod("finercam", "Grad-CAM of the class's score minus those of the classes most like it (the 3 "
+                    "nearest logits, or --compare-with)", "Zhang et al. 2025, CVPR, arXiv:2501.11309", gradcam,
+                    comparison=ClassComparison(classes=3, alpha=1.0),
+                    passes="a forward and backward pass of its own, of the class against the others"),
         LayerMethod("xgradcam", "Grad-CAM with activation-weighted gradient averages (axiom-based)",
                     "Fu et al. 2020, arXiv:2008.02312", xgradcam, needs_gradients=True),
         LayerMethod("layercam", "per-location positive gradients times activations; works at early layers",

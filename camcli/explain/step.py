@@ -145,6 +145,7 @@ class Step:
             tf.TensorSpec((None, None, None), tf.float32)]), others)
         self._extras_spec = extras_spec
         self._ablated_steps: dict[int, object] = {}  # per explained layer, built when first used
+        self._compared_steps: dict[tuple, object] = {}  # FinerCAM's, per comparison, built when first used
 
     # -- the numpy interface ---------------------------------------------------------------------
 
@@ -199,6 +200,24 @@ class Step:
                     tf.TensorSpec((), tf.int32), self._extras_spec]), bool(self._extras_spec))
         return self._ablated_steps[layer](np.asarray(image, np.float32), np.asarray(keep, np.float32),
                                           np.int32(class_index), _extra_arrays(extras, self._extra_dtypes)).numpy()
+
+    def compared_gradients(self, batch: np.ndarray, class_ids: np.ndarray, compared: tuple[int, ...], nearest: int,
+                           alpha: float, extras: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, ...]:
+        """FinerCAM: per layer, (B, R, h, w, channels) gradients of each image's class compared with others,
+        sum_j p_j (y_c - alpha y_j) / sum_j p_j over the classes j in `compared`, or, when it is empty, over
+        the `nearest` classes whose logits lie nearest y_c's; p is the softmax of the logits."""
+        key = (tuple(compared), nearest, float(alpha))
+        if key not in self._compared_steps:
+            import tensorflow as tf
+
+            if self.target.kind != "class":
+                raise UsageError(f"finercam compares class scores; for `target={self.target.kind}` use another method")
+            self._compared_steps[key] = _one_line_errors(tf.function(
+                lambda *args: self._compared(*key, *args), reduce_retracing=True,
+                input_signature=[self._images_spec, self._ids_spec, self._extras_spec]), bool(self._extras_spec))
+        gradients = self._compared_steps[key](np.asarray(batch, np.float32), np.asarray(class_ids, np.int32),
+                                              _extra_arrays(extras, self._extra_dtypes))
+        return read_only_numpy(gradients)
 
     def guided_gradients(self, batch: np.ndarray, class_ids: np.ndarray,
                          extras: Sequence[np.ndarray] = ()) -> np.ndarray:
@@ -293,6 +312,33 @@ class Step:
         if self.target.needs_reference:
             return self.target.masked(logits[1:], class_index, self.head, reference=logits[:1])
         return self.target.masked(logits, class_index, self.head)
+
+    def _compared(self, compared, nearest, alpha, images, class_ids, extras):
+        import tensorflow as tf
+
+        from camcli.explain.targets import class_logits_and_scores
+
+        with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
+            activations, logits = self._forward(images, extras, watch=tape.watch)
+            class_logits, _ = class_logits_and_scores(logits, self.head)
+            # pytorch-grad-cam's FinerWeightedTarget: the weights are the softmax of the logits, in the graph.
+            probabilities = tf.nn.softmax(class_logits, axis=-1)
+            totals = []
+            for r in range(len(self.requests)):
+                own = tf.gather(class_logits, class_ids[:, r: r + 1], batch_dims=1)  # (B, 1)
+                if compared:
+                    others = tf.tile(tf.constant([compared], tf.int32), (tf.shape(own)[0], 1))
+                else:  # the classes whose logits lie nearest the class's own, itself left out
+                    distance = tf.abs(class_logits - own)
+                    itself = tf.one_hot(class_ids[:, r], tf.shape(class_logits)[-1]) > 0
+                    distance = tf.where(itself, tf.fill(tf.shape(distance), float("inf")), distance)
+                    others = tf.math.top_k(-distance, k=nearest).indices
+                weights = tf.gather(probabilities, others, batch_dims=1)
+                differences = own - alpha * tf.gather(class_logits, others, batch_dims=1)
+                score = tf.reduce_sum(weights * differences, axis=1) / (tf.reduce_sum(weights, axis=1) + 1e-9)
+                totals.append(tf.reduce_sum(score) * self._gradient_scale)
+        per_request = [self._unscaled(self._on_grid(tape.gradient(total, activations))) for total in totals]
+        return [tf.stack([per_request[r][i] for r in range(len(totals))], axis=1) for i in range(len(activations))]
 
     def _ablated(self, layer, image, keep, class_index, extras):
         import tensorflow as tf
