@@ -43,7 +43,7 @@ from camcli.explain.explainer import (
     preprocess_images,
     with_images,
 )
-from camcli.explain.methods import resolve_method
+from camcli.explain.methods import REGISTRY, resolve_method
 from camcli.explain.step import read_only_numpy
 from camcli.explain.targets import BoxTarget
 from camcli.models.loading import LoadedModel, import_keras
@@ -248,6 +248,12 @@ class _DetectionRun:
         return ()
 
 
+def explains_detections(method) -> bool:
+    """Whether a method's maps come from the step's activations and gradients alone, as a detection's do: no
+    passes of its own (masked or noisy copies, guided gradients) and no dense head (CAM)."""
+    return not (method.own_passes or method.needs_gap_head)
+
+
 def check_detector_request(loaded: LoadedModel, request: MapRequest) -> None:
     """UsageError for what a detector's maps cannot honour: another target, the guided and Score-CAM and
     CAM methods, --aug-smooth, reduced precision, token grids."""
@@ -255,11 +261,10 @@ def check_detector_request(loaded: LoadedModel, request: MapRequest) -> None:
         raise UsageError(f"{loaded.name} is an object detector: explain its detections with `target=box`, not "
                          f"`target={request.target}`")
     for name in request.methods:
-        method = resolve_method(name)
-        if method.own_passes or method.needs_gap_head:
-            raise UsageError(f"`methods={name}` does not explain detections yet; use a layer method of the "
-                             "detector's features: gradcam, gradcam++, xgradcam, layercam, hirescam, eigencam or "
-                             "eigengradcam")
+        if not explains_detections(resolve_method(name)):
+            usable = ", ".join(other for other, method in REGISTRY.items() if explains_detections(method))
+            raise UsageError(f"`methods={name}` does not explain detections yet; use a method of the detector's "
+                             f"features: {usable}")
     refused = {"aug_smooth": request.aug_smooth, "token_grid": request.token_grid,
                "precision": request.precision != PRECISIONS[0]}
     for name, given in refused.items():
