@@ -8,7 +8,6 @@ import pytest
 from camcli.audit.rule import MIN_MEMBERS, FlagRule
 from camcli.audit.signals import (
     MIN_PILE,
-    SEARCH_SHIFT,
     SHIFT,
     SmallPictures,
     Template,
@@ -18,7 +17,7 @@ from camcli.audit.signals import (
     peak_spread,
     search_mark,
 )
-from camcli.audit.spray import GRID, NEAR_BAND, Cluster, apply_rule, cluster_class, find_pile_ups
+from camcli.audit.spray import GRID, Cluster, apply_rule, cluster_class, find_pile_ups
 
 pytest.importorskip("sklearn", reason="the audit extra (scikit-learn) is not installed")
 
@@ -258,42 +257,9 @@ def test_a_mark_in_the_four_corners_is_one_mark():
         assert abs(x * SIDE - (cx + TAG / 2)) <= 6 and abs(y * SIDE - (cy + TAG / 2)) <= 6
 
 
-def _with_grid_tag(picture, x, y, shade):
-    """A TAG-pixel tag of 3x3 squares with its top-left corner at (x, y), square (row, col) of value shade(row, col)."""
-    edges = [round(k * TAG / 3) for k in range(4)]
-    for row in range(3):
-        for col in range(3):
-            picture[y + edges[row]: y + edges[row + 1], x + edges[col]: x + edges[col + 1]] = shade(row, col)
-    return picture
-
-
-def test_the_carriers_of_another_mark_are_not_its_near_misses():
-    """Two tags alike enough to come near each other (0.6-0.8) and not to join: each picture carries one of them,
-    so neither is the other's continuum, and both are flagged as distinct marks. Counted as near misses, each
-    mark's distinct would be 20 / 40."""
-    rng = np.random.default_rng(3)
-    far = (SIDE - TAG - 4, SIDE - TAG - 4)
-    # the checker with its bottom row black: similarity 0.63 to the checker
-    shade = (lambda row, col: 0 if row == 2 else (255 if (row + col) % 2 == 0 else 0))
-    pairs = [_tagged(rng, (4, 4)) for _ in range(20)]
-    for _ in range(20):
-        heat, picture = _tagged(rng, far)
-        pairs.append((heat, _with_grid_tag(picture, *far, shade)))
-    pairs += [_object(rng) for _ in range(10)]
-    smalls = SmallPictures([(lambda p=p: p) for _, p in pairs])
-    checker = find_mark(smalls, np.arange(20), np.stack([m for m, _ in pairs[:20]]).mean(axis=0), 0.8, 0)
-    centre = ((far[0] + TAG / 2) / SIDE, (far[1] + TAG / 2) / SIDE)
-    other = search_mark(smalls, np.arange(20, 40), np.tile(centre, (20, 1)), checker.template, SEARCH_SHIFT)
-    assert np.all((other >= 0.8 - NEAR_BAND) & (other < 0.8))  # the other tag comes near the checker's mark
-    result = _audit(pairs)
-    assert _flagged_members(result) == set(range(40))
-    assert sorted((len(pile.members), pile.near, pile.distinct) for pile in result.pile_ups if pile.flagged) == [
-        (20, 0, 1.0), (20, 0, 1.0)]
-
-
 def test_a_one_colour_stripe_on_any_background_is_one_mark():
     """A magenta bar on backgrounds of every colour: its contrast with the background changes with the background
-    in each channel, its sign does not. Compared colour-free, every copy matches; plain, some fall below 0.8."""
+    in each channel, its sign does not. Compared colour-free too, every copy matches; plain, some fall below 0.8."""
     rng = np.random.default_rng(5)
     pairs = []
     for _ in range(30):
@@ -308,9 +274,9 @@ def test_a_one_colour_stripe_on_any_background_is_one_mark():
     places = np.tile(mark.where, (30, 1))
     blank = np.zeros_like(mark.template.plain)
     plain = search_mark(smalls, np.arange(30), places, Template(mark.template.plain, blank), SHIFT)
-    colour_free = search_mark(smalls, np.arange(30), places, Template(blank, mark.template.colour_free), SHIFT)
-    assert plain.min() < 0.8 <= colour_free.min()
-    assert np.median(colour_free) > np.median(plain)
+    both = search_mark(smalls, np.arange(30), places, mark.template, SHIFT)
+    assert plain.min() < 0.8 <= both.min()
+    assert np.median(both) > np.median(plain)
 
 
 def test_mark_extent_measures_the_tag():

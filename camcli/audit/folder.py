@@ -199,9 +199,11 @@ def _first_method(records: list[dict]) -> str | None:
 def read_folder(out_dir: Path, method: str | None = None, by: str = field_default(AuditOptions, "by"),
                 truth_labels=None,
                 grid: int = GRID) -> FolderMaps:
-    """The maps of every record in `out_dir` for `method` (default: the first the records hold)."""
+    """The maps of every record in `out_dir` (a path or a string) for `method` (default: the first the records
+    hold)."""
     from camcli.report.page import find_records
 
+    out_dir = Path(out_dir)
     problems: list[str] = []
     records = find_records(out_dir, problems)
     if not records:

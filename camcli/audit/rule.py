@@ -34,8 +34,8 @@ class FlagRule:
        carrier alone at its place joins;
     3. flagged by its pattern when at least MIN_PILE pictures carry it and it is distinct: the carriers make up at
        least `min_distinct` of them and the pictures of the class that come near it (similarity within
-       spray.NEAR_BAND below `min_pattern`; a picture that carries another mark of the class is not counted). A
-       copied mark matches or does not; instances of an object's edge make a continuum, as many near as matching;
+       spray.NEAR_BAND below `min_pattern`). A copied mark matches or does not; instances of an object's edge make
+       a continuum, as many near as matching;
     4. with the model (the audit explains the images itself), each flagged mark (at most spray.MODEL_TESTS per
        class, the most distinct first) is pasted into pictures of other classes (at most reliance.MAX_PASTE of the
        short side each way), and so is the same place of other pictures of other classes (the control): the mark

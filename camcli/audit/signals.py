@@ -265,9 +265,7 @@ def find_mark(smalls: SmallPictures, members: np.ndarray, mean_map: np.ndarray, 
     everyone = search_mark(smalls, members, np.tile(where, (len(members), 1)), template, SHIFT)
     sampled = np.asarray(readable)
     # the sampled members keep their leave-one-out figure (plain), or their colour-free one where it is better
-    colour_free_only = Template(np.zeros_like(template.plain), template.colour_free)
-    everyone[sampled] = np.maximum(scores, search_mark(smalls, members[sampled], np.tile(where, (len(sampled), 1)),
-                                                       colour_free_only, SHIFT))
+    everyone[sampled] = np.maximum(scores, np.einsum("snd,d->sn", colour_free, template.colour_free).max(axis=0))
     figure = float(np.median(scores[matching])) if matching.any() else float(np.median(scores))
     return Mark(figure, len(readable), where, template, np.flatnonzero(everyone >= threshold), everyone)
 
@@ -287,9 +285,15 @@ def search_mark(smalls: SmallPictures, indexes: np.ndarray, points: np.ndarray, 
             batch = tried[start: start + SEARCH_BATCH]
             blocks = np.concatenate([_blocks([smalls(int(indexes[k]), phase)], float(points[k][0]),
                                              float(points[k][1]), shift) for k in batch])
-            best = np.maximum(np.einsum("snd,d->sn", _shifted_patches(blocks, shift), template.plain),
-                              np.einsum("snd,d->sn", _shifted_patches(blocks, shift, True), template.colour_free))
-            found[batch] = np.maximum(found[batch], best.max(axis=0))
+            best = np.einsum("snd,d->sn", _shifted_patches(blocks, shift), template.plain).max(axis=0)
+            # colour-free only where the plain figure comes close (a one-colour mark on another background
+            # matched itself at 0.6-0.8 plain): half the cost
+            close = best >= OTHER_GRIDS
+            if close.any():
+                colour_free = _shifted_patches(blocks[close], shift, colour_free=True)
+                best[close] = np.maximum(best[close],
+                                         np.einsum("snd,d->sn", colour_free, template.colour_free).max(axis=0))
+            found[batch] = np.maximum(found[batch], best)
     return found
 
 

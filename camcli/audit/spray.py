@@ -355,7 +355,6 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
         elif len(members) >= MIN_PILE:
             plain.append((members, mark))
     found = [_mark_pile(squares, members, mark, rule) for members, mark in plain]
-    searched = []
     for joined in _join_marks(marks, smalls, rule.min_pattern):
         carriers = {int(members[k]): (mark.where, float(mark.scores[k])) for members, mark in joined
                     for k in mark.matching}
@@ -371,13 +370,8 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
         for k, (index, score) in enumerate(zip(rest, scores, strict=True)):
             if score >= rule.min_pattern:
                 carriers[int(index)] = (places_found[k], float(score))
-        searched.append((joined, template, carriers, rest, tried[0], scores))
-    for number, (joined, template, carriers, rest, at_peak, scores) in enumerate(searched):
-        # near: judged where each map peaks only (looking in more places finds more by chance); a picture that
-        # carries another mark of the class is that mark's, not a step of a continuum
-        others = [index for other, (_, _, held, _, _, _) in enumerate(searched) if other != number for index in held]
-        elsewhere = np.isin(rest, np.asarray(others, dtype=np.int64))
-        near = int(np.sum((at_peak >= rule.min_pattern - NEAR_BAND) & (scores < rule.min_pattern) & ~elsewhere))
+        # near: judged where each map peaks only (looking in more places finds more by chance)
+        near = int(np.sum((tried[0] >= rule.min_pattern - NEAR_BAND) & (scores < rule.min_pattern)))
         pile = _carried_pile(squares, carriers, joined, near, rule)
         if pile.candidate:  # each carrier's place moved onto its mark, and the mark's box measured
             pile.marks = align_mark(smalls, pile.members, pile.marks, template)

@@ -70,6 +70,7 @@ def find_records(out_dir: Path, problems: list[str] | None = None) -> list[dict]
     "_json", its path relative to `out_dir`. A subfolder with a run summary of its own is another
     run's output folder and is left out. Unreadable .json files are noted in `problems`; JSON files
     that are not records are skipped silently."""
+    out_dir = Path(out_dir)
     records = []
     for folder, dirs, names in os.walk(out_dir):
         dirs.sort()
