@@ -577,6 +577,10 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
 @out_option("Folder for evaluation.json and evaluation.csv.")
 @click.option("--steps", type=click.IntRange(min=0), default=field_default(ScoringOptions, "steps"), show_default=True,
               help="Deletion/insertion steps (2 x (steps + 1) forward passes per image and method); 0 skips them.")
+@click.option("--road", is_flag=True, default=field_default(ScoringOptions, "road"),
+              help="ROAD (Rong et al. 2022): roadmorf, roadlerf and roadcombined, the score change as 10%, ..., 90% "
+                   "of the pixels, most or least relevant first, are replaced by noisy linear imputation "
+                   "(18 imputed copies per image and method).")
 @click.option("--pointing-tolerance", type=click.FloatRange(min=0),
               default=field_default(ScoringOptions, "pointing_tolerance"),
               show_default=True,
@@ -588,10 +592,11 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
                    "model that looks at a watermark) or the truth label's (ground-truth-known pointing game).")
 @click.option("--fail-under", multiple=True, metavar="METRIC=VALUE",
               help="Exit 1 when a higher-is-better metric (pointing, energy, iou, corloc, insertion, "
-                   "confidence_increase; with --sanity, sanity) is below VALUE for any method. Repeatable.")
+                   "confidence_increase, roadlerf, roadcombined; with --sanity, sanity) is below VALUE for any "
+                   "method. Repeatable.")
 @click.option("--fail-over", multiple=True, metavar="METRIC=VALUE",
-              help="Exit 1 when a lower-is-better metric (loc_error, deletion, average_drop) is above VALUE "
-                   "for any method. Repeatable.")
+              help="Exit 1 when a lower-is-better metric (loc_error, deletion, roadmorf, average_drop) is above "
+                   "VALUE for any method. Repeatable.")
 @sanity_options
 def evaluate_command(paths, **options):
     """Score heatmaps against ground-truth boxes (localization and faithfulness) and gate CI on them.

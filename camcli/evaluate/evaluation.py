@@ -22,6 +22,10 @@ image (localization) or to the model's input (faithfulness):
     loc_error            ILSVRC localization error: the top-1 class is not the box's class, or iou < 0.5;
                          only for rows whose truth label the model knows
     deletion/insertion   RISE AUCs over --steps steps (lower/higher is better); skipped with --steps 0
+    roadmorf/roadlerf    ROAD (Rong et al. 2022, pytorch-grad-cam's ROAD*Average): the class score after
+                         noisy linear imputation of the most (least) relevant 10%, ..., 90% of the
+                         pixels, minus the image's, averaged (lower/higher is better); with --road
+    roadcombined         (roadlerf - roadmorf) / 2, pytorch-grad-cam's ROADCombined (higher is better)
     average_drop         Grad-CAM++: max(0, Y - O) / Y, where O scores the image times its map
     confidence_increase  Grad-CAM++: O > Y
 
@@ -49,12 +53,15 @@ from camcli import __version__
 from camcli.errors import CamcliError, ImageLoadError, UsageError
 from camcli.evaluate.metrics import (
     DEFAULT_BLUR_SIGMA,
+    ROAD_NOISE,
+    ROAD_PERCENTILES,
     average_drop_increase,
     best_iou,
     deletion_insertion_curves,
     energy_in_boxes,
     multiply_by_map,
     pointing_hit,
+    road_scores,
 )
 from camcli.evaluate.truth import Truth, TruthBox, match_images
 from camcli.explain.classes import resolve_label, same_label_classes
@@ -76,6 +83,7 @@ class Metric:
     name: str
     higher_is_better: bool
     summary: str
+    lowest: float = 0.0  # the least value it takes (the most is 1)
 
 
 METRICS: dict[str, Metric] = {metric.name: metric for metric in (
@@ -86,10 +94,14 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("loc_error", False, "ILSVRC localization error: top-1 class wrong or IoU < 0.5"),
     Metric("deletion", False, "deletion AUC (RISE): class score as the most salient pixels are removed"),
     Metric("insertion", True, "insertion AUC (RISE): class score as they return into a blurred copy"),
+    Metric("roadmorf", False, "ROAD, most relevant first: score change as they are imputed away", -1.0),
+    Metric("roadlerf", True, "ROAD, least relevant first: score change as they are imputed away", -1.0),
+    Metric("roadcombined", True, "ROAD combined (pytorch-grad-cam): (roadlerf - roadmorf) / 2", -1.0),
     Metric("average_drop", False, "Average Drop (Grad-CAM++): score lost on the image times its map"),
     Metric("confidence_increase", True, "Increase in Confidence (Grad-CAM++): share whose score rises"),
 )}
 CURVE_METRICS = ("deletion", "insertion")
+ROAD_METRICS = ("roadmorf", "roadlerf", "roadcombined")
 
 
 # --- gates ------------------------------------------------------------------------------------------
@@ -149,7 +161,10 @@ def parse_gate(text: str, kind: str = "under", metrics: Mapping[str, Metric] = M
         bound = float(value)
     except ValueError:
         raise UsageError(f"{option} {text}: {value.strip()!r} is not a number; write e.g. {metric}=0.8") from None
-    if not 0.0 <= bound <= 1.0:
+    lowest = metrics[metric].lowest
+    if not lowest <= bound <= 1.0:
+        if lowest < 0.0:
+            raise UsageError(f"{option} {text}: {metric} lies in [{lowest:g}, 1]")
         raise UsageError(f"{option} {text}: metrics are fractions in [0, 1]; for 80% write {metric}=0.8")
     higher = metrics[metric].higher_is_better
     if higher != (kind == "under"):
@@ -244,6 +259,7 @@ class EvaluationOptions:
     score_batch_size: int = MASKED_BATCH  # images per forward pass for the curves
     pointing_tolerance: float = field_default(ScoringOptions, "pointing_tolerance")  # pixels; Zhang et al. use 15
     blur_sigma: float = DEFAULT_BLUR_SIGMA
+    road: bool = False  # ROAD's MoRF and LeRF (2 x 9 imputed copies a row, each a sparse solve)
     gates: Sequence[Gate] = ()
     truth_name: str | None = None  # how to name the truth in messages and the JSON
     explain_class: str = EXPLAIN_PREDICTED  # whose map is scored: the top-1 class, or the truth's
@@ -254,7 +270,8 @@ class EvaluationOptions:
     def record(self) -> dict:
         return {"explain_class": self.explain_class, "box_threshold": self.box_threshold, "steps": self.steps,
                 "pointing_tolerance": self.pointing_tolerance, "blur_sigma": self.blur_sigma,
-                "deletion_baseline": 0.0, "corloc_iou": CORLOC_IOU}
+                "deletion_baseline": 0.0, "corloc_iou": CORLOC_IOU, "road": self.road,
+                "road_percentiles": list(ROAD_PERCENTILES), "road_noise": ROAD_NOISE}
 
 
 @dataclass
@@ -373,6 +390,17 @@ def _curves(explainer, rgb: np.ndarray, heatmap: np.ndarray, class_index: int, o
     return {"deletion": curves.deletion_auc, "insertion": curves.insertion_auc}
 
 
+def _road(explainer, rgb: np.ndarray, heatmap: np.ndarray, class_index: int, options: EvaluationOptions) -> dict:
+    """ROAD's MoRF, LeRF and combined scores at the model's input resolution (None without `road`)."""
+    if not options.road:
+        return dict.fromkeys(ROAD_METRICS)
+    height, width = explainer.loaded.input_size
+    saliency = upsample(heatmap, height=height, width=width)
+    road = road_scores(explainer.class_scores, explainer.preprocess([rgb])[0], saliency, class_index,
+                       batch_size=options.score_batch_size)
+    return {"roadmorf": road.morf, "roadlerf": road.lerf, "roadcombined": road.combined}
+
+
 def _in_original_pixels(box, scale: float) -> list:
     if scale == 1.0:
         return list(box)
@@ -414,6 +442,7 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, groups: list[C
         known = group.class_index is not None
         row["loc_error"] = (top1.index != group.class_index or not row["corloc"]) if known else None
         row.update(_curves(explainer, rgb, class_map.heatmap, class_map.class_index, options))
+        row.update(_road(explainer, rgb, class_map.heatmap, class_map.class_index, options))
         rows.append(row)
         masked.append(multiply_by_map(rgb, heatmap))
     # O: the class score of each image multiplied by its map, all of this image's rows in one pass.
@@ -468,6 +497,8 @@ def check_computable(gates: Iterable[Gate], options: EvaluationOptions, truth: T
     for gate in gates:
         if gate.metric in CURVE_METRICS and options.steps <= 0:
             raise UsageError(f"{gate.option} {gate.text} needs the deletion/insertion curves; drop `steps=0`")
+        if gate.metric in ROAD_METRICS and not options.road:
+            raise UsageError(f"{gate.option} {gate.text} needs ROAD: give `road=True`")
         if gate.metric == "loc_error" and not labelled:
             raise UsageError(f"{gate.option} {gate.text} needs class labels in the ground truth, and "
                              f"{options.truth_name or 'it'} has none")

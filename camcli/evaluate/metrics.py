@@ -14,7 +14,8 @@ Localization
     `best_iou`; the map's own mask, box and peak are in camcli.maps.boxes.
 Faithfulness
     `deletion_insertion_curves` (RISE's deletion and insertion), `average_drop_increase`
-    (Grad-CAM++'s Average Drop and Increase in Confidence), `multiply_by_map` (the image those score).
+    (Grad-CAM++'s Average Drop and Increase in Confidence), `multiply_by_map` (the image those score),
+    `road_scores` (ROAD's remove-and-debias with `noisy_linear_imputation`).
 """
 
 from __future__ import annotations
@@ -24,12 +25,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse.linalg import spsolve
 
 from camcli.maps.boxes import peak_xy
 from camcli.options import MASKED_BATCH, ScoringOptions, field_default
 
 DEFAULT_BLUR_SIGMA = 5.0  # RISE's insertion starts from the image blurred by a Gaussian of sigma 5 pixels
+# ROAD (Rong et al. 2022) as pytorch-grad-cam's ROADCombined: the shares of pixels removed, in percent,
+# and the noise added to each imputed value (NoisyLinearImputer's std 0.01, in the model's input space).
+ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+ROAD_NOISE = 0.01
+# ROAD's neighbour weights ((dy, dx), weight): 1/6 for the four direct neighbours, 1/12 for the diagonals.
+ROAD_NEIGHBOURS = (((1, 1), 1 / 12), ((0, 1), 1 / 6), ((-1, 1), 1 / 12), ((1, -1), 1 / 12),
+                   ((0, -1), 1 / 6), ((-1, -1), 1 / 12), ((1, 0), 1 / 6), ((-1, 0), 1 / 6))
 
 
 # --- localization metrics -----------------------------------------------------------------------
@@ -196,3 +205,102 @@ def average_drop_increase(original_scores: Sequence[float], masked_scores: Seque
     positive = original > 0
     drops = np.where(positive, np.maximum(0.0, original - masked) / np.where(positive, original, 1.0), 0.0)
     return float(drops.mean()), float(np.mean(masked > original))
+
+
+def noisy_linear_imputation(image: np.ndarray, removed: np.ndarray, noise: float = ROAD_NOISE,
+                            rng: np.random.Generator | None = None) -> np.ndarray:
+    """ROAD's noisy linear imputation (Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy
+    for Attribution Methods", ICML, Sec. 4): every removed pixel becomes the weighted mean of its
+    neighbours inside the image (ROAD_NEIGHBOURS, weights renormalised over those inside), removed
+    neighbours being unknowns too: one sparse linear system per image, all channels at once; then
+    Gaussian noise of std `noise` is added to the imputed values (`rng`, default seeded 0).
+
+    image: (H, W, C) in the model's input space; removed: (H, W) bool. At least one pixel must be kept."""
+    image = np.asarray(image, dtype=np.float32)
+    height, width, channels = image.shape
+    flat_removed = np.asarray(removed, dtype=bool).ravel()
+    unknown = np.flatnonzero(flat_removed)
+    if unknown.size == 0:
+        return image.copy()
+    if unknown.size == flat_removed.size:
+        raise ValueError("noisy linear imputation needs at least one kept pixel")
+    variable = np.full(flat_removed.size, -1, dtype=np.int64)
+    variable[unknown] = np.arange(unknown.size)
+    pixels = image.reshape(-1, channels).astype(np.float64)
+    ys, xs = np.divmod(unknown, width)
+    weight_sum = np.zeros(unknown.size)
+    known_sum = np.zeros((unknown.size, channels))
+    rows, columns, values = [np.arange(unknown.size)], [np.arange(unknown.size)], []
+    for (dy, dx), weight in ROAD_NEIGHBOURS:
+        y, x = ys + dy, xs + dx
+        inside = np.flatnonzero((y >= 0) & (y < height) & (x >= 0) & (x < width))
+        neighbour = y[inside] * width + x[inside]
+        weight_sum[inside] += weight
+        is_known = ~flat_removed[neighbour]
+        known_sum[inside[is_known]] += weight * pixels[neighbour[is_known]]
+        rows.append(inside[~is_known])
+        columns.append(variable[neighbour[~is_known]])
+        values.append(np.full(int((~is_known).sum()), -weight))
+    values.insert(0, weight_sum)
+    system = sparse.csc_matrix((np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
+                               shape=(unknown.size, unknown.size))
+    solved = np.asarray(spsolve(system, known_sum)).reshape(unknown.size, channels)
+    rng = np.random.default_rng(0) if rng is None else rng
+    filled = pixels.copy()
+    filled[unknown] = solved + noise * rng.standard_normal(solved.shape)
+    return filled.reshape(image.shape).astype(np.float32)
+
+
+@dataclass
+class RoadScores:
+    """ROAD for one image and class, as pytorch-grad-cam reports it: at each share of pixels removed
+    (`percentiles`), the class score of the imputed image minus the original image's (`morf`: the most
+    relevant pixels removed first, lower is more faithful; `lerf`: the least relevant first, higher is
+    more faithful); their means, and `combined` = (lerf - morf) / 2 (ROADCombined)."""
+
+    percentiles: tuple[int, ...]
+    score: float  # the original image's class score
+    morf_curve: np.ndarray
+    lerf_curve: np.ndarray
+
+    @property
+    def morf(self) -> float:
+        return float(self.morf_curve.mean())
+
+    @property
+    def lerf(self) -> float:
+        return float(self.lerf_curve.mean())
+
+    @property
+    def combined(self) -> float:
+        return (self.lerf - self.morf) / 2.0
+
+
+def road_scores(score_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, saliency: np.ndarray,
+                class_index: int, percentiles: Sequence[int] = ROAD_PERCENTILES, batch_size: int = MASKED_BATCH,
+                noise: float = ROAD_NOISE, noise_seed: int = 0) -> RoadScores:
+    """ROAD's MoRF and LeRF (Rong et al. 2022) for one image and class, with noisy linear imputation.
+
+    Pixels are ranked as for deletion (most salient first, ties in row-major order); at p percent the
+    round(p / 100 x pixels) top-ranked pixels (MoRF) or bottom-ranked ones (LeRF) are imputed. The
+    original and the 2 x len(percentiles) imputed images are scored `batch_size` at a time. The noise
+    is seeded (`noise_seed`), so a row's scores do not depend on the batch it came in."""
+    image = np.asarray(image, dtype=np.float32)
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.shape != image.shape[:2]:
+        raise ValueError(f"saliency shape {saliency.shape} does not match image shape {image.shape[:2]}")
+    pixels = saliency.size
+    rank = np.empty(pixels, dtype=np.int64)
+    rank[np.argsort(-saliency.ravel(), kind="stable")] = np.arange(pixels)
+    rng = np.random.default_rng(noise_seed)
+    copies = [image]
+    for first_ranked in (True, False):
+        for percentile in percentiles:
+            count = int(np.rint(percentile / 100.0 * pixels))
+            removed = rank < count if first_ranked else rank >= pixels - count
+            copies.append(noisy_linear_imputation(image, removed.reshape(saliency.shape), noise, rng))
+    scores = np.concatenate([np.asarray(score_fn(np.stack(copies[first:first + batch_size])))[:, class_index]
+                             for first in range(0, len(copies), batch_size)]).astype(np.float64)
+    steps = len(percentiles)
+    return RoadScores(tuple(percentiles), float(scores[0]), scores[1:1 + steps] - scores[0],
+                      scores[1 + steps:] - scores[0])

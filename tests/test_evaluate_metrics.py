@@ -1,0 +1,147 @@
+"""evaluate's metrics of issue 32 against hand-computed numpy references on a tiny Keras model built
+in code: ROAD (noisy linear imputation solved densely, pixel by pixel), ..."""
+
+import keras
+import numpy as np
+import pytest
+
+from camcli.evaluate.metrics import (
+    ROAD_NEIGHBOURS,
+    ROAD_PERCENTILES,
+    noisy_linear_imputation,
+    road_scores,
+)
+
+SIDE = 6
+
+
+def linear_softmax(classes=3, seed=0):
+    """input 6x6x3 -> Flatten -> Dense(classes, softmax), with its weights, for a numpy twin."""
+    x = keras.Input((SIDE, SIDE, 3))
+    y = keras.layers.Dense(classes, activation="softmax")(keras.layers.Flatten()(x))
+    model = keras.Model(x, y)
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()]
+    model.set_weights(weights)
+    return model, weights
+
+
+def numpy_scores(batch, weights):
+    kernel, bias = weights
+    logits = np.asarray(batch, np.float64).reshape(len(batch), -1) @ kernel + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+
+
+def dense_imputation(image, removed):
+    """ROAD's system written pixel by pixel: sum_n w_n (x_p - x_n) = 0 over the neighbours n inside the
+    image, solved densely (no noise)."""
+    height, width, _ = image.shape
+    unknown = [(y, x) for y in range(height) for x in range(width) if removed[y, x]]
+    index = {pixel: i for i, pixel in enumerate(unknown)}
+    system = np.zeros((len(unknown), len(unknown)))
+    right = np.zeros((len(unknown), image.shape[2]))
+    for i, (y, x) in enumerate(unknown):
+        for (dy, dx), weight in ROAD_NEIGHBOURS:
+            ny, nx = y + dy, x + dx
+            if 0 <= ny < height and 0 <= nx < width:
+                system[i, i] += weight
+                if removed[ny, nx]:
+                    system[i, index[(ny, nx)]] -= weight
+                else:
+                    right[i] += weight * image[ny, nx]
+    filled = image.astype(np.float64).copy()
+    for (y, x), value in zip(unknown, np.linalg.solve(system, right), strict=True):
+        filled[y, x] = value
+    return filled
+
+
+def test_noisy_linear_imputation_solves_roads_system():
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0, 1, (SIDE, SIDE, 3)).astype(np.float32)
+    removed = rng.uniform(size=(SIDE, SIDE)) < 0.6
+    clean = noisy_linear_imputation(image, removed, noise=0.0)
+    assert np.abs(clean - dense_imputation(image, removed)).max() < 1e-5
+    assert np.array_equal(clean[~removed], image[~removed])  # kept pixels are untouched
+    noisy = noisy_linear_imputation(image, removed, noise=0.01, rng=np.random.default_rng(7))
+    noise = (noisy - clean)[removed]
+    assert 0.005 < noise.std() < 0.02 and np.array_equal(noisy[~removed], image[~removed])
+
+
+def test_road_against_a_numpy_reference_on_a_tiny_model():
+    model, weights = linear_softmax()
+    rng = np.random.default_rng(5)
+    image = rng.uniform(0, 1, (SIDE, SIDE, 3)).astype(np.float32)
+    saliency = rng.uniform(size=(SIDE, SIDE))
+    road = road_scores(lambda batch: model.predict(batch, verbose=0), image, saliency, 1, batch_size=5, noise=0.0)
+    # By hand: rank the pixels, impute the top (MoRF) or bottom (LeRF) p% densely, score in numpy.
+    order = np.argsort(-saliency.ravel(), kind="stable")
+    original = numpy_scores(image[np.newaxis], weights)[0, 1]
+    morf, lerf = [], []
+    for percentile in ROAD_PERCENTILES:
+        count = int(round(percentile / 100 * saliency.size))
+        for chosen, curve in ((order[:count], morf), (order[saliency.size - count:], lerf)):
+            removed = np.zeros(saliency.size, bool)
+            removed[chosen] = True
+            imputed = dense_imputation(image, removed.reshape(SIDE, SIDE))
+            curve.append(numpy_scores(imputed[np.newaxis], weights)[0, 1] - original)
+    assert road.score == pytest.approx(original, abs=1e-5)
+    assert np.abs(road.morf_curve - morf).max() < 1e-5 and np.abs(road.lerf_curve - lerf).max() < 1e-5
+    assert road.morf == pytest.approx(np.mean(morf), abs=1e-5)
+    assert road.combined == pytest.approx((np.mean(lerf) - np.mean(morf)) / 2, abs=1e-5)
+    # Seeded noise: the same call gives the same scores.
+    again = [road_scores(lambda b: model.predict(b, verbose=0), image, saliency, 1, noise=0.01).combined
+             for _ in range(2)]
+    assert again[0] == again[1]
+
+
+# --- in evaluate: rows, summary, gates, CSV and table ----------------------------------------------
+
+
+@pytest.fixture
+def fake_road_run(tmp_path):
+    from test_evaluate import SQUARE, FakeExplainer, fake_image, save
+
+    from camcli.evaluate.evaluation import EvaluationOptions, evaluate, parse_gate
+    from camcli.evaluate.truth import TruthBox
+    from camcli.runs.discovery import discover
+
+    save(tmp_path / "images" / "one.png", fake_image())
+    tasks, _ = discover([tmp_path / "images"], tmp_path / "out")
+    gates = [parse_gate("roadcombined=-0.5", "under"), parse_gate("roadmorf=0.9", "over")]
+    options = EvaluationOptions(tmp_path / "out", steps=0, road=True, gates=gates, explain_class="truth")
+    explainer = FakeExplainer()
+    report = evaluate([explainer], tasks, {"one.png": [TruthBox(*SQUARE, "circle")]}, options)
+    return report, explainer, tmp_path
+
+
+def test_road_in_evaluate_rows_gates_csv_and_table(fake_road_run):
+    from test_evaluate import fake_image
+
+    from camcli.evaluate.evaluation import format_box_table
+
+    report, explainer, tmp_path = fake_road_run
+    row = report.rows[0]
+    image = explainer.preprocess([fake_image()])[0]
+    road = road_scores(explainer.class_scores, image, image[..., 0], 0)
+    assert (row["roadmorf"], row["roadlerf"], row["roadcombined"]) == pytest.approx(
+        (road.morf, road.lerf, road.combined))
+    # The map is the square: removing it first drops the circle score, removing the rest first keeps it.
+    assert row["roadmorf"] < -0.5 and row["roadlerf"] > row["roadmorf"]
+    assert report.methods["fake"]["metrics"]["roadcombined"] == pytest.approx(road.combined)
+    assert [result.passed for result in report.gates] == [True, True]
+    header = (tmp_path / "out" / "evaluation.csv").read_text().splitlines()[0].split(",")
+    assert {"roadmorf", "roadlerf", "roadcombined"} <= set(header)
+    table = format_box_table(report)
+    assert any(line.startswith("roadcombined") and line.endswith("higher") for line in table.splitlines())
+
+
+def test_road_gates_need_road_and_take_negative_bounds(tmp_path):
+    from camcli.errors import UsageError
+    from camcli.evaluate.evaluation import EvaluationOptions, check_computable, parse_gate
+
+    assert parse_gate("roadcombined=-0.2", "under").bound == -0.2
+    with pytest.raises(UsageError, match=r"roadmorf lies in \[-1, 1\]"):
+        parse_gate("roadmorf=-1.5", "over")
+    with pytest.raises(UsageError, match="needs ROAD: give `road=True`"):
+        check_computable([parse_gate("roadlerf=0.1", "under")], EvaluationOptions(), {})
