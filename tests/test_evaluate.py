@@ -283,7 +283,8 @@ def test_by_default_the_predicted_class_is_scored_against_the_truth_boxes(tmp_pa
     ("under", "pointing", "--fail-under 'pointing' is not METRIC=VALUE, e.g. --fail-under pointing=0.8"),
     ("under", "pointy=0.8", "--fail-under pointy=0.8: unknown metric 'pointy'; choose one of "
                             "pointing, energy, iou, corloc, loc_error, deletion, insertion, roadmorf, roadlerf, "
-                            "roadcombined, average_drop, confidence_increase"),
+                            "roadcombined, average_drop, confidence_increase, confidence_change, relevance_mass, "
+                            "relevance_rank"),
     ("under", "iou=high", "--fail-under iou=high: 'high' is not a number; write e.g. iou=0.8"),
     ("under", "pointing=80", "--fail-under pointing=80: metrics are fractions in [0, 1]; for 80% write pointing=0.8"),
     ("under", "loc_error=0.3", "--fail-under loc_error=0.3: lower is better for loc_error, so bound it with "
@@ -414,7 +415,8 @@ def test_unreadable_image_is_a_failure_not_a_crash(boxed_scenes, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--fail-under", "accuracy=0.5"], "camcli: error: --fail-under accuracy=0.5: unknown metric 'accuracy'; "
                                        "choose one of pointing, energy, iou, corloc, loc_error, deletion, insertion, "
-                                       "roadmorf, roadlerf, roadcombined, average_drop, confidence_increase"),
+                                       "roadmorf, roadlerf, roadcombined, average_drop, confidence_increase, "
+                                       "confidence_change, relevance_mass, relevance_rank"),
     (["--fail-under", "loc_error=0.5"], "camcli: error: --fail-under loc_error=0.5: lower is better for loc_error, "
                                         "so bound it with --fail-over loc_error=VALUE"),
     (["--steps", "0", "--fail-under", "insertion=0.5"],

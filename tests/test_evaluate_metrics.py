@@ -145,3 +145,51 @@ def test_road_gates_need_road_and_take_negative_bounds(tmp_path):
         parse_gate("roadmorf=-1.5", "over")
     with pytest.raises(UsageError, match="needs ROAD: give `road=True`"):
         check_computable([parse_gate("roadlerf=0.1", "under")], EvaluationOptions(), {})
+
+
+# --- confidence_change, relevance_mass, relevance_rank ----------------------------------------------
+
+
+def test_relevance_rank_and_mass_by_hand():
+    from camcli.evaluate.metrics import energy_in_boxes, relevance_rank
+
+    heatmap = np.array([[0.9, 0.1, 0, 0], [0.8, 0.7, 0, 0], [0, 0, 0.2, 0], [0, 0, 0, 0.5]])
+    box = [(0, 0, 2, 2)]  # 0.9, 0.1, 0.8, 0.7: K = 4; the top 4 are 0.9, 0.8, 0.7, 0.5
+    assert relevance_rank(heatmap, box) == 0.75
+    assert energy_in_boxes(heatmap, box) == pytest.approx(2.5 / 3.2)
+    # Quantus's ties: a stable ascending sort, the last K, so the later pixel wins.
+    assert relevance_rank(np.ones((2, 2)), [(0, 0, 1, 1)]) == 0.0
+    assert relevance_rank(np.ones((2, 2)), [(1, 1, 2, 2)]) == 1.0
+    assert relevance_rank(np.zeros((2, 2)), [(0, 0, 1, 1)]) == 0.0  # an empty map ranks nothing
+
+
+def test_confidence_change_and_relevance_in_evaluate_rows(tmp_path):
+    from test_evaluate import SQUARE, FakeExplainer, fake_image, save
+
+    from camcli.evaluate.evaluation import EvaluationOptions, evaluate, format_box_table, parse_gate
+    from camcli.evaluate.truth import TruthBox
+    from camcli.runs.discovery import discover
+
+    for name in ("labelled", "wrong_class"):
+        save(tmp_path / "images" / f"{name}.png", fake_image())
+    tasks, _ = discover([tmp_path / "images"], tmp_path / "out")
+    truth = {"labelled.png": [TruthBox(*SQUARE, "circle")], "wrong_class.png": [TruthBox(0, 0, 8, 4, "1")]}
+    gates = [parse_gate("confidence_change=-0.1", "under"), parse_gate("relevance_rank=0.6", "under"),
+             parse_gate("relevance_mass=0.9", "under")]
+    options = EvaluationOptions(tmp_path / "out", steps=0, gates=gates, explain_class="truth")
+    report = evaluate([FakeExplainer()], tasks, truth, options)
+    rows = {row["image"].rsplit("/", 1)[1]: row for row in report.rows}
+    # The map is 1 on the square: times the image it is the image (O = Y = 1), all its mass and its
+    # 16 top pixels in the box.
+    labelled = rows["labelled.png"]
+    assert (labelled["confidence_change"], labelled["relevance_mass"], labelled["relevance_rank"]) == (0.0, 1.0, 1.0)
+    # Class 1's map is empty: the masked image is black, class 1 scores 1 (Y = 0); no mass, no rank.
+    wrong = rows["wrong_class.png"]
+    assert (wrong["confidence_change"], wrong["relevance_mass"], wrong["relevance_rank"]) == (1.0, None, 0.0)
+    metrics = report.methods["fake"]["metrics"]
+    assert (metrics["confidence_change"], metrics["relevance_mass"], metrics["relevance_rank"]) == (0.5, 1.0, 0.5)
+    assert [result.passed for result in report.gates] == [True, False, True]
+    header = (tmp_path / "out" / "evaluation.csv").read_text().splitlines()[0].split(",")
+    assert {"confidence_change", "relevance_mass", "relevance_rank"} <= set(header)
+    lines = {line.split()[0]: line.split()[1:] for line in format_box_table(report).splitlines()}
+    assert lines["confidence_change"] == ["0.500", "higher"] and lines["relevance_rank"] == ["0.500", "higher"]

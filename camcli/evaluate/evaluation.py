@@ -28,6 +28,12 @@ image (localization) or to the model's input (faithfulness):
     roadcombined         (roadlerf - roadmorf) / 2, pytorch-grad-cam's ROADCombined (higher is better)
     average_drop         Grad-CAM++: max(0, Y - O) / Y, where O scores the image times its map
     confidence_increase  Grad-CAM++: O > Y
+    confidence_change    O - Y (pytorch-grad-cam's CamMultImageConfidenceChange; higher is better)
+    relevance_mass       Quantus's relevance mass accuracy (Arras et al. 2022): the share of the map's
+                         mass inside the boxes; on camcli's non-negative maps, energy's value, except
+                         that an empty map has none (Quantus divides by zero)
+    relevance_rank       Quantus's relevance rank accuracy: the share of the K most relevant pixels
+                         inside the boxes, K their pixel count
 
 Each method's figure is the mean over its rows (as a fraction; the papers print percentages).
 Gates: `--fail-under M=V` fails when a higher-is-better metric is below V, `--fail-over M=V` when a
@@ -61,6 +67,7 @@ from camcli.evaluate.metrics import (
     energy_in_boxes,
     multiply_by_map,
     pointing_hit,
+    relevance_rank,
     road_scores,
 )
 from camcli.evaluate.truth import Truth, TruthBox, match_images
@@ -99,6 +106,10 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
     Metric("roadcombined", True, "ROAD combined (pytorch-grad-cam): (roadlerf - roadmorf) / 2", -1.0),
     Metric("average_drop", False, "Average Drop (Grad-CAM++): score lost on the image times its map"),
     Metric("confidence_increase", True, "Increase in Confidence (Grad-CAM++): share whose score rises"),
+    Metric("confidence_change", True, "score of the image times its map minus the image's (pytorch-grad-cam)",
+           -1.0),
+    Metric("relevance_mass", True, "share of the map's mass inside the truth boxes (Quantus, Arras et al. 2022)"),
+    Metric("relevance_rank", True, "share of the K top pixels inside the boxes, K their size (Quantus)"),
 )}
 CURVE_METRICS = ("deletion", "insertion")
 ROAD_METRICS = ("roadmorf", "roadlerf", "roadcombined")
@@ -373,6 +384,8 @@ def _localization(heatmap: np.ndarray, group: ClassBoxes, options: EvaluationOpt
         "box": _in_original_pixels(box, scale) if box is not None else None,
         "pointing": pointing_hit(heatmap, group.boxes, options.pointing_tolerance * scale),
         "energy": 0.0 if energy is None else energy,  # an empty map puts no energy in the boxes
+        "relevance_mass": energy,  # Quantus: no value for an empty map
+        "relevance_rank": relevance_rank(heatmap, group.boxes),
         "iou": iou,
         "corloc": iou >= CORLOC_IOU,
     }
@@ -451,6 +464,7 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, groups: list[C
         row["masked_score"] = float(scores[row["class_index"]])
         drop, increase = average_drop_increase([row["score"]], [row["masked_score"]])
         row["average_drop"], row["confidence_increase"] = drop, bool(increase)
+        row["confidence_change"] = row["masked_score"] - row["score"]
     return rows
 
 

@@ -11,7 +11,8 @@ matter) and never divides by zero: an all-zero ("empty") map has no box, no peak
 
 Localization
     `pointing_hit` (pointing game), `energy_in_boxes` (energy-based pointing game), `box_iou`,
-    `best_iou`; the map's own mask, box and peak are in camcli.maps.boxes.
+    `best_iou`, `relevance_rank` (Quantus's relevance rank accuracy); the map's own mask, box and peak
+    are in camcli.maps.boxes.
 Faithfulness
     `deletion_insertion_curves` (RISE's deletion and insertion), `average_drop_increase`
     (Grad-CAM++'s Average Drop and Increase in Confidence), `multiply_by_map` (the image those score),
@@ -86,6 +87,20 @@ def energy_in_boxes(heatmap: np.ndarray, boxes: Sequence[Sequence[float]]) -> fl
     if not (math.isfinite(total) and total > 0.0):
         return None
     return float(heatmap[boxes_mask(heatmap.shape, boxes)].sum()) / total
+
+
+def relevance_rank(heatmap: np.ndarray, boxes: Sequence[Sequence[float]]) -> float:
+    """Relevance rank accuracy (Arras et al. 2022, "CLEVR-XAI", Information Fusion; Quantus's
+    RelevanceRankAccuracy): the share of the K most relevant pixels that lie in the union of the
+    boxes, K the union's size. Pixels are ranked as Quantus does (a stable ascending sort, the last K:
+    ties go to the later pixel in row-major order). An empty map, or boxes with no pixel, score 0."""
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    inside = boxes_mask(heatmap.shape, boxes).ravel()
+    count = int(inside.sum())
+    if count == 0 or not heatmap.max() > 0.0:
+        return 0.0
+    top = np.argsort(heatmap.ravel(), kind="stable")[-count:]
+    return float(inside[top].sum()) / count
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
