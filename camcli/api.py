@@ -493,7 +493,7 @@ def list_layers(model: object = DEFAULT_MODEL, *, token_grid: str | None = None,
     if loaded.detector is not None:  # a detector's maps: the backbone's finest pyramid level
         default = default_detector_layer(loaded.model)
     else:
-        default = default_layer(loaded.model, loaded.input_size, given)
+        default = loaded.default_layer or default_layer(loaded.model, loaded.input_size, given)
     return [LayerRow(info.path, info.type_name, "x".join("?" if d is None else str(d) for d in info.output_shape[1:]),
                      info.path == default,
                      grid.describe(*info.output_shape[1:]) if grid is not None else "")

@@ -53,6 +53,24 @@ def tiny_segformer():
     return keras_hub.models.SegFormerImageSegmenter(backbone=backbone, num_classes=4, preprocessor=preprocessor)
 
 
+def tiny_basnet():
+    """BASNet on a four-stack bottleneck ResNet with 8 filters at its stem (ResNet insists on 64 at its first
+    stack; a bottleneck block's shortcut lets the stem differ): 1.2M weights, a 64 px input."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[8], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 8, 8, 8],
+        stackwise_num_blocks=[1, 1, 1, 1], stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        image_shape=(None, None, 3), name="basnet_resnet")
+    backbone = keras_hub.models.BASNetBackbone(image_encoder=encoder, num_classes=1, image_shape=(SIZE, SIZE, 3),
+                                               projection_filters=8)
+    converter = keras_hub.layers.BASNetImageConverter(image_size=(SIZE, SIZE), scale=1 / 255.0)
+    preprocessor = keras_hub.models.BASNetPreprocessor(image_converter=converter)
+    return keras_hub.models.BASNetImageSegmenter(backbone=backbone, preprocessor=preprocessor)
+
+
 @pytest.fixture(scope="module")
 def presets(tmp_path_factory):
     folder = tmp_path_factory.mktemp("segmenters")
@@ -105,6 +123,43 @@ def test_target_box_on_a_segmenter_is_one_line(presets, image, tmp_path):
     line = only_line(result)
     assert line.startswith("camcli: error: --target box explains the detections of an object detector")
     assert line.endswith("outputs (batch, None, None, 21): use --target region")
+
+
+@pytest.fixture(scope="module")
+def basnet(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("basnet") / "basnet"
+    tiny_basnet().save_to_preset(str(folder))
+    return folder
+
+
+def test_basnet_explains_its_foreground_from_its_prediction_modules_decoder(basnet, tmp_path):
+    pixels = np.random.default_rng(1).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)  # the input size: no resizing
+    Image.fromarray(pixels).save(tmp_path / "object.png")
+    loaded = camcli.load_model(f"hub:{basnet}")
+    task = loaded.source_model  # the BASNetImageSegmenter; loaded.model is a view of its backbone's refine_out
+    decoder = task.backbone.prediction_heads[0].input  # what its first side output reads
+    assert loaded.model.get_layer(loaded.default_layer).output is decoder and loaded.model.output_shape == (
+        None, SIZE, SIZE, 1)
+    assert loaded.labels == ["background", "foreground"] and tuple(decoder.shape[1:3]) == (SIZE, SIZE)
+    result = invoke("explain", tmp_path / "object.png", "--model", f"hub:{basnet}", "--target", "region",
+                    "--class", "foreground", "--class", "background", "--out", tmp_path / "out", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    record = read_json(tmp_path / "out" / "object.json")
+    # Its layers' names are numbered as KerasHub builds them, afresh in each process (the CLI's load is another).
+    assert record["target"] == {"kind": "region", "mask": None} and record["layer"].startswith("activation_")
+    assert [(e["class_index"], e["label"]) for e in record["explanations"]] == [(1, "foreground"), (0, "background")]
+    # The foreground is where the refinement module's sigmoid passes 0.5: its share is the reported score.
+    probability = np.asarray(task(pixels[np.newaxis].astype("float32") / 255.0))[0, ..., 0]
+    scores = {p["label"]: p["score"] for p in record["predictions"]}
+    assert scores["foreground"] == pytest.approx(np.mean(probability > 0.5), abs=1 / SIZE**2)
+    assert all((tmp_path / "out" / f"object.gradcam.{k}.png").is_file() for k in (0, 1))
+
+
+def test_an_unknown_class_on_basnet_lists_its_two_classes(basnet, image, tmp_path):
+    result = invoke("explain", image, "--model", f"hub:{basnet}", "--target", "region", "--class", "car",
+                    "--out", tmp_path)
+    assert result.exit_code == 2
+    assert only_line(result) == "camcli: error: unknown class 'car' (the model's classes: background, foreground)"
 
 
 @pytest.mark.slow  # a shell that builds a segmenter and runs camcli

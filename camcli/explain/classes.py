@@ -22,6 +22,7 @@ from camcli.models.loading import index_labels
 
 _INDEX = re.compile(r"-?[0-9]+")  # only ASCII digits: "²".isdigit() is True, but int("²") fails
 _RANK = re.compile(r"top([0-9]+)")
+_LISTED_LABELS = 10  # an unknown class lists the labels of a model with at most this many classes
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def _parse_one(text: str, labels: Sequence[str]) -> ClassRequest:
         raise UsageError(f"unknown class {text!r}: the model's classes have no names; give them with "
                          f"`labels_file=FILE` (one name per line), or give a class index, 0 to {len(labels) - 1}")
     close = difflib.get_close_matches(text.lower(), [label.lower() for label in labels], n=3, cutoff=0.6)
-    hint = f"closest: {', '.join(close)}" if close else "give a class index, a label or top1..topK"
+    hint = (f"closest: {', '.join(close)}" if close else f"the model's classes: {', '.join(labels)}"
+            if len(labels) <= _LISTED_LABELS else "give a class index, a label or top1..topK")
     raise UsageError(f"unknown class {text!r} ({hint})")
 
 

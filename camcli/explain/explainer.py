@@ -134,7 +134,7 @@ class Explainer:
         self.method: Method = resolve_method(request.methods[0])
         given_grid = parse_token_grid(request.token_grid)
         self.layers = list(dict.fromkeys(resolve_layer(loaded.model, name, loaded.input_size, given_grid)
-                                         for name in request.layers or [None]))
+                                         for name in request.layers or [loaded.default_layer]))
         self.grids = [layer_grid(loaded.model, path, loaded.input_size, given_grid) for path in self.layers]
         self.layer = "+".join(self.layers)
         self.target = resolve_target(request.target, request.target_mask)

@@ -43,6 +43,9 @@ _IMAGENET_CLASSES = 1000
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
+# A segmenter with one sigmoid channel (BASNet's saliency): class 0 is its negated logit, class 1 the logit.
+BINARY_CLASSES = ("background", "foreground")
+BASNET_OUTPUT = "refine_out"  # the backbone output BASNetImageSegmenter returns: the refinement module's sigmoid
 
 
 def import_keras_hub():
@@ -194,11 +197,33 @@ def converter_preprocess(classifier) -> str:
     return affine_mode(getattr(converter, "scale", None), getattr(converter, "offset", None))
 
 
-def _default_labels(classes: int, preset: str, is_segmenter: bool) -> list[str]:
+def basnet_view(keras_hub, task) -> tuple[object, str | None]:
+    """(the model camcli explains, its default layer; None: camcli's rule): the task itself, except for BASNet.
+
+    BASNetImageSegmenter returns one of its backbone's eight outputs, the refinement module's sigmoid
+    ("refine_out"), which camcli explains through a view of the backbone with that output alone (same layers and
+    weights): one sigmoid channel, read as classes background (-logit) and foreground (logit). Its default layer
+    is the prediction module's finest decoder stage, at the input's resolution, that its first side output
+    reads: the last layer that sees the image. The refinement module after it sees only the coarse map.
+    """
+    import keras
+
+    from camcli.models.keras_internals import input_layers
+
+    if not isinstance(task, getattr(keras_hub.models, "BASNetImageSegmenter", ())):
+        return task, None
+    backbone = task.backbone
+    view = keras.Model(backbone.input, backbone.get_layer(BASNET_OUTPUT).output, name=task.name)
+    return view, input_layers(backbone.prediction_heads[0])[0].name
+
+
+def _default_labels(classes: int, preset: str, is_segmenter: bool, binary: bool = False) -> list[str]:
     """ImageNet's names for a 1000-class classifier, VOC's for a 21-class segmenter whose preset names PASCAL VOC,
-    else the class indices."""
+    background and foreground for a segmenter with one sigmoid channel (BASNet), else the class indices."""
     if is_segmenter and classes == len(VOC_CLASSES) and "pascalvoc" in preset.lower().replace("_", ""):
         return list(VOC_CLASSES)
+    if is_segmenter and binary:
+        return list(BINARY_CLASSES)
     if not is_segmenter and classes == _IMAGENET_CLASSES:
         return imagenet_labels()
     return index_labels(classes)
@@ -221,14 +246,15 @@ def load_hub_model(preset: str, weights: str | None = None, preprocess: str | No
     source = preset_source(keras_hub, preset)
     task = _from_preset(keras_hub, source, name, preset_task(keras_hub, source))
     detector = detectors.detector_head(task, name) if detectors.is_object_detector(task) else None
+    model, layer = basnet_view(keras_hub, task)
     if detector is not None:
         classes, default_labels = detector.num_classes, detectors.detector_labels(keras_hub, detector.num_classes)
     else:
-        classes = analyse_head(task).num_classes
-        segmenter = isinstance(task, keras_hub.models.ImageSegmenter)
-        default_labels = _default_labels(classes, preset, is_segmenter=segmenter)
+        head = analyse_head(model)
+        classes, segmenter = head.num_classes, isinstance(task, keras_hub.models.ImageSegmenter)
+        default_labels = _default_labels(classes, preset, is_segmenter=segmenter, binary=head.binary)
     labels = read_labels(labels_file) if labels_file else default_labels
     if len(labels) != classes:
         raise UsageError(f"{labels_file} has {len(labels)} names but {name} has {classes} classes")
-    return LoadedModel(task, name, _input_size(task, name), preprocess or converter_preprocess(task), labels,
-                       pretrained=True, detector=detector)
+    return LoadedModel(model, name, _input_size(task, name), preprocess or converter_preprocess(task), labels,
+                       pretrained=True, source_model=task, detector=detector, default_layer=layer)

@@ -72,6 +72,7 @@ class LoadedModel:
     extra_inputs: Callable[[str], Mapping[str, object]] | None = None  # key -> the other inputs of one image
     output_name: str | None = None  # the explained output, for a model with several
     detector: object = None  # a KerasHub object detector's camcli.models.detectors.DetectorHead; None otherwise
+    default_layer: str | None = None  # the maps' layer without `layers`; None: camcli.models.layers.default_layer
 
     @property
     def extra_input_names(self) -> list[str]:
