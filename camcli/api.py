@@ -75,7 +75,7 @@ def refuse_unused(group, used: tuple[str, ...], reason: str) -> None:
 # given is refused rather than ignored.
 EVALUATE_READS = {"files": ("box_threshold", "bg_threshold", "refine"),
                   "run": ("out", "batch_size", "debug", "picture_budget")}
-MASKS_IGNORE = ("steps", "road", "pointing_tolerance", "explain_class")  # box scoring's own
+MASKS_IGNORE = ("steps", "road", "random_logit", "pointing_tolerance", "explain_class")  # box scoring's own
 
 
 def check_output_folder(out_dir: Path) -> None:
@@ -220,7 +220,7 @@ def _evaluate_boxes(paths, groups: dict):
     options = evaluation.EvaluationOptions(run.out, groups["files"].box_threshold, scoring.steps, run.batch_size,
                                            score_batch_size=maps.masked_batch,
                                            pointing_tolerance=scoring.pointing_tolerance, road=scoring.road,
-                                           gates=gates,
+                                           random_logit=scoring.random_logit, gates=gates,
                                            truth_name=str(scoring.truth), explain_class=scoring.explain_class)
 
     with contextlib.ExitStack() as held:

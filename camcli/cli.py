@@ -581,6 +581,10 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
               help="ROAD (Rong et al. 2022): roadmorf, roadlerf and roadcombined, the score change as 10%, ..., 90% "
                    "of the pixels, most or least relevant first, are replaced by noisy linear imputation "
                    "(18 imputed copies per image and method).")
+@click.option("--random-logit", is_flag=True, default=field_default(ScoringOptions, "random_logit"),
+              help="Quantus's random logit test (Sixt et al. 2020): random_logit, the SSIM of each map with the map "
+                   "of a random other class (seeded as Quantus); lower is better. One more explanation per image; "
+                   "needs scikit-image.")
 @click.option("--pointing-tolerance", type=click.FloatRange(min=0),
               default=field_default(ScoringOptions, "pointing_tolerance"),
               show_default=True,
@@ -595,8 +599,8 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
                    "confidence_increase, roadlerf, roadcombined; with --sanity, sanity) is below VALUE for any "
                    "method. Repeatable.")
 @click.option("--fail-over", multiple=True, metavar="METRIC=VALUE",
-              help="Exit 1 when a lower-is-better metric (loc_error, deletion, roadmorf, average_drop) is above "
-                   "VALUE for any method. Repeatable.")
+              help="Exit 1 when a lower-is-better metric (loc_error, deletion, roadmorf, average_drop, random_logit) "
+                   "is above VALUE for any method. Repeatable.")
 @sanity_options
 def evaluate_command(paths, **options):
     """Score heatmaps against ground-truth boxes (localization and faithfulness) and gate CI on them.

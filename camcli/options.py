@@ -394,6 +394,7 @@ class ScoringOptions:
     mask_labels: Path | None = option()  # masks: VALUE,CLASS lines
     steps: int = option(50)  # deletion/insertion steps; 0 skips them
     road: bool = option(False)  # ROAD's MoRF, LeRF and combined (18 imputed copies per row)
+    random_logit: bool = option(False)  # Quantus's random logit test (one more explanation per image)
     pointing_tolerance: float = option(0.0)  # pixels a peak may lie outside a box and still hit
     explain_class: str = option("predicted")  # EXPLAIN_CLASSES: whose map is scored
     fail_under: tuple[str, ...] = option(())  # METRIC=VALUE gates on higher-is-better metrics

@@ -284,7 +284,7 @@ def test_by_default_the_predicted_class_is_scored_against_the_truth_boxes(tmp_pa
     ("under", "pointy=0.8", "--fail-under pointy=0.8: unknown metric 'pointy'; choose one of "
                             "pointing, energy, iou, corloc, loc_error, deletion, insertion, roadmorf, roadlerf, "
                             "roadcombined, average_drop, confidence_increase, confidence_change, relevance_mass, "
-                            "relevance_rank"),
+                            "relevance_rank, random_logit"),
     ("under", "iou=high", "--fail-under iou=high: 'high' is not a number; write e.g. iou=0.8"),
     ("under", "pointing=80", "--fail-under pointing=80: metrics are fractions in [0, 1]; for 80% write pointing=0.8"),
     ("under", "loc_error=0.3", "--fail-under loc_error=0.3: lower is better for loc_error, so bound it with "
@@ -326,7 +326,7 @@ def boxed_scenes(tmp_path_factory):
 def demo_run(boxed_scenes):
     out = boxed_scenes / "out"
     result = invoke("evaluate", boxed_scenes / "images", "--truth", boxed_scenes / "truth.csv", "--model", "demo",
-                    "--method", "gradcam", "--method", "cam", "--steps", 4, "--road", "--out", out,
+                    "--method", "gradcam", "--method", "cam", "--steps", 4, "--road", "--random-logit", "--out", out,
                     "--fail-under", "pointing=0.2", "--fail-over", "loc_error=1")
     return result, out
 
@@ -394,7 +394,7 @@ def test_demo_impossible_bound_exits_1_and_names_metric_method_value_and_bound(b
     failed = [line for line in result.stderr.splitlines() if "--fail-under" in line]
     assert failed == [f"camcli: gradcam iou {value:.4g} is below --fail-under iou=1"]
     assert [line.split()[0] for line in result.stdout.splitlines() if "-" in line.split()[1:2]] == [
-        "deletion", "insertion", "roadmorf", "roadlerf", "roadcombined"]
+        "deletion", "insertion", "roadmorf", "roadlerf", "roadcombined", "random_logit"]
 
 
 def test_unreadable_image_is_a_failure_not_a_crash(boxed_scenes, tmp_path):
@@ -416,7 +416,7 @@ def test_unreadable_image_is_a_failure_not_a_crash(boxed_scenes, tmp_path):
     (["--fail-under", "accuracy=0.5"], "camcli: error: --fail-under accuracy=0.5: unknown metric 'accuracy'; "
                                        "choose one of pointing, energy, iou, corloc, loc_error, deletion, insertion, "
                                        "roadmorf, roadlerf, roadcombined, average_drop, confidence_increase, "
-                                       "confidence_change, relevance_mass, relevance_rank"),
+                                       "confidence_change, relevance_mass, relevance_rank, random_logit"),
     (["--fail-under", "loc_error=0.5"], "camcli: error: --fail-under loc_error=0.5: lower is better for loc_error, "
                                         "so bound it with --fail-over loc_error=VALUE"),
     (["--steps", "0", "--fail-under", "insertion=0.5"],

@@ -193,3 +193,53 @@ def test_confidence_change_and_relevance_in_evaluate_rows(tmp_path):
     assert {"confidence_change", "relevance_mass", "relevance_rank"} <= set(header)
     lines = {line.split()[0]: line.split()[1:] for line in format_box_table(report).splitlines()}
     assert lines["confidence_change"] == ["0.500", "higher"] and lines["relevance_rank"] == ["0.500", "higher"]
+
+
+# --- random_logit ---------------------------------------------------------------------------------
+
+
+def test_random_other_class_draws_as_quantus():
+    from camcli.evaluate.evaluation import random_other_class
+
+    for own in range(4):
+        np.random.seed(42)  # Quantus's RandomLogit, restated
+        expected = np.random.choice([c for c in range(4) if c != own])
+        assert random_other_class(own, 4) == expected
+    assert random_other_class(0, 1) is None
+
+
+def test_random_logit_on_a_tiny_model(tmp_path):
+    from skimage.metrics import structural_similarity as ssim
+    from test_evaluate import save
+    from tiny_models import SIZE, explainer_for, gap_dense
+
+    from camcli.evaluate.evaluation import EvaluationOptions, evaluate, parse_gate, random_other_class
+    from camcli.evaluate.truth import TruthBox
+    from camcli.runs.discovery import discover
+
+    rng = np.random.default_rng(2)
+    pictures = [rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)]
+    for index, picture in enumerate(pictures):
+        save(tmp_path / "images" / f"{index}.png", picture)
+    tasks, _ = discover([tmp_path / "images"], tmp_path / "out")
+    truth = {f"{index}.png": [TruthBox(0, 0, 4, 4)] for index in range(3)}
+    model = gap_dense(classes=5)
+    methods = [explainer_for(model, method=m, layer="target", classes=["top1"]) for m in ("gradcam", "gradcam++")]
+    options = EvaluationOptions(tmp_path / "out", steps=0, random_logit=True, batch_size=2,
+                                gates=[parse_gate("random_logit=1", "over")])
+    report = evaluate(methods, tasks, truth, options)
+    assert len(report.rows) == 6 and report.gates[0].passed
+    for row in report.rows:
+        # By hand: explain the picture for its class and for Quantus's other class on their own, SSIM of
+        # the two maps scaled to [0, 1] (data range 1, window 7).
+        picture = pictures[int(row["image"].rsplit("/", 1)[1][0])][np.newaxis].astype(np.float32)
+        other = random_other_class(row["class_index"], 5)
+        own_class = explainer_for(model, method=row["method"], layer="target", classes=[str(row["class_index"])])
+        off_class = explainer_for(model, method=row["method"], layer="target", classes=[str(other)])
+        a, b = (e.explain_batch(picture)[0].maps[0].heatmap.astype(np.float64) for e in (own_class, off_class))
+        a, b = (m / m.max() if m.max() > 0 else m for m in (a, b))
+        assert a.shape == (SIZE, SIZE)
+        expected = 1.0 if np.array_equal(a, b) else ssim(a, b, data_range=1.0, win_size=7)
+        assert row["random_logit"] == pytest.approx(expected, abs=1e-5)
+    header = (tmp_path / "out" / "evaluation.csv").read_text().splitlines()[0].split(",")
+    assert "random_logit" in header and report.methods["gradcam"]["metrics"]["random_logit"] is not None

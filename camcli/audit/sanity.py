@@ -53,7 +53,8 @@ import numpy as np
 from camcli import __version__
 from camcli.errors import ImageLoadError, UsageError
 from camcli.evaluate.evaluation import Gate, GateResult, Metric, check_gates, parse_gate
-from camcli.maps.overlay import upsample
+from camcli.maps.similarity import finite_array as _finite_array
+from camcli.maps.similarity import structural_similarity
 from camcli.options import RunOptions, SanityOptions, field_default
 from camcli.runs.decode import decode_image
 from camcli.runs.files import save_json
@@ -96,10 +97,6 @@ class Similarity(NamedTuple):
     constant: bool  # a map was constant, so the rank correlations are the convention's 1 or 0
 
 
-def _finite_array(values) -> np.ndarray:
-    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def _is_constant(values: np.ndarray) -> bool:
     return values.size == 0 or bool(values.min() == values.max())
 
@@ -116,27 +113,6 @@ def rank_correlation(a, b) -> float:
         return 0.0
     rho = float(spearmanr(a, b).statistic)
     return float(np.clip(rho, -1.0, 1.0)) if math.isfinite(rho) else 0.0
-
-
-def unit_magnitude(values) -> np.ndarray:
-    """|map| divided by its maximum: [0, 1], all zero for a zero map."""
-    magnitude = np.abs(_finite_array(values))
-    top = float(magnitude.max()) if magnitude.size else 0.0
-    return magnitude / top if top > 0.0 else np.zeros_like(magnitude)
-
-
-def structural_similarity(a, b) -> float:
-    """SSIM of the maps' magnitudes scaled to [0, 1] (data_range 1), with the largest odd window up to
-    7 that fits; maps smaller than 3 pixels a side are upsampled to 7x7 first."""
-    from skimage.metrics import structural_similarity as ssim
-
-    a, b = unit_magnitude(a), unit_magnitude(b)
-    if np.array_equal(a, b):
-        return 1.0
-    if min(a.shape) < 3:
-        a, b = (upsample(m.astype(np.float32), height=7, width=7).astype(np.float64) for m in (a, b))
-    side = min(7, *a.shape)
-    return float(ssim(a, b, data_range=1.0, win_size=side if side % 2 else side - 1))
 
 
 def signed_and_magnitude(values) -> tuple[np.ndarray, np.ndarray]:

@@ -34,6 +34,9 @@ image (localization) or to the model's input (faithfulness):
                          that an empty map has none (Quantus divides by zero)
     relevance_rank       Quantus's relevance rank accuracy: the share of the K most relevant pixels
                          inside the boxes, K their pixel count
+    random_logit         Quantus's random logit test (Sixt et al. 2020): SSIM of the map with the map of
+                         a random other class (drawn as Quantus does, seed 42); lower is better; with
+                         --random-logit (one more explanation per image)
 
 Each method's figure is the mean over its rows (as a fraction; the papers print percentages).
 Gates: `--fail-under M=V` fails when a higher-is-better metric is below V, `--fail-over M=V` when a
@@ -110,9 +113,18 @@ METRICS: dict[str, Metric] = {metric.name: metric for metric in (
            -1.0),
     Metric("relevance_mass", True, "share of the map's mass inside the truth boxes (Quantus, Arras et al. 2022)"),
     Metric("relevance_rank", True, "share of the K top pixels inside the boxes, K their size (Quantus)"),
+    Metric("random_logit", False, "SSIM of the map with a random other class's map (Quantus, Sixt et al.)", -1.0),
 )}
 CURVE_METRICS = ("deletion", "insertion")
 ROAD_METRICS = ("roadmorf", "roadlerf", "roadcombined")
+RANDOM_LOGIT_SEED = 42  # Quantus's RandomLogit: np.random.seed(42) before each draw of the other class
+
+
+def random_other_class(class_index: int, classes: int, seed: int = RANDOM_LOGIT_SEED) -> int | None:
+    """Quantus's RandomLogit draw: a class other than `class_index`, chosen by
+    np.random.RandomState(seed).choice over the others in order (None for a one-class model)."""
+    others = [other for other in range(classes) if other != class_index]
+    return int(np.random.RandomState(seed).choice(others)) if others else None
 
 
 # --- gates ------------------------------------------------------------------------------------------
@@ -271,6 +283,7 @@ class EvaluationOptions:
     pointing_tolerance: float = field_default(ScoringOptions, "pointing_tolerance")  # pixels; Zhang et al. use 15
     blur_sigma: float = DEFAULT_BLUR_SIGMA
     road: bool = False  # ROAD's MoRF and LeRF (2 x 9 imputed copies a row, each a sparse solve)
+    random_logit: bool = False  # one more explanation per image, for a random other class
     gates: Sequence[Gate] = ()
     truth_name: str | None = None  # how to name the truth in messages and the JSON
     explain_class: str = EXPLAIN_PREDICTED  # whose map is scored: the top-1 class, or the truth's
@@ -282,7 +295,8 @@ class EvaluationOptions:
         return {"explain_class": self.explain_class, "box_threshold": self.box_threshold, "steps": self.steps,
                 "pointing_tolerance": self.pointing_tolerance, "blur_sigma": self.blur_sigma,
                 "deletion_baseline": 0.0, "corloc_iou": CORLOC_IOU, "road": self.road,
-                "road_percentiles": list(ROAD_PERCENTILES), "road_noise": ROAD_NOISE}
+                "road_percentiles": list(ROAD_PERCENTILES), "road_noise": ROAD_NOISE,
+                "random_logit": self.random_logit, "random_logit_seed": RANDOM_LOGIT_SEED}
 
 
 @dataclass
@@ -513,6 +527,8 @@ def check_computable(gates: Iterable[Gate], options: EvaluationOptions, truth: T
             raise UsageError(f"{gate.option} {gate.text} needs the deletion/insertion curves; drop `steps=0`")
         if gate.metric in ROAD_METRICS and not options.road:
             raise UsageError(f"{gate.option} {gate.text} needs ROAD: give `road=True`")
+        if gate.metric == "random_logit" and not options.random_logit:
+            raise UsageError(f"{gate.option} {gate.text} needs the random-logit maps: give `random_logit=True`")
         if gate.metric == "loc_error" and not labelled:
             raise UsageError(f"{gate.option} {gate.text} needs class labels in the ground truth, and "
                              f"{options.truth_name or 'it'} has none")
@@ -607,10 +623,32 @@ class _Evaluation(MethodScoring):
     def score(self, batch: list[tuple]) -> None:
         per_method = self.explain([rgb for _, rgb, _, _ in batch],
                                   [scored_classes(groups, self.options.explain_class) for _, _, groups, _ in batch])
+        added: list[list[list[dict]]] = []  # [method][image] the rows this batch added
         for explainer, name, results in zip(self.explainers, self.names, per_method):
+            added.append([])
             for (task, rgb, groups, scale), result in zip(batch, results):
-                self.rows[name].extend(score_image(explainer, task.display, rgb, result, groups, self.options,
-                                                   self.warn, scale))
+                rows = score_image(explainer, task.display, rgb, result, groups, self.options, self.warn, scale)
+                self.rows[name].extend(rows)
+                added[-1].append(rows)
+        if self.options.random_logit:
+            self.random_logit([rgb for _, rgb, _, _ in batch], per_method, added)
+
+    def random_logit(self, images: list[np.ndarray], per_method: list[list], added: list[list[list[dict]]]) -> None:
+        """Each row's random_logit: SSIM (as the sanity check computes it) of its map with the map of a
+        random other class (`random_other_class`), the other classes explained in one more call. The
+        classes are the same for every method (the first method's rows say which)."""
+        from camcli.maps.similarity import structural_similarity
+
+        others = [[random_other_class(row["class_index"], len(self.labels)) for row in rows] for rows in added[0]]
+        if all(other is None for image in others for other in image):
+            return
+        explained = self.explain(images, [[-1 if o is None else o for o in image] for image in others])
+        for results, other_results, method_rows in zip(per_method, explained, added):
+            for result, other_result, rows, image_others in zip(results, other_results, method_rows, others):
+                for row, other in zip(rows, image_others):
+                    own, off = _find_map(result, row["class_index"]), _find_map(other_result, other)
+                    if own is not None and off is not None:
+                        row["random_logit"] = structural_similarity(own.heatmap, off.heatmap)
 
     def method_summaries(self) -> dict[str, dict]:
         return {name: {"layer": explainer.layer, "rows": len(self.rows[name]), "metrics": summarize(self.rows[name])}
