@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model cheat-variants samples bench bench-precision bench-peers bench-methods bench-photos bench-overlay bench-scorecam bench-scorecam-memory bench-png bench-localization bench-audit bench-segmentation bench-detectors bench-callback bench-ray soak clean
+.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model cheat-variants samples bench bench-precision bench-peers bench-methods bench-photos bench-overlay bench-scorecam bench-scorecam-memory bench-png bench-localization bench-road bench-audit bench-segmentation bench-detectors bench-callback bench-ray soak clean
 
 all: lint test
 
@@ -130,6 +130,10 @@ bench-png: venv
 # Every method on 600 held-out generated scenes with true boxes: the localization table and targets.
 bench-localization: venv
 	$(BIN)/python benchmarks/localization.py
+
+# ROAD (issue 32) on 60 held-out generated scenes: the demo model's Grad-CAM against seeded random maps.
+bench-road: venv
+	$(BIN)/python benchmarks/road_demo.py
 
 # camcli audit: SpRAy's flags on demo-cheat against the planted tag (precision, recall) and on demo,
 # the audit's cost on 5,000 maps, and the sanity check on demo and MobileNetV2 (../shared weights).
