@@ -633,6 +633,10 @@ def evaluate_command(paths, **options):
     sanity = sanity_plan(options)
     model, maps, files, run, scoring = option_groups(options, ModelOptions, MapRequest, FileOptions, RunOptions,
                                                      ScoringOptions)
+    if sanity is not None:  # a model the check refuses stops here, before the evaluation
+        from camcli.api import sanity_model
+
+        model = sanity_model(model)
     progress = Progress()
     try:
         with stop_on_signals(progress.say) as stop:

@@ -236,6 +236,38 @@ def test_an_image_without_detections_is_recorded_not_failed(preset, image_folder
     assert record["detections"] == [] and record["explanations"] == [] and record["predictions"] == []
 
 
+def test_resume_counts_an_image_without_detections_as_done(preset, image_folder, tmp_path):
+    arguments = ["explain", image_folder, "--model", f"hub:{preset}", "--target", "box", "--min-score", "0.99999",
+                 "--out", tmp_path]
+    assert invoke(*arguments, "--quiet").exit_code == 0
+    assert read_json(tmp_path / "img1.json")["detections"] == []
+    again = invoke(*arguments, "--resume", "--json")
+    assert again.exit_code == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert (summary["skipped"], summary["recomputed"]) == (2, 0)
+
+
+@pytest.mark.parametrize("command, message", [
+    ("audit", "the audit clusters each class's maps, one per image, and its maps are one per detection; explain its "
+              "detections with camcli explain --target box"),
+    ("evaluate", "the sanity check (--sanity) does not apply to its detections yet (the randomised layers change "
+                 "which detections there are); drop it"),
+])
+def test_audit_and_the_sanity_check_refuse_a_detector_in_their_own_terms(preset, image_folder, tmp_path, command,
+                                                                         message):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("image,x0,y0,x1,y1,label\nimg1.png,0,0,10,10,0\n")
+    given = ["--truth", truth] if command == "evaluate" else []
+    result = invoke(command, image_folder, *given, "--model", f"hub:{preset}", "--sanity", "--out", tmp_path / "out")
+    assert (result.exit_code, only_line(result)) == (2, f"camcli: error: hub:{preset} is an object detector: {message}")
+    assert not (tmp_path / "out").exists()  # refused before any work: evaluate --sanity evaluates nothing
+
+
+def test_the_sanity_check_refuses_a_detector_in_the_library(preset, image_folder):
+    with pytest.raises(UsageError, match=r"is an object detector: the sanity check \(`sanity`\) does not apply"):
+        camcli.sanity_paths([image_folder], model=f"hub:{preset}", out=None)
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--target", "class"], "camcli: error: hub:{preset} is an object detector: explain its detections with "
                             "--target box, not --target class"),

@@ -254,6 +254,20 @@ def explains_detections(method) -> bool:
     return not (method.own_passes or method.needs_gap_head)
 
 
+# What the commands other than explain and evaluate make of a detector's detections: not yet anything.
+AUDIT_REFUSAL = ("the audit clusters each class's maps, one per image, and its maps are one per detection; explain "
+                 "its detections with camcli explain --target box")
+SANITY_REFUSAL = ("the sanity check (`sanity`) does not apply to its detections yet (the randomised layers change "
+                  "which detections there are); drop it")
+
+
+def refuse_detector(loaded: LoadedModel, refusal: str) -> LoadedModel:
+    """`loaded`, or a UsageError that says why the work (AUDIT_REFUSAL, SANITY_REFUSAL) refuses an object detector."""
+    if loaded.detector is not None:
+        raise UsageError(f"{loaded.name} is an object detector: {refusal}")
+    return loaded
+
+
 def check_detector_request(loaded: LoadedModel, request: MapRequest) -> None:
     """UsageError for what a detector's maps cannot honour: another target, the guided and Score-CAM and
     CAM methods, --aug-smooth, reduced precision, token grids."""

@@ -174,12 +174,13 @@ def _real_paths(names, out_dir: Path) -> frozenset[str]:
 def is_unchanged(record: dict | None, wanted_fingerprint: str, wanted_maps: set[tuple[str, int]] | None,
                  out_dir: Path, required: Iterable[str]) -> bool:
     """Whether an earlier record can stand for this run: same fingerprint, one map per wanted
-    (method, class) when those are known, and every required file (MAP_FILE_KEYS) present."""
+    (method, class) when those are known, and every required file (MAP_FILE_KEYS) present. A record without
+    maps stands only where none are wanted: an object detector's image with no detection."""
     if record is None or record.get("fingerprint") != wanted_fingerprint:
         return False
     try:
         explanations = record["explanations"]
-        if not explanations:
+        if not explanations and wanted_maps != set():
             return False
         if wanted_maps is not None and wanted_maps != {(e["method"], e["class_index"]) for e in explanations}:
             return False
