@@ -605,7 +605,8 @@ def _finish_explain(summary, run: RunOptions, quiet, print_json, stop):
 def evaluate_command(paths, **options):
     """Score heatmaps against ground-truth boxes (localization and faithfulness) and gate CI on them.
 
-    Prints a table of metrics per method (fractions in [0, 1]) and writes OUT/evaluation.json and
+    Prints a table of metrics per method (fractions in [0, 1]; ROAD, confidence_change and random_logit in
+    [-1, 1]) and writes OUT/evaluation.json and
     OUT/evaluation.csv. Each image's boxes are scored against the map of its top-1 class, or with
     --explain-class truth of the boxes' label; images without truth are listed and skipped.
     With --truth-masks instead of --truth, each image's truth classes' maps become a label map scored

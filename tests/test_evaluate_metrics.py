@@ -243,3 +243,16 @@ def test_random_logit_on_a_tiny_model(tmp_path):
         assert row["random_logit"] == pytest.approx(expected, abs=1e-5)
     header = (tmp_path / "out" / "evaluation.csv").read_text().splitlines()[0].split(",")
     assert "random_logit" in header and report.methods["gradcam"]["metrics"]["random_logit"] is not None
+
+
+def test_random_logit_without_scikit_image_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    from test_evaluate import FakeExplainer
+
+    from camcli.errors import UsageError
+    from camcli.evaluate.evaluation import EvaluationOptions, evaluate
+
+    monkeypatch.setitem(sys.modules, "skimage.metrics", None)
+    with pytest.raises(UsageError, match=r"needs scikit-image: pip install 'keras-camcli\[audit\]'"):
+        evaluate([FakeExplainer()], [], {}, EvaluationOptions(random_logit=True))
