@@ -141,6 +141,8 @@ def test_basnet_explains_its_foreground_from_its_prediction_modules_decoder(basn
     assert loaded.model.get_layer(loaded.default_layer).output is decoder and loaded.model.output_shape == (
         None, SIZE, SIZE, 1)
     assert loaded.labels == ["background", "foreground"] and tuple(decoder.shape[1:3]) == (SIZE, SIZE)
+    [marked] = [row for row in camcli.list_layers(loaded) if row.default]  # what camcli layers marks
+    assert (marked.path, marked.shape) == (loaded.default_layer, f"{SIZE}x{SIZE}x64")
     result = invoke("explain", tmp_path / "object.png", "--model", f"hub:{basnet}", "--target", "region",
                     "--class", "foreground", "--class", "background", "--out", tmp_path / "out", "--quiet")
     assert result.exit_code == 0, result.stderr

@@ -231,9 +231,10 @@ def _default_labels(classes: int, preset: str, is_segmenter: bool, binary: bool 
 
 def load_hub_model(preset: str, weights: str | None = None, preprocess: str | None = None,
                    labels_file: str | None = None) -> LoadedModel:
-    """A KerasHub image classifier or object detector as a LoadedModel. `preprocess` replaces the converter's
-    arithmetic; labels: `labels_file`, else ImageNet's names for 1000 classes (a classifier) or COCO's for 91
-    (a detector), else the class indices."""
+    """A KerasHub image classifier, object detector or segmenter as a LoadedModel (BASNet's through a view of
+    its backbone, `basnet_view`). `preprocess` replaces the converter's arithmetic; labels: `labels_file`, else
+    ImageNet's names for 1000 classes (a classifier), COCO's for 91 (a detector), _default_labels' for a
+    segmenter, else the class indices."""
     from camcli.models import detectors
     from camcli.models.layers import analyse_head
 
