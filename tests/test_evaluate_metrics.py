@@ -256,3 +256,20 @@ def test_random_logit_without_scikit_image_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage.metrics", None)
     with pytest.raises(UsageError, match=r"needs scikit-image: pip install 'keras-camcli\[audit\]'"):
         evaluate([FakeExplainer()], [], {}, EvaluationOptions(random_logit=True))
+
+
+@pytest.mark.parametrize("option", ["road", "random_logit"])
+def test_road_and_random_logit_refuse_a_detector_in_one_line(tmp_path, option):
+    from test_evaluate import SQUARE, FakeExplainer, fake_image, save
+
+    from camcli.errors import UsageError
+    from camcli.evaluate.evaluation import EvaluationOptions, evaluate
+    from camcli.evaluate.truth import TruthBox
+    from camcli.runs.discovery import discover
+
+    save(tmp_path / "images" / "one.png", fake_image())
+    tasks, _ = discover([tmp_path / "images"], tmp_path / "out")
+    detector = FakeExplainer()
+    detector.detects = True
+    with pytest.raises(UsageError, match="on an object detector evaluate scores each matched detection"):
+        evaluate([detector], tasks, {"one.png": [TruthBox(*SQUARE)]}, EvaluationOptions(**{option: True}))

@@ -702,6 +702,10 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     if built and getattr(built[0], "detects", False):  # an object detector: its matched detections' maps
         from camcli.evaluate.detections import DetectionEvaluation
 
+        if options.road or options.random_logit:
+            raise UsageError("`road` and `random_logit` score a classifier's class maps; on an object detector "
+                             "evaluate scores each matched detection's pointing game and energy: drop them")
+
         run = DetectionEvaluation(built, truth, options, on_failure)
     else:
         run = _Evaluation(built, truth, options, on_failure)
