@@ -263,6 +263,18 @@ def test_audit_and_the_sanity_check_refuse_a_detector_in_their_own_terms(preset,
     assert not (tmp_path / "out").exists()  # refused before any work: evaluate --sanity evaluates nothing
 
 
+def test_auditing_a_detectors_explain_folder_is_one_line(preset, image_folder, tmp_path):
+    explained = invoke("explain", image_folder, "--model", f"hub:{preset}", "--target", "box", "--min-score", "0.88",
+                       "--method", "eigencam", "--save-heatmap", "--out", tmp_path, "--quiet")
+    assert explained.exit_code == 0, explained.stderr
+    result = invoke("audit", tmp_path)
+    assert (result.exit_code, only_line(result)) == (2, f"camcli: error: the records in {tmp_path} are an object "
+                                                        "detector's, one map per detection: the audit clusters each "
+                                                        "class's maps, one per image, and does not apply to "
+                                                        "detections yet")
+    assert not (tmp_path / "audit.json").exists()
+
+
 def test_the_sanity_check_refuses_a_detector_in_the_library(preset, image_folder):
     with pytest.raises(UsageError, match=r"is an object detector: the sanity check \(`sanity`\) does not apply"):
         camcli.sanity_paths([image_folder], model=f"hub:{preset}", out=None)

@@ -209,6 +209,9 @@ def read_folder(out_dir: Path, method: str | None = None, by: str = field_defaul
     if not records:
         raise UsageError(f"no image records in {out_dir}: give an output folder of `camcli explain` (run with "
                          "--save-heatmap), or the images themselves")
+    if any("detections" in record for record in records):
+        raise UsageError(f"the records in {out_dir} are an object detector's, one map per detection: the audit "
+                         "clusters each class's maps, one per image, and does not apply to detections yet")
     method = method or _first_method(records)
     if not any(isinstance(e, dict) and e.get("method") == method for r in records for e in r["explanations"]):
         raise UsageError(f"the records in {out_dir} hold no {method} maps: choose a method they hold with --method")
