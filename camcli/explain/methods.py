@@ -585,6 +585,7 @@ class GuidedBackprop:
     needs_gradients = False
     needs_gap_head = False
     needs_masked_scores = False
+    comparison = None  # no class comparison (FinerCAM's); options read it off every method
     own_passes = True  # a guided backward pass
     guided = True  # needs Evidence.guided_gradients
 
@@ -636,6 +637,7 @@ class GuidedGradCAM:
     backprop: GuidedBackprop
     needs_gap_head = False
     needs_masked_scores = False
+    comparison = None
     own_passes = True
     guided = True
 
