@@ -424,7 +424,7 @@ def sanity_paths(paths, model: object = DEFAULT_MODEL, *, sanity: SanityOptions 
         check_output_folder(run.out)
         sanity_check.check_sanity_file(run.out)
     tasks, skipped = _discover(paths, run.out if run.out is not None else Path(os.devnull))
-    loaded = sanity_model(groups["model"]).model
+    loaded = sanity_check.check_model(groups["model"].load())
     pictures, failures = sanity_check.decode_pictures(tasks, sanity.images, loaded.input_size)
     failures = [{"image": item.display, "error": item.reason} for item in skipped] + failures
     if not pictures:
@@ -435,14 +435,6 @@ def sanity_paths(paths, model: object = DEFAULT_MODEL, *, sanity: SanityOptions 
     if run.out is not None:
         sanity_check.write_sanity(report, run.out)
     return report
-
-
-def sanity_model(model: ModelOptions) -> ModelOptions:
-    """`model` loaded, for a command that runs the sanity check after its own work (`evaluate --sanity`): one load
-    for both, and a model the check refuses (an object detector) stops the command before that work."""
-    from camcli.explain.detection import SANITY_REFUSAL, refuse_detector
-
-    return ModelOptions(model=refuse_detector(model.load(), SANITY_REFUSAL))
 
 
 def write_report(out: PathLike, title: str | None = None) -> Path:

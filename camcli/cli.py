@@ -354,6 +354,16 @@ def sanity_plan(options: dict) -> SanityOptions | None:
     return replace(plan, fail_under=[gate.text for gate in gates])
 
 
+def sanity_model(plan: SanityOptions | None, model: ModelOptions) -> ModelOptions:
+    """The command's model, loaded where `plan` runs the sanity check after the command's own work: one load for
+    both, and a model the check refuses (an object detector) stops the command before that work."""
+    if plan is None:
+        return model
+    from camcli.audit import sanity
+
+    return ModelOptions(model=sanity.check_model(model.load()))
+
+
 def run_sanity_from_cli(paths, plan: SanityOptions | None, model: ModelOptions, maps: MapRequest,
                         run: RunOptions) -> int:
     """Run the check `sanity_plan` prepared on the command's images, with its model, maps and run: print its
@@ -634,10 +644,7 @@ def evaluate_command(paths, **options):
     sanity = sanity_plan(options)
     model, maps, files, run, scoring = option_groups(options, ModelOptions, MapRequest, FileOptions, RunOptions,
                                                      ScoringOptions)
-    if sanity is not None:  # a model the check refuses stops here, before the evaluation
-        from camcli.api import sanity_model
-
-        model = sanity_model(model)
+    model = sanity_model(sanity, model)
     progress = Progress()
     try:
         with stop_on_signals(progress.say) as stop:

@@ -283,6 +283,14 @@ def decode_pictures(tasks, count: int, model_size: tuple[int, int]) -> tuple[lis
     return pictures, failures
 
 
+def check_model(loaded):
+    """`loaded` (a LoadedModel), or a UsageError for a model the check refuses: an object detector, whose
+    detections the randomised layers change."""
+    from camcli.explain.detection import SANITY_REFUSAL, refuse_detector
+
+    return refuse_detector(loaded, SANITY_REFUSAL)
+
+
 def check_sanity_file(out_dir: Path) -> None:
     """UsageError before any work when OUT/sanity.json exists and camcli did not write it."""
     check_replaceable(Layout(out_dir).sanity_json)
