@@ -354,7 +354,7 @@ USAGE_ERRORS = [
                  ("camcli: error: unknown colormap 'viridiss'; did you mean viridis", "(see `camcli explain --help`)"),
                  id="unknown-colormap"),
     pytest.param(["--model", "{gap}", "--method", "gradcm"],
-                 ("Error: Invalid value for '--method': 'gradcm' is not one of 'gradcam', 'gradcam++', 'xgradcam', ",
+                 ("Error: Invalid value for '--method': 'gradcm' is not one of 'gradcam', 'gradcam++', ",
                   "'guidedbackprop'"), id="unknown-method"),
     pytest.param(["--model", "{flat}", "--method", "cam"],
                  ("camcli: error: --method cam needs the layer to feed global-average-pooling -> dense, and 'target' "
