@@ -325,17 +325,21 @@ def scorecam(inputs: MapInputs) -> np.ndarray:
     return _scored_channels(inputs, inputs.masked_scores)
 
 
-def sscam(inputs: MapInputs, samples: int = 35, std: float = 2.0) -> np.ndarray:
+def sscam(inputs: MapInputs, samples: int = 35, std: float = 0.25) -> np.ndarray:
     # Wang, Naidu et al. 2020 (SS-CAM, arXiv:2006.14255), as TorchCAM's SSCAM computes its scores: each
     # channel's score is averaged over `samples` copies of its mask with Gaussian noise added at the
-    # input's size, (1/N) sum_s f(X * (H^k + delta_s)), delta_s ~ N(0, std^2) (TorchCAM's defaults:
-    # N = 35, std = 2), and weighed as Score-CAM's are, minus the baseline's (see _scored_channels).
+    # input's size, (1/N) sum_s f(X * (H^k + delta_s)), delta_s ~ N(0, std^2) (TorchCAM's N = 35), and
+    # weighed as Score-CAM's are, minus the baseline's (see _scored_channels). The baseline is the
+    # all-zero mask under the same noise, averaged over as many samples. camcli's std is 0.25 of the
+    # mask's [0, 1], not TorchCAM's 2: noise of std 2 buries the mask (TorchCAM's softmax over channels
+    # hides that), and on MobileNetV2's cat photo every channel's score then fell below the noisy blank
+    # input's, an empty map, with either baseline; at 0.25 the map's peak lies on the cat.
     def scores(b: int, masks: np.ndarray) -> np.ndarray:
-        count = len(masks) - 1  # the baseline first, without noise (seed -1), then the channels
-        seeds = np.concatenate([[-1], np.arange(samples * count)])
-        copies = np.concatenate([masks[:1], np.tile(masks[1:], (samples, 1, 1))])
+        count = len(masks) - 1  # the baseline's samples first, then the channels'; each copy its own noise
+        seeds = np.arange(samples * (count + 1))
+        copies = np.concatenate([np.repeat(masks[:1], samples, axis=0), np.tile(masks[1:], (samples, 1, 1))])
         scored = inputs.masked_scores(b, copies, MaskChanges(noise_seeds=seeds, noise_std=std))
-        return np.concatenate([scored[:1], scored[1:].reshape(samples, count).mean(axis=0)])
+        return np.concatenate([[scored[:samples].mean()], scored[samples:].reshape(samples, count).mean(axis=0)])
 
     return _scored_channels(inputs, scores)
 
