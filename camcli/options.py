@@ -242,7 +242,7 @@ class MapRequest:
         _set(self, "layers", tuple(dict.fromkeys(_names(self.layers, "layers"))))
         _set(self, "classes", _names(self.classes, "classes"))
         _set(self, "compare_with", _names(self.compare_with, "compare_with"))
-        from camcli.explain.methods import REGISTRY  # numpy, no TensorFlow
+        from camcli.explain.methods import REGISTRY, max_channels_misplaced  # numpy, no TensorFlow
 
         unknown = [name for name in methods if name not in REGISTRY]
         if unknown:
@@ -259,7 +259,7 @@ class MapRequest:
         _flags(self)
         _number(self, "max_channels", 1, whole=True, optional=True)
         if self.max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
-            raise UsageError(f"`max_channels` applies to the scorecam method, not {', '.join(methods)}")
+            raise max_channels_misplaced(", ".join(methods))
         if self.compare_with and not any(REGISTRY[name].comparison is not None for name in methods):
             raise UsageError(f"`compare_with` applies to the finercam method, not {', '.join(methods)}")
         _number(self, "masked_batch", 1, whole=True)

@@ -882,9 +882,11 @@ def test_several_methods_in_one_run_match_single_method_runs(models, image, tmp_
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "gradcam", "--max-channels", "3"],
-     "camcli: error: --max-channels applies to the scorecam method, not gradcam"),
+     "camcli: error: --max-channels applies to the methods that score masked copies (scorecam, sscam, iscam), "
+     "not gradcam"),
     (["--method", "gradcam", "--method", "cam", "--max-channels", "3"],
-     "camcli: error: --max-channels applies to the scorecam method, not gradcam, cam"),
+     "camcli: error: --max-channels applies to the methods that score masked copies (scorecam, sscam, iscam), "
+     "not gradcam, cam"),
     (["--method", "scorecam", "--max-channels", "0"],
      "Error: Invalid value for '--max-channels': 0 is not in the range x>=1."),
     (["--method", "guidedbackprop", "--aug-smooth"], "camcli: error: --aug-smooth smooths class activation maps"),

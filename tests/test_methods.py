@@ -2,6 +2,8 @@
 method (written loop by loop from each paper's formula, independently of camcli.explain.methods), the
 identities between methods, smoothing and multi-layer fusion."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -564,18 +566,21 @@ def test_several_layers_fuse_as_the_mean_of_per_layer_unit_maps():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"method": "gradcam", "max_channels": 4}, "`max_channels` applies to the scorecam method"),
+    ({"method": "gradcam", "max_channels": 4},
+     "`max_channels` applies to the methods that score masked copies (scorecam, sscam, iscam)"),
     ({"method": "scorecam", "max_channels": 0}, "`max_channels=0` must be at least 1"),
     ({"method": "guidedbackprop", "aug_smooth": True}, "`aug_smooth` smooths class activation maps"),
     ({"method": "guidedbackprop", "eigen_smooth": True}, "`eigen_smooth` applies to layer maps"),
-    ({"method": "guidedbackprop", "max_channels": 2}, "applies to the scorecam method, not guidedbackprop"),
-    ({"method": "guidedgradcam", "max_channels": 2}, "applies to the scorecam method, not guidedgradcam"),
+    ({"method": "guidedbackprop", "max_channels": 2},
+     "applies to the methods that score masked copies (scorecam, sscam, iscam), not guidedbackprop"),
+    ({"method": "guidedgradcam", "max_channels": 2},
+     "applies to the methods that score masked copies (scorecam, sscam, iscam), not guidedgradcam"),
     ({"method": "scorecam", "masked_batch": 0}, "`masked_batch=0` must be at least 1"),
     ({"method": "cam", "layer": ["conv1", "target"]}, "needs the layer to feed global-average-pooling"),
 ])
 def test_option_errors(options, message):
     options.setdefault("layer", "target")
-    with pytest.raises(UsageError, match=message.replace("+", r"\+")):
+    with pytest.raises(UsageError, match=re.escape(message)):
         explainer_for(tiny_models.gap_dense(), **options)
 
 

@@ -492,11 +492,17 @@ def guided_magnitude(input_gradients: np.ndarray) -> np.ndarray:
 # -- the method objects ---------------------------------------------------------------------------
 
 
+def max_channels_misplaced(names: str) -> UsageError:
+    """The one-line error for `max_channels` given to methods (`names`) that score no masked copies."""
+    takers = ", ".join(name for name, method in REGISTRY.items() if method.needs_masked_scores)
+    return UsageError(f"`max_channels` applies to the methods that score masked copies ({takers}), not {names}")
+
+
 def _check_max_channels(name: str, max_channels: int | None, scores_channels: bool) -> None:
     if max_channels is None:
         return
     if not scores_channels:
-        raise UsageError(f"`max_channels` applies to the scorecam method, not {name}")
+        raise max_channels_misplaced(name)
     if max_channels < 1:
         raise UsageError(f"`max_channels={max_channels}` must be at least 1")
 
