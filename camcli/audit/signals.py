@@ -248,18 +248,19 @@ def find_mark(smalls: SmallPictures, members: np.ndarray, mean_map: np.ndarray, 
     best_key, where = None, None
     for row, col in zip(*np.nonzero(lattice if lattice.any() else region), strict=True):
         point = ((col + 0.5) / cells, (row + 0.5) / cells)
-        moved = _shifted_patches(_blocks(pictures, *point, SHIFT), SHIFT)
+        blocks = _blocks(pictures, *point, SHIFT)
+        moved = _shifted_patches(blocks, SHIFT)
         scores, matching = _consensus(moved, threshold)
         key = (int(matching.sum()), float(np.median(scores[matching])) if matching.any() else float(np.median(scores)))
         if best_key is None or key > best_key:
-            best_key, where, chosen = key, point, (moved, scores, matching)
-    moved, scores, matching = chosen
+            best_key, where, chosen = key, point, (blocks, moved, scores, matching)
+    blocks, moved, scores, matching = chosen
     # the template: the matching members' patches, each at its best shift, summed and scaled to unit length
     centre = moved.shape[0] // 2
     forming = matching if matching.any() else np.ones(len(readable), dtype=bool)
     seed_template = _unit(moved[centre][forming].sum(axis=0))
     best_shift = np.argmax(np.einsum("snd,d->sn", moved, seed_template), axis=0), np.arange(len(readable))
-    colour_free = _shifted_patches(_blocks(pictures, *where, SHIFT), SHIFT, colour_free=True)
+    colour_free = _shifted_patches(blocks, SHIFT, colour_free=True)
     template = Template(_unit(moved[best_shift][forming].sum(axis=0)),
                         _unit(colour_free[best_shift][forming].sum(axis=0)))
     everyone = search_mark(smalls, members, np.tile(where, (len(members), 1)), template, SHIFT)
