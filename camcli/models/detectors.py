@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from camcli.errors import CamcliError, ModelLoadError
 from camcli.models.keras_internals import producing_layer
 from camcli.models.layers import SEPARATOR, Head, all_layers
+from camcli.models.loading import index_labels
 
 RETINANET, DFINE = "RetinaNetObjectDetector", "DFineObjectDetector"
 SUPPORTED_DETECTORS = (RETINANET, DFINE)
@@ -85,7 +86,7 @@ def detector_labels(keras_hub, num_classes: int) -> list[str]:
     """COCO's names for KerasHub's 91 COCO classes, else the class indices."""
     if num_classes == COCO_CLASSES:
         return [keras_hub.utils.coco_id_to_name(i) for i in range(num_classes)]
-    return [str(i) for i in range(num_classes)]
+    return index_labels(num_classes)
 
 
 # D-FINE's HGNetV2 computes all its stages in one layer; its finest stage is read through this projection

@@ -23,7 +23,7 @@ import difflib
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from camcli.errors import ModelLoadError, UsageError, WeightsUnavailableError, one_line
 from camcli.models import catalog
@@ -124,7 +124,7 @@ def preset_source(keras_hub, preset: str) -> PresetSource:
         presets = getattr(keras_hub.models, base).presets
         if preset in presets:
             source = _kaggle_source(presets[preset]["kaggle_handle"])
-            return PresetSource(source.preset, source.cache, source.cached, source.cache_env, base)
+            return replace(source, task=base)
         names += list(presets)
     close = difflib.get_close_matches(preset, names, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
