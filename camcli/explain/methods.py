@@ -393,9 +393,9 @@ def ablationcam(inputs: MapInputs) -> np.ndarray:
     activations = inputs.activations
     batch, channels = activations.shape[0], activations.shape[-1]
     weights = np.zeros((batch, channels), dtype=np.float64)
+    # The unablated image first (its score is y^c), then each channel ablated in turn: the same for every image.
+    keep = np.concatenate([np.ones((1, channels), np.float32), 1.0 - np.eye(channels, dtype=np.float32)])
     for b in range(batch):
-        # The unablated image first (its score is y^c), then each channel ablated in turn.
-        keep = np.concatenate([np.ones((1, channels), np.float32), 1.0 - np.eye(channels, dtype=np.float32)])
         scores = inputs.ablated_scores(b, keep).astype(np.float64)
         weights[b] = _safe_divide(scores[0] - scores[1:], np.full(channels, scores[0]))
     return _scale_channels(activations, weights)
