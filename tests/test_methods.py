@@ -16,7 +16,7 @@ from camcli.explain.methods import REGISTRY, GuidedBackprop, LayerMethod, Method
 
 # Methods that need no gradient from the shared step (finercam differentiates its own comparison).
 GRADIENT_FREE = {"eigencam", "scorecam", "cam", "guidedbackprop", "fem", "kpcacam", "sscam", "iscam",
-                 "ablationcam", "finercam"}
+                 "ablationcam", "finercam", "shapleycam", "fullgrad"}
 
 
 def guided_model(seed=3):
@@ -642,6 +642,7 @@ def test_guided_gradcam_of_an_empty_map_is_empty_grey():
 def test_registry_kinds_and_costs():
     kinds = {name: type(method).__name__ for name, method in REGISTRY.items()}
     assert kinds.pop("guidedbackprop") == "GuidedBackprop" and kinds.pop("guidedgradcam") == "GuidedGradCAM"
+    assert kinds.pop("fullgrad") == "FullGradient"
     assert set(kinds.values()) == {"LayerMethod"}
     assert {name for name, method in REGISTRY.items() if not method.needs_gradients} == GRADIENT_FREE
     assert all(isinstance(REGISTRY[name], LayerMethod) for name in REFERENCES)
@@ -711,3 +712,140 @@ def test_finercam_matches_hand_computed_reference():
         explainer_for(model, layer="target", method="gradcam", compare_with=["2"])
     with pytest.raises(UsageError, match="`compare_with=top2` names no class"):
         explainer_for(model, layer="target", method="finercam", compare_with=["top2"])
+
+
+def shapley_reference(a, kernel, bias, c, sigmoid=False, hessian=True):
+    """ShapleyCAM (Cai et al. 2025) on Flatten -> dense, by hand: the ReST score S = l_c + log p_c of the logits
+    l = vec(A) K + b, its gradient g = K dS/dl and Hessian-vector product H A = K (d2S/dl2) K^T vec(A); the map is
+    sum_k mean_ij (g - H A / 2)_k A_k (without `hessian`: sum_k mean_ij g_k A_k, Grad-CAM of S)."""
+    logits = a.ravel() @ kernel + bias
+    if sigmoid:  # S = l_c + log sigmoid(l_c)
+        p = 1.0 / (1.0 + np.exp(-logits[c]))
+        by_logit = np.zeros(len(logits))
+        by_logit[c] = 1.0 + (1.0 - p)
+        curvature = np.zeros((len(logits), len(logits)))
+        curvature[c, c] = -p * (1.0 - p)
+    else:  # S = 2 l_c - logsumexp(l)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        by_logit = 2.0 * np.eye(len(logits))[c] - p
+        curvature = -(np.diag(p) - np.outer(p, p))
+    gradient = kernel @ by_logit
+    product = kernel @ (curvature @ (kernel.T @ a.ravel())) if hessian else 0.0
+    weights = (gradient - 0.5 * product).reshape(a.shape).mean(axis=(0, 1))
+    return np.einsum("hwk,k->hw", a, weights)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_shapleycam_matches_hand_computed_reference(activation):
+    """The gradient and the Hessian-vector product come from the step's nested tapes; the reference writes
+    both out through the dense head. Under a softmax the Hessian term changes the map (under one sigmoid
+    output it is parallel to the gradient, so it only rescales it)."""
+    x = keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3))
+    y = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="target")(x)
+    y = keras.layers.Dense(6, activation=activation, name="head")(keras.layers.Flatten()(y))
+    model = tiny_models._seeded(keras.Model(x, y), seed=23)
+    batch = tiny_models.images(3, seed=19)
+    activations = activations_of(model, "target", batch).astype(np.float64)
+    kernel, bias = (w.numpy().astype(np.float64) for w in model.get_layer("head").weights)
+    maps = explained(model, batch, "shapleycam")
+    assert sum(not m.empty for m in maps) >= 2
+    sigmoid, moved = activation == "sigmoid", 0.0
+    for a, shapley in zip(activations, maps, strict=True):
+        expected = unit(shapley_reference(a, kernel, bias, 1, sigmoid))
+        np.testing.assert_allclose(shapley.heatmap, expected, atol=1e-5)
+        moved = max(moved, np.abs(expected - unit(shapley_reference(a, kernel, bias, 1, sigmoid, False))).max())
+    assert moved > 1e-2 if not sigmoid else moved < 1e-6
+
+
+def test_shapleycam_refuses_other_targets():
+    model = tiny_models.regressor()
+    explainer = explainer_for(model, method="shapleycam", target="value")
+    with pytest.raises(UsageError, match="shapleycam explains class scores; for `target=value` use another method"):
+        explainer.explain_batch(tiny_models.images(1))
+
+
+def fullgrad_model(seed=24):
+    """8x8x3 -> conv 'conv1'(4, relu, bias) -> batch norm 'bn' -> conv 'target'(5, stride 2, relu) -> GAP ->
+    dense(3, softmax): two convolutions and a batch normalisation add biases, one of them on a coarser grid."""
+    x = keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+    y = keras.layers.BatchNormalization(name="bn")(y)
+    y = keras.layers.Conv2D(5, 3, strides=2, padding="same", activation="relu", name="target")(y)
+    y = keras.layers.Dense(3, activation="softmax", name="head")(keras.layers.GlobalAveragePooling2D()(y))
+    model = keras.Model(x, y)
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()]
+    weights[5] = np.abs(weights[5]) + 0.5  # the batch norm's moving variance must be positive
+    model.set_weights(weights)
+    return model
+
+
+def bilinear_resize(grid, size):
+    """(h, w) -> (size, size), bilinear with pixel centres at half-pixel offsets and edges clamped."""
+    def weights(n_in):
+        matrix = np.zeros((size, n_in))
+        for i in range(size):
+            x = min(max((i + 0.5) * n_in / size - 0.5, 0.0), n_in - 1)
+            lo = int(np.floor(x))
+            hi = min(lo + 1, n_in - 1)
+            matrix[i, lo] += 1 - (x - lo)
+            matrix[i, hi] += x - lo
+        return matrix
+    return weights(grid.shape[0]) @ grid @ weights(grid.shape[1]).T
+
+
+def fullgrad_reference(model, image, c):
+    """FullGrad (Srinivas & Fleuret 2019) by hand: the forward pass written out in TensorFlow ops on the layers'
+    weights (a plain GradientTape, none of camcli's replay), then psi(|x g_x|) + sum_l psi(|b_l g_l|) in numpy,
+    psi scaling each channel to [0, 1] over its locations and resizing it to the input."""
+    import tensorflow as tf
+
+    conv1, bn, target, head = (model.get_layer(name) for name in ("conv1", "bn", "target", "head"))
+    x = tf.constant(image[np.newaxis])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z1 = tf.nn.conv2d(x, conv1.kernel, 1, "SAME") + conv1.bias
+        normalised = (tf.nn.relu(z1) - bn.moving_mean) / tf.sqrt(bn.moving_variance + bn.epsilon) * bn.gamma + bn.beta
+        z2 = tf.nn.conv2d(normalised, target.kernel, 2, "SAME") + target.bias
+        logits = tf.reduce_mean(tf.nn.relu(z2), axis=(1, 2)) @ head.kernel + head.bias
+        score = logits[0, c]
+    gradients = [g.numpy()[0].astype(np.float64) for g in tape.gradient(score, [x, z1, normalised, z2])]
+    bn_bias = (bn.beta - bn.moving_mean * bn.gamma / np.sqrt(bn.moving_variance + bn.epsilon)).numpy()
+    parts = [image * gradients[0], conv1.bias.numpy() * gradients[1], bn_bias * gradients[2],
+             target.bias.numpy() * gradients[3]]
+    saliency = np.zeros(image.shape[:2])
+    for part in parts:
+        for k in range(part.shape[-1]):
+            channel = np.abs(part[..., k])
+            span = channel.max() - channel.min()
+            unit_channel = (channel - channel.min()) / span if span > 0 else np.zeros_like(channel)
+            saliency += bilinear_resize(unit_channel, image.shape[0]) if channel.shape != image.shape[:2] \
+                else unit_channel
+    return saliency
+
+
+def test_fullgrad_matches_hand_computed_reference():
+    model = fullgrad_model()
+    batch = tiny_models.images(3, seed=20)
+    maps = explained(model, batch, "fullgrad")
+    for image, fullgrad in zip(batch, maps, strict=True):
+        assert fullgrad.heatmap.shape == (tiny_models.SIZE, tiny_models.SIZE) and not fullgrad.empty
+        np.testing.assert_allclose(fullgrad.heatmap, unit(fullgrad_reference(model, image, 1)), atol=1e-5)
+    # The layer does not shape it: every bias layer is read whatever --layer names.
+    other = explainer_for(model, layer="conv1", method="fullgrad", classes=["1"]).explain_batch(batch)
+    for a, b in zip(maps, other, strict=True):
+        np.testing.assert_array_equal(a.heatmap, b.maps[0].heatmap)
+
+
+def test_fullgrad_refuses_smoothing_and_models_without_biases():
+    model = fullgrad_model()
+    for option in ("eigen_smooth", "aug_smooth"):
+        with pytest.raises(UsageError, match=f"`{option}` smooths one layer's maps; fullgrad sums every bias"):
+            explainer_for(model, method="fullgrad", **{option: True})
+    x = keras.Input((tiny_models.SIZE, tiny_models.SIZE, 3))
+    y = keras.layers.Conv2D(4, 3, use_bias=False, activation="relu", name="target")(x)
+    bare = keras.Model(x, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(y)),
+                       name="bare")
+    with pytest.raises(UsageError, match="fullgrad needs layers that add a bias .* bare has none: use gradcam"):
+        explainer_for(bare, method="fullgrad").explain_batch(tiny_models.images(1))

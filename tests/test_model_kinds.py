@@ -91,7 +91,8 @@ def test_vit_token_grid_given_by_hand_drops_the_leading_tokens():
 
 @pytest.mark.parametrize("method", ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "eigengradcam",
                                     "scorecam", "guidedbackprop", "guidedgradcam", "gradcamelementwise", "fem",
-                                    "kpcacam", "dff", "sscam", "iscam", "ablationcam", "smoothgradcam++", "finercam"])
+                                    "kpcacam", "dff", "sscam", "iscam", "ablationcam", "smoothgradcam++", "finercam",
+                                    "shapleycam"])
 def test_every_layer_method_runs_at_a_token_layer(method):
     batch = tiny_models.images(2, seed=23)
     [result, _] = Explainer(wrap_model(tiny_models.vit()), method=method).explain_batch(batch)

@@ -52,6 +52,9 @@ class BatchEvidence:
     def guided_gradients(self) -> np.ndarray:
         return self.run.guided_gradients()
 
+    def full_gradient_maps(self) -> np.ndarray:
+        return self.run.full_gradient_maps()
+
     def layer_maps(self, method: LayerMethod) -> list[list[MethodMap]]:
         """[request][image]: the method's map of each image's class, fused over the layers."""
         units = self._units(method, self.run.batch, self.run.outputs)
@@ -78,20 +81,25 @@ class BatchEvidence:
         # Smooth Grad-CAM++: the step on each noisy copy of this batch, for the same classes.
         noisy = [] if noise is None else [self.run.step.run(noise.copy(batch, m), outputs.class_ids, self.run.extras)
                                           for m in range(noise.copies)]
-        gradients = outputs.gradients
+        gradients, products = outputs.gradients, None
+        if method.second_order:  # ShapleyCAM: the ReST score's gradients and Hessian-vector products
+            gradients, products = self.run.step.second_order(batch, outputs.class_ids, self.run.extras)
         if method.comparison is not None:  # FinerCAM: the gradients of the class compared with others
             nearest = min(method.comparison.classes, outputs.scores.shape[1] - 1)
             gradients = self.run.step.compared_gradients(batch, outputs.class_ids, self.options.compare_with, nearest,
                                                          method.comparison.alpha, self.run.extras)
         out = []
         for r in range(outputs.class_ids.shape[1]):
-            per_layer = [method.raw_map(self._inputs(batch, outputs, gradients, i, r, noisy), self.options.eigen_smooth)
+            per_layer = [method.raw_map(self._inputs(batch, outputs, (gradients, products), i, r, noisy),
+                                        self.options.eigen_smooth)
                          for i in range(len(outputs.activations))]
             out.append([_fused([raw[b] for raw in per_layer], tuple(grid)) for b in range(len(batch))])
         return out
 
-    def _inputs(self, batch: np.ndarray, outputs: StepOutputs, gradients: tuple[np.ndarray, ...], layer: int,
-                request: int, noisy: list[StepOutputs]) -> MapInputs:
+    def _inputs(self, batch: np.ndarray, outputs: StepOutputs, differentials: tuple, layer: int, request: int,
+                noisy: list[StepOutputs]) -> MapInputs:
+        """differentials: (per-layer gradients, per-layer Hessian-vector products or None)."""
+        gradients, products = differentials
         ids = outputs.class_ids[:, request]
         return MapInputs(
             outputs.activations[layer],
@@ -103,6 +111,7 @@ class BatchEvidence:
             lambda b, keep: self._chunked(keep, lambda part, _: self.run.step.ablated_scores(
                 batch[b], part, layer, int(ids[b]), self.run.extras_of(b))),
             tuple(copy.gradients[layer][:, request] for copy in noisy) if noisy else None,
+            products[layer][:, request] if products is not None else None,
         )
 
     def _score_masks(self, image: np.ndarray, class_index: int, masks: np.ndarray, extras,

@@ -94,6 +94,13 @@ def _path_to(model: keras.Model, layer: keras.layers.Layer) -> list[keras.Model]
     return None
 
 
+def _has_activation(layer: keras.layers.Layer) -> bool:
+    """Whether the layer ends with a built-in activation other than the identity."""
+    activation = getattr(layer, "activation", None)
+    return (not is_model(layer) and activation is not None
+            and getattr(activation, "__name__", "") != "linear" and type(layer).call.__module__ in _VIEWABLE_CALLS)
+
+
 def _is_relu(function: object) -> bool:
     return getattr(function, "__name__", "") in ("relu", "relu6")
 
@@ -147,10 +154,13 @@ class TappedForward:
     `change(slot, output)` with each tapped layer's output and its position in `layer_paths`, and what it
     returns goes on through the model in its place (AblationCAM's ablated channels). With `guided=True`
     every ReLU in the model passes back only positive gradients (guided backpropagation), on stand-in layers.
+    With `pre_activation=True` a tapped layer with a built-in activation (a conv with a ReLU) is recorded
+    before it: the layer runs without it on its own weights, is recorded, then the activation is applied
+    (FullGrad's bias gradients are taken where the bias is added).
     """
 
     def __init__(self, model: keras.Model, layer_paths: Sequence[str], head: Head, guided: bool = False,
-                 image_input: int = 0):
+                 image_input: int = 0, pre_activation: bool = False):
         check_keras_internals()
         self.model = model
         self.image_input = image_input
@@ -173,7 +183,10 @@ class TappedForward:
         elif head.strip == "activation":
             self._overrides[id(head.final)] = self._linear(head.final)
         for layer in tapped:  # an explained output layer (segmentation) is recorded as logits
-            self._overrides[id(layer)] = self._recorder(layer, self._overrides.get(id(layer), layer))
+            run, then = self._overrides.get(id(layer), layer), None
+            if pre_activation and id(layer) not in self._overrides and _has_activation(layer):
+                run, then = self._linear(layer), layer.activation
+            self._overrides[id(layer)] = self._recorder(layer, run, then)
         # Nested models that hold an overridden layer are replayed call by call too.
         self._replayed = {id(m) for layer in replay_below for m in (_path_to(model, layer) or [])}
 
@@ -189,7 +202,8 @@ class TappedForward:
         for copy in self._copies:
             copy.refresh()
 
-    def _recorder(self, layer, run):
+    def _recorder(self, layer, run, then: Callable | None = None):
+        """`run`, its output recorded (and changed, and watched); then `then` applied to it, when given."""
         slot = self._slots[id(layer)]
 
         def call(*args, **kwargs):
@@ -199,7 +213,7 @@ class TappedForward:
             if self._watch is not None:
                 self._watch(output)
             self._captured[slot] = output
-            return output
+            return output if then is None else then(output)
 
         return call
 

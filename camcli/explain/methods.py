@@ -44,6 +44,8 @@ class MapInputs:
         target's differentiated score (for classes: the logit) of image b's class on each, shape (n,).
     noisy_gradients: for Smooth Grad-CAM++, per noisy copy of the batch (the method's InputNoise), its
         gradients d y^c / d A (batch, h, w, channels) for the same classes.
+    hessian_products: for ShapleyCAM, H A (batch, h, w, channels): the Hessian of the differentiated
+        score with respect to A, times A itself; `gradients` are then that score's (the ReST score's).
     """
 
     activations: np.ndarray
@@ -53,6 +55,7 @@ class MapInputs:
     max_channels: int | None = None
     ablated_scores: Callable[[int, np.ndarray], np.ndarray] | None = None
     noisy_gradients: tuple[np.ndarray, ...] | None = None
+    hessian_products: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,7 @@ class Evidence(Protocol):
     `layer_maps(method)` runs the layer method on each explained layer's `MapInputs` (and on each
     augmented copy with --aug-smooth), fuses the layers and returns [request][image] maps.
     `guided_gradients()` is guided backpropagation's input gradient, (batch, requests, H, W, 3).
+    `full_gradient_maps()` is FullGrad's saliency, (batch, requests, H, W).
     `input_size` is the model's (height, width).
     """
 
@@ -136,6 +140,8 @@ class Evidence(Protocol):
     def layer_maps(self, method: LayerMethod) -> list[list[MethodMap]]: ...
 
     def guided_gradients(self) -> np.ndarray: ...
+
+    def full_gradient_maps(self) -> np.ndarray: ...
 
 # -- the methods ----------------------------------------------------------------------------------
 
@@ -230,6 +236,17 @@ def cam(inputs: MapInputs) -> np.ndarray:
     # Zhou et al. 2016, Eq. 2 (Sec. 2): M_c(x, y) = sum_k w_k^c f_k(x, y), with w^c the weights of the
     # dense layer that follows global average pooling. No gradient and no extra pass are needed.
     return _scale_channels(inputs.activations, inputs.class_weights)
+
+
+def shapleycam(inputs: MapInputs) -> np.ndarray:
+    # Cai et al. 2025 (ShapleyCAM, arXiv:2501.06261), as pytorch-grad-cam's ShapleyCAM computes it. A
+    # channel's weight approximates its Shapley value: with the score taken to second order around the
+    # all-zero activation, a feature's Shapley value is A (g - H A / 2), g the gradient at A and H the
+    # Hessian (g - H A / 2 is the mean of the gradients at the baseline and at A). Averaged over the
+    # locations like Grad-CAM's: w_k = mean_ij (g - H A / 2)_ij^k. The score differentiated is the
+    # ReST score (the step's), since on a piecewise-linear network the logit alone has no curvature.
+    weights = (inputs.gradients.astype(np.float64) - 0.5 * inputs.hessian_products).mean(axis=(1, 2))
+    return _scale_channels(inputs.activations, weights)
 
 
 def gradcam_elementwise(inputs: MapInputs) -> np.ndarray:
@@ -523,6 +540,8 @@ class LayerMethod:
     input_noise: the noisy copies of each image whose gradients the method averages (Smooth Grad-CAM++).
     comparison: the gradients are those of the class's score compared with other classes' (FinerCAM),
         from a backward pass of the method's own.
+    second_order: the gradients are those of the class's ReST score, and the MapInputs carry their
+        Hessian-vector product with the activations (ShapleyCAM), from passes of the method's own.
     """
 
     name: str
@@ -537,13 +556,14 @@ class LayerMethod:
     passes: str | None = None
     input_noise: InputNoise | None = None
     comparison: ClassComparison | None = None
+    second_order: bool = False
     guided = False  # no guided backward pass to the input
 
     @property
     def own_passes(self) -> bool:
         """Whether the method runs the model on copies of its own, beyond the shared step."""
         return (self.needs_masked_scores or self.needs_ablated_scores or self.input_noise is not None
-                or self.comparison is not None)
+                or self.comparison is not None or self.second_order)
 
     @property
     def cost(self) -> str:
@@ -677,7 +697,47 @@ class GuidedGradCAM:
         return guided_gradcam(np.asarray(input_gradient, dtype=np.float64), cam)
 
 
-Method = LayerMethod | GuidedBackprop | GuidedGradCAM
+@dataclass(frozen=True)
+class FullGradient:
+    """FullGrad (Srinivas & Fleuret 2019): the input gradient times the input, plus every bias layer's bias
+    times its gradient, each made absolute and scaled channel by channel (camcli.explain.step computes the
+    sum, at the input's size). It reads every bias layer of the model, so `--layer` does not shape it."""
+
+    name: str
+    summary: str
+    paper: str
+    needs_gradients = False  # its backward pass is its own, to the input and every bias layer
+    needs_gap_head = False
+    needs_masked_scores = False
+    comparison = None
+    own_passes = True
+    guided = False  # a heatmap over the image, not a gradient picture
+
+    @property
+    def cost(self) -> str:
+        return "a forward and backward pass of its own, to the input and every bias layer"
+
+    def check_options(self, eigen_smooth: bool, aug_smooth: bool, max_channels: int | None) -> None:
+        for given, option in ((eigen_smooth, "eigen_smooth"), (aug_smooth, "aug_smooth")):
+            if given:
+                raise UsageError(f"`{option}` smooths one layer's maps; {self.name} sums every bias layer's "
+                                 "(leave it out, or use gradcam)")
+        _check_max_channels(self.name, max_channels, False)
+
+    def maps(self, evidence: Evidence) -> list[list[MethodMap]]:
+        from camcli.maps.overlay import normalize_map  # numpy and Pillow; imported here, when first used
+
+        saliency = evidence.full_gradient_maps()  # (batch, requests, H, W), non-negative
+        return [[MethodMap(*normalize_map(saliency[b, r])) for b in range(saliency.shape[0])]
+                for r in range(saliency.shape[1])]
+
+    def comparable_map(self, heatmap: np.ndarray, input_gradient: np.ndarray | None,
+                       input_size: tuple[int, int]) -> np.ndarray:
+        """The saliency at the input's size, scaled to [0, 1]."""
+        return np.asarray(heatmap, dtype=np.float64)
+
+
+Method = LayerMethod | GuidedBackprop | GuidedGradCAM | FullGradient
 
 _GRADCAM = LayerMethod("gradcam", "gradient-weighted class activation map; works at any conv layer",
                        "Selvaraju et al. 2017, arXiv:1610.02391", gradcam, needs_gradients=True)
@@ -699,6 +759,11 @@ REGISTRY: dict[str, Method] = {
                     "nearest logits, or --compare-with)", "Zhang et al. 2025, CVPR, arXiv:2501.11309", gradcam,
                     comparison=ClassComparison(classes=3, alpha=1.0),
                     passes="a forward and backward pass of its own, of the class against the others"),
+        LayerMethod("shapleycam", "channels weighted by a second-order estimate of their Shapley values: the "
+                    "gradient minus half the Hessian-vector product, of the logit plus the log-probability",
+                    "Cai et al. 2025, arXiv:2501.06261", shapleycam, second_order=True,
+                    passes="a forward pass and two backward passes of its own (the gradient, then a "
+                    "Hessian-vector product)"),
         LayerMethod("xgradcam", "Grad-CAM with activation-weighted gradient averages (axiom-based)",
                     "Fu et al. 2020, arXiv:2008.02312", xgradcam, needs_gradients=True),
         LayerMethod("layercam", "per-location positive gradients times activations; works at early layers",
@@ -740,6 +805,9 @@ REGISTRY: dict[str, Method] = {
         LayerMethod("dff", "deep feature factorization: the map of the NMF concept (of 5) that raises the class "
                     "score most", "Collins et al. 2018, arXiv:1806.10206", deep_feature_factorization,
                     needs_gradients=True),
+        FullGradient("fullgrad", "input gradient times input, plus every bias times its gradient, each "
+                     "scaled per channel and summed (full resolution; --layer not used)",
+                     "Srinivas & Fleuret 2019, arXiv:1905.00780"),
         _GUIDED_BACKPROP,
         GuidedGradCAM("guidedgradcam", "guided backprop times the upsampled Grad-CAM map (RGB, full resolution)",
                       "Selvaraju et al. 2017, arXiv:1610.02391", cam=_GRADCAM, backprop=_GUIDED_BACKPROP),

@@ -146,6 +146,7 @@ class Step:
         self._extras_spec = extras_spec
         self._ablated_steps: dict[int, object] = {}  # per explained layer, built when first used
         self._compared_steps: dict[tuple, object] = {}  # FinerCAM's, per comparison, built when first used
+        self._second_order_step = None  # ShapleyCAM's, built when first used
 
     # -- the numpy interface ---------------------------------------------------------------------
 
@@ -164,9 +165,10 @@ class Step:
         if self.compute_copy is not None:
             self.compute_copy.refresh()
         self._forward.refresh()
-        guided = self.__dict__.get("_guided_forward")
-        if guided is not None:
-            guided.refresh()
+        for name in ("_guided_forward", "_full_forward"):  # the forward passes built when first used
+            forward = self.__dict__.get(name)
+            if forward is not None:
+                forward.refresh()
 
     def scores(self, batch: np.ndarray, extras: Sequence[np.ndarray] = ()) -> np.ndarray:
         """The target's scores (for classes: probabilities) for every class, (B, classes); one forward pass."""
@@ -218,6 +220,30 @@ class Step:
         gradients = self._compared_steps[key](np.asarray(batch, np.float32), np.asarray(class_ids, np.int32),
                                               _extra_arrays(extras, self._extra_dtypes))
         return read_only_numpy(gradients)
+
+    def second_order(self, batch: np.ndarray, class_ids: np.ndarray,
+                     extras: Sequence[np.ndarray] = ()) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """ShapleyCAM: per layer, (B, R, h, w, channels) gradients g of each image's ReST score (its class's
+        logit plus log-probability), and their Hessian-vector products H A with the layer's activations A."""
+        if self.target.kind != "class":
+            raise UsageError(f"shapleycam explains class scores; for `target={self.target.kind}` use another method")
+        if self._second_order_step is None:
+            import tensorflow as tf
+
+            self._second_order_step = _one_line_errors(tf.function(
+                self._second_order, reduce_retracing=True,
+                input_signature=[self._images_spec, self._ids_spec, self._extras_spec]), bool(self._extras_spec))
+        gradients, products = self._second_order_step(np.asarray(batch, np.float32), np.asarray(class_ids, np.int32),
+                                                      _extra_arrays(extras, self._extra_dtypes))
+        return read_only_numpy(gradients), read_only_numpy(products)
+
+    def full_gradient_maps(self, batch: np.ndarray, class_ids: np.ndarray,
+                           extras: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """FullGrad: (B, R, H, W) saliency of each image's class per request, at the input's size (see
+        `_full_gradient_maps`)."""
+        maps = self._full_gradient_step(np.asarray(batch, dtype=np.float32), np.asarray(class_ids, dtype=np.int32),
+                                        _extra_arrays(extras, self._extra_dtypes))
+        return _read_only(maps.numpy())
 
     def guided_gradients(self, batch: np.ndarray, class_ids: np.ndarray,
                          extras: Sequence[np.ndarray] = ()) -> np.ndarray:
@@ -340,6 +366,48 @@ class Step:
         per_request = [self._unscaled(self._on_grid(tape.gradient(total, activations))) for total in totals]
         return [tf.stack([per_request[r][i] for r in range(len(totals))], axis=1) for i in range(len(activations))]
 
+    def _rest_scores(self, logits, class_ids):
+        """(B, R): each image's ReST score per request (Cai et al. 2025; pytorch-grad-cam's ClassifierOutputReST),
+        the class's logit plus its log-probability: y_c - cross-entropy = 2 y_c - logsumexp(y) under a softmax,
+        y_c + log sigmoid(y_c) under a sigmoid."""
+        import tensorflow as tf
+
+        from camcli.explain.targets import class_logits_and_scores
+
+        class_logits, _ = class_logits_and_scores(logits, self.head)
+        own = tf.gather(class_logits, class_ids, batch_dims=1)  # (B, R)
+        if self.head.binary or self.head.activation == "sigmoid":
+            return own + tf.math.log_sigmoid(own)
+        return own + own - tf.reduce_logsumexp(class_logits, axis=-1, keepdims=True)
+
+    def _second_order(self, images, class_ids, extras):
+        import tensorflow as tf
+
+        requests = len(self.requests)
+        zero = tf.UnconnectedGradients.ZERO  # a score linear in A has no Hessian: H A is 0, not None
+        with tf.GradientTape(persistent=requests > 1) as outer:
+            with tf.GradientTape(persistent=requests > 1) as inner:
+                def watch(tensor):
+                    outer.watch(tensor)
+                    inner.watch(tensor)
+
+                activations, logits = self._forward(images, extras, watch=watch)
+                rest = self._rest_scores(logits, class_ids)
+                # Summed over the batch as in the main step: images do not interact, so each image's gradient
+                # and Hessian are its own (the Hessian of the sum is block-diagonal over the images).
+                totals = [tf.reduce_sum(rest[:, r]) * self._gradient_scale for r in range(requests)]
+            per_request = [inner.gradient(total, activations, unconnected_gradients=zero) for total in totals]
+            # H A = d(g . A)/dA with A held fixed in the product: a Hessian-vector product without the Hessian.
+            products = [tf.add_n([tf.reduce_sum(g * tf.stop_gradient(a)) for g, a in zip(gradients, activations)])
+                        for gradients in per_request]
+        hessian = [outer.gradient(product, activations, unconnected_gradients=zero) for product in products]
+
+        def stacked(per):  # [request][layer] -> [layer]: (B, R, h, w, channels), unscaled, on the grid
+            per = [self._unscaled(self._on_grid(layers)) for layers in per]
+            return [tf.stack([per[r][i] for r in range(requests)], axis=1) for i in range(len(activations))]
+
+        return stacked(per_request), stacked(hessian)
+
     def _ablated(self, layer, image, keep, class_index, extras):
         import tensorflow as tf
 
@@ -362,6 +430,58 @@ class Step:
             reference = tf.repeat(logits[:1], rows, axis=0)
             return self.target.selected(logits[1:], class_ids, self.head, reference)[:, 0]
         return self.target.selected(logits, class_ids, self.head)[:, 0]
+
+    @cached_property
+    def _full_gradient_step(self):
+        """Built when first used: a forward pass that taps every bias layer (camcli.models.layers.bias_layers).
+
+        Srinivas & Fleuret 2019 (FullGrad, arXiv:1905.00780), Eq. 5, as pytorch-grad-cam's FullGrad computes
+        it: S = psi(|x * dy/dx|) + sum over bias layers l of psi(|b_l * dy/dz_l|), z_l the layer's output where
+        its bias is added (before a built-in activation), psi scaling each channel's map to [0, 1] over its
+        locations (min-max) and resizing it bilinearly to the input; the channels' maps are summed. Summing
+        before resizing is the same, the resize being linear, and costs one resize per layer. The reduction
+        runs here, in the step, so that the gradients of a hundred layers never leave TensorFlow."""
+        import tensorflow as tf
+
+        from camcli.explain.forward import TappedForward
+        from camcli.models.layers import bias_layers, effective_bias, layer_chain
+
+        paths = [info.path for info in bias_layers(self._model)]
+        if not paths:
+            raise UsageError(f"fullgrad needs layers that add a bias (convolutions, batch normalisation); "
+                             f"{self.loaded.name} has none: use gradcam")
+        layers = [layer_chain(self._model, path)[-1] for path in paths]
+        forward = TappedForward(self._model, paths, self._compute_head, image_input=self.loaded.image_input,
+                                pre_activation=True)
+        self._full_forward = forward
+        height, width = self.loaded.input_size
+
+        def unit_sum(parts):  # (B, h, w, C) -> (B, H, W): each channel min-max scaled, summed, resized
+            low = tf.reduce_min(parts, axis=(1, 2), keepdims=True)
+            span = tf.reduce_max(parts, axis=(1, 2), keepdims=True) - low
+            summed = tf.reduce_sum(tf.math.divide_no_nan(parts - low, span), axis=-1, keepdims=True)
+            if summed.shape[1:3] != (height, width):
+                summed = tf.image.resize(summed, (height, width), method="bilinear")
+            return summed[..., 0]
+
+        def full_gradient_maps(images, class_ids, extras):
+            with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
+                tape.watch(images)
+                outputs, logits = forward(images, extras, watch=tape.watch)
+                selected = self.target.selected(logits, class_ids, self.head)
+                totals = [tf.reduce_sum(selected[:, r]) * self._gradient_scale for r in range(len(self.requests))]
+            maps = []
+            for total in totals:
+                input_gradient, *gradients = self._unscaled(tape.gradient(
+                    total, [images, *outputs], unconnected_gradients=tf.UnconnectedGradients.ZERO))
+                saliency = unit_sum(tf.abs(input_gradient * images))
+                for layer, gradient in zip(layers, gradients):
+                    saliency += unit_sum(tf.abs(tf.cast(gradient, tf.float32) * effective_bias(layer)))
+                maps.append(saliency)
+            return tf.stack(maps, axis=1)
+
+        return _one_line_errors(tf.function(full_gradient_maps, reduce_retracing=True, input_signature=[
+            self._images_spec, self._ids_spec, self._extras_spec]), bool(self._extras_spec))
 
     @cached_property
     def _guided_step(self):
@@ -398,6 +518,7 @@ class BatchRun:
         self.outputs = step.run(self.batch, forced_ids, self.extras)
         self._augmented: dict[tuple[bool, float], tuple[np.ndarray, StepOutputs]] = {}
         self._guided: np.ndarray | None = None
+        self._full_gradient: np.ndarray | None = None
 
     def augmented(self, flip: bool, zoom: float) -> tuple[np.ndarray, StepOutputs]:
         """The batch flipped and zoomed (--aug-smooth), and its step outputs for the same classes."""
@@ -416,3 +537,9 @@ class BatchRun:
         if self._guided is None:
             self._guided = self.step.guided_gradients(self.batch, self.outputs.class_ids, self.extras)
         return self._guided
+
+    def full_gradient_maps(self) -> np.ndarray:
+        """(B, R, H, W): FullGrad's saliency of each image's explained classes."""
+        if self._full_gradient is None:
+            self._full_gradient = self.step.full_gradient_maps(self.batch, self.outputs.class_ids, self.extras)
+        return self._full_gradient

@@ -419,6 +419,40 @@ _SCORE_ACTIVATIONS = {"softmax", "sigmoid"}
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Reshape, keras.layers.Flatten)
 
 
+_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                 keras.layers.Conv2DTranspose)
+
+
+def bias_layers(model: keras.Model) -> list[LayerInfo]:
+    """The spatial layers that add a bias (FullGrad's, Srinivas & Fleuret 2019): 2-D convolutions with one,
+    and batch normalisations (whose inference form x * gamma / sqrt(var + eps) + (beta - mean * gamma /
+    sqrt(var + eps)) adds one), channels last, each called once, nested models included."""
+    found = []
+    for info in all_layers(model):
+        layer = info.layer
+        if not is_spatial(info) or len(getattr(layer, "_inbound_nodes", ())) > 1:
+            continue  # a shared layer has several outputs, and no single place its bias is added
+        if isinstance(layer, _CONVOLUTIONS):
+            keep = getattr(layer, "bias", None) is not None and getattr(layer, "data_format", "") == "channels_last"
+        else:
+            keep = isinstance(layer, keras.layers.BatchNormalization) and layer.axis in (-1, 3)
+        if keep:
+            found.append(info)
+    return found
+
+
+def effective_bias(layer: keras.layers.Layer):
+    """A bias layer's (channels,) bias as a float32 tensor, read now (see `bias_layers`)."""
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return keras.ops.cast(layer.bias, "float32")
+    mean = keras.ops.cast(layer.moving_mean, "float32")
+    scale = keras.ops.rsqrt(keras.ops.cast(layer.moving_variance, "float32") + layer.epsilon)
+    if layer.scale:
+        scale = scale * keras.ops.cast(layer.gamma, "float32")
+    shift = keras.ops.cast(layer.beta, "float32") if layer.center else 0.0
+    return shift - mean * scale
+
+
 def _passes_vector_through(layer: keras.layers.Layer) -> bool:
     if isinstance(layer, _PASS_THROUGH):
         return True
