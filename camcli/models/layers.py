@@ -419,8 +419,8 @@ _SCORE_ACTIVATIONS = {"softmax", "sigmoid"}
 _PASS_THROUGH = (keras.layers.Dropout, keras.layers.Reshape, keras.layers.Flatten)
 
 
-_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
-                 keras.layers.Conv2DTranspose)
+_BIASED_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D,
+                        keras.layers.Conv2DTranspose)
 
 
 def bias_layers(model: keras.Model) -> list[LayerInfo]:
@@ -432,7 +432,7 @@ def bias_layers(model: keras.Model) -> list[LayerInfo]:
         layer = info.layer
         if not is_spatial(info) or len(getattr(layer, "_inbound_nodes", ())) > 1:
             continue  # a shared layer has several outputs, and no single place its bias is added
-        if isinstance(layer, _CONVOLUTIONS):
+        if isinstance(layer, _BIASED_CONVOLUTIONS):
             keep = getattr(layer, "bias", None) is not None and getattr(layer, "data_format", "") == "channels_last"
         else:
             keep = isinstance(layer, keras.layers.BatchNormalization) and layer.axis in (-1, 3)
