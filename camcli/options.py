@@ -225,7 +225,7 @@ class MapRequest:
     token_grid: str | None = option()  # token layers: "HxW" when it cannot be inferred
     eigen_smooth: bool = option(False)
     aug_smooth: bool = option(False)
-    max_channels: int | None = option()  # Score-CAM: score only this many channels
+    max_channels: int | None = option()  # Score-CAM and AblationCAM: score only this many channels
     # finercam: the classes (indices or labels) each class is compared against; default: those whose logits lie nearest
     compare_with: tuple[str, ...] = option(())
     # target=box: explain the detections scored at least this (None: the detector's own threshold)
@@ -258,7 +258,7 @@ class MapRequest:
         parse_token_grid(self.token_grid)
         _flags(self)
         _number(self, "max_channels", 1, whole=True, optional=True)
-        if self.max_channels is not None and not any(REGISTRY[name].needs_masked_scores for name in methods):
+        if self.max_channels is not None and not any(REGISTRY[name].scores_channels for name in methods):
             raise max_channels_misplaced(", ".join(methods))
         if self.compare_with and not any(REGISTRY[name].comparison is not None for name in methods):
             raise UsageError(f"`compare_with` applies to the finercam method, not {', '.join(methods)}")
@@ -271,11 +271,11 @@ class MapRequest:
                 raise UsageError(f"`{name}` applies to an object detector's detections: add `target=box`")
 
     def one_method(self, name: str) -> MapRequest:
-        """This request for one of its methods (max_channels only where the method scores masked copies,
+        """This request for one of its methods (max_channels only where the method scores channels one by one,
         compare_with only where it compares classes)."""
         from camcli.explain.methods import REGISTRY
 
-        keep = self.max_channels if REGISTRY[name].needs_masked_scores else None
+        keep = self.max_channels if REGISTRY[name].scores_channels else None
         compared = self.compare_with if REGISTRY[name].comparison is not None else ()
         return dataclasses.replace(self, methods=(name,), max_channels=keep, compare_with=compared)
 

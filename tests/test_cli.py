@@ -882,10 +882,12 @@ def test_several_methods_in_one_run_match_single_method_runs(models, image, tmp_
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "gradcam", "--max-channels", "3"],
-     "camcli: error: --max-channels applies to the methods that score masked copies (scorecam, sscam, iscam), "
+     "camcli: error: --max-channels applies to the methods that score channels one by one "
+     "(scorecam, sscam, iscam, ablationcam), "
      "not gradcam"),
     (["--method", "gradcam", "--method", "cam", "--max-channels", "3"],
-     "camcli: error: --max-channels applies to the methods that score masked copies (scorecam, sscam, iscam), "
+     "camcli: error: --max-channels applies to the methods that score channels one by one "
+     "(scorecam, sscam, iscam, ablationcam), "
      "not gradcam, cam"),
     (["--method", "scorecam", "--max-channels", "0"],
      "Error: Invalid value for '--max-channels': 0 is not in the range x>=1."),

@@ -342,22 +342,26 @@ def test_sscam_and_iscam_match_hand_computed_references(flatten_case):
             np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-4)
 
 
-def test_ablationcam_matches_hand_computed_reference(flatten_case):
+@pytest.mark.parametrize("max_channels", [None, 2])
+def test_ablationcam_matches_hand_computed_reference(flatten_case, max_channels):
     """Desai & Ramaswamy 2020, Eq. 3: w_k = (y - y_k) / y with y the class logit and y_k the logit with
-    channel k set to zero, here computed by running Flatten -> dense on the ablated activations."""
+    channel k set to zero, here computed by running Flatten -> dense on the ablated activations. With
+    max_channels N only the N channels whose activation varies most are ablated; the others weigh 0."""
     model, batch, activations, _ = flatten_case
     kernel, bias = (w.numpy().astype(np.float64) for w in model.get_layer("head").weights)
-    explainer = explainer_for(model, layer="target", method="ablationcam", classes=["1"])
+    explainer = explainer_for(model, layer="target", method="ablationcam", classes=["1"], max_channels=max_channels)
     maps = [result.maps[0] for result in explainer.explain_batch(batch)]
-    assert explainer.masked_images_scored == len(batch) * (5 + 1)  # one copy per channel, and the unablated one
+    ablated_per_image = 5 if max_channels is None else max_channels
+    assert explainer.masked_images_scored == len(batch) * (ablated_per_image + 1)  # and the unablated one
     assert sum(not m.empty for m in maps) >= 2
     for a, class_map in zip(activations, maps, strict=True):
         y = a.ravel() @ kernel[:, 1] + bias[1]
-        weights = []
-        for k in range(a.shape[-1]):
+        chosen = np.argsort(-a.reshape(-1, a.shape[-1]).var(axis=0))[:ablated_per_image]
+        weights = np.zeros(a.shape[-1])
+        for k in chosen:
             ablated = a.copy()
             ablated[:, :, k] = 0.0
-            weights.append((y - (ablated.ravel() @ kernel[:, 1] + bias[1])) / y)
+            weights[k] = (y - (ablated.ravel() @ kernel[:, 1] + bias[1])) / y
         expected = unit(sum(w * a[:, :, k] for k, w in enumerate(weights)))
         np.testing.assert_allclose(class_map.heatmap, expected, atol=1e-5)
 
@@ -567,14 +571,14 @@ def test_several_layers_fuse_as_the_mean_of_per_layer_unit_maps():
 
 @pytest.mark.parametrize("options, message", [
     ({"method": "gradcam", "max_channels": 4},
-     "`max_channels` applies to the methods that score masked copies (scorecam, sscam, iscam)"),
+     "`max_channels` applies to the methods that score channels one by one (scorecam, sscam, iscam, ablationcam)"),
     ({"method": "scorecam", "max_channels": 0}, "`max_channels=0` must be at least 1"),
     ({"method": "guidedbackprop", "aug_smooth": True}, "`aug_smooth` smooths class activation maps"),
     ({"method": "guidedbackprop", "eigen_smooth": True}, "`eigen_smooth` applies to layer maps"),
     ({"method": "guidedbackprop", "max_channels": 2},
-     "applies to the methods that score masked copies (scorecam, sscam, iscam), not guidedbackprop"),
+     "applies to the methods that score channels one by one (scorecam, sscam, iscam, ablationcam), not guidedbackprop"),
     ({"method": "guidedgradcam", "max_channels": 2},
-     "applies to the methods that score masked copies (scorecam, sscam, iscam), not guidedgradcam"),
+     "applies to the methods that score channels one by one (scorecam, sscam, iscam, ablationcam), not guidedgradcam"),
     ({"method": "scorecam", "masked_batch": 0}, "`masked_batch=0` must be at least 1"),
     ({"method": "cam", "layer": ["conv1", "target"]}, "needs the layer to feed global-average-pooling"),
 ])

@@ -114,7 +114,8 @@ def test_every_group_is_frozen_and_made_with_its_defaults():
     (MapRequest, {"methods": "gradcam+++"}, "unknown method 'gradcam+++': choose one of gradcam"),
     (MapRequest, {"classes": 5}, "`classes` takes a name or a list of names, not int 5"),
     (MapRequest, {"max_channels": 4},
-     "`max_channels` applies to the methods that score masked copies (scorecam, sscam, iscam), not gradcam"),
+     "`max_channels` applies to the methods that score channels one by one "
+     "(scorecam, sscam, iscam, ablationcam), not gradcam"),
     (MapRequest, {"top_k": 0}, "`top_k=0` must be at least 1"),
     (MapRequest, {"head": "relu"}, "unknown `head` 'relu': choose one of auto, softmax, sigmoid"),
     (MapRequest, {"token_grid": "7by7"}, "`token_grid=7by7` is not HEIGHTxWIDTH"),

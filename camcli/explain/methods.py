@@ -38,7 +38,8 @@ class MapInputs:
         flat map gives the all-zero mask), multiplies image b by each and returns the target's score
         (for classes: the probability) of image b's class on each masked copy, shape (n,).
         `masked_scores(b, masks, changes)` first changes each mask as `changes` (a MaskChanges) says.
-    max_channels: for Score-CAM, score only this many channels (those whose activation varies most).
+    max_channels: for Score-CAM and AblationCAM, score only this many channels (those whose activation
+        varies most, `score_channels`); the others weigh 0.
     ablated_scores: for AblationCAM, `ablated_scores(b, keep)` takes (n, channels) factors, runs image b
         once per row with the layer's channels multiplied by the row (0: ablated) and returns the
         target's differentiated score (for classes: the logit) of image b's class on each, shape (n,).
@@ -407,15 +408,30 @@ def ablationcam(inputs: MapInputs) -> np.ndarray:
     # set to zero, w_k = (y^c - y^c_k) / y^c, and the map is ReLU(sum_k w_k A^k). One forward pass per
     # channel, batched. pytorch-grad-cam sets a layer whose minimum is not 0 (no ReLU) to that minimum
     # minus 1e7 instead of zero; camcli zeroes every layer, as the paper does. y^c = 0 gives no weights.
+    # With max_channels N, only the N channels Score-CAM would score are ablated (`score_channels`: those
+    # whose activation varies most); the others weigh 0. pytorch-grad-cam's ratio_channels_to_ablate keeps
+    # the channels whose mass lies most inside an Eigen-CAM mask instead, an experimental rule of its own.
     activations = inputs.activations
-    batch, channels = activations.shape[0], activations.shape[-1]
+    batch, height, width, channels = activations.shape
     weights = np.zeros((batch, channels), dtype=np.float64)
-    # The unablated image first (its score is y^c), then each channel ablated in turn: the same for every image.
-    keep = np.concatenate([np.ones((1, channels), np.float32), 1.0 - np.eye(channels, dtype=np.float32)])
+    every = inputs.max_channels is None or inputs.max_channels >= channels
+    # The unablated image first (its score is y^c), then each channel ablated in turn: with every channel
+    # ablated, the same rows for every image.
+    keep = _ablation_rows(np.arange(channels), channels) if every else None
     for b in range(batch):
-        scores = inputs.ablated_scores(b, keep).astype(np.float64)
-        weights[b] = _safe_divide(scores[0] - scores[1:], np.full(channels, scores[0]))
+        chosen = (np.arange(channels) if every else
+                  score_channels(activations[b].reshape(height * width, channels), inputs.max_channels))
+        scores = inputs.ablated_scores(b, keep if every else _ablation_rows(chosen, channels)).astype(np.float64)
+        weights[b, chosen] = _safe_divide(scores[0] - scores[1:], np.full(len(chosen), scores[0]))
     return _scale_channels(activations, weights)
+
+
+def _ablation_rows(chosen: np.ndarray, channels: int) -> np.ndarray:
+    """(1 + len(chosen), channels) factors: all ones (the unablated image), then one row per chosen channel
+    with that channel set to 0."""
+    rows = np.ones((1 + len(chosen), channels), np.float32)
+    rows[1 + np.arange(len(chosen)), chosen] = 0.0
+    return rows
 
 
 def score_channels(per_channel: np.ndarray, keep: int) -> np.ndarray:
@@ -510,9 +526,10 @@ def guided_magnitude(input_gradients: np.ndarray) -> np.ndarray:
 
 
 def max_channels_misplaced(names: str) -> UsageError:
-    """The one-line error for `max_channels` given to methods (`names`) that score no masked copies."""
-    takers = ", ".join(name for name, method in REGISTRY.items() if method.needs_masked_scores)
-    return UsageError(f"`max_channels` applies to the methods that score masked copies ({takers}), not {names}")
+    """The one-line error for `max_channels` given to methods (`names`) that score no channels one by one."""
+    takers = ", ".join(name for name, method in REGISTRY.items() if method.scores_channels)
+    return UsageError(f"`max_channels` applies to the methods that score channels one by one ({takers}), "
+                      f"not {names}")
 
 
 def _check_max_channels(name: str, max_channels: int | None, scores_channels: bool) -> None:
@@ -560,6 +577,12 @@ class LayerMethod:
     guided = False  # no guided backward pass to the input
 
     @property
+    def scores_channels(self) -> bool:
+        """Whether the method runs the model once per channel (masked or ablated), so that `max_channels`
+        can limit its cost."""
+        return self.needs_masked_scores or self.needs_ablated_scores
+
+    @property
     def own_passes(self) -> bool:
         """Whether the method runs the model on copies of its own, beyond the shared step."""
         return (self.needs_masked_scores or self.needs_ablated_scores or self.input_noise is not None
@@ -573,7 +596,7 @@ class LayerMethod:
 
     def check_options(self, eigen_smooth: bool, aug_smooth: bool, max_channels: int | None) -> None:
         """UsageError for an option this method cannot honour (every layer map can be smoothed)."""
-        _check_max_channels(self.name, max_channels, self.needs_masked_scores)
+        _check_max_channels(self.name, max_channels, self.scores_channels)
 
     def raw_map(self, inputs: MapInputs, eigen_smooth: bool = False) -> np.ndarray:
         """The raw (batch, h, w) map at one layer, before ReLU and scaling."""
@@ -615,6 +638,7 @@ class GuidedBackprop:
     needs_gradients = False
     needs_gap_head = False
     needs_masked_scores = False
+    scores_channels = False
     comparison = None  # no class comparison (FinerCAM's); options read it off every method
     own_passes = True  # a guided backward pass
     guided = True  # needs Evidence.guided_gradients
@@ -667,6 +691,7 @@ class GuidedGradCAM:
     backprop: GuidedBackprop
     needs_gap_head = False
     needs_masked_scores = False
+    scores_channels = False
     comparison = None
     own_passes = True
     guided = True
@@ -709,6 +734,7 @@ class FullGradient:
     needs_gradients = False  # its backward pass is its own, to the input and every bias layer
     needs_gap_head = False
     needs_masked_scores = False
+    scores_channels = False
     comparison = None
     own_passes = True
     guided = False  # a heatmap over the image, not a gradient picture
@@ -794,7 +820,7 @@ REGISTRY: dict[str, Method] = {
                     "--max-channels)"),
         LayerMethod("ablationcam", "gradient-free: channels weighted by the share of the class score lost when "
                     "each is set to zero", "Desai & Ramaswamy 2020, WACV", ablationcam, needs_ablated_scores=True,
-                    passes="one forward pass per channel, and one for the score (batched)"),
+                    passes="one forward pass per channel, and one for the score (batched; see --max-channels)"),
         LayerMethod("cam", "class activation map from the dense weights after global average pooling",
                     "Zhou et al. 2016, arXiv:1512.04150", cam, needs_gap_head=True),
         LayerMethod("fem", "gradient-free: each channel weighted by the share of its locations above its mean + "
