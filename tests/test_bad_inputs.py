@@ -512,7 +512,7 @@ CLI_CASES = [
                          "{T}/mask_300.csv", "--model", "demo"], 2, NOT_A_MASK),
     ("masks-box-gate", ["evaluate", "{T}/masked/images", "--truth-masks", "{T}/masked/masks", "--model", "demo",
                         "--fail-under", "pointing=0.5"], 2,
-     "--fail-under pointing=0.5: unknown metric 'pointing'; choose one of miou"),
+     "--fail-under pointing=0.5: unknown metric 'pointing'; choose one of miou, relevance_mass, relevance_rank"),
 ]
 
 

@@ -163,6 +163,24 @@ def test_relevance_rank_and_mass_by_hand():
     assert relevance_rank(np.zeros((2, 2)), [(0, 0, 1, 1)]) == 0.0  # an empty map ranks nothing
 
 
+def test_relevance_against_a_mask_leaves_ignored_pixels_out():
+    """A segmentation mask's class pixels instead of boxes; pixels marked ignore (VOC's 255) count in neither
+    the map's mass nor its ranking."""
+    from camcli.evaluate.metrics import energy_in_mask, relevance_rank_in_mask
+
+    heatmap = np.array([[0.9, 0.1, 0.0], [0.8, 0.3, 0.2], [0.0, 0.5, 0.7]])
+    inside = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0]], dtype=bool)
+    counted = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 0]], dtype=bool)  # the 0.7 is ignored
+    assert energy_in_mask(heatmap, inside) == pytest.approx(2.0 / 3.5)
+    assert energy_in_mask(heatmap, inside, counted) == pytest.approx(2.0 / 2.8)
+    # K = 3 class pixels; all pixels: the top 3 are 0.9, 0.8, 0.7, two inside; 0.7 ignored: 0.9, 0.8, 0.5.
+    assert relevance_rank_in_mask(heatmap, inside) == pytest.approx(2 / 3)
+    assert relevance_rank_in_mask(heatmap, inside, counted) == pytest.approx(2 / 3)
+    assert relevance_rank_in_mask(heatmap + 0.5 * inside, inside, counted) == 1.0  # 1.4, 1.3, 0.8 are inside
+    assert energy_in_mask(np.zeros((3, 3)), inside) is None  # an empty map has no mass to share
+    assert relevance_rank_in_mask(heatmap, np.zeros((3, 3), bool)) == 0.0
+
+
 def test_confidence_change_and_relevance_in_evaluate_rows(tmp_path):
     from test_evaluate import SQUARE, FakeExplainer, fake_image, save
 

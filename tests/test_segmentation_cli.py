@@ -172,10 +172,41 @@ def test_evaluate_truth_masks_reports_iou_per_class_miou_and_the_sweep(masked_sc
     # The table shows the same figures; the CSV holds the images, classes, mIoU and sweep.
     assert f"{summary['metrics']['miou']:.3f}" in result.stdout and "mIoU by bg_threshold" in result.stdout
     rows = (out / "evaluation.csv").read_text().splitlines()
-    assert rows[0] == "record,image,method,class_index,label,bg_threshold,iou"
+    assert rows[0] == "record,image,method,class_index,label,bg_threshold,iou,relevance_mass,relevance_rank"
     kinds = [row.split(",")[0] for row in rows[1:]]
     assert kinds.count("image") == 12 and kinds.count("class") == 7 and kinds.count("miou") == 1
     assert kinds.count("sweep") == len(sweep)
+    assert all(len(row.split(",")) == 9 for row in rows)
+
+
+def test_evaluate_truth_masks_scores_relevance_mass_and_rank_against_the_class_pixels(masked_scenes, tmp_path):
+    """Quantus's relevance mass and rank with the mask's class pixels as the truth: each image's figures are
+    recomputed here from the heatmap `explain --save-heatmap` writes for the same class, and the method's
+    figure is their mean; both gate the build."""
+    out = tmp_path / "out"
+    result = invoke("evaluate", masked_scenes / "images", "--truth-masks", masked_scenes / "masks", "--model", "demo",
+                    "--out", out, "--fail-under", "relevance_mass=0.3", "--fail-under", "relevance_rank=0.99")
+    assert result.exit_code == 1, result.stderr  # the rank gate fails, the mass gate holds
+    assert "gradcam relevance_rank" in result.stderr and "gradcam relevance_mass" not in result.stderr
+    report = json.loads((out / "evaluation.json").read_text())
+    metrics = report["methods"]["gradcam"]["metrics"]
+    rows = report["rows"]
+    assert metrics["relevance_mass"] == pytest.approx(np.mean([row["relevance_mass"] for row in rows]))
+    assert metrics["relevance_rank"] == pytest.approx(np.mean([row["relevance_rank"] for row in rows]))
+    assert 0.3 < metrics["relevance_mass"] < 1.0 and 0.2 < metrics["relevance_rank"] < 0.99
+    assert "relevance mass" in result.stdout and f"{metrics['relevance_mass']:.3f}" in result.stdout
+    explained = tmp_path / "explained"
+    assert invoke("explain", masked_scenes / "images" / "star_1.png", "--model", "demo", "--class", "star",
+                  "--save-heatmap", "--out", explained, "-q").exit_code == 0
+    [heatmap_file] = explained.glob("star_1*.npy")
+    truth = read_palette_mask(masked_scenes / "masks" / "star_1.png")
+    heatmap = np.load(heatmap_file)
+    picture = np.asarray(Image.fromarray(heatmap.astype(np.float32)).resize(truth.shape[::-1], Image.BILINEAR))
+    picture = np.clip(picture, 0, 1).astype(np.float64)
+    star = truth == 4
+    row = next(row for row in rows if row["image"].endswith("star_1.png"))
+    mass = picture[star & (truth != 255)].sum() / picture[truth != 255].sum()
+    assert row["relevance"]["star"]["relevance_mass"] == pytest.approx(mass, abs=1e-3)
 
 
 def test_the_image_miou_matches_the_label_map_explain_writes(masked_scenes, tmp_path):

@@ -763,7 +763,8 @@ BOX_CSV_COLUMNS = ("image", "method", "class_index", "label", "truth_label", "cl
 
 
 # evaluation.csv of `evaluate --truth-masks` (camcli.evaluate.masks.mask_csv_text): one line per figure.
-MASK_CSV_COLUMNS = ("record", "image", "method", "class_index", "label", "bg_threshold", "iou")
+MASK_CSV_COLUMNS = ("record", "image", "method", "class_index", "label", "bg_threshold", "iou", "relevance_mass",
+                    "relevance_rank")
 
 
 def _csv_value(value):

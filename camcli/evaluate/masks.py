@@ -41,6 +41,7 @@ from camcli.evaluate.evaluation import (
     score_in_batches,
     write_evaluation,
 )
+from camcli.evaluate.metrics import energy_in_mask, relevance_rank_in_mask
 from camcli.explain.classes import resolve_label
 from camcli.maps.label_settings import DEFAULT_BG_THRESHOLD, SEGMENTATION_SIDE
 from camcli.maps.overlay import upsample
@@ -63,7 +64,12 @@ from camcli.runs.label_files import read_palette_mask
 
 SEGMENTATION_METRICS: dict[str, Metric] = {
     "miou": Metric("miou", True, "mean IoU of the label maps with the truth masks (background included)"),
+    "relevance_mass": Metric("relevance_mass", True, "share of a class map's mass on the class's pixels (Quantus, "
+                             "Arras et al. 2022), mean over the images' classes"),
+    "relevance_rank": Metric("relevance_rank", True, "share of a class map's K top pixels on the class's K pixels "
+                             "(Quantus), mean over the images' classes"),
 }
+RELEVANCE_METRICS = ("relevance_mass", "relevance_rank")
 BACKGROUND = "background"
 
 
@@ -244,6 +250,12 @@ class IouCounts:
         return np.divide(hits, union, out=np.full(hits.shape, np.nan), where=union > 0)
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that exist; None when none does."""
+    present = [value for value in values if value is not None]
+    return float(np.mean(present)) if present else None
+
+
 def _miou(iou: np.ndarray) -> float | None:
     return None if np.isnan(iou).all() else float(np.nanmean(iou))
 
@@ -283,6 +295,8 @@ class _SegmentationRun(MethodScoring):
         self.options = options
         self.values = value_classes(masked, self.labels, mask_labels)
         self.counts = {name: IouCounts(len(self.labels), len(options.sweep)) for name in self.names}
+        # Per method, each (image, class) pair's relevance mass and rank (None: an empty map has no mass).
+        self.relevance = {name: {metric: [] for metric in RELEVANCE_METRICS} for name in self.names}
         self.chosen = options.sweep.index(round(options.bg_threshold, 6))
 
     def load_all(self, items: Sequence[MaskedTask]) -> list[_Image]:
@@ -324,12 +338,31 @@ class _SegmentationRun(MethodScoring):
             self.counts[name].add(index, confusion, image.ids)
         chosen = confusions[self.chosen]
         iou = iou_per_class(chosen)
+        relevance = self._relevance(name, image, maps)
         self.rows[name].append({
             "image": image.task.display, "method": name, "bg_threshold": self.options.bg_threshold,
             "classes": [{"class_index": c, "label": self.labels[c]} for c in image.classes],
             "miou": mean_iou(chosen), "iou": {self._name(int(i)): (None if math.isnan(v) else float(v))
                                         for i, v in zip(image.ids, iou)},
+            "relevance": relevance,
+            **{metric: _mean([entry[metric] for entry in relevance.values()]) for metric in RELEVANCE_METRICS},
         })
+
+    def _relevance(self, name: str, image: _Image, maps: np.ndarray) -> dict[str, dict]:
+        """{label: {relevance_mass, relevance_rank}} of each class's map (K, h, w on the picture) against the
+        class's pixels of the truth, sampled at the picture's pixels (nearest); ignored pixels are left out
+        of both the map's mass and its ranking."""
+        truth = labels_at_size(image.truth, *maps.shape[1:]) if len(maps) else image.truth
+        counted = truth != IGNORE
+        out = {}
+        for k, class_index in enumerate(image.classes):
+            inside = truth == k + 1
+            entry = {"relevance_mass": energy_in_mask(maps[k], inside, counted),
+                     "relevance_rank": relevance_rank_in_mask(maps[k], inside, counted)}
+            for metric, value in entry.items():
+                self.relevance[name][metric].append(value)
+            out[self.labels[class_index]] = entry
+        return out
 
     def _name(self, global_id: int) -> str:
         return BACKGROUND if global_id == 0 else self.labels[global_id - 1]
@@ -343,7 +376,9 @@ class _SegmentationRun(MethodScoring):
             scored = [entry for entry in sweep if entry["miou"] is not None]
             best = max(scored, key=lambda entry: entry["miou"]) if scored else None
             summaries[name] = {
-                "layer": explainer.layer, "rows": len(self.rows[name]), "metrics": {"miou": _miou(iou)},
+                "layer": explainer.layer, "rows": len(self.rows[name]),
+                "metrics": {"miou": _miou(iou), **{metric: _mean(values)
+                                                   for metric, values in self.relevance[name].items()}},
                 "iou_per_class": [{"class_index": None if i == 0 else i - 1, "label": self._name(i), "iou": float(v)}
                                   for i, v in enumerate(iou) if not math.isnan(v)],
                 "bg_sweep": sweep,
@@ -400,21 +435,24 @@ def _csv_number(value) -> str:
 def mask_csv_text(report: EvaluationReport) -> str:
     """evaluation.csv of a mask evaluation, one line per figure: `record` is image (an image's mIoU
     over its own classes), class (a class's IoU over the folder), miou, or sweep (the mIoU at one
-    background threshold)."""
+    background threshold). The last two columns hold the relevance mass and rank of an image's class maps
+    (their mean, on `image` rows) and of the method's (on the `miou` row)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(MASK_CSV_COLUMNS)
     threshold = report.options.bg_threshold
     for row in report.rows:
         labels = ";".join(c["label"] for c in row["classes"])
-        writer.writerow(["image", row["image"], row["method"], "", labels, threshold, _csv_number(row["miou"])])
+        writer.writerow(["image", row["image"], row["method"], "", labels, threshold, _csv_number(row["miou"]),
+                         *(_csv_number(row[metric]) for metric in RELEVANCE_METRICS)])
     for name, summary in report.methods.items():
         for entry in summary["iou_per_class"]:
             index = "" if entry["class_index"] is None else entry["class_index"]
-            writer.writerow(["class", "", name, index, entry["label"], threshold, _csv_number(entry["iou"])])
-        writer.writerow(["miou", "", name, "", "", threshold, _csv_number(summary["metrics"]["miou"])])
+            writer.writerow(["class", "", name, index, entry["label"], threshold, _csv_number(entry["iou"]), "", ""])
+        writer.writerow(["miou", "", name, "", "", threshold, _csv_number(summary["metrics"]["miou"]),
+                         *(_csv_number(summary["metrics"][metric]) for metric in RELEVANCE_METRICS)])
         for entry in summary["bg_sweep"]:
-            writer.writerow(["sweep", "", name, "", "", entry["bg_threshold"], _csv_number(entry["miou"])])
+            writer.writerow(["sweep", "", name, "", "", entry["bg_threshold"], _csv_number(entry["miou"]), "", ""])
     return buffer.getvalue()
 
 
@@ -437,6 +475,8 @@ def format_mask_table(report: EvaluationReport) -> str:
     options = report.options
     lines = [line(f"bg {options.bg_threshold:g}, {options.refine}", names),
              line("miou", [_value(report.methods[n]["metrics"]["miou"]) for n in names]),
+             *(line(metric.replace("_", " "), [_value(report.methods[n]["metrics"][metric]) for n in names])
+               for metric in RELEVANCE_METRICS),
              line("images", [str(report.methods[n]["rows"]) for n in names]), "", line("IoU per class", names)]
     for label in classes:
         lines.append(line(label, [_value(next((e["iou"] for e in report.methods[n]["iou_per_class"]

@@ -82,24 +82,42 @@ def boxes_mask(shape: tuple[int, int], boxes: Sequence[Sequence[float]]) -> np.n
 def energy_in_boxes(heatmap: np.ndarray, boxes: Sequence[Sequence[float]]) -> float | None:
     """Energy-based pointing game (Wang et al. 2020, "Score-CAM", CVPR workshops): the share of the map's
     mass that falls inside the union of the boxes, sum(map inside) / sum(map). None for an empty map."""
+    return energy_in_mask(heatmap, boxes_mask(np.shape(heatmap), boxes))
+
+
+def energy_in_mask(heatmap: np.ndarray, inside: np.ndarray, counted: np.ndarray | None = None) -> float | None:
+    """The share of the map's mass on the pixels of the bool (h, w) mask `inside` (Quantus's relevance mass
+    accuracy, Arras et al. 2022), among the `counted` pixels (default: all; a segmentation mask's ignored
+    pixels are left out). None for a map with no mass there."""
     heatmap = np.maximum(np.asarray(heatmap, dtype=np.float64), 0.0)
+    if counted is not None:
+        heatmap = np.where(counted, heatmap, 0.0)
     total = float(heatmap.sum())
     if not (math.isfinite(total) and total > 0.0):
         return None
-    return float(heatmap[boxes_mask(heatmap.shape, boxes)].sum()) / total
+    return float(heatmap[inside].sum()) / total
 
 
 def relevance_rank(heatmap: np.ndarray, boxes: Sequence[Sequence[float]]) -> float:
     """Relevance rank accuracy (Arras et al. 2022, "CLEVR-XAI", Information Fusion; Quantus's
-    RelevanceRankAccuracy): the share of the K most relevant pixels that lie in the union of the
-    boxes, K the union's size. Pixels are ranked as Quantus does (a stable ascending sort, the last K:
-    ties go to the later pixel in row-major order). An empty map, or boxes with no pixel, score 0."""
-    heatmap = np.asarray(heatmap, dtype=np.float64)
-    inside = boxes_mask(heatmap.shape, boxes).ravel()
+    RelevanceRankAccuracy) against the union of the boxes (`relevance_rank_in_mask`)."""
+    return relevance_rank_in_mask(heatmap, boxes_mask(np.shape(heatmap), boxes))
+
+
+def relevance_rank_in_mask(heatmap: np.ndarray, inside: np.ndarray, counted: np.ndarray | None = None) -> float:
+    """Relevance rank accuracy: the share of the K most relevant pixels that lie in the bool (h, w) mask
+    `inside`, K its size, ranking only the `counted` pixels (default: all). Pixels are ranked as Quantus
+    does (a stable ascending sort, the last K: ties go to the later pixel in row-major order). An empty
+    map, or a mask with no pixel, scores 0."""
+    heatmap = np.asarray(heatmap, dtype=np.float64).ravel()
+    inside = np.asarray(inside, dtype=bool).ravel()
+    if counted is not None:
+        keep = np.asarray(counted, dtype=bool).ravel()
+        heatmap, inside = heatmap[keep], inside[keep]
     count = int(inside.sum())
-    if count == 0 or not heatmap.max() > 0.0:
+    if count == 0 or not heatmap.size or not heatmap.max() > 0.0:
         return 0.0
-    top = np.argsort(heatmap.ravel(), kind="stable")[-count:]
+    top = np.argsort(heatmap, kind="stable")[-count:]
     return float(inside[top].sum()) / count
 
 
