@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := all
-.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model cheat-variants samples bench bench-precision bench-peers bench-methods bench-photos bench-overlay bench-scorecam bench-scorecam-memory bench-png bench-localization bench-road bench-audit bench-segmentation bench-detectors bench-callback bench-ray soak clean
+.PHONY: all venv browser lint test test-fast demo screenshot demo-model cheat-model cheat-variants samples bench bench-precision bench-peers bench-anchors bench-methods bench-photos bench-overlay bench-scorecam bench-scorecam-memory bench-png bench-localization bench-road bench-audit bench-segmentation bench-detectors bench-callback bench-ray soak clean
 
 all: lint test
 
@@ -95,6 +95,31 @@ bench: venv
 # Maps only: camcli's Grad-CAM against tf-keras-vis's Gradcam and the keras.io example, side by side.
 bench-peers: venv
 	$(BIN)/python benchmarks/peers.py
+
+# .venv-anchors: camcli, CPU torch, grad-cam and (where it installs) quantus, apart from .venv (see benchmarks/anchors.py).
+ANCHORS_VENV := .venv-anchors
+ANCHORS_BIN := $(ANCHORS_VENV)/bin
+ANCHORS_INSTALLED := $(ANCHORS_VENV)/.installed
+ANCHORS_PIP := $(ANCHORS_BIN)/python -m pip install --quiet
+
+$(ANCHORS_INSTALLED): pyproject.toml
+	test -x $(ANCHORS_BIN)/python || $(PYTHON) -m venv $(ANCHORS_VENV)
+	$(ANCHORS_PIP) --upgrade pip
+	$(ANCHORS_PIP) -e ".[cpu]"
+	# CPU torch and torchvision from PyTorch's index. Where that is unreachable (pip may still find a CPU torch
+	# elsewhere, next to a CUDA torchvision that cannot load), the ordinary index's matching pair: CUDA builds,
+	# which run on the CPU too.
+	{ $(ANCHORS_PIP) --retries 1 --timeout 30 --index-url https://download.pytorch.org/whl/cpu torch torchvision \
+		&& $(ANCHORS_BIN)/python -c 'import torchvision.ops' 2>/dev/null; } || $(ANCHORS_PIP) --upgrade torch torchvision
+	# grad-cam and quantus with that torch pinned, so that neither replaces it
+	torch=$$($(ANCHORS_BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])'); \
+	$(ANCHORS_PIP) grad-cam "torch==$$torch" && \
+	{ $(ANCHORS_PIP) quantus "torch==$$torch" || echo "make bench-anchors: quantus did not install; its rows say so"; }
+	touch $@
+
+# Agreement with the reference implementations themselves, pytorch-grad-cam and Quantus, on twin Keras and PyTorch CNNs.
+bench-anchors: $(ANCHORS_INSTALLED)
+	$(ANCHORS_BIN)/python benchmarks/anchors.py
 
 # How far maps move in bfloat16 and float16: every layer method against float32, same class, on the real
 # MobileNetV2 (../shared) and the demo models; the README's precision table. `make bench` has the speeds.
