@@ -458,8 +458,9 @@ class Progress:
               help="Reduce the method's weighted activations by their first principal component (less noise).")
 @click.option("--max-channels", type=click.IntRange(min=1), metavar="N",
               help="scorecam, sscam, iscam, ablationcam: score only the N channels whose activation varies most "
-                   "(Faster Score-CAM): N masked or ablated copies per image (sscam: 35 N, iscam: 10 N) and one "
-                   "more, 32 at a time, so memory does not grow with --batch-size. Default: every channel.")
+                   "(Faster Score-CAM): N masked or ablated copies per image, times the method's samples (`camcli "
+                   "methods`), and the baseline, 32 at a time, so memory does not grow with --batch-size. "
+                   "Default: every channel.")
 @click.option("--class", "classes", multiple=True, metavar="CLASS",
               help="Class to explain: index, label (case-insensitive) or top1..topK. Repeatable; "
                    "each class gets its own map. Default: top1.")

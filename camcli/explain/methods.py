@@ -343,7 +343,11 @@ def scorecam(inputs: MapInputs) -> np.ndarray:
     return _scored_channels(inputs, inputs.masked_scores)
 
 
-def sscam(inputs: MapInputs, samples: int = 35, std: float = 0.25) -> np.ndarray:
+SSCAM_SAMPLES = 35  # SS-CAM's noisy copies of each mask (TorchCAM's default)
+ISCAM_STEPS = 10  # IS-CAM's steps from the blank input to the masked image (TorchCAM's default)
+
+
+def sscam(inputs: MapInputs, samples: int = SSCAM_SAMPLES, std: float = 0.25) -> np.ndarray:
     # Wang, Naidu et al. 2020 (SS-CAM, arXiv:2006.14255), as TorchCAM's SSCAM computes its scores: each
     # channel's score is averaged over `samples` copies of its mask with Gaussian noise added at the
     # input's size, (1/N) sum_s f(X * (H^k + delta_s)), delta_s ~ N(0, std^2) (TorchCAM's N = 35), and
@@ -362,7 +366,7 @@ def sscam(inputs: MapInputs, samples: int = 35, std: float = 0.25) -> np.ndarray
     return _scored_channels(inputs, scores)
 
 
-def iscam(inputs: MapInputs, samples: int = 10) -> np.ndarray:
+def iscam(inputs: MapInputs, samples: int = ISCAM_STEPS) -> np.ndarray:
     # Naidu et al. 2020 (IS-CAM, arXiv:2010.03023): Score-CAM's score integrated along the path from the
     # baseline to the masked image, (1/N) sum_{i=1..N} f(X * (i/N) H^k), as Integrated Gradients
     # integrates (TorchCAM's default N = 10), weighed as Score-CAM's are, minus the baseline's. The
@@ -767,6 +771,8 @@ Method = LayerMethod | GuidedBackprop | GuidedGradCAM | FullGradient
 
 _GRADCAM = LayerMethod("gradcam", "gradient-weighted class activation map; works at any conv layer",
                        "Selvaraju et al. 2017, arXiv:1610.02391", gradcam, needs_gradients=True)
+_SMOOTHING_NOISE = InputNoise(copies=4, share=0.15)  # Smooth Grad-CAM++'s copies (TorchCAM's count)
+_NEAREST_CLASSES = ClassComparison(classes=3, alpha=1.0)  # FinerCAM's default comparison (pytorch-grad-cam's)
 _GUIDED_BACKPROP = GuidedBackprop(
     "guidedbackprop", "input gradient with negative gradients stopped at every ReLU (RGB, full resolution)",
     "Springenberg et al. 2014, arXiv:1412.6806")
@@ -777,13 +783,13 @@ REGISTRY: dict[str, Method] = {
         _GRADCAM,
         LayerMethod("gradcam++", "Grad-CAM with per-location weights from higher-order terms; better with several "
                     "objects", "Chattopadhyay et al. 2018, arXiv:1710.11063", gradcam_plus_plus, needs_gradients=True),
-        LayerMethod("smoothgradcam++", "Grad-CAM++ with its derivatives averaged over 4 noisy copies of the image",
-                    "Omeiza et al. 2019, arXiv:1908.01224", smooth_gradcam_plus_plus, needs_gradients=True,
-                    input_noise=InputNoise(copies=4, share=0.15),
-                    passes="a forward and backward pass of each of 4 noisy copies"),
-        LayerMethod("finercam", "Grad-CAM of the class's score minus those of the classes most like it (the 3 "
-                    "nearest logits, or --compare-with)", "Zhang et al. 2025, CVPR, arXiv:2501.11309", gradcam,
-                    comparison=ClassComparison(classes=3, alpha=1.0),
+        LayerMethod("smoothgradcam++", f"Grad-CAM++ with its derivatives averaged over {_SMOOTHING_NOISE.copies} "
+                    "noisy copies of the image", "Omeiza et al. 2019, arXiv:1908.01224", smooth_gradcam_plus_plus,
+                    needs_gradients=True, input_noise=_SMOOTHING_NOISE,
+                    passes=f"a forward and backward pass of each of {_SMOOTHING_NOISE.copies} noisy copies"),
+        LayerMethod("finercam", "Grad-CAM of the class's score minus those of the classes most like it (the "
+                    f"{_NEAREST_CLASSES.classes} nearest logits, or --compare-with)",
+                    "Zhang et al. 2025, CVPR, arXiv:2501.11309", gradcam, comparison=_NEAREST_CLASSES,
                     passes="a forward and backward pass of its own, of the class against the others"),
         LayerMethod("shapleycam", "channels weighted by a second-order estimate of their Shapley values: the "
                     "gradient minus half the Hessian-vector product, of the logit plus the log-probability",
@@ -810,14 +816,14 @@ REGISTRY: dict[str, Method] = {
                     "Wang et al. 2020, arXiv:1910.01279", scorecam, needs_masked_scores=True,
                     passes="one forward pass per scored channel, and one for the baseline (batched; see "
                     "--max-channels)"),
-        LayerMethod("sscam", "Score-CAM with each channel's score averaged over 35 noisy copies of its mask",
-                    "Wang, Naidu et al. 2020, arXiv:2006.14255", sscam, needs_masked_scores=True,
-                    passes="35 forward passes per scored channel, and one for the baseline (batched; see "
-                    "--max-channels)"),
+        LayerMethod("sscam", f"Score-CAM with each channel's score averaged over {SSCAM_SAMPLES} noisy copies of "
+                    "its mask", "Wang, Naidu et al. 2020, arXiv:2006.14255", sscam, needs_masked_scores=True,
+                    passes=f"{SSCAM_SAMPLES} forward passes per scored channel, and {SSCAM_SAMPLES} for the "
+                    "baseline (batched; see --max-channels)"),
         LayerMethod("iscam", "Score-CAM with each channel's score integrated from a blank input to its masked "
-                    "copy (10 steps)", "Naidu et al. 2020, arXiv:2010.03023", iscam, needs_masked_scores=True,
-                    passes="10 forward passes per scored channel, and one for the baseline (batched; see "
-                    "--max-channels)"),
+                    f"copy ({ISCAM_STEPS} steps)", "Naidu et al. 2020, arXiv:2010.03023", iscam,
+                    needs_masked_scores=True, passes=f"{ISCAM_STEPS} forward passes per scored channel, and one "
+                    "for the baseline (batched; see --max-channels)"),
         LayerMethod("ablationcam", "gradient-free: channels weighted by the share of the class score lost when "
                     "each is set to zero", "Desai & Ramaswamy 2020, WACV", ablationcam, needs_ablated_scores=True,
                     passes="one forward pass per channel, and one for the score (batched; see --max-channels)"),
