@@ -126,9 +126,10 @@ bench-anchors: $(ANCHORS_INSTALLED)
 bench-precision: venv
 	$(BIN)/python benchmarks/precision.py
 
-# Every CAM method's images/s and its ratio to predict-only (resnet50, batch 8); no targets.
+# Every registered method's images/s and its ratio to predict-only, side by side in one run (resnet50, batch 8,
+# 3 interleaved rounds; the channel-scoring methods with --max-channels 64 on fewer images); no targets.
 bench-methods: venv
-	$(BIN)/python benchmarks/throughput.py --only methods
+	$(BIN)/python benchmarks/throughput.py --only methods --rounds 3
 
 # 12 MP and 48 MP JPEG (and HEIC) photos: camcli against predict-only with full and reduced decode,
 # ms per image, MB per overlay, peak RSS, and the targets (resnet50, batch 8).

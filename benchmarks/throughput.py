@@ -278,8 +278,9 @@ def row_cost(method, kwargs: dict, masked: float | None, score_batch: int) -> st
     """What one row of the methods section costs per image, in words."""
     from camcli.explain.augment import AUGMENTATIONS
 
-    if method.needs_masked_scores:
-        return (f"1 pass + {masked:.0f} masked copies per image (masked_images_scored / images), "
+    if method.scores_channels:
+        copies = "masked" if method.needs_masked_scores else "ablated"
+        return (f"1 pass + {masked:.0f} {copies} copies per image (masked_images_scored / images), "
                 f"in {masked / score_batch:.1f} passes of {score_batch}")
     if kwargs.get("aug_smooth"):
         return (f"{len(AUGMENTATIONS)} gradient passes per image (the image + "
@@ -287,12 +288,53 @@ def row_cost(method, kwargs: dict, masked: float | None, score_batch: int) -> st
     return method.cost
 
 
+def method_rows(max_channels: int) -> list[tuple[str, dict, bool]]:
+    """(label, Explainer keyword arguments, slow) of every registered method, and gradcam --aug-smooth."""
+    from camcli.explain.methods import REGISTRY
+
+    rows = []
+    for method, entry in REGISTRY.items():
+        if entry.scores_channels:
+            rows.append((f"{method} --max-channels {max_channels}", {"method": method, "max_channels": max_channels},
+                         True))
+        else:
+            rows.append((method, {"method": method}, False))
+    rows.append(("gradcam --aug-smooth", {"method": "gradcam", "aug_smooth": True}, True))
+    return rows
+
+
+def images_per_row(rows, explainers: dict, paths: list[Path], args, folder: Path) -> dict[str, list[Path]]:
+    """Each row's images: all of them, or for a slow row the first few, in a folder of their own, as many as
+    keep a channel-scoring row's copies (counted on its warm-up image) within --methods-copy-budget."""
+    chosen = {}
+    for label, _, slow in rows:
+        if label not in explainers:
+            continue
+        count = len(paths)
+        if slow:
+            count = args.methods_slow_images
+            warm_copies = explainers[label].masked_images_scored  # from the one warm-up image
+            if warm_copies:
+                count = max(1, min(count, args.methods_copy_budget // warm_copies))
+        if count == len(paths):
+            chosen[label] = paths
+            continue
+        chosen[label] = [folder / f"first-{count}" / path.name for path in paths[:count]]
+        for path, copy in zip(paths, chosen[label]):
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+    return chosen
+
+
 def methods_section(args, work: Path, targets=None) -> None:
     """Every registered method end to end (the CLI's code path), interleaved with predict-only.
 
-    One model, one batch size, the same generated images for every row; the slow rows (Score-CAM,
-    --aug-smooth) use the first --methods-slow-images of them. Medians over rounds, as in the main table. The
-    Explainer is built once per row, as the CLI builds it once per run, with the CLI's Score-CAM
+    One model, one batch size, the same generated images for every row. The methods that score channels one
+    by one (Score-CAM, SS-CAM, IS-CAM, AblationCAM) run with --max-channels --scorecam-channels, each on the
+    first images of the set, as many as keep its masked (or ablated) copies within --methods-copy-budget per
+    round (at least one, at most --methods-slow-images): SS-CAM's 35 noisy copies per channel would
+    otherwise take hours. --aug-smooth uses --methods-slow-images. Medians over rounds, as in the main
+    table. The Explainer is built once per row, as the CLI builds it once per run, with the CLI's Score-CAM
     batch (4 x --batch-size masked copies per pass). No targets: it only prints.
     """
     from camcli.explain.explainer import MethodSet
@@ -304,22 +346,11 @@ def methods_section(args, work: Path, targets=None) -> None:
     entry = BUILTIN_MODELS[name]
     folder = work / "methods" / "all"
     paths = make_images(folder, args.methods_images, entry.input_size)
-    slow_paths = []  # the same images, the first few, in a folder of their own
-    for path in paths[: args.methods_slow_images]:
-        slow_paths.append(work / "methods" / "slow" / path.name)
-        slow_paths[-1].parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, slow_paths[-1])
     loaded = load_model(name, weights="none")
     score_batch = batch_size * 4  # what `camcli explain --batch-size N` passes (camcli.cli)
-
-    # (label, Explainer keyword arguments, slow)
-    rows = [(method, {"method": method}, False) for method in REGISTRY if method != "scorecam"]
-    rows.insert(list(REGISTRY).index("scorecam"), (
-        f"scorecam --max-channels {args.scorecam_channels}",
-        {"method": "scorecam", "max_channels": args.scorecam_channels}, True))
-    rows.append(("gradcam --aug-smooth", {"method": "gradcam", "aug_smooth": True}, True))
-
+    rows = method_rows(args.scorecam_channels)
     explainers, skipped = compiled_explainers(loaded, rows, score_batch, batch_size)
+    row_paths = images_per_row(rows, explainers, paths, args, work / "methods")
 
     masked_per_image = {}
 
@@ -332,9 +363,8 @@ def methods_section(args, work: Path, targets=None) -> None:
         return measure
 
     modes = {"predict": partial(predict_only, loaded, paths, batch_size)}
-    for label, _, slow in rows:
-        if label in explainers:
-            modes[label] = method_run(label, explainers[label], slow_paths if slow else paths)
+    for label in row_paths:
+        modes[label] = method_run(label, explainers[label], row_paths[label])
     # `--method a --method b ...` with every one-pass method: one shared step per batch (MethodSet).
     together = [label for label, kwargs, slow in rows if label in explainers and not slow
                 and not REGISTRY[kwargs["method"]].guided]
@@ -348,19 +378,19 @@ def methods_section(args, work: Path, targets=None) -> None:
     print(f"interleaved with predict-only ({predict:.1f} images/s on the {len(paths)} images), medians of "
           f"{args.rounds} rounds; relative = method images/s / predict-only images/s in the same round")
     print(f"  {'method':<28} {'images':>6} {'images/s':>9} {'relative':>9}  cost")
-    for label, kwargs, slow in rows:
+    for label, kwargs, _ in rows:
         if label in skipped:
             print(f"  {label:<28} {'':>6} {'n/a':>9} {'n/a':>9}  {skipped[label]}")
             continue
         cost = row_cost(REGISTRY[kwargs["method"]], kwargs, masked_per_image.get(label), score_batch)
-        images = len(slow_paths if slow else paths)
+        images = len(row_paths[label])
         print(f"  {label:<28} {images:>6} {best[label]:9.2f} {relative[label]:8.2f}x  {cost}")
     separate = 1.0 / sum(1.0 / best[label] for label in together)
     print(f"  {together_label:<28} {len(paths):>6} {best[together_label]:9.2f} {relative[together_label]:8.2f}x  "
           f"--method {' --method '.join(together)}: one shared step per batch; the same methods as "
           f"{len(together)} separate runs: {separate:.2f} images/s, so one run is "
           f"{best[together_label] / separate:.1f}x faster")
-    scorecam = next((e for label, e in explainers.items() if e.method.needs_masked_scores), None)
+    scorecam = next((e for label, e in explainers.items() if e.method.name == "scorecam"), None)
     if scorecam is not None:
         channels = layer_channels(loaded.model, scorecam.layers[0])
         print(f"  scorecam on all {channels} channels of {scorecam.layer} (computed, not measured): "
@@ -714,7 +744,11 @@ def parse_args():
     parser.add_argument("--methods-images", type=int, default=None,
                         help="images per method row (default 48; 16 with --quick)")
     parser.add_argument("--methods-slow-images", type=int, default=None,
-                        help="images for the Score-CAM and --aug-smooth rows (default 8; 4 with --quick)")
+                        help="images for the channel-scoring and --aug-smooth rows, at most (default 8; 4 with "
+                             "--quick)")
+    parser.add_argument("--methods-copy-budget", type=int, default=600,
+                        help="masked or ablated copies per channel-scoring row and round (default 600; at least one "
+                             "image each)")
     parser.add_argument("--precision-repeats", type=int, default=6,
                         help="precision section: batches per maps-only measurement (default 6)")
     parser.add_argument("--precision-images", type=int, default=None,
@@ -722,7 +756,7 @@ def parse_args():
     parser.add_argument("--precision-slow-images", type=int, default=None,
                         help="precision section: images per scorecam measurement (default 8, quick 4)")
     parser.add_argument("--scorecam-channels", type=int, default=64,
-                        help="Score-CAM's --max-channels in the methods section (default 64)")
+                        help="--max-channels of the channel-scoring methods in the methods section (default 64)")
     args = parser.parse_args()
     if args.quick:
         args.models, args.batch_sizes, args.images, args.tutorial_images = "resnet50", "8", 32, 8
