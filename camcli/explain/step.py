@@ -456,13 +456,17 @@ class Step:
         self._full_forward = forward
         height, width = self.loaded.input_size
 
-        def unit_sum(parts):  # (B, h, w, C) -> (B, H, W): each channel min-max scaled, summed, resized
-            low = tf.reduce_min(parts, axis=(1, 2), keepdims=True)
-            span = tf.reduce_max(parts, axis=(1, 2), keepdims=True) - low
-            summed = tf.reduce_sum(tf.math.divide_no_nan(parts - low, span), axis=-1, keepdims=True)
-            if summed.shape[1:3] != (height, width):
-                summed = tf.image.resize(summed, (height, width), method="bilinear")
-            return summed[..., 0]
+        def unit_sum(magnitudes, kept=None):
+            """(B, h, w, C) -> (B, h, w, 1): each channel min-max scaled over its locations, then summed, as
+            sum_c (a_c - low_c) / span_c = a . (1 / span) - low . (1 / span): two reductions and one product
+            instead of a scaled copy. `kept` (C,): 0 drops a channel (a zero bias)."""
+            low = tf.reduce_min(magnitudes, axis=(1, 2))
+            inverse = tf.math.divide_no_nan(tf.ones_like(low), tf.reduce_max(magnitudes, axis=(1, 2)) - low)
+            if kept is not None:
+                inverse = inverse * kept
+            offset = tf.reduce_sum(low * inverse, axis=-1)[:, tf.newaxis, tf.newaxis]
+            summed = tf.einsum("bhwc,bc->bhw", magnitudes, inverse) - offset
+            return summed[..., tf.newaxis]
 
         def full_gradient_maps(images, class_ids, extras):
             with tf.GradientTape(persistent=len(self.requests) > 1) as tape:
@@ -474,10 +478,18 @@ class Step:
             for total in totals:
                 input_gradient, *gradients = self._unscaled(tape.gradient(
                     total, [images, *outputs], unconnected_gradients=tf.UnconnectedGradients.ZERO))
-                saliency = unit_sum(tf.abs(input_gradient * images))
-                for layer, gradient in zip(layers, gradients):
-                    saliency += unit_sum(tf.abs(tf.cast(gradient, tf.float32) * effective_bias(layer)))
-                maps.append(saliency)
+                by_grid = {(height, width): unit_sum(tf.abs(input_gradient * images))}
+                for layer, gradient in zip(layers, gradients):  # summed per grid: one resize per grid, not per layer
+                    # |b_c g| scaled by its own min and max is |g| scaled by |g|'s: the bias's size cancels, and
+                    # only a zero bias (no term at all) remains to be told apart.
+                    kept = tf.cast(tf.not_equal(effective_bias(layer), 0.0), tf.float32)
+                    part = unit_sum(tf.abs(tf.cast(gradient, tf.float32)), kept)
+                    grid = tuple(part.shape[1:3])
+                    by_grid[grid] = by_grid[grid] + part if grid in by_grid else part
+                saliency = tf.add_n([summed if grid == (height, width) else
+                                     tf.image.resize(summed, (height, width), method="bilinear")
+                                     for grid, summed in by_grid.items()])
+                maps.append(saliency[..., 0])
             return tf.stack(maps, axis=1)
 
         return _one_line_errors(tf.function(full_gradient_maps, reduce_retracing=True, input_signature=[
