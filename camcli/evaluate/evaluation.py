@@ -405,27 +405,26 @@ def _localization(heatmap: np.ndarray, group: ClassBoxes, options: EvaluationOpt
     }
 
 
-def _curves(explainer, rgb: np.ndarray, heatmap: np.ndarray, class_index: int, options: EvaluationOptions) -> dict:
-    """RISE's deletion and insertion AUCs at the model's input resolution."""
-    if options.steps <= 0:
-        return {"deletion": None, "insertion": None}
-    height, width = explainer.loaded.input_size
-    model_input = explainer.preprocess([rgb])[0]
-    saliency = upsample(heatmap, height=height, width=width)
-    curves = deletion_insertion_curves(explainer.class_scores, model_input, saliency, class_index, steps=options.steps,
-                                       batch_size=options.score_batch_size, blur_sigma=options.blur_sigma)
-    return {"deletion": curves.deletion_auc, "insertion": curves.insertion_auc}
-
-
-def _road(explainer, rgb: np.ndarray, heatmap: np.ndarray, class_index: int, options: EvaluationOptions) -> dict:
-    """ROAD's MoRF, LeRF and combined scores at the model's input resolution (None without `road`)."""
-    if not options.road:
-        return dict.fromkeys(ROAD_METRICS)
+def _perturbation_scores(explainer, model_input: np.ndarray | None, heatmap: np.ndarray, class_index: int,
+                         options: EvaluationOptions) -> dict:
+    """RISE's deletion and insertion AUCs (without `steps`: None) and ROAD's MoRF, LeRF and combined scores
+    (without `road`: None), at the model's input resolution: the preprocessed image and the map upsampled to
+    it are made once for both."""
+    scores = {"deletion": None, "insertion": None, **dict.fromkeys(ROAD_METRICS)}
+    if model_input is None:
+        return scores
     height, width = explainer.loaded.input_size
     saliency = upsample(heatmap, height=height, width=width)
-    road = road_scores(explainer.class_scores, explainer.preprocess([rgb])[0], saliency, class_index,
-                       batch_size=options.score_batch_size)
-    return {"roadmorf": road.morf, "roadlerf": road.lerf, "roadcombined": road.combined}
+    if options.steps > 0:
+        curves = deletion_insertion_curves(explainer.class_scores, model_input, saliency, class_index,
+                                           steps=options.steps, batch_size=options.score_batch_size,
+                                           blur_sigma=options.blur_sigma)
+        scores.update(deletion=curves.deletion_auc, insertion=curves.insertion_auc)
+    if options.road:
+        road = road_scores(explainer.class_scores, model_input, saliency, class_index,
+                           batch_size=options.score_batch_size)
+        scores.update(roadmorf=road.morf, roadlerf=road.lerf, roadcombined=road.combined)
+    return scores
 
 
 def _in_original_pixels(box, scale: float) -> list:
@@ -443,6 +442,8 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, groups: list[C
     height, width = rgb.shape[:2]
     top1 = result.predictions[0]
     rows, masked = [], []
+    perturbed = options.steps > 0 or options.road  # the curves and ROAD score copies of the model's input
+    model_input = explainer.preprocess([rgb])[0] if perturbed else None
     for group in groups:
         from_top1 = explains_top1(group, options.explain_class)
         wanted = top1.index if from_top1 else group.class_index
@@ -468,8 +469,7 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, groups: list[C
         }
         known = group.class_index is not None
         row["loc_error"] = (top1.index != group.class_index or not row["corloc"]) if known else None
-        row.update(_curves(explainer, rgb, class_map.heatmap, class_map.class_index, options))
-        row.update(_road(explainer, rgb, class_map.heatmap, class_map.class_index, options))
+        row.update(_perturbation_scores(explainer, model_input, class_map.heatmap, class_map.class_index, options))
         rows.append(row)
         masked.append(multiply_by_map(rgb, heatmap))
     # O: the class score of each image multiplied by its map, all of this image's rows in one pass.

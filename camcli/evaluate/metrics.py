@@ -178,6 +178,19 @@ def _scores_of_mixes(score_fn, start, end, rank, counts, class_index, batch_size
     return np.concatenate(scores).astype(np.float64)
 
 
+def _ranked_pixels(image: np.ndarray, saliency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the image as float32, rank): rank[p] is how many pixels come before pixel p (row-major) when they are
+    ranked from the most salient down, ties in row-major order. ValueError when the saliency is not (H, W)
+    of the (H, W, C) image."""
+    image = np.asarray(image, dtype=np.float32)
+    saliency = np.asarray(saliency, dtype=np.float64)
+    if saliency.shape != image.shape[:2]:
+        raise ValueError(f"saliency shape {saliency.shape} does not match image shape {image.shape[:2]}")
+    rank = np.empty(saliency.size, dtype=np.int64)
+    rank[np.argsort(-saliency.ravel(), kind="stable")] = np.arange(saliency.size)
+    return image, rank
+
+
 def deletion_insertion_curves(score_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
                               saliency: np.ndarray, class_index: int,
                               steps: int = field_default(ScoringOptions, "steps"), batch_size: int = MASKED_BATCH,
@@ -194,16 +207,10 @@ def deletion_insertion_curves(score_fn: Callable[[np.ndarray], np.ndarray], imag
     in the same order. Each curve has `steps` + 1 points, 0%, 1/steps, ..., 100% of the pixels, and
     its AUC is the trapezoid area over the fraction axis 0..1.
     """
-    image = np.asarray(image, dtype=np.float32)
-    saliency = np.asarray(saliency, dtype=np.float64)
-    if saliency.shape != image.shape[:2]:
-        raise ValueError(f"saliency shape {saliency.shape} does not match image shape {image.shape[:2]}")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be at least 1, got {steps} and {batch_size}")
-    pixels = saliency.size
-    order = np.argsort(-saliency.ravel(), kind="stable")  # most salient first
-    rank = np.empty(pixels, dtype=np.int64)
-    rank[order] = np.arange(pixels)  # rank[p]: how many pixels come before pixel p
+    image, rank = _ranked_pixels(image, saliency)
+    pixels = rank.size
     counts = np.rint(np.arange(steps + 1) * pixels / steps).astype(np.int64)  # pixels changed at each step
     fractions = counts / pixels
     removed = np.full_like(image, baseline)
@@ -318,20 +325,15 @@ def road_scores(score_fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray,
     round(p / 100 x pixels) top-ranked pixels (MoRF) or bottom-ranked ones (LeRF) are imputed. The
     original and the 2 x len(percentiles) imputed images are scored `batch_size` at a time. The noise
     is seeded (`noise_seed`), so a row's scores do not depend on the batch it came in."""
-    image = np.asarray(image, dtype=np.float32)
-    saliency = np.asarray(saliency, dtype=np.float64)
-    if saliency.shape != image.shape[:2]:
-        raise ValueError(f"saliency shape {saliency.shape} does not match image shape {image.shape[:2]}")
-    pixels = saliency.size
-    rank = np.empty(pixels, dtype=np.int64)
-    rank[np.argsort(-saliency.ravel(), kind="stable")] = np.arange(pixels)
+    image, rank = _ranked_pixels(image, saliency)
+    pixels = rank.size
     rng = np.random.default_rng(noise_seed)
     copies = [image]
     for first_ranked in (True, False):
         for percentile in percentiles:
             count = int(np.rint(percentile / 100.0 * pixels))
             removed = rank < count if first_ranked else rank >= pixels - count
-            copies.append(noisy_linear_imputation(image, removed.reshape(saliency.shape), noise, rng))
+            copies.append(noisy_linear_imputation(image, removed.reshape(image.shape[:2]), noise, rng))
     scores = np.concatenate([np.asarray(score_fn(np.stack(copies[first:first + batch_size])))[:, class_index]
                              for first in range(0, len(copies), batch_size)]).astype(np.float64)
     steps = len(percentiles)
