@@ -23,7 +23,7 @@ from camcli.evaluate.evaluation import (
     EvaluationOptions,
     _Evaluation,
     _in_original_pixels,
-    _mean,
+    mean_present,
 )
 from camcli.evaluate.metrics import box_iou, energy_in_boxes, pointing_hit
 from camcli.evaluate.truth import Truth
@@ -94,5 +94,6 @@ class DetectionEvaluation(_Evaluation):
 
     def method_summaries(self) -> dict[str, dict]:
         return {name: {"layer": self.explainer.layer, "rows": len(self.rows[name]), **self.counts,
-                       "metrics": {metric: _mean(row.get(metric) for row in self.rows[name]) for metric in METRICS}}
+                       "metrics": {metric: mean_present(row.get(metric) for row in self.rows[name])
+                                   for metric in METRICS}}
                 for name in self.names}

@@ -482,14 +482,15 @@ def score_image(explainer, display: str, rgb: np.ndarray, result, groups: list[C
     return rows
 
 
-def _mean(values) -> float | None:
+def mean_present(values) -> float | None:
+    """The mean of the values that exist (not None); None when none does."""
     values = [float(v) for v in values if v is not None]
     return float(np.mean(values)) if values else None
 
 
 def summarize(rows: Sequence[dict]) -> dict[str, float | None]:
     """Each metric's mean over the rows (booleans as 0/1); None when no row has a value."""
-    metrics = {name: _mean(row.get(name) for row in rows) for name in METRICS}
+    metrics = {name: mean_present(row.get(name) for row in rows) for name in METRICS}
     if rows:
         drop, increase = average_drop_increase([r["score"] for r in rows], [r["masked_score"] for r in rows])
         metrics["average_drop"], metrics["confidence_increase"] = drop, increase

@@ -38,6 +38,7 @@ from camcli.evaluate.evaluation import (
     MethodScoring,
     Metric,
     check_gates,
+    mean_present,
     score_in_batches,
     write_evaluation,
 )
@@ -250,12 +251,6 @@ class IouCounts:
         return np.divide(hits, union, out=np.full(hits.shape, np.nan), where=union > 0)
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    """The mean of the values that exist; None when none does."""
-    present = [value for value in values if value is not None]
-    return float(np.mean(present)) if present else None
-
-
 def _miou(iou: np.ndarray) -> float | None:
     return None if np.isnan(iou).all() else float(np.nanmean(iou))
 
@@ -345,7 +340,7 @@ class _SegmentationRun(MethodScoring):
             "miou": mean_iou(chosen), "iou": {self._name(int(i)): (None if math.isnan(v) else float(v))
                                         for i, v in zip(image.ids, iou)},
             "relevance": relevance,
-            **{metric: _mean([entry[metric] for entry in relevance.values()]) for metric in RELEVANCE_METRICS},
+            **{metric: mean_present([entry[metric] for entry in relevance.values()]) for metric in RELEVANCE_METRICS},
         })
 
     def _relevance(self, name: str, image: _Image, maps: np.ndarray) -> dict[str, dict]:
@@ -377,7 +372,7 @@ class _SegmentationRun(MethodScoring):
             best = max(scored, key=lambda entry: entry["miou"]) if scored else None
             summaries[name] = {
                 "layer": explainer.layer, "rows": len(self.rows[name]),
-                "metrics": {"miou": _miou(iou), **{metric: _mean(values)
+                "metrics": {"miou": _miou(iou), **{metric: mean_present(values)
                                                    for metric, values in self.relevance[name].items()}},
                 "iou_per_class": [{"class_index": None if i == 0 else i - 1, "label": self._name(i), "iou": float(v)}
                                   for i, v in enumerate(iou) if not math.isnan(v)],
