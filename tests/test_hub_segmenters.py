@@ -14,8 +14,10 @@ from PIL import Image
 
 import camcli
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None,
-                                reason='keras_hub is not installed (pip install "keras-camcli[hub]")')
+# KerasHub models (built from configs, random weights) take seconds each: `make test` and CI run these, not test-fast.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None,
+                                 reason='keras_hub is not installed (pip install "keras-camcli[hub]")')]
 
 SIZE = 64
 
