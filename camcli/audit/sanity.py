@@ -75,16 +75,11 @@ NOTES = {
     "randomisation": "top-down, cumulative, each weight from its layer's own initializer (seeded); "
                      "BatchNormalization's moving statistics kept",
 }
-_NEEDS_PACKAGES = "the sanity check needs scipy and scikit-image: pip install 'keras-camcli[audit]'"
-
-
 def require_packages() -> None:
     """UsageError, in one line, when SciPy or scikit-image is missing."""
-    try:
-        import scipy.stats  # noqa: F401
-        import skimage.metrics  # noqa: F401
-    except ImportError:
-        raise UsageError(_NEEDS_PACKAGES) from None
+    from camcli.maps.similarity import require_packages as require
+
+    require("the sanity check")
 
 
 # --- similarity of two maps (numpy, SciPy, scikit-image) ---------------------------------------------

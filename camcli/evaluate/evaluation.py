@@ -697,7 +697,9 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     """
     check_computable(options.gates, options, truth)
     if options.random_logit:
-        _require_scikit_image()
+        from camcli.maps.similarity import require_packages
+
+        require_packages("`random_logit` compares maps by SSIM, which", ("skimage.metrics",))
     check_matches(truth, tasks, options.truth_name or "the ground truth")
     built = explainers() if callable(explainers) else explainers
     if built and getattr(built[0], "detects", False):  # an object detector: its matched detections' maps
@@ -726,15 +728,6 @@ def evaluate(explainers: Sequence | Callable[[], Sequence], tasks: Sequence[Imag
     if options.out_dir is not None:
         write_evaluation(report, options.out_dir)
     return report
-
-
-def _require_scikit_image() -> None:
-    """UsageError, in one line, when random_logit's SSIM cannot be computed."""
-    try:
-        import skimage.metrics  # noqa: F401
-    except ImportError:
-        raise UsageError("`random_logit` compares maps by SSIM, which needs scikit-image: "
-                         "pip install 'keras-camcli[audit]'") from None
 
 
 def check_unambiguous_labels(truth: Truth, matched, labels: Sequence[str], truth_name: str) -> None:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
+from camcli.errors import UsageError
 from camcli.maps.overlay import upsample
+
+# The packages the comparisons of maps need (the `audit` extra): module -> what to call it in a message.
+PACKAGES = {"scipy.stats": "scipy", "skimage.metrics": "scikit-image"}
+
+
+def require_packages(who: str, modules=tuple(PACKAGES)) -> None:
+    """UsageError, in one line, naming what `who` needs, when one of `modules` (of PACKAGES) cannot be imported."""
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError:
+        names = " and ".join(PACKAGES[module] for module in modules)
+        raise UsageError(f"{who} needs {names}: pip install 'keras-camcli[audit]'") from None
 
 
 def finite_array(values) -> np.ndarray:
