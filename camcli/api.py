@@ -417,7 +417,7 @@ def sanity_paths(paths, model: object = DEFAULT_MODEL, *, sanity: SanityOptions 
     sanity, maps, run = groups["sanity"], groups["maps"], groups["run"]
     refuse_unused(run, EVALUATE_READS["run"], "does not apply to the sanity check, which writes sanity.json "
                                               "from one whole run; drop it")
-    sanity_check.require_packages()
+    sanity_check.require_packages_for_sanity()
     gates = sanity_check.sanity_gates(sanity.fail_under)
     paths = input_paths(paths)
     if run.out is not None:

@@ -349,7 +349,7 @@ def sanity_plan(options: dict) -> SanityOptions | None:
         raise UsageError(f"--fail-under {gates[0].text} needs --sanity")
     if not enabled:
         return None
-    sanity.require_packages()
+    sanity.require_packages_for_sanity()
     sanity.check_sanity_file(options["out"])
     return replace(plan, fail_under=[gate.text for gate in gates])
 

@@ -75,11 +75,11 @@ NOTES = {
     "randomisation": "top-down, cumulative, each weight from its layer's own initializer (seeded); "
                      "BatchNormalization's moving statistics kept",
 }
-def require_packages() -> None:
+def require_packages_for_sanity() -> None:
     """UsageError, in one line, when SciPy or scikit-image is missing."""
-    from camcli.maps.similarity import require_packages as require
+    from camcli.maps.similarity import require_packages
 
-    require("the sanity check")
+    require_packages("the sanity check")
 
 
 # --- similarity of two maps (numpy, SciPy, scikit-image) ---------------------------------------------
