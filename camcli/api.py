@@ -489,13 +489,9 @@ def list_layers(model: object = DEFAULT_MODEL, *, token_grid: str | None = None,
             source = replace(source, weights="none")
     given = parse_token_grid(token_grid)
     loaded = source.load()
-    from camcli.models.detectors import default_detector_layer
     from camcli.models.layers import default_layer, explainable_layers
 
-    if loaded.detector is not None:  # a detector's maps: the backbone's finest pyramid level
-        default = default_detector_layer(loaded.model)
-    else:
-        default = loaded.default_layer or default_layer(loaded.model, loaded.input_size, given)
+    default = loaded.default_layer or default_layer(loaded.model, loaded.input_size, given)
     return [LayerRow(info.path, info.type_name, "x".join("?" if d is None else str(d) for d in info.output_shape[1:]),
                      info.path == default,
                      grid.describe(*info.output_shape[1:]) if grid is not None else "")

@@ -304,7 +304,6 @@ class DetectionExplainer:
         request = gather("DetectionExplainer", {"maps": (MapRequest, maps)}, options,
                          aliases=EXPLAINER_ALIASES)["maps"]
         import_keras()
-        from camcli.models.detectors import default_detector_layer
         from camcli.models.layers import resolve_layer
 
         loaded = loaded_model(model, preprocess, labels)
@@ -315,7 +314,7 @@ class DetectionExplainer:
         self.methods = [resolve_method(name) for name in request.methods]
         self.method_names = [method.name for method in self.methods]  # distinct: MapRequest keeps each once
         self.layers = list(dict.fromkeys(resolve_layer(loaded.model, name, loaded.input_size)
-                                         for name in request.layers)) or [default_detector_layer(loaded.model)]
+                                         for name in request.layers)) or [loaded.default_layer]
         self.layer = "+".join(self.layers)
         self.target = BoxTarget(request.box_overlap)
         self.requests = parse_detection_requests(request.classes, self.labels)

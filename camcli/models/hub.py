@@ -249,6 +249,7 @@ def load_hub_model(preset: str, weights: str | None = None, preprocess: str | No
     detector = detectors.detector_head(task, name) if detectors.is_object_detector(task) else None
     model, layer = basnet_view(keras_hub, task)
     if detector is not None:
+        layer = detectors.default_detector_layer(model)  # the backbone's finest pyramid level
         classes, default_labels = detector.num_classes, detectors.detector_labels(keras_hub, detector.num_classes)
     else:
         head = analyse_head(model)
