@@ -835,6 +835,7 @@ def test_fullgrad_matches_hand_computed_reference():
     maps = explained(model, batch, "fullgrad")
     for image, fullgrad in zip(batch, maps, strict=True):
         assert fullgrad.heatmap.shape == (tiny_models.SIZE, tiny_models.SIZE) and not fullgrad.empty
+        assert (fullgrad.layer, fullgrad.layers) == ("input+biases", ["input+biases"])  # what it reads, not --layer
         np.testing.assert_allclose(fullgrad.heatmap, unit(fullgrad_reference(model, image, 1)), atol=1e-5)
     # The layer does not shape it: every bias layer is read whatever --layer names.
     other = explainer_for(model, layer="conv1", method="fullgrad", classes=["1"]).explain_batch(batch)

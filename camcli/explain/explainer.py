@@ -308,8 +308,10 @@ class Explainer:
                 for rank, (index, score) in enumerate(ranked)]
 
     def _class_map(self, index: int, score: float, method_map: MethodMap) -> ClassMap:
-        return ClassMap(self.method.name, self.layer, index, self.labels[index], score, method_map.heatmap,
-                        method_map.raw_max, method_map.empty, list(self.layers), method_map.image)
+        reads = getattr(self.method, "reads", None)  # a method that reads no single layer (fullgrad) says what it reads
+        layer, layers = (reads, [reads]) if reads else (self.layer, list(self.layers))
+        return ClassMap(self.method.name, layer, index, self.labels[index], score, method_map.heatmap,
+                        method_map.raw_max, method_map.empty, layers, method_map.image)
 
 
 def loaded_model(model, preprocess: str | None = None, labels: Sequence[str] | None = None) -> LoadedModel:

@@ -736,6 +736,7 @@ class FullGradient:
     summary: str
     paper: str
     needs_gradients = False  # its backward pass is its own, to the input and every bias layer
+    reads = "input+biases"  # what its maps are made from, in the records' `layer` of each map (not --layer)
     needs_gap_head = False
     needs_masked_scores = False
     scores_channels = False
