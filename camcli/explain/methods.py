@@ -308,7 +308,10 @@ def nmf(data: np.ndarray, components: int, iterations: int = 200) -> tuple[np.nd
     return w, h
 
 
-def deep_feature_factorization(inputs: MapInputs, components: int = 5) -> np.ndarray:
+DFF_CONCEPTS = 5  # the concepts DFF factorises each image into
+
+
+def deep_feature_factorization(inputs: MapInputs, components: int = DFF_CONCEPTS) -> np.ndarray:
     # Collins et al. 2018 (arXiv:1806.10206), as pytorch-grad-cam's dff(): each channel is shifted to a
     # minimum of 0 and the (channels x locations) activations are factorised, V ~ W H, into
     # `components` concepts: W's columns are the concepts' channel profiles (shifted back), H's rows
@@ -835,8 +838,8 @@ REGISTRY: dict[str, Method] = {
         LayerMethod("kpcacam", "first kernel principal component of the activations (sigmoid kernel); "
                     "class-agnostic, no gradients", "Karmani et al. 2024, arXiv:2410.00267", eigencam,
                     projection=kernel_principal_component),
-        LayerMethod("dff", "deep feature factorization: the map of the NMF concept (of 5) that raises the class "
-                    "score most", "Collins et al. 2018, arXiv:1806.10206", deep_feature_factorization,
+        LayerMethod("dff", f"deep feature factorization: the map of the NMF concept (of {DFF_CONCEPTS}) that raises "
+                    "the class score most", "Collins et al. 2018, arXiv:1806.10206", deep_feature_factorization,
                     needs_gradients=True),
         FullGradient("fullgrad", "input gradient times input, plus every bias times its gradient, each "
                      "scaled per channel and summed (full resolution; --layer not used)",
