@@ -75,6 +75,8 @@ NOTES = {
     "randomisation": "top-down, cumulative, each weight from its layer's own initializer (seeded); "
                      "BatchNormalization's moving statistics kept",
 }
+
+
 def require_packages_for_sanity() -> None:
     """UsageError, in one line, when SciPy or scikit-image is missing."""
     from camcli.maps.similarity import require_packages

@@ -308,7 +308,7 @@ class Explainer:
                 for rank, (index, score) in enumerate(ranked)]
 
     def _class_map(self, index: int, score: float, method_map: MethodMap) -> ClassMap:
-        reads = getattr(self.method, "reads", None)  # a method that reads no single layer (fullgrad) says what it reads
+        reads = self.method.reads  # a method that reads no single layer (fullgrad) says what it reads
         layer, layers = (reads, [reads]) if reads else (self.layer, list(self.layers))
         return ClassMap(self.method.name, layer, index, self.labels[index], score, method_map.heatmap,
                         method_map.raw_max, method_map.empty, layers, method_map.image)

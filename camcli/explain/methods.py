@@ -582,6 +582,7 @@ class LayerMethod:
     comparison: ClassComparison | None = None
     second_order: bool = False
     guided = False  # no guided backward pass to the input
+    reads = None  # its maps come from the explained layers (the records' `layer`)
 
     @property
     def scores_channels(self) -> bool:
@@ -592,8 +593,7 @@ class LayerMethod:
     @property
     def own_passes(self) -> bool:
         """Whether the method runs the model on copies of its own, beyond the shared step."""
-        return (self.needs_masked_scores or self.needs_ablated_scores or self.input_noise is not None
-                or self.comparison is not None or self.second_order)
+        return self.scores_channels or self.input_noise is not None or self.comparison is not None or self.second_order
 
     @property
     def cost(self) -> str:
@@ -648,6 +648,7 @@ class GuidedBackprop:
     scores_channels = False
     comparison = None  # no class comparison (FinerCAM's); options read it off every method
     own_passes = True  # a guided backward pass
+    reads = None
     guided = True  # needs Evidence.guided_gradients
 
     @property
@@ -702,6 +703,7 @@ class GuidedGradCAM:
     comparison = None
     own_passes = True
     guided = True
+    reads = None
 
     @property
     def needs_gradients(self) -> bool:

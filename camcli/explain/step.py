@@ -304,11 +304,16 @@ class Step:
             # the images do not interact at inference; nothing is averaged across the batch.
             # float16: a multiple of the score, so that small gradients keep their bits (divided out below).
             totals = [tf.reduce_sum(selected[:, r]) * self._gradient_scale for r in range(len(self.requests))]
-        per_request = [self._unscaled(self._on_grid(tape.gradient(total, activations)))
-                       for total in totals]  # [request][layer]
-        gradients = [tf.stack([per_request[r][i] for r in range(len(totals))], axis=1)
-                     for i in range(len(activations))]  # [layer]: (B, R, h, w, channels)
+        gradients = self._by_layer([tape.gradient(total, activations) for total in totals])
         return StepOutputs(activations=self._on_grid(activations), gradients=gradients, **predictions)
+
+    def _by_layer(self, per_request):
+        """[request][layer] derivatives of the scaled scores -> [layer]: (B, R, h, w, channels), unscaled, on
+        each layer's grid."""
+        import tensorflow as tf
+
+        per_request = [self._unscaled(self._on_grid(layers)) for layers in per_request]
+        return [tf.stack([layers[i] for layers in per_request], axis=1) for i in range(len(per_request[0]))]
 
     def _unscaled(self, gradients):
         """float32 gradients of the score itself, from those of its scaled multiple."""
@@ -363,8 +368,7 @@ class Step:
                 differences = own - alpha * tf.gather(class_logits, others, batch_dims=1)
                 score = tf.reduce_sum(weights * differences, axis=1) / (tf.reduce_sum(weights, axis=1) + 1e-9)
                 totals.append(tf.reduce_sum(score) * self._gradient_scale)
-        per_request = [self._unscaled(self._on_grid(tape.gradient(total, activations))) for total in totals]
-        return [tf.stack([per_request[r][i] for r in range(len(totals))], axis=1) for i in range(len(activations))]
+        return self._by_layer([tape.gradient(total, activations) for total in totals])
 
     def _rest_scores(self, logits, class_ids):
         """(B, R): each image's ReST score per request (Cai et al. 2025; pytorch-grad-cam's ClassifierOutputReST),
@@ -401,12 +405,7 @@ class Step:
             products = [tf.add_n([tf.reduce_sum(g * tf.stop_gradient(a)) for g, a in zip(gradients, activations)])
                         for gradients in per_request]
         hessian = [outer.gradient(product, activations, unconnected_gradients=zero) for product in products]
-
-        def stacked(per):  # [request][layer] -> [layer]: (B, R, h, w, channels), unscaled, on the grid
-            per = [self._unscaled(self._on_grid(layers)) for layers in per]
-            return [tf.stack([per[r][i] for r in range(requests)], axis=1) for i in range(len(activations))]
-
-        return stacked(per_request), stacked(hessian)
+        return self._by_layer(per_request), self._by_layer(hessian)
 
     def _ablated(self, layer, image, keep, class_index, extras):
         import tensorflow as tf
@@ -439,7 +438,7 @@ class Step:
         it: S = psi(|x * dy/dx|) + sum over bias layers l of psi(|b_l * dy/dz_l|), z_l the layer's output where
         its bias is added (before a built-in activation), psi scaling each channel's map to [0, 1] over its
         locations (min-max) and resizing it bilinearly to the input; the channels' maps are summed. Summing
-        before resizing is the same, the resize being linear, and costs one resize per layer. The reduction
+        before resizing is the same, the resize being linear, and costs one resize per grid. The reduction
         runs here, in the step, so that the gradients of a hundred layers never leave TensorFlow."""
         import tensorflow as tf
 
