@@ -89,6 +89,7 @@ def test_vit_token_grid_given_by_hand_drops_the_leading_tokens():
         Explainer(wrap_model(model), token_grid="4by4")
 
 
+@pytest.mark.slow  # 19 methods on a ViT: 8 s; make test and CI run it (gradcam's token maps are checked by hand above)
 @pytest.mark.parametrize("method", ["gradcam++", "xgradcam", "layercam", "hirescam", "eigencam", "eigengradcam",
                                     "scorecam", "guidedbackprop", "guidedgradcam", "gradcamelementwise", "fem",
                                     "kpcacam", "dff", "sscam", "iscam", "ablationcam", "smoothgradcam++", "finercam",

@@ -71,6 +71,7 @@ def scorecam_maps(model, method="scorecam", **options):
     return [m for result in explainer.explain_batch(tiny_models.images(6, seed=41)) for m in result.maps]
 
 
+@pytest.mark.slow  # every target kind x three methods of masked passes: 10 s; make test and CI run it
 @pytest.mark.parametrize("method", ["scorecam", "sscam", "iscam"])  # SS-CAM and IS-CAM weigh as Score-CAM does
 @pytest.mark.parametrize("kind", list(_cases()))
 def test_scorecam_is_unchanged_by_a_constant_offset_on_the_outputs(kind, method):
