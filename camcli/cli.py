@@ -717,6 +717,9 @@ def _rule_option(field: str, help: str):
               "Flag rule, when the audit has the model: pasting the mark into pictures of other classes turns at "
               "least this much more of them into the class than pasting the same place of other pictures (with one "
               "class: covering the mark changes this share of its answers).")
+@_rule_option("min_reliance_not_distinct",
+              "Flag rule, when the audit has the model: the same, for a mark whose pattern is not distinct "
+              "(--min-distinct): the model, not the pattern, must tell it from an object's part.")
 @click.option("--seed", type=int, default=field_default(AuditOptions, "seed"), show_default=True,
               help="Seed of the clustering and the t-SNE picture.")
 @click.option("--report", is_flag=True,

@@ -427,6 +427,7 @@ class AuditOptions:
     min_pattern: float = option(0.8)  # a picture carries a mark: its pixels there are this alike to the others'
     min_distinct: float = option(0.8)  # flagged: the carriers' share of them and the pictures that come near the mark
     min_reliance: float = option(0.25)  # with the model: a pasted mark gives the class this much more often
+    min_reliance_not_distinct: float = option(0.4)  # with the model: the same, for a mark below min_distinct
 
     def __post_init__(self):
         _choice(self, "by", AUDIT_GROUPINGS)
@@ -442,7 +443,7 @@ class AuditOptions:
         _number(self, "neighbours", 2, whole=True)
         _number(self, "seed", whole=True)
         for name in ("max_share", "min_tightness", "min_away", "max_spread", "min_pattern", "min_distinct",
-                     "min_reliance"):
+                     "min_reliance", "min_reliance_not_distinct"):
             _number(self, name, 0, 1)
 
 

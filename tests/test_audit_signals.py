@@ -305,8 +305,8 @@ def test_min_distinct_at_its_bound(min_distinct, flagged, monkeypatch):
     pictures = [(lambda p=p: p) for _, p in pairs]
     real = spray._carried_pile
 
-    def one_near(squares, carriers, joined, near, rule):
-        return real(squares, carriers, joined, 1, rule)
+    def one_near(squares, carriers, joined, near, moving, rule):
+        return real(squares, carriers, joined, 1, moving, rule)
 
     monkeypatch.setattr(spray, "_carried_pile", one_near)
     piles = find_pile_ups(maps, np.arange(len(maps)), pictures, FlagRule(min_distinct=min_distinct))
@@ -315,38 +315,74 @@ def test_min_distinct_at_its_bound(min_distinct, flagged, monkeypatch):
     assert ("possible shortcut" in pile.reason) if flagged else ("an object's look varies" in pile.reason)
 
 
-@pytest.mark.parametrize(("dark", "flagged"), [(4, True), (3, False)])
-def test_min_reliance_at_its_bound(dark, flagged):
-    """`dark` of 8 pictures of other classes answer the class once the mark is pasted in, none once the same place of
-    the class's other pictures is (the control): transfer 4/8 is exactly min_reliance 0.5; 3/8 is below."""
-    from camcli.audit.spray import check_reliance
+class _HalfFollows(_FakeModel):
+    """Follows the mark only in pictures whose top-right pixel is dark."""
+
+    def class_scores(self, batch):
+        scores = super().class_scores(batch)
+        for row, picture in zip(scores, batch, strict=True):
+            if picture[0, -1].sum() >= 300:  # bright corner: the mark does not count
+                row[:] = [0.0, 1.0]
+        return scores
+
+
+def _transfer_test(dark: int, rule: FlagRule, near: int | None = None, monkeypatch=None):
+    """The mark of 8 carriers tested with _HalfFollows: `dark` of 8 pictures of other classes answer the class once the
+    mark is pasted in, none once the same place of the class's other pictures is (the control). `near`: this many
+    pictures of the class come near the mark instead of the real count. Its candidate pile-up, after the test."""
+    from camcli.audit import spray
 
     rng = np.random.default_rng(11)
     pairs = [_tagged(rng, (4, 4)) for _ in range(8)] + [_object(rng) for _ in range(20)]
     maps = np.stack([m for m, _ in pairs])
     pictures = [(lambda p=p: p) for _, p in pairs]
-    result = cluster_class(maps, pictures=pictures, seed=0, embed=False)
+    if near is not None:
+        real = spray._carried_pile
+        monkeypatch.setattr(spray, "_carried_pile", lambda squares, carriers, joined, _, moving, rule:
+                            real(squares, carriers, joined, near, moving, rule))
+    result = cluster_class(maps, pictures=pictures, seed=0, embed=False, rule=rule)
     grey = [np.clip(128 + rng.normal(0, 5, (SIDE, SIDE, 3)), 0, 255).astype(np.uint8) for _ in range(8)]
-    others = [(lambda p=p: p) for p in grey]
-
-    class HalfFollows(_FakeModel):
-        """Follows the mark only in pictures whose top-right pixel is dark."""
-
-        def class_scores(self, batch):
-            scores = super().class_scores(batch)
-            for row, picture in zip(scores, batch, strict=True):
-                if picture[0, -1].sum() >= 300:  # bright corner: the mark does not count
-                    row[:] = [0.0, 1.0]
-            return scores
-
     for k, picture in enumerate(grey):
         picture[0, -1] = 0 if k < dark else 255
     for member in result.pile_ups[0].members:  # the carriers keep a dark corner: covering tells
         pictures[member]()[0, -1] = 0
-    check_reliance(result.pile_ups, result.clusters, HalfFollows(True), pictures, 0, FlagRule(min_reliance=0.5),
-                   seed=0, others=others)
-    pile = next(pile for pile in result.pile_ups if pile.candidate)
-    assert pile.distinct == 1.0 and pile.transfer == dark / 8 and pile.flagged is flagged
+    spray.check_reliance(result.pile_ups, result.clusters, _HalfFollows(True), pictures, 0, rule, seed=0,
+                         others=[(lambda p=p: p) for p in grey])
+    return next(pile for pile in result.pile_ups if pile.candidate)
+
+
+@pytest.mark.parametrize(("dark", "flagged"), [(4, True), (3, False)])
+def test_min_reliance_at_its_bound(dark, flagged):
+    """Transfer 4/8 is exactly min_reliance 0.5; 3/8 is below."""
+    pile = _transfer_test(dark, FlagRule(min_reliance=0.5))
+    assert pile.distinct == 1.0 and not pile.model_decides
+    assert pile.transfer == dark / 8 and pile.flagged is flagged
+
+
+@pytest.mark.parametrize(("dark", "flagged"), [(4, True), (3, False)])
+def test_min_reliance_not_distinct_at_its_bound(dark, flagged, monkeypatch):
+    """A mark whose pattern is not distinct (8 carriers, 8 more of the class come near: 0.5) is not flagged by its
+    pattern; the model flags it at min_reliance_not_distinct (0.5 here: 4/8 is exactly that), and min_reliance
+    (0.1) is not enough."""
+    pile = _transfer_test(dark, FlagRule(min_reliance=0.1, min_reliance_not_distinct=0.5), near=8,
+                          monkeypatch=monkeypatch)
+    assert pile.distinct == 0.5 and pile.model_decides
+    assert pile.transfer == dark / 8 and pile.flagged is flagged
+    assert ("yet pasted into pictures" in pile.reason) if flagged else ("below 0.5" in pile.reason)
+
+
+def test_alike_pixels_at_places_of_their_own_are_left_out():
+    """A tag at one fixed place in 6 pictures, and the same tag at a place of its own in 6 more (as alike parts of
+    moving objects are): the mark is found in all 12, but only the 6 that share its place carry it."""
+    rng = np.random.default_rng(12)
+    own = [(60, 8), (8, 60), (70, 70), (40, 74), (74, 36), (24, 40)]
+    pairs = [_tagged(rng, (4, 4)) for _ in range(6)] + [_tagged(rng, place) for place in own]
+    pairs += [_object(rng) for _ in range(20)]
+    result = _audit(pairs)
+    [pile] = [pile for pile in result.pile_ups if pile.candidate]
+    assert set(pile.members.tolist()) == set(range(6)) and pile.moving == 6
+    assert "6 more match it each at a place of its own" in pile.reason
+    assert _flagged_members(result) == set(range(6))
 
 
 @pytest.mark.parametrize(("max_spread", "piles"), [(0.0625, 0), (0.1, 1)])

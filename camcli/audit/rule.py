@@ -31,16 +31,22 @@ class FlagRule:
        at `min_pattern` or above carry it, as long as MIN_MEMBERS do; objects that happen to peak there do not.
        Marks of several places whose templates match are one mark (a tag in any corner); the mark is then looked
        for in every other map of the class, where it peaks and where the mark sits in the others, so that a
-       carrier alone at its place joins;
-    3. flagged by its pattern when at least MIN_PILE pictures carry it and it is distinct: the carriers make up at
+       carrier whose map peaks elsewhere joins;
+    3. a fixed place: a copied mark stays put. A carrier counts only where its mark (moved onto its best match)
+       lies within spray.SAME_PLACE of another carrier's; pictures that match at a place of their own (alike parts
+       of moving objects) are left out and counted (PileUp.moving);
+    4. flagged by its pattern when at least MIN_PILE pictures carry it and it is distinct: the carriers make up at
        least `min_distinct` of them and the pictures of the class that come near it (similarity within
        spray.NEAR_BAND below `min_pattern`). A copied mark matches or does not; instances of an object's edge make
-       a continuum, as many near as matching;
-    4. with the model (the audit explains the images itself), each flagged mark (at most spray.MODEL_TESTS per
-       class, the most distinct first) is pasted into pictures of other classes (at most reliance.MAX_PASTE of the
-       short side each way), and so is the same place of other pictures of other classes (the control): the mark
-       stays flagged when it turns at least `min_reliance` more of them into the class than the control does
-       (reliance.MAX_TRANSFERRED pictures each).
+       a continuum, as many near as matching. A mark that is not distinct is left to the model (5);
+    5. with the model (the audit explains the images itself), each flagged mark, then each mark that is not
+       distinct (at most spray.MODEL_TESTS per class, in that order, the most distinct first), is pasted into
+       pictures of other classes (at most reliance.MAX_PASTE of the short side each way), and so is the same place
+       of other pictures of other classes (the control): the mark is flagged when it turns at least `min_reliance`
+       more of them into the class than the control does (reliance.MAX_TRANSFERRED pictures each), or at least
+       `min_reliance_not_distinct` where its pattern is not distinct (on generated scenes, marks under alike parts
+       of objects turned at most 0.34 more pictures into their class, with the clean model or the cheating ones;
+       the cheating models' tags that were not distinct 0.44-0.88, but for 8 of 24 that fail either way).
        With no other class, covering the mark in its carriers (the share whose answer leaves the class) decides
        instead.
     A SpRAy cluster of at least MIN_MEMBERS maps shows the flag when at least half of them carry flagged marks.
@@ -62,16 +68,18 @@ class FlagRule:
     min_pattern: float = field_default(AuditOptions, "min_pattern")
     min_distinct: float = field_default(AuditOptions, "min_distinct")
     min_reliance: float = field_default(AuditOptions, "min_reliance")
+    min_reliance_not_distinct: float = field_default(AuditOptions, "min_reliance_not_distinct")
 
     @classmethod
     def of(cls, audit: AuditOptions) -> FlagRule:
         return cls(audit.max_share, audit.min_tightness, audit.min_away, audit.max_spread, audit.min_pattern,
-                   audit.min_distinct, audit.min_reliance)
+                   audit.min_distinct, audit.min_reliance, audit.min_reliance_not_distinct)
 
     def record(self) -> dict:
         return {"max_share": self.max_share, "min_tightness": self.min_tightness, "min_away": self.min_away,
                 "max_spread": self.max_spread, "min_pattern": self.min_pattern,
                 "min_distinct": self.min_distinct, "min_reliance": self.min_reliance,
+                "min_reliance_not_distinct": self.min_reliance_not_distinct,
                 "min_members": MIN_MEMBERS,
                 "border_band": BORDER_BAND, "corner_side": CORNER_SIDE}
 

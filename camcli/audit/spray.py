@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from camcli.audit.rule import BORDER_BAND, CORNER_SIDE, DEFAULT_RULE, MIN_MEMBERS, FlagRule
-from camcli.audit.signals import MIN_PILE, evidence_share, peak_cells, peak_spread
+from camcli.audit.signals import MIN_PILE, PICTURE_CELLS, evidence_share, peak_cells, peak_spread
 from camcli.errors import UsageError
 from camcli.options import AuditOptions, field_default
 
@@ -98,6 +98,8 @@ class PileUp:
     extent: tuple | None = None  # the mark's box around each member's place: (left, top, right, bottom) offsets,
     # shares of the short side (signals.mark_extent); None: a square of reliance.COVER_SPAN
     near: int = 0  # pictures of the class whose best match to the mark is just below min_pattern
+    moving: int = 0  # pictures that match the mark at a place no other carrier shares (left out: _at_fixed_places)
+    model_decides: bool = False  # a candidate whose pattern is not distinct: only the model's answer can flag it
 
     @property
     def candidate(self) -> bool:
@@ -334,7 +336,6 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
         SEARCH_SHIFT,
         SHIFT,
         SmallPictures,
-        align_mark,
         find_mark,
         mark_extent,
         pile_ups,
@@ -372,9 +373,11 @@ def find_pile_ups(squares: np.ndarray, live: np.ndarray, pictures: Sequence, rul
                 carriers[int(index)] = (places_found[k], float(score))
         # near: judged where each map peaks only (looking in more places finds more by chance)
         near = int(np.sum((tried[0] >= rule.min_pattern - NEAR_BAND) & (scores < rule.min_pattern)))
-        pile = _carried_pile(squares, carriers, joined, near, rule)
-        if pile.candidate:  # each carrier's place moved onto its mark, and the mark's box measured
-            pile.marks = align_mark(smalls, pile.members, pile.marks, template)
+        carriers, moving = _at_fixed_places(smalls, carriers, template)
+        if not carriers:  # every match sits at a place of its own: alike parts of moving objects, no mark
+            continue
+        pile = _carried_pile(squares, carriers, joined, near, moving, rule)
+        if pile.candidate:  # the mark's box measured around the carriers that match it best
             best = pile.best_carriers(MAX_PATTERN_MEMBERS)
             pile.extent = mark_extent(smalls, pile.members[best], pile.marks[best])
         found.append(pile)
@@ -386,6 +389,28 @@ MAX_PLACES = 24  # places examined per class, the most crowded first: the cost s
 # mark match or do not (on generated scenes, 9 of 693 other pictures came near the tag's mark, which 485 carried);
 # instances of an object's edge make a continuum (as many near as matching, or more).
 NEAR_BAND = 0.2
+
+
+# A copied mark sits at a fixed place: a carrier's mark (moved onto its best match, signals.align_mark) lies within
+# this share of the picture's side (1.5 cells of signals.PICTURE_CELLS, each way) of another carrier's. Alike pixels
+# under a moving object do not: on generated scenes, the top edges of circles matched a stripe's template at up to
+# 0.98, each at its own place, while the stripes' carriers shared four places (make bench-audit).
+SAME_PLACE = 1.5 / PICTURE_CELLS
+
+
+def _at_fixed_places(smalls, carriers: dict, template) -> tuple[dict, int]:
+    """(the carriers whose mark, moved onto its best match, shares its place with another carrier's (within
+    SAME_PLACE each way), with their places moved; how many were left out: alike pixels at a place of their own)."""
+    from camcli.audit.signals import align_mark
+
+    if not carriers:
+        return carriers, 0
+    indexes = np.fromiter(carriers, dtype=np.int64, count=len(carriers))
+    places = align_mark(smalls, indexes, np.asarray([carriers[int(i)][0] for i in indexes]), template)
+    apart = np.abs(places[:, np.newaxis, :] - places[np.newaxis, :, :]).max(axis=2)
+    shared = ((apart <= SAME_PLACE).sum(axis=1) - 1) >= 1
+    kept = {int(i): (tuple(places[k]), carriers[int(i)][1]) for k, i in enumerate(indexes) if shared[k]}
+    return kept, int((~shared).sum())
 
 
 def _join_marks(marks: list, smalls, threshold: float) -> list[list]:
@@ -409,9 +434,10 @@ def _join_marks(marks: list, smalls, threshold: float) -> list[list]:
 
 
 def _carried_pile(squares, carriers: dict[int, tuple[tuple[float, float], float]], joined: list, near: int,
-                  rule: FlagRule) -> PileUp:
-    """The mark's pile-up: its carriers ({index: (place, fit)}), found at the places of `joined`, judged by
-    its pattern alone (MIN_PILE carriers, distinct)."""
+                  moving: int, rule: FlagRule) -> PileUp:
+    """The mark's pile-up: its carriers ({index: (place, fit)}), found at the places of `joined` (`moving` more
+    matched it at places of their own and were left out), judged by its pattern alone (MIN_PILE carriers,
+    distinct; below min_distinct, the model decides: PileUp.model_decides)."""
     members = np.asarray(sorted(carriers), dtype=np.int64)
     figures = [mark.figure for _, mark in joined if mark.figure is not None]
     pattern = float(np.median(figures)) if figures else None
@@ -421,18 +447,23 @@ def _carried_pile(squares, carriers: dict[int, tuple[tuple[float, float], float]
                   pattern_compared=compared, mark=joined[0][1].where,
                   marks=np.asarray([carriers[int(i)][0] for i in members]),
                   fit=np.asarray([carriers[int(i)][1] for i in members]),
-                  distinct=round(len(members) / (len(members) + near), 4), near=near)
+                  distinct=round(len(members) / (len(members) + near), 4), near=near,
+                  moving=moving)
     where = (f"at ({pile.mark[0]:.2f}, {pile.mark[1]:.2f}) of the picture" if places == 1
              else f"at {places} places")
+    if moving:
+        where += f" ({moving} more match it each at a place of its own: left out, a copied mark stays put)"
     if len(members) < MIN_PILE:
         pile.reason = (f"{len(members)} maps peak on one pattern {where}: fewer than {MIN_PILE}, which can "
                        "match by chance")
         return pile
     if pile.distinct < rule.min_distinct:
+        pile.model_decides = True
         pile.reason = (f"{len(members)} maps peak on alike pixels {where} (similarity {pattern:.2f}), but {near} "
                        f"more of the class come near them ({rule.min_pattern - NEAR_BAND:.2f} to {rule.min_pattern:g}; "
                        f"distinct {pile.distinct:.2f}, below {rule.min_distinct:g}): an object's look varies, a "
-                       "copied mark does not")
+                       f"copied mark does not; only the model's answer (at least {rule.min_reliance_not_distinct:g}) "
+                       "can flag it")
         return pile
     pile.flagged, pile.reason = True, (
         f"{len(members)} maps ({pile.share:.0%} of the class) peak on the same pattern {where} (similarity "
@@ -479,8 +510,8 @@ def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pict
     At most MODEL_TESTS marks per class are tested, the most distinct first. The clusters are judged again."""
     from camcli.audit.reliance import reliance, transfer
 
-    tested = sorted((pile for pile in piles if pile.flagged), key=lambda pile: (-(pile.distinct or 0.0),
-                                                                                -len(pile.members)))
+    tested = sorted((pile for pile in piles if pile.flagged or pile.model_decides),
+                    key=lambda pile: (pile.model_decides, -(pile.distinct or 0.0), -len(pile.members)))
     for pile in tested[:MODEL_TESTS]:
         places = [pile.place_of(k) for k in range(len(pile.members))]
         pile.reliance = reliance(explainer, [pictures[i] for i in pile.members], places, class_index, seed,
@@ -491,7 +522,7 @@ def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pict
         figure = pile.transfer if pile.transfer is not None else pile.reliance
         if figure is None:
             continue
-        needed = rule.min_reliance
+        needed = rule.min_reliance_not_distinct if pile.model_decides else rule.min_reliance
         told = []
         if pile.transfer is not None:
             told.append(f"pasted into pictures of other classes it turns {pile.transfer:.0%} more of them into this "
@@ -499,10 +530,11 @@ def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pict
         if pile.reliance is not None:
             told.append(f"covering it changes the answer of {pile.reliance:.0%} of its images")
         said = "; ".join(told)
-        found = pile.reason.split(": a possible shortcut")[0]
+        found = pile.reason.split(": a possible shortcut")[0].split("; only the model's answer")[0]
         pile.flagged = figure >= needed
         if pile.flagged:
-            pile.reason = f"{found}; {said}: the answer follows it, a likely shortcut"
+            yet = "yet " if pile.model_decides else ""
+            pile.reason = f"{found}; {yet}{said}: the answer follows it, a likely shortcut"
         else:
             pile.reason = f"{found}; but {said} (below {needed:g}): the model's answer does not follow it"
     judge_by_pile_ups(clusters, piles, rule)
