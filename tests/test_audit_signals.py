@@ -416,3 +416,33 @@ def test_the_transfer_takes_off_what_any_patch_does():
                    others=[(lambda p=p: p) for p in flat])
     pile = next(pile for pile in result.pile_ups if set(range(8)) <= set(pile.members.tolist()))
     assert pile.transfer <= 0.0 and not pile.flagged and "does not follow it" in pile.reason
+
+
+def test_a_copy_over_other_content_joins_at_the_marks_place():
+    """Tags at one fixed place, some of them half hidden by noise (as a glyph drawn over an object is): at the place
+    the carriers share, a picture carries the mark from min_pattern - AT_PLACE_BAND up; one whose map peaks there
+    over other content does not."""
+    from camcli.audit.spray import AT_PLACE_BAND
+
+    rng = np.random.default_rng(13)
+    pairs = [_tagged(rng, (4, 4)) for _ in range(8)]
+    for noise in (100, 220, 260, 320, 500, 800):  # similar at the place: about 0.94, 0.73, 0.67, 0.58, 0.41, 0.24
+        m, picture = _tagged(rng, (4, 4))
+        picture[4:4 + TAG, 4:4 + TAG] = np.clip(picture[4:4 + TAG, 4:4 + TAG] + rng.normal(0, noise, (TAG, TAG, 3)),
+                                                0, 255)
+        pairs.append((m, picture))
+    for _ in range(3):  # maps that peak at the place, over an object
+        m, picture = _tagged(rng, (4, 4))
+        pairs.append((m, _with_object(_background(rng), rng, 11, 11)))
+    pairs += [_object(rng) for _ in range(20)]
+    result = _audit(pairs)
+    [pile] = [pile for pile in result.pile_ups if pile.candidate]
+    threshold = FlagRule().min_pattern - AT_PLACE_BAND
+    smalls = SmallPictures([(lambda p=p: p) for _, p in pairs])
+    template = find_mark(smalls, np.arange(8), pairs[0][0], FlagRule().min_pattern, 0).template
+    at_place = search_mark(smalls, np.arange(8, 17), np.tile(pile.place_of(0), (9, 1)), template, 1)
+    members = set(pile.members.tolist())
+    joined = {8 + k for k, figure in enumerate(at_place) if figure >= threshold}
+    assert joined & {9, 10} and {12, 13, 14, 15, 16}.isdisjoint(joined)  # the noise sets them apart
+    assert members & set(range(8, 17)) == joined and set(range(8)) <= members
+    assert any(figure < FlagRule().min_pattern for figure in pile.fit)  # joined below min_pattern, at the place

@@ -34,7 +34,8 @@ class FlagRule:
        carrier whose map peaks elsewhere joins;
     3. a fixed place: a copied mark stays put. A carrier counts only where its mark (moved onto its best match)
        lies within spray.SAME_PLACE of another carrier's; pictures that match at a place of their own (alike parts
-       of moving objects) are left out and counted (PileUp.moving);
+       of moving objects) are left out and counted (PileUp.moving). At the places the carriers share, a picture
+       carries the mark from spray.AT_PLACE_BAND below `min_pattern` up (a copy drawn over other content);
     4. flagged by its pattern when at least MIN_PILE pictures carry it and it is distinct: the carriers make up at
        least `min_distinct` of them and the pictures of the class that come near it (similarity within
        spray.NEAR_BAND below `min_pattern`). A copied mark matches or does not; instances of an object's edge make
