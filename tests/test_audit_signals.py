@@ -446,3 +446,17 @@ def test_a_copy_over_other_content_joins_at_the_marks_place():
     assert joined & {9, 10} and {12, 13, 14, 15, 16}.isdisjoint(joined)  # the noise sets them apart
     assert members & set(range(8, 17)) == joined and set(range(8)) <= members
     assert any(figure < FlagRule().min_pattern for figure in pile.fit)  # joined below min_pattern, at the place
+
+
+def test_same_places_near_the_edges_fold_onto_one_corner():
+    """Within 1.5 cells (of 48) each way, or at the same distances from the edges within the border band (a logo in
+    any corner, a stamp on either side); inner places never fold."""
+    from camcli.audit.spray import SAME_PLACE, same_places
+
+    places = np.array([[0.07, 0.07], [0.93, 0.07], [0.07, 0.93], [0.93, 0.93],  # the four corners
+                       [0.5, 0.07], [0.5, 0.93],  # the top and bottom edges' middles
+                       [0.3, 0.3], [0.7, 0.7], [0.3 + SAME_PLACE * 0.9, 0.3]])  # inside: only the near one
+    same = same_places(places)
+    assert same[:4, :4].all() and same[4, 5] and not same[:4, 4:].any()
+    assert not same[6, 7] and same[6, 8] and not same[:6, 6:].any()
+    assert same_places(np.array([[0.07, 0.07], [0.07 + SAME_PLACE * 1.1, 0.07]]))[0, 1] == np.False_

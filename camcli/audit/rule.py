@@ -33,7 +33,8 @@ class FlagRule:
        for in every other map of the class, where it peaks and where the mark sits in the others, so that a
        carrier whose map peaks elsewhere joins;
     3. a fixed place: a copied mark stays put. A carrier counts only where its mark (moved onto its best match)
-       lies within spray.SAME_PLACE of another carrier's; pictures that match at a place of their own (alike parts
+       lies within spray.SAME_PLACE of another carrier's, or near the edges at the same distances from them (a logo in
+       whichever corner: spray.same_places); pictures that match at a place of their own (alike parts
        of moving objects) are left out and counted (PileUp.moving). At the places the carriers share, a picture
        carries the mark from spray.AT_PLACE_BAND below `min_pattern` up (a copy drawn over other content);
     4. flagged by its pattern when at least MIN_PILE pictures carry it and it is distinct: the carriers make up at

@@ -401,17 +401,28 @@ NEAR_BAND = 0.2
 SAME_PLACE = 1.5 / PICTURE_CELLS
 
 
+def same_places(places: np.ndarray) -> np.ndarray:
+    """(n, n) booleans: the places ((x, y) fractions) that lie within SAME_PLACE of each other each way, or, both within
+    BORDER_BAND of the picture's edges, at the same distances from its edges (a logo or a stamp kept at a fixed distance
+    from a corner or an edge, in whichever corner or on whichever edge: a dataset that mixes sources mixes them)."""
+    places = np.asarray(places, dtype=np.float64).reshape(-1, 2)
+    apart = np.abs(places[:, np.newaxis, :] - places[np.newaxis, :, :]).max(axis=2)
+    from_edges = np.minimum(places, 1.0 - places)
+    edged = from_edges.min(axis=1) < BORDER_BAND
+    folded = np.abs(from_edges[:, np.newaxis, :] - from_edges[np.newaxis, :, :]).max(axis=2)
+    return (apart <= SAME_PLACE) | ((folded <= SAME_PLACE) & edged[:, np.newaxis] & edged[np.newaxis, :])
+
+
 def _at_fixed_places(smalls, carriers: dict, template) -> tuple[dict, int]:
-    """(the carriers whose mark, moved onto its best match, shares its place with another carrier's (within
-    SAME_PLACE each way), with their places moved; how many were left out: alike pixels at a place of their own)."""
+    """(the carriers whose mark, moved onto its best match, shares its place with another carrier's (same_places),
+    with their places moved; how many were left out: alike pixels at a place of their own)."""
     from camcli.audit.signals import align_mark
 
     if not carriers:
         return carriers, 0
     indexes = np.fromiter(carriers, dtype=np.int64, count=len(carriers))
     places = align_mark(smalls, indexes, np.asarray([carriers[int(i)][0] for i in indexes]), template)
-    apart = np.abs(places[:, np.newaxis, :] - places[np.newaxis, :, :]).max(axis=2)
-    shared = ((apart <= SAME_PLACE).sum(axis=1) - 1) >= 1
+    shared = (same_places(places).sum(axis=1) - 1) >= 1
     kept = {int(i): (tuple(places[k]), carriers[int(i)][1]) for k, i in enumerate(indexes) if shared[k]}
     return kept, int((~shared).sum())
 
