@@ -406,11 +406,14 @@ def same_places(places: np.ndarray) -> np.ndarray:
     BORDER_BAND of the picture's edges, at the same distances from its edges (a logo or a stamp kept at a fixed distance
     from a corner or an edge, in whichever corner or on whichever edge: a dataset that mixes sources mixes them)."""
     places = np.asarray(places, dtype=np.float64).reshape(-1, 2)
-    apart = np.abs(places[:, np.newaxis, :] - places[np.newaxis, :, :]).max(axis=2)
     from_edges = np.minimum(places, 1.0 - places)
     edged = from_edges.min(axis=1) < BORDER_BAND
-    folded = np.abs(from_edges[:, np.newaxis, :] - from_edges[np.newaxis, :, :]).max(axis=2)
-    return (apart <= SAME_PLACE) | ((folded <= SAME_PLACE) & edged[:, np.newaxis] & edged[np.newaxis, :])
+    return _close(places) | (_close(from_edges) & edged[:, np.newaxis] & edged[np.newaxis, :])
+
+
+def _close(places: np.ndarray) -> np.ndarray:
+    """(n, n) booleans: the (n, 2) places that lie within SAME_PLACE of each other each way."""
+    return np.abs(places[:, np.newaxis, :] - places[np.newaxis, :, :]).max(axis=2) <= SAME_PLACE
 
 
 def _at_fixed_places(smalls, carriers: dict, template) -> tuple[dict, int]:
@@ -443,10 +446,10 @@ def _at_the_marks_places(smalls, indexes: np.ndarray, carriers: dict, template, 
     if not len(indexes):
         return {}
     places = np.asarray([place for place, _ in carriers.values()])
+    close = _close(places)
     remaining = np.ones(len(places), dtype=bool)
     shared = []
     while remaining.any() and len(shared) < MAX_MARK_PLACES:
-        close = np.abs(places[:, np.newaxis, :] - places[np.newaxis, :, :]).max(axis=2) <= SAME_PLACE
         crowd = (close & remaining[np.newaxis, :]).sum(axis=1) * remaining
         centre = int(np.argmax(crowd))
         shared.append(places[centre])
@@ -544,15 +547,18 @@ def _mark_pile(squares, members: np.ndarray, mark, rule: FlagRule) -> PileUp:
 
 def check_reliance(piles: list[PileUp], clusters: list[Cluster], explainer, pictures: Sequence, class_index: int,
                    rule: FlagRule, seed: int = SEED, others: Sequence = ()) -> None:
-    """With the model, does the answer follow each mark that the pattern flags (camcli.audit.reliance)?
+    """With the model, does the answer follow each mark that the pattern flags, or that it leaves to the model
+    (PileUp.model_decides: not distinct) (camcli.audit.reliance)?
     - transfer: the mark, cut from the pictures that carry it best, pasted into pictures of other classes
       (`others`, callables) at its place: how much more often their top-1 becomes the class than with the same
       place of other pictures of other classes pasted (the control: pasting anything there hides part of a
-      picture). The mark stays flagged when this reaches `rule.min_reliance`: the model's answer decides.
+      picture). The mark is flagged when this reaches `rule.min_reliance` (`rule.min_reliance_not_distinct` for a
+      mark that is not distinct): the model's answer decides.
     - reliance: each carrier with its mark covered: the share whose top-1 leaves the class. Reported; it decides
       only where there are no pictures of other classes to paste into. Covering alone cannot tell a shortcut
       where a mark sits on or beside the object (a tag in the middle of the picture): it hides the object too.
-    At most MODEL_TESTS marks per class are tested, the most distinct first. The clusters are judged again."""
+    At most MODEL_TESTS marks per class are tested: those the pattern flags first, the most distinct first. The
+    clusters are judged again."""
     from camcli.audit.reliance import reliance, transfer
 
     tested = sorted((pile for pile in piles if pile.flagged or pile.model_decides),
